@@ -198,7 +198,15 @@ START_TEST(errors_name_the_field_path)
     expect_error("[1]", IOTGW_ERR_JSON_TYPE, "field (message): expected an object");
     expect_error("{\"fInt32\":1,\"fInt32\":2}", IOTGW_ERR_JSON_SYNTAX,
                  "JSON syntax error at line 1 column 20: duplicate object key near '\"fInt32\"'");
-    expect_error("{\"fString\":\"a\\u0000b\"}", IOTGW_ERR_JSON_TYPE, "field fString: string contains a NUL character");
+    expect_error("{\"fString\":\"a\\u0000b\"}", IOTGW_ERR_JSON_SYNTAX,
+                 "JSON syntax error at line 1 column 21: \\u0000 is not allowed without JSON_ALLOW_NUL near '\"a\\u0000b\"'");
+    /* a tree built with NULs inside strings (JSON_ALLOW_NUL) is refused too */
+    json_t *j = json_pack("{s:s%}", "fString", "a\0b", (size_t)3);
+    ProtobufCMessage *m = NULL;
+    iotgw_diag d;
+    ck_assert_int_eq(iotgw_pb_from_json(&iotgw__test__all_types__descriptor, j, &m, &d), IOTGW_ERR_JSON_TYPE);
+    ck_assert_str_eq(d.text, "field fString: string contains a NUL character");
+    json_decref(j);
     expect_error("{", IOTGW_ERR_JSON_SYNTAX, "JSON syntax error at line 1 column 1: string or '}' expected near end of file");
 }
 END_TEST
