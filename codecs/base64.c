@@ -47,8 +47,7 @@ static int sextet(char c, int flags)
     return -1;
 }
 
-int iotgw_base64_decode(const char *in, size_t n, uint8_t *out, size_t *out_len, int flags,
-                        iotgw_diag *diag)
+int iotgw_base64_decode(const char *in, size_t n, uint8_t *out, size_t *out_len, int flags, iotgw_diag *diag)
 {
     size_t data = n;
     while (data > 0 && in[data - 1] == '=')
@@ -67,8 +66,7 @@ int iotgw_base64_decode(const char *in, size_t n, uint8_t *out, size_t *out_len,
     for (size_t i = 0; i < data; i++) {
         int v = sextet(in[i], flags);
         if (v < 0)
-            return iotgw_diag_fail(diag, IOTGW_ERR_BASE64,
-                                   "base64: invalid character at offset %zu", i);
+            return iotgw_diag_fail(diag, IOTGW_ERR_BASE64, "base64: invalid character at offset %zu", i);
         acc = acc << 6 | (uint32_t)v;
         bits += 6;
         if (bits >= 8) {

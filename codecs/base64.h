@@ -13,7 +13,7 @@
 
 #include "codecs/error.h"
 
-#define IOTGW_BASE64_STRICT 0
+#define IOTGW_BASE64_STRICT  0
 #define IOTGW_BASE64_LENIENT 1 /* accept '-' '_' for '+' '/', and missing padding */
 
 /* Characters base64 of n bytes takes, without the terminating NUL. */
@@ -23,7 +23,6 @@ void iotgw_base64_encode(const uint8_t *in, size_t n, char *out);
 /* Upper bound of the bytes that decoding n characters yields. */
 size_t iotgw_base64_decoded_max(size_t n);
 /* Decode in[0..n) into out (iotgw_base64_decoded_max(n) bytes); *out_len gets the size. */
-int iotgw_base64_decode(const char *in, size_t n, uint8_t *out, size_t *out_len, int flags,
-                        iotgw_diag *diag);
+int iotgw_base64_decode(const char *in, size_t n, uint8_t *out, size_t *out_len, int flags, iotgw_diag *diag);
 
 #endif

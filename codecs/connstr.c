@@ -14,8 +14,14 @@
 enum field_id { F_HOST, F_DEVICE, F_MODULE, F_KEY, F_KEYNAME, F_SAS, F_GATEWAY, F_X509, F_COUNT };
 
 static const char *const field_names[F_COUNT] = {
-    "HostName", "DeviceId", "ModuleId", "SharedAccessKey", "SharedAccessKeyName",
-    "SharedAccessSignature", "GatewayHostName", "x509",
+    "HostName",
+    "DeviceId",
+    "ModuleId",
+    "SharedAccessKey",
+    "SharedAccessKeyName",
+    "SharedAccessSignature",
+    "GatewayHostName",
+    "x509",
 };
 
 static char **field_slot(iotgw_connstr *cs, enum field_id f, char **x509_text)
@@ -36,10 +42,12 @@ static int check_host(const char *field, const char *v, iotgw_diag *diag)
 {
     size_t n = strlen(v);
     if (n > 253)
-        return iotgw_diag_fail(diag, IOTGW_ERR_CONNSTR_BAD_VALUE, "%s is longer than a DNS name can be", field);
+        return iotgw_diag_fail(diag, IOTGW_ERR_CONNSTR_BAD_VALUE, "%s is longer than a DNS name can be",
+                               field);
     for (size_t i = 0; i < n; i++) {
         char c = v[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.'))
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+              c == '.'))
             return iotgw_diag_fail(diag, IOTGW_ERR_CONNSTR_BAD_VALUE,
                                    "%s has a character not allowed in a host name at offset %zu", field, i);
     }
@@ -97,8 +105,9 @@ static int check_combination(iotgw_connstr *cs, iotgw_diag *diag)
         return iotgw_diag_fail(diag, IOTGW_ERR_CONNSTR_MISSING_FIELD, "ModuleId needs a DeviceId");
     if (!cs->device_id) {
         if (!cs->shared_access_key_name)
-            return iotgw_diag_fail(diag, IOTGW_ERR_CONNSTR_MISSING_FIELD,
-                                   "DeviceId is missing (device string) or SharedAccessKeyName is missing (service string)");
+            return iotgw_diag_fail(
+                diag, IOTGW_ERR_CONNSTR_MISSING_FIELD,
+                "DeviceId is missing (device string) or SharedAccessKeyName is missing (service string)");
         if (!cs->shared_access_key)
             return iotgw_diag_fail(diag, IOTGW_ERR_CONNSTR_MISSING_FIELD, "SharedAccessKey is missing");
         if (cs->shared_access_signature || cs->x509)
@@ -125,8 +134,7 @@ static int parse_pair(iotgw_connstr *cs, const char *p, size_t len, size_t offse
 {
     const char *eq = memchr(p, '=', len);
     if (!eq)
-        return iotgw_diag_fail(diag, IOTGW_ERR_CONNSTR_SYNTAX,
-                               "expected Key=Value at offset %zu", offset);
+        return iotgw_diag_fail(diag, IOTGW_ERR_CONNSTR_SYNTAX, "expected Key=Value at offset %zu", offset);
     size_t klen = (size_t)(eq - p);
     if (klen == 0)
         return iotgw_diag_fail(diag, IOTGW_ERR_CONNSTR_SYNTAX, "empty field name at offset %zu", offset);
@@ -135,14 +143,16 @@ static int parse_pair(iotgw_connstr *cs, const char *p, size_t len, size_t offse
             continue;
         if (strncmp(p, field_names[f], klen) != 0) {
             if (strncasecmp(p, field_names[f], klen) == 0)
-                return iotgw_diag_fail(diag, IOTGW_ERR_CONNSTR_UNKNOWN_FIELD,
-                                       "unknown field '%.*s' (field names are case-sensitive: did you mean '%s'?)",
-                                       (int)klen, p, field_names[f]);
+                return iotgw_diag_fail(
+                    diag, IOTGW_ERR_CONNSTR_UNKNOWN_FIELD,
+                    "unknown field '%.*s' (field names are case-sensitive: did you mean '%s'?)", (int)klen, p,
+                    field_names[f]);
             continue;
         }
         char **slot = field_slot(cs, (enum field_id)f, x509_text);
         if (*slot)
-            return iotgw_diag_fail(diag, IOTGW_ERR_CONNSTR_DUPLICATE_FIELD, "%s is given twice", field_names[f]);
+            return iotgw_diag_fail(diag, IOTGW_ERR_CONNSTR_DUPLICATE_FIELD, "%s is given twice",
+                                   field_names[f]);
         size_t vlen = len - klen - 1;
         if (vlen == 0)
             return iotgw_diag_fail(diag, IOTGW_ERR_CONNSTR_BAD_VALUE, "%s is empty", field_names[f]);
@@ -195,14 +205,17 @@ void iotgw_connstr_clear(iotgw_connstr *cs)
 char *iotgw_connstr_format(const iotgw_connstr *cs)
 {
     const char *vals[F_COUNT] = {
-        cs->host_name, cs->device_id, cs->module_id, cs->shared_access_key_name,
-        cs->shared_access_key, cs->shared_access_signature, cs->gateway_host_name,
-        cs->x509 ? "true" : NULL,
+        cs->host_name,         cs->device_id,
+        cs->module_id,         cs->shared_access_key_name,
+        cs->shared_access_key, cs->shared_access_signature,
+        cs->gateway_host_name, cs->x509 ? "true" : NULL,
     };
     /* output order: HostName, DeviceId, ModuleId, SharedAccessKeyName, SharedAccessKey, ... */
     const char *names[F_COUNT] = {
-        "HostName", "DeviceId", "ModuleId", "SharedAccessKeyName",
-        "SharedAccessKey", "SharedAccessSignature", "GatewayHostName", "x509",
+        "HostName",        "DeviceId",
+        "ModuleId",        "SharedAccessKeyName",
+        "SharedAccessKey", "SharedAccessSignature",
+        "GatewayHostName", "x509",
     };
     size_t need = 1;
     for (int i = 0; i < F_COUNT; i++)

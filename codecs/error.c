@@ -10,7 +10,10 @@ struct err_entry {
     const char *text;
 };
 
-#define E(code, text) { code, #code, text }
+#define E(code, text)                                                                                        \
+    {                                                                                                        \
+        code, #code, text                                                                                    \
+    }
 static const struct err_entry err_table[] = {
     E(IOTGW_OK, "success"),
     E(IOTGW_ERR_NOMEM, "out of memory"),

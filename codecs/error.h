@@ -23,7 +23,7 @@ enum iotgw_err {
     /* general: -1 .. -99 */
     IOTGW_ERR_NOMEM = -1,
     IOTGW_ERR_INVALID_ARG = -2,
-    IOTGW_ERR_AGAIN = -3,           /* not an error: more input is needed */
+    IOTGW_ERR_AGAIN = -3, /* not an error: more input is needed */
     IOTGW_ERR_BUFFER_TOO_SMALL = -4,
     IOTGW_ERR_INTERNAL = -5,
 
@@ -32,7 +32,7 @@ enum iotgw_err {
     IOTGW_ERR_FRAME_TRUNCATED_VARINT = -101, /* stream ended inside the length prefix */
     IOTGW_ERR_FRAME_TRUNCATED = -102,        /* stream ended inside a frame body */
     IOTGW_ERR_FRAME_TOO_LARGE = -103,
-    IOTGW_ERR_FRAME_MALFORMED = -104,        /* body is not a valid protobuf message */
+    IOTGW_ERR_FRAME_MALFORMED = -104, /* body is not a valid protobuf message */
 
     /* text encodings: -150 .. -199 */
     IOTGW_ERR_BASE64 = -150,
@@ -43,7 +43,7 @@ enum iotgw_err {
     IOTGW_ERR_SAS_BAD_KEY = -201,
     IOTGW_ERR_SAS_SIGNATURE = -202,
     IOTGW_ERR_SAS_EXPIRED = -203,
-    IOTGW_ERR_SAS_RESOURCE = -204,           /* token does not cover the identity asked for */
+    IOTGW_ERR_SAS_RESOURCE = -204, /* token does not cover the identity asked for */
 
     /* connection strings: -250 .. -299 */
     IOTGW_ERR_CONNSTR_SYNTAX = -250,
@@ -51,22 +51,22 @@ enum iotgw_err {
     IOTGW_ERR_CONNSTR_DUPLICATE_FIELD = -252,
     IOTGW_ERR_CONNSTR_MISSING_FIELD = -253,
     IOTGW_ERR_CONNSTR_BAD_VALUE = -254,
-    IOTGW_ERR_CONNSTR_CONFLICT = -255,       /* fields that cannot go together */
+    IOTGW_ERR_CONNSTR_CONFLICT = -255, /* fields that cannot go together */
 
     /* JSON <-> protobuf: -300 .. -349 */
     IOTGW_ERR_JSON_SYNTAX = -300,
     IOTGW_ERR_JSON_UNKNOWN_FIELD = -301,
-    IOTGW_ERR_JSON_TYPE = -302,              /* JSON value of the wrong kind for the field */
-    IOTGW_ERR_JSON_RANGE = -303,             /* number out of the field's range */
-    IOTGW_ERR_JSON_ENUM = -304,              /* unknown enum name or number */
-    IOTGW_ERR_JSON_ONEOF = -305,             /* two members of one oneof */
-    IOTGW_ERR_JSON_DEPTH = -306,             /* nesting deeper than IOTGW_JSON_MAX_DEPTH */
-    IOTGW_ERR_JSON_UTF8 = -307,              /* protobuf string field holding invalid UTF-8 */
+    IOTGW_ERR_JSON_TYPE = -302,  /* JSON value of the wrong kind for the field */
+    IOTGW_ERR_JSON_RANGE = -303, /* number out of the field's range */
+    IOTGW_ERR_JSON_ENUM = -304,  /* unknown enum name or number */
+    IOTGW_ERR_JSON_ONEOF = -305, /* two members of one oneof */
+    IOTGW_ERR_JSON_DEPTH = -306, /* nesting deeper than IOTGW_JSON_MAX_DEPTH */
+    IOTGW_ERR_JSON_UTF8 = -307,  /* protobuf string field holding invalid UTF-8 */
 
     /* hub messages: -350 .. -399 */
-    IOTGW_ERR_HUBMSG_CONTENT_TYPE = -350,    /* content-type we cannot turn into a parcel */
-    IOTGW_ERR_HUBMSG_BODY = -351,            /* body section missing or of the wrong kind */
-    IOTGW_ERR_HUBMSG_PAYLOAD = -352,         /* parcel content does not parse as its type */
+    IOTGW_ERR_HUBMSG_CONTENT_TYPE = -350, /* content-type we cannot turn into a parcel */
+    IOTGW_ERR_HUBMSG_BODY = -351,         /* body section missing or of the wrong kind */
+    IOTGW_ERR_HUBMSG_PAYLOAD = -352,      /* parcel content does not parse as its type */
     IOTGW_ERR_HUBMSG_TOO_LARGE = -353,
 };
 
@@ -84,8 +84,7 @@ typedef struct iotgw_diag {
 
 /* Record a failure in d (which may be NULL) and return code, so that callers can write
  * `return iotgw_diag_fail(d, IOTGW_ERR_X, "field %s: ...", name);`. */
-int iotgw_diag_fail(iotgw_diag *d, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+int iotgw_diag_fail(iotgw_diag *d, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Clear d (which may be NULL). */
 void iotgw_diag_clear(iotgw_diag *d);

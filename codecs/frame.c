@@ -28,8 +28,7 @@ size_t iotgw_varint_put(uint8_t *out, uint32_t v)
     return n;
 }
 
-int iotgw_frame_pack(const ProtobufCMessage *msg, uint32_t max_frame_size, uint8_t **out,
-                     size_t *out_len)
+int iotgw_frame_pack(const ProtobufCMessage *msg, uint32_t max_frame_size, uint8_t **out, size_t *out_len)
 {
     if (!msg || !out || !out_len)
         return IOTGW_ERR_INVALID_ARG;
@@ -102,18 +101,16 @@ static int reserve(iotgw_frame_decoder *d, size_t need)
     return IOTGW_OK;
 }
 
-static int read_prefix(iotgw_frame_decoder *d, const uint8_t *in, size_t len, size_t *pos,
-                       iotgw_diag *diag)
+static int read_prefix(iotgw_frame_decoder *d, const uint8_t *in, size_t len, size_t *pos, iotgw_diag *diag)
 {
     while (!d->have_len && *pos < len) {
         uint8_t b = in[(*pos)++];
         d->stream_offset++;
         /* The 5th byte carries bits 28..31 only; anything more is not a uint32 length. */
         if (d->varint_bytes == IOTGW_VARINT32_MAX_BYTES - 1 && (b & 0xF0))
-            return d->error = iotgw_diag_fail(
-                       diag, IOTGW_ERR_FRAME_BAD_VARINT,
-                       "frame length prefix at stream offset %llu exceeds 32 bits",
-                       (unsigned long long)d->frame_start);
+            return d->error = iotgw_diag_fail(diag, IOTGW_ERR_FRAME_BAD_VARINT,
+                                              "frame length prefix at stream offset %llu exceeds 32 bits",
+                                              (unsigned long long)d->frame_start);
         d->body_len |= (uint32_t)(b & 0x7F) << (7 * d->varint_bytes);
         d->varint_bytes++;
         if (!(b & 0x80)) {
@@ -128,9 +125,8 @@ static int read_prefix(iotgw_frame_decoder *d, const uint8_t *in, size_t len, si
     return IOTGW_OK;
 }
 
-int iotgw_frame_decoder_next(iotgw_frame_decoder *d, const uint8_t *in, size_t len,
-                             size_t *consumed, const uint8_t **frame, size_t *frame_len,
-                             iotgw_diag *diag)
+int iotgw_frame_decoder_next(iotgw_frame_decoder *d, const uint8_t *in, size_t len, size_t *consumed,
+                             const uint8_t **frame, size_t *frame_len, iotgw_diag *diag)
 {
     size_t pos = 0;
     *consumed = 0;
@@ -192,12 +188,13 @@ int iotgw_frame_decoder_finish(const iotgw_frame_decoder *d, iotgw_diag *diag)
     if (d->error)
         return d->error;
     if (!d->have_len && d->varint_bytes > 0)
-        return iotgw_diag_fail(diag, IOTGW_ERR_FRAME_TRUNCATED_VARINT,
-                               "stream ended after %u byte(s) of the length prefix of the frame at offset %llu",
-                               d->varint_bytes, (unsigned long long)d->frame_start);
+        return iotgw_diag_fail(
+            diag, IOTGW_ERR_FRAME_TRUNCATED_VARINT,
+            "stream ended after %u byte(s) of the length prefix of the frame at offset %llu", d->varint_bytes,
+            (unsigned long long)d->frame_start);
     if (d->have_len)
         return iotgw_diag_fail(diag, IOTGW_ERR_FRAME_TRUNCATED,
-                               "stream ended after %zu of %u bytes of the frame at offset %llu",
-                               d->buf_fill, d->body_len, (unsigned long long)d->frame_start);
+                               "stream ended after %zu of %u bytes of the frame at offset %llu", d->buf_fill,
+                               d->body_len, (unsigned long long)d->frame_start);
     return IOTGW_OK;
 }

@@ -36,8 +36,7 @@ size_t iotgw_varint_put(uint8_t *out, uint32_t v);
 
 /* Serialise msg as one delimited frame into a new buffer of *out_len bytes.
  * Fails with IOTGW_ERR_FRAME_TOO_LARGE when the body exceeds max_frame_size. */
-int iotgw_frame_pack(const ProtobufCMessage *msg, uint32_t max_frame_size, uint8_t **out,
-                     size_t *out_len);
+int iotgw_frame_pack(const ProtobufCMessage *msg, uint32_t max_frame_size, uint8_t **out, size_t *out_len);
 
 /* Parse a frame body as a message of type desc. IOTGW_ERR_FRAME_MALFORMED if it is not one. */
 int iotgw_frame_unpack(const ProtobufCMessageDescriptor *desc, const uint8_t *body, size_t len,
@@ -45,15 +44,15 @@ int iotgw_frame_unpack(const ProtobufCMessageDescriptor *desc, const uint8_t *bo
 
 typedef struct iotgw_frame_decoder {
     uint32_t max_frame_size;
-    uint32_t body_len;       /* length of the frame being read, once known */
-    unsigned varint_bytes;   /* bytes of the length prefix read so far */
+    uint32_t body_len;     /* length of the frame being read, once known */
+    unsigned varint_bytes; /* bytes of the length prefix read so far */
     int have_len;
-    int error;               /* sticky: a failed stream stays failed */
-    uint8_t *buf;            /* holds a body that arrived in pieces */
+    int error;    /* sticky: a failed stream stays failed */
+    uint8_t *buf; /* holds a body that arrived in pieces */
     size_t buf_cap;
     size_t buf_fill;
-    uint64_t stream_offset;  /* bytes consumed since init, for diagnostics */
-    uint64_t frame_start;    /* stream offset of the current frame's prefix */
+    uint64_t stream_offset; /* bytes consumed since init, for diagnostics */
+    uint64_t frame_start;   /* stream offset of the current frame's prefix */
 } iotgw_frame_decoder;
 
 void iotgw_frame_decoder_init(iotgw_frame_decoder *d, uint32_t max_frame_size);
@@ -65,9 +64,8 @@ void iotgw_frame_decoder_free(iotgw_frame_decoder *d);
  *   IOTGW_ERR_AGAIN: all input consumed, no complete frame yet.
  *   otherwise:       IOTGW_ERR_FRAME_BAD_VARINT or IOTGW_ERR_FRAME_TOO_LARGE; the
  *                    decoder stays failed. */
-int iotgw_frame_decoder_next(iotgw_frame_decoder *d, const uint8_t *in, size_t len,
-                             size_t *consumed, const uint8_t **frame, size_t *frame_len,
-                             iotgw_diag *diag);
+int iotgw_frame_decoder_next(iotgw_frame_decoder *d, const uint8_t *in, size_t len, size_t *consumed,
+                             const uint8_t **frame, size_t *frame_len, iotgw_diag *diag);
 
 /* The stream ended: IOTGW_OK if it ended between frames, else
  * IOTGW_ERR_FRAME_TRUNCATED_VARINT or IOTGW_ERR_FRAME_TRUNCATED (or the sticky error). */

@@ -54,8 +54,8 @@ int iotgw_hubmsg_from_parcel(const Iotgw__Parcel *p, const iotgw_hubmsg_options 
         return rc;
     if (len > IOTGW_HUBMSG_MAX_BODY) {
         free(body);
-        return iotgw_diag_fail(diag, IOTGW_ERR_HUBMSG_TOO_LARGE, "message body is %zu bytes, IoT Hub accepts %d",
-                               len, IOTGW_HUBMSG_MAX_BODY);
+        return iotgw_diag_fail(diag, IOTGW_ERR_HUBMSG_TOO_LARGE,
+                               "message body is %zu bytes, IoT Hub accepts %d", len, IOTGW_HUBMSG_MAX_BODY);
     }
 
     pn_message_clear(msg);
@@ -111,12 +111,14 @@ int iotgw_hubmsg_to_parcel(pn_message_t *msg, const iotgw_type_registry *types, 
                                body.size, IOTGW_HUBMSG_MAX_BODY);
 
     const char *ct = pn_message_get_content_type(msg);
-    if (!ct || !*ct || media_type_is(ct, IOTGW_CONTENT_TYPE_PROTOBUF) || media_type_is(ct, "application/protobuf")) {
+    if (!ct || !*ct || media_type_is(ct, IOTGW_CONTENT_TYPE_PROTOBUF) ||
+        media_type_is(ct, "application/protobuf")) {
         static const uint8_t empty[1];
-        Iotgw__Parcel *p = iotgw__parcel__unpack(NULL, body.size, body.size ? (const uint8_t *)body.start : empty);
+        Iotgw__Parcel *p =
+            iotgw__parcel__unpack(NULL, body.size, body.size ? (const uint8_t *)body.start : empty);
         if (!p)
-            return iotgw_diag_fail(diag, IOTGW_ERR_HUBMSG_PAYLOAD, "hub message body (%zu bytes) is not a valid Parcel",
-                                   body.size);
+            return iotgw_diag_fail(diag, IOTGW_ERR_HUBMSG_PAYLOAD,
+                                   "hub message body (%zu bytes) is not a valid Parcel", body.size);
         *out = p;
         return IOTGW_OK;
     }
@@ -124,8 +126,9 @@ int iotgw_hubmsg_to_parcel(pn_message_t *msg, const iotgw_type_registry *types, 
         json_error_t err;
         json_t *j = json_loadb(body.start, body.size, JSON_REJECT_DUPLICATES, &err);
         if (!j)
-            return iotgw_diag_fail(diag, IOTGW_ERR_JSON_SYNTAX, "hub message body: JSON syntax error at line %d column %d: %s",
-                                   err.line, err.column, err.text);
+            return iotgw_diag_fail(diag, IOTGW_ERR_JSON_SYNTAX,
+                                   "hub message body: JSON syntax error at line %d column %d: %s", err.line,
+                                   err.column, err.text);
         int rc = iotgw_parcel_from_json(j, types, out, diag);
         json_decref(j);
         return rc;

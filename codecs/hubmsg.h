@@ -33,10 +33,10 @@
 #define IOTGW_HUBMSG_MAX_BODY (256 * 1024)
 
 #define IOTGW_CONTENT_TYPE_PROTOBUF "application/x-protobuf"
-#define IOTGW_CONTENT_TYPE_JSON "application/json"
+#define IOTGW_CONTENT_TYPE_JSON     "application/json"
 
-#define IOTGW_PROP_PARCEL_TYPE "parcelType"
-#define IOTGW_PROP_PARCEL_SOURCE "parcelSource"
+#define IOTGW_PROP_PARCEL_TYPE        "parcelType"
+#define IOTGW_PROP_PARCEL_SOURCE      "parcelSource"
 #define IOTGW_PROP_PARCEL_DESTINATION "parcelDestination"
 
 typedef enum iotgw_hubmsg_encoding {

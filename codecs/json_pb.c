@@ -68,12 +68,17 @@ static void *field_ptr(const void *msg, unsigned offset)
 static size_t field_size(ProtobufCType t)
 {
     switch (t) {
-    case PROTOBUF_C_TYPE_INT32: case PROTOBUF_C_TYPE_SINT32: case PROTOBUF_C_TYPE_SFIXED32:
-    case PROTOBUF_C_TYPE_UINT32: case PROTOBUF_C_TYPE_FIXED32: case PROTOBUF_C_TYPE_ENUM:
-        return 4;
-    case PROTOBUF_C_TYPE_INT64: case PROTOBUF_C_TYPE_SINT64: case PROTOBUF_C_TYPE_SFIXED64:
-    case PROTOBUF_C_TYPE_UINT64: case PROTOBUF_C_TYPE_FIXED64:
-        return 8;
+    case PROTOBUF_C_TYPE_INT32:
+    case PROTOBUF_C_TYPE_SINT32:
+    case PROTOBUF_C_TYPE_SFIXED32:
+    case PROTOBUF_C_TYPE_UINT32:
+    case PROTOBUF_C_TYPE_FIXED32:
+    case PROTOBUF_C_TYPE_ENUM: return 4;
+    case PROTOBUF_C_TYPE_INT64:
+    case PROTOBUF_C_TYPE_SINT64:
+    case PROTOBUF_C_TYPE_SFIXED64:
+    case PROTOBUF_C_TYPE_UINT64:
+    case PROTOBUF_C_TYPE_FIXED64: return 8;
     case PROTOBUF_C_TYPE_FLOAT: return sizeof(float);
     case PROTOBUF_C_TYPE_DOUBLE: return sizeof(double);
     case PROTOBUF_C_TYPE_BOOL: return sizeof(protobuf_c_boolean);
@@ -107,8 +112,8 @@ static double float_as_double(float f)
     return f;
 }
 
-static int message_to_json(const ProtobufCMessage *msg, unsigned flags, int depth,
-                           field_path *path, json_t **out, iotgw_diag *diag);
+static int message_to_json(const ProtobufCMessage *msg, unsigned flags, int depth, field_path *path,
+                           json_t **out, iotgw_diag *diag);
 
 static int value_to_json(const ProtobufCFieldDescriptor *f, const void *v, unsigned flags, int depth,
                          field_path *path, json_t **out, iotgw_diag *diag)
@@ -116,29 +121,25 @@ static int value_to_json(const ProtobufCFieldDescriptor *f, const void *v, unsig
     char num[32];
     json_t *j = NULL;
     switch (f->type) {
-    case PROTOBUF_C_TYPE_INT32: case PROTOBUF_C_TYPE_SINT32: case PROTOBUF_C_TYPE_SFIXED32:
-        j = json_integer(*(const int32_t *)v);
-        break;
-    case PROTOBUF_C_TYPE_UINT32: case PROTOBUF_C_TYPE_FIXED32:
-        j = json_integer(*(const uint32_t *)v);
-        break;
-    case PROTOBUF_C_TYPE_INT64: case PROTOBUF_C_TYPE_SINT64: case PROTOBUF_C_TYPE_SFIXED64:
+    case PROTOBUF_C_TYPE_INT32:
+    case PROTOBUF_C_TYPE_SINT32:
+    case PROTOBUF_C_TYPE_SFIXED32: j = json_integer(*(const int32_t *)v); break;
+    case PROTOBUF_C_TYPE_UINT32:
+    case PROTOBUF_C_TYPE_FIXED32: j = json_integer(*(const uint32_t *)v); break;
+    case PROTOBUF_C_TYPE_INT64:
+    case PROTOBUF_C_TYPE_SINT64:
+    case PROTOBUF_C_TYPE_SFIXED64:
         snprintf(num, sizeof num, "%" PRId64, *(const int64_t *)v);
         j = json_string(num);
         break;
-    case PROTOBUF_C_TYPE_UINT64: case PROTOBUF_C_TYPE_FIXED64:
+    case PROTOBUF_C_TYPE_UINT64:
+    case PROTOBUF_C_TYPE_FIXED64:
         snprintf(num, sizeof num, "%" PRIu64, *(const uint64_t *)v);
         j = json_string(num);
         break;
-    case PROTOBUF_C_TYPE_FLOAT:
-        j = real_to_json(float_as_double(*(const float *)v));
-        break;
-    case PROTOBUF_C_TYPE_DOUBLE:
-        j = real_to_json(*(const double *)v);
-        break;
-    case PROTOBUF_C_TYPE_BOOL:
-        j = json_boolean(*(const protobuf_c_boolean *)v);
-        break;
+    case PROTOBUF_C_TYPE_FLOAT: j = real_to_json(float_as_double(*(const float *)v)); break;
+    case PROTOBUF_C_TYPE_DOUBLE: j = real_to_json(*(const double *)v); break;
+    case PROTOBUF_C_TYPE_BOOL: j = json_boolean(*(const protobuf_c_boolean *)v); break;
     case PROTOBUF_C_TYPE_ENUM: {
         int32_t e = *(const int32_t *)v;
         const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value(f->descriptor, e);
@@ -185,14 +186,10 @@ static int is_default(const ProtobufCFieldDescriptor *f, const void *v)
         const char *s = *(char *const *)v;
         return !s || !*s;
     }
-    case PROTOBUF_C_TYPE_BYTES:
-        return ((const ProtobufCBinaryData *)v)->len == 0;
-    case PROTOBUF_C_TYPE_MESSAGE:
-        return *(ProtobufCMessage *const *)v == NULL;
-    case PROTOBUF_C_TYPE_FLOAT:
-        return *(const float *)v == 0 && !signbit(*(const float *)v);
-    case PROTOBUF_C_TYPE_DOUBLE:
-        return *(const double *)v == 0 && !signbit(*(const double *)v);
+    case PROTOBUF_C_TYPE_BYTES: return ((const ProtobufCBinaryData *)v)->len == 0;
+    case PROTOBUF_C_TYPE_MESSAGE: return *(ProtobufCMessage *const *)v == NULL;
+    case PROTOBUF_C_TYPE_FLOAT: return *(const float *)v == 0 && !signbit(*(const float *)v);
+    case PROTOBUF_C_TYPE_DOUBLE: return *(const double *)v == 0 && !signbit(*(const double *)v);
     default: {
         static const uint8_t zero[8];
         return memcmp(v, zero, field_size(f->type)) == 0;
@@ -207,10 +204,10 @@ static int field_present(const ProtobufCMessage *msg, const ProtobufCFieldDescri
     if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
         return *(const uint32_t *)field_ptr(msg, f->quantifier_offset) == f->id;
     switch (f->label) {
-    case PROTOBUF_C_LABEL_REQUIRED:
-        return 1;
+    case PROTOBUF_C_LABEL_REQUIRED: return 1;
     case PROTOBUF_C_LABEL_REPEATED:
-        return *(const size_t *)field_ptr(msg, f->quantifier_offset) > 0 || (flags & IOTGW_JSON_EMIT_DEFAULTS);
+        return *(const size_t *)field_ptr(msg, f->quantifier_offset) > 0 ||
+               (flags & IOTGW_JSON_EMIT_DEFAULTS);
     case PROTOBUF_C_LABEL_OPTIONAL: /* proto2 optional, proto3 `optional` */
         if (f->type == PROTOBUF_C_TYPE_MESSAGE)
             return *(void *const *)v != NULL;
@@ -254,13 +251,13 @@ static int field_to_json(const ProtobufCMessage *msg, const ProtobufCFieldDescri
     return IOTGW_OK;
 }
 
-static int message_to_json(const ProtobufCMessage *msg, unsigned flags, int depth,
-                           field_path *path, json_t **out, iotgw_diag *diag)
+static int message_to_json(const ProtobufCMessage *msg, unsigned flags, int depth, field_path *path,
+                           json_t **out, iotgw_diag *diag)
 {
     const ProtobufCMessageDescriptor *d = msg->descriptor;
     if (depth > IOTGW_JSON_MAX_DEPTH)
-        return iotgw_diag_fail(diag, IOTGW_ERR_JSON_DEPTH, "field %s: nested deeper than %d",
-                               path_name(path), IOTGW_JSON_MAX_DEPTH);
+        return iotgw_diag_fail(diag, IOTGW_ERR_JSON_DEPTH, "field %s: nested deeper than %d", path_name(path),
+                               IOTGW_JSON_MAX_DEPTH);
     json_t *obj = json_object();
     if (!obj)
         return IOTGW_ERR_NOMEM;
@@ -315,8 +312,8 @@ static int type_error(iotgw_diag *diag, const field_path *path, const char *want
 
 static int range_error(iotgw_diag *diag, const field_path *path, const char *type)
 {
-    return iotgw_diag_fail(diag, IOTGW_ERR_JSON_RANGE, "field %s: value out of range for %s",
-                           path_name(path), type);
+    return iotgw_diag_fail(diag, IOTGW_ERR_JSON_RANGE, "field %s: value out of range for %s", path_name(path),
+                           type);
 }
 
 /* An integer from a JSON integer, an integral real, or a string of digits. */
@@ -335,7 +332,8 @@ static int json_to_int(const json_t *j, int is_unsigned, int64_t *s, uint64_t *u
         double v = json_real_value(j);
         if (v != floor(v))
             return type_error(diag, path, "an integer");
-        if (is_unsigned ? (v < 0 || v >= 18446744073709551616.0) : (v < -9223372036854775808.0 || v >= 9223372036854775808.0))
+        if (is_unsigned ? (v < 0 || v >= 18446744073709551616.0)
+                        : (v < -9223372036854775808.0 || v >= 9223372036854775808.0))
             return range_error(diag, path, type);
         *s = is_unsigned ? 0 : (int64_t)v;
         *u = is_unsigned ? (uint64_t)v : (uint64_t)*s;
@@ -393,8 +391,8 @@ static int json_to_real(const json_t *j, double *out, const field_path *path, io
     return type_error(diag, path, "a number");
 }
 
-static int json_to_message(const ProtobufCMessageDescriptor *d, const json_t *j, int depth,
-                           field_path *path, ProtobufCMessage **out, iotgw_diag *diag);
+static int json_to_message(const ProtobufCMessageDescriptor *d, const json_t *j, int depth, field_path *path,
+                           ProtobufCMessage **out, iotgw_diag *diag);
 
 /* Convert j into the single value slot v of field f. v's old content is the default. */
 static int json_to_value(const ProtobufCFieldDescriptor *f, const json_t *j, void *v, int depth,
@@ -404,26 +402,32 @@ static int json_to_value(const ProtobufCFieldDescriptor *f, const json_t *j, voi
     uint64_t u = 0;
     int rc;
     switch (f->type) {
-    case PROTOBUF_C_TYPE_INT32: case PROTOBUF_C_TYPE_SINT32: case PROTOBUF_C_TYPE_SFIXED32:
+    case PROTOBUF_C_TYPE_INT32:
+    case PROTOBUF_C_TYPE_SINT32:
+    case PROTOBUF_C_TYPE_SFIXED32:
         if ((rc = json_to_int(j, 0, &s, &u, path, "int32", diag)))
             return rc;
         if (s < INT32_MIN || s > INT32_MAX)
             return range_error(diag, path, "int32");
         *(int32_t *)v = (int32_t)s;
         return IOTGW_OK;
-    case PROTOBUF_C_TYPE_UINT32: case PROTOBUF_C_TYPE_FIXED32:
+    case PROTOBUF_C_TYPE_UINT32:
+    case PROTOBUF_C_TYPE_FIXED32:
         if ((rc = json_to_int(j, 1, &s, &u, path, "uint32", diag)))
             return rc;
         if (u > UINT32_MAX)
             return range_error(diag, path, "uint32");
         *(uint32_t *)v = (uint32_t)u;
         return IOTGW_OK;
-    case PROTOBUF_C_TYPE_INT64: case PROTOBUF_C_TYPE_SINT64: case PROTOBUF_C_TYPE_SFIXED64:
+    case PROTOBUF_C_TYPE_INT64:
+    case PROTOBUF_C_TYPE_SINT64:
+    case PROTOBUF_C_TYPE_SFIXED64:
         if ((rc = json_to_int(j, 0, &s, &u, path, "int64", diag)))
             return rc;
         *(int64_t *)v = s;
         return IOTGW_OK;
-    case PROTOBUF_C_TYPE_UINT64: case PROTOBUF_C_TYPE_FIXED64:
+    case PROTOBUF_C_TYPE_UINT64:
+    case PROTOBUF_C_TYPE_FIXED64:
         if ((rc = json_to_int(j, 1, &s, &u, path, "uint64", diag)))
             return rc;
         *(uint64_t *)v = u;
@@ -437,8 +441,7 @@ static int json_to_value(const ProtobufCFieldDescriptor *f, const json_t *j, voi
         *(float *)v = (float)d;
         return IOTGW_OK;
     }
-    case PROTOBUF_C_TYPE_DOUBLE:
-        return json_to_real(j, (double *)v, path, diag);
+    case PROTOBUF_C_TYPE_DOUBLE: return json_to_real(j, (double *)v, path, diag);
     case PROTOBUF_C_TYPE_BOOL:
         if (!json_is_boolean(j))
             return type_error(diag, path, "true or false");
@@ -545,8 +548,8 @@ static const ProtobufCFieldDescriptor *find_field(const ProtobufCMessageDescript
     return NULL;
 }
 
-static int json_to_field(ProtobufCMessage *m, const ProtobufCFieldDescriptor *f, const json_t *val,
-                         int depth, field_path *path, iotgw_diag *diag)
+static int json_to_field(ProtobufCMessage *m, const ProtobufCFieldDescriptor *f, const json_t *val, int depth,
+                         field_path *path, iotgw_diag *diag)
 {
     if (f->label == PROTOBUF_C_LABEL_REPEATED)
         return json_to_repeated(m, f, val, depth, path, diag);
@@ -590,12 +593,12 @@ static int json_to_field(ProtobufCMessage *m, const ProtobufCFieldDescriptor *f,
     return rc;
 }
 
-static int json_to_message(const ProtobufCMessageDescriptor *d, const json_t *j, int depth,
-                           field_path *path, ProtobufCMessage **out, iotgw_diag *diag)
+static int json_to_message(const ProtobufCMessageDescriptor *d, const json_t *j, int depth, field_path *path,
+                           ProtobufCMessage **out, iotgw_diag *diag)
 {
     if (depth > IOTGW_JSON_MAX_DEPTH)
-        return iotgw_diag_fail(diag, IOTGW_ERR_JSON_DEPTH, "field %s: nested deeper than %d",
-                               path_name(path), IOTGW_JSON_MAX_DEPTH);
+        return iotgw_diag_fail(diag, IOTGW_ERR_JSON_DEPTH, "field %s: nested deeper than %d", path_name(path),
+                               IOTGW_JSON_MAX_DEPTH);
     if (!json_is_object(j))
         return type_error(diag, path, "an object");
     ProtobufCMessage *m = malloc(d->sizeof_message);
@@ -606,7 +609,8 @@ static int json_to_message(const ProtobufCMessageDescriptor *d, const json_t *j,
 
     const char *key;
     json_t *val;
-    json_object_foreach((json_t *)j, key, val) {
+    json_object_foreach((json_t *)j, key, val)
+    {
         size_t saved = path_push(path, key, -1);
         const ProtobufCFieldDescriptor *f = find_field(d, key);
         int rc = IOTGW_OK;
@@ -622,8 +626,8 @@ static int json_to_message(const ProtobufCMessageDescriptor *d, const json_t *j,
     return IOTGW_OK;
 }
 
-int iotgw_pb_from_json(const ProtobufCMessageDescriptor *desc, const json_t *json,
-                       ProtobufCMessage **out, iotgw_diag *diag)
+int iotgw_pb_from_json(const ProtobufCMessageDescriptor *desc, const json_t *json, ProtobufCMessage **out,
+                       iotgw_diag *diag)
 {
     if (!desc || !json || !out)
         return IOTGW_ERR_INVALID_ARG;

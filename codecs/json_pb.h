@@ -37,11 +37,11 @@
 #define IOTGW_JSON_MAX_DEPTH 32
 
 #define IOTGW_JSON_EMIT_DEFAULTS 1u /* write every scalar field, default or not */
-#define IOTGW_JSON_PROTO_NAMES 2u   /* write .proto field names instead of lowerCamelCase */
+#define IOTGW_JSON_PROTO_NAMES   2u /* write .proto field names instead of lowerCamelCase */
 
 int iotgw_json_from_pb(const ProtobufCMessage *msg, unsigned flags, json_t **out, iotgw_diag *diag);
-int iotgw_pb_from_json(const ProtobufCMessageDescriptor *desc, const json_t *json,
-                       ProtobufCMessage **out, iotgw_diag *diag);
+int iotgw_pb_from_json(const ProtobufCMessageDescriptor *desc, const json_t *json, ProtobufCMessage **out,
+                       iotgw_diag *diag);
 
 /* The same, to and from JSON text. */
 int iotgw_json_text_from_pb(const ProtobufCMessage *msg, unsigned flags, char **text, iotgw_diag *diag);

@@ -95,7 +95,8 @@ static void put_value(strbuf *b, const json_t *j)
         json_t *v;
         int first = 1;
         put(b, "{", 1);
-        json_object_foreach((json_t *)j, key, v) {
+        json_object_foreach((json_t *)j, key, v)
+        {
             if (!first)
                 put(b, ",", 1);
             first = 0;
@@ -115,25 +116,15 @@ static void put_value(strbuf *b, const json_t *j)
         }
         put(b, "]", 1);
         break;
-    case JSON_STRING:
-        put_str(b, json_string_value(j), json_string_length(j));
-        break;
+    case JSON_STRING: put_str(b, json_string_value(j), json_string_length(j)); break;
     case JSON_INTEGER:
         snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(j));
         put(b, num, strlen(num));
         break;
-    case JSON_REAL:
-        put_real(b, json_real_value(j));
-        break;
-    case JSON_TRUE:
-        put(b, "true", 4);
-        break;
-    case JSON_FALSE:
-        put(b, "false", 5);
-        break;
-    case JSON_NULL:
-        put(b, "null", 4);
-        break;
+    case JSON_REAL: put_real(b, json_real_value(j)); break;
+    case JSON_TRUE: put(b, "true", 4); break;
+    case JSON_FALSE: put(b, "false", 5); break;
+    case JSON_NULL: put(b, "null", 4); break;
     }
 }
 

@@ -28,8 +28,8 @@ int iotgw_parcel_to_json(const Iotgw__Parcel *p, const iotgw_type_registry *type
     ProtobufCMessage *content = protobuf_c_message_unpack(d, NULL, p->content.len, p->content.data);
     if (!content) {
         json_decref(j);
-        return iotgw_diag_fail(diag, IOTGW_ERR_HUBMSG_PAYLOAD,
-                               "parcel content (%zu bytes) is not a valid %s", p->content.len, d->name);
+        return iotgw_diag_fail(diag, IOTGW_ERR_HUBMSG_PAYLOAD, "parcel content (%zu bytes) is not a valid %s",
+                               p->content.len, d->name);
     }
     json_t *cj = NULL;
     rc = iotgw_json_from_pb(content, flags, &cj, diag);
@@ -70,7 +70,8 @@ int iotgw_parcel_from_json(const json_t *json, const iotgw_type_registry *types,
     if (!d)
         rc = iotgw_diag_fail(diag, IOTGW_ERR_JSON_TYPE,
                              "field content: an object needs a known type, and '%.64s' is not one "
-                             "(send content as base64 instead)", p->type);
+                             "(send content as base64 instead)",
+                             p->type);
     else
         rc = iotgw_pb_from_json(d, content, &inner, diag);
     if (rc && diag && d)

@@ -57,8 +57,8 @@ int iotgw_percent_decode(const char *s, size_t n, char **out, iotgw_diag *diag)
         int lo = i + 2 < n ? hexval(s[i + 2]) : -1;
         if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
             free(r);
-            return iotgw_diag_fail(diag, IOTGW_ERR_PERCENT_ENCODING,
-                                   "invalid percent-escape at offset %zu", i);
+            return iotgw_diag_fail(diag, IOTGW_ERR_PERCENT_ENCODING, "invalid percent-escape at offset %zu",
+                                   i);
         }
         r[o++] = (char)(hi << 4 | lo);
         i += 2;

@@ -13,12 +13,12 @@
 #include "codecs/percent.h"
 
 #define SAS_PREFIX "SharedAccessSignature "
-#define HMAC_LEN 32
+#define HMAC_LEN   32
 /* Generous bound on a token: SDK tokens are ~200 bytes. */
 #define SAS_MAX_LEN 4096
 
-static int hmac_sign(const char *key_base64, const char *sr, const char *se_text,
-                     uint8_t mac[HMAC_LEN], iotgw_diag *diag)
+static int hmac_sign(const char *key_base64, const char *sr, const char *se_text, uint8_t mac[HMAC_LEN],
+                     iotgw_diag *diag)
 {
     size_t klen = strlen(key_base64);
     uint8_t *key = malloc(iotgw_base64_decoded_max(klen) + 1);
@@ -40,16 +40,16 @@ static int hmac_sign(const char *key_base64, const char *sr, const char *se_text
     msg[sr_len] = '\n';
     memcpy(msg + sr_len + 1, se_text, se_len + 1);
     unsigned int mac_len = 0;
-    const uint8_t *ok = HMAC(EVP_sha256(), key, (int)key_len, (const uint8_t *)msg,
-                             sr_len + 1 + se_len, mac, &mac_len);
+    const uint8_t *ok =
+        HMAC(EVP_sha256(), key, (int)key_len, (const uint8_t *)msg, sr_len + 1 + se_len, mac, &mac_len);
     OPENSSL_cleanse(key, key_len);
     free(key);
     free(msg);
     return ok && mac_len == HMAC_LEN ? IOTGW_OK : IOTGW_ERR_INTERNAL;
 }
 
-int iotgw_sas_build(const char *resource_uri, const char *key_base64, uint64_t expiry,
-                    const char *skn, char **token, iotgw_diag *diag)
+int iotgw_sas_build(const char *resource_uri, const char *key_base64, uint64_t expiry, const char *skn,
+                    char **token, iotgw_diag *diag)
 {
     if (!resource_uri || !*resource_uri || !key_base64 || !token)
         return IOTGW_ERR_INVALID_ARG;
@@ -72,12 +72,12 @@ int iotgw_sas_build(const char *resource_uri, const char *key_base64, uint64_t e
         free(sr), free(sig), free(skn_enc);
         return IOTGW_ERR_NOMEM;
     }
-    size_t need = strlen(SAS_PREFIX) + strlen(sr) + strlen(sig) + strlen(se) +
-                  (skn_enc ? strlen(skn_enc) + 5 : 0) + 16;
+    size_t need =
+        strlen(SAS_PREFIX) + strlen(sr) + strlen(sig) + strlen(se) + (skn_enc ? strlen(skn_enc) + 5 : 0) + 16;
     char *t = malloc(need);
     if (t)
-        snprintf(t, need, SAS_PREFIX "sr=%s&sig=%s&se=%s%s%s", sr, sig, se,
-                 skn_enc ? "&skn=" : "", skn_enc ? skn_enc : "");
+        snprintf(t, need, SAS_PREFIX "sr=%s&sig=%s&se=%s%s%s", sr, sig, se, skn_enc ? "&skn=" : "",
+                 skn_enc ? skn_enc : "");
     free(sr), free(sig), free(skn_enc);
     if (!t)
         return IOTGW_ERR_NOMEM;
@@ -128,8 +128,8 @@ int iotgw_sas_parse(const char *token, iotgw_sas_token *out, iotgw_diag *diag)
         return IOTGW_ERR_INVALID_ARG;
     size_t tlen = strlen(token);
     if (tlen > SAS_MAX_LEN)
-        return iotgw_diag_fail(diag, IOTGW_ERR_SAS_MALFORMED, "SAS token is %zu bytes, maximum is %d",
-                               tlen, SAS_MAX_LEN);
+        return iotgw_diag_fail(diag, IOTGW_ERR_SAS_MALFORMED, "SAS token is %zu bytes, maximum is %d", tlen,
+                               SAS_MAX_LEN);
     if (strncmp(token, SAS_PREFIX, strlen(SAS_PREFIX)) != 0)
         return iotgw_diag_fail(diag, IOTGW_ERR_SAS_MALFORMED,
                                "SAS token does not start with 'SharedAccessSignature '");
@@ -141,8 +141,8 @@ int iotgw_sas_parse(const char *token, iotgw_sas_token *out, iotgw_diag *diag)
         size_t len = end ? (size_t)(end - p) : strlen(p);
         const char *eq = memchr(p, '=', len);
         if (!eq) {
-            rc = iotgw_diag_fail(diag, IOTGW_ERR_SAS_MALFORMED,
-                                 "SAS token field at offset %zu has no '='", (size_t)(p - token));
+            rc = iotgw_diag_fail(diag, IOTGW_ERR_SAS_MALFORMED, "SAS token field at offset %zu has no '='",
+                                 (size_t)(p - token));
             break;
         }
         size_t klen = (size_t)(eq - p), vlen = len - klen - 1;
@@ -163,15 +163,15 @@ int iotgw_sas_parse(const char *token, iotgw_sas_token *out, iotgw_diag *diag)
             rc = iotgw_diag_fail(diag, IOTGW_ERR_SAS_MALFORMED, "SAS token has no '%s' field", missing);
     }
     if (rc == IOTGW_OK && parse_expiry(out->se_text, &out->se))
-        rc = iotgw_diag_fail(diag, IOTGW_ERR_SAS_MALFORMED,
-                             "SAS token field 'se' is not a number of seconds");
-    if (rc == IOTGW_OK &&
-        iotgw_percent_decode(sig_written, strlen(sig_written), &out->sig, NULL) != IOTGW_OK)
+        rc =
+            iotgw_diag_fail(diag, IOTGW_ERR_SAS_MALFORMED, "SAS token field 'se' is not a number of seconds");
+    if (rc == IOTGW_OK && iotgw_percent_decode(sig_written, strlen(sig_written), &out->sig, NULL) != IOTGW_OK)
         rc = iotgw_diag_fail(diag, IOTGW_ERR_SAS_MALFORMED, "SAS token field 'sig' is badly percent-encoded");
     if (rc == IOTGW_OK && out->skn) {
         char *skn = NULL;
         if (iotgw_percent_decode(out->skn, strlen(out->skn), &skn, NULL) != IOTGW_OK)
-            rc = iotgw_diag_fail(diag, IOTGW_ERR_SAS_MALFORMED, "SAS token field 'skn' is badly percent-encoded");
+            rc = iotgw_diag_fail(diag, IOTGW_ERR_SAS_MALFORMED,
+                                 "SAS token field 'skn' is badly percent-encoded");
         free(out->skn);
         out->skn = skn;
     }
@@ -181,8 +181,7 @@ int iotgw_sas_parse(const char *token, iotgw_sas_token *out, iotgw_diag *diag)
     return rc;
 }
 
-int iotgw_sas_verify(const iotgw_sas_token *t, const char *key_base64, uint64_t now,
-                     iotgw_diag *diag)
+int iotgw_sas_verify(const iotgw_sas_token *t, const char *key_base64, uint64_t now, iotgw_diag *diag)
 {
     if (!t || !t->sr || !t->sig || !t->se_text || !key_base64)
         return IOTGW_ERR_INVALID_ARG;
@@ -203,8 +202,8 @@ int iotgw_sas_verify(const iotgw_sas_token *t, const char *key_base64, uint64_t 
                                "SAS token signature does not match the key for '%s'", t->sr);
     if (now >= t->se)
         return iotgw_diag_fail(diag, IOTGW_ERR_SAS_EXPIRED,
-                               "SAS token for '%s' expired at %" PRIu64 " (now %" PRIu64 ")",
-                               t->sr, t->se, now);
+                               "SAS token for '%s' expired at %" PRIu64 " (now %" PRIu64 ")", t->sr, t->se,
+                               now);
     return IOTGW_OK;
 }
 
@@ -222,14 +221,15 @@ static const char *next_segment(const char **p, size_t *len)
     return s;
 }
 
-int iotgw_sas_covers(const iotgw_sas_token *t, const char *host, const char *device_id,
-                     const char *module_id, iotgw_diag *diag)
+int iotgw_sas_covers(const iotgw_sas_token *t, const char *host, const char *device_id, const char *module_id,
+                     iotgw_diag *diag)
 {
     if (!t || !t->sr || !host || !device_id)
         return IOTGW_ERR_INVALID_ARG;
     char *sr = NULL;
     if (iotgw_percent_decode(t->sr, strlen(t->sr), &sr, NULL) != IOTGW_OK)
-        return iotgw_diag_fail(diag, IOTGW_ERR_SAS_RESOURCE, "SAS token resource '%s' is badly percent-encoded", t->sr);
+        return iotgw_diag_fail(diag, IOTGW_ERR_SAS_RESOURCE,
+                               "SAS token resource '%s' is badly percent-encoded", t->sr);
 
     const char *path = strchr(sr, '/');
     size_t host_len = path ? (size_t)(path - sr) : strlen(sr);
@@ -251,7 +251,7 @@ int iotgw_sas_covers(const iotgw_sas_token *t, const char *host, const char *dev
     free(sr);
     if (!ok)
         return iotgw_diag_fail(diag, IOTGW_ERR_SAS_RESOURCE,
-                               "SAS token resource '%s' does not cover %s/devices/%s%s%s", t->sr,
-                               host, device_id, module_id ? "/modules/" : "", module_id ? module_id : "");
+                               "SAS token resource '%s' does not cover %s/devices/%s%s%s", t->sr, host,
+                               device_id, module_id ? "/modules/" : "", module_id ? module_id : "");
     return IOTGW_OK;
 }

@@ -24,31 +24,30 @@
 #include "codecs/error.h"
 
 typedef struct iotgw_sas_token {
-    char *sr;        /* as written in the token (percent-encoded or not) */
-    char *sig;       /* percent-decoded: the base64 text of the signature */
-    char *se_text;   /* as written */
-    uint64_t se;     /* expiry, seconds since the epoch */
-    char *skn;       /* policy name, or NULL for a device or module key */
+    char *sr;      /* as written in the token (percent-encoded or not) */
+    char *sig;     /* percent-decoded: the base64 text of the signature */
+    char *se_text; /* as written */
+    uint64_t se;   /* expiry, seconds since the epoch */
+    char *skn;     /* policy name, or NULL for a device or module key */
 } iotgw_sas_token;
 
 /* Build a token for resource_uri (e.g. "myhub.azure-devices.net/devices/dev1"), written
  * in sr percent-encoded as the Node and C# SDKs do. skn may be NULL. */
-int iotgw_sas_build(const char *resource_uri, const char *key_base64, uint64_t expiry,
-                    const char *skn, char **token, iotgw_diag *diag);
+int iotgw_sas_build(const char *resource_uri, const char *key_base64, uint64_t expiry, const char *skn,
+                    char **token, iotgw_diag *diag);
 
 int iotgw_sas_parse(const char *token, iotgw_sas_token *out, iotgw_diag *diag);
 void iotgw_sas_token_clear(iotgw_sas_token *t);
 
 /* Check the signature against key_base64 (in constant time) and the expiry against now.
  * IOTGW_ERR_SAS_SIGNATURE, IOTGW_ERR_SAS_EXPIRED or IOTGW_ERR_SAS_BAD_KEY on failure. */
-int iotgw_sas_verify(const iotgw_sas_token *t, const char *key_base64, uint64_t now,
-                     iotgw_diag *diag);
+int iotgw_sas_verify(const iotgw_sas_token *t, const char *key_base64, uint64_t now, iotgw_diag *diag);
 
 /* Does the token's resource grant access to device_id (and module_id, may be NULL) on
  * host? sr is percent-decoded, its host compared case-insensitively and its path as a
  * prefix by whole segments: "{host}" and "{host}/devices" cover every device,
  * "{host}/devices/{id}" covers the device and its modules. 0 or IOTGW_ERR_SAS_RESOURCE. */
-int iotgw_sas_covers(const iotgw_sas_token *t, const char *host, const char *device_id,
-                     const char *module_id, iotgw_diag *diag);
+int iotgw_sas_covers(const iotgw_sas_token *t, const char *host, const char *device_id, const char *module_id,
+                     iotgw_diag *diag);
 
 #endif

@@ -28,7 +28,7 @@
 #include "schemas/gateway.pb-c.h"
 
 #define DEFAULT_MAX_FRAME (1024 * 1024)
-#define MAX_JSON_LINE (4 * 1024 * 1024)
+#define MAX_JSON_LINE     (4 * 1024 * 1024)
 
 static void usage(FILE *out)
 {
@@ -108,8 +108,8 @@ static void print_hub_message(pn_message_t *m)
     char encoded[8192];
     size_t enc_len = sizeof encoded;
     pn_message_encode(m, encoded, &enc_len);
-    printf("     body:         one AMQP data section, %zu bytes; whole message %zu bytes encoded\n", body.size,
-           enc_len);
+    printf("     body:         one AMQP data section, %zu bytes; whole message %zu bytes encoded\n",
+           body.size, enc_len);
     if (pn_message_get_content_encoding(m))
         printf("     %.*s\n", (int)body.size, body.start);
     else
@@ -139,8 +139,10 @@ static int cmd_demo(void)
 
     /* 2. wrapped in a parcel */
     Iotgw__Address src = IOTGW__ADDRESS__INIT, dst = IOTGW__ADDRESS__INIT;
-    src.name = "alarm-agent-1", src.local_id = "zone-3", src.domain_agent = "site-agent", src.domain = "plant-north";
-    dst.name = "alarm-monitor-1", dst.local_id = "panel-1", dst.domain_agent = "site-agent", dst.domain = "plant-north";
+    src.name = "alarm-agent-1", src.local_id = "zone-3", src.domain_agent = "site-agent",
+    src.domain = "plant-north";
+    dst.name = "alarm-monitor-1", dst.local_id = "panel-1", dst.domain_agent = "site-agent",
+    dst.domain = "plant-north";
     Iotgw__Parcel parcel = IOTGW__PARCEL__INIT;
     parcel.source = &src;
     parcel.destination = &dst;
@@ -164,7 +166,8 @@ static int cmd_demo(void)
         fprintf(stderr, "iotgw-parcel: could not frame the parcel\n");
         return 1;
     }
-    printf("3. Framed as downstream Telemetry (seq 1): %zu bytes on the wire (length prefix + Frame)\n", wire_len);
+    printf("3. Framed as downstream Telemetry (seq 1): %zu bytes on the wire (length prefix + Frame)\n",
+           wire_len);
     hex_dump(wire, wire_len, 48);
     printf("\n");
 
@@ -186,7 +189,8 @@ static int cmd_demo(void)
     }
     Iotgw__Frame *got = (Iotgw__Frame *)decoded;
     char *parcel_json = message_to_json(&got->telemetry->parcel->base, &d);
-    printf("4. Decoded from the wire (fed 7 bytes at a time): telemetry seq %" PRIu64 ", parcel as JSON:\n     %s\n\n",
+    printf("4. Decoded from the wire (fed 7 bytes at a time): telemetry seq %" PRIu64
+           ", parcel as JSON:\n     %s\n\n",
            got->telemetry->seq, parcel_json);
     free(parcel_json);
 
@@ -194,8 +198,10 @@ static int cmd_demo(void)
     char message_id[64];
     snprintf(message_id, sizeof message_id, "alarm-agent-1:%lld:1", (long long)now);
     pn_message_t *m = pn_message();
-    iotgw_hubmsg_options opt = {.encoding = IOTGW_HUBMSG_PROTOBUF, .message_id = message_id,
-                                .creation_time_ms = (int64_t)now * 1000, .types = iotgw_types_builtin()};
+    iotgw_hubmsg_options opt = {.encoding = IOTGW_HUBMSG_PROTOBUF,
+                                .message_id = message_id,
+                                .creation_time_ms = (int64_t)now * 1000,
+                                .types = iotgw_types_builtin()};
     rc = iotgw_hubmsg_from_parcel(got->telemetry->parcel, &opt, m, &d);
     if (rc == IOTGW_OK) {
         printf("5. As an IoT Hub telemetry message, protobuf encoding (the default):\n");
@@ -216,8 +222,8 @@ static int cmd_demo(void)
     return rc ? 1 : 0;
 }
 
-static ProtobufCMessage *message_from_json(const ProtobufCMessageDescriptor *type, const char *line, size_t len,
-                                           iotgw_diag *d)
+static ProtobufCMessage *message_from_json(const ProtobufCMessageDescriptor *type, const char *line,
+                                           size_t len, iotgw_diag *d)
 {
     ProtobufCMessage *m = NULL;
     if (type != &iotgw__parcel__descriptor) {
@@ -273,7 +279,8 @@ static int cmd_encode(const ProtobufCMessageDescriptor *type)
     return status;
 }
 
-static int emit_frame(const ProtobufCMessageDescriptor *type, const uint8_t *body, size_t len, unsigned long index)
+static int emit_frame(const ProtobufCMessageDescriptor *type, const uint8_t *body, size_t len,
+                      unsigned long index)
 {
     iotgw_diag d;
     ProtobufCMessage *m = NULL;
@@ -348,28 +355,21 @@ int main(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "t:m:hV", opts, NULL)) != -1) {
         switch (c) {
-        case 't':
-            type_name = optarg;
-            break;
+        case 't': type_name = optarg; break;
         case 'm': {
             char *end;
             errno = 0;
             max_frame = strtoul(optarg, &end, 10);
             if (errno || *end || max_frame == 0 || max_frame > UINT32_MAX) {
-                fprintf(stderr, "iotgw-parcel: --max-frame takes a number of bytes from 1 to %u\n", UINT32_MAX);
+                fprintf(stderr, "iotgw-parcel: --max-frame takes a number of bytes from 1 to %u\n",
+                        UINT32_MAX);
                 return 2;
             }
             break;
         }
-        case 'h':
-            usage(stdout);
-            return 0;
-        case 'V':
-            printf("iotgw-parcel %s\n", PACKAGE_VERSION);
-            return 0;
-        default:
-            usage(stderr);
-            return 2;
+        case 'h': usage(stdout); return 0;
+        case 'V': printf("iotgw-parcel %s\n", PACKAGE_VERSION); return 0;
+        default: usage(stderr); return 2;
         }
     }
     if (optind != argc - 1) {

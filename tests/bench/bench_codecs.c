@@ -19,7 +19,7 @@
 #include "tests/unit/sample.h"
 
 #define FRAMES_PER_BUFFER 1000
-#define READ_SIZE 4096 /* bytes handed to the decoder at a time, as from a socket */
+#define READ_SIZE         4096 /* bytes handed to the decoder at a time, as from a socket */
 
 static double now_s(void)
 {
@@ -144,7 +144,9 @@ static size_t hubmsg_round(void *arg)
 {
     struct hubmsg_ctx *c = arg;
     char buf[4096];
-    iotgw_hubmsg_options o = {.encoding = c->encoding, .message_id = "alarm-agent-1:1", .creation_time_ms = 1,
+    iotgw_hubmsg_options o = {.encoding = c->encoding,
+                              .message_id = "alarm-agent-1:1",
+                              .creation_time_ms = 1,
                               .types = iotgw_types_builtin()};
     for (int i = 0; i < 100; i++) {
         size_t len = sizeof buf;
@@ -161,8 +163,8 @@ int main(void)
     uint8_t *one;
     if (iotgw_frame_pack(&frame->base, 65536, &one, &flen))
         return 1;
-    struct frames_ctx fc = {.buf = malloc(flen * FRAMES_PER_BUFFER), .len = flen * FRAMES_PER_BUFFER,
-                            .frame_len = flen};
+    struct frames_ctx fc = {
+        .buf = malloc(flen * FRAMES_PER_BUFFER), .len = flen * FRAMES_PER_BUFFER, .frame_len = flen};
     for (int i = 0; i < FRAMES_PER_BUFFER; i++)
         memcpy(fc.buf + (size_t)i * flen, one, flen);
     free(one);

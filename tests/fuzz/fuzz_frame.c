@@ -12,7 +12,7 @@
 #include "codecs/json_pb.h"
 #include "schemas/gateway.pb-c.h"
 
-#define MAX_FRAME 4096
+#define MAX_FRAME  4096
 #define MAX_FRAMES 64
 
 struct outcome {

@@ -11,8 +11,10 @@
 START_TEST(device_string)
 {
     iotgw_connstr cs;
-    ck_assert_int_eq(iotgw_connstr_parse("HostName=hub.azure-devices.net;DeviceId=alarm-agent-1;SharedAccessKey=" KEY,
-                                         &cs, NULL), 0);
+    ck_assert_int_eq(
+        iotgw_connstr_parse("HostName=hub.azure-devices.net;DeviceId=alarm-agent-1;SharedAccessKey=" KEY, &cs,
+                            NULL),
+        0);
     ck_assert_int_eq(cs.kind, IOTGW_CONNSTR_DEVICE);
     ck_assert_str_eq(cs.host_name, "hub.azure-devices.net");
     ck_assert_str_eq(cs.device_id, "alarm-agent-1");
@@ -29,7 +31,9 @@ START_TEST(module_gateway_and_trailing_separator)
 {
     iotgw_connstr cs;
     ck_assert_int_eq(iotgw_connstr_parse("HostName=hub.net;DeviceId=d1;ModuleId=m1;SharedAccessKey=" KEY
-                                         ";GatewayHostName=edge.local;", &cs, NULL), 0);
+                                         ";GatewayHostName=edge.local;",
+                                         &cs, NULL),
+                     0);
     ck_assert_int_eq(cs.kind, IOTGW_CONNSTR_MODULE);
     ck_assert_str_eq(cs.module_id, "m1");
     ck_assert_str_eq(cs.gateway_host_name, "edge.local");
@@ -40,8 +44,9 @@ END_TEST
 START_TEST(service_string)
 {
     iotgw_connstr cs;
-    ck_assert_int_eq(iotgw_connstr_parse("HostName=hub.net;SharedAccessKeyName=iothubowner;SharedAccessKey=" KEY,
-                                         &cs, NULL), 0);
+    ck_assert_int_eq(iotgw_connstr_parse(
+                         "HostName=hub.net;SharedAccessKeyName=iothubowner;SharedAccessKey=" KEY, &cs, NULL),
+                     0);
     ck_assert_int_eq(cs.kind, IOTGW_CONNSTR_SERVICE);
     ck_assert_str_eq(cs.shared_access_key_name, "iothubowner");
     char *text = iotgw_connstr_format(&cs);
@@ -54,16 +59,21 @@ END_TEST
 START_TEST(token_x509_and_policy_device_strings)
 {
     iotgw_connstr cs;
-    ck_assert_int_eq(iotgw_connstr_parse("HostName=hub.net;DeviceId=d;SharedAccessSignature=SharedAccessSignature "
-                                         "sr=hub.net%2Fdevices%2Fd&sig=abc%3D&se=1700000000", &cs, NULL), 0);
+    ck_assert_int_eq(
+        iotgw_connstr_parse("HostName=hub.net;DeviceId=d;SharedAccessSignature=SharedAccessSignature "
+                            "sr=hub.net%2Fdevices%2Fd&sig=abc%3D&se=1700000000",
+                            &cs, NULL),
+        0);
     ck_assert_str_eq(cs.shared_access_signature,
                      "SharedAccessSignature sr=hub.net%2Fdevices%2Fd&sig=abc%3D&se=1700000000");
     iotgw_connstr_clear(&cs);
     ck_assert_int_eq(iotgw_connstr_parse("HostName=hub.net;DeviceId=d;x509=true", &cs, NULL), 0);
     ck_assert_int_eq(cs.x509, 1);
     iotgw_connstr_clear(&cs);
-    ck_assert_int_eq(iotgw_connstr_parse("HostName=hub.net;DeviceId=d;SharedAccessKeyName=device;SharedAccessKey=" KEY,
-                                         &cs, NULL), 0);
+    ck_assert_int_eq(
+        iotgw_connstr_parse("HostName=hub.net;DeviceId=d;SharedAccessKeyName=device;SharedAccessKey=" KEY,
+                            &cs, NULL),
+        0);
     ck_assert_int_eq(cs.kind, IOTGW_CONNSTR_DEVICE);
     iotgw_connstr_clear(&cs);
 }
@@ -71,7 +81,11 @@ END_TEST
 
 START_TEST(errors_name_the_field)
 {
-    static const struct { const char *s; int code; const char *text; } cases[] = {
+    static const struct {
+        const char *s;
+        int code;
+        const char *text;
+    } cases[] = {
         {"DeviceId=d;SharedAccessKey=" KEY, IOTGW_ERR_CONNSTR_MISSING_FIELD, "HostName is missing"},
         {"HostName=h;DeviceId=d", IOTGW_ERR_CONNSTR_MISSING_FIELD,
          "one of SharedAccessKey, SharedAccessSignature or x509=true is needed"},
@@ -82,7 +96,8 @@ START_TEST(errors_name_the_field)
          "ModuleId needs a DeviceId"},
         {"hostname=h;DeviceId=d;SharedAccessKey=" KEY, IOTGW_ERR_CONNSTR_UNKNOWN_FIELD,
          "unknown field 'hostname' (field names are case-sensitive: did you mean 'HostName'?)"},
-        {"HostName=h;DeviceId=d;SharedAccesKey=" KEY, IOTGW_ERR_CONNSTR_UNKNOWN_FIELD, "unknown field 'SharedAccesKey'"},
+        {"HostName=h;DeviceId=d;SharedAccesKey=" KEY, IOTGW_ERR_CONNSTR_UNKNOWN_FIELD,
+         "unknown field 'SharedAccesKey'"},
         {"HostName=h;HostName=i;DeviceId=d;SharedAccessKey=" KEY, IOTGW_ERR_CONNSTR_DUPLICATE_FIELD,
          "HostName is given twice"},
         {"HostName=;DeviceId=d;SharedAccessKey=" KEY, IOTGW_ERR_CONNSTR_BAD_VALUE, "HostName is empty"},

@@ -11,7 +11,11 @@
 
 START_TEST(varint_sizes_and_bytes)
 {
-    static const struct { uint32_t v; size_t n; uint8_t bytes[5]; } cases[] = {
+    static const struct {
+        uint32_t v;
+        size_t n;
+        uint8_t bytes[5];
+    } cases[] = {
         {0, 1, {0x00}},
         {127, 1, {0x7f}},
         {128, 2, {0x80, 0x01}},
@@ -173,7 +177,8 @@ START_TEST(decoder_refuses_oversize_frame_before_its_body_arrives)
     const uint8_t *frame;
     size_t flen;
     iotgw_diag diag;
-    ck_assert_int_eq(iotgw_frame_decoder_next(&d, prefix, n, &used, &frame, &flen, &diag), IOTGW_ERR_FRAME_TOO_LARGE);
+    ck_assert_int_eq(iotgw_frame_decoder_next(&d, prefix, n, &used, &frame, &flen, &diag),
+                     IOTGW_ERR_FRAME_TOO_LARGE);
     ck_assert_str_eq(diag.text, "frame at stream offset 0 announces 101 bytes, maximum is 100");
     ck_assert_ptr_null(d.buf); /* nothing was allocated for it */
     /* the error is sticky */
@@ -209,8 +214,9 @@ START_TEST(decoder_reports_bad_varint)
     iotgw_frame_decoder_free(&d);
 
     iotgw_frame_decoder_init(&d, UINT32_MAX);
-    ck_assert_int_eq(iotgw_frame_decoder_next(&d, over_32_bits, sizeof over_32_bits, &used, &frame, &flen, &diag),
-                     IOTGW_ERR_FRAME_BAD_VARINT);
+    ck_assert_int_eq(
+        iotgw_frame_decoder_next(&d, over_32_bits, sizeof over_32_bits, &used, &frame, &flen, &diag),
+        IOTGW_ERR_FRAME_BAD_VARINT);
     ck_assert_ptr_nonnull(strstr(diag.text, "exceeds 32 bits"));
     iotgw_frame_decoder_free(&d);
 }
@@ -231,7 +237,10 @@ START_TEST(decoder_reports_truncation_distinctly)
     iotgw_frame_decoder_free(&d);
 
     iotgw_frame_decoder_init(&d, 1000);
-    ck_assert_int_eq(iotgw_frame_decoder_next(&d, (const uint8_t *)"\x05" "ab", 3, &used, &frame, &flen, NULL),
+    ck_assert_int_eq(iotgw_frame_decoder_next(&d,
+                                              (const uint8_t *)"\x05"
+                                                               "ab",
+                                              3, &used, &frame, &flen, NULL),
                      IOTGW_ERR_AGAIN);
     ck_assert_int_eq(iotgw_frame_decoder_finish(&d, &diag), IOTGW_ERR_FRAME_TRUNCATED);
     ck_assert_str_eq(diag.text, "stream ended after 2 of 5 bytes of the frame at offset 0");

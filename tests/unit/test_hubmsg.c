@@ -58,8 +58,8 @@ START_TEST(protobuf_encoding)
 {
     Iotgw__Parcel *p = sample_alarm_parcel(1);
     pn_message_t *m = pn_message();
-    iotgw_hubmsg_options o = {.encoding = IOTGW_HUBMSG_PROTOBUF, .message_id = "msg-1",
-                              .creation_time_ms = 1763800000123};
+    iotgw_hubmsg_options o = {
+        .encoding = IOTGW_HUBMSG_PROTOBUF, .message_id = "msg-1", .creation_time_ms = 1763800000123};
     ck_assert_int_eq(iotgw_hubmsg_from_parcel(p, &o, m, NULL), 0);
     ck_assert_str_eq(pn_message_get_content_type(m), "application/x-protobuf");
     ck_assert_ptr_null(pn_message_get_content_encoding(m));
@@ -100,8 +100,10 @@ START_TEST(json_encoding_for_hub_routing)
     ck_assert(encoded_has_data_section(m));
     pn_bytes_t b = body_bytes(m);
     const char *expect =
-        "{\"source\":{\"name\":\"alarm-agent-1\",\"localId\":\"zone-3\",\"domainAgent\":\"site-agent\",\"domain\":\"plant-north\"},"
-        "\"destination\":{\"name\":\"alarm-monitor-1\",\"localId\":\"panel-1\",\"domainAgent\":\"site-agent\",\"domain\":\"plant-north\"},"
+        "{\"source\":{\"name\":\"alarm-agent-1\",\"localId\":\"zone-3\",\"domainAgent\":\"site-agent\","
+        "\"domain\":\"plant-north\"},"
+        "\"destination\":{\"name\":\"alarm-monitor-1\",\"localId\":\"panel-1\",\"domainAgent\":\"site-"
+        "agent\",\"domain\":\"plant-north\"},"
         "\"type\":\"iotgw.AlarmStatus\",\"content\":{\"timeUtc\":\"12:34:56\",\"dateUtc\":\"2026-11-22\"}}";
     ck_assert_uint_eq(b.size, strlen(expect));
     ck_assert(memcmp(b.start, expect, b.size) == 0);
@@ -167,7 +169,9 @@ START_TEST(bad_hub_messages_get_specific_errors)
     pn_data_put_binary(pn_message_body(m), pn_bytes(3, "abc"));
     pn_message_set_content_type(m, "text/plain");
     ck_assert_int_eq(iotgw_hubmsg_to_parcel(m, NULL, &out, &d), IOTGW_ERR_HUBMSG_CONTENT_TYPE);
-    ck_assert_str_eq(d.text, "hub message content-type 'text/plain' is neither application/x-protobuf nor application/json");
+    ck_assert_str_eq(
+        d.text,
+        "hub message content-type 'text/plain' is neither application/x-protobuf nor application/json");
     /* a prefix of a supported type is not that type */
     pn_message_set_content_type(m, "application/jsonx");
     ck_assert_int_eq(iotgw_hubmsg_to_parcel(m, NULL, &out, &d), IOTGW_ERR_HUBMSG_CONTENT_TYPE);

@@ -59,10 +59,12 @@ START_TEST(every_scalar_type_round_trips)
     m.f_enum = IOTGW__TEST__COLOR__GREEN;
 
     char *text = to_json(&m.base, 0);
-    ck_assert_str_eq(text,
+    ck_assert_str_eq(
+        text,
         "{\"fInt32\":-42,\"fInt64\":\"-9223372036854775808\",\"fUint32\":4294967295,"
         "\"fUint64\":\"18446744073709551615\",\"fSint32\":-7,\"fSint64\":\"-9000000000\",\"fFixed32\":7,"
-        "\"fFixed64\":\"9223372036854775808\",\"fSfixed32\":-2147483648,\"fSfixed64\":\"9223372036854775807\","
+        "\"fFixed64\":\"9223372036854775808\",\"fSfixed32\":-2147483648,\"fSfixed64\":"
+        "\"9223372036854775807\","
         "\"fFloat\":0.1,\"fDouble\":0.1,\"fBool\":true,\"fString\":\"caf\xc3\xa9 \\\"quoted\\\"\\n\","
         "\"fBytes\":\"AAEC/v8=\",\"fEnum\":\"GREEN\"}");
 
@@ -128,9 +130,10 @@ START_TEST(repeated_nested_and_oneof)
     ck_assert_int_eq(m->choice_case, IOTGW__TEST__ALL_TYPES__CHOICE_C_LEAF);
     ck_assert_int_eq(m->c_leaf->weight, 9);
     char *out = to_json(&m->base, 0);
-    ck_assert_str_eq(out, "{\"fLeaf\":{\"label\":\"a\",\"weight\":3},\"rInt32\":[1,-2,3],\"rString\":[\"x\",\"\"],"
-                          "\"rLeaf\":[{\"label\":\"p\"},{}],\"rBytes\":[\"AQ==\"],\"rEnum\":[\"RED\",\"GREEN\"],"
-                          "\"cLeaf\":{\"weight\":9}}");
+    ck_assert_str_eq(out,
+                     "{\"fLeaf\":{\"label\":\"a\",\"weight\":3},\"rInt32\":[1,-2,3],\"rString\":[\"x\",\"\"],"
+                     "\"rLeaf\":[{\"label\":\"p\"},{}],\"rBytes\":[\"AQ==\"],\"rEnum\":[\"RED\",\"GREEN\"],"
+                     "\"cLeaf\":{\"weight\":9}}");
     free(out);
     iotgw__test__all_types__free_unpacked(m, NULL);
 
@@ -148,7 +151,8 @@ START_TEST(lenient_inputs_the_mapping_allows)
 {
     Iotgw__Test__AllTypes *m = from_json(
         "{\"f_int32\":\"17\",\"fInt64\":5,\"fUint32\":1e3,\"fDouble\":\"2.5\",\"fFloat\":\"Infinity\","
-        "\"fBytes\":\"-_8\",\"fEnum\":1,\"fString\":null,\"fLeaf\":null}", 0, NULL);
+        "\"fBytes\":\"-_8\",\"fEnum\":1,\"fString\":null,\"fLeaf\":null}",
+        0, NULL);
     ck_assert_int_eq(m->f_int32, 17);
     ck_assert_int_eq(m->f_int64, 5);
     ck_assert_uint_eq(m->f_uint32, 1000);
@@ -159,8 +163,9 @@ START_TEST(lenient_inputs_the_mapping_allows)
     ck_assert_str_eq(m->f_string, "");
     ck_assert_ptr_null(m->f_leaf);
     char *out = to_json(&m->base, 0);
-    ck_assert_str_eq(out, "{\"fInt32\":17,\"fInt64\":\"5\",\"fUint32\":1000,\"fFloat\":\"Infinity\",\"fDouble\":2.5,"
-                          "\"fBytes\":\"+/8=\",\"fEnum\":\"RED\"}");
+    ck_assert_str_eq(
+        out, "{\"fInt32\":17,\"fInt64\":\"5\",\"fUint32\":1000,\"fFloat\":\"Infinity\",\"fDouble\":2.5,"
+             "\"fBytes\":\"+/8=\",\"fEnum\":\"RED\"}");
     free(out);
     iotgw__test__all_types__free_unpacked(m, NULL);
 
@@ -184,22 +189,26 @@ START_TEST(errors_name_the_field_path)
     expect_error("{\"rInt32\":5}", IOTGW_ERR_JSON_TYPE, "field rInt32: expected an array");
     expect_error("{\"rInt32\":[1,null]}", IOTGW_ERR_JSON_TYPE,
                  "field rInt32[1]: expected a value (null is not allowed in an array)");
-    expect_error("{\"fInt32\":2147483648}", IOTGW_ERR_JSON_RANGE, "field fInt32: value out of range for int32");
+    expect_error("{\"fInt32\":2147483648}", IOTGW_ERR_JSON_RANGE,
+                 "field fInt32: value out of range for int32");
     expect_error("{\"fUint32\":-1}", IOTGW_ERR_JSON_RANGE, "field fUint32: value out of range for uint32");
-    expect_error("{\"fUint64\":\"-1\"}", IOTGW_ERR_JSON_RANGE, "field fUint64: value out of range for uint64");
+    expect_error("{\"fUint64\":\"-1\"}", IOTGW_ERR_JSON_RANGE,
+                 "field fUint64: value out of range for uint64");
     expect_error("{\"fInt64\":\"9223372036854775808\"}", IOTGW_ERR_JSON_RANGE,
                  "field fInt64: value out of range for int64");
     expect_error("{\"fInt32\":1.5}", IOTGW_ERR_JSON_TYPE, "field fInt32: expected an integer");
     expect_error("{\"fInt64\":\"12abc\"}", IOTGW_ERR_JSON_TYPE, "field fInt64: expected an integer");
     expect_error("{\"fFloat\":1e39}", IOTGW_ERR_JSON_RANGE, "field fFloat: value out of range for float");
-    expect_error("{\"fEnum\":\"BLUE\"}", IOTGW_ERR_JSON_ENUM, "field fEnum: 'BLUE' is not a value of iotgw.test.Color");
+    expect_error("{\"fEnum\":\"BLUE\"}", IOTGW_ERR_JSON_ENUM,
+                 "field fEnum: 'BLUE' is not a value of iotgw.test.Color");
     expect_error("{\"cText\":\"a\",\"cNumber\":\"1\"}", IOTGW_ERR_JSON_ONEOF,
                  "field cNumber: another member of its oneof is already set");
     expect_error("[1]", IOTGW_ERR_JSON_TYPE, "field (message): expected an object");
     expect_error("{\"fInt32\":1,\"fInt32\":2}", IOTGW_ERR_JSON_SYNTAX,
                  "JSON syntax error at line 1 column 20: duplicate object key near '\"fInt32\"'");
     expect_error("{\"fString\":\"a\\u0000b\"}", IOTGW_ERR_JSON_SYNTAX,
-                 "JSON syntax error at line 1 column 21: \\u0000 is not allowed without JSON_ALLOW_NUL near '\"a\\u0000b\"'");
+                 "JSON syntax error at line 1 column 21: \\u0000 is not allowed without JSON_ALLOW_NUL near "
+                 "'\"a\\u0000b\"'");
     /* a tree built with NULs inside strings (JSON_ALLOW_NUL) is refused too */
     json_t *j = json_pack("{s:s%}", "fString", "a\0b", (size_t)3);
     ProtobufCMessage *m = NULL;
@@ -207,7 +216,8 @@ START_TEST(errors_name_the_field_path)
     ck_assert_int_eq(iotgw_pb_from_json(&iotgw__test__all_types__descriptor, j, &m, &d), IOTGW_ERR_JSON_TYPE);
     ck_assert_str_eq(d.text, "field fString: string contains a NUL character");
     json_decref(j);
-    expect_error("{", IOTGW_ERR_JSON_SYNTAX, "JSON syntax error at line 1 column 1: string or '}' expected near end of file");
+    expect_error("{", IOTGW_ERR_JSON_SYNTAX,
+                 "JSON syntax error at line 1 column 1: string or '}' expected near end of file");
 }
 END_TEST
 
@@ -232,7 +242,8 @@ START_TEST(nesting_is_bounded)
     strcat(text, "{\"value\":7}");
     for (int i = 0; i < 30; i++)
         strcat(text, "}");
-    ck_assert_int_eq(iotgw_pb_from_json_text(&iotgw__test__node__descriptor, text, strlen(text), &m, NULL), 0);
+    ck_assert_int_eq(iotgw_pb_from_json_text(&iotgw__test__node__descriptor, text, strlen(text), &m, NULL),
+                     0);
     protobuf_c_message_free_unpacked(m, NULL);
 }
 END_TEST
@@ -255,10 +266,12 @@ START_TEST(parcel_content_is_shown_as_its_type)
     json_t *j = NULL;
     ck_assert_int_eq(iotgw_parcel_to_json(p, iotgw_types_builtin(), 0, &j, NULL), 0);
     char *text = iotgw_json_text(j);
-    ck_assert_str_eq(text,
-        "{\"source\":{\"name\":\"alarm-agent-1\",\"localId\":\"zone-3\",\"domainAgent\":\"site-agent\",\"domain\":\"plant-north\"},"
-        "\"destination\":{\"name\":\"alarm-monitor-1\",\"localId\":\"panel-1\",\"domainAgent\":\"site-agent\",\"domain\":\"plant-north\"},"
-        "\"type\":\"iotgw.AlarmStatus\",\"content\":{\"alarmActive\":true,\"timeUtc\":\"12:34:56\",\"dateUtc\":\"2026-11-22\"}}");
+    ck_assert_str_eq(text, "{\"source\":{\"name\":\"alarm-agent-1\",\"localId\":\"zone-3\",\"domainAgent\":"
+                           "\"site-agent\",\"domain\":\"plant-north\"},"
+                           "\"destination\":{\"name\":\"alarm-monitor-1\",\"localId\":\"panel-1\","
+                           "\"domainAgent\":\"site-agent\",\"domain\":\"plant-north\"},"
+                           "\"type\":\"iotgw.AlarmStatus\",\"content\":{\"alarmActive\":true,\"timeUtc\":"
+                           "\"12:34:56\",\"dateUtc\":\"2026-11-22\"}}");
     Iotgw__Parcel *back = NULL;
     ck_assert_int_eq(iotgw_parcel_from_json(j, iotgw_types_builtin(), &back, NULL), 0);
     ck_assert_uint_eq(back->content.len, p->content.len);
@@ -292,7 +305,8 @@ START_TEST(parcel_content_errors)
 
     j = json_loads("{\"type\":\"x.Nope\",\"content\":{\"a\":1}}", 0, NULL);
     ck_assert_int_eq(iotgw_parcel_from_json(j, iotgw_types_builtin(), &p, &d), IOTGW_ERR_JSON_TYPE);
-    ck_assert_str_eq(d.text, "field content: an object needs a known type, and 'x.Nope' is not one (send content as base64 instead)");
+    ck_assert_str_eq(d.text, "field content: an object needs a known type, and 'x.Nope' is not one (send "
+                             "content as base64 instead)");
     json_decref(j);
 
     /* content bytes that are not the declared type */

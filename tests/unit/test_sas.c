@@ -8,18 +8,20 @@
 #include "tests/unit/check_main.h"
 
 /* base64 of "0123456789abcdef0123456789abcdef" */
-#define KEY "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+#define KEY       "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 #define OTHER_KEY "YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY="
-#define HOST "myhub.azure-devices.net"
-#define NOW 1699990000ULL
-#define SE 1700000000ULL
+#define HOST      "myhub.azure-devices.net"
+#define NOW       1699990000ULL
+#define SE        1700000000ULL
 
 /* Node/C# style: sr = encodeURIComponent("myhub.azure-devices.net/devices/dev+1") */
-#define NODE_TOKEN "SharedAccessSignature sr=myhub.azure-devices.net%2Fdevices%2Fdev%2B1" \
-                   "&sig=ZBEkGFuLGaGi4By9fgEUpYdLW8r5xaMaKbKFisAkxuk%3D&se=1700000000"
+#define NODE_TOKEN                                                                                           \
+    "SharedAccessSignature sr=myhub.azure-devices.net%2Fdevices%2Fdev%2B1"                                   \
+    "&sig=ZBEkGFuLGaGi4By9fgEUpYdLW8r5xaMaKbKFisAkxuk%3D&se=1700000000"
 /* C SDK style: raw sr, sig percent-encoded, fields in C's order */
-#define C_TOKEN "SharedAccessSignature sr=myhub.azure-devices.net/devices/dev+1" \
-                "&sig=oYBa34qkReeITinbAsr7t4%2FwXE1cBqn6B4cRBa8%2Bvzo%3D&se=1700000000&skn="
+#define C_TOKEN                                                                                              \
+    "SharedAccessSignature sr=myhub.azure-devices.net/devices/dev+1"                                         \
+    "&sig=oYBa34qkReeITinbAsr7t4%2FwXE1cBqn6B4cRBa8%2Bvzo%3D&se=1700000000&skn="
 
 static int verify(const char *token, const char *key, unsigned long long now, iotgw_diag *d)
 {
@@ -47,11 +49,13 @@ START_TEST(verify_accepts_each_sdk_spelling)
     /* C's token without the empty skn */
     ck_assert_int_eq(verify("SharedAccessSignature sr=myhub.azure-devices.net/devices/dev+1"
                             "&sig=oYBa34qkReeITinbAsr7t4%2FwXE1cBqn6B4cRBa8%2Bvzo%3D&se=1700000000",
-                            KEY, NOW, NULL), 0);
+                            KEY, NOW, NULL),
+                     0);
     /* Java's field order: sig, se, sr */
     ck_assert_int_eq(verify("SharedAccessSignature sig=ZBEkGFuLGaGi4By9fgEUpYdLW8r5xaMaKbKFisAkxuk%3D"
                             "&se=1700000000&sr=myhub.azure-devices.net%2Fdevices%2Fdev%2B1",
-                            KEY, NOW, NULL), 0);
+                            KEY, NOW, NULL),
+                     0);
 }
 END_TEST
 
@@ -96,15 +100,18 @@ START_TEST(wrong_key_and_tampering_are_refused)
     /* another device in sr */
     ck_assert_int_eq(verify("SharedAccessSignature sr=myhub.azure-devices.net%2Fdevices%2Fdev%2B2"
                             "&sig=ZBEkGFuLGaGi4By9fgEUpYdLW8r5xaMaKbKFisAkxuk%3D&se=1700000000",
-                            KEY, NOW, NULL), IOTGW_ERR_SAS_SIGNATURE);
+                            KEY, NOW, NULL),
+                     IOTGW_ERR_SAS_SIGNATURE);
     /* a later expiry */
     ck_assert_int_eq(verify("SharedAccessSignature sr=myhub.azure-devices.net%2Fdevices%2Fdev%2B1"
                             "&sig=ZBEkGFuLGaGi4By9fgEUpYdLW8r5xaMaKbKFisAkxuk%3D&se=1800000000",
-                            KEY, NOW, NULL), IOTGW_ERR_SAS_SIGNATURE);
+                            KEY, NOW, NULL),
+                     IOTGW_ERR_SAS_SIGNATURE);
     /* sr spelled differently from what was signed (decoded) */
     ck_assert_int_eq(verify("SharedAccessSignature sr=myhub.azure-devices.net/devices/dev+1"
                             "&sig=ZBEkGFuLGaGi4By9fgEUpYdLW8r5xaMaKbKFisAkxuk%3D&se=1700000000",
-                            KEY, NOW, NULL), IOTGW_ERR_SAS_SIGNATURE);
+                            KEY, NOW, NULL),
+                     IOTGW_ERR_SAS_SIGNATURE);
     /* truncated and garbage signatures */
     ck_assert_int_eq(verify("SharedAccessSignature sr=a&sig=ZBEk&se=1700000000", KEY, NOW, NULL),
                      IOTGW_ERR_SAS_SIGNATURE);
@@ -126,14 +133,17 @@ END_TEST
 
 START_TEST(malformed_tokens_name_the_problem)
 {
-    static const struct { const char *token, *text; } cases[] = {
+    static const struct {
+        const char *token, *text;
+    } cases[] = {
         {"sr=a&sig=b&se=1", "SAS token does not start with 'SharedAccessSignature '"},
         {"SharedAccessSignature sig=b&se=1", "SAS token has no 'sr' field"},
         {"SharedAccessSignature sr=a&se=1", "SAS token has no 'sig' field"},
         {"SharedAccessSignature sr=a&sig=b", "SAS token has no 'se' field"},
         {"SharedAccessSignature sr=a&sig=b&se=1&sr=c", "SAS token has field 'sr' twice"},
         {"SharedAccessSignature sr=a&sig=b&se=12x", "SAS token field 'se' is not a number of seconds"},
-        {"SharedAccessSignature sr=a&sig=b&se=99999999999999999999999", "SAS token field 'se' is not a number of seconds"},
+        {"SharedAccessSignature sr=a&sig=b&se=99999999999999999999999",
+         "SAS token field 'se' is not a number of seconds"},
         {"SharedAccessSignature sr=a&sig=b&se=-1", "SAS token field 'se' is not a number of seconds"},
         {"SharedAccessSignature sr=a&sig&se=1", "SAS token field at offset 27 has no '='"},
         {"SharedAccessSignature sr=a&sig=%zz&se=1", "SAS token field 'sig' is badly percent-encoded"},
@@ -179,22 +189,29 @@ START_TEST(resource_coverage_by_segments)
     ck_assert_int_eq(covers("MyHub.Azure-Devices.NET%2fdevices%2fdev%2b1", HOST, "dev+1", NULL), 0);
     ck_assert_int_eq(covers("myhub.azure-devices.net/Devices/dev+1", HOST, "dev+1", NULL), 0);
     /* '+' is never a space */
-    ck_assert_int_eq(covers("myhub.azure-devices.net/devices/dev+1", HOST, "dev 1", NULL), IOTGW_ERR_SAS_RESOURCE);
+    ck_assert_int_eq(covers("myhub.azure-devices.net/devices/dev+1", HOST, "dev 1", NULL),
+                     IOTGW_ERR_SAS_RESOURCE);
     /* whole segments only, ids case-sensitive */
-    ck_assert_int_eq(covers("myhub.azure-devices.net/devices/dev", HOST, "dev+1", NULL), IOTGW_ERR_SAS_RESOURCE);
-    ck_assert_int_eq(covers("myhub.azure-devices.net/devices/DEV+1", HOST, "dev+1", NULL), IOTGW_ERR_SAS_RESOURCE);
-    ck_assert_int_eq(covers("myhub.azure-devices.net/devices/dev+1", HOST, "dev+12", NULL), IOTGW_ERR_SAS_RESOURCE);
+    ck_assert_int_eq(covers("myhub.azure-devices.net/devices/dev", HOST, "dev+1", NULL),
+                     IOTGW_ERR_SAS_RESOURCE);
+    ck_assert_int_eq(covers("myhub.azure-devices.net/devices/DEV+1", HOST, "dev+1", NULL),
+                     IOTGW_ERR_SAS_RESOURCE);
+    ck_assert_int_eq(covers("myhub.azure-devices.net/devices/dev+1", HOST, "dev+12", NULL),
+                     IOTGW_ERR_SAS_RESOURCE);
     /* hub-wide and all-devices tokens */
     ck_assert_int_eq(covers("myhub.azure-devices.net", HOST, "anything", NULL), 0);
     ck_assert_int_eq(covers("myhub.azure-devices.net/devices", HOST, "anything", "m1"), 0);
     /* modules: a device token covers its modules, a module token only its module */
     ck_assert_int_eq(covers("myhub.azure-devices.net/devices/d/modules/m1", HOST, "d", "m1"), 0);
     ck_assert_int_eq(covers("myhub.azure-devices.net/devices/d", HOST, "d", "m1"), 0);
-    ck_assert_int_eq(covers("myhub.azure-devices.net/devices/d/modules/m1", HOST, "d", "m2"), IOTGW_ERR_SAS_RESOURCE);
-    ck_assert_int_eq(covers("myhub.azure-devices.net/devices/d/modules/m1", HOST, "d", NULL), IOTGW_ERR_SAS_RESOURCE);
+    ck_assert_int_eq(covers("myhub.azure-devices.net/devices/d/modules/m1", HOST, "d", "m2"),
+                     IOTGW_ERR_SAS_RESOURCE);
+    ck_assert_int_eq(covers("myhub.azure-devices.net/devices/d/modules/m1", HOST, "d", NULL),
+                     IOTGW_ERR_SAS_RESOURCE);
     /* other hosts: a gateway name is checked by calling again with that name */
     ck_assert_int_eq(covers("otherhub.azure-devices.net/devices/d", HOST, "d", NULL), IOTGW_ERR_SAS_RESOURCE);
-    ck_assert_int_eq(covers("myhub.azure-devices.net.evil/devices/d", HOST, "d", NULL), IOTGW_ERR_SAS_RESOURCE);
+    ck_assert_int_eq(covers("myhub.azure-devices.net.evil/devices/d", HOST, "d", NULL),
+                     IOTGW_ERR_SAS_RESOURCE);
     ck_assert_int_eq(covers("edge-gw/devices/d", "edge-gw", "d", NULL), 0);
     ck_assert_int_eq(covers("myhub.azure-devices.net/twins/d", HOST, "d", NULL), IOTGW_ERR_SAS_RESOURCE);
     ck_assert_int_eq(covers("myhub.azure-devices.net/devices/d%zz", HOST, "d", NULL), IOTGW_ERR_SAS_RESOURCE);

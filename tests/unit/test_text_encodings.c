@@ -61,11 +61,11 @@ START_TEST(base64_rejects_bad_input)
     iotgw_diag d;
     ck_assert_int_eq(iotgw_base64_decode("Zm9v!mFy", 8, (uint8_t *)out, &len, 0, &d), IOTGW_ERR_BASE64);
     ck_assert_ptr_nonnull(strstr(d.text, "offset 4"));
-    ck_assert_int_eq(unb64("Zm9", 0, out, &len), IOTGW_ERR_BASE64);     /* missing padding */
-    ck_assert_int_eq(unb64("Z===", 0, out, &len), IOTGW_ERR_BASE64);    /* too much padding */
-    ck_assert_int_eq(unb64("Zg=", 0, out, &len), IOTGW_ERR_BASE64);     /* bad length */
-    ck_assert_int_eq(unb64("Zm9v_w", 0, out, &len), IOTGW_ERR_BASE64);  /* url alphabet, strict */
-    ck_assert_int_eq(unb64("Zm=v", 0, out, &len), IOTGW_ERR_BASE64);    /* '=' inside */
+    ck_assert_int_eq(unb64("Zm9", 0, out, &len), IOTGW_ERR_BASE64);    /* missing padding */
+    ck_assert_int_eq(unb64("Z===", 0, out, &len), IOTGW_ERR_BASE64);   /* too much padding */
+    ck_assert_int_eq(unb64("Zg=", 0, out, &len), IOTGW_ERR_BASE64);    /* bad length */
+    ck_assert_int_eq(unb64("Zm9v_w", 0, out, &len), IOTGW_ERR_BASE64); /* url alphabet, strict */
+    ck_assert_int_eq(unb64("Zm=v", 0, out, &len), IOTGW_ERR_BASE64);   /* '=' inside */
     ck_assert_int_eq(unb64("Zm9vY", IOTGW_BASE64_LENIENT, out, &len), IOTGW_ERR_BASE64); /* 1 char left */
 }
 END_TEST
