@@ -7,6 +7,7 @@
 
 #include "codecs/base64.h"
 #include "codecs/identity.h"
+#include "codecs/kvlist.h"
 #include "codecs/sas.h"
 
 #define CONNSTR_MAX_LEN 8192
@@ -129,15 +130,12 @@ static int check_combination(iotgw_connstr *cs, iotgw_diag *diag)
     return IOTGW_OK;
 }
 
-static int parse_pair(iotgw_connstr *cs, const char *p, size_t len, size_t offset, char **x509_text,
-                      iotgw_diag *diag)
+static int parse_pair(iotgw_connstr *cs, const iotgw_kv *kv, char **x509_text, iotgw_diag *diag)
 {
-    const char *eq = memchr(p, '=', len);
-    if (!eq)
-        return iotgw_diag_fail(diag, IOTGW_ERR_CONNSTR_SYNTAX, "expected Key=Value at offset %zu", offset);
-    size_t klen = (size_t)(eq - p);
+    size_t klen = kv->key_len;
+    const char *p = kv->key;
     if (klen == 0)
-        return iotgw_diag_fail(diag, IOTGW_ERR_CONNSTR_SYNTAX, "empty field name at offset %zu", offset);
+        return iotgw_diag_fail(diag, IOTGW_ERR_CONNSTR_SYNTAX, "empty field name at offset %zu", kv->offset);
     for (int f = 0; f < F_COUNT; f++) {
         if (strlen(field_names[f]) != klen)
             continue;
@@ -153,10 +151,9 @@ static int parse_pair(iotgw_connstr *cs, const char *p, size_t len, size_t offse
         if (*slot)
             return iotgw_diag_fail(diag, IOTGW_ERR_CONNSTR_DUPLICATE_FIELD, "%s is given twice",
                                    field_names[f]);
-        size_t vlen = len - klen - 1;
-        if (vlen == 0)
+        if (kv->value_len == 0)
             return iotgw_diag_fail(diag, IOTGW_ERR_CONNSTR_BAD_VALUE, "%s is empty", field_names[f]);
-        *slot = strndup(eq + 1, vlen);
+        *slot = strndup(kv->value, kv->value_len);
         return *slot ? IOTGW_OK : IOTGW_ERR_NOMEM;
     }
     return iotgw_diag_fail(diag, IOTGW_ERR_CONNSTR_UNKNOWN_FIELD, "unknown field '%.*s'",
@@ -173,15 +170,13 @@ int iotgw_connstr_parse(const char *s, iotgw_connstr *out, iotgw_diag *diag)
         return iotgw_diag_fail(diag, IOTGW_ERR_CONNSTR_SYNTAX,
                                "connection string is %zu bytes, maximum is %d", n, CONNSTR_MAX_LEN);
     char *x509_text = NULL;
-    int rc = IOTGW_OK;
-    const char *p = s;
-    while (rc == IOTGW_OK && *p) {
-        const char *end = strchr(p, ';');
-        size_t len = end ? (size_t)(end - p) : strlen(p);
-        if (len > 0) /* tolerate ";;" and a trailing ';' as the SDKs do */
-            rc = parse_pair(out, p, len, (size_t)(p - s), &x509_text, diag);
-        p += len + (end ? 1 : 0);
-    }
+    int rc = IOTGW_OK, more;
+    const char *cursor = s;
+    iotgw_kv kv;
+    while (rc == IOTGW_OK && (more = iotgw_kv_next(s, &cursor, ';', &kv)) != 0)
+        rc = more < 0 ? iotgw_diag_fail(diag, IOTGW_ERR_CONNSTR_SYNTAX, "expected Key=Value at offset %zu",
+                                        kv.offset)
+                      : parse_pair(out, &kv, &x509_text, diag);
     if (rc == IOTGW_OK)
         rc = check_values(out, x509_text, diag);
     if (rc == IOTGW_OK)

@@ -10,6 +10,7 @@
 #include <openssl/hmac.h>
 
 #include "codecs/base64.h"
+#include "codecs/kvlist.h"
 #include "codecs/percent.h"
 
 #define SAS_PREFIX "SharedAccessSignature "
@@ -134,28 +135,20 @@ int iotgw_sas_parse(const char *token, iotgw_sas_token *out, iotgw_diag *diag)
         return iotgw_diag_fail(diag, IOTGW_ERR_SAS_MALFORMED,
                                "SAS token does not start with 'SharedAccessSignature '");
     char *sig_written = NULL;
-    int rc = IOTGW_OK;
-    const char *p = token + strlen(SAS_PREFIX);
-    while (rc == IOTGW_OK && *p) {
-        const char *end = strchr(p, '&');
-        size_t len = end ? (size_t)(end - p) : strlen(p);
-        const char *eq = memchr(p, '=', len);
-        if (!eq) {
+    int rc = IOTGW_OK, more;
+    const char *fields = token + strlen(SAS_PREFIX), *cursor = fields;
+    iotgw_kv kv;
+    while (rc == IOTGW_OK && (more = iotgw_kv_next(fields, &cursor, '&', &kv)) != 0) {
+        if (more < 0) {
             rc = iotgw_diag_fail(diag, IOTGW_ERR_SAS_MALFORMED, "SAS token field at offset %zu has no '='",
-                                 (size_t)(p - token));
+                                 kv.offset + strlen(SAS_PREFIX));
             break;
         }
-        size_t klen = (size_t)(eq - p), vlen = len - klen - 1;
-        const char *v = eq + 1;
-        if (klen == 2 && !strncmp(p, "sr", 2))
-            rc = set_field(&out->sr, "sr", v, vlen, diag);
-        else if (klen == 3 && !strncmp(p, "sig", 3))
-            rc = set_field(&sig_written, "sig", v, vlen, diag);
-        else if (klen == 2 && !strncmp(p, "se", 2))
-            rc = set_field(&out->se_text, "se", v, vlen, diag);
-        else if (klen == 3 && !strncmp(p, "skn", 3))
-            rc = set_field(&out->skn, "skn", v, vlen, diag);
-        p = end ? end + 1 : p + len;
+        static const char *const names[] = {"sr", "sig", "se", "skn"};
+        char **slots[] = {&out->sr, &sig_written, &out->se_text, &out->skn};
+        for (int i = 0; i < 4; i++)
+            if (kv.key_len == strlen(names[i]) && !strncmp(kv.key, names[i], kv.key_len))
+                rc = set_field(slots[i], names[i], kv.value, kv.value_len, diag);
     }
     if (rc == IOTGW_OK) {
         const char *missing = !out->sr ? "sr" : !sig_written ? "sig" : !out->se_text ? "se" : NULL;

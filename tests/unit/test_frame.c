@@ -105,48 +105,46 @@ static void feed_in_pieces(const uint8_t *buf, size_t total, const size_t *cuts,
     iotgw_frame_decoder_free(&d);
 }
 
+/* The three-frame stream every split test feeds, made once per test by the fixture. */
+static size_t stream_len, stream_body_len[3];
+static uint8_t *stream, *stream_bodies[3];
+
+static void make_stream(void)
+{
+    stream = three_frames(&stream_len, stream_body_len, stream_bodies);
+}
+
+static void free_stream(void)
+{
+    for (int i = 0; i < 3; i++)
+        free(stream_bodies[i]);
+    free(stream);
+}
+
 START_TEST(decoder_handles_every_single_split)
 {
-    size_t total, body_len[3];
-    uint8_t *bodies[3];
-    uint8_t *buf = three_frames(&total, body_len, bodies);
-    for (size_t cut = 0; cut <= total; cut++)
-        feed_in_pieces(buf, total, &cut, 1, body_len, bodies);
-    for (int i = 0; i < 3; i++)
-        free(bodies[i]);
-    free(buf);
+    for (size_t cut = 0; cut <= stream_len; cut++)
+        feed_in_pieces(stream, stream_len, &cut, 1, stream_body_len, stream_bodies);
 }
 END_TEST
 
 START_TEST(decoder_handles_every_pair_of_splits)
 {
-    size_t total, body_len[3];
-    uint8_t *bodies[3];
-    uint8_t *buf = three_frames(&total, body_len, bodies);
-    for (size_t a = 0; a <= total; a++)
-        for (size_t b = a; b <= total; b++) {
+    for (size_t a = 0; a <= stream_len; a++)
+        for (size_t b = a; b <= stream_len; b++) {
             size_t cuts[2] = {a, b};
-            feed_in_pieces(buf, total, cuts, 2, body_len, bodies);
+            feed_in_pieces(stream, stream_len, cuts, 2, stream_body_len, stream_bodies);
         }
-    for (int i = 0; i < 3; i++)
-        free(bodies[i]);
-    free(buf);
 }
 END_TEST
 
 START_TEST(decoder_handles_one_byte_at_a_time)
 {
-    size_t total, body_len[3];
-    uint8_t *bodies[3];
-    uint8_t *buf = three_frames(&total, body_len, bodies);
-    size_t *cuts = malloc(total * sizeof *cuts);
-    for (size_t i = 0; i < total; i++)
+    size_t *cuts = malloc(stream_len * sizeof *cuts);
+    for (size_t i = 0; i < stream_len; i++)
         cuts[i] = i + 1;
-    feed_in_pieces(buf, total, cuts, total - 1, body_len, bodies);
+    feed_in_pieces(stream, stream_len, cuts, stream_len - 1, stream_body_len, stream_bodies);
     free(cuts);
-    for (int i = 0; i < 3; i++)
-        free(bodies[i]);
-    free(buf);
 }
 END_TEST
 
@@ -309,12 +307,15 @@ END_TEST
 Suite *suite_under_test(void)
 {
     Suite *s = suite_create("frame");
+    TCase *splits = tcase_create("splits");
+    tcase_set_timeout(splits, 120);
+    tcase_add_checked_fixture(splits, make_stream, free_stream);
+    tcase_add_test(splits, decoder_handles_every_single_split);
+    tcase_add_test(splits, decoder_handles_every_pair_of_splits);
+    tcase_add_test(splits, decoder_handles_one_byte_at_a_time);
+    suite_add_tcase(s, splits);
     TCase *tc = tcase_create("core");
-    tcase_set_timeout(tc, 120);
     tcase_add_test(tc, varint_sizes_and_bytes);
-    tcase_add_test(tc, decoder_handles_every_single_split);
-    tcase_add_test(tc, decoder_handles_every_pair_of_splits);
-    tcase_add_test(tc, decoder_handles_one_byte_at_a_time);
     tcase_add_test(tc, decoder_returns_whole_frames_without_copying);
     tcase_add_test(tc, decoder_refuses_oversize_frame_before_its_body_arrives);
     tcase_add_test(tc, decoder_reports_bad_varint);
