@@ -19,7 +19,12 @@ from google.protobuf import descriptor_pb2, descriptor_pool, json_format, messag
 from google.protobuf.internal.decoder import _DecodeVarint32
 from google.protobuf.internal.encoder import _VarintBytes
 
+import os
+import shlex
+
 TOOL, DESCRIPTORS = sys.argv[1], sys.argv[2]
+# IOTGW_WRAPPER runs the tool under e.g. valgrind (make check-valgrind sets it).
+WRAPPER = shlex.split(os.environ.get("IOTGW_WRAPPER", ""))
 
 with open(DESCRIPTORS, "rb") as f:
     fds = descriptor_pb2.FileDescriptorSet.FromString(f.read())
@@ -107,7 +112,10 @@ def read_delimited(data, cls):
 
 
 def run(args, data):
-    return subprocess.run([TOOL] + args, input=data, capture_output=True, timeout=60)
+    r = subprocess.run(WRAPPER + [TOOL] + args, input=data, capture_output=True, timeout=300)
+    if WRAPPER and r.returncode == 99:
+        raise AssertionError("memory error under %s:\n%s" % (WRAPPER[0], r.stderr.decode()))
+    return r
 
 
 class WireInterop(unittest.TestCase):
