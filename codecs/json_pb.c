@@ -436,7 +436,9 @@ static int json_to_value(const ProtobufCFieldDescriptor *f, const json_t *j, voi
         double d;
         if ((rc = json_to_real(j, &d, path, diag)))
             return rc;
-        if (isfinite(d) && (d > FLT_MAX || d < -FLT_MAX))
+        /* Out of range means it rounds to infinity: FLT_MAX's shortest text, read as a
+         * double, is slightly above FLT_MAX and must still be accepted. */
+        if (isfinite(d) && isinf((float)d))
             return range_error(diag, path, "float");
         *(float *)v = (float)d;
         return IOTGW_OK;

@@ -1,6 +1,7 @@
 /* JSON <-> protobuf by descriptor: every scalar type, repeated, nested, enums, oneofs,
  * and errors that name the field. */
 #include <check.h>
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -176,6 +177,24 @@ START_TEST(lenient_inputs_the_mapping_allows)
 }
 END_TEST
 
+START_TEST(float_extremes_round_trip)
+{
+    static const float values[] = {FLT_MAX, -FLT_MAX, FLT_MIN, 1e-45f, 16777217.0f, -0.0f};
+    for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
+        Iotgw__Test__AllTypes m;
+        iotgw__test__all_types__init(&m);
+        m.f_float = values[i];
+        m.f_double = (double)values[i] * 1e300;
+        char *text = to_json(&m.base, 0);
+        Iotgw__Test__AllTypes *back = from_json(text, 0, NULL);
+        ck_assert_msg(memcmp(&back->f_float, &values[i], sizeof(float)) == 0, "float %s", text);
+        ck_assert_msg(back->f_double == m.f_double, "double %s", text);
+        free(text);
+        iotgw__test__all_types__free_unpacked(back, NULL);
+    }
+}
+END_TEST
+
 START_TEST(errors_name_the_field_path)
 {
     expect_error("{\"fLeaf\":{\"labl\":\"x\"}}", IOTGW_ERR_JSON_UNKNOWN_FIELD,
@@ -340,6 +359,7 @@ Suite *suite_under_test(void)
     tcase_add_test(tc, defaults_are_left_out_unless_asked);
     tcase_add_test(tc, repeated_nested_and_oneof);
     tcase_add_test(tc, lenient_inputs_the_mapping_allows);
+    tcase_add_test(tc, float_extremes_round_trip);
     tcase_add_test(tc, errors_name_the_field_path);
     tcase_add_test(tc, nesting_is_bounded);
     tcase_add_test(tc, invalid_utf8_from_protobuf_is_refused);
