@@ -292,6 +292,31 @@ int iotgw_json_from_pb(const ProtobufCMessage *msg, unsigned flags, json_t **out
     return message_to_json(msg, flags, 0, &path, out, diag);
 }
 
+int iotgw_pb_has_unknown_fields(const ProtobufCMessage *msg)
+{
+    if (msg->n_unknown_fields)
+        return 1;
+    const ProtobufCMessageDescriptor *d = msg->descriptor;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        if (f->type != PROTOBUF_C_TYPE_MESSAGE)
+            continue;
+        if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+            *(const uint32_t *)field_ptr(msg, f->quantifier_offset) != f->id)
+            continue;
+        size_t n = 1;
+        ProtobufCMessage *const *subs = field_ptr(msg, f->offset);
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            n = *(const size_t *)field_ptr(msg, f->quantifier_offset);
+            subs = *(ProtobufCMessage * *const *)subs;
+        }
+        for (size_t k = 0; k < n; k++)
+            if (subs[k] && iotgw_pb_has_unknown_fields(subs[k]))
+                return 1;
+    }
+    return 0;
+}
+
 int iotgw_json_text_from_pb(const ProtobufCMessage *msg, unsigned flags, char **text, iotgw_diag *diag)
 {
     json_t *j = NULL;

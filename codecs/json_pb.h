@@ -43,6 +43,10 @@ int iotgw_json_from_pb(const ProtobufCMessage *msg, unsigned flags, json_t **out
 int iotgw_pb_from_json(const ProtobufCMessageDescriptor *desc, const json_t *json, ProtobufCMessage **out,
                        iotgw_diag *diag);
 
+/* Does msg, or any message inside it, hold fields its schema does not know? The JSON
+ * mapping cannot carry them, so a caller that must not lose data checks this first. */
+int iotgw_pb_has_unknown_fields(const ProtobufCMessage *msg);
+
 /* The same, to and from JSON text. */
 int iotgw_json_text_from_pb(const ProtobufCMessage *msg, unsigned flags, char **text, iotgw_diag *diag);
 int iotgw_pb_from_json_text(const ProtobufCMessageDescriptor *desc, const char *text, size_t len,

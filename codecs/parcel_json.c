@@ -31,6 +31,13 @@ int iotgw_parcel_to_json(const Iotgw__Parcel *p, const iotgw_type_registry *type
         return iotgw_diag_fail(diag, IOTGW_ERR_HUBMSG_PAYLOAD, "parcel content (%zu bytes) is not a valid %s",
                                p->content.len, d->name);
     }
+    if (iotgw_pb_has_unknown_fields(content)) {
+        /* Fields our schema does not know (a newer sender's) would be lost in JSON:
+         * keep the content lossless, as base64. */
+        protobuf_c_message_free_unpacked(content, NULL);
+        *out = j;
+        return IOTGW_OK;
+    }
     json_t *cj = NULL;
     rc = iotgw_json_from_pb(content, flags, &cj, diag);
     if (rc && diag)

@@ -5,6 +5,9 @@
  *   {"source":{"name":"alarm-agent-1"},"destination":{"name":"alarm-monitor-1"},
  *    "type":"iotgw.AlarmStatus","content":{"alarmActive":true,"timeUtc":"12:00:00",...}}
  *
+ * Content whose type is unknown, or which holds fields the compiled-in schema does not
+ * know (a newer sender's), stays base64 so that nothing is lost.
+ *
  * This is the form the hub's message routing can query and the form direct-method
  * payloads carry (the hub's methods take JSON only). Reading accepts `content` as such
  * an object (the type must then be known) or as a base64 string.

@@ -313,6 +313,27 @@ START_TEST(parcel_content_is_shown_as_its_type)
 }
 END_TEST
 
+START_TEST(parcel_content_with_unknown_fields_stays_lossless)
+{
+    /* An AlarmStatus from a newer schema: field 1 (alarm_active) and field 9, unknown here. */
+    uint8_t newer[] = {0x08, 0x01, 0x48, 0x07};
+    Iotgw__Parcel p;
+    iotgw__parcel__init(&p);
+    p.type = "iotgw.AlarmStatus";
+    p.content.data = newer;
+    p.content.len = sizeof newer;
+    json_t *j = NULL;
+    ck_assert_int_eq(iotgw_parcel_to_json(&p, iotgw_types_builtin(), 0, &j, NULL), 0);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "content")), "CAFIBw==");
+    Iotgw__Parcel *back = NULL;
+    ck_assert_int_eq(iotgw_parcel_from_json(j, iotgw_types_builtin(), &back, NULL), 0);
+    ck_assert_uint_eq(back->content.len, sizeof newer);
+    ck_assert(memcmp(back->content.data, newer, sizeof newer) == 0);
+    iotgw__parcel__free_unpacked(back, NULL);
+    json_decref(j);
+}
+END_TEST
+
 START_TEST(parcel_content_errors)
 {
     iotgw_diag d;
@@ -364,6 +385,7 @@ Suite *suite_under_test(void)
     tcase_add_test(tc, nesting_is_bounded);
     tcase_add_test(tc, invalid_utf8_from_protobuf_is_refused);
     tcase_add_test(tc, parcel_content_is_shown_as_its_type);
+    tcase_add_test(tc, parcel_content_with_unknown_fields_stays_lossless);
     tcase_add_test(tc, parcel_content_errors);
     tcase_add_test(tc, type_registry_lookup);
     suite_add_tcase(s, tc);
