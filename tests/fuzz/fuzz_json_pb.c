@@ -66,7 +66,8 @@ static void same_content_meaning(const Iotgw__Parcel *a, const Iotgw__Parcel *b)
 {
     const ProtobufCMessageDescriptor *d = iotgw_types_find(iotgw_types_builtin(), a->type);
     if (!d) {
-        if (a->content.len != b->content.len || memcmp(a->content.data, b->content.data, a->content.len))
+        if (a->content.len != b->content.len ||
+            (a->content.len && memcmp(a->content.data, b->content.data, a->content.len)))
             abort();
         return;
     }
