@@ -1,0 +1,310 @@
+/* Transport over real sockets on loopback: WSS and AMQPS, client and server roles of
+ * our own code talking to each other. Interop with other implementations is in
+ * transport_interop.py. Certificates come from tests/certs/make-test-certs.sh. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tests/common/amqp_peer.h"
+#include "tests/unit/check_main.h"
+#include "transport/transport.h"
+
+static char certs[512];
+static iotgw_loop *loop;
+
+static const char *cert(const char *name)
+{
+    static char paths[8][600];
+    static int next;
+    char *p = paths[next++ % 8];
+    snprintf(p, 600, "%s/%s", certs, name);
+    return p;
+}
+
+typedef struct server {
+    iotgw_listener *listener;
+    amqp_peer peer;
+    int accepted;
+} server;
+
+/* File scope: connections still deliver events to these while the loop is freed. */
+static server srv;
+static amqp_peer client, good;
+
+static void setup(void)
+{
+    const char *dir = getenv("IOTGW_TEST_CERTS");
+    ck_assert_msg(dir != NULL, "IOTGW_TEST_CERTS must name the test certificate folder");
+    snprintf(certs, sizeof certs, "%s", dir);
+    memset(&srv, 0, sizeof srv);
+    memset(&client, 0, sizeof client);
+    memset(&good, 0, sizeof good);
+    iotgw_diag d;
+    loop = iotgw_loop_new(NULL, &d);
+    ck_assert_ptr_nonnull(loop);
+}
+
+static void teardown(void)
+{
+    iotgw_loop_free(loop);
+    loop = NULL;
+}
+
+static void server_event(iotgw_conn *c, pn_event_t *e, void *ctx)
+{
+    (void)c;
+    amqp_peer_on_event(&((server *)ctx)->peer, e);
+}
+
+static void server_accept(iotgw_listener *l, iotgw_conn *c, void *ctx)
+{
+    (void)l;
+    ((server *)ctx)->accepted++;
+    iotgw_conn_set_handler(c, server_event, ctx);
+}
+
+static void client_event(iotgw_conn *c, pn_event_t *e, void *ctx)
+{
+    (void)c;
+    amqp_peer_on_event(ctx, e);
+}
+
+static void start_server(server *s, iotgw_transport_kind kind, const char *cert_name, uint32_t split_seed)
+{
+    char key_name[64];
+    snprintf(key_name, sizeof key_name, "%.*s.key", (int)(strlen(cert_name) - 4), cert_name);
+    iotgw_listener_options lo = {
+        .kind = kind,
+        .address = "127.0.0.1",
+        .port = 0,
+        .tls = {.cert_file = cert(cert_name), .key_file = cert(key_name)},
+        .on_accept = server_accept,
+        .ctx = s,
+        .split_seed = split_seed,
+    };
+    iotgw_diag d = {0};
+    ck_assert_msg(iotgw_listener_new(loop, &lo, &s->listener, &d) == 0, "listener: %s", d.text);
+    s->peer.is_server = 1;
+}
+
+static iotgw_conn *start_client(amqp_peer *p, iotgw_transport_kind kind, int port, const char *ca,
+                                const char *path, uint32_t split_seed)
+{
+    iotgw_client_options co = {
+        .kind = kind,
+        .host = "localhost",
+        .port = port,
+        .path = path,
+        .tls = {.ca_file = cert(ca)},
+        .split_seed = split_seed,
+    };
+    iotgw_conn *c = NULL;
+    iotgw_diag d = {0};
+    ck_assert_msg(iotgw_conn_connect(loop, &co, client_event, p, &c, &d) == 0, "connect: %s", d.text);
+    return c;
+}
+
+static void run_until_closed(amqp_peer *p, int seconds)
+{
+    int64_t end = iotgw_loop_now_ms(loop) + seconds * 1000;
+    while (!p->transport_closed && iotgw_loop_now_ms(loop) < end)
+        iotgw_loop_run(loop, 100);
+    ck_assert_msg(p->transport_closed, "client still open after %d s (sent %llu, received %llu)", seconds,
+                  (unsigned long long)p->sent, (unsigned long long)p->received);
+}
+
+/* 100,000 messages each way on one link pair, frames cut at random sizes both ways. */
+static void bulk_both_ways(iotgw_transport_kind kind)
+{
+    server *s = &srv;
+    start_server(s, kind, "server.pem", 7);
+    s->peer.per_link = 100000;
+    s->peer.msg_size = 256;
+    client = (amqp_peer){.n_sessions = 1,
+                         .links_per_session = 1,
+                         .per_link = 100000,
+                         .msg_size = 256,
+                         .expect_received = 100000};
+    start_client(&client, kind, iotgw_listener_port(s->listener), "ca.pem", NULL, 11);
+    run_until_closed(&client, 120);
+    ck_assert_str_eq(client.cond_name, ""); /* a clean close */
+    ck_assert_uint_eq(client.received, 100000);
+    ck_assert_uint_eq(client.settled, 100000);
+    ck_assert_uint_eq(s->peer.received, 100000);
+    ck_assert_uint_eq(client.bad_payloads + s->peer.bad_payloads, 0);
+    ck_assert_uint_eq(client.out_of_order + s->peer.out_of_order, 0);
+    ck_assert_int_eq(s->accepted, 1);
+}
+
+START_TEST(wss_100k_messages_each_way_with_random_frame_splits)
+{
+    bulk_both_ways(IOTGW_TRANSPORT_WSS);
+}
+END_TEST
+
+START_TEST(amqps_100k_messages_each_way_with_random_splits)
+{
+    bulk_both_ways(IOTGW_TRANSPORT_AMQPS);
+}
+END_TEST
+
+static void many_links(iotgw_transport_kind kind)
+{
+    server *s = &srv;
+    start_server(s, kind, "server.pem", 0);
+    s->peer.per_link = 20;
+    s->peer.msg_size = 100;
+    client = (amqp_peer){.n_sessions = 10,
+                         .links_per_session = 10,
+                         .per_link = 20,
+                         .msg_size = 100,
+                         .expect_received = 10 * 10 * 20};
+    start_client(&client, kind, iotgw_listener_port(s->listener), "ca.pem", NULL, 0);
+    run_until_closed(&client, 60);
+    ck_assert_str_eq(client.cond_name, "");
+    ck_assert_int_eq(s->peer.links_opened, 200);
+    ck_assert_uint_eq(client.received, 2000);
+    ck_assert_uint_eq(s->peer.received, 2000);
+    ck_assert_uint_eq(client.out_of_order + s->peer.out_of_order + client.bad_payloads + s->peer.bad_payloads,
+                      0);
+}
+
+START_TEST(wss_ten_sessions_of_ten_link_pairs)
+{
+    many_links(IOTGW_TRANSPORT_WSS);
+}
+END_TEST
+
+START_TEST(amqps_ten_sessions_of_ten_link_pairs)
+{
+    many_links(IOTGW_TRANSPORT_AMQPS);
+}
+END_TEST
+
+/* A client that must fail: returns its condition. */
+static void expect_failure(iotgw_transport_kind kind, const char *server_cert, const char *ca,
+                           const char *path, const char *cond, const char *desc_part)
+{
+    server *s = &srv;
+    start_server(s, kind, server_cert, 0);
+    client = (amqp_peer){.n_sessions = 1, .links_per_session = 1, .per_link = 1, .msg_size = 10};
+    start_client(&client, kind, iotgw_listener_port(s->listener), ca, path, 0);
+    run_until_closed(&client, 20);
+    ck_assert_msg(!strcmp(client.cond_name, cond), "condition '%s' (%s), expected %s", client.cond_name,
+                  client.cond_desc, cond);
+    ck_assert_msg(strstr(client.cond_desc, desc_part) != NULL, "description '%s' lacks '%s'",
+                  client.cond_desc, desc_part);
+    ck_assert_int_eq(client.remote_opened, 0);
+
+    /* and the listener still serves a good client */
+    if (!strcmp(server_cert, "server.pem")) {
+        good = (amqp_peer){
+            .n_sessions = 1, .links_per_session = 1, .per_link = 5, .msg_size = 10, .expect_received = 5};
+        s->peer.per_link = 5;
+        s->peer.msg_size = 10;
+        start_client(&good, kind, iotgw_listener_port(s->listener), "ca.pem", NULL, 0);
+        run_until_closed(&good, 20);
+        ck_assert_uint_eq(good.received, 5);
+    }
+}
+
+START_TEST(wss_unknown_ca)
+{
+    expect_failure(IOTGW_TRANSPORT_WSS, "server.pem", "other-ca.pem", NULL, IOTGW_COND_TLS,
+                   "TLS handshake failed: unable to get local issuer certificate");
+}
+END_TEST
+
+START_TEST(wss_wrong_hostname)
+{
+    expect_failure(IOTGW_TRANSPORT_WSS, "wrongname.pem", "ca.pem", NULL, IOTGW_COND_TLS,
+                   "TLS handshake failed: hostname mismatch");
+}
+END_TEST
+
+START_TEST(wss_expired_certificate)
+{
+    expect_failure(IOTGW_TRANSPORT_WSS, "expired.pem", "ca.pem", NULL, IOTGW_COND_TLS,
+                   "TLS handshake failed: certificate has expired");
+}
+END_TEST
+
+START_TEST(wss_wrong_path_is_http_404)
+{
+    expect_failure(IOTGW_TRANSPORT_WSS, "server.pem", "ca.pem", "/not/the/websocket", IOTGW_COND_WEBSOCKET,
+                   "WebSocket upgrade refused with HTTP status 404");
+}
+END_TEST
+
+/* Proton's TLS layer (AMQPS) does not say which check failed. */
+#define AMQPS_VERIFY_FAILED                                                                                  \
+    "certificate verify failed (the peer's certificate is not signed by a trusted CA, names another host, "  \
+    "or has expired)"
+
+START_TEST(amqps_unknown_ca)
+{
+    expect_failure(IOTGW_TRANSPORT_AMQPS, "server.pem", "other-ca.pem", NULL, IOTGW_COND_TLS,
+                   AMQPS_VERIFY_FAILED);
+}
+END_TEST
+
+START_TEST(amqps_wrong_hostname)
+{
+    expect_failure(IOTGW_TRANSPORT_AMQPS, "wrongname.pem", "ca.pem", NULL, IOTGW_COND_TLS,
+                   AMQPS_VERIFY_FAILED);
+}
+END_TEST
+
+START_TEST(amqps_expired_certificate)
+{
+    expect_failure(IOTGW_TRANSPORT_AMQPS, "expired.pem", "ca.pem", NULL, IOTGW_COND_TLS, AMQPS_VERIFY_FAILED);
+}
+END_TEST
+
+START_TEST(connection_refused_is_reported)
+{
+    client = (amqp_peer){.n_sessions = 1, .links_per_session = 1};
+    /* port 1 on loopback: nothing listens there */
+    iotgw_client_options co = {
+        .kind = IOTGW_TRANSPORT_WSS, .host = "127.0.0.1", .port = 1, .tls = {.ca_file = cert("ca.pem")}};
+    iotgw_conn *c = NULL;
+    iotgw_diag d = {0};
+    int rc = iotgw_conn_connect(loop, &co, client_event, &client, &c, &d);
+    if (rc == 0)
+        run_until_closed(&client, 20);
+    ck_assert(rc != 0 || !strcmp(client.cond_name, IOTGW_COND_CONNECT));
+}
+END_TEST
+
+Suite *suite_under_test(void)
+{
+    Suite *s = suite_create("transport");
+    TCase *tc = tcase_create("loopback");
+    tcase_set_timeout(tc, 300);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, wss_100k_messages_each_way_with_random_frame_splits);
+    tcase_add_test(tc, amqps_100k_messages_each_way_with_random_splits);
+    tcase_add_test(tc, wss_ten_sessions_of_ten_link_pairs);
+    tcase_add_test(tc, amqps_ten_sessions_of_ten_link_pairs);
+    suite_add_tcase(s, tc);
+
+    TCase *wf = tcase_create("wss-failures");
+    tcase_set_timeout(wf, 120);
+    tcase_add_checked_fixture(wf, setup, teardown);
+    tcase_add_test(wf, wss_unknown_ca);
+    tcase_add_test(wf, wss_wrong_hostname);
+    tcase_add_test(wf, wss_expired_certificate);
+    tcase_add_test(wf, wss_wrong_path_is_http_404);
+    tcase_add_test(wf, connection_refused_is_reported);
+    suite_add_tcase(s, wf);
+
+    TCase *af = tcase_create("amqps-failures");
+    tcase_set_timeout(af, 120);
+    tcase_add_checked_fixture(af, setup, teardown);
+    tcase_add_test(af, amqps_unknown_ca);
+    tcase_add_test(af, amqps_wrong_hostname);
+    tcase_add_test(af, amqps_expired_certificate);
+    suite_add_tcase(s, af);
+    return s;
+}

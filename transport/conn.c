@@ -1,0 +1,347 @@
+/*
+ * The bridge between one socket and one Proton connection driver, shared by WSS and
+ * AMQPS, client and server.
+ *
+ *   socket bytes in  -> driver read buffer (what does not fit waits, and the socket
+ *                       stops being read until Proton has room: back-pressure)
+ *   driver events    -> the owner's handler
+ *   driver output    -> written only when the socket is writable, WRITE_CHUNK at a time;
+ *                       output the peer does not take grows to at most max_output, then
+ *                       the connection fails with IOTGW_COND_OUTPUT_LIMIT
+ *   driver deadlines -> pn_transport_tick() on a libwebsockets timer (heartbeats, idle timeout)
+ *   driver finished  -> the socket is closed; the socket gone -> the owner sees
+ *                       PN_TRANSPORT_CLOSED and the connection is freed
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <proton/condition.h>
+#include <proton/connection.h>
+#include <proton/sasl.h>
+#include <proton/transport.h>
+
+#include "transport/internal.h"
+
+static void link_in(iotgw_loop *loop, iotgw_conn *c)
+{
+    c->next = loop->conns;
+    if (loop->conns)
+        loop->conns->prev = c;
+    loop->conns = c;
+}
+
+static void link_out(iotgw_conn *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else if (c->loop->conns == c)
+        c->loop->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+}
+
+iotgw_conn *conn_new(iotgw_loop *loop, iotgw_transport_kind kind, int is_server, uint32_t idle_timeout_ms,
+                     size_t max_output)
+{
+    iotgw_conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    if (pn_connection_driver_init(&c->driver, NULL, NULL) != 0) {
+        free(c);
+        return NULL;
+    }
+    c->loop = loop;
+    c->kind = kind;
+    c->is_server = is_server;
+    c->max_output = max_output ? max_output : DEFAULT_MAX_OUTPUT;
+    snprintf(c->peer, sizeof c->peer, "%s (connecting)", kind == IOTGW_TRANSPORT_WSS ? "wss" : "amqps");
+    pn_transport_t *t = c->driver.transport;
+    pn_transport_set_idle_timeout(t, idle_timeout_ms ? idle_timeout_ms : IOTGW_DEFAULT_IDLE_TIMEOUT_MS);
+    if (is_server) {
+        pn_transport_set_server(t);
+        /* Official SDKs either open a SASL layer or send the bare AMQP header: accept both.
+         * Proton detects which from the 8-byte protocol header. */
+        pn_sasl(t);
+        pn_transport_require_auth(t, false);
+    }
+    link_in(loop, c);
+    return c;
+}
+
+void conn_attach(iotgw_conn *c, struct lws *wsi, const char *peer)
+{
+    c->wsi = wsi;
+    c->connected = 1;
+    lws_set_opaque_user_data(wsi, c);
+    snprintf(c->peer, sizeof c->peer, "%s %s", c->kind == IOTGW_TRANSPORT_WSS ? "wss" : "amqps", peer);
+}
+
+pn_connection_t *iotgw_conn_connection(iotgw_conn *c)
+{
+    return c->driver.connection;
+}
+
+pn_transport_t *iotgw_conn_transport(iotgw_conn *c)
+{
+    return c->driver.transport;
+}
+
+const char *iotgw_conn_peer(iotgw_conn *c)
+{
+    return c->peer;
+}
+
+void iotgw_conn_set_handler(iotgw_conn *c, iotgw_conn_event_fn fn, void *ctx)
+{
+    c->fn = fn;
+    c->ctx = ctx;
+}
+
+size_t iotgw_conn_pending_output(iotgw_conn *c)
+{
+    ssize_t n = pn_transport_pending(c->driver.transport);
+    return n > 0 ? (size_t)n : 0;
+}
+
+static void destroy(iotgw_conn *c)
+{
+    lws_sul_cancel(&c->tick_sul);
+    lws_sul_cancel(&c->grace_sul);
+    if (c->wsi) { /* still connecting, or closing: forget it and let lws close it */
+        lws_set_opaque_user_data(c->wsi, NULL);
+        lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+    }
+    link_out(c);
+    pn_connection_driver_destroy(&c->driver);
+    free(c->pending_in);
+    free(c);
+}
+
+static void tick_cb(lws_sorted_usec_list_t *sul)
+{
+    iotgw_conn *c = lws_container_of(sul, iotgw_conn, tick_sul);
+    conn_process(c);
+}
+
+static void schedule_tick(iotgw_conn *c)
+{
+    int64_t now = iotgw_loop_now_ms(c->loop);
+    int64_t next = pn_transport_tick(c->driver.transport, now);
+    if (next > 0)
+        lws_sul_schedule(c->loop->ctx, 0, &c->tick_sul, tick_cb,
+                         (lws_usec_t)(next > now ? next - now : 0) * 1000);
+    else
+        lws_sul_cancel(&c->tick_sul);
+}
+
+/* Give Proton what waited for room; resume reading the socket once all of it fitted. */
+static void feed_pending(iotgw_conn *c)
+{
+    while (c->pending_len) {
+        pn_rwbytes_t rb = pn_connection_driver_read_buffer(&c->driver);
+        if (rb.size == 0)
+            return;
+        size_t n = rb.size < c->pending_len ? rb.size : c->pending_len;
+        memcpy(rb.start, c->pending_in, n);
+        pn_connection_driver_read_done(&c->driver, n);
+        memmove(c->pending_in, c->pending_in + n, c->pending_len - n);
+        c->pending_len -= n;
+    }
+    if (c->wsi && !pn_connection_driver_read_closed(&c->driver))
+        lws_rx_flow_control(c->wsi, 1);
+}
+
+static void close_socket_when_flushed(iotgw_conn *c)
+{
+    if (c->wsi && c->connected && !c->closing_socket) {
+        c->closing_socket = 1;
+        lws_callback_on_writable(c->wsi);
+    }
+}
+
+/* Proton reports its TLS layer's failures as framing errors "SSL Failure: ...": give
+ * them our TLS condition so that owners need not parse text. */
+static void name_tls_failure(iotgw_conn *c)
+{
+    pn_condition_t *cond = pn_transport_condition(c->driver.transport);
+    const char *desc = pn_condition_get_description(cond);
+    if (desc && !strncmp(desc, "SSL Failure: ", 13)) {
+        char text[512];
+        /* Proton does not say why a certificate was refused; name the usual reasons. */
+        snprintf(text, sizeof text, "TLS handshake failed: %s%s", desc + 13,
+                 strstr(desc, "certificate verify failed") ? " (the peer's certificate is not signed by a "
+                                                             "trusted CA, names another host, or has expired)"
+                                                           : "");
+        pn_condition_set_name(cond, IOTGW_COND_TLS);
+        pn_condition_set_description(cond, text);
+    }
+}
+
+/* Run the owner's handler over every pending event, then settle what follows from them:
+ * output to write, the next deadline, the socket to close. */
+void conn_process(iotgw_conn *c)
+{
+    if (c->dispatching)
+        return; /* the outer call will see the new events */
+    c->dispatching = 1;
+    feed_pending(c);
+    pn_event_t *e;
+    do {
+        while ((e = pn_connection_driver_next_event(&c->driver))) {
+            if (pn_event_type(e) == PN_TRANSPORT_CLOSED)
+                c->closed_seen = 1;
+            if (pn_event_type(e) == PN_TRANSPORT_ERROR)
+                name_tls_failure(c);
+            if (c->fn)
+                c->fn(c, e, c->ctx);
+        }
+        /* Asking for output runs Proton's output side, which may close the transport's
+         * head and queue more events (e.g. after a TLS failure): deliver those too. */
+        (void)pn_connection_driver_write_buffer(&c->driver);
+    } while (pn_connection_driver_has_event(&c->driver));
+    c->dispatching = 0;
+
+    if (iotgw_conn_pending_output(c) > c->max_output && !pn_connection_driver_write_closed(&c->driver)) {
+        pn_connection_driver_errorf(&c->driver, IOTGW_COND_OUTPUT_LIMIT,
+                                    "more than %zu bytes of output waiting: the peer is not reading",
+                                    c->max_output);
+        pn_connection_driver_close(&c->driver);
+        conn_process(c);
+        return;
+    }
+    if (c->closed_seen && (!c->wsi || !c->connected)) {
+        if (!c->in_connect)
+            destroy(c);
+        return;
+    }
+    if (pn_connection_driver_finished(&c->driver)) {
+        lws_sul_cancel(&c->tick_sul);
+        close_socket_when_flushed(c);
+        return;
+    }
+    schedule_tick(c);
+    if (c->wsi && c->connected && pn_connection_driver_write_buffer(&c->driver).size)
+        lws_callback_on_writable(c->wsi);
+}
+
+int conn_on_bytes(iotgw_conn *c, const uint8_t *data, size_t len)
+{
+    if (c->pending_len == 0) {
+        while (len) {
+            pn_rwbytes_t rb = pn_connection_driver_read_buffer(&c->driver);
+            if (rb.size == 0)
+                break;
+            size_t n = rb.size < len ? rb.size : len;
+            memcpy(rb.start, data, n);
+            pn_connection_driver_read_done(&c->driver, n);
+            data += n;
+            len -= n;
+        }
+    }
+    if (len) {
+        if (pn_connection_driver_read_closed(&c->driver)) {
+            len = 0; /* Proton has stopped reading (it failed or closed): drop the rest */
+        } else {
+            /* Keep what Proton cannot take yet and stop reading the socket until it can. */
+            uint8_t *nb = realloc(c->pending_in, c->pending_len + len);
+            if (!nb)
+                return -1;
+            memcpy(nb + c->pending_len, data, len);
+            c->pending_in = nb;
+            c->pending_len += len;
+            lws_rx_flow_control(c->wsi, 0);
+        }
+    }
+    conn_process(c);
+    return 0;
+}
+
+int conn_on_writable(iotgw_conn *c, int ws)
+{
+    pn_bytes_t wb = pn_connection_driver_write_buffer(&c->driver);
+    if (wb.size) {
+        size_t n = wb.size < WRITE_CHUNK ? wb.size : WRITE_CHUNK;
+        if (c->split_state) { /* xorshift32: frames of 1..4096 bytes */
+            c->split_state ^= c->split_state << 13, c->split_state ^= c->split_state >> 17,
+                c->split_state ^= c->split_state << 5;
+            size_t cut = 1 + c->split_state % 4096;
+            n = n < cut ? n : cut;
+        }
+        static uint8_t buf[LWS_PRE + WRITE_CHUNK];
+        memcpy(buf + LWS_PRE, wb.start, n);
+        /* lws keeps what the kernel does not take and sends it before anything else. */
+        int w = lws_write(c->wsi, buf + LWS_PRE, n, ws ? LWS_WRITE_BINARY : LWS_WRITE_RAW);
+        if (w < 0) {
+            pn_connection_driver_errorf(&c->driver, IOTGW_COND_IO, "write to %s failed", c->peer);
+            pn_connection_driver_close(&c->driver);
+            conn_process(c);
+            return -1;
+        }
+        pn_connection_driver_write_done(&c->driver, n);
+    }
+    conn_process(c);
+    if (c->closing_socket && !pn_connection_driver_write_buffer(&c->driver).size &&
+        !lws_partial_buffered(c->wsi))
+        return -1;
+    return 0;
+}
+
+void conn_on_socket_gone(iotgw_conn *c, struct lws *wsi, const char *cond_name, const char *description)
+{
+    if (wsi)
+        lws_set_opaque_user_data(wsi, NULL); /* no later callback reaches c */
+    c->wsi = NULL;
+    pn_condition_t *cond = pn_transport_condition(c->driver.transport);
+    if (!pn_connection_driver_finished(&c->driver) && !pn_condition_is_set(cond))
+        pn_condition_set_name(cond, cond_name), pn_condition_set_description(cond, description);
+    pn_connection_driver_close(&c->driver);
+    conn_process(c); /* delivers PN_TRANSPORT_CLOSED and frees */
+}
+
+void iotgw_conn_wake(iotgw_conn *c)
+{
+    conn_process(c);
+}
+
+static void grace_cb(lws_sorted_usec_list_t *sul)
+{
+    iotgw_conn *c = lws_container_of(sul, iotgw_conn, grace_sul);
+    if (!pn_connection_driver_finished(&c->driver)) {
+        pn_connection_driver_close(&c->driver);
+        conn_process(c);
+    }
+}
+
+void iotgw_conn_close(iotgw_conn *c, const char *cond_name, const char *description)
+{
+    pn_connection_t *pc = c->driver.connection;
+    if (cond_name) {
+        pn_condition_t *cond = pn_connection_condition(pc);
+        pn_condition_set_name(cond, cond_name);
+        pn_condition_set_description(cond, description);
+    }
+    if (!(pn_connection_state(pc) & PN_LOCAL_CLOSED))
+        pn_connection_close(pc);
+    lws_sul_schedule(c->loop->ctx, 0, &c->grace_sul, grace_cb, (lws_usec_t)CLOSE_GRACE_MS * 1000);
+    conn_process(c);
+}
+
+void conn_free_all(iotgw_loop *loop)
+{
+    while (loop->conns) {
+        iotgw_conn *c = loop->conns;
+        if (c->wsi) {
+            lws_set_opaque_user_data(c->wsi, NULL);
+            c->wsi = NULL;
+        }
+        pn_condition_t *cond = pn_transport_condition(c->driver.transport);
+        if (!pn_condition_is_set(cond))
+            pn_condition_set_name(cond, IOTGW_COND_IO),
+                pn_condition_set_description(cond, "event loop shut down");
+        pn_connection_driver_close(&c->driver);
+        conn_process(c);      /* the owner sees PN_TRANSPORT_CLOSED; destroy() unlinks it */
+        if (loop->conns == c) /* already finished before: free it here */
+            destroy(c);
+    }
+}

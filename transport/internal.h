@@ -1,0 +1,97 @@
+/* Shared by the transport's own files only; owners use transport.h. */
+#ifndef IOTGW_TRANSPORT_INTERNAL_H
+#define IOTGW_TRANSPORT_INTERNAL_H
+
+#include <libwebsockets.h>
+#include <proton/connection_driver.h>
+
+#include "transport/transport.h"
+
+#define LWS_PROTOCOL_HTTP "iotgw-http"
+#define LWS_PROTOCOL_RAW  "iotgw-raw"
+/* Largest piece of Proton output written to the socket at once. */
+#define WRITE_CHUNK (64 * 1024)
+/* Largest piece libwebsockets hands us at once. */
+#define RX_CHUNK           (64 * 1024)
+#define DEFAULT_MAX_OUTPUT (64u * 1024 * 1024)
+/* After iotgw_conn_close, how long the peer has to answer before the socket is cut. */
+#define CLOSE_GRACE_MS 2000
+
+typedef struct client_vhost client_vhost;
+
+struct iotgw_loop {
+    struct lws_context *ctx;
+    client_vhost *client_vhosts;
+    iotgw_conn *conns; /* every live connection, doubly linked */
+    iotgw_listener *listeners;
+    lws_sorted_usec_list_t wake; /* bounds one iotgw_loop_run */
+    int woken;
+};
+
+struct iotgw_conn {
+    iotgw_loop *loop;
+    iotgw_listener *listener; /* NULL for clients */
+    struct lws *wsi;          /* NULL once the socket is gone */
+    iotgw_transport_kind kind;
+    int is_server;
+    pn_connection_driver_t driver;
+    iotgw_conn_event_fn fn;
+    void *ctx;
+    uint8_t *pending_in; /* received, not yet taken by Proton (rx paused meanwhile) */
+    size_t pending_len;
+    size_t max_output;
+    uint32_t split_state; /* nonzero: writes cut at random sizes (tests) */
+    lws_sorted_usec_list_t tick_sul;
+    lws_sorted_usec_list_t grace_sul;
+    int connected;  /* the socket can carry AMQP (TCP, TLS for WSS, upgrade done) */
+    int in_connect; /* inside lws_client_connect_via_info: do not free */
+    int closing_socket;
+    int dispatching;
+    int closed_seen; /* the owner has had PN_TRANSPORT_CLOSED */
+    char peer[80];
+    iotgw_conn *prev, *next;
+};
+
+struct iotgw_listener {
+    iotgw_loop *loop;
+    struct lws_vhost *vhost;
+    iotgw_listener_options opt; /* strings below are owned copies */
+    char *ws_path;
+    char *address;
+    char *cert_file, *key_file, *ca_file;
+    struct lws_protocols protocols[3];
+    iotgw_listener *prev, *next;
+};
+
+/* conn.c: the bridge between a socket and a Proton connection driver */
+iotgw_conn *conn_new(iotgw_loop *loop, iotgw_transport_kind kind, int is_server, uint32_t idle_timeout_ms,
+                     size_t max_output);
+void conn_attach(iotgw_conn *c, struct lws *wsi, const char *peer);
+/* Bytes arrived from the socket. Returns -1 when the callback should close the socket. */
+int conn_on_bytes(iotgw_conn *c, const uint8_t *data, size_t len);
+/* The socket can take data. Returns -1 when the callback should close the socket. */
+int conn_on_writable(iotgw_conn *c, int ws);
+/* The socket is gone (closed, reset, or never connected): tell the owner and free. */
+void conn_on_socket_gone(iotgw_conn *c, struct lws *wsi, const char *cond_name, const char *description);
+void conn_process(iotgw_conn *c);
+void conn_free_all(iotgw_loop *loop);
+
+/* wss.c and amqps.c: the libwebsockets protocol callbacks */
+int wss_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len);
+int raw_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len);
+int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len);
+/* amqps.c: Proton's TLS layer on a connection's transport */
+int amqps_setup_tls(iotgw_conn *c, const iotgw_tls_options *tls, const char *host, iotgw_diag *diag);
+/* http.c */
+size_t http_request_size(void);
+
+/* loop.c */
+/* libwebsockets states why a TLS handshake failed only in its log, just before it
+ * fails that connection: the last such reason, or "". */
+const char *loop_tls_error(void);
+void loop_tls_error_clear(void);
+struct lws_vhost *loop_client_vhost(iotgw_loop *loop, const iotgw_tls_options *tls, const char *proxy,
+                                    iotgw_diag *diag);
+const struct lws_protocols *loop_client_protocols(void);
+
+#endif

@@ -1,0 +1,114 @@
+/* iotgw_listener: a WSS (with HTTP) or AMQPS listening socket. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "transport/internal.h"
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+int iotgw_listener_new(iotgw_loop *loop, const iotgw_listener_options *opt, iotgw_listener **out,
+                       iotgw_diag *diag)
+{
+    if (!loop || !opt || (opt->kind != IOTGW_TRANSPORT_WSS && opt->kind != IOTGW_TRANSPORT_AMQPS))
+        return iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "a listener needs a transport kind");
+    if (!opt->tls.cert_file || !opt->tls.key_file)
+        return iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG,
+                               "a listener needs a TLS certificate and key file");
+    iotgw_listener *l = calloc(1, sizeof *l);
+    if (!l)
+        return IOTGW_ERR_NOMEM;
+    l->loop = loop;
+    l->opt = *opt;
+    l->ws_path = strdup(opt->ws_path ? opt->ws_path : IOTGW_WS_DEFAULT_PATH);
+    l->address = dup_or_null(opt->address);
+    l->cert_file = strdup(opt->tls.cert_file);
+    l->key_file = strdup(opt->tls.key_file);
+    l->ca_file = dup_or_null(opt->tls.ca_file);
+    l->opt.ws_path = l->ws_path;
+    l->opt.address = l->address;
+    l->opt.tls.cert_file = l->cert_file;
+    l->opt.tls.key_file = l->key_file;
+    l->opt.tls.ca_file = l->ca_file;
+
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof info);
+    info.port = opt->port;
+    info.iface = l->address;
+    info.user = l;
+    info.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    if (opt->kind == IOTGW_TRANSPORT_WSS) {
+        info.vhost_name = "wss";
+        l->protocols[0] =
+            (struct lws_protocols){LWS_PROTOCOL_HTTP, http_callback, http_request_size(), 0, 0, NULL, 0};
+        l->protocols[1] = (struct lws_protocols){IOTGW_WS_SUBPROTOCOL, wss_callback, 0, RX_CHUNK, 0, NULL, 0};
+        info.ssl_cert_filepath = l->cert_file;
+        info.ssl_private_key_filepath = l->key_file;
+        info.ssl_options_set = SSL_OP_NO_SSLv3 | SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1; /* TLS 1.2+ */
+    } else {
+        /* Plain TCP for libwebsockets; Proton's TLS layer runs on top (amqps.c). */
+        info.vhost_name = "amqps";
+        l->protocols[0] = (struct lws_protocols){LWS_PROTOCOL_RAW, raw_callback, 0, RX_CHUNK, 0, NULL, 0};
+        info.options |= LWS_SERVER_OPTION_ADOPT_APPLY_LISTEN_ACCEPT_CONFIG;
+        info.listen_accept_role = "raw-skt";
+        info.listen_accept_protocol = LWS_PROTOCOL_RAW;
+    }
+    info.protocols = l->protocols;
+
+    /* Check the certificate now, so a bad file fails at start-up, not at the first client. */
+    if (opt->kind == IOTGW_TRANSPORT_AMQPS) {
+        FILE *f = fopen(l->cert_file, "r"), *g = fopen(l->key_file, "r");
+        if (f)
+            fclose(f);
+        if (g)
+            fclose(g);
+        if (!f || !g) {
+            iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "cannot read TLS %s file '%s'",
+                            !f ? "certificate" : "key", !f ? l->cert_file : l->key_file);
+            l->vhost = NULL;
+            iotgw_listener_free(l);
+            return diag ? diag->code : IOTGW_ERR_INVALID_ARG;
+        }
+    }
+    l->vhost = lws_create_vhost(loop->ctx, &info);
+    if (!l->vhost) {
+        iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG,
+                        "could not listen on %s:%d (port in use, no permission, or bad TLS certificate/key)",
+                        l->address ? l->address : "*", opt->port);
+        iotgw_listener_free(l);
+        return diag ? diag->code : IOTGW_ERR_INVALID_ARG;
+    }
+    l->next = loop->listeners;
+    if (loop->listeners)
+        loop->listeners->prev = l;
+    loop->listeners = l;
+    *out = l;
+    return IOTGW_OK;
+}
+
+int iotgw_listener_port(const iotgw_listener *l)
+{
+    return lws_get_vhost_listen_port(l->vhost);
+}
+
+void iotgw_listener_free(iotgw_listener *l)
+{
+    if (!l)
+        return;
+    if (l->prev)
+        l->prev->next = l->next;
+    else if (l->loop->listeners == l)
+        l->loop->listeners = l->next;
+    if (l->next)
+        l->next->prev = l->prev;
+    /* Connections accepted here outlive it as plain connections. */
+    for (iotgw_conn *c = l->loop->conns; c; c = c->next)
+        if (c->listener == l)
+            c->listener = NULL;
+    if (l->vhost)
+        lws_vhost_destroy(l->vhost);
+    free(l->ws_path), free(l->address), free(l->cert_file), free(l->key_file), free(l->ca_file);
+    free(l);
+}

@@ -1,0 +1,209 @@
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "transport/internal.h"
+
+/* A client vhost holds the TLS client context (CA, certificate) and proxy shared by
+ * every client connection with the same settings. */
+struct client_vhost {
+    struct lws_vhost *vhost;
+    char *ca_file, *cert_file, *key_file, *proxy;
+    client_vhost *next;
+};
+
+static const struct lws_protocols client_protocols[] = {
+    {LWS_PROTOCOL_HTTP, lws_callback_http_dummy, 0, 0, 0, NULL, 0},
+    {IOTGW_WS_SUBPROTOCOL, wss_callback, 0, RX_CHUNK, 0, NULL, 0},
+    {LWS_PROTOCOL_RAW, raw_callback, 0, RX_CHUNK, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+const struct lws_protocols *loop_client_protocols(void)
+{
+    return client_protocols;
+}
+
+/* Only the event-loop thread runs libwebsockets, so one buffer is enough. */
+static char last_tls_error[160];
+
+const char *loop_tls_error(void)
+{
+    return last_tls_error;
+}
+
+void loop_tls_error_clear(void)
+{
+    last_tls_error[0] = '\0';
+}
+
+static void log_to_stderr(int level, const char *line)
+{
+    /* "... SSL error: certificate has expired (preverify_ok=0;err=10;depth=0)" */
+    const char *why = strstr(line, "SSL error: ");
+    if (why) {
+        why += strlen("SSL error: ");
+        size_t n = strcspn(why, "(\n");
+        while (n && why[n - 1] == ' ')
+            n--;
+        snprintf(last_tls_error, sizeof last_tls_error, "%.*s", (int)n, why);
+        return; /* reported with the connection's failure instead */
+    }
+    fprintf(stderr, "lws: %s", line);
+}
+
+iotgw_loop *iotgw_loop_new(const iotgw_loop_options *opt, iotgw_diag *diag)
+{
+    iotgw_loop *loop = calloc(1, sizeof *loop);
+    if (!loop)
+        return NULL;
+    lws_set_log_level(opt && opt->log_level ? opt->log_level : LLL_ERR | LLL_WARN, log_to_stderr);
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof info);
+    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    info.user = loop;
+    loop->ctx = lws_create_context(&info);
+    if (!loop->ctx) {
+        free(loop);
+        iotgw_diag_fail(diag, IOTGW_ERR_INTERNAL, "could not create the event loop");
+        return NULL;
+    }
+    return loop;
+}
+
+static void wake_cb(lws_sorted_usec_list_t *sul)
+{
+    iotgw_loop *loop = lws_container_of(sul, iotgw_loop, wake);
+    loop->woken = 1;
+}
+
+int iotgw_loop_run(iotgw_loop *loop, int timeout_ms)
+{
+    /* lws_service waits for the next socket event or scheduled callback: schedule one
+     * at the deadline so that the call returns in time. */
+    loop->woken = 0;
+    lws_sul_schedule(loop->ctx, 0, &loop->wake, wake_cb,
+                     (lws_usec_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000);
+    int n = lws_service(loop->ctx, 0);
+    lws_sul_cancel(&loop->wake);
+    return n < 0 ? IOTGW_ERR_INTERNAL : IOTGW_OK;
+}
+
+int64_t iotgw_loop_now_ms(iotgw_loop *loop)
+{
+    (void)loop;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void iotgw_loop_free(iotgw_loop *loop)
+{
+    if (!loop)
+        return;
+    while (loop->listeners)
+        iotgw_listener_free(loop->listeners);
+    conn_free_all(loop);
+    lws_context_destroy(loop->ctx);
+    for (client_vhost *cv = loop->client_vhosts, *next; cv; cv = next) {
+        next = cv->next;
+        free(cv->ca_file), free(cv->cert_file), free(cv->key_file), free(cv->proxy);
+        free(cv);
+    }
+    free(loop);
+}
+
+/* ------------------------------------------------------------------ timers */
+
+struct iotgw_timer {
+    lws_sorted_usec_list_t sul;
+    iotgw_timer_fn fn;
+    void *ctx;
+};
+
+static void timer_cb(lws_sorted_usec_list_t *sul)
+{
+    iotgw_timer *t = lws_container_of(sul, iotgw_timer, sul);
+    t->fn(t, t->ctx);
+    free(t);
+}
+
+iotgw_timer *iotgw_timer_start(iotgw_loop *loop, int64_t delay_ms, iotgw_timer_fn fn, void *ctx)
+{
+    iotgw_timer *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->fn = fn;
+    t->ctx = ctx;
+    lws_sul_schedule(loop->ctx, 0, &t->sul, timer_cb, (lws_usec_t)(delay_ms > 0 ? delay_ms : 0) * 1000);
+    return t;
+}
+
+void iotgw_timer_cancel(iotgw_timer *t)
+{
+    if (!t)
+        return;
+    lws_sul_cancel(&t->sul);
+    free(t);
+}
+
+/* ------------------------------------------------------------------ client vhosts */
+
+static int same(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && !strcmp(a, b));
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+struct lws_vhost *loop_client_vhost(iotgw_loop *loop, const iotgw_tls_options *tls, const char *proxy,
+                                    iotgw_diag *diag)
+{
+    for (client_vhost *cv = loop->client_vhosts; cv; cv = cv->next)
+        if (same(cv->ca_file, tls->ca_file) && same(cv->cert_file, tls->cert_file) &&
+            same(cv->key_file, tls->key_file) && same(cv->proxy, proxy))
+            return cv->vhost;
+
+    client_vhost *cv = calloc(1, sizeof *cv);
+    if (!cv)
+        return NULL;
+    static int serial;
+    char name[32];
+    snprintf(name, sizeof name, "client-%d", ++serial);
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof info);
+    info.vhost_name = name;
+    info.port = CONTEXT_PORT_NO_LISTEN;
+    info.protocols = client_protocols;
+    info.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    info.client_ssl_ca_filepath = tls->ca_file;
+    info.client_ssl_cert_filepath = tls->cert_file;
+    info.client_ssl_private_key_filepath = tls->key_file;
+    /* TLS 1.2 or later */
+    info.ssl_client_options_set = SSL_OP_NO_SSLv3 | SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1;
+    cv->vhost = lws_create_vhost(loop->ctx, &info);
+    if (!cv->vhost) {
+        free(cv);
+        iotgw_diag_fail(
+            diag, IOTGW_ERR_INVALID_ARG,
+            "could not set up TLS for clients (CA file '%s', certificate '%s'): unreadable or invalid",
+            tls->ca_file ? tls->ca_file : "(system)", tls->cert_file ? tls->cert_file : "(none)");
+        return NULL;
+    }
+    if (proxy && lws_set_proxy(cv->vhost, proxy)) {
+        lws_vhost_destroy(cv->vhost);
+        free(cv);
+        iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "proxy '%s' is not host:port", proxy);
+        return NULL;
+    }
+    cv->ca_file = dup_or_null(tls->ca_file);
+    cv->cert_file = dup_or_null(tls->cert_file);
+    cv->key_file = dup_or_null(tls->key_file);
+    cv->proxy = dup_or_null(proxy);
+    cv->next = loop->client_vhosts;
+    loop->client_vhosts = cv;
+    return cv->vhost;
+}

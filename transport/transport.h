@@ -1,0 +1,179 @@
+/*
+ * transport: AMQP 1.0 connections over secure WebSocket (WSS, subprotocol AMQPWSB10)
+ * and over AMQPS (TLS over TCP), in the client and the server role, on one event loop.
+ *
+ * Each connection is a Qpid Proton connection driven by pn_connection_driver; its bytes
+ * travel over a libwebsockets socket. The owner sees only Proton: it gets every Proton
+ * event through its handler and works on pn_connection_t, sessions, links and
+ * deliveries with Proton's engine API. Nothing else of libwebsockets or of the driver is
+ * visible.
+ *
+ * TLS: WSS uses libwebsockets' TLS (WebSocket sits between TLS and AMQP); AMQPS uses
+ * Proton's own TLS layer over a plain socket. Both verify the peer against a CA file or
+ * the system store, check its host name, send SNI, use TLS 1.2 or later, and may
+ * present a certificate. Verification is off only with tls.insecure, which is logged at
+ * warning level on every connection.
+ *
+ * Ownership: the loop owns every connection and listener it creates. A connection lives
+ * until its handler has seen PN_TRANSPORT_CLOSED; when that handler call returns the
+ * connection is freed, so the owner must drop its pointer there. Strings passed in
+ * options are copied. Proton objects obtained from a connection belong to it.
+ *
+ * Threading: everything here, and every Proton call on a connection's objects, happens
+ * on the thread that runs iotgw_loop_run(). Nothing is thread-safe.
+ *
+ * Errors: functions return 0 or a negative IOTGW_ERR_* code (codecs/error.h) with a
+ * message in the diag. A connection's failure (DNS, TCP, TLS, WebSocket upgrade, AMQP
+ * framing, idle timeout, peer close) reaches its handler as PN_TRANSPORT_ERROR and then
+ * PN_TRANSPORT_CLOSED, with the reason in pn_transport_condition(): the condition name
+ * is "amqp:..." when it came from AMQP, else one of IOTGW_COND_* below, and the
+ * description says what happened in words.
+ */
+#ifndef IOTGW_TRANSPORT_H
+#define IOTGW_TRANSPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <proton/event.h>
+#include <proton/types.h>
+
+#include "codecs/error.h"
+
+/* Condition names for failures below AMQP. */
+#define IOTGW_COND_CONNECT      "iotgw:connect-failed"   /* DNS, TCP, proxy */
+#define IOTGW_COND_TLS          "iotgw:tls-failed"       /* handshake, certificate */
+#define IOTGW_COND_WEBSOCKET    "iotgw:websocket-failed" /* upgrade refused: HTTP status, subprotocol */
+#define IOTGW_COND_IO           "iotgw:connection-lost"  /* socket closed or reset */
+#define IOTGW_COND_OUTPUT_LIMIT "iotgw:output-limit"     /* peer did not read fast enough */
+
+#define IOTGW_WS_SUBPROTOCOL          "AMQPWSB10"
+#define IOTGW_WS_DEFAULT_PATH         "/$iothub/websocket"
+#define IOTGW_DEFAULT_IDLE_TIMEOUT_MS 240000
+
+typedef struct iotgw_loop iotgw_loop;
+typedef struct iotgw_conn iotgw_conn;
+typedef struct iotgw_listener iotgw_listener;
+typedef struct iotgw_http_request iotgw_http_request;
+
+typedef enum iotgw_transport_kind {
+    IOTGW_TRANSPORT_WSS = 1,   /* AMQP over secure WebSocket, default port 443 */
+    IOTGW_TRANSPORT_AMQPS = 2, /* AMQP over TLS, default port 5671 */
+} iotgw_transport_kind;
+
+typedef struct iotgw_tls_options {
+    const char *ca_file;   /* PEM CAs to trust; NULL: the system store */
+    const char *cert_file; /* PEM certificate: the client's (optional) or the server's */
+    const char *key_file;  /* its private key */
+    int insecure;          /* client: accept any certificate and name; logged loudly */
+} iotgw_tls_options;
+
+/* ------------------------------------------------------------------ loop */
+
+typedef struct iotgw_loop_options {
+    int log_level; /* libwebsockets' own log mask; 0: errors and warnings only */
+} iotgw_loop_options;
+
+iotgw_loop *iotgw_loop_new(const iotgw_loop_options *opt, iotgw_diag *diag);
+/* Serve sockets and timers for at most timeout_ms; returns after any work. <0: the loop failed. */
+int iotgw_loop_run(iotgw_loop *loop, int timeout_ms);
+/* Close every connection and listener (handlers see PN_TRANSPORT_CLOSED) and free the loop. */
+void iotgw_loop_free(iotgw_loop *loop);
+/* Milliseconds since an arbitrary start, the clock of the loop's timers. */
+int64_t iotgw_loop_now_ms(iotgw_loop *loop);
+
+/* ------------------------------------------------------------------ timers */
+
+typedef struct iotgw_timer iotgw_timer;
+typedef void (*iotgw_timer_fn)(iotgw_timer *t, void *ctx);
+
+/* Run fn(t, ctx) once, delay_ms from now. The owner keeps the returned timer until it
+ * fires or is cancelled; it is freed after firing or by cancel. */
+iotgw_timer *iotgw_timer_start(iotgw_loop *loop, int64_t delay_ms, iotgw_timer_fn fn, void *ctx);
+void iotgw_timer_cancel(iotgw_timer *t);
+
+/* ------------------------------------------------------------------ connections */
+
+/* Called with every Proton event of the connection, in order. */
+typedef void (*iotgw_conn_event_fn)(iotgw_conn *c, pn_event_t *e, void *ctx);
+
+typedef struct iotgw_client_options {
+    iotgw_transport_kind kind;
+    const char *host;  /* where to connect; also SNI, certificate name and AMQP hostname */
+    int port;          /* 0: 443 for WSS, 5671 for AMQPS */
+    const char *path;  /* WSS request path; NULL: IOTGW_WS_DEFAULT_PATH */
+    const char *proxy; /* WSS through an HTTPS proxy with CONNECT: "host:port"; NULL: direct */
+    iotgw_tls_options tls;
+    uint32_t idle_timeout_ms; /* advertised to the peer; 0: IOTGW_DEFAULT_IDLE_TIMEOUT_MS */
+    int sasl_anonymous;       /* 1: a SASL layer with ANONYMOUS (as the Java SDK); 0: none */
+    size_t max_output;        /* bytes of unsent output before the connection is failed; 0: 64 MiB */
+    uint32_t split_seed;      /* tests: nonzero cuts every write (WebSocket frame) at random sizes */
+} iotgw_client_options;
+
+/* Start connecting. The connection exists at once (configure Proton on it, e.g. open
+ * sessions and links, before the first event); its outcome reaches the handler. */
+int iotgw_conn_connect(iotgw_loop *loop, const iotgw_client_options *opt, iotgw_conn_event_fn fn, void *ctx,
+                       iotgw_conn **out, iotgw_diag *diag);
+
+pn_connection_t *iotgw_conn_connection(iotgw_conn *c);
+pn_transport_t *iotgw_conn_transport(iotgw_conn *c);
+/* Replace the handler (a listener's accept callback sets it). */
+void iotgw_conn_set_handler(iotgw_conn *c, iotgw_conn_event_fn fn, void *ctx);
+/* After changing the connection's Proton state outside its own handler (from a timer,
+ * another connection's event), call this so that the change is processed and sent. */
+void iotgw_conn_wake(iotgw_conn *c);
+/* Close with an AMQP error condition (name may be NULL for a clean close); the socket
+ * closes once the peer has been told or after a short grace period. */
+void iotgw_conn_close(iotgw_conn *c, const char *cond_name, const char *description);
+/* Bytes produced by Proton and not yet written to the socket: a sender can slow down. */
+size_t iotgw_conn_pending_output(iotgw_conn *c);
+/* "wss 127.0.0.1:40312" or similar, for logs. */
+const char *iotgw_conn_peer(iotgw_conn *c);
+
+/* ------------------------------------------------------------------ HTTP (WSS listeners) */
+
+/* An ordinary HTTP request on a WSS listener's port, on any path but the WebSocket one.
+ * The request stays valid until it is answered or its client goes away; the owner
+ * answers at once or later (e.g. after a device replied). */
+typedef void (*iotgw_http_fn)(iotgw_http_request *req, void *ctx);
+/* Called if the client goes away before an answer; the request is freed after it returns. */
+typedef void (*iotgw_http_gone_fn)(iotgw_http_request *req, void *ctx);
+
+const char *iotgw_http_method(const iotgw_http_request *req);
+const char *iotgw_http_path(const iotgw_http_request *req);  /* without the query */
+const char *iotgw_http_query(const iotgw_http_request *req); /* after '?', or "" */
+/* A request header by lower-case name ("authorization"), or NULL. */
+const char *iotgw_http_header(const iotgw_http_request *req, const char *name);
+const uint8_t *iotgw_http_body(const iotgw_http_request *req, size_t *len);
+void iotgw_http_set_context(iotgw_http_request *req, void *ctx, iotgw_http_gone_fn gone);
+/* Answer and release the request. extra_headers: "Name: value\r\n" lines or NULL. */
+int iotgw_http_respond(iotgw_http_request *req, int status, const char *content_type,
+                       const char *extra_headers, const void *body, size_t len);
+
+/* ------------------------------------------------------------------ listeners */
+
+/* A new AMQP connection was accepted; set its handler with iotgw_conn_set_handler. */
+typedef void (*iotgw_accept_fn)(iotgw_listener *l, iotgw_conn *c, void *ctx);
+
+typedef struct iotgw_listener_options {
+    iotgw_transport_kind kind;
+    const char *address;   /* "127.0.0.1", "::1", NULL: all */
+    int port;              /* 0: any free port (see iotgw_listener_port) */
+    const char *ws_path;   /* WSS: path of the AMQP upgrade; NULL: IOTGW_WS_DEFAULT_PATH */
+    iotgw_tls_options tls; /* cert_file and key_file are required */
+    iotgw_accept_fn on_accept;
+    iotgw_http_fn on_http; /* WSS: other paths; NULL: 404 */
+    void *ctx;
+    uint32_t idle_timeout_ms; /* advertised; 0: IOTGW_DEFAULT_IDLE_TIMEOUT_MS */
+    size_t max_http_body;     /* 0: 1 MiB; larger bodies get 413 */
+    size_t max_output;        /* per connection, as for clients; 0: 64 MiB */
+    uint32_t split_seed;      /* tests: as for clients */
+} iotgw_listener_options;
+
+/* Accepted connections detect the protocol header: a SASL layer (ANONYMOUS offered)
+ * or a bare AMQP header are both served. */
+int iotgw_listener_new(iotgw_loop *loop, const iotgw_listener_options *opt, iotgw_listener **out,
+                       iotgw_diag *diag);
+int iotgw_listener_port(const iotgw_listener *l);
+void iotgw_listener_free(iotgw_listener *l);
+
+#endif

@@ -1,0 +1,103 @@
+/* AMQP over WebSocket: the libwebsockets protocol "AMQPWSB10", client and server side. */
+#include <stdio.h>
+#include <string.h>
+
+#include "transport/internal.h"
+
+/* libwebsockets reports client failures as text; sort them into our conditions. */
+static const char *classify_client_error(const char *why)
+{
+    if (!why)
+        return IOTGW_COND_CONNECT;
+    if (strstr(why, "ssl") || strstr(why, "SSL") || strstr(why, "tls") || strstr(why, "TLS") ||
+        strstr(why, "certificate") || strstr(why, "verify"))
+        return IOTGW_COND_TLS;
+    if (strstr(why, "HS:") || strstr(why, "upgrade") || strstr(why, "protocol") || strstr(why, "101"))
+        return IOTGW_COND_WEBSOCKET;
+    return IOTGW_COND_CONNECT;
+}
+
+static iotgw_conn *accept_ws(struct lws *wsi)
+{
+    iotgw_listener *l = lws_get_vhost_user(lws_get_vhost(wsi));
+    if (!l)
+        return NULL;
+    iotgw_conn *c = conn_new(l->loop, IOTGW_TRANSPORT_WSS, 1, l->opt.idle_timeout_ms, l->opt.max_output);
+    if (!c)
+        return NULL;
+    c->listener = l;
+    c->split_state = l->opt.split_seed;
+    char peer[64] = "";
+    lws_get_peer_simple(wsi, peer, sizeof peer);
+    conn_attach(c, wsi, peer);
+    if (l->opt.on_accept)
+        l->opt.on_accept(l, c, l->opt.ctx);
+    return c;
+}
+
+int wss_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
+{
+    iotgw_conn *c = NULL;
+    switch (reason) {
+    case LWS_CALLBACK_GET_THREAD_ID:
+    case LWS_CALLBACK_PROTOCOL_INIT:
+    case LWS_CALLBACK_PROTOCOL_DESTROY: return 0;
+    default: c = wsi ? lws_get_opaque_user_data(wsi) : NULL;
+    }
+    char why[200];
+
+    switch (reason) {
+    case LWS_CALLBACK_ESTABLISHED: /* server: upgrade done */
+        c = accept_ws(wsi);
+        if (!c)
+            return -1;
+        conn_process(c);
+        return 0;
+
+    case LWS_CALLBACK_CLIENT_ESTABLISHED:
+        if (!c)
+            return -1;
+        c->wsi = wsi;
+        c->connected = 1;
+        conn_process(c);
+        return 0;
+
+    case LWS_CALLBACK_RECEIVE:
+    case LWS_CALLBACK_CLIENT_RECEIVE:
+        if (!c)
+            return -1;
+        return conn_on_bytes(c, in, len);
+
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+    case LWS_CALLBACK_CLIENT_WRITEABLE:
+        if (!c)
+            return -1;
+        return conn_on_writable(c, 1);
+
+    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+        if (c) {
+            snprintf(why, sizeof why, "%s", in ? (const char *)in : "connection failed");
+            int status = (int)lws_http_client_http_response(wsi);
+            const char *cond = classify_client_error(why);
+            if (status && status != 101) {
+                snprintf(why, sizeof why, "WebSocket upgrade refused with HTTP status %d", status);
+                cond = IOTGW_COND_WEBSOCKET;
+            } else if (loop_tls_error()[0]) {
+                snprintf(why, sizeof why, "TLS handshake failed: %s", loop_tls_error());
+                cond = IOTGW_COND_TLS;
+            }
+            loop_tls_error_clear();
+            conn_on_socket_gone(c, wsi, cond, why);
+        }
+        return 0;
+
+    case LWS_CALLBACK_CLOSED:
+    case LWS_CALLBACK_CLIENT_CLOSED:
+        if (c)
+            conn_on_socket_gone(c, wsi, IOTGW_COND_IO, "connection closed by the peer");
+        return 0;
+
+    default: return 0;
+    }
+    (void)user;
+}
