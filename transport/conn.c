@@ -121,6 +121,7 @@ static void destroy(iotgw_conn *c)
 static void tick_cb(lws_sorted_usec_list_t *sul)
 {
     iotgw_conn *c = lws_container_of(sul, iotgw_conn, tick_sul);
+    c->tick_at = 0;
     conn_process(c);
 }
 
@@ -128,6 +129,9 @@ static void schedule_tick(iotgw_conn *c)
 {
     int64_t now = iotgw_loop_now_ms(c->loop);
     int64_t next = pn_transport_tick(c->driver.transport, now);
+    if (next == c->tick_at)
+        return; /* already armed for that moment: re-arming per read costs time */
+    c->tick_at = next;
     if (next > 0)
         lws_sul_schedule(c->loop->ctx, 0, &c->tick_sul, tick_cb,
                          (lws_usec_t)(next > now ? next - now : 0) * 1000);

@@ -24,8 +24,8 @@ struct iotgw_loop {
     client_vhost *client_vhosts;
     iotgw_conn *conns; /* every live connection, doubly linked */
     iotgw_listener *listeners;
-    lws_sorted_usec_list_t wake; /* bounds one iotgw_loop_run */
-    int woken;
+    lws_sorted_usec_list_t wake; /* bounds iotgw_loop_run's wait */
+    int64_t wake_at;             /* when it fires; 0: not armed */
 };
 
 struct iotgw_conn {
@@ -42,6 +42,7 @@ struct iotgw_conn {
     size_t max_output;
     uint32_t split_state; /* nonzero: writes cut at random sizes (tests) */
     lws_sorted_usec_list_t tick_sul;
+    int64_t tick_at; /* when tick_sul fires; 0: not scheduled */
     lws_sorted_usec_list_t grace_sul;
     int connected;  /* the socket can carry AMQP (TCP, TLS for WSS, upgrade done) */
     int in_connect; /* inside lws_client_connect_via_info: do not free */

@@ -62,6 +62,9 @@ iotgw_loop *iotgw_loop_new(const iotgw_loop_options *opt, iotgw_diag *diag)
     memset(&info, 0, sizeof info);
     info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.user = loop;
+    /* lws reads sockets into this per-thread buffer; its 4 KiB default costs a read
+     * (and a TLS read) per 4 KiB. */
+    info.pt_serv_buf_size = RX_CHUNK;
     loop->ctx = lws_create_context(&info);
     if (!loop->ctx) {
         free(loop);
@@ -74,19 +77,21 @@ iotgw_loop *iotgw_loop_new(const iotgw_loop_options *opt, iotgw_diag *diag)
 static void wake_cb(lws_sorted_usec_list_t *sul)
 {
     iotgw_loop *loop = lws_container_of(sul, iotgw_loop, wake);
-    loop->woken = 1;
+    loop->wake_at = 0;
 }
 
 int iotgw_loop_run(iotgw_loop *loop, int timeout_ms)
 {
-    /* lws_service waits for the next socket event or scheduled callback: schedule one
-     * at the deadline so that the call returns in time. */
-    loop->woken = 0;
-    lws_sul_schedule(loop->ctx, 0, &loop->wake, wake_cb,
-                     (lws_usec_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000);
-    int n = lws_service(loop->ctx, 0);
-    lws_sul_cancel(&loop->wake);
-    return n < 0 ? IOTGW_ERR_INTERNAL : IOTGW_OK;
+    /* lws_service waits for the next socket event or scheduled callback: keep a wake-up
+     * armed no later than the deadline so that the call returns in time. Re-arming it on
+     * every call would cost more than the poll round itself under load. */
+    int64_t deadline = iotgw_loop_now_ms(loop) + (timeout_ms > 0 ? timeout_ms : 0);
+    if (!loop->wake_at || loop->wake_at > deadline) {
+        loop->wake_at = deadline;
+        lws_sul_schedule(loop->ctx, 0, &loop->wake, wake_cb,
+                         (lws_usec_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000);
+    }
+    return lws_service(loop->ctx, 0) < 0 ? IOTGW_ERR_INTERNAL : IOTGW_OK;
 }
 
 int64_t iotgw_loop_now_ms(iotgw_loop *loop)
@@ -101,6 +106,7 @@ void iotgw_loop_free(iotgw_loop *loop)
 {
     if (!loop)
         return;
+    lws_sul_cancel(&loop->wake);
     while (loop->listeners)
         iotgw_listener_free(loop->listeners);
     conn_free_all(loop);
