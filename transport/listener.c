@@ -39,6 +39,10 @@ int iotgw_listener_new(iotgw_loop *loop, const iotgw_listener_options *opt, iotg
     info.iface = l->address;
     info.user = l;
     info.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    /* lws binds an IPv4 address only with IPv6 off for the vhost; otherwise it listens
+     * on every interface, which a bind address must never mean. */
+    if (l->address && strchr(l->address, '.') && !strchr(l->address, ':'))
+        info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
     if (opt->kind == IOTGW_TRANSPORT_WSS) {
         info.vhost_name = "wss";
         l->protocols[0] =

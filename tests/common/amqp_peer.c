@@ -7,6 +7,8 @@
 #include <proton/connection.h>
 #include <proton/delivery.h>
 #include <proton/link.h>
+#include <proton/message.h>
+#include <proton/codec.h>
 #include <proton/session.h>
 #include <proton/terminus.h>
 #include <proton/transport.h>
@@ -40,14 +42,24 @@ static void send_what_credit_allows(amqp_peer *p, pn_link_t *l)
     if (!pn_link_is_sender(l) || !(pn_link_state(l) & PN_LOCAL_ACTIVE))
         return;
     link_state *s = state_of(l);
-    uint8_t buf[65536];
+    uint8_t buf[65536], wire[66000];
     size_t n = p->msg_size < sizeof buf ? p->msg_size : sizeof buf;
     while (pn_link_credit(l) > 0 && s->next_seq < p->per_link) {
         char tag[16];
         int tn = snprintf(tag, sizeof tag, "%llu", (unsigned long long)s->next_seq);
         pn_delivery(l, pn_dtag(tag, (size_t)tn));
         fill(buf, n, s->next_seq);
-        pn_link_send(l, (const char *)buf, n);
+        if (p->amqp_messages) {
+            pn_message_t *m = pn_message();
+            pn_message_set_inferred(m, true);
+            pn_data_put_binary(pn_message_body(m), pn_bytes(n, (const char *)buf));
+            size_t wn = sizeof wire;
+            pn_message_encode(m, (char *)wire, &wn);
+            pn_message_free(m);
+            pn_link_send(l, (const char *)wire, wn);
+        } else {
+            pn_link_send(l, (const char *)buf, n);
+        }
         pn_link_advance(l);
         s->next_seq++;
         p->sent++;
@@ -95,17 +107,36 @@ static void on_delivery(amqp_peer *p, pn_event_t *e)
     }
     if (!pn_delivery_readable(d) || pn_delivery_partial(d))
         return;
-    uint8_t buf[65536];
-    ssize_t n = pn_link_recv(l, (char *)buf, sizeof buf);
+    uint8_t raw[66000], buf[65536];
+    ssize_t n = pn_link_recv(l, (char *)raw, sizeof raw);
+    const uint8_t *payload = raw;
+    if (p->amqp_messages) { /* the payload is the message body's data section */
+        ssize_t got = n;
+        n = -1;
+        pn_message_t *m = pn_message();
+        if (got > 0 && pn_message_decode(m, (const char *)raw, (size_t)got) == 0) {
+            pn_data_t *body = pn_message_body(m);
+            pn_data_rewind(body);
+            if (pn_data_next(body) && pn_data_type(body) == PN_BINARY) {
+                pn_bytes_t b = pn_data_get_binary(body);
+                if (b.size <= sizeof buf) {
+                    memcpy(buf, b.start, b.size);
+                    n = (ssize_t)b.size;
+                }
+            }
+        }
+        pn_message_free(m);
+        payload = buf;
+    }
     link_state *s = state_of(l);
     uint64_t seq = 0;
     if (n >= 8)
-        memcpy(&seq, buf, 8);
+        memcpy(&seq, payload, 8);
     if (n != (ssize_t)p->msg_size)
         p->bad_payloads++;
     else
         for (ssize_t i = 8; i < n; i++)
-            if (buf[i] != (uint8_t)(seq + (uint64_t)i)) {
+            if (payload[i] != (uint8_t)(seq + (uint64_t)i)) {
                 p->bad_payloads++;
                 break;
             }

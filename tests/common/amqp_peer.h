@@ -24,6 +24,8 @@ typedef struct amqp_peer {
     uint64_t per_link;                 /* messages each sender link sends */
     size_t msg_size;
     uint64_t expect_received; /* client closes after this many (and all its sends settled) */
+    int amqp_messages;        /* 1: payloads are encoded AMQP messages (data section), for
+                                 peers that decode what they receive */
     /* observed */
     uint64_t sent, settled, received, bad_payloads, out_of_order;
     int remote_opened, transport_closed, links_opened;

@@ -1,0 +1,320 @@
+"""Transport interop with peers not written here, and misbehaving clients.
+
+Debian's python3-qpid-proton is the other side: an AMQPS client (with a SASL layer and
+with a bare AMQP header) against our server role, and an AMQPS server against our
+client role; stopping that server (SIGSTOP) checks idle-timeout detection. Raw TLS
+sockets check HTTP on the WSS port and what bad clients get.
+
+Run with /usr/bin/python3 (Debian's Proton is only visible there):
+  transport_interop.py TRANSPORT_PEER CERTDIR
+"""
+import os
+import signal
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import time
+import unittest
+
+from proton import Message, SSLDomain
+from proton.handlers import MessagingHandler
+from proton.reactor import Container
+from proton.utils import BlockingConnection
+
+PEER, CERTS = sys.argv[1], sys.argv[2]
+CA = os.path.join(CERTS, "ca.pem")
+WRAPPER = os.environ.get("IOTGW_WRAPPER", "").split()
+
+
+def pattern(seq, n=64):
+    return struct.pack("<Q", seq) + bytes((seq + i) & 0xFF for i in range(8, n))
+
+
+def client_domain():
+    d = SSLDomain(SSLDomain.MODE_CLIENT)
+    d.set_trusted_ca_db(CA)
+    d.set_peer_authentication(SSLDomain.VERIFY_PEER_NAME)
+    return d
+
+
+class OurServer:
+    """transport-peer serve: our listeners on 127.0.0.1."""
+
+    def __init__(self, messages):
+        self.proc = subprocess.Popen(WRAPPER + [PEER, "serve", CERTS, str(messages)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        line = readline_within(self.proc, 20).split()
+        assert line and line[0] == "LISTENING", line
+        self.wss, self.amqps = (int(x.split("=")[1]) for x in line[1:3])
+
+    def next_closed(self, timeout=20):
+        end = time.time() + timeout
+        while time.time() < end:
+            line = readline_within(self.proc, max(1, end - time.time()))
+            if line.startswith("CLOSED"):
+                return dict(kv.split("=", 1) for kv in line.split()[1:])
+        raise AssertionError("no CLOSED line from transport-peer")
+
+    def stop(self):
+        self.proc.stdin.close()
+        rc = self.proc.wait(timeout=30)
+        assert rc == 0, "transport-peer serve exited %d" % rc
+
+
+def tls_socket(port):
+    ctx = ssl.create_default_context(cafile=CA)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return ctx.wrap_socket(raw, server_hostname="localhost")
+
+
+def http(port, request):
+    with tls_socket(port) as s:
+        s.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = [int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")]
+        while length and len(body) < length[0]:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            body += chunk
+        status = int(head.split(b" ")[1]) if head else 0
+        return status, head.decode("latin-1"), body
+
+
+PYTHON_SERVER = r'''
+import sys
+from proton import Message
+from proton.handlers import MessagingHandler
+from proton.reactor import Container
+port, cert, key, n = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+def pattern(seq, size=64):
+    import struct
+    return struct.pack("<Q", seq) + bytes((seq + i) & 0xFF for i in range(8, size))
+class Server(MessagingHandler):
+    def __init__(self):
+        super().__init__()
+        self.sent = {}
+        self.received = 0
+        self.bad = 0
+    def on_start(self, event):
+        event.container.ssl.server.set_credentials(cert, key, None)
+        event.container.listen("amqps://127.0.0.1:%d" % port)
+        print("LISTENING", flush=True)
+    def on_connection_opened(self, event):
+        print("OPENED", flush=True)
+    def on_sendable(self, event):
+        s = event.sender
+        k = self.sent.get(s, 0)
+        while s.credit > 0 and k < n:
+            s.send(Message(body=pattern(k)))
+            k += 1
+        self.sent[s] = k
+    def on_message(self, event):
+        if event.message.body != pattern(self.received):
+            self.bad += 1
+        self.received += 1
+    def on_connection_closing(self, event):  # the client closed first
+        print("CLOSED received=%d bad=%d" % (self.received, self.bad), flush=True)
+Container(Server()).run()
+'''
+
+
+_readers = {}
+
+
+def readline_within(proc, seconds):
+    """The next line of proc's stdout, or AssertionError after seconds. A thread reads
+    the pipe, so that lines already buffered are not missed."""
+    import queue
+    import threading
+    if proc not in _readers:
+        q = queue.Queue()
+        threading.Thread(target=lambda: [q.put(l) for l in proc.stdout], daemon=True).start()
+        _readers[proc] = q
+    try:
+        return _readers[proc].get(timeout=seconds).strip()
+    except queue.Empty:
+        raise AssertionError("no output within %d s" % seconds) from None
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PythonServer:
+    def __init__(self, messages):
+        self.port = free_port()
+        self.proc = subprocess.Popen(["/usr/bin/python3", "-c", PYTHON_SERVER, str(self.port),
+                                      os.path.join(CERTS, "server.pem"), os.path.join(CERTS, "server.key"),
+                                      str(messages)], stdout=subprocess.PIPE, text=True)
+        assert readline_within(self.proc, 20) == "LISTENING"
+        time.sleep(0.2)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGCONT)
+        self.proc.kill()
+        self.proc.wait()
+
+
+def run_client(kind, port, messages, idle_ms=None, timeout=60):
+    args = WRAPPER + [PEER, "connect", kind, "localhost", str(port), CA, str(messages)]
+    if idle_ms:
+        args.append(str(idle_ms))
+    r = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    line = [l for l in r.stdout.splitlines() if l.startswith("RESULT")]
+    assert line, "no RESULT from transport-peer: %s %s" % (r.stdout, r.stderr)
+    fields = dict(kv.split("=", 1) for kv in line[0].split(" description=")[0].split()[1:])
+    fields["description"] = line[0].split(" description=", 1)[1] if " description=" in line[0] else ""
+    return r.returncode, fields
+
+
+class TransportInterop(unittest.TestCase):
+    def test_python_client_over_amqps_with_and_without_sasl(self):
+        server = OurServer(messages=200)
+        try:
+            for sasl in (False, True):
+                kw = {"sasl_enabled": sasl}
+                if sasl:
+                    kw["allowed_mechs"] = "ANONYMOUS"
+                conn = BlockingConnection("amqps://localhost:%d" % server.amqps, ssl_domain=client_domain(),
+                                          timeout=20, **kw)
+                sender = conn.create_sender("c2s-0-0")
+                for i in range(500):
+                    sender.send(Message(body=pattern(i)))
+                receiver = conn.create_receiver("s2c-0-0", credit=50)
+                for i in range(200):
+                    m = receiver.receive(timeout=20)
+                    self.assertEqual(m.body, pattern(i))
+                    receiver.accept()
+                conn.close()
+                closed = server.next_closed()
+                self.assertEqual((closed["received"], closed["bad"], closed["disorder"]), ("500", "0", "0"))
+                self.assertEqual(closed["sent"], "200")
+        finally:
+            server.stop()
+
+    def test_our_client_against_python_server(self):
+        py = PythonServer(messages=300)
+        try:
+            rc, res = run_client("amqps", py.port, 300)
+            self.assertEqual(rc, 0, res)
+            self.assertEqual((res["received"], res["settled"], res["condition"]), ("300", "300", "none"))
+            self.assertEqual(readline_within(py.proc, 20), "OPENED")
+            self.assertEqual(readline_within(py.proc, 20), "CLOSED received=300 bad=0")
+        finally:
+            py.stop()
+
+    def test_silent_peer_is_detected_by_idle_timeout(self):
+        py = PythonServer(messages=10 ** 9)  # keeps sending until stopped
+        try:
+            args = WRAPPER + [PEER, "connect", "amqps", "localhost", str(py.port), CA, str(10 ** 9), "1000"]
+            client = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+            self.assertEqual(readline_within(py.proc, 20), "OPENED")
+            time.sleep(0.5)
+            stopped = time.time()
+            py.proc.send_signal(signal.SIGSTOP)  # the peer goes silent, its socket stays open
+            out, _ = client.communicate(timeout=30)
+            waited = time.time() - stopped
+            self.assertIn("condition=amqp:resource-limit-exceeded", out)
+            self.assertIn("local-idle-timeout expired", out)
+            self.assertLess(waited, 10)
+        finally:
+            py.stop()
+
+    def test_http_on_other_paths_of_the_wss_port(self):
+        server = OurServer(messages=1)
+        try:
+            status, head, body = http(server.wss, b"GET /twins/dev1?api-version=2021-04-12 HTTP/1.1\r\n"
+                                                  b"Host: localhost\r\nUser-Agent: interop\r\n\r\n")
+            self.assertEqual(status, 200, head)
+            self.assertIn("x-iotgw-test: yes", head.lower())
+            self.assertEqual(body, b'{"method":"GET","path":"/twins/dev1","query":"api-version=2021-04-12",'
+                                   b'"bodyLength":0,"userAgent":"interop"}')
+            status, head, body = http(server.wss, b"POST /twins/dev1/methods HTTP/1.1\r\nHost: localhost\r\n"
+                                                  b"Content-Type: application/json\r\nContent-Length: 10\r\n\r\n"
+                                                  b"0123456789")
+            self.assertEqual(status, 200, head)
+            self.assertIn(b'"bodyLength":10', body)
+            status, head, body = http(server.wss, b"POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5000\r\n\r\n"
+                                      + b"x" * 5000)
+            self.assertEqual(status, 413, head)
+            self.assertIn(b"larger than 4096 bytes", body)
+        finally:
+            server.stop()
+
+    UPGRADE = (b"GET %s HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+               b"Sec-WebSocket-Protocol: %s\r\n\r\n")
+
+    def test_bad_upgrades_get_http_errors(self):
+        server = OurServer(messages=1)
+        try:
+            status, head, _ = http(server.wss, self.UPGRADE % (b"/$iothub/websocket", b"mqtt"))
+            self.assertEqual(status, 400, head)
+            status, head, _ = http(server.wss, self.UPGRADE % (b"/elsewhere", b"AMQPWSB10"))
+            self.assertEqual(status, 404, head)
+            status, head, _ = http(server.wss, self.UPGRADE % (b"/$iothub/websocket", b"AMQPWSB10"))
+            self.assertEqual(status, 101, head)
+            self.assertIn("sec-websocket-protocol: amqpwsb10", head.lower())
+            self.assertNotIn("permessage-deflate", head.lower())
+        finally:
+            server.stop()
+
+    def test_non_tls_and_garbage_clients_do_not_disturb_others(self):
+        server = OurServer(messages=5)
+        try:
+            for port in (server.wss, server.amqps):
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as s:  # no TLS at all
+                    s.sendall(b"AMQP\x00\x01\x00\x00" + b"\x00" * 64)
+                    s.settimeout(10)
+                    try:
+                        while s.recv(4096):
+                            pass  # the server answers with a TLS alert or nothing, then closes
+                    except (ConnectionResetError, socket.timeout):
+                        pass
+            with tls_socket(server.amqps) as s:  # TLS, then not AMQP
+                s.sendall(b"GET / HTTP/1.1\r\n\r\n")
+                data = b""
+                try:
+                    while True:
+                        chunk = s.recv(4096)
+                        if not chunk:
+                            break
+                        data += chunk
+                except (ConnectionResetError, ssl.SSLError):
+                    pass
+                # closed: at most Proton's own protocol header comes back first
+                self.assertIn(data[:4], (b"", b"AMQP"), data[:16])
+            rc, res = run_client("wss", server.wss, 5)
+            self.assertEqual((rc, res["received"], res["condition"]), (0, "5", "none"), res)
+            rc, res = run_client("amqps", server.amqps, 5)
+            self.assertEqual((rc, res["received"], res["condition"]), (0, "5", "none"), res)
+        finally:
+            server.stop()
+
+    def test_listeners_bind_loopback_only(self):
+        server = OurServer(messages=1)
+        try:
+            listening = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout
+            for port in (server.wss, server.amqps):
+                lines = [l for l in listening.splitlines() if l.split()[3].endswith(":%d" % port)]
+                self.assertEqual([l.split()[3] for l in lines], ["127.0.0.1:%d" % port])
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    result = unittest.main(argv=[sys.argv[0], "-v"], exit=False).result
+    failed = len(result.failures) + len(result.errors)
+    print(f"{result.testsRun - failed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
