@@ -19,13 +19,17 @@ import time
 import unittest
 
 from proton import Message, SSLDomain
-from proton.handlers import MessagingHandler
-from proton.reactor import Container
 from proton.utils import BlockingConnection
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from iotgw_testlib import WRAPPER, OurServer as _OurServer, readline_within  # noqa: E402
 
 PEER, CERTS = sys.argv[1], sys.argv[2]
 CA = os.path.join(CERTS, "ca.pem")
-WRAPPER = os.environ.get("IOTGW_WRAPPER", "").split()
+
+
+def OurServer(messages):
+    return _OurServer(PEER, CERTS, messages)
 
 
 def pattern(seq, n=64):
@@ -37,30 +41,6 @@ def client_domain():
     d.set_trusted_ca_db(CA)
     d.set_peer_authentication(SSLDomain.VERIFY_PEER_NAME)
     return d
-
-
-class OurServer:
-    """transport-peer serve: our listeners on 127.0.0.1."""
-
-    def __init__(self, messages):
-        self.proc = subprocess.Popen(WRAPPER + [PEER, "serve", CERTS, str(messages)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
-        line = readline_within(self.proc, 20).split()
-        assert line and line[0] == "LISTENING", line
-        self.wss, self.amqps = (int(x.split("=")[1]) for x in line[1:3])
-
-    def next_closed(self, timeout=20):
-        end = time.time() + timeout
-        while time.time() < end:
-            line = readline_within(self.proc, max(1, end - time.time()))
-            if line.startswith("CLOSED"):
-                return dict(kv.split("=", 1) for kv in line.split()[1:])
-        raise AssertionError("no CLOSED line from transport-peer")
-
-    def stop(self):
-        self.proc.stdin.close()
-        rc = self.proc.wait(timeout=30)
-        assert rc == 0, "transport-peer serve exited %d" % rc
 
 
 def tls_socket(port):
@@ -128,21 +108,6 @@ Container(Server()).run()
 
 
 _readers = {}
-
-
-def readline_within(proc, seconds):
-    """The next line of proc's stdout, or AssertionError after seconds. A thread reads
-    the pipe, so that lines already buffered are not missed."""
-    import queue
-    import threading
-    if proc not in _readers:
-        q = queue.Queue()
-        threading.Thread(target=lambda: [q.put(l) for l in proc.stdout], daemon=True).start()
-        _readers[proc] = q
-    try:
-        return _readers[proc].get(timeout=seconds).strip()
-    except queue.Empty:
-        raise AssertionError("no output within %d s" % seconds) from None
 
 
 def free_port():

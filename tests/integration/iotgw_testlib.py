@@ -1,0 +1,48 @@
+"""Helpers shared by the interop tests: our transport-peer as a server, and reading a
+process's output with a deadline."""
+import os
+import queue
+import subprocess
+import threading
+import time
+
+WRAPPER = os.environ.get("IOTGW_WRAPPER", "").split()
+
+_readers = {}
+
+
+def readline_within(proc, seconds):
+    """The next line of proc's stdout, or AssertionError after seconds. A thread reads
+    the pipe, so that lines already buffered are not missed."""
+    if proc not in _readers:
+        q = queue.Queue()
+        threading.Thread(target=lambda: [q.put(l) for l in proc.stdout], daemon=True).start()
+        _readers[proc] = q
+    try:
+        return _readers[proc].get(timeout=seconds).strip()
+    except queue.Empty:
+        raise AssertionError("no output within %d s" % seconds) from None
+
+
+class OurServer:
+    """transport-peer serve: our WSS and AMQPS listeners on 127.0.0.1."""
+
+    def __init__(self, peer, certs, messages):
+        self.proc = subprocess.Popen(WRAPPER + [peer, "serve", certs, str(messages)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        line = readline_within(self.proc, 20).split()
+        assert line and line[0] == "LISTENING", line
+        self.wss, self.amqps = (int(x.split("=")[1]) for x in line[1:3])
+
+    def next_closed(self, timeout=20):
+        end = time.time() + timeout
+        while time.time() < end:
+            line = readline_within(self.proc, max(1, end - time.time()))
+            if line.startswith("CLOSED"):
+                return dict(kv.split("=", 1) for kv in line.split()[1:])
+        raise AssertionError("no CLOSED line from transport-peer")
+
+    def stop(self):
+        self.proc.stdin.close()
+        rc = self.proc.wait(timeout=30)
+        assert rc == 0, "transport-peer serve exited %d" % rc

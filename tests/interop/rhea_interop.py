@@ -1,0 +1,40 @@
+"""rhea (npm) as an AMQP-over-WebSocket client against our server role.
+
+The npm packages are installed by rhea_interop.sh; when the npm registry cannot be
+reached the test is skipped (exit 77) with a message saying so.
+  rhea_interop.py TRANSPORT_PEER CERTDIR NODE_MODULES_PARENT
+"""
+import json
+import os
+import subprocess
+import sys
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+from iotgw_testlib import OurServer  # noqa: E402
+
+PEER, CERTS, NODE_DIR = sys.argv[1], sys.argv[2], sys.argv[3]
+SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rhea_wss_client.js")
+
+
+class RheaInterop(unittest.TestCase):
+    def test_rhea_over_websocket(self):
+        server = OurServer(PEER, CERTS, messages=1000)
+        try:
+            r = subprocess.run(["node", SCRIPT, str(server.wss), os.path.join(CERTS, "ca.pem"), "1000"],
+                               capture_output=True, text=True, timeout=90,
+                               env=dict(os.environ, NODE_PATH=os.path.join(NODE_DIR, "node_modules")))
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            result = json.loads(r.stdout.strip().splitlines()[-1])
+            self.assertEqual(result, {"sent": 1000, "accepted": 1000, "received": 1000, "bad": 0, "error": None})
+            closed = server.next_closed()
+            self.assertEqual((closed["received"], closed["bad"], closed["disorder"]), ("1000", "0", "0"))
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    result = unittest.main(argv=[sys.argv[0], "-v"], exit=False).result
+    failed = len(result.failures) + len(result.errors)
+    print(f"{result.testsRun - failed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
