@@ -131,10 +131,12 @@ class PythonServer:
         self.proc.wait()
 
 
-def run_client(kind, port, messages, idle_ms=None, timeout=60):
+def run_client(kind, port, messages, idle_ms=None, timeout=60, proxy=None):
     args = WRAPPER + [PEER, "connect", kind, "localhost", str(port), CA, str(messages)]
-    if idle_ms:
-        args.append(str(idle_ms))
+    if idle_ms or proxy:
+        args.append(str(idle_ms or 0))
+    if proxy:
+        args.append(proxy)
     r = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
     line = [l for l in r.stdout.splitlines() if l.startswith("RESULT")]
     assert line, "no RESULT from transport-peer: %s %s" % (r.stdout, r.stderr)
@@ -143,7 +145,81 @@ def run_client(kind, port, messages, idle_ms=None, timeout=60):
     return r.returncode, fields
 
 
+class ConnectProxy:
+    """An HTTPS proxy that tunnels CONNECT requests to loopback only, counting them."""
+
+    def __init__(self):
+        import threading
+        self.requests = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import threading
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client):
+        import threading
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = client.recv(4096)
+            if not chunk:
+                client.close()
+                return
+            head += chunk
+        line = head.split(b"\r\n")[0].decode()
+        self.requests.append(line)
+        method, target, _ = line.split(" ", 2)
+        host, port = target.rsplit(":", 1)
+        if method != "CONNECT" or host not in ("localhost", "127.0.0.1"):
+            client.sendall(b"HTTP/1.1 403 Forbidden\r\n\r\n")
+            client.close()
+            return
+        upstream = socket.create_connection(("127.0.0.1", int(port)))
+        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+        def pipe(a, b):
+            try:
+                while True:
+                    data = a.recv(65536)
+                    if not data:
+                        break
+                    b.sendall(data)
+            except OSError:
+                pass
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
+        pipe(upstream, client)
+
+    def close(self):
+        self.sock.close()
+
+
 class TransportInterop(unittest.TestCase):
+    def test_wss_client_through_an_https_proxy(self):
+        server = OurServer(messages=50)
+        proxy = ConnectProxy()
+        try:
+            rc, res = run_client("wss", server.wss, 50, proxy="127.0.0.1:%d" % proxy.port)
+            self.assertEqual((rc, res["received"], res["condition"]), (0, "50", "none"), res)
+            self.assertEqual(proxy.requests, ["CONNECT localhost:%d HTTP/1.1" % server.wss])
+        finally:
+            proxy.close()
+            server.stop()
+
     def test_python_client_over_amqps_with_and_without_sasl(self):
         server = OurServer(messages=200)
         try:

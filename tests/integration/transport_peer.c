@@ -10,10 +10,11 @@
  *       on the WSS port answer {"method":..,"path":..,"query":..,"bodyLength":..}.
  *       Each closed connection prints "CLOSED received=N sent=N bad=N disorder=N condition=NAME".
  *       Runs until stdin closes.
- *   transport-peer connect wss|amqps HOST PORT CAFILE MESSAGES [IDLE_MS]
+ *   transport-peer connect wss|amqps HOST PORT CAFILE MESSAGES [IDLE_MS [PROXY]]
  *       One client connection with the scripted client peer (one session, one link
  *       each way, MESSAGES each); prints "RESULT received=N settled=N condition=NAME
- *       description=TEXT" and exits 0 on a clean close, 1 otherwise.
+ *       description=TEXT" and exits 0 on a clean close, 1 otherwise. IDLE_MS 0 keeps the
+ *       default; PROXY is an HTTPS proxy "host:port" (WSS only).
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -119,6 +120,7 @@ static int connect_once(int argc, char **argv)
         .kind = !strcmp(argv[2], "wss") ? IOTGW_TRANSPORT_WSS : IOTGW_TRANSPORT_AMQPS,
         .host = argv[3], .port = atoi(argv[4]), .tls = {.ca_file = argv[5]},
         .idle_timeout_ms = argc > 7 ? (uint32_t)atoi(argv[7]) : 0,
+        .proxy = argc > 8 ? argv[8] : NULL,
     };
     iotgw_diag d = {0};
     iotgw_loop *loop = iotgw_loop_new(NULL, &d);
@@ -145,6 +147,6 @@ int main(int argc, char **argv)
     if (argc >= 7 && !strcmp(argv[1], "connect"))
         return connect_once(argc, argv);
     fprintf(stderr, "usage: transport-peer serve CERTDIR MESSAGES\n"
-                    "       transport-peer connect wss|amqps HOST PORT CAFILE MESSAGES [IDLE_MS]\n");
+                    "       transport-peer connect wss|amqps HOST PORT CAFILE MESSAGES [IDLE_MS [PROXY]]\n");
     return 2;
 }
