@@ -33,6 +33,15 @@ static pn_ssl_domain_t *make_domain(pn_ssl_mode_t mode, const iotgw_tls_options 
                         tls->cert_file, tls->key_file ? tls->key_file : tls->cert_file);
         return NULL;
     }
+    if (mode == PN_SSL_MODE_SERVER && tls->ca_file) { /* clients must prove who they are */
+        if (pn_ssl_domain_set_trusted_ca_db(d, tls->ca_file) ||
+            pn_ssl_domain_set_peer_authentication(d, PN_SSL_VERIFY_PEER, tls->ca_file)) {
+            pn_ssl_domain_free(d);
+            iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "TLS CA file '%s' unreadable or invalid",
+                            tls->ca_file);
+            return NULL;
+        }
+    }
     if (mode == PN_SSL_MODE_CLIENT) {
         const char *ca = tls->ca_file ? tls->ca_file : SYSTEM_CA_BUNDLE;
         int rc = tls->insecure ? pn_ssl_domain_set_peer_authentication(d, PN_SSL_ANONYMOUS_PEER, NULL)

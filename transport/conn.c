@@ -18,6 +18,7 @@
 #include <proton/condition.h>
 #include <proton/connection.h>
 #include <proton/sasl.h>
+#include <proton/ssl.h>
 #include <proton/transport.h>
 
 #include "transport/internal.h"
@@ -41,6 +42,23 @@ static void link_out(iotgw_conn *c)
     c->prev = c->next = NULL;
 }
 
+/* Proton logs why it refused a certificate (e.g. the host name) only at SSL error level:
+ * keep that for the connection's condition, pass anything else to Proton's own sink. */
+static void proton_log(intptr_t ctx, pn_log_subsystem_t subsystem, pn_log_level_t level, const char *message)
+{
+    iotgw_conn *c = (iotgw_conn *)ctx;
+    if (subsystem == PN_SUBSYSTEM_SSL && level == PN_LEVEL_ERROR) {
+        const char *m = !strncmp(message, "Error: ", 7) ? message + 7 : message;
+        size_t n = strcspn(m, "-\n");
+        while (n && (m[n - 1] == ' ' || m[n - 1] == '.'))
+            n--;
+        snprintf(c->tls_detail, sizeof c->tls_detail, "%.*s", (int)n, m);
+        return;
+    }
+    if (c->proton_sink)
+        c->proton_sink(c->proton_sink_ctx, subsystem, level, message);
+}
+
 iotgw_conn *conn_new(iotgw_loop *loop, iotgw_transport_kind kind, int is_server, uint32_t idle_timeout_ms,
                      size_t max_output)
 {
@@ -58,6 +76,13 @@ iotgw_conn *conn_new(iotgw_loop *loop, iotgw_transport_kind kind, int is_server,
     snprintf(c->peer, sizeof c->peer, "%s (connecting)", kind == IOTGW_TRANSPORT_WSS ? "wss" : "amqps");
     pn_transport_t *t = c->driver.transport;
     pn_transport_set_idle_timeout(t, idle_timeout_ms ? idle_timeout_ms : IOTGW_DEFAULT_IDLE_TIMEOUT_MS);
+    pn_logger_t *logger = pn_transport_logger(t);
+    /* Only a user who asked for Proton's logs (PN_LOG, PN_TRACE_*) gets them on stderr. */
+    if (getenv("PN_LOG") || getenv("PN_TRACE_FRM") || getenv("PN_TRACE_RAW") || getenv("PN_TRACE_DRV"))
+        c->proton_sink = pn_logger_get_log_sink(logger);
+    c->proton_sink_ctx = pn_logger_get_log_sink_context(logger);
+    pn_logger_set_log_sink(logger, proton_log, (intptr_t)c);
+    pn_logger_set_mask(logger, PN_SUBSYSTEM_SSL, PN_LEVEL_ERROR);
     if (is_server) {
         pn_transport_set_server(t);
         /* Official SDKs either open a SASL layer or send the bare AMQP header: accept both.
@@ -90,6 +115,18 @@ pn_transport_t *iotgw_conn_transport(iotgw_conn *c)
 const char *iotgw_conn_peer(iotgw_conn *c)
 {
     return c->peer;
+}
+
+const char *iotgw_conn_peer_cn(iotgw_conn *c)
+{
+    if (!c->peer_cn[0] && c->kind == IOTGW_TRANSPORT_AMQPS) {
+        pn_ssl_t *ssl = pn_ssl(c->driver.transport);
+        const char *cn =
+            ssl ? pn_ssl_get_remote_subject_subfield(ssl, PN_SSL_CERT_SUBJECT_COMMON_NAME) : NULL;
+        if (cn)
+            snprintf(c->peer_cn, sizeof c->peer_cn, "%s", cn);
+    }
+    return c->peer_cn[0] ? c->peer_cn : NULL;
 }
 
 void iotgw_conn_set_handler(iotgw_conn *c, iotgw_conn_event_fn fn, void *ctx)

@@ -4,6 +4,7 @@
 
 #include <libwebsockets.h>
 #include <proton/connection_driver.h>
+#include <proton/logger.h>
 
 #include "transport/transport.h"
 
@@ -50,6 +51,10 @@ struct iotgw_conn {
     int dispatching;
     int closed_seen; /* the owner has had PN_TRANSPORT_CLOSED */
     char peer[80];
+    char peer_cn[128];         /* verified peer certificate's CN, or "" */
+    char tls_detail[200];      /* Proton's own TLS complaint, if it logged one */
+    pn_log_sink_t proton_sink; /* Proton's sink, for everything else it logs */
+    intptr_t proton_sink_ctx;
     iotgw_conn *prev, *next;
 };
 

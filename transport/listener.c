@@ -51,6 +51,10 @@ int iotgw_listener_new(iotgw_loop *loop, const iotgw_listener_options *opt, iotg
         info.ssl_cert_filepath = l->cert_file;
         info.ssl_private_key_filepath = l->key_file;
         info.ssl_options_set = SSL_OP_NO_SSLv3 | SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1; /* TLS 1.2+ */
+        if (l->ca_file) { /* clients must present a certificate this CA signed */
+            info.ssl_ca_filepath = l->ca_file;
+            info.options |= LWS_SERVER_OPTION_REQUIRE_VALID_OPENSSL_CLIENT_CERT;
+        }
     } else {
         /* Plain TCP for libwebsockets; Proton's TLS layer runs on top (amqps.c). */
         info.vhost_name = "amqps";

@@ -91,7 +91,7 @@ int iotgw_loop_run(iotgw_loop *loop, int timeout_ms)
         lws_sul_schedule(loop->ctx, 0, &loop->wake, wake_cb,
                          (lws_usec_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000);
     }
-    return lws_service(loop->ctx, 0) < 0 ? IOTGW_ERR_INTERNAL : IOTGW_OK;
+    return lws_service(loop->ctx, timeout_ms > 0 ? timeout_ms : 0) < 0 ? IOTGW_ERR_INTERNAL : IOTGW_OK;
 }
 
 int64_t iotgw_loop_now_ms(iotgw_loop *loop)

@@ -61,7 +61,8 @@ typedef enum iotgw_transport_kind {
 } iotgw_transport_kind;
 
 typedef struct iotgw_tls_options {
-    const char *ca_file;   /* PEM CAs to trust; NULL: the system store */
+    const char *ca_file;   /* client: PEM CAs to trust (NULL: the system store);
+                              listener: when set, clients must present a certificate it signed */
     const char *cert_file; /* PEM certificate: the client's (optional) or the server's */
     const char *key_file;  /* its private key */
     int insecure;          /* client: accept any certificate and name; logged loudly */
@@ -128,6 +129,9 @@ void iotgw_conn_close(iotgw_conn *c, const char *cond_name, const char *descript
 size_t iotgw_conn_pending_output(iotgw_conn *c);
 /* "wss 127.0.0.1:40312" or similar, for logs. */
 const char *iotgw_conn_peer(iotgw_conn *c);
+/* Common name of the peer's verified TLS certificate (a client certificate on a
+ * listener that requires one), or NULL. Valid until the connection is freed. */
+const char *iotgw_conn_peer_cn(iotgw_conn *c);
 
 /* ------------------------------------------------------------------ HTTP (WSS listeners) */
 

@@ -30,6 +30,12 @@ static iotgw_conn *accept_ws(struct lws *wsi)
     char peer[64] = "";
     lws_get_peer_simple(wsi, peer, sizeof peer);
     conn_attach(c, wsi, peer);
+    if (l->opt.tls.ca_file) { /* the client's certificate was verified in the handshake */
+        char big[sizeof(union lws_tls_cert_info_results) + 128];
+        union lws_tls_cert_info_results *info = (union lws_tls_cert_info_results *)big;
+        if (!lws_tls_peer_cert_info(wsi, LWS_TLS_CERT_INFO_COMMON_NAME, info, 127))
+            snprintf(c->peer_cn, sizeof c->peer_cn, "%.*s", info->ns.len, info->ns.name);
+    }
     if (l->opt.on_accept)
         l->opt.on_accept(l, c, l->opt.ctx);
     return c;

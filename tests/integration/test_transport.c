@@ -26,11 +26,13 @@ typedef struct server {
     iotgw_listener *listener;
     amqp_peer peer;
     int accepted;
+    char client_cn[128]; /* of the last accepted connection, once open */
 } server;
 
 /* File scope: connections still deliver events to these while the loop is freed. */
 static server srv;
 static amqp_peer client, good;
+static const char *client_cert, *client_key; /* for the next start_client, if set */
 
 static void setup(void)
 {
@@ -40,6 +42,7 @@ static void setup(void)
     memset(&srv, 0, sizeof srv);
     memset(&client, 0, sizeof client);
     memset(&good, 0, sizeof good);
+    client_cert = client_key = NULL;
     iotgw_diag d;
     loop = iotgw_loop_new(NULL, &d);
     ck_assert_ptr_nonnull(loop);
@@ -53,8 +56,10 @@ static void teardown(void)
 
 static void server_event(iotgw_conn *c, pn_event_t *e, void *ctx)
 {
-    (void)c;
-    amqp_peer_on_event(&((server *)ctx)->peer, e);
+    server *s = ctx;
+    if (pn_event_type(e) == PN_CONNECTION_REMOTE_OPEN && iotgw_conn_peer_cn(c))
+        snprintf(s->client_cn, sizeof s->client_cn, "%s", iotgw_conn_peer_cn(c));
+    amqp_peer_on_event(&s->peer, e);
 }
 
 static void server_accept(iotgw_listener *l, iotgw_conn *c, void *ctx)
@@ -96,7 +101,7 @@ static iotgw_conn *start_client(amqp_peer *p, iotgw_transport_kind kind, int por
         .host = "localhost",
         .port = port,
         .path = path,
-        .tls = {.ca_file = cert(ca)},
+        .tls = {.ca_file = cert(ca), .cert_file = client_cert, .key_file = client_key},
         .split_seed = split_seed,
     };
     iotgw_conn *c = NULL;
@@ -277,6 +282,53 @@ START_TEST(connection_refused_is_reported)
 }
 END_TEST
 
+/* A listener with a CA requires client certificates and tells the owner whose it is. */
+static void client_certificate(iotgw_transport_kind kind)
+{
+    server *s = &srv;
+    iotgw_listener_options lo = {
+        .kind = kind,
+        .address = "127.0.0.1",
+        .tls = {.cert_file = cert("server.pem"), .key_file = cert("server.key"), .ca_file = cert("ca.pem")},
+        .on_accept = server_accept,
+        .ctx = s,
+    };
+    iotgw_diag d = {0};
+    ck_assert_msg(iotgw_listener_new(loop, &lo, &s->listener, &d) == 0, "listener: %s", d.text);
+    s->peer.is_server = 1;
+    s->peer.per_link = 3;
+    s->peer.msg_size = 16;
+
+    client = (amqp_peer){
+        .n_sessions = 1, .links_per_session = 1, .per_link = 3, .msg_size = 16, .expect_received = 3};
+    client_cert = cert("client.pem");
+    client_key = cert("client.key");
+    start_client(&client, kind, iotgw_listener_port(s->listener), "ca.pem", NULL, 0);
+    run_until_closed(&client, 20);
+    ck_assert_str_eq(client.cond_name, "");
+    ck_assert_uint_eq(client.received, 3);
+    ck_assert_str_eq(s->client_cn, "test-device");
+
+    good = (amqp_peer){.n_sessions = 1, .links_per_session = 1, .per_link = 1, .msg_size = 16};
+    client_cert = client_key = NULL; /* no certificate: refused */
+    start_client(&good, kind, iotgw_listener_port(s->listener), "ca.pem", NULL, 0);
+    run_until_closed(&good, 20);
+    ck_assert_msg(good.cond_name[0] != '\0', "a client without a certificate got in");
+    ck_assert_int_eq(good.remote_opened, 0);
+}
+
+START_TEST(wss_listener_requires_client_certificate)
+{
+    client_certificate(IOTGW_TRANSPORT_WSS);
+}
+END_TEST
+
+START_TEST(amqps_listener_requires_client_certificate)
+{
+    client_certificate(IOTGW_TRANSPORT_AMQPS);
+}
+END_TEST
+
 Suite *suite_under_test(void)
 {
     Suite *s = suite_create("transport");
@@ -306,5 +358,12 @@ Suite *suite_under_test(void)
     tcase_add_test(af, amqps_wrong_hostname);
     tcase_add_test(af, amqps_expired_certificate);
     suite_add_tcase(s, af);
+
+    TCase *cc = tcase_create("client-certificates");
+    tcase_set_timeout(cc, 120);
+    tcase_add_checked_fixture(cc, setup, teardown);
+    tcase_add_test(cc, wss_listener_requires_client_certificate);
+    tcase_add_test(cc, amqps_listener_requires_client_certificate);
+    suite_add_tcase(s, cc);
     return s;
 }

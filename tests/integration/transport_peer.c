@@ -38,8 +38,9 @@ static void server_event(iotgw_conn *c, pn_event_t *e, void *ctx)
     amqp_peer_on_event(p, e);
     if (pn_event_type(e) == PN_TRANSPORT_CLOSED) {
         printf("CLOSED received=%llu sent=%llu bad=%llu disorder=%llu condition=%s\n",
-               (unsigned long long)p->received, (unsigned long long)p->sent, (unsigned long long)p->bad_payloads,
-               (unsigned long long)p->out_of_order, p->cond_name[0] ? p->cond_name : "none");
+               (unsigned long long)p->received, (unsigned long long)p->sent,
+               (unsigned long long)p->bad_payloads, (unsigned long long)p->out_of_order,
+               p->cond_name[0] ? p->cond_name : "none");
         fflush(stdout);
     }
 }
@@ -77,9 +78,12 @@ static int serve(const char *certs)
     iotgw_diag d = {0};
     iotgw_loop *loop = iotgw_loop_new(NULL, &d);
     iotgw_listener *wss = NULL, *amqps = NULL;
-    iotgw_listener_options lo = {.kind = IOTGW_TRANSPORT_WSS, .address = "127.0.0.1",
-                                 .tls = {.cert_file = cert, .key_file = key}, .on_accept = on_accept,
-                                 .on_http = on_http, .max_http_body = 4096};
+    iotgw_listener_options lo = {.kind = IOTGW_TRANSPORT_WSS,
+                                 .address = "127.0.0.1",
+                                 .tls = {.cert_file = cert, .key_file = key},
+                                 .on_accept = on_accept,
+                                 .on_http = on_http,
+                                 .max_http_body = 4096};
     if (!loop || iotgw_listener_new(loop, &lo, &wss, &d)) {
         fprintf(stderr, "transport-peer: %s\n", d.text);
         return 1;
@@ -114,11 +118,17 @@ static int connect_once(int argc, char **argv)
         return 2;
     static amqp_peer p;
     uint64_t n = strtoull(argv[6], NULL, 10);
-    p = (amqp_peer){.n_sessions = 1, .links_per_session = 1, .per_link = n, .msg_size = 64, .expect_received = n,
+    p = (amqp_peer){.n_sessions = 1,
+                    .links_per_session = 1,
+                    .per_link = n,
+                    .msg_size = 64,
+                    .expect_received = n,
                     .amqp_messages = 1};
     iotgw_client_options co = {
         .kind = !strcmp(argv[2], "wss") ? IOTGW_TRANSPORT_WSS : IOTGW_TRANSPORT_AMQPS,
-        .host = argv[3], .port = atoi(argv[4]), .tls = {.ca_file = argv[5]},
+        .host = argv[3],
+        .port = atoi(argv[4]),
+        .tls = {.ca_file = argv[5]},
         .idle_timeout_ms = argc > 7 ? (uint32_t)atoi(argv[7]) : 0,
         .proxy = argc > 8 ? argv[8] : NULL,
     };
