@@ -57,7 +57,7 @@ iotgw_loop *iotgw_loop_new(const iotgw_loop_options *opt, iotgw_diag *diag)
     iotgw_loop *loop = calloc(1, sizeof *loop);
     if (!loop)
         return NULL;
-    lws_set_log_level(opt && opt->log_level ? opt->log_level : LLL_ERR | LLL_WARN, log_to_stderr);
+    lws_set_log_level(opt && opt->log_level ? opt->log_level : LLL_ERR, log_to_stderr);
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
     info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
