@@ -78,6 +78,9 @@ static void wake_cb(lws_sorted_usec_list_t *sul)
 {
     iotgw_loop *loop = lws_container_of(sul, iotgw_loop, wake);
     loop->wake_at = 0;
+    /* lws may run this before it polls in the same round, and would then wait for the
+     * next timer (up to 30 s): make that poll return at once. */
+    lws_cancel_service(loop->ctx);
 }
 
 int iotgw_loop_run(iotgw_loop *loop, int timeout_ms)

@@ -329,12 +329,28 @@ START_TEST(amqps_listener_requires_client_certificate)
 }
 END_TEST
 
+/* iotgw_loop_run(loop, t) must return within about t even with nothing to do: lws could
+ * otherwise wait for its next timer, up to 30 s. The bound is loose on purpose. */
+START_TEST(idle_loop_returns_in_time)
+{
+    int64_t end = iotgw_loop_now_ms(loop) + 1500, longest = 0;
+    while (iotgw_loop_now_ms(loop) < end) {
+        int64_t t = iotgw_loop_now_ms(loop);
+        iotgw_loop_run(loop, 50);
+        t = iotgw_loop_now_ms(loop) - t;
+        longest = t > longest ? t : longest;
+    }
+    ck_assert_msg(longest < 2000, "one iotgw_loop_run(loop, 50) took %lld ms", (long long)longest);
+}
+END_TEST
+
 Suite *suite_under_test(void)
 {
     Suite *s = suite_create("transport");
     TCase *tc = tcase_create("loopback");
     tcase_set_timeout(tc, 300);
     tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, idle_loop_returns_in_time);
     tcase_add_test(tc, wss_100k_messages_each_way_with_random_frame_splits);
     tcase_add_test(tc, amqps_100k_messages_each_way_with_random_splits);
     tcase_add_test(tc, wss_ten_sessions_of_ten_link_pairs);
