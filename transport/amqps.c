@@ -71,27 +71,16 @@ int amqps_setup_tls(iotgw_conn *c, const iotgw_tls_options *tls, const char *hos
     return IOTGW_OK;
 }
 
+/* Accepted TCP: a server connection with Proton's TLS layer on it. */
 static iotgw_conn *accept_raw(struct lws *wsi)
 {
-    iotgw_listener *l = lws_get_vhost_user(lws_get_vhost(wsi));
-    if (!l)
-        return NULL;
-    iotgw_conn *c = conn_new(l->loop, IOTGW_TRANSPORT_AMQPS, 1, l->opt.idle_timeout_ms, l->opt.max_output);
-    if (!c)
-        return NULL;
-    c->listener = l;
-    c->split_state = l->opt.split_seed;
+    iotgw_conn *c = conn_accept(wsi, IOTGW_TRANSPORT_AMQPS);
     iotgw_diag d;
-    if (amqps_setup_tls(c, &l->opt.tls, NULL, &d)) {
+    if (c && amqps_setup_tls(c, &c->listener->opt.tls, NULL, &d)) {
         lwsl_err("amqps listener: %s\n", d.text);
-        conn_on_socket_gone(c, NULL, IOTGW_COND_TLS, d.text);
+        conn_on_socket_gone(c, wsi, IOTGW_COND_TLS, d.text);
         return NULL;
     }
-    char peer[64] = "";
-    lws_get_peer_simple(wsi, peer, sizeof peer);
-    conn_attach(c, wsi, peer);
-    if (l->opt.on_accept)
-        l->opt.on_accept(l, c, l->opt.ctx);
     return c;
 }
 
@@ -110,7 +99,7 @@ int raw_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
         c = accept_raw(wsi);
         if (!c)
             return -1;
-        conn_process(c);
+        conn_announce(c);
         return 0;
 
     case LWS_CALLBACK_RAW_CONNECTED: /* client: TCP connected */

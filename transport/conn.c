@@ -102,6 +102,29 @@ void conn_attach(iotgw_conn *c, struct lws *wsi, const char *peer)
     snprintf(c->peer, sizeof c->peer, "%s %s", c->kind == IOTGW_TRANSPORT_WSS ? "wss" : "amqps", peer);
 }
 
+iotgw_conn *conn_accept(struct lws *wsi, iotgw_transport_kind kind)
+{
+    iotgw_listener *l = lws_get_vhost_user(lws_get_vhost(wsi));
+    if (!l)
+        return NULL;
+    iotgw_conn *c = conn_new(l->loop, kind, 1, l->opt.idle_timeout_ms, l->opt.max_output);
+    if (!c)
+        return NULL;
+    c->listener = l;
+    c->split_state = l->opt.split_seed;
+    char peer[64] = "";
+    lws_get_peer_simple(wsi, peer, sizeof peer);
+    conn_attach(c, wsi, peer);
+    return c;
+}
+
+void conn_announce(iotgw_conn *c)
+{
+    if (c->listener && c->listener->opt.on_accept)
+        c->listener->opt.on_accept(c->listener, c, c->listener->opt.ctx);
+    conn_process(c);
+}
+
 pn_connection_t *iotgw_conn_connection(iotgw_conn *c)
 {
     return c->driver.connection;

@@ -73,6 +73,10 @@ struct iotgw_listener {
 iotgw_conn *conn_new(iotgw_loop *loop, iotgw_transport_kind kind, int is_server, uint32_t idle_timeout_ms,
                      size_t max_output);
 void conn_attach(iotgw_conn *c, struct lws *wsi, const char *peer);
+/* A listener accepted wsi: a server connection attached to it, not yet announced. */
+iotgw_conn *conn_accept(struct lws *wsi, iotgw_transport_kind kind);
+/* Tell the listener's owner about it (on_accept) and start processing. */
+void conn_announce(iotgw_conn *c);
 /* Bytes arrived from the socket. Returns -1 when the callback should close the socket. */
 int conn_on_bytes(iotgw_conn *c, const uint8_t *data, size_t len);
 /* The socket can take data. Returns -1 when the callback should close the socket. */

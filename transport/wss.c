@@ -17,27 +17,16 @@ static const char *classify_client_error(const char *why)
     return IOTGW_COND_CONNECT;
 }
 
+/* The upgrade is done: a server connection; note the verified client certificate. */
 static iotgw_conn *accept_ws(struct lws *wsi)
 {
-    iotgw_listener *l = lws_get_vhost_user(lws_get_vhost(wsi));
-    if (!l)
-        return NULL;
-    iotgw_conn *c = conn_new(l->loop, IOTGW_TRANSPORT_WSS, 1, l->opt.idle_timeout_ms, l->opt.max_output);
-    if (!c)
-        return NULL;
-    c->listener = l;
-    c->split_state = l->opt.split_seed;
-    char peer[64] = "";
-    lws_get_peer_simple(wsi, peer, sizeof peer);
-    conn_attach(c, wsi, peer);
-    if (l->opt.tls.ca_file) { /* the client's certificate was verified in the handshake */
+    iotgw_conn *c = conn_accept(wsi, IOTGW_TRANSPORT_WSS);
+    if (c && c->listener->opt.tls.ca_file) {
         char big[sizeof(union lws_tls_cert_info_results) + 128];
         union lws_tls_cert_info_results *info = (union lws_tls_cert_info_results *)big;
         if (!lws_tls_peer_cert_info(wsi, LWS_TLS_CERT_INFO_COMMON_NAME, info, 127))
             snprintf(c->peer_cn, sizeof c->peer_cn, "%.*s", info->ns.len, info->ns.name);
     }
-    if (l->opt.on_accept)
-        l->opt.on_accept(l, c, l->opt.ctx);
     return c;
 }
 
@@ -57,7 +46,7 @@ int wss_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
         c = accept_ws(wsi);
         if (!c)
             return -1;
-        conn_process(c);
+        conn_announce(c);
         return 0;
 
     case LWS_CALLBACK_CLIENT_ESTABLISHED:

@@ -2,6 +2,7 @@
 process's output with a deadline."""
 import os
 import queue
+import sys
 import subprocess
 import threading
 import time
@@ -46,3 +47,13 @@ class OurServer:
         self.proc.stdin.close()
         rc = self.proc.wait(timeout=30)
         assert rc == 0, "transport-peer serve exited %d" % rc
+
+
+def run_tests():
+    """Run the calling module's tests verbosely, end with the "N passed, N failed" line
+    that quickstart sums, and exit non-zero on any failure."""
+    import unittest
+    result = unittest.main(module="__main__", argv=[sys.argv[0], "-v"], exit=False).result
+    failed = len(result.failures) + len(result.errors)
+    print(f"{result.testsRun - failed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)

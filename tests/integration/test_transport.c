@@ -344,42 +344,40 @@ START_TEST(idle_loop_returns_in_time)
 }
 END_TEST
 
+/* Each case gets a fresh loop (the fixture) and a generous timeout. */
+static TCase *add_case(Suite *s, const char *name)
+{
+    TCase *tc = tcase_create(name);
+    tcase_set_timeout(tc, 300);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    suite_add_tcase(s, tc);
+    return tc;
+}
+
 Suite *suite_under_test(void)
 {
     Suite *s = suite_create("transport");
-    TCase *tc = tcase_create("loopback");
-    tcase_set_timeout(tc, 300);
-    tcase_add_checked_fixture(tc, setup, teardown);
+    TCase *tc = add_case(s, "loopback");
     tcase_add_test(tc, idle_loop_returns_in_time);
     tcase_add_test(tc, wss_100k_messages_each_way_with_random_frame_splits);
     tcase_add_test(tc, amqps_100k_messages_each_way_with_random_splits);
     tcase_add_test(tc, wss_ten_sessions_of_ten_link_pairs);
     tcase_add_test(tc, amqps_ten_sessions_of_ten_link_pairs);
-    suite_add_tcase(s, tc);
 
-    TCase *wf = tcase_create("wss-failures");
-    tcase_set_timeout(wf, 120);
-    tcase_add_checked_fixture(wf, setup, teardown);
+    TCase *wf = add_case(s, "wss-failures");
     tcase_add_test(wf, wss_unknown_ca);
     tcase_add_test(wf, wss_wrong_hostname);
     tcase_add_test(wf, wss_expired_certificate);
     tcase_add_test(wf, wss_wrong_path_is_http_404);
     tcase_add_test(wf, connection_refused_is_reported);
-    suite_add_tcase(s, wf);
 
-    TCase *af = tcase_create("amqps-failures");
-    tcase_set_timeout(af, 120);
-    tcase_add_checked_fixture(af, setup, teardown);
+    TCase *af = add_case(s, "amqps-failures");
     tcase_add_test(af, amqps_unknown_ca);
     tcase_add_test(af, amqps_wrong_hostname);
     tcase_add_test(af, amqps_expired_certificate);
-    suite_add_tcase(s, af);
 
-    TCase *cc = tcase_create("client-certificates");
-    tcase_set_timeout(cc, 120);
-    tcase_add_checked_fixture(cc, setup, teardown);
+    TCase *cc = add_case(s, "client-certificates");
     tcase_add_test(cc, wss_listener_requires_client_certificate);
     tcase_add_test(cc, amqps_listener_requires_client_certificate);
-    suite_add_tcase(s, cc);
     return s;
 }

@@ -22,7 +22,7 @@ from proton import Message, SSLDomain
 from proton.utils import BlockingConnection
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from iotgw_testlib import WRAPPER, OurServer as _OurServer, readline_within  # noqa: E402
+from iotgw_testlib import WRAPPER, OurServer as _OurServer, readline_within, run_tests  # noqa: E402
 
 PEER, CERTS = sys.argv[1], sys.argv[2]
 CA = os.path.join(CERTS, "ca.pem")
@@ -355,7 +355,4 @@ class TransportInterop(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    result = unittest.main(argv=[sys.argv[0], "-v"], exit=False).result
-    failed = len(result.failures) + len(result.errors)
-    print(f"{result.testsRun - failed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    run_tests()

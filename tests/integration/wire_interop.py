@@ -11,6 +11,8 @@ Run with /usr/bin/python3 (Debian's protobuf is only visible there):
   wire_interop.py IOTGW_PARCEL DESCRIPTOR_SET
 """
 import json
+import os
+import shlex
 import subprocess
 import sys
 import unittest
@@ -19,8 +21,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool, json_format, messag
 from google.protobuf.internal.decoder import _DecodeVarint32
 from google.protobuf.internal.encoder import _VarintBytes
 
-import os
-import shlex
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from iotgw_testlib import run_tests  # noqa: E402
 
 TOOL, DESCRIPTORS = sys.argv[1], sys.argv[2]
 # IOTGW_WRAPPER runs the tool under e.g. valgrind (make check-valgrind sets it).
@@ -175,7 +177,4 @@ class WireInterop(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    result = unittest.main(argv=[sys.argv[0], "-v"], exit=False).result
-    failed = len(result.failures) + len(result.errors)
-    print(f"{result.testsRun - failed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    run_tests()

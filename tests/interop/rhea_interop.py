@@ -11,7 +11,7 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from iotgw_testlib import OurServer  # noqa: E402
+from iotgw_testlib import OurServer, run_tests  # noqa: E402
 
 PEER, CERTS, NODE_DIR = sys.argv[1], sys.argv[2], sys.argv[3]
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rhea_wss_client.js")
@@ -34,7 +34,4 @@ class RheaInterop(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    result = unittest.main(argv=[sys.argv[0], "-v"], exit=False).result
-    failed = len(result.failures) + len(result.errors)
-    print(f"{result.testsRun - failed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    run_tests()
