@@ -37,7 +37,7 @@ int iotgw_conn_connect(iotgw_loop *loop, const iotgw_client_options *opt, iotgw_
         pn_sasl_allowed_mechs(sasl, "ANONYMOUS");
     }
     if (opt->tls.insecure)
-        lwsl_warn("TLS verification is OFF for %s: the peer's identity is not checked\n", c->peer);
+        lwsl_err("WARNING: TLS verification is OFF for %s: the peer's identity is not checked\n", c->peer);
 
     if (opt->kind == IOTGW_TRANSPORT_AMQPS) {
         int rc = amqps_setup_tls(c, &opt->tls, opt->host, diag);

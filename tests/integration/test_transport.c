@@ -344,6 +344,38 @@ START_TEST(idle_loop_returns_in_time)
 }
 END_TEST
 
+/* tls.insecure connects to a server whose certificate names another host, and says so
+ * loudly (checked in the captured log by the Python interop test). */
+static void insecure_connects(iotgw_transport_kind kind)
+{
+    server *s = &srv;
+    start_server(s, kind, "wrongname.pem", 0);
+    s->peer.per_link = 2;
+    s->peer.msg_size = 16;
+    client = (amqp_peer){
+        .n_sessions = 1, .links_per_session = 1, .per_link = 2, .msg_size = 16, .expect_received = 2};
+    iotgw_client_options co = {
+        .kind = kind, .host = "localhost", .port = iotgw_listener_port(s->listener), .tls = {.insecure = 1}};
+    iotgw_conn *c = NULL;
+    iotgw_diag d = {0};
+    ck_assert_msg(iotgw_conn_connect(loop, &co, client_event, &client, &c, &d) == 0, "connect: %s", d.text);
+    run_until_closed(&client, 20);
+    ck_assert_str_eq(client.cond_name, "");
+    ck_assert_uint_eq(client.received, 2);
+}
+
+START_TEST(wss_insecure_option_skips_verification)
+{
+    insecure_connects(IOTGW_TRANSPORT_WSS);
+}
+END_TEST
+
+START_TEST(amqps_insecure_option_skips_verification)
+{
+    insecure_connects(IOTGW_TRANSPORT_AMQPS);
+}
+END_TEST
+
 /* Each case gets a fresh loop (the fixture) and a generous timeout. */
 static TCase *add_case(Suite *s, const char *name)
 {
@@ -379,5 +411,7 @@ Suite *suite_under_test(void)
     TCase *cc = add_case(s, "client-certificates");
     tcase_add_test(cc, wss_listener_requires_client_certificate);
     tcase_add_test(cc, amqps_listener_requires_client_certificate);
+    tcase_add_test(cc, wss_insecure_option_skips_verification);
+    tcase_add_test(cc, amqps_insecure_option_skips_verification);
     return s;
 }
