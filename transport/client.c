@@ -92,6 +92,7 @@ int iotgw_conn_connect(iotgw_loop *loop, const iotgw_client_options *opt, iotgw_
     }
     c->wsi = wsi;
     iotgw_conn_set_handler(c, fn, ctx);
+    conn_start_connect_deadline(c, opt->connect_timeout_ms);
     *out = c;
     return IOTGW_OK;
 }

@@ -168,6 +168,7 @@ static void destroy(iotgw_conn *c)
 {
     lws_sul_cancel(&c->tick_sul);
     lws_sul_cancel(&c->grace_sul);
+    lws_sul_cancel(&c->connect_sul);
     if (c->wsi) { /* still connecting, or closing: forget it and let lws close it */
         lws_set_opaque_user_data(c->wsi, NULL);
         lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
@@ -257,6 +258,10 @@ void conn_process(iotgw_conn *c)
                 c->closed_seen = 1;
             if (pn_event_type(e) == PN_TRANSPORT_ERROR)
                 name_tls_failure(c);
+            if (pn_event_type(e) == PN_CONNECTION_REMOTE_OPEN && !c->remote_opened) {
+                c->remote_opened = 1;
+                lws_sul_cancel(&c->connect_sul);
+            }
             if (c->fn)
                 c->fn(c, e, c->ctx);
         }
@@ -366,6 +371,24 @@ void conn_on_socket_gone(iotgw_conn *c, struct lws *wsi, const char *cond_name, 
 void iotgw_conn_wake(iotgw_conn *c)
 {
     conn_process(c);
+}
+
+static void connect_deadline_cb(lws_sorted_usec_list_t *sul)
+{
+    iotgw_conn *c = lws_container_of(sul, iotgw_conn, connect_sul);
+    if (c->remote_opened || pn_connection_driver_finished(&c->driver))
+        return;
+    pn_connection_driver_errorf(&c->driver, IOTGW_COND_CONNECT, "no AMQP open from %s within %u ms", c->peer,
+                                c->connect_timeout_ms);
+    pn_connection_driver_close(&c->driver);
+    conn_process(c);
+}
+
+void conn_start_connect_deadline(iotgw_conn *c, uint32_t ms)
+{
+    c->connect_timeout_ms = ms ? ms : IOTGW_DEFAULT_CONNECT_TIMEOUT_MS;
+    lws_sul_schedule(c->loop->ctx, 0, &c->connect_sul, connect_deadline_cb,
+                     (lws_usec_t)c->connect_timeout_ms * 1000);
 }
 
 static void grace_cb(lws_sorted_usec_list_t *sul)

@@ -45,6 +45,9 @@ struct iotgw_conn {
     lws_sorted_usec_list_t tick_sul;
     int64_t tick_at; /* when tick_sul fires; 0: not scheduled */
     lws_sorted_usec_list_t grace_sul;
+    lws_sorted_usec_list_t connect_sul; /* clients: the connect deadline */
+    uint32_t connect_timeout_ms;
+    int remote_opened;
     int connected;  /* the socket can carry AMQP (TCP, TLS for WSS, upgrade done) */
     int in_connect; /* inside lws_client_connect_via_info: do not free */
     int closing_socket;
@@ -84,6 +87,8 @@ int conn_on_writable(iotgw_conn *c, int ws);
 /* The socket is gone (closed, reset, or never connected): tell the owner and free. */
 void conn_on_socket_gone(iotgw_conn *c, struct lws *wsi, const char *cond_name, const char *description);
 void conn_process(iotgw_conn *c);
+/* Clients: fail the connection unless the server's AMQP open arrives within ms (0: default). */
+void conn_start_connect_deadline(iotgw_conn *c, uint32_t ms);
 void conn_free_all(iotgw_loop *loop);
 
 /* wss.c and amqps.c: the libwebsockets protocol callbacks */

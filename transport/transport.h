@@ -46,9 +46,10 @@
 #define IOTGW_COND_IO           "iotgw:connection-lost"  /* socket closed or reset */
 #define IOTGW_COND_OUTPUT_LIMIT "iotgw:output-limit"     /* peer did not read fast enough */
 
-#define IOTGW_WS_SUBPROTOCOL          "AMQPWSB10"
-#define IOTGW_WS_DEFAULT_PATH         "/$iothub/websocket"
-#define IOTGW_DEFAULT_IDLE_TIMEOUT_MS 240000
+#define IOTGW_WS_SUBPROTOCOL             "AMQPWSB10"
+#define IOTGW_WS_DEFAULT_PATH            "/$iothub/websocket"
+#define IOTGW_DEFAULT_IDLE_TIMEOUT_MS    240000
+#define IOTGW_DEFAULT_CONNECT_TIMEOUT_MS 30000
 
 typedef struct iotgw_loop iotgw_loop;
 typedef struct iotgw_conn iotgw_conn;
@@ -104,10 +105,12 @@ typedef struct iotgw_client_options {
     const char *path;  /* WSS request path; NULL: IOTGW_WS_DEFAULT_PATH */
     const char *proxy; /* WSS through an HTTPS proxy with CONNECT: "host:port"; NULL: direct */
     iotgw_tls_options tls;
-    uint32_t idle_timeout_ms; /* advertised to the peer; 0: IOTGW_DEFAULT_IDLE_TIMEOUT_MS */
-    int sasl_anonymous;       /* 1: a SASL layer with ANONYMOUS (as the Java SDK); 0: none */
-    size_t max_output;        /* bytes of unsent output before the connection is failed; 0: 64 MiB */
-    uint32_t split_seed;      /* tests: nonzero cuts every write (WebSocket frame) at random sizes */
+    uint32_t idle_timeout_ms;    /* advertised to the peer; 0: IOTGW_DEFAULT_IDLE_TIMEOUT_MS */
+    uint32_t connect_timeout_ms; /* TCP, TLS, upgrade and the server's AMQP open must be done by
+                                    then, else IOTGW_COND_CONNECT; 0: IOTGW_DEFAULT_CONNECT_TIMEOUT_MS */
+    int sasl_anonymous;          /* 1: a SASL layer with ANONYMOUS (as the Java SDK); 0: none */
+    size_t max_output;           /* bytes of unsent output before the connection is failed; 0: 64 MiB */
+    uint32_t split_seed;         /* tests: nonzero cuts every write (WebSocket frame) at random sizes */
 } iotgw_client_options;
 
 /* Start connecting. The connection exists at once (configure Proton on it, e.g. open

@@ -5,6 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "tests/common/amqp_peer.h"
 #include "tests/unit/check_main.h"
@@ -376,6 +380,45 @@ START_TEST(amqps_insecure_option_skips_verification)
 }
 END_TEST
 
+/* A server that accepts TCP (the kernel does, from the backlog) and never answers:
+ * the client gives up at its connect deadline with a clear reason. */
+static void silent_server(iotgw_transport_kind kind)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof a;
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    ck_assert_int_eq(listen(fd, 4), 0);
+    getsockname(fd, (struct sockaddr *)&a, &alen);
+    client = (amqp_peer){.n_sessions = 1, .links_per_session = 1, .per_link = 1, .msg_size = 16};
+    iotgw_client_options co = {.kind = kind,
+                               .host = "localhost",
+                               .port = ntohs(a.sin_port),
+                               .tls = {.ca_file = cert("ca.pem")},
+                               .connect_timeout_ms = 700};
+    iotgw_conn *c = NULL;
+    iotgw_diag d = {0};
+    int64_t start = iotgw_loop_now_ms(loop);
+    ck_assert_msg(iotgw_conn_connect(loop, &co, client_event, &client, &c, &d) == 0, "connect: %s", d.text);
+    run_until_closed(&client, 20);
+    ck_assert_str_eq(client.cond_name, IOTGW_COND_CONNECT);
+    ck_assert_msg(strstr(client.cond_desc, "within 700 ms") != NULL, "description: %s", client.cond_desc);
+    ck_assert_int_lt(iotgw_loop_now_ms(loop) - start, 10000);
+    close(fd);
+}
+
+START_TEST(wss_silent_server_hits_connect_deadline)
+{
+    silent_server(IOTGW_TRANSPORT_WSS);
+}
+END_TEST
+
+START_TEST(amqps_silent_server_hits_connect_deadline)
+{
+    silent_server(IOTGW_TRANSPORT_AMQPS);
+}
+END_TEST
+
 /* Each case gets a fresh loop (the fixture) and a generous timeout. */
 static TCase *add_case(Suite *s, const char *name)
 {
@@ -402,11 +445,13 @@ Suite *suite_under_test(void)
     tcase_add_test(wf, wss_expired_certificate);
     tcase_add_test(wf, wss_wrong_path_is_http_404);
     tcase_add_test(wf, connection_refused_is_reported);
+    tcase_add_test(wf, wss_silent_server_hits_connect_deadline);
 
     TCase *af = add_case(s, "amqps-failures");
     tcase_add_test(af, amqps_unknown_ca);
     tcase_add_test(af, amqps_wrong_hostname);
     tcase_add_test(af, amqps_expired_certificate);
+    tcase_add_test(af, amqps_silent_server_hits_connect_deadline);
 
     TCase *cc = add_case(s, "client-certificates");
     tcase_add_test(cc, wss_listener_requires_client_certificate);
