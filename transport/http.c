@@ -308,17 +308,13 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
         if (r) {
             pss->req = NULL;
             r->wsi = NULL;
-            if (r->responded) {
+            if (r->responded || !r->dispatched) {
                 request_free(r);
-            } else if (r->dispatched) {
-                if (r->gone)
-                    r->gone(r, r->ctx);
-                /* the owner still holds it and will answer into the void, or not */
-                if (!r->gone)
-                    request_free(r);
-            } else {
+            } else if (r->gone) { /* the owner drops it in gone() */
+                r->gone(r, r->ctx);
                 request_free(r);
             }
+            /* else the owner still holds it: iotgw_http_respond frees it, sending nothing */
         }
         return 0;
 

@@ -142,7 +142,10 @@ const char *iotgw_conn_peer_cn(iotgw_conn *c);
  * The request stays valid until it is answered or its client goes away; the owner
  * answers at once or later (e.g. after a device replied). */
 typedef void (*iotgw_http_fn)(iotgw_http_request *req, void *ctx);
-/* Called if the client goes away before an answer; the request is freed after it returns. */
+/* Called if the client is seen to go away before an answer; the request is freed when it
+ * returns, so the owner drops its pointer there. libwebsockets may notice only when the
+ * answer is written: then the answer is dropped and this is not called. Without this
+ * callback the request stays valid until the owner answers. */
 typedef void (*iotgw_http_gone_fn)(iotgw_http_request *req, void *ctx);
 
 const char *iotgw_http_method(const iotgw_http_request *req);

@@ -293,6 +293,23 @@ class TransportInterop(unittest.TestCase):
         finally:
             server.stop()
 
+    def test_http_answers_can_come_later_and_clients_can_leave_first(self):
+        server = OurServer(messages=1)
+        try:
+            status, head, body = http(server.wss, b"GET /slow/a HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            self.assertEqual(status, 200, head)
+            self.assertIn(b'"path":"/slow/a"', body)
+            with tls_socket(server.wss) as s:  # ask, then leave before the answer
+                s.sendall(b"GET /slow/b HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                time.sleep(0.1)
+            time.sleep(1)  # the late answer meets a closed socket and is dropped
+            status, _, _ = http(server.wss, b"GET /now HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            self.assertEqual(status, 200)
+            rc, res = run_client("wss", server.wss, 1)
+            self.assertEqual((rc, res["condition"]), (0, "none"), res)
+        finally:
+            server.stop()
+
     UPGRADE = (b"GET %s HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
                b"Sec-WebSocket-Protocol: %s\r\n\r\n")

@@ -7,7 +7,9 @@
  *       "LISTENING wss=PORT amqps=PORT"; every connection gets the scripted server peer
  *       (tests/common/amqp_peer.h): it accepts whatever arrives and sends MESSAGES
  *       messages of 64 bytes on each link the client opens to receive. Other HTTP paths
- *       on the WSS port answer {"method":..,"path":..,"query":..,"bodyLength":..}.
+ *       on the WSS port answer {"method":..,"path":..,"query":..,"bodyLength":..}; paths
+ *       starting /slow are answered 500 ms later ("GONE path" if the client is seen to
+ *       leave first).
  *       Each closed connection prints "CLOSED received=N sent=N bad=N disorder=N condition=NAME".
  *       Runs until stdin closes.
  *   transport-peer connect wss|amqps HOST PORT CAFILE MESSAGES [IDLE_MS [PROXY]]
@@ -57,9 +59,35 @@ static void on_accept(iotgw_listener *l, iotgw_conn *c, void *ctx)
     iotgw_conn_set_handler(c, server_event, p);
 }
 
+static void answer(iotgw_http_request *req);
+
+static void slow_gone(iotgw_http_request *req, void *ctx)
+{
+    iotgw_timer_cancel(ctx);
+    printf("GONE %s\n", iotgw_http_path(req));
+}
+
+static void slow_answer(iotgw_timer *t, void *ctx)
+{
+    (void)t;
+    iotgw_http_request *req = ctx;
+    iotgw_http_set_context(req, NULL, NULL);
+    answer(req);
+}
+
 static void on_http(iotgw_http_request *req, void *ctx)
 {
-    (void)ctx;
+    iotgw_loop *loop = ctx;
+    if (!strncmp(iotgw_http_path(req), "/slow", 5)) { /* answered later, as a method call would be */
+        iotgw_timer *t = iotgw_timer_start(loop, 500, slow_answer, req);
+        iotgw_http_set_context(req, t, slow_gone);
+        return;
+    }
+    answer(req);
+}
+
+static void answer(iotgw_http_request *req)
+{
     size_t len;
     iotgw_http_body(req, &len);
     char body[1024];
@@ -84,6 +112,7 @@ static int serve(const char *certs)
                                  .on_accept = on_accept,
                                  .on_http = on_http,
                                  .max_http_body = 4096};
+    lo.ctx = loop;
     if (!loop || iotgw_listener_new(loop, &lo, &wss, &d)) {
         fprintf(stderr, "transport-peer: %s\n", d.text);
         return 1;
