@@ -419,6 +419,33 @@ START_TEST(amqps_silent_server_hits_connect_deadline)
 }
 END_TEST
 
+/* Without a CA file the client trusts the system store, which does not hold the test CA. */
+static void system_store_refuses_test_ca(iotgw_transport_kind kind, const char *why)
+{
+    server *s = &srv;
+    start_server(s, kind, "server.pem", 0);
+    client = (amqp_peer){.n_sessions = 1, .links_per_session = 1, .per_link = 1, .msg_size = 16};
+    iotgw_client_options co = {.kind = kind, .host = "localhost", .port = iotgw_listener_port(s->listener)};
+    iotgw_conn *c = NULL;
+    iotgw_diag d = {0};
+    ck_assert_msg(iotgw_conn_connect(loop, &co, client_event, &client, &c, &d) == 0, "connect: %s", d.text);
+    run_until_closed(&client, 20);
+    ck_assert_str_eq(client.cond_name, IOTGW_COND_TLS);
+    ck_assert_msg(strstr(client.cond_desc, why) != NULL, "description: %s", client.cond_desc);
+}
+
+START_TEST(wss_default_trust_is_the_system_store)
+{
+    system_store_refuses_test_ca(IOTGW_TRANSPORT_WSS, "unable to get local issuer certificate");
+}
+END_TEST
+
+START_TEST(amqps_default_trust_is_the_system_store)
+{
+    system_store_refuses_test_ca(IOTGW_TRANSPORT_AMQPS, "certificate verify failed");
+}
+END_TEST
+
 /* Each case gets a fresh loop (the fixture) and a generous timeout. */
 static TCase *add_case(Suite *s, const char *name)
 {
@@ -446,12 +473,14 @@ Suite *suite_under_test(void)
     tcase_add_test(wf, wss_wrong_path_is_http_404);
     tcase_add_test(wf, connection_refused_is_reported);
     tcase_add_test(wf, wss_silent_server_hits_connect_deadline);
+    tcase_add_test(wf, wss_default_trust_is_the_system_store);
 
     TCase *af = add_case(s, "amqps-failures");
     tcase_add_test(af, amqps_unknown_ca);
     tcase_add_test(af, amqps_wrong_hostname);
     tcase_add_test(af, amqps_expired_certificate);
     tcase_add_test(af, amqps_silent_server_hits_connect_deadline);
+    tcase_add_test(af, amqps_default_trust_is_the_system_store);
 
     TCase *cc = add_case(s, "client-certificates");
     tcase_add_test(cc, wss_listener_requires_client_certificate);
