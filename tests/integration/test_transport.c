@@ -10,6 +10,9 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <proton/condition.h>
+#include <proton/connection.h>
+
 #include "tests/common/amqp_peer.h"
 #include "tests/unit/check_main.h"
 #include "transport/transport.h"
@@ -446,6 +449,71 @@ START_TEST(amqps_default_trust_is_the_system_store)
 }
 END_TEST
 
+/* The server closes with an AMQP condition; the client's owner sees that condition on
+ * the connection and a clean transport close. */
+static char remote_cond[128], remote_desc[256];
+
+static void refusing_server_event(iotgw_conn *c, pn_event_t *e, void *ctx)
+{
+    (void)ctx;
+    if (pn_event_type(e) == PN_CONNECTION_REMOTE_OPEN) {
+        pn_connection_open(iotgw_conn_connection(c));
+        iotgw_conn_close(c, "amqp:unauthorized-access", "token for another device");
+    }
+}
+
+static void refusing_accept(iotgw_listener *l, iotgw_conn *c, void *ctx)
+{
+    (void)l;
+    iotgw_conn_set_handler(c, refusing_server_event, ctx);
+}
+
+static void watching_client_event(iotgw_conn *c, pn_event_t *e, void *ctx)
+{
+    if (pn_event_type(e) == PN_CONNECTION_REMOTE_CLOSE) {
+        pn_condition_t *cond = pn_connection_remote_condition(iotgw_conn_connection(c));
+        snprintf(remote_cond, sizeof remote_cond, "%s", pn_condition_get_name(cond));
+        snprintf(remote_desc, sizeof remote_desc, "%s", pn_condition_get_description(cond));
+    }
+    amqp_peer_on_event(ctx, e);
+}
+
+static void close_with_condition(iotgw_transport_kind kind)
+{
+    iotgw_listener *l = NULL;
+    iotgw_listener_options lo = {.kind = kind,
+                                 .address = "127.0.0.1",
+                                 .tls = {.cert_file = cert("server.pem"), .key_file = cert("server.key")},
+                                 .on_accept = refusing_accept};
+    iotgw_diag d = {0};
+    ck_assert_msg(iotgw_listener_new(loop, &lo, &l, &d) == 0, "listener: %s", d.text);
+    remote_cond[0] = remote_desc[0] = '\0';
+    client = (amqp_peer){.n_sessions = 1, .links_per_session = 1, .per_link = 1, .msg_size = 16};
+    iotgw_client_options co = {.kind = kind,
+                               .host = "localhost",
+                               .port = iotgw_listener_port(l),
+                               .tls = {.ca_file = cert("ca.pem")}};
+    iotgw_conn *c = NULL;
+    ck_assert_msg(iotgw_conn_connect(loop, &co, watching_client_event, &client, &c, &d) == 0, "connect: %s",
+                  d.text);
+    run_until_closed(&client, 20);
+    ck_assert_str_eq(remote_cond, "amqp:unauthorized-access");
+    ck_assert_str_eq(remote_desc, "token for another device");
+    ck_assert_str_eq(client.cond_name, ""); /* the transport itself closed cleanly */
+}
+
+START_TEST(wss_close_condition_reaches_the_peer)
+{
+    close_with_condition(IOTGW_TRANSPORT_WSS);
+}
+END_TEST
+
+START_TEST(amqps_close_condition_reaches_the_peer)
+{
+    close_with_condition(IOTGW_TRANSPORT_AMQPS);
+}
+END_TEST
+
 /* Each case gets a fresh loop (the fixture) and a generous timeout. */
 static TCase *add_case(Suite *s, const char *name)
 {
@@ -465,6 +533,8 @@ Suite *suite_under_test(void)
     tcase_add_test(tc, amqps_100k_messages_each_way_with_random_splits);
     tcase_add_test(tc, wss_ten_sessions_of_ten_link_pairs);
     tcase_add_test(tc, amqps_ten_sessions_of_ten_link_pairs);
+    tcase_add_test(tc, wss_close_condition_reaches_the_peer);
+    tcase_add_test(tc, amqps_close_condition_reaches_the_peer);
 
     TCase *wf = add_case(s, "wss-failures");
     tcase_add_test(wf, wss_unknown_ca);
