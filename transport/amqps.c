@@ -91,6 +91,10 @@ int raw_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
     case LWS_CALLBACK_GET_THREAD_ID:
     case LWS_CALLBACK_PROTOCOL_INIT:
     case LWS_CALLBACK_PROTOCOL_DESTROY: return 0;
+    case LWS_CALLBACK_WSI_DESTROY:
+        if (wsi)
+            conn_on_wsi_destroy(wsi);
+        return 0;
     default: c = wsi ? lws_get_opaque_user_data(wsi) : NULL;
     }
     (void)user;

@@ -368,6 +368,16 @@ void conn_on_socket_gone(iotgw_conn *c, struct lws *wsi, const char *cond_name, 
     conn_process(c); /* delivers PN_TRANSPORT_CLOSED and frees */
 }
 
+void conn_on_wsi_destroy(struct lws *wsi)
+{
+    iotgw_conn *c = lws_get_opaque_user_data(wsi);
+    /* Still ours: lws freed the socket without a close callback (seen with its libuv
+     * backend when a server drops a WSS client during the upgrade). Report it now
+     * rather than keep a pointer to a freed socket. */
+    if (c && c->wsi == wsi)
+        conn_on_socket_gone(c, wsi, IOTGW_COND_IO, "connection closed by the peer");
+}
+
 void iotgw_conn_wake(iotgw_conn *c)
 {
     conn_process(c);

@@ -87,6 +87,9 @@ int conn_on_writable(iotgw_conn *c, int ws);
 /* The socket is gone (closed, reset, or never connected): tell the owner and free. */
 void conn_on_socket_gone(iotgw_conn *c, struct lws *wsi, const char *cond_name, const char *description);
 void conn_process(iotgw_conn *c);
+/* libwebsockets is freeing wsi: if a connection still points at it, it is gone. */
+void conn_on_wsi_destroy(struct lws *wsi);
+int client_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len);
 /* Clients: fail the connection unless the server's AMQP open arrives within ms (0: default). */
 void conn_start_connect_deadline(iotgw_conn *c, uint32_t ms);
 void conn_free_all(iotgw_loop *loop);

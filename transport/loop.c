@@ -13,7 +13,7 @@ struct client_vhost {
 };
 
 static const struct lws_protocols client_protocols[] = {
-    {LWS_PROTOCOL_HTTP, lws_callback_http_dummy, 0, 0, 0, NULL, 0},
+    {LWS_PROTOCOL_HTTP, client_http_callback, 0, 0, 0, NULL, 0},
     {IOTGW_WS_SUBPROTOCOL, wss_callback, 0, RX_CHUNK, 0, NULL, 0},
     {LWS_PROTOCOL_RAW, raw_callback, 0, RX_CHUNK, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},

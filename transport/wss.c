@@ -17,6 +17,14 @@ static const char *classify_client_error(const char *why)
     return IOTGW_COND_CONNECT;
 }
 
+/* Protocol 0 of client vhosts: a WSS client belongs to it until the upgrade is done. */
+int client_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
+{
+    if (reason == LWS_CALLBACK_WSI_DESTROY && wsi)
+        conn_on_wsi_destroy(wsi);
+    return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
 /* The upgrade is done: a server connection; note the verified client certificate. */
 static iotgw_conn *accept_ws(struct lws *wsi)
 {
@@ -37,6 +45,10 @@ int wss_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
     case LWS_CALLBACK_GET_THREAD_ID:
     case LWS_CALLBACK_PROTOCOL_INIT:
     case LWS_CALLBACK_PROTOCOL_DESTROY: return 0;
+    case LWS_CALLBACK_WSI_DESTROY:
+        if (wsi)
+            conn_on_wsi_destroy(wsi);
+        return 0;
     default: c = wsi ? lws_get_opaque_user_data(wsi) : NULL;
     }
     char why[200];
