@@ -86,17 +86,9 @@ static iotgw_conn *accept_raw(struct lws *wsi)
 
 int raw_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
 {
-    iotgw_conn *c = NULL;
-    switch (reason) {
-    case LWS_CALLBACK_GET_THREAD_ID:
-    case LWS_CALLBACK_PROTOCOL_INIT:
-    case LWS_CALLBACK_PROTOCOL_DESTROY: return 0;
-    case LWS_CALLBACK_WSI_DESTROY:
-        if (wsi)
-            conn_on_wsi_destroy(wsi);
+    iotgw_conn *c;
+    if (conn_callback_prologue(wsi, reason, &c))
         return 0;
-    default: c = wsi ? lws_get_opaque_user_data(wsi) : NULL;
-    }
     (void)user;
     switch (reason) {
     case LWS_CALLBACK_RAW_ADOPT: /* server: accepted */

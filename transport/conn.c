@@ -313,6 +313,14 @@ int conn_on_bytes(iotgw_conn *c, const uint8_t *data, size_t len)
             len = 0; /* Proton has stopped reading (it failed or closed): drop the rest */
         } else {
             /* Keep what Proton cannot take yet and stop reading the socket until it can. */
+            if (c->pending_len + len > MAX_PARKED_INPUT) {
+                pn_connection_driver_errorf(&c->driver, IOTGW_COND_INPUT_LIMIT,
+                                            "more than %d bytes arrived while reading was paused",
+                                            MAX_PARKED_INPUT);
+                pn_connection_driver_close(&c->driver);
+                conn_process(c);
+                return -1;
+            }
             uint8_t *nb = realloc(c->pending_in, c->pending_len + len);
             if (!nb)
                 return -1;
@@ -376,6 +384,21 @@ void conn_on_wsi_destroy(struct lws *wsi)
      * rather than keep a pointer to a freed socket. */
     if (c && c->wsi == wsi)
         conn_on_socket_gone(c, wsi, IOTGW_COND_IO, "connection closed by the peer");
+}
+
+int conn_callback_prologue(struct lws *wsi, enum lws_callback_reasons reason, iotgw_conn **c)
+{
+    *c = NULL;
+    switch (reason) {
+    case LWS_CALLBACK_GET_THREAD_ID: /* pseudo-connections of lws: no vhost, no user data */
+    case LWS_CALLBACK_PROTOCOL_INIT:
+    case LWS_CALLBACK_PROTOCOL_DESTROY: return 1;
+    case LWS_CALLBACK_WSI_DESTROY:
+        if (wsi)
+            conn_on_wsi_destroy(wsi);
+        return 1;
+    default: *c = wsi ? lws_get_opaque_user_data(wsi) : NULL; return 0;
+    }
 }
 
 void iotgw_conn_wake(iotgw_conn *c)

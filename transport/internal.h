@@ -2,6 +2,7 @@
 #ifndef IOTGW_TRANSPORT_INTERNAL_H
 #define IOTGW_TRANSPORT_INTERNAL_H
 
+#include <string.h>
 #include <libwebsockets.h>
 #include <proton/connection_driver.h>
 #include <proton/logger.h>
@@ -13,7 +14,10 @@
 /* Largest piece of Proton output written to the socket at once. */
 #define WRITE_CHUNK (64 * 1024)
 /* Largest piece libwebsockets hands us at once. */
-#define RX_CHUNK           (64 * 1024)
+#define RX_CHUNK (64 * 1024)
+/* Input parked while Proton has no room; reading is paused meanwhile, so only what lws
+ * had already read can arrive: more than this means the pause did not hold. */
+#define MAX_PARKED_INPUT   (4 * RX_CHUNK)
 #define DEFAULT_MAX_OUTPUT (64u * 1024 * 1024)
 /* After iotgw_conn_close, how long the peer has to answer before the socket is cut. */
 #define CLOSE_GRACE_MS 2000
@@ -72,6 +76,11 @@ struct iotgw_listener {
     iotgw_listener *prev, *next;
 };
 
+static inline char *str_dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
 /* conn.c: the bridge between a socket and a Proton connection driver */
 iotgw_conn *conn_new(iotgw_loop *loop, iotgw_transport_kind kind, int is_server, uint32_t idle_timeout_ms,
                      size_t max_output);
@@ -89,6 +98,9 @@ void conn_on_socket_gone(iotgw_conn *c, struct lws *wsi, const char *cond_name, 
 void conn_process(iotgw_conn *c);
 /* libwebsockets is freeing wsi: if a connection still points at it, it is gone. */
 void conn_on_wsi_destroy(struct lws *wsi);
+/* The start of every connection callback: handles the reasons that concern no
+ * connection (returns 1), else sets *c to wsi's connection, or NULL (returns 0). */
+int conn_callback_prologue(struct lws *wsi, enum lws_callback_reasons reason, iotgw_conn **c);
 int client_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len);
 /* Clients: fail the connection unless the server's AMQP open arrives within ms (0: default). */
 void conn_start_connect_deadline(iotgw_conn *c, uint32_t ms);

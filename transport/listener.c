@@ -4,11 +4,6 @@
 
 #include "transport/internal.h"
 
-static char *dup_or_null(const char *s)
-{
-    return s ? strdup(s) : NULL;
-}
-
 int iotgw_listener_new(iotgw_loop *loop, const iotgw_listener_options *opt, iotgw_listener **out,
                        iotgw_diag *diag)
 {
@@ -23,10 +18,10 @@ int iotgw_listener_new(iotgw_loop *loop, const iotgw_listener_options *opt, iotg
     l->loop = loop;
     l->opt = *opt;
     l->ws_path = strdup(opt->ws_path ? opt->ws_path : IOTGW_WS_DEFAULT_PATH);
-    l->address = dup_or_null(opt->address);
+    l->address = str_dup_or_null(opt->address);
     l->cert_file = strdup(opt->tls.cert_file);
     l->key_file = strdup(opt->tls.key_file);
-    l->ca_file = dup_or_null(opt->tls.ca_file);
+    l->ca_file = str_dup_or_null(opt->tls.ca_file);
     l->opt.ws_path = l->ws_path;
     l->opt.address = l->address;
     l->opt.tls.cert_file = l->cert_file;

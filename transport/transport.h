@@ -45,6 +45,7 @@
 #define IOTGW_COND_WEBSOCKET    "iotgw:websocket-failed" /* upgrade refused: HTTP status, subprotocol */
 #define IOTGW_COND_IO           "iotgw:connection-lost"  /* socket closed or reset */
 #define IOTGW_COND_OUTPUT_LIMIT "iotgw:output-limit"     /* peer did not read fast enough */
+#define IOTGW_COND_INPUT_LIMIT  "iotgw:input-limit"      /* input kept coming while reading was paused */
 
 #define IOTGW_WS_SUBPROTOCOL             "AMQPWSB10"
 #define IOTGW_WS_DEFAULT_PATH            "/$iothub/websocket"
@@ -72,7 +73,7 @@ typedef struct iotgw_tls_options {
 /* ------------------------------------------------------------------ loop */
 
 typedef struct iotgw_loop_options {
-    int log_level; /* libwebsockets' own log mask; 0: errors and warnings only */
+    int log_level; /* libwebsockets' own log mask; 0: errors only */
 } iotgw_loop_options;
 
 iotgw_loop *iotgw_loop_new(const iotgw_loop_options *opt, iotgw_diag *diag);
