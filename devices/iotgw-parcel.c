@@ -242,25 +242,58 @@ static ProtobufCMessage *message_from_json(const ProtobufCMessageDescriptor *typ
     return rc ? NULL : m;
 }
 
+/* One line of stdin into *buf, which grows to at most MAX_JSON_LINE + 1 bytes; a longer
+ * line is read to its end, not kept, and flagged. Returns its length, or -1 at the end. */
+static long read_line(char **buf, size_t *cap, int *too_long)
+{
+    size_t n = 0;
+    int ch;
+    *too_long = 0;
+    while ((ch = getchar()) != EOF && ch != '\n') {
+        if (n >= MAX_JSON_LINE) {
+            *too_long = 1;
+            continue;
+        }
+        if (n + 1 >= *cap) {
+            size_t ncap = *cap ? *cap * 2 : 4096;
+            if (ncap > MAX_JSON_LINE + 1)
+                ncap = MAX_JSON_LINE + 1;
+            char *nb = realloc(*buf, ncap);
+            if (!nb)
+                return -1;
+            *buf = nb;
+            *cap = ncap;
+        }
+        (*buf)[n++] = (char)ch;
+    }
+    if (ch == EOF && n == 0 && !*too_long)
+        return -1;
+    if (*cap == 0 && !(*buf = malloc(*cap = 1)))
+        return -1;
+    (*buf)[n] = '\0';
+    return (long)n;
+}
+
 static int cmd_encode(const ProtobufCMessageDescriptor *type)
 {
     char *line = NULL;
     size_t cap = 0;
-    ssize_t n;
+    long n;
+    int too_long;
     unsigned long lineno = 0;
     int status = 0;
-    while ((n = getline(&line, &cap, stdin)) > 0) {
+    while ((n = read_line(&line, &cap, &too_long)) >= 0) {
         lineno++;
-        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-            n--;
-        if (n == 0)
-            continue;
-        iotgw_diag d = {0};
-        if (n > MAX_JSON_LINE) {
+        if (too_long) {
             fprintf(stderr, "iotgw-parcel: line %lu: longer than %d bytes\n", lineno, MAX_JSON_LINE);
             status = 1;
             break;
         }
+        while (n > 0 && line[n - 1] == '\r')
+            n--;
+        if (n == 0)
+            continue;
+        iotgw_diag d = {0};
         ProtobufCMessage *m = message_from_json(type, line, (size_t)n, &d);
         uint8_t *out = NULL;
         size_t out_len = 0;

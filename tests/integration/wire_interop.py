@@ -170,6 +170,13 @@ class WireInterop(unittest.TestCase):
         self.assertEqual(r.returncode, 1)
         self.assertIn("maximum is 10", r.stderr.decode())
 
+    def test_overlong_json_line_is_refused(self):
+        line = b'{"hello":{"deviceId":"' + b"x" * (4 * 1024 * 1024) + b'"}}\n'
+        r = run(["encode"], b'{"ping":{}}\n' + line)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stderr.decode().strip(), "iotgw-parcel: line 2: longer than 4194304 bytes")
+        self.assertEqual(len(read_delimited(r.stdout, Frame)), 1)  # the good line before it went out
+
     def test_bad_json_names_line_and_field(self):
         r = run(["encode"], b'{"hello":{"deviceId":"a"}}\n{"telemetry":{"seq":"x"}}\n')
         self.assertEqual(r.returncode, 1)
