@@ -12,6 +12,7 @@
 
 #include <proton/condition.h>
 #include <proton/connection.h>
+#include <proton/sasl.h>
 
 #include "tests/common/amqp_peer.h"
 #include "tests/unit/check_main.h"
@@ -530,6 +531,70 @@ START_TEST(amqps_close_condition_reaches_the_peer)
 }
 END_TEST
 
+/* A client with a SASL layer (as the Java SDK) reaches a listener, which negotiates
+ * ANONYMOUS; without the option the same listener sees no SASL at all. */
+static char server_mech[32];
+
+static void sasl_watching_server_event(iotgw_conn *c, pn_event_t *e, void *ctx)
+{
+    if (pn_event_type(e) == PN_CONNECTION_REMOTE_OPEN) {
+        pn_sasl_t *sasl = pn_sasl(iotgw_conn_transport(c));
+        const char *mech = pn_sasl_get_mech(sasl);
+        snprintf(server_mech, sizeof server_mech, "%s", mech ? mech : "none");
+    }
+    server_event(c, e, ctx);
+}
+
+static void sasl_watching_accept(iotgw_listener *l, iotgw_conn *c, void *ctx)
+{
+    (void)l;
+    iotgw_conn_set_handler(c, sasl_watching_server_event, ctx);
+}
+
+static void sasl_anonymous(iotgw_transport_kind kind, int with_sasl, const char *expect_mech)
+{
+    server *s = &srv;
+    iotgw_listener_options lo = {.kind = kind,
+                                 .address = "127.0.0.1",
+                                 .tls = {.cert_file = cert("server.pem"), .key_file = cert("server.key")},
+                                 .on_accept = sasl_watching_accept,
+                                 .ctx = s};
+    iotgw_diag d = {0};
+    ck_assert_msg(iotgw_listener_new(loop, &lo, &s->listener, &d) == 0, "listener: %s", d.text);
+    s->peer = (amqp_peer){.is_server = 1, .per_link = 2, .msg_size = 16};
+    client = (amqp_peer){
+        .n_sessions = 1, .links_per_session = 1, .per_link = 2, .msg_size = 16, .expect_received = 2};
+    server_mech[0] = '\0';
+    iotgw_client_options co = {.kind = kind,
+                               .host = "localhost",
+                               .port = iotgw_listener_port(s->listener),
+                               .tls = {.ca_file = cert("ca.pem")},
+                               .sasl_anonymous = with_sasl};
+    connect_ok(&co, client_event, &client);
+    run_until_closed(&client, 20);
+    ck_assert_str_eq(client.cond_name, "");
+    ck_assert_uint_eq(client.received, 2);
+    ck_assert_str_eq(server_mech, expect_mech);
+}
+
+START_TEST(wss_client_sasl_anonymous)
+{
+    sasl_anonymous(IOTGW_TRANSPORT_WSS, 1, "ANONYMOUS");
+}
+END_TEST
+
+START_TEST(amqps_client_sasl_anonymous)
+{
+    sasl_anonymous(IOTGW_TRANSPORT_AMQPS, 1, "ANONYMOUS");
+}
+END_TEST
+
+START_TEST(amqps_client_bare_header)
+{
+    sasl_anonymous(IOTGW_TRANSPORT_AMQPS, 0, "none");
+}
+END_TEST
+
 /* Each case gets a fresh loop (the fixture) and a generous timeout. */
 static TCase *add_case(Suite *s, const char *name)
 {
@@ -550,6 +615,9 @@ Suite *suite_under_test(void)
     tcase_add_test(tc, wss_ten_sessions_of_ten_link_pairs);
     tcase_add_test(tc, amqps_ten_sessions_of_ten_link_pairs);
     tcase_add_test(tc, wss_close_condition_reaches_the_peer);
+    tcase_add_test(tc, wss_client_sasl_anonymous);
+    tcase_add_test(tc, amqps_client_sasl_anonymous);
+    tcase_add_test(tc, amqps_client_bare_header);
     tcase_add_test(tc, amqps_close_condition_reaches_the_peer);
 
     TCase *wf = add_case(s, "wss-failures");
