@@ -258,10 +258,8 @@ void conn_process(iotgw_conn *c)
                 c->closed_seen = 1;
             if (pn_event_type(e) == PN_TRANSPORT_ERROR)
                 name_tls_failure(c);
-            if (pn_event_type(e) == PN_CONNECTION_REMOTE_OPEN && !c->remote_opened) {
-                c->remote_opened = 1;
+            if (pn_event_type(e) == PN_CONNECTION_REMOTE_OPEN)
                 lws_sul_cancel(&c->connect_sul);
-            }
             if (c->fn)
                 c->fn(c, e, c->ctx);
         }
@@ -409,7 +407,9 @@ void iotgw_conn_wake(iotgw_conn *c)
 static void connect_deadline_cb(lws_sorted_usec_list_t *sul)
 {
     iotgw_conn *c = lws_container_of(sul, iotgw_conn, connect_sul);
-    if (c->remote_opened || pn_connection_driver_finished(&c->driver))
+    /* the peer's open arrived (Proton's state says so), or the connection is over */
+    if (!(pn_connection_state(c->driver.connection) & PN_REMOTE_UNINIT) ||
+        pn_connection_driver_finished(&c->driver))
         return;
     pn_connection_driver_errorf(&c->driver, IOTGW_COND_CONNECT, "no AMQP open from %s within %u ms", c->peer,
                                 c->connect_timeout_ms);

@@ -51,7 +51,6 @@ struct iotgw_conn {
     lws_sorted_usec_list_t grace_sul;
     lws_sorted_usec_list_t connect_sul; /* clients: the connect deadline */
     uint32_t connect_timeout_ms;
-    int remote_opened;
     int connected;  /* the socket can carry AMQP (TCP, TLS for WSS, upgrade done) */
     int in_connect; /* inside lws_client_connect_via_info: do not free */
     int closing_socket;
