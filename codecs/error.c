@@ -51,6 +51,8 @@ static const struct err_entry err_table[] = {
     E(IOTGW_ERR_HUBMSG_BODY, "hub message body missing or not binary data"),
     E(IOTGW_ERR_HUBMSG_PAYLOAD, "parcel content does not match its type"),
     E(IOTGW_ERR_HUBMSG_TOO_LARGE, "hub message too large"),
+    E(IOTGW_ERR_CONFIG, "invalid configuration"),
+    E(IOTGW_ERR_IO, "file input/output failed"),
 };
 #undef E
 

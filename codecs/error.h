@@ -68,6 +68,10 @@ enum iotgw_err {
     IOTGW_ERR_HUBMSG_BODY = -351,         /* body section missing or of the wrong kind */
     IOTGW_ERR_HUBMSG_PAYLOAD = -352,      /* parcel content does not parse as its type */
     IOTGW_ERR_HUBMSG_TOO_LARGE = -353,
+
+    /* configuration files */
+    IOTGW_ERR_CONFIG = -400, /* syntax or value; the diag names file, line and key */
+    IOTGW_ERR_IO = -401,     /* a file could not be read or written */
 };
 
 /* Symbolic name of a code ("IOTGW_ERR_SAS_EXPIRED"), or "IOTGW_ERR_UNKNOWN". */

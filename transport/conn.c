@@ -87,8 +87,7 @@ iotgw_conn *conn_new(iotgw_loop *loop, iotgw_transport_kind kind, int is_server,
         pn_transport_set_server(t);
         /* Official SDKs either open a SASL layer or send the bare AMQP header: accept both.
          * Proton detects which from the 8-byte protocol header. */
-        pn_sasl(t);
-        pn_transport_require_auth(t, false);
+        sasl_server_setup(c);
     }
     link_in(loop, c);
     return c;
@@ -156,6 +155,11 @@ void iotgw_conn_set_handler(iotgw_conn *c, iotgw_conn_event_fn fn, void *ctx)
 {
     c->fn = fn;
     c->ctx = ctx;
+}
+
+void *iotgw_conn_context(iotgw_conn *c)
+{
+    return c->ctx;
 }
 
 size_t iotgw_conn_pending_output(iotgw_conn *c)

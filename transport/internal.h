@@ -114,6 +114,9 @@ int amqps_setup_tls(iotgw_conn *c, const iotgw_tls_options *tls, const char *hos
 /* http.c */
 size_t http_request_size(void);
 
+/* sasl_server.c: offer MSSBCBS, ANONYMOUS and (when the listener checks it) PLAIN */
+void sasl_server_setup(iotgw_conn *c);
+
 /* loop.c */
 /* libwebsockets states why a TLS handshake failed only in its log, just before it
  * fails that connection: the last such reason, or "". */

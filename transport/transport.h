@@ -123,6 +123,8 @@ pn_connection_t *iotgw_conn_connection(iotgw_conn *c);
 pn_transport_t *iotgw_conn_transport(iotgw_conn *c);
 /* Replace the handler (a listener's accept callback sets it). */
 void iotgw_conn_set_handler(iotgw_conn *c, iotgw_conn_event_fn fn, void *ctx);
+/* The ctx given with the handler. */
+void *iotgw_conn_context(iotgw_conn *c);
 /* After changing the connection's Proton state outside its own handler (from a timer,
  * another connection's event), call this so that the change is processed and sent. */
 void iotgw_conn_wake(iotgw_conn *c);
@@ -164,6 +166,9 @@ int iotgw_http_respond(iotgw_http_request *req, int status, const char *content_
 
 /* A new AMQP connection was accepted; set its handler with iotgw_conn_set_handler. */
 typedef void (*iotgw_accept_fn)(iotgw_listener *l, iotgw_conn *c, void *ctx);
+/* A client chose SASL PLAIN (IoT Hub: user "{device}@sas.{hub}" or "{policy}@sas.root.{hub}",
+ * password a SAS token). Return 0 to accept; anything else fails SASL authentication. */
+typedef int (*iotgw_sasl_plain_fn)(iotgw_conn *c, const char *user, const char *password, void *ctx);
 
 typedef struct iotgw_listener_options {
     iotgw_transport_kind kind;
@@ -173,6 +178,7 @@ typedef struct iotgw_listener_options {
     iotgw_tls_options tls; /* cert_file and key_file are required */
     iotgw_accept_fn on_accept;
     iotgw_http_fn on_http; /* WSS: other paths; NULL: 404 */
+    iotgw_sasl_plain_fn on_sasl_plain; /* NULL: PLAIN is not offered */
     void *ctx;
     uint32_t idle_timeout_ms; /* advertised; 0: IOTGW_DEFAULT_IDLE_TIMEOUT_MS */
     size_t max_http_body;     /* 0: 1 MiB; larger bodies get 413 */
@@ -180,8 +186,9 @@ typedef struct iotgw_listener_options {
     uint32_t split_seed;      /* tests: as for clients */
 } iotgw_listener_options;
 
-/* Accepted connections detect the protocol header: a SASL layer (ANONYMOUS offered)
- * or a bare AMQP header are both served. */
+/* Accepted connections detect the protocol header: a SASL layer or a bare AMQP header
+ * are both served. SASL offers MSSBCBS and ANONYMOUS (both accepted at once: IoT Hub
+ * clients authenticate later through CBS) and PLAIN when on_sasl_plain is set. */
 int iotgw_listener_new(iotgw_loop *loop, const iotgw_listener_options *opt, iotgw_listener **out,
                        iotgw_diag *diag);
 int iotgw_listener_port(const iotgw_listener *l);

@@ -1,0 +1,113 @@
+#include "emulator/address.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "codecs/identity.h"
+#include "codecs/percent.h"
+
+#define MAX_SEGMENTS 8
+
+const char *emu_address_kind_name(emu_address_kind kind)
+{
+    switch (kind) {
+    case EMU_ADDR_CBS: return "cbs";
+    case EMU_ADDR_TELEMETRY: return "telemetry";
+    case EMU_ADDR_C2D: return "c2d";
+    case EMU_ADDR_METHODS: return "methods";
+    case EMU_ADDR_TWIN: return "twin";
+    case EMU_ADDR_SERVICE_C2D: return "service-c2d";
+    case EMU_ADDR_SERVICE_FEEDBACK: return "service-feedback";
+    }
+    return "?";
+}
+
+void emu_address_clear(emu_address *a)
+{
+    free(a->device_id);
+    free(a->module_id);
+    memset(a, 0, sizeof *a);
+}
+
+static int decode_id(const char *seg, size_t n, const char *what, char **out, iotgw_diag *diag)
+{
+    int rc = iotgw_percent_decode(seg, n, out, diag);
+    if (!rc && (rc = iotgw_identity_check(*out, what, diag))) {
+        free(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+static int word(const char *seg, size_t n, const char *w)
+{
+    return strlen(w) == n && !strncasecmp(seg, w, n);
+}
+
+int emu_address_parse(const char *address, emu_address *out, iotgw_diag *diag)
+{
+    memset(out, 0, sizeof *out);
+    if (!address || !*address)
+        return iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "no address");
+    const char *p = address;
+    if (!strncasecmp(p, "amqps://", 8)) {
+        p = strchr(p + 8, '/');
+        if (!p)
+            return iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "address \"%.100s\" has a host but no path",
+                                   address);
+    }
+    if (!strcmp(p, "$cbs") || !strcmp(p, "/$cbs")) {
+        out->kind = EMU_ADDR_CBS;
+        return 0;
+    }
+    const char *seg[MAX_SEGMENTS];
+    size_t len[MAX_SEGMENTS];
+    int n = 0;
+    if (*p == '/')
+        p++;
+    while (*p) {
+        if (n == MAX_SEGMENTS)
+            return iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "unknown address \"%.100s\"", address);
+        const char *slash = strchr(p, '/');
+        size_t l = slash ? (size_t)(slash - p) : strlen(p);
+        seg[n] = p;
+        len[n++] = l;
+        p += l;
+        if (*p == '/')
+            p++;
+    }
+    if (n == 2 && word(seg[0], len[0], "messages") && word(seg[1], len[1], "devicebound")) {
+        out->kind = EMU_ADDR_SERVICE_C2D;
+        return 0;
+    }
+    if (n == 3 && word(seg[0], len[0], "messages") && word(seg[1], len[1], "serviceBound") &&
+        word(seg[2], len[2], "feedback")) {
+        out->kind = EMU_ADDR_SERVICE_FEEDBACK;
+        return 0;
+    }
+    if (n < 3 || !word(seg[0], len[0], "devices"))
+        return iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "unknown address \"%.100s\"", address);
+    int rest = 2;
+    if (n >= 5 && word(seg[2], len[2], "modules"))
+        rest = 4;
+    int tail = n - rest;
+    const char *a = seg[rest], *b = tail == 2 ? seg[rest + 1] : NULL;
+    size_t la = len[rest], lb = tail == 2 ? len[rest + 1] : 0;
+    if (tail == 1 && word(a, la, "twin"))
+        out->kind = EMU_ADDR_TWIN;
+    else if (tail == 2 && word(a, la, "messages") && word(b, lb, "events"))
+        out->kind = EMU_ADDR_TELEMETRY;
+    else if (tail == 2 && word(a, la, "messages") && word(b, lb, "devicebound"))
+        out->kind = EMU_ADDR_C2D;
+    else if (tail == 2 && word(a, la, "methods") && word(b, lb, "devicebound"))
+        out->kind = EMU_ADDR_METHODS;
+    else
+        return iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "unknown address \"%.100s\"", address);
+    int rc = decode_id(seg[1], len[1], "device id", &out->device_id, diag);
+    if (!rc && rest == 4)
+        rc = decode_id(seg[3], len[3], "module id", &out->module_id, diag);
+    if (rc)
+        emu_address_clear(out);
+    return rc;
+}

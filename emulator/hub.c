@@ -1,0 +1,664 @@
+#include "emulator/hub.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <openssl/rand.h>
+#include <proton/condition.h>
+#include <proton/connection.h>
+#include <proton/delivery.h>
+#include <proton/session.h>
+#include <proton/terminus.h>
+#include <proton/transport.h>
+
+#include "emulator/address.h"
+#include "transport/messaging.h"
+
+/* Credit the hub gives on links it receives on (the hub's own figures are not known;
+ * the CBS value is observed). Refilled when half is used. */
+#define CREDIT_CBS       100
+#define CREDIT_TELEMETRY 1000
+#define CREDIT_REQUESTS  100
+/* Bytes a session may buffer from the peer: bounds memory per session. */
+#define SESSION_CAPACITY (4u * 1024 * 1024)
+
+uint64_t emu_now_s(void)
+{
+    return (uint64_t)time(NULL);
+}
+
+int64_t emu_wall_ms(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+/* ------------------------------------------------------------------ sessions */
+
+emu_session *emu_session_find(emu_conn *c, emu_identity *id)
+{
+    for (emu_session *s = id->live.sessions; s; s = s->next_of_identity)
+        if (s->conn == c)
+            return s;
+    return NULL;
+}
+
+emu_session *emu_session_get(emu_conn *c, emu_identity *id, uint64_t token_expiry)
+{
+    emu_session *s = emu_session_find(c, id);
+    if (s) {
+        if (token_expiry && !s->token_expiry)
+            c->tokens++;
+        if (token_expiry)
+            s->token_expiry = token_expiry;
+        return s;
+    }
+    s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->id = id;
+    s->conn = c;
+    s->token_expiry = token_expiry;
+    if (token_expiry)
+        c->tokens++;
+    s->next_in_conn = c->sessions;
+    c->sessions = s;
+    s->next_of_identity = id->live.sessions;
+    id->live.sessions = s;
+    return s;
+}
+
+static void link_forget_session(emu_link *l)
+{
+    emu_session *s = l->session;
+    if (!s)
+        return;
+    if (s->telemetry == l)
+        s->telemetry = NULL;
+    if (s->c2d == l)
+        s->c2d = NULL;
+    if (s->method_requests == l)
+        s->method_requests = NULL;
+    if (s->method_responses == l)
+        s->method_responses = NULL;
+    if (s->twin_requests == l)
+        s->twin_requests = NULL;
+    if (s->twin_responses == l) {
+        s->twin_responses = NULL;
+        s->desired_subscribed = 0;
+    }
+    l->session = NULL;
+}
+
+void emu_session_end(emu_session *s, const char *cond_name, const char *description)
+{
+    emu_conn *c = s->conn;
+    emu_identity *id = s->id;
+    for (emu_link *l = c->links; l; l = l->next) {
+        if (l->session != s)
+            continue;
+        int was_method_link = l->kind == EMU_LINK_METHOD_REQUESTS;
+        link_forget_session(l);
+        l->kind = EMU_LINK_REFUSED;
+        if (!(pn_link_state(l->link) & PN_LOCAL_CLOSED))
+            iotgw_link_close_with(l->link, cond_name, description);
+        (void)was_method_link;
+    }
+    for (emu_session **p = &c->sessions; *p; p = &(*p)->next_in_conn)
+        if (*p == s) {
+            *p = s->next_in_conn;
+            break;
+        }
+    for (emu_session **p = (emu_session **)&id->live.sessions; *p; p = &(*p)->next_of_identity)
+        if (*p == s) {
+            *p = s->next_of_identity;
+            break;
+        }
+    if (s->token_expiry)
+        c->tokens--;
+    int was_active = id->live.session == s;
+    if (was_active)
+        id->live.session = NULL;
+    free(s);
+    if (was_active) {
+        emu_c2d_requeue(id);
+        emu_methods_session_changed(c->hub, id);
+    }
+    if (c->conn)
+        iotgw_conn_wake(c->conn);
+}
+
+/* ------------------------------------------------------------------ token expiry */
+
+static void expiry_fired(iotgw_timer *t, void *ctx)
+{
+    emu_conn *c = ctx;
+    (void)t;
+    c->expiry_timer = NULL;
+    uint64_t now = emu_now_s();
+    if (c->device_grant && c->device_grant <= now) {
+        emu_log("info", "conn %" PRIu64 ": hub-level device token expired", c->serial);
+        c->device_grant = 0;
+        c->tokens--;
+    }
+    if (c->service_grant && c->service_grant <= now) {
+        emu_log("info", "conn %" PRIu64 ": service token expired", c->serial);
+        c->service_grant = 0;
+        c->tokens--;
+        for (emu_link *l = c->links; l; l = l->next)
+            if (l->kind == EMU_LINK_SERVICE_C2D) {
+                l->kind = EMU_LINK_REFUSED;
+                iotgw_link_close_with(l->link, "amqp:unauthorized-access", "the service token expired");
+            }
+    }
+    emu_session *s = c->sessions;
+    while (s) {
+        emu_session *next = s->next_in_conn;
+        int expired = s->token_expiry ? s->token_expiry <= now : !c->device_grant;
+        if (expired) {
+            emu_log("info", "conn %" PRIu64 ": %s: token expired, links detached", c->serial, s->id->id);
+            emu_session_end(s, "amqp:unauthorized-access",
+                            "the identity's token expired and was not renewed");
+        }
+        s = next;
+    }
+    emu_conn_schedule_expiry(c);
+    iotgw_conn_wake(c->conn);
+}
+
+void emu_conn_schedule_expiry(emu_conn *c)
+{
+    uint64_t next = 0;
+    uint64_t grants[2] = {c->device_grant, c->service_grant};
+    for (int i = 0; i < 2; i++)
+        if (grants[i] && (!next || grants[i] < next))
+            next = grants[i];
+    for (emu_session *s = c->sessions; s; s = s->next_in_conn)
+        if (s->token_expiry && (!next || s->token_expiry < next))
+            next = s->token_expiry;
+    if (c->expiry_timer) {
+        iotgw_timer_cancel(c->expiry_timer);
+        c->expiry_timer = NULL;
+    }
+    if (!next)
+        return;
+    uint64_t now = emu_now_s();
+    int64_t delay = next > now ? (int64_t)(next - now) * 1000 : 0;
+    c->expiry_timer = iotgw_timer_start(c->hub->loop, delay, expiry_fired, c);
+}
+
+/* ------------------------------------------------------------------ links */
+
+static emu_link *link_record(emu_conn *c, pn_link_t *link, emu_link_kind kind)
+{
+    emu_link *l = calloc(1, sizeof *l);
+    if (!l)
+        return NULL;
+    l->kind = kind;
+    l->link = link;
+    l->conn = c;
+    l->next = c->links;
+    if (c->links)
+        c->links->prev = l;
+    c->links = l;
+    pn_link_set_context(link, l);
+    return l;
+}
+
+static void link_record_free(emu_link *l)
+{
+    emu_conn *c = l->conn;
+    link_forget_session(l);
+    if (l->prev)
+        l->prev->next = l->next;
+    else
+        c->links = l->next;
+    if (l->next)
+        l->next->prev = l->prev;
+    pn_link_set_context(l->link, NULL);
+    free(l->reply_address);
+    free(l);
+}
+
+static void refuse(emu_conn *c, pn_link_t *link, const char *cond, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void refuse(emu_conn *c, pn_link_t *link, const char *cond, const char *fmt, ...)
+{
+    char desc[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(desc, sizeof desc, fmt, ap);
+    va_end(ap);
+    emu_log("warn", "conn %" PRIu64 ": link \"%s\" refused: %s (%s)", c->serial, pn_link_name(link), desc,
+            cond);
+    link_record(c, link, EMU_LINK_REFUSED);
+    pn_link_open(link);
+    iotgw_link_close_with(link, cond, desc);
+}
+
+static void grant_credit(pn_link_t *link, int credit)
+{
+    int have = pn_link_credit(link);
+    if (have < credit / 2)
+        pn_link_flow(link, credit - have);
+}
+
+static int credit_for(emu_link_kind kind)
+{
+    switch (kind) {
+    case EMU_LINK_CBS_REQUESTS: return CREDIT_CBS;
+    case EMU_LINK_TELEMETRY: return CREDIT_TELEMETRY;
+    default: return CREDIT_REQUESTS;
+    }
+}
+
+static void open_link(emu_link *l)
+{
+    pn_link_t *link = l->link;
+    pn_terminus_copy(pn_link_source(link), pn_link_remote_source(link));
+    pn_terminus_copy(pn_link_target(link), pn_link_remote_target(link));
+    pn_link_set_snd_settle_mode(link, pn_link_remote_snd_settle_mode(link));
+    pn_link_set_rcv_settle_mode(link, pn_link_remote_rcv_settle_mode(link));
+    pn_link_set_max_message_size(link, EMU_LINK_MAX_MESSAGE_SIZE);
+    pn_link_open(link);
+    if (pn_link_is_receiver(link))
+        grant_credit(link, credit_for(l->kind));
+}
+
+/* Which device link a client attach makes, from the address and who sends. */
+static emu_link_kind device_link_kind(emu_address_kind a, int we_send)
+{
+    switch (a) {
+    case EMU_ADDR_TELEMETRY: return we_send ? 0 : EMU_LINK_TELEMETRY;
+    case EMU_ADDR_C2D: return we_send ? EMU_LINK_C2D : 0;
+    case EMU_ADDR_METHODS: return we_send ? EMU_LINK_METHOD_REQUESTS : EMU_LINK_METHOD_RESPONSES;
+    case EMU_ADDR_TWIN: return we_send ? EMU_LINK_TWIN_RESPONSES : EMU_LINK_TWIN_REQUESTS;
+    default: return 0;
+    }
+}
+
+static emu_link **session_slot(emu_session *s, emu_link_kind kind)
+{
+    switch (kind) {
+    case EMU_LINK_TELEMETRY: return &s->telemetry;
+    case EMU_LINK_C2D: return &s->c2d;
+    case EMU_LINK_METHOD_REQUESTS: return &s->method_requests;
+    case EMU_LINK_METHOD_RESPONSES: return &s->method_responses;
+    case EMU_LINK_TWIN_REQUESTS: return &s->twin_requests;
+    case EMU_LINK_TWIN_RESPONSES: return &s->twin_responses;
+    default: return NULL;
+    }
+}
+
+/* IoT Hub keeps one connection per identity: the session attaching now becomes the
+ * active one and the previous one loses its links. */
+static void take_over(emu_session *s)
+{
+    emu_identity *id = s->id;
+    emu_session *old = id->live.session;
+    s->attached = 1;
+    if (old == s)
+        return;
+    id->live.session = s;
+    if (old) {
+        emu_log("info", "%s: links moved from conn %" PRIu64 " to conn %" PRIu64, id->id, old->conn->serial,
+                s->conn->serial);
+        emu_session_end(old, "com.microsoft:link-creation-conflict",
+                        "a newer connection for this identity took its links over");
+    }
+}
+
+static void attach_device_link(emu_conn *c, pn_link_t *link, emu_address *a)
+{
+    int we_send = pn_link_is_sender(link);
+    emu_link_kind kind = device_link_kind(a->kind, we_send);
+    emu_identity *id = emu_registry_find(c->hub->registry, a->device_id, a->module_id);
+    const char *who = a->device_id;
+    char both[300];
+    if (a->module_id) {
+        snprintf(both, sizeof both, "%s/%s", a->device_id, a->module_id);
+        who = both;
+    }
+    emu_session *s = id ? emu_session_find(c, id) : NULL;
+    uint64_t now = emu_now_s();
+    if (s && s->token_expiry && s->token_expiry <= now)
+        s = NULL;
+    if (!s && c->device_grant > now) {
+        if (!id) {
+            refuse(c, link, "amqp:not-found", "%s is not registered on this hub", who);
+            return;
+        }
+        s = emu_session_get(c, id, 0);
+    }
+    if (!s) {
+        refuse(c, link, "amqp:unauthorized-access",
+               "%s is not authorized on this connection (no valid CBS token)", who);
+        return;
+    }
+    if (!id->enabled) {
+        refuse(c, link, "amqp:unauthorized-access", "%s is disabled", who);
+        return;
+    }
+    if (!kind) {
+        refuse(c, link, "amqp:not-allowed", "wrong direction for %s link of %s",
+               emu_address_kind_name(a->kind), who);
+        return;
+    }
+    take_over(s);
+    emu_link *l = link_record(c, link, kind);
+    if (!l) {
+        pn_link_close(link);
+        return;
+    }
+    emu_link **slot = session_slot(s, kind);
+    if (*slot && *slot != l && kind != EMU_LINK_TELEMETRY) {
+        emu_link *old = *slot;
+        link_forget_session(old);
+        old->kind = EMU_LINK_REFUSED;
+        iotgw_link_close_with(old->link, "amqp:link:stolen", "a newer link of the same kind replaced it");
+    }
+    *slot = l;
+    l->session = s;
+    open_link(l);
+    id->live.last_activity_ms = emu_wall_ms();
+    emu_log("info", "conn %" PRIu64 ": %s: %s link \"%s\" attached", c->serial, id->id,
+            emu_address_kind_name(a->kind), pn_link_name(link));
+    if (kind == EMU_LINK_C2D)
+        emu_c2d_pump(s);
+    if (kind == EMU_LINK_METHOD_REQUESTS)
+        emu_methods_session_changed(c->hub, id);
+}
+
+static void on_link_open(emu_conn *c, pn_link_t *link)
+{
+    if (!(pn_link_state(link) & PN_LOCAL_UNINIT))
+        return; /* we opened it */
+    int we_send = pn_link_is_sender(link);
+    pn_terminus_t *remote = we_send ? pn_link_remote_source(link) : pn_link_remote_target(link);
+    const char *address = pn_terminus_get_address(remote);
+    emu_address a;
+    iotgw_diag diag = {0};
+    if (emu_address_parse(address, &a, &diag)) {
+        refuse(c, link, "amqp:not-found", "%s", diag.text);
+        return;
+    }
+    emu_link *l;
+    switch (a.kind) {
+    case EMU_ADDR_CBS:
+        l = link_record(c, link, we_send ? EMU_LINK_CBS_REPLIES : EMU_LINK_CBS_REQUESTS);
+        if (!l)
+            break;
+        if (we_send) {
+            const char *reply = pn_terminus_get_address(pn_link_remote_target(link));
+            l->reply_address = reply ? strdup(reply) : NULL;
+        }
+        open_link(l);
+        break;
+    case EMU_ADDR_SERVICE_C2D:
+        if (we_send)
+            refuse(c, link, "amqp:not-allowed", "/messages/devicebound takes messages from the service");
+        else if (!(c->service_grant > emu_now_s() && (c->service_rights & EMU_RIGHT_SERVICE_CONNECT)))
+            refuse(c, link, "amqp:unauthorized-access", "sending to devices needs a ServiceConnect token");
+        else if ((l = link_record(c, link, EMU_LINK_SERVICE_C2D)))
+            open_link(l);
+        break;
+    case EMU_ADDR_SERVICE_FEEDBACK:
+        refuse(c, link, "amqp:not-implemented", "the feedback receiver is not available yet");
+        break;
+    default: attach_device_link(c, link, &a); break;
+    }
+    emu_address_clear(&a);
+}
+
+static void on_link_closed(emu_conn *c, pn_link_t *link)
+{
+    emu_link *l = pn_link_get_context(link);
+    if (l && l->session) {
+        emu_identity *id = l->session->id;
+        int method = l->kind == EMU_LINK_METHOD_REQUESTS;
+        emu_log("info", "conn %" PRIu64 ": %s: link \"%s\" detached by the client", c->serial, id->id,
+                pn_link_name(link));
+        link_forget_session(l);
+        if (method)
+            emu_methods_session_changed(c->hub, id);
+    }
+    if (!(pn_link_state(link) & PN_LOCAL_CLOSED))
+        pn_link_close(link);
+}
+
+static void on_delivery(emu_conn *c, pn_delivery_t *d)
+{
+    pn_link_t *link = pn_delivery_link(d);
+    emu_link *l = pn_link_get_context(link);
+    if (pn_link_is_sender(link)) {
+        if (l && l->kind == EMU_LINK_C2D)
+            emu_c2d_on_disposition(l, d);
+        else if (pn_delivery_remote_state(d) && pn_delivery_remote_state(d) != PN_RECEIVED &&
+                 !pn_delivery_settled(d))
+            pn_delivery_settle(d);
+        return;
+    }
+    if (!pn_delivery_readable(d))
+        return;
+    if (pn_delivery_partial(d)) {
+        if (pn_delivery_pending(d) > EMU_LINK_MAX_MESSAGE_SIZE) {
+            emu_log("warn", "conn %" PRIu64 ": link \"%s\": message over %d bytes", c->serial,
+                    pn_link_name(link), EMU_LINK_MAX_MESSAGE_SIZE);
+            iotgw_link_close_with(link, "amqp:link:message-size-exceeded",
+                                  "the message is larger than the link's max-message-size");
+        }
+        return;
+    }
+    switch (l ? l->kind : EMU_LINK_REFUSED) {
+    case EMU_LINK_CBS_REQUESTS: emu_cbs_on_request(l, d); break;
+    case EMU_LINK_TELEMETRY: emu_telemetry_on_delivery(l, d); break;
+    case EMU_LINK_METHOD_RESPONSES: emu_methods_on_response(l, d); break;
+    case EMU_LINK_TWIN_REQUESTS: emu_twin_on_request(l, d); break;
+    case EMU_LINK_SERVICE_C2D: emu_service_c2d_on_delivery(l, d); break;
+    default: {
+        uint8_t *buf;
+        size_t len;
+        iotgw_delivery_take(d, 0, &buf, &len);
+        iotgw_delivery_settle(d, PN_REJECTED, "amqp:unauthorized-access",
+                              "this link is no longer authorized");
+        return;
+    }
+    }
+    if (!(pn_link_state(link) & PN_LOCAL_CLOSED))
+        grant_credit(link, credit_for(l->kind));
+}
+
+static void on_flow(emu_conn *c, pn_link_t *link)
+{
+    emu_link *l = pn_link_get_context(link);
+    (void)c;
+    if (!l || !l->session || !pn_link_is_sender(link))
+        return;
+    if (l->kind == EMU_LINK_C2D)
+        emu_c2d_pump(l->session);
+    else if (l->kind == EMU_LINK_METHOD_REQUESTS)
+        emu_methods_session_changed(l->conn->hub, l->session->id);
+}
+
+/* ------------------------------------------------------------------ connections */
+
+static void conn_free(emu_conn *c)
+{
+    emu_hub *hub = c->hub;
+    while (c->sessions)
+        emu_session_end(c->sessions, NULL, NULL);
+    while (c->links)
+        link_record_free(c->links);
+    if (c->expiry_timer)
+        iotgw_timer_cancel(c->expiry_timer);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        hub->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    free(c);
+}
+
+static void conn_event(iotgw_conn *ic, pn_event_t *e, void *ctx)
+{
+    emu_conn *c = ctx;
+    switch (pn_event_type(e)) {
+    case PN_CONNECTION_REMOTE_OPEN: {
+        pn_connection_t *pc = pn_event_connection(e);
+        uint8_t r[16];
+        char container[64] = "DeviceGateway_";
+        RAND_bytes(r, sizeof r);
+        for (int i = 0; i < 16; i++)
+            snprintf(container + 14 + 2 * i, 3, "%02x", r[i]);
+        pn_connection_set_container(pc, container);
+        pn_connection_open(pc);
+        const char *rc = pn_connection_remote_container(pc);
+        emu_log("info", "conn %" PRIu64 ": AMQP open from %s (container \"%.80s\", SASL %s)", c->serial,
+                iotgw_conn_peer(ic), rc ? rc : "",
+                pn_transport_is_authenticated(iotgw_conn_transport(ic)) ? "yes" : "no");
+        break;
+    }
+    case PN_SESSION_REMOTE_OPEN: {
+        pn_session_t *s = pn_event_session(e);
+        if (pn_session_state(s) & PN_LOCAL_UNINIT) {
+            pn_session_set_incoming_capacity(s, SESSION_CAPACITY);
+            pn_session_open(s);
+        }
+        break;
+    }
+    case PN_LINK_REMOTE_OPEN: on_link_open(c, pn_event_link(e)); break;
+    case PN_LINK_REMOTE_CLOSE:
+    case PN_LINK_REMOTE_DETACH: on_link_closed(c, pn_event_link(e)); break;
+    case PN_LINK_FLOW: on_flow(c, pn_event_link(e)); break;
+    case PN_DELIVERY: on_delivery(c, pn_event_delivery(e)); break;
+    case PN_LINK_FINAL: {
+        emu_link *l = pn_link_get_context(pn_event_link(e));
+        if (l)
+            link_record_free(l);
+        break;
+    }
+    case PN_SESSION_REMOTE_CLOSE: pn_session_close(pn_event_session(e)); break;
+    case PN_CONNECTION_REMOTE_CLOSE: pn_connection_close(pn_event_connection(e)); break;
+    case PN_TRANSPORT_CLOSED: {
+        pn_condition_t *cond = pn_transport_condition(iotgw_conn_transport(ic));
+        if (pn_condition_is_set(cond))
+            emu_log("info", "conn %" PRIu64 ": closed: %s: %s", c->serial, pn_condition_get_name(cond),
+                    pn_condition_get_description(cond) ? pn_condition_get_description(cond) : "");
+        else
+            emu_log("info", "conn %" PRIu64 ": closed", c->serial);
+        c->conn = NULL;
+        conn_free(c);
+        break;
+    }
+    default: break;
+    }
+}
+
+static void on_accept(iotgw_listener *li, iotgw_conn *ic, void *ctx)
+{
+    emu_hub *hub = ctx;
+    (void)li;
+    emu_conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        iotgw_conn_close(ic, "amqp:internal-error", "out of memory");
+        return;
+    }
+    c->hub = hub;
+    c->conn = ic;
+    c->serial = ++hub->next_serial;
+    c->next = hub->conns;
+    if (hub->conns)
+        hub->conns->prev = c;
+    hub->conns = c;
+    iotgw_conn_set_handler(ic, conn_event, c);
+    emu_log("info", "conn %" PRIu64 ": accepted %s", c->serial, iotgw_conn_peer(ic));
+}
+
+int emu_hub_new(iotgw_loop *loop, emu_registry *registry, const emu_hub_options *opt, emu_hub **out,
+                iotgw_diag *diag)
+{
+    emu_hub *hub = calloc(1, sizeof *hub);
+    if (!hub)
+        return iotgw_diag_fail(diag, IOTGW_ERR_NOMEM, "out of memory");
+    hub->loop = loop;
+    hub->registry = registry;
+    hub->opt = *opt;
+    hub->opt.hostname = strdup(opt->hostname ? opt->hostname : "localhost");
+    hub->opt.listen_addr = NULL;
+    hub->opt.amqps_addr = NULL;
+    hub->opt.cert_file = hub->opt.key_file = NULL;
+    if (!hub->opt.max_tokens)
+        hub->opt.max_tokens = EMU_MAX_TOKENS_DEFAULT;
+    hub->scratch = pn_message();
+    if (!hub->opt.hostname || !hub->scratch) {
+        emu_hub_free(hub);
+        return iotgw_diag_fail(diag, IOTGW_ERR_NOMEM, "out of memory");
+    }
+    iotgw_listener_options lo = {
+        .tls = {.cert_file = opt->cert_file, .key_file = opt->key_file},
+        .on_accept = on_accept,
+        .on_http = opt->on_http,
+        .on_sasl_plain = emu_cbs_sasl_plain,
+        .ctx = hub,
+        .idle_timeout_ms = opt->idle_timeout_ms,
+    };
+    int rc = 0;
+    if (opt->listen_addr) {
+        lo.kind = IOTGW_TRANSPORT_WSS;
+        lo.address = opt->listen_addr;
+        lo.port = opt->listen_port;
+        rc = iotgw_listener_new(loop, &lo, &hub->wss, diag);
+    }
+    if (!rc && opt->amqps_addr) {
+        lo.kind = IOTGW_TRANSPORT_AMQPS;
+        lo.address = opt->amqps_addr;
+        lo.port = opt->amqps_port;
+        lo.on_http = NULL;
+        rc = iotgw_listener_new(loop, &lo, &hub->amqps, diag);
+    }
+    if (rc) {
+        emu_hub_free(hub);
+        return rc;
+    }
+    *out = hub;
+    return 0;
+}
+
+void emu_hub_free(emu_hub *hub)
+{
+    if (!hub)
+        return;
+    if (hub->wss)
+        iotgw_listener_free(hub->wss);
+    if (hub->amqps)
+        iotgw_listener_free(hub->amqps);
+    while (hub->conns) {
+        emu_conn *c = hub->conns;
+        iotgw_conn_set_handler(c->conn, NULL, NULL);
+        conn_free(c);
+    }
+    while (hub->calls)
+        emu_method_cancel(hub->calls);
+    for (int i = 0; i < emu_registry_count(hub->registry); i++)
+        emu_c2d_free(emu_registry_at(hub->registry, i));
+    if (hub->scratch)
+        pn_message_free(hub->scratch);
+    free((char *)hub->opt.hostname);
+    free(hub);
+}
+
+int emu_hub_wss_port(const emu_hub *hub)
+{
+    return hub->wss ? iotgw_listener_port(hub->wss) : 0;
+}
+
+int emu_hub_amqps_port(const emu_hub *hub)
+{
+    return hub->amqps ? iotgw_listener_port(hub->amqps) : 0;
+}

@@ -1,0 +1,173 @@
+/*
+ * The emulated hub, device side: listeners (HTTPS + WSS, AMQPS), AMQP connections, CBS
+ * authorization, and each identity's links (telemetry, cloud-to-device, methods, twin).
+ * Files: hub.c (connections, link attach and routing), cbs.c, telemetry.c, c2d.c,
+ * methods.c, twin.c, log.c. The reference is shared/docs/iothub-amqp-protocol.md; the
+ * choices made where it says UNCONFIRMED are listed in docs/emulator.md.
+ *
+ * Model: an emu_conn is one AMQP connection. A CBS put-token for a device (or module)
+ * creates an emu_session, that identity's presence on the connection, with the token's
+ * expiry; a hub-level token (a policy with DeviceConnect, sr = the hub) lets sessions be
+ * created on first attach instead. An identity's links live in its session. At most one
+ * session per identity is active (identity->live.session): the one that attached last,
+ * as IoT Hub keeps one connection per identity; methods, C2D and desired updates go to it.
+ *
+ * Ownership: the hub owns connections, sessions and link records; the registry and the
+ * loop are the caller's and outlive the hub. Threading: event-loop thread only.
+ */
+#ifndef IOTGW_EMULATOR_HUB_H
+#define IOTGW_EMULATOR_HUB_H
+
+#include <stdint.h>
+#include <proton/link.h>
+#include <proton/message.h>
+
+#include "emulator/registry.h"
+#include "transport/transport.h"
+
+#define EMU_MAX_TOKENS_DEFAULT    1000
+#define EMU_MAX_MESSAGE_SIZE      (256 * 1024)  /* IoT Hub's D2C limit */
+#define EMU_LINK_MAX_MESSAGE_SIZE (1024 * 1024) /* advertised on attach (CBS links: observed) */
+#define EMU_C2D_MAX_QUEUE         50
+#define EMU_C2D_MAX_SIZE          (64 * 1024)
+#define EMU_METHOD_MAX_PAYLOAD    (128 * 1024)
+
+typedef struct emu_hub_options {
+    const char *hostname;    /* the hub's name; token sr hosts must match it */
+    const char *listen_addr; /* HTTPS + WSS; NULL: no such listener */
+    int listen_port;
+    const char *amqps_addr; /* NULL: no AMQPS listener */
+    int amqps_port;
+    const char *cert_file, *key_file;
+    int max_tokens; /* per connection; 0: EMU_MAX_TOKENS_DEFAULT */
+    uint32_t idle_timeout_ms;
+    iotgw_http_fn on_http; /* the service REST API; its ctx is the hub */
+} emu_hub_options;
+
+typedef struct emu_hub emu_hub;
+typedef struct emu_conn emu_conn;
+typedef struct emu_session emu_session;
+typedef struct emu_link emu_link;
+
+typedef struct emu_method_call emu_method_call;
+
+typedef enum emu_link_kind {
+    EMU_LINK_CBS_REQUESTS = 1, /* client sender to $cbs */
+    EMU_LINK_CBS_REPLIES,      /* client receiver from $cbs */
+    EMU_LINK_TELEMETRY,
+    EMU_LINK_C2D,
+    EMU_LINK_METHOD_REQUESTS,  /* hub sends requests */
+    EMU_LINK_METHOD_RESPONSES, /* hub receives answers */
+    EMU_LINK_TWIN_REQUESTS,    /* hub receives GET/PATCH/PUT */
+    EMU_LINK_TWIN_RESPONSES,   /* hub sends answers and desired updates */
+    EMU_LINK_SERVICE_C2D,
+    EMU_LINK_REFUSED, /* attached only to be detached with an error */
+} emu_link_kind;
+
+struct emu_link {
+    emu_link_kind kind;
+    pn_link_t *link;
+    emu_conn *conn;
+    emu_session *session; /* device links */
+    char *reply_address;  /* CBS replies: the client's target address (C# routes by it) */
+    emu_link *prev, *next;
+};
+
+struct emu_session {
+    emu_identity *id;
+    emu_conn *conn;
+    uint64_t token_expiry; /* seconds since the epoch; 0: covered by a hub-level grant */
+    int attached;          /* has attached a link: it may be the active session */
+    emu_link *telemetry;   /* the most recent; several are allowed */
+    emu_link *c2d, *method_requests, *method_responses, *twin_requests, *twin_responses;
+    int desired_subscribed;
+    emu_session *next_in_conn;
+    emu_session *next_of_identity; /* the identity's sessions on every connection */
+};
+
+struct emu_conn {
+    emu_hub *hub;
+    iotgw_conn *conn;
+    uint64_t serial; /* for logs: "conn 12" */
+    emu_link *links;
+    emu_session *sessions;
+    int tokens;              /* audiences holding a token, for the per-connection limit */
+    uint64_t device_grant;   /* expiry of a hub-level DeviceConnect token; 0: none */
+    uint64_t service_grant;  /* expiry of a ServiceConnect token; 0: none */
+    unsigned service_rights; /* that policy's rights */
+    iotgw_timer *expiry_timer;
+    emu_conn *prev, *next;
+};
+
+struct emu_hub {
+    iotgw_loop *loop;
+    emu_registry *registry;
+    emu_hub_options opt; /* strings are owned copies */
+    iotgw_listener *wss, *amqps;
+    emu_conn *conns;
+    uint64_t next_serial;
+    pn_message_t *scratch;  /* reused for decoding */
+    emu_method_call *calls; /* direct methods waiting for a device */
+};
+
+int emu_hub_new(iotgw_loop *loop, emu_registry *registry, const emu_hub_options *opt, emu_hub **out,
+                iotgw_diag *diag);
+void emu_hub_free(emu_hub *hub);
+int emu_hub_wss_port(const emu_hub *hub);
+int emu_hub_amqps_port(const emu_hub *hub);
+
+/* hub.c, used by the other files */
+uint64_t emu_now_s(void);
+int64_t emu_wall_ms(void);
+/* The session of id on conn, or NULL. */
+emu_session *emu_session_find(emu_conn *c, emu_identity *id);
+emu_session *emu_session_get(emu_conn *c, emu_identity *id, uint64_t token_expiry);
+/* Detach every link of a session with a condition and forget it. */
+void emu_session_end(emu_session *s, const char *cond_name, const char *description);
+/* Re-arm the connection's token-expiry timer after a grant changed. */
+void emu_conn_schedule_expiry(emu_conn *c);
+
+/* cbs.c */
+void emu_cbs_on_request(emu_link *l, pn_delivery_t *d);
+/* SASL PLAIN with a SAS token as the password (listener callback). */
+int emu_cbs_sasl_plain(iotgw_conn *ic, const char *user, const char *password, void *ctx);
+
+/* telemetry.c */
+void emu_telemetry_on_delivery(emu_link *l, pn_delivery_t *d);
+
+/* c2d.c: the per-identity queue */
+void emu_service_c2d_on_delivery(emu_link *l, pn_delivery_t *d);
+/* Queue an encoded message for id; returns 0, or IOTGW_ERR_AGAIN when the queue is full. */
+int emu_c2d_enqueue(emu_hub *hub, emu_identity *id, pn_message_t *msg, iotgw_diag *diag);
+/* Send what can be sent on the identity's active session. */
+void emu_c2d_pump(emu_session *s);
+void emu_c2d_on_disposition(emu_link *l, pn_delivery_t *d);
+/* The active session went away: what it held goes back to the queue. */
+void emu_c2d_requeue(emu_identity *id);
+void emu_c2d_free(emu_identity *id);
+
+/* methods.c */
+typedef void (*emu_method_done_fn)(void *ctx, int status, const uint8_t *payload, size_t len,
+                                   const char *error_code, const char *message);
+/* Invoke a direct method. done is called exactly once, possibly before this returns
+ * (device not online and connect_timeout_s 0). Returns a handle for cancel. */
+emu_method_call *emu_method_invoke(emu_hub *hub, emu_identity *id, const char *name, const uint8_t *payload,
+                                   size_t len, int response_timeout_s, int connect_timeout_s,
+                                   emu_method_done_fn done, void *ctx);
+/* The caller is gone: done will not be called. */
+void emu_method_cancel(emu_method_call *call);
+void emu_methods_on_response(emu_link *l, pn_delivery_t *d);
+/* A session gained a method request link (pending calls may go) or lost it. */
+void emu_methods_session_changed(emu_hub *hub, emu_identity *id);
+
+/* twin.c */
+void emu_twin_on_request(emu_link *l, pn_delivery_t *d);
+/* Desired properties changed: push the patch to a subscribed device. */
+void emu_twin_notify_desired(emu_hub *hub, emu_identity *id, json_t *patch);
+/* The twin as the service API shows it (new reference). */
+json_t *emu_twin_json(emu_hub *hub, emu_identity *id);
+
+/* log.c */
+void emu_log(const char *level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

@@ -1,0 +1,231 @@
+/* iothub-emulator: a local IoT Hub for development and tests. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codecs/yaml_doc.h"
+#include "emulator/hub.h"
+#include "emulator/registry.h"
+#include "emulator/rest.h"
+#include "transport/transport.h"
+
+#ifndef PACKAGE_VERSION
+#define PACKAGE_VERSION "dev"
+#endif
+
+typedef struct settings {
+    char *hostname, *listen, *amqps, *cert, *key, *registry;
+    int64_t max_tokens;
+} settings;
+
+static volatile sig_atomic_t stopping;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stopping = 1;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: iothub-emulator [options]\n"
+               "A local Azure IoT Hub: the device protocol (AMQP over WebSocket and AMQPS, CBS\n"
+               "authentication, telemetry, cloud-to-device, direct methods, twins) and the service\n"
+               "REST API for methods and twins.\n"
+               "\n"
+               "  --hostname NAME      the hub's host name; tokens must name it (default localhost)\n"
+               "  --listen ADDR:PORT   HTTPS and AMQP over WebSocket (default 127.0.0.1:443; \"off\")\n"
+               "  --amqps ADDR:PORT    AMQPS (default 127.0.0.1:5671; \"off\")\n"
+               "  --cert FILE          server certificate (PEM), required\n"
+               "  --key FILE           its private key (PEM), required\n"
+               "  --registry FILE      policies and devices (YAML); created with fresh keys when\n"
+               "                       missing and rewritten when they change; without it the\n"
+               "                       registry lives in memory\n"
+               "  --max-tokens N       CBS tokens per connection (default 1000)\n"
+               "  --config FILE        the settings above from YAML (keys: hostname, listen, amqps,\n"
+               "                       cert, key, registry, maxTokensPerConnection); options given\n"
+               "                       on the command line win\n"
+               "  --version            print the version\n"
+               "  -h, --help           this help\n"
+               "\n"
+               "Throw-away certificates: iothub-emulator-certs DIR. Registry format and behaviour:\n"
+               "docs/emulator.md.\n");
+}
+
+static int split_addr(const char *text, char **addr, int *port)
+{
+    const char *colon = strrchr(text, ':');
+    if (!colon || colon == text)
+        return -1;
+    char *end;
+    long p = strtol(colon + 1, &end, 10);
+    if (*end || p < 0 || p > 65535 || end == colon + 1)
+        return -1;
+    const char *a = text;
+    size_t n = (size_t)(colon - text);
+    if (a[0] == '[' && n >= 2 && a[n - 1] == ']') /* [::1]:443 */
+        a++, n -= 2;
+    *addr = strndup(a, n);
+    *port = (int)p;
+    return *addr ? 0 : -1;
+}
+
+static void set(char **slot, const char *value)
+{
+    if (!*slot)
+        *slot = strdup(value);
+}
+
+static int load_config(const char *file, settings *s)
+{
+    iotgw_yaml y;
+    iotgw_diag diag = {0};
+    static const char *const keys[] = {
+        "hostname", "listen", "amqps", "cert", "key", "registry", "maxTokensPerConnection", NULL};
+    int rc = iotgw_yaml_load(&y, file, NULL, &diag);
+    yaml_node_t *root = rc ? NULL : iotgw_yaml_root(&y);
+    if (!rc && root && !(root->type == YAML_SCALAR_NODE && !root->data.scalar.length))
+        rc = iotgw_yaml_check_keys(&y, root, "", keys, &diag);
+    char **slots[] = {&s->hostname, &s->listen, &s->amqps, &s->cert, &s->key, &s->registry};
+    for (int i = 0; !rc && i < 6; i++) {
+        yaml_node_t *n = iotgw_yaml_get(&y, root, keys[i]);
+        const char *v = n ? iotgw_yaml_text(&y, n, keys[i], &diag) : NULL;
+        if (n && !v)
+            rc = IOTGW_ERR_CONFIG;
+        else if (v)
+            set(slots[i], v);
+    }
+    yaml_node_t *mt = rc ? NULL : iotgw_yaml_get(&y, root, "maxTokensPerConnection");
+    if (mt && !s->max_tokens)
+        rc = iotgw_yaml_int(&y, mt, "maxTokensPerConnection", 1, 100000, &s->max_tokens, &diag);
+    if (rc)
+        fprintf(stderr, "iothub-emulator: %s\n", diag.text);
+    if (!rc || y.loaded)
+        iotgw_yaml_free(&y);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    settings s = {0};
+    const char *config = NULL;
+    static const struct option opts[] = {
+        {"hostname", required_argument, 0, 'H'},
+        {"listen", required_argument, 0, 'l'},
+        {"amqps", required_argument, 0, 'a'},
+        {"cert", required_argument, 0, 'c'},
+        {"key", required_argument, 0, 'k'},
+        {"registry", required_argument, 0, 'r'},
+        {"max-tokens", required_argument, 0, 't'},
+        {"config", required_argument, 0, 'f'},
+        {"version", no_argument, 0, 'V'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    int o;
+    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (o) {
+        case 'H': s.hostname = strdup(optarg); break;
+        case 'l': s.listen = strdup(optarg); break;
+        case 'a': s.amqps = strdup(optarg); break;
+        case 'c': s.cert = strdup(optarg); break;
+        case 'k': s.key = strdup(optarg); break;
+        case 'r': s.registry = strdup(optarg); break;
+        case 't': {
+            char *end;
+            s.max_tokens = strtol(optarg, &end, 10);
+            if (*end || s.max_tokens < 1 || s.max_tokens > 100000) {
+                fprintf(stderr, "iothub-emulator: --max-tokens must be 1..100000\n");
+                return 2;
+            }
+            break;
+        }
+        case 'f': config = optarg; break;
+        case 'V': printf("iothub-emulator %s\n", PACKAGE_VERSION); return 0;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "iothub-emulator: unexpected argument \"%s\" (see --help)\n", argv[optind]);
+        return 2;
+    }
+    if (config && load_config(config, &s))
+        return 1;
+    set(&s.hostname, "localhost");
+    set(&s.listen, "127.0.0.1:443");
+    set(&s.amqps, "127.0.0.1:5671");
+    if (!s.cert || !s.key) {
+        fprintf(stderr, "iothub-emulator: --cert and --key are required (make throw-away ones with "
+                        "iothub-emulator-certs DIR)\n");
+        return 2;
+    }
+    emu_hub_options ho = {.hostname = s.hostname,
+                          .cert_file = s.cert,
+                          .key_file = s.key,
+                          .max_tokens = (int)s.max_tokens,
+                          .on_http = emu_rest_on_request};
+    char *listen_addr = NULL, *amqps_addr = NULL;
+    if (strcmp(s.listen, "off") && split_addr(s.listen, &listen_addr, &ho.listen_port)) {
+        fprintf(stderr, "iothub-emulator: --listen wants ADDR:PORT, e.g. 127.0.0.1:443, not \"%s\"\n",
+                s.listen);
+        return 2;
+    }
+    if (strcmp(s.amqps, "off") && split_addr(s.amqps, &amqps_addr, &ho.amqps_port)) {
+        fprintf(stderr, "iothub-emulator: --amqps wants ADDR:PORT, e.g. 127.0.0.1:5671, not \"%s\"\n",
+                s.amqps);
+        return 2;
+    }
+    ho.listen_addr = listen_addr;
+    ho.amqps_addr = amqps_addr;
+
+    iotgw_diag diag = {0};
+    emu_registry *reg = NULL;
+    if (s.registry ? emu_registry_load(s.registry, &reg, &diag) : !(reg = emu_registry_new())) {
+        fprintf(stderr, "iothub-emulator: registry: %s\n", s.registry ? diag.text : "out of memory");
+        return 1;
+    }
+    iotgw_loop *loop = iotgw_loop_new(&(iotgw_loop_options){0}, &diag);
+    if (!loop) {
+        fprintf(stderr, "iothub-emulator: %s\n", diag.text);
+        return 1;
+    }
+    emu_hub *hub = NULL;
+    if (emu_hub_new(loop, reg, &ho, &hub, &diag)) {
+        fprintf(stderr, "iothub-emulator: cannot start: %s\n", diag.text);
+        iotgw_loop_free(loop);
+        emu_registry_free(reg);
+        return 1;
+    }
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    signal(SIGPIPE, SIG_IGN);
+    emu_policy *owner = emu_registry_policy(reg, "iothubowner");
+    if (hub->wss)
+        printf("listening: https+wss %s:%d (AMQP over WebSocket at " IOTGW_WS_DEFAULT_PATH ")\n", listen_addr,
+               emu_hub_wss_port(hub));
+    if (hub->amqps)
+        printf("listening: amqps %s:%d\n", amqps_addr, emu_hub_amqps_port(hub));
+    printf("hub: %s, %d devices and modules%s%s\n", s.hostname, emu_registry_count(reg),
+           s.registry ? ", registry " : "", s.registry ? s.registry : " (in memory)");
+    if (owner)
+        printf("service connection string: HostName=%s;SharedAccessKeyName=%s;SharedAccessKey=%s\n",
+               s.hostname, owner->name, owner->primary_key);
+    fflush(stdout);
+    while (!stopping)
+        if (iotgw_loop_run(loop, 1000) < 0)
+            break;
+    emu_log("info", "stopping");
+    emu_hub_free(hub);
+    iotgw_loop_free(loop);
+    emu_registry_free(reg);
+    free(listen_addr);
+    free(amqps_addr);
+    char **all[] = {&s.hostname, &s.listen, &s.amqps, &s.cert, &s.key, &s.registry};
+    for (int i = 0; i < 6; i++)
+        free(*all[i]);
+    return 0;
+}

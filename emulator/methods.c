@@ -1,0 +1,197 @@
+/* Direct methods (shared/docs/iothub-amqp-protocol.md 4.4 and 7.2): a call waits up to
+ * its connect timeout for the device's method link, is sent with a uuid correlation-id
+ * and IoThub-methodname, and ends with the device's IoThub-status and payload, or with
+ * DeviceNotOnline (404103) or GatewayTimeout (504101). */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/rand.h>
+#include <proton/delivery.h>
+
+#include "emulator/amqp_props.h"
+#include "emulator/hub.h"
+#include "transport/messaging.h"
+
+struct emu_method_call {
+    emu_hub *hub;
+    emu_identity *id;
+    char *name;
+    uint8_t *payload;
+    size_t len;
+    pn_uuid_t uuid;
+    int sent;
+    int response_timeout_s;
+    iotgw_timer *timer; /* connect timeout before sending, response timeout after */
+    emu_method_done_fn done;
+    void *ctx;
+    emu_method_call *prev, *next;
+};
+
+static void call_free(emu_method_call *call)
+{
+    emu_hub *hub = call->hub;
+    if (call->timer)
+        iotgw_timer_cancel(call->timer);
+    if (call->prev)
+        call->prev->next = call->next;
+    else
+        hub->calls = call->next;
+    if (call->next)
+        call->next->prev = call->prev;
+    free(call->name);
+    free(call->payload);
+    free(call);
+}
+
+static void finish(emu_method_call *call, int status, const uint8_t *payload, size_t len, const char *code,
+                   const char *message)
+{
+    emu_method_done_fn done = call->done;
+    void *ctx = call->ctx;
+    call_free(call);
+    if (done)
+        done(ctx, status, payload, len, code, message);
+}
+
+static void timed_out(iotgw_timer *t, void *ctx)
+{
+    emu_method_call *call = ctx;
+    (void)t;
+    call->timer = NULL;
+    emu_log("info", "%s: method %s: %s", call->id->id, call->name,
+            call->sent ? "no answer in time" : "the device did not come online in time");
+    if (call->sent)
+        finish(call, 504, NULL, 0, "GatewayTimeout", "Timed out waiting for the response from device.");
+    else
+        finish(call, 404, NULL, 0, "DeviceNotOnline", "The device is not online.");
+}
+
+static int try_send(emu_method_call *call)
+{
+    emu_session *s = call->id->live.session;
+    if (!s || !s->method_requests || pn_link_credit(s->method_requests->link) <= 0)
+        return -1;
+    pn_message_t *m = pn_message();
+    if (!m)
+        return -1;
+    pn_atom_t corr = {.type = PN_UUID};
+    corr.u.as_uuid = call->uuid;
+    pn_message_set_correlation_id(m, corr);
+    pn_data_t *ap = pn_message_properties(m);
+    pn_data_put_map(ap);
+    pn_data_enter(ap);
+    pn_data_put_string(ap, pn_bytes(strlen("IoThub-methodname"), "IoThub-methodname"));
+    pn_data_put_string(ap, pn_bytes(strlen(call->name), call->name));
+    pn_data_exit(ap);
+    pn_data_put_binary(pn_message_body(m), pn_bytes(call->len, (const char *)call->payload));
+    pn_message_set_inferred(m, true);
+    pn_delivery_t *d = iotgw_link_send_message(s->method_requests->link, m);
+    pn_message_free(m);
+    if (!d)
+        return -1;
+    call->sent = 1;
+    call->id->live.methods_invoked++;
+    if (call->timer)
+        iotgw_timer_cancel(call->timer);
+    call->timer =
+        iotgw_timer_start(call->hub->loop, (int64_t)call->response_timeout_s * 1000, timed_out, call);
+    emu_log("info", "conn %" PRIu64 ": %s: method %s sent", s->conn->serial, call->id->id, call->name);
+    if (s->conn->conn)
+        iotgw_conn_wake(s->conn->conn);
+    return 0;
+}
+
+emu_method_call *emu_method_invoke(emu_hub *hub, emu_identity *id, const char *name, const uint8_t *payload,
+                                   size_t len, int response_timeout_s, int connect_timeout_s,
+                                   emu_method_done_fn done, void *ctx)
+{
+    emu_method_call *call = calloc(1, sizeof *call);
+    if (!call || !(call->name = strdup(name)) || !(call->payload = malloc(len ? len : 1))) {
+        if (call)
+            free(call->name);
+        free(call);
+        done(ctx, 500, NULL, 0, "ServerError", "out of memory");
+        return NULL;
+    }
+    memcpy(call->payload, payload, len);
+    call->len = len;
+    call->hub = hub;
+    call->id = id;
+    call->response_timeout_s = response_timeout_s;
+    call->done = done;
+    call->ctx = ctx;
+    RAND_bytes((unsigned char *)call->uuid.bytes, sizeof call->uuid.bytes);
+    call->uuid.bytes[6] = (char)((call->uuid.bytes[6] & 0x0f) | 0x40); /* version 4 */
+    call->uuid.bytes[8] = (char)((call->uuid.bytes[8] & 0x3f) | 0x80);
+    call->next = hub->calls;
+    if (hub->calls)
+        hub->calls->prev = call;
+    hub->calls = call;
+    if (try_send(call) == 0)
+        return call;
+    if (connect_timeout_s <= 0) {
+        finish(call, 404, NULL, 0, "DeviceNotOnline", "The device is not online.");
+        return NULL;
+    }
+    call->timer = iotgw_timer_start(hub->loop, (int64_t)connect_timeout_s * 1000, timed_out, call);
+    return call;
+}
+
+void emu_method_cancel(emu_method_call *call)
+{
+    call->done = NULL;
+    call_free(call);
+}
+
+void emu_methods_session_changed(emu_hub *hub, emu_identity *id)
+{
+    for (emu_method_call *call = hub->calls, *next; call; call = next) {
+        next = call->next;
+        if (call->id == id && !call->sent)
+            try_send(call);
+    }
+}
+
+void emu_methods_on_response(emu_link *l, pn_delivery_t *d)
+{
+    emu_hub *hub = l->conn->hub;
+    emu_identity *id = l->session->id;
+    pn_message_t *m = hub->scratch;
+    uint8_t *buf;
+    size_t len;
+    if (iotgw_delivery_take(d, EMU_LINK_MAX_MESSAGE_SIZE, &buf, &len)) {
+        iotgw_delivery_settle(d, PN_REJECTED, "amqp:link:message-size-exceeded", "method response too large");
+        return;
+    }
+    iotgw_diag diag = {0};
+    int rc = iotgw_message_decode(m, buf, len, &diag);
+    free(buf);
+    if (rc) {
+        iotgw_delivery_settle(d, PN_REJECTED, "amqp:decode-error", diag.text);
+        return;
+    }
+    pn_msgid_t corr = pn_message_get_correlation_id(m);
+    int64_t status;
+    if (corr.type != PN_UUID || emu_map_int(pn_message_properties(m), "IoThub-status", &status)) {
+        emu_log("warn",
+                "conn %" PRIu64 ": %s: method response without a uuid correlation-id or IoThub-status",
+                l->conn->serial, id->id);
+        iotgw_delivery_settle(d, PN_REJECTED, "amqp:invalid-field",
+                              "a method response needs a uuid correlation-id and an int IoThub-status");
+        return;
+    }
+    iotgw_delivery_settle(d, PN_ACCEPTED, NULL, NULL);
+    size_t blen = 0;
+    const char *body = emu_body_bytes(pn_message_body(m), &blen);
+    for (emu_method_call *call = hub->calls; call; call = call->next) {
+        if (call->sent && call->id == id && !memcmp(call->uuid.bytes, corr.u.as_uuid.bytes, 16)) {
+            if (blen > EMU_METHOD_MAX_PAYLOAD)
+                finish(call, 413, NULL, 0, "MessageTooLarge", "The device's response is larger than 128 KB.");
+            else
+                finish(call, (int)status, (const uint8_t *)body, body ? blen : 0, NULL, NULL);
+            return;
+        }
+    }
+    emu_log("info", "conn %" PRIu64 ": %s: method response for no waiting call (late?)", l->conn->serial,
+            id->id);
+}

@@ -1,0 +1,227 @@
+/* Device twins over AMQP (shared/docs/iothub-amqp-protocol.md 4.5): GET, PATCH of
+ * reported properties, PUT/DELETE of the desired-update subscription, and desired
+ * updates pushed to subscribed devices. Status and version travel as message
+ * annotations, status an int and version a long (the C SDK refuses other types). */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <proton/delivery.h>
+
+#include "emulator/amqp_props.h"
+#include "emulator/hub.h"
+#include "transport/messaging.h"
+
+#define TWIN_MAX_PROPERTIES (32 * 1024) /* desired and reported, each */
+#define TWIN_MAX_DEPTH      10
+
+/* RFC 7396 merge: members set to null are removed, objects merge, the rest replaces. */
+static void merge_patch(json_t *target, json_t *patch)
+{
+    const char *key;
+    json_t *value;
+    json_object_foreach(patch, key, value)
+    {
+        if (json_is_null(value)) {
+            json_object_del(target, key);
+        } else if (json_is_object(value)) {
+            json_t *old = json_object_get(target, key);
+            if (!json_is_object(old)) {
+                old = json_object();
+                json_object_set_new(target, key, old);
+            }
+            merge_patch(old, value);
+        } else {
+            json_object_set(target, key, value);
+        }
+    }
+}
+
+static int depth_of(json_t *v)
+{
+    int d = 0;
+    const char *key;
+    json_t *m;
+    if (json_is_object(v))
+        json_object_foreach(v, key, m)
+        {
+            int x = depth_of(m);
+            if (x > d)
+                d = x;
+        }
+    return json_is_object(v) ? d + 1 : 0;
+}
+
+static json_t *with_version(json_t *props, int64_t version)
+{
+    json_t *o = json_deep_copy(props);
+    json_object_set_new(o, "$version", json_integer(version));
+    return o;
+}
+
+json_t *emu_twin_json(emu_hub *hub, emu_identity *id)
+{
+    (void)hub;
+    json_t *t = json_object();
+    json_object_set_new(t, "deviceId", json_string(id->device_id));
+    if (id->module_id)
+        json_object_set_new(t, "moduleId", json_string(id->module_id));
+    json_object_set_new(t, "etag", json_sprintf("AAAAAAAAAA%02" PRId64, id->desired_version % 100));
+    json_object_set_new(t, "version", json_integer(id->desired_version + id->reported_version));
+    json_object_set_new(t, "status", json_string(id->enabled ? "enabled" : "disabled"));
+    json_object_set_new(t, "connectionState", json_string(id->live.session ? "Connected" : "Disconnected"));
+    json_object_set_new(t, "tags", json_deep_copy(id->tags));
+    json_t *props = json_object();
+    json_object_set_new(props, "desired", with_version(id->desired, id->desired_version));
+    json_object_set_new(props, "reported", with_version(id->reported, id->reported_version));
+    json_object_set_new(t, "properties", props);
+    return t;
+}
+
+static void set_body(pn_message_t *m, const char *text)
+{
+    pn_data_t *body = pn_message_body(m);
+    pn_data_put_binary(body, pn_bytes(strlen(text), text));
+    pn_message_set_inferred(m, true); /* a data section, not an amqp-value */
+}
+
+static void send_twin(emu_session *s, pn_msgid_t correlation, int has_correlation, int status,
+                      int64_t version, const char *body)
+{
+    if (!s->twin_responses)
+        return;
+    pn_message_t *m = pn_message();
+    if (!m)
+        return;
+    if (has_correlation)
+        pn_message_set_correlation_id(m, correlation);
+    pn_data_t *ann = pn_message_annotations(m);
+    pn_data_put_map(ann);
+    pn_data_enter(ann);
+    if (status) {
+        pn_data_put_symbol(ann, pn_bytes(6, "status"));
+        pn_data_put_int(ann, status);
+    }
+    if (version >= 0) {
+        pn_data_put_symbol(ann, pn_bytes(7, "version"));
+        pn_data_put_long(ann, version);
+    }
+    if (!has_correlation) {
+        pn_data_put_symbol(ann, pn_bytes(8, "resource"));
+        pn_data_put_string(ann, pn_bytes(19, "/properties/desired"));
+    }
+    pn_data_exit(ann);
+    if (body)
+        set_body(m, body);
+    if (!iotgw_link_send_message(s->twin_responses->link, m))
+        emu_log("warn", "conn %" PRIu64 ": %s: twin answer dropped: the device gave no credit",
+                s->conn->serial, s->id->id);
+    pn_message_free(m);
+}
+
+static json_t *twin_document(emu_identity *id)
+{
+    json_t *doc = json_object();
+    json_object_set_new(doc, "desired", with_version(id->desired, id->desired_version));
+    json_object_set_new(doc, "reported", with_version(id->reported, id->reported_version));
+    return doc;
+}
+
+void emu_twin_on_request(emu_link *l, pn_delivery_t *d)
+{
+    emu_session *s = l->session;
+    emu_identity *id = s->id;
+    pn_message_t *m = l->conn->hub->scratch;
+    uint8_t *buf;
+    size_t len;
+    if (iotgw_delivery_take(d, EMU_LINK_MAX_MESSAGE_SIZE, &buf, &len)) {
+        iotgw_delivery_settle(d, PN_REJECTED, "amqp:link:message-size-exceeded", "twin request too large");
+        return;
+    }
+    iotgw_diag diag = {0};
+    int rc = iotgw_message_decode(m, buf, len, &diag);
+    free(buf);
+    if (rc) {
+        iotgw_delivery_settle(d, PN_REJECTED, "amqp:decode-error", diag.text);
+        return;
+    }
+    iotgw_delivery_settle(d, PN_ACCEPTED, NULL, NULL);
+    id->live.twin_requests++;
+    id->live.last_activity_ms = emu_wall_ms();
+
+    char op[16] = "", resource[64] = "";
+    pn_data_t *ann = pn_message_annotations(m);
+    emu_map_text(ann, "operation", op, sizeof op);
+    emu_map_text(ann, "resource", resource, sizeof resource);
+    pn_msgid_t corr = pn_message_get_correlation_id(m);
+    int status = 400;
+    int64_t version = -1;
+    char *answer = NULL;
+    const char *error = NULL;
+    if (!strcmp(op, "GET")) {
+        json_t *doc = twin_document(id);
+        answer = json_dumps(doc, JSON_COMPACT);
+        json_decref(doc);
+        status = 200;
+        version = id->reported_version;
+    } else if (!strcmp(op, "PATCH") && !strcmp(resource, "/properties/reported")) {
+        size_t blen = 0;
+        const char *body = emu_body_bytes(pn_message_body(m), &blen);
+        json_error_t jerr;
+        json_t *patch = body ? json_loadb(body, blen, JSON_REJECT_DUPLICATES, &jerr) : NULL;
+        if (!json_is_object(patch)) {
+            error = "the body must be a JSON object of reported properties";
+        } else {
+            json_object_del(patch, "$version");
+            json_t *next = json_deep_copy(id->reported);
+            merge_patch(next, patch);
+            char *text = json_dumps(next, JSON_COMPACT);
+            if (!text || strlen(text) > TWIN_MAX_PROPERTIES) {
+                error = "reported properties would exceed 32 KB";
+                status = 413;
+            } else if (depth_of(next) > TWIN_MAX_DEPTH) {
+                error = "reported properties would nest deeper than 10 levels";
+            } else {
+                json_decref(id->reported);
+                id->reported = next;
+                next = NULL;
+                id->reported_version++;
+                status = 204;
+                version = id->reported_version;
+            }
+            free(text);
+            json_decref(next);
+        }
+        json_decref(patch);
+    } else if ((!strcmp(op, "PUT") || !strcmp(op, "DELETE")) &&
+               !strcmp(resource, "/notifications/twin/properties/desired")) {
+        s->desired_subscribed = !strcmp(op, "PUT");
+        status = 200;
+    } else {
+        error = "unknown twin operation or resource";
+    }
+    if (error) {
+        json_t *e = json_pack("{s:s}", "message", error);
+        answer = json_dumps(e, JSON_COMPACT);
+        json_decref(e);
+        emu_log("warn", "conn %" PRIu64 ": %s: twin %s %s refused: %s", l->conn->serial, id->id, op, resource,
+                error);
+    }
+    send_twin(s, corr, corr.type != PN_NULL, status, version, answer);
+    free(answer);
+}
+
+void emu_twin_notify_desired(emu_hub *hub, emu_identity *id, json_t *patch)
+{
+    (void)hub;
+    emu_session *s = id->live.session;
+    if (!s || !s->desired_subscribed || !s->twin_responses)
+        return;
+    json_t *p = with_version(patch, id->desired_version);
+    char *text = json_dumps(p, JSON_COMPACT);
+    json_decref(p);
+    pn_msgid_t none = {.type = PN_NULL};
+    send_twin(s, none, 0, 0, id->desired_version, text);
+    free(text);
+    if (s->conn->conn)
+        iotgw_conn_wake(s->conn->conn);
+}

@@ -1,0 +1,122 @@
+#include "transport/messaging.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <proton/condition.h>
+#include <proton/connection.h>
+#include <proton/session.h>
+
+#define RECV_CHUNK 16384
+
+int iotgw_delivery_take(pn_delivery_t *d, size_t max, uint8_t **buf, size_t *len)
+{
+    pn_link_t *link = pn_delivery_link(d);
+    size_t total = pn_delivery_pending(d);
+    *buf = NULL;
+    *len = total;
+    if (total > max) {
+        char sink[RECV_CHUNK];
+        while (pn_link_recv(link, sink, sizeof sink) > 0) {
+        }
+        pn_link_advance(link);
+        return IOTGW_ERR_HUBMSG_TOO_LARGE;
+    }
+    uint8_t *b = malloc(total ? total : 1);
+    if (!b)
+        return IOTGW_ERR_NOMEM;
+    size_t got = 0;
+    ssize_t n;
+    while (got < total && (n = pn_link_recv(link, (char *)b + got, total - got)) > 0)
+        got += (size_t)n;
+    pn_link_advance(link);
+    *buf = b;
+    *len = got;
+    return 0;
+}
+
+int iotgw_message_decode(pn_message_t *msg, const uint8_t *buf, size_t len, iotgw_diag *diag)
+{
+    pn_message_clear(msg);
+    int rc = pn_message_decode(msg, (const char *)buf, len);
+    if (rc)
+        return iotgw_diag_fail(diag, IOTGW_ERR_HUBMSG_BODY, "not an AMQP message: %s",
+                               pn_error_text(pn_message_error(msg)));
+    return 0;
+}
+
+int iotgw_message_encode(pn_message_t *msg, uint8_t **buf, size_t *len)
+{
+    size_t cap = 1024;
+    for (;;) {
+        char *b = malloc(cap);
+        if (!b)
+            return IOTGW_ERR_NOMEM;
+        size_t n = cap;
+        int rc = pn_message_encode(msg, b, &n);
+        if (rc == 0) {
+            *buf = (uint8_t *)b;
+            *len = n;
+            return 0;
+        }
+        free(b);
+        if (rc != PN_OVERFLOW || cap >= (64u << 20))
+            return IOTGW_ERR_INTERNAL;
+        cap *= 4;
+    }
+}
+
+pn_delivery_t *iotgw_link_send(pn_link_t *link, const void *tag, size_t tag_len, const uint8_t *buf,
+                               size_t len)
+{
+    if (pn_link_credit(link) <= 0 || (pn_link_state(link) & PN_LOCAL_CLOSED))
+        return NULL;
+    uint64_t counter;
+    if (!tag) {
+        /* Tags need only be unique among a link's unsettled deliveries; one counter for
+         * every link (event-loop thread only) does that. */
+        static uint64_t next_tag;
+        counter = ++next_tag;
+        tag = &counter;
+        tag_len = sizeof counter;
+    }
+    pn_delivery_t *d = pn_delivery(link, pn_dtag(tag, tag_len));
+    pn_link_send(link, (const char *)buf, len);
+    pn_link_advance(link);
+    if (pn_link_snd_settle_mode(link) == PN_SND_SETTLED)
+        pn_delivery_settle(d);
+    return d;
+}
+
+pn_delivery_t *iotgw_link_send_message(pn_link_t *link, pn_message_t *msg)
+{
+    uint8_t *buf;
+    size_t len;
+    if (pn_link_credit(link) <= 0 || iotgw_message_encode(msg, &buf, &len))
+        return NULL;
+    pn_delivery_t *d = iotgw_link_send(link, NULL, 0, buf, len);
+    free(buf);
+    return d;
+}
+
+void iotgw_delivery_settle(pn_delivery_t *d, uint64_t outcome, const char *cond_name, const char *description)
+{
+    if (cond_name && outcome == PN_REJECTED) {
+        pn_condition_t *c = pn_disposition_condition(pn_delivery_local(d));
+        pn_condition_set_name(c, cond_name);
+        if (description)
+            pn_condition_set_description(c, description);
+    }
+    pn_delivery_update(d, outcome);
+    pn_delivery_settle(d);
+}
+
+void iotgw_link_close_with(pn_link_t *link, const char *cond_name, const char *description)
+{
+    if (cond_name) {
+        pn_condition_t *c = pn_link_condition(link);
+        pn_condition_set_name(c, cond_name);
+        if (description)
+            pn_condition_set_description(c, description);
+    }
+    pn_link_close(link);
+}
