@@ -261,8 +261,8 @@ void emu_cbs_on_request(emu_link *l, pn_delivery_t *d)
     pn_data_put_string(ap, pn_bytes(strlen(res.description), res.description));
     pn_data_exit(ap);
     emu_link *out = reply_link(l, pn_message_get_reply_to(m));
-    if (!out || !iotgw_link_send_message(out->link, reply))
-        emu_log("warn", "conn %" PRIu64 ": CBS: no $cbs receiver with credit for the reply", c->serial);
+    if (!out || emu_link_answer(out, reply))
+        emu_log("warn", "conn %" PRIu64 ": CBS: no $cbs receiver link for the reply", c->serial);
     pn_message_free(reply);
 }
 

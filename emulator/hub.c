@@ -210,10 +210,61 @@ static emu_link *link_record(emu_conn *c, pn_link_t *link, emu_link_kind kind)
     return l;
 }
 
+typedef struct emu_queued {
+    uint8_t *buf;
+    size_t len;
+    struct emu_queued *next;
+} emu_queued;
+
+static void flush_answers(emu_link *l)
+{
+    while (l->queued && pn_link_credit(l->link) > 0) {
+        emu_queued *q = l->queued;
+        iotgw_link_send(l->link, NULL, 0, q->buf, q->len);
+        l->queued = q->next;
+        if (!l->queued)
+            l->queued_tail = NULL;
+        l->nqueued--;
+        free(q->buf);
+        free(q);
+    }
+}
+
+int emu_link_answer(emu_link *l, pn_message_t *msg)
+{
+    if (pn_link_state(l->link) & PN_LOCAL_CLOSED)
+        return -1;
+    if (!l->queued && pn_link_credit(l->link) > 0)
+        return iotgw_link_send_message(l->link, msg) ? 0 : -1;
+    if (l->nqueued >= EMU_MAX_QUEUED) {
+        emu_log("warn", "conn %" PRIu64 ": link \"%s\": the client gives no credit; answer dropped", l->conn->serial,
+                pn_link_name(l->link));
+        return -1;
+    }
+    emu_queued *q = calloc(1, sizeof *q);
+    if (!q || iotgw_message_encode(msg, &q->buf, &q->len)) {
+        free(q);
+        return -1;
+    }
+    if (l->queued_tail)
+        l->queued_tail->next = q;
+    else
+        l->queued = q;
+    l->queued_tail = q;
+    l->nqueued++;
+    return 0;
+}
+
 static void link_record_free(emu_link *l)
 {
     emu_conn *c = l->conn;
     link_forget_session(l);
+    while (l->queued) {
+        emu_queued *q = l->queued;
+        l->queued = q->next;
+        free(q->buf);
+        free(q);
+    }
     if (l->prev)
         l->prev->next = l->next;
     else
@@ -477,7 +528,10 @@ static void on_flow(emu_conn *c, pn_link_t *link)
 {
     emu_link *l = pn_link_get_context(link);
     (void)c;
-    if (!l || !l->session || !pn_link_is_sender(link))
+    if (!l || !pn_link_is_sender(link))
+        return;
+    flush_answers(l);
+    if (!l->session)
         return;
     if (l->kind == EMU_LINK_C2D)
         emu_c2d_pump(l->session);

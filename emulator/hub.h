@@ -70,6 +70,8 @@ struct emu_link {
     emu_conn *conn;
     emu_session *session; /* device links */
     char *reply_address;  /* CBS replies: the client's target address (C# routes by it) */
+    struct emu_queued *queued, *queued_tail; /* answers waiting for the client's credit */
+    int nqueued;
     emu_link *prev, *next;
 };
 
@@ -124,6 +126,10 @@ emu_session *emu_session_find(emu_conn *c, emu_identity *id);
 emu_session *emu_session_get(emu_conn *c, emu_identity *id, uint64_t token_expiry);
 /* Detach every link of a session with a condition and forget it. */
 void emu_session_end(emu_session *s, const char *cond_name, const char *description);
+/* Send msg on a link the hub sends answers on, or keep it until the client gives
+ * credit (at most EMU_MAX_QUEUED; then it is dropped with a log line). 0 or -1. */
+#define EMU_MAX_QUEUED 1000
+int emu_link_answer(emu_link *l, pn_message_t *msg);
 /* Re-arm the connection's token-expiry timer after a grant changed. */
 void emu_conn_schedule_expiry(emu_conn *c);
 

@@ -112,9 +112,7 @@ static void send_twin(emu_session *s, pn_msgid_t correlation, int has_correlatio
     pn_data_exit(ann);
     if (body)
         set_body(m, body);
-    if (!iotgw_link_send_message(s->twin_responses->link, m))
-        emu_log("warn", "conn %" PRIu64 ": %s: twin answer dropped: the device gave no credit",
-                s->conn->serial, s->id->id);
+    emu_link_answer(s->twin_responses, m);
     pn_message_free(m);
 }
 

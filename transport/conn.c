@@ -76,6 +76,9 @@ iotgw_conn *conn_new(iotgw_loop *loop, iotgw_transport_kind kind, int is_server,
     snprintf(c->peer, sizeof c->peer, "%s (connecting)", kind == IOTGW_TRANSPORT_WSS ? "wss" : "amqps");
     pn_transport_t *t = c->driver.transport;
     pn_transport_set_idle_timeout(t, idle_timeout_ms ? idle_timeout_ms : IOTGW_DEFAULT_IDLE_TIMEOUT_MS);
+    /* Without a limit Proton buffers whatever frame size a peer announces (up to 4 GiB);
+     * IoT Hub itself advertises 65536. A larger frame is a framing error. */
+    pn_transport_set_max_frame(t, IOTGW_MAX_FRAME_SIZE);
     pn_logger_t *logger = pn_transport_logger(t);
     /* Only a user who asked for Proton's logs (PN_LOG, PN_TRACE_*) gets them on stderr. */
     if (getenv("PN_LOG") || getenv("PN_TRACE_FRM") || getenv("PN_TRACE_RAW") || getenv("PN_TRACE_DRV"))

@@ -51,6 +51,7 @@
 #define IOTGW_WS_DEFAULT_PATH            "/$iothub/websocket"
 #define IOTGW_DEFAULT_IDLE_TIMEOUT_MS    240000
 #define IOTGW_DEFAULT_CONNECT_TIMEOUT_MS 30000
+#define IOTGW_MAX_FRAME_SIZE             65536 /* AMQP max-frame-size we advertise and accept */
 
 typedef struct iotgw_loop iotgw_loop;
 typedef struct iotgw_conn iotgw_conn;

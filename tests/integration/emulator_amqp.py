@@ -1,0 +1,412 @@
+"""iothub-emulator's device side seen by Debian's python3-qpid-proton as a raw AMQPS
+client: CBS authorization and its refusals, links, telemetry, twin, methods, C2D, and
+hostile input. After each refusal the emulator must keep serving everyone else.
+
+usage: emulator_amqp.py IOTHUB_EMULATOR CERT_DIR"""
+import base64
+import socket
+import ssl
+import sys
+import threading
+import time
+import uuid
+
+from proton import Message, symbol, Endpoint
+from proton.utils import LinkDetached
+
+from iotgw_testlib import run_tests
+from emulator_lib import (Emulator, Cbs, HOST, connect, device_token, owner_token, sas_token, DEVICE_KEYS,
+                          SERVICE_KEY)
+import unittest
+
+BINARY, CERTS = sys.argv[1:3]
+del sys.argv[1:3]
+EMU = None
+
+
+def setUpModule():
+    global EMU
+    EMU = Emulator(BINARY, CERTS)
+
+
+def tearDownModule():
+    EMU.stop()
+    EMU.log.close()
+
+
+def events(device):
+    return f"/devices/{device}/messages/events"
+
+
+def wait_detached(conn, link, seconds=15):
+    """Pump conn until link is detached by the emulator; return the condition name."""
+    deadline = time.time() + seconds
+    while time.time() < deadline and not (link.link.state & Endpoint.REMOTE_CLOSED):
+        try:
+            conn.container.process()
+        except LinkDetached:
+            pass
+        time.sleep(0.02)
+    assert link.link.state & Endpoint.REMOTE_CLOSED, "the link was not detached"
+    return link.link.remote_condition.name
+
+
+def detach_condition(fn):
+    """Run fn, which must fail with LinkDetached; return the condition name and text."""
+    try:
+        fn()
+    except LinkDetached as e:
+        cond = e.link.remote_condition
+        return cond.name, cond.description
+    raise AssertionError("the link was not refused")
+
+
+class Auth(unittest.TestCase):
+    def authorized(self, sasl=None, device="dev1"):
+        conn = connect(EMU, sasl=sasl)
+        cbs = Cbs(conn)
+        status, desc, reply = cbs.put(device_token(device), audience=f"{HOST}/devices/{device}")
+        return conn, cbs, status, desc, reply
+
+    def test_put_token_bare_header_replies_200_with_same_id(self):
+        conn, cbs, status, desc, reply = self.authorized()
+        self.assertEqual(status, 200, desc)
+        self.assertEqual(reply.correlation_id, 1)
+        mid = uuid.uuid4()
+        status, _, reply = cbs.put(device_token("dev1"), msg_id=mid)
+        self.assertEqual((status, reply.correlation_id), (200, mid))
+        status, _, reply = cbs.put(device_token("dev1"), msg_id="request7", type_="azure-devices.net:sastoken")
+        self.assertEqual((status, reply.correlation_id), (200, "request7"))
+        conn.close()
+
+    def test_sasl_anonymous_as_the_java_sdk(self):
+        conn, _, status, desc, _ = self.authorized(sasl="ANONYMOUS")
+        self.assertEqual(status, 200, desc)
+        conn.close()
+
+    def test_sasl_mssbcbs_as_the_c_sdk(self):
+        """Python's Proton cannot speak MSSBCBS, so this writes the SASL frames itself."""
+        from proton import Data, symbol as sym
+        ctx = ssl.create_default_context(cafile=EMU.ca)
+        with socket.create_connection(("127.0.0.1", EMU.amqps), timeout=10) as s, \
+                ctx.wrap_socket(s, server_hostname="localhost") as t:
+            t.sendall(b"AMQP\x03\x01\x00\x00")
+            d = Data()
+            d.put_described()
+            d.enter()
+            d.put_ulong(0x41)  # sasl-init
+            d.put_list()
+            d.enter()
+            d.put_symbol(sym("MSSBCBS"))
+            d.put_binary(b"")
+            d.exit()
+            d.exit()
+            body = d.encode()
+            t.sendall((8 + len(body)).to_bytes(4, "big") + b"\x02\x01\x00\x00" + body)
+            out = b""
+            while len(out) < 8 or not self._has_outcome(out[8:]):
+                chunk = t.recv(4096)
+                if not chunk:
+                    break
+                out += chunk
+        self.assertEqual(out[:8], b"AMQP\x03\x01\x00\x00")
+        frames = self._frames(out[8:])
+        offered = frames[0][1][0]
+        offered = list(offered.elements) if hasattr(offered, "elements") else [offered]
+        self.assertEqual(offered, [sym("MSSBCBS"), sym("ANONYMOUS"), sym("PLAIN")])
+        self.assertEqual(frames[1][0], 0x44)  # sasl-outcome
+        self.assertEqual(frames[1][1][0], 0)  # code ok
+
+    @staticmethod
+    def _frames(buf):
+        from proton import Data
+        frames = []
+        while len(buf) >= 8 and len(buf) >= int.from_bytes(buf[:4], "big"):
+            size = int.from_bytes(buf[:4], "big")
+            d = Data()
+            d.decode(buf[4 * buf[4]:size])
+            desc = d.get_py_described() if hasattr(d, "get_py_described") else d.get_object()
+            frames.append((int(desc.descriptor), list(desc.value)))
+            buf = buf[size:]
+        return frames
+
+    def _has_outcome(self, buf):
+        try:
+            return any(code == 0x44 for code, _ in self._frames(buf))
+        except Exception:
+            return False
+
+    def test_sasl_plain_with_a_device_token(self):
+        conn = connect(EMU, sasl="PLAIN", user=f"dev2@sas.{HOST}", password=device_token("dev2"))
+        snd = conn.create_sender(events("dev2"))
+        snd.send(Message(body=b"plain"))
+        conn.close()
+
+    def test_sasl_plain_with_a_wrong_token_fails_sasl(self):
+        from proton import ConnectionException
+        with self.assertRaises(ConnectionException):
+            c = connect(EMU, sasl="PLAIN", user=f"dev2@sas.{HOST}",
+                        password=device_token("dev2", key=DEVICE_KEYS["dev1"]), timeout=10)
+            c.create_sender(events("dev2"))
+
+    def test_refusals(self):
+        conn = connect(EMU)
+        cbs = Cbs(conn)
+        cases = [
+            ("wrong key", device_token("dev1", key=DEVICE_KEYS["dev2"]), 401, "signature"),
+            ("expired", device_token("dev1", expiry=time.time() - 10), 401, "expired"),
+            ("another hub", sas_token("otherhub.example/devices/dev1", DEVICE_KEYS["dev1"]), 401, "another hub"),
+            ("unknown device", device_token("nobody", key=DEVICE_KEYS["dev1"]), 404, "not registered"),
+            ("disabled", sas_token(f"{HOST}/devices/off", SERVICE_KEY, policy="iothubowner"), 401, "disabled"),
+            ("policy without DeviceConnect", sas_token(f"{HOST}/devices/dev1", SERVICE_KEY, policy="service"), 401,
+             "DeviceConnect"),
+            ("garbage", "not a token", 401, "malformed"),
+        ]
+        for name, token, code, words in cases:
+            with self.subTest(name):
+                status, desc, _ = cbs.put(token)
+                self.assertEqual(status, code, desc)
+                self.assertIn(words, desc)
+        # none of that authorized dev1 on this connection
+        name, desc = detach_condition(lambda: conn.create_sender(events("dev1")))
+        self.assertEqual(name, "amqp:unauthorized-access")
+        conn.close()
+
+    def test_token_for_another_device_does_not_open_its_links(self):
+        conn, cbs, status, _, _ = self.authorized(device="dev2")
+        self.assertEqual(status, 200)
+        name, _ = detach_condition(lambda: conn.create_sender(events("dev1")))
+        self.assertEqual(name, "amqp:unauthorized-access")
+        snd = conn.create_sender(events("dev2"))  # its own links still work
+        snd.send(Message(body=b"ok"))
+        conn.close()
+
+    def test_hub_level_policy_token_covers_every_device(self):
+        conn = connect(EMU)
+        status, desc, _ = Cbs(conn).put(owner_token(), audience=HOST)
+        self.assertEqual(status, 200, desc)
+        for d in ("dev1", "dev2", "dev3"):
+            conn.create_sender(events(d)).send(Message(body=d.encode()))
+        name, _ = detach_condition(lambda: conn.create_sender(events("nobody")))
+        self.assertEqual(name, "amqp:not-found")
+        conn.close()
+
+    def test_token_limit_per_connection(self):
+        emu = Emulator(BINARY, CERTS, extra=["--max-tokens", "2"])
+        try:
+            conn = connect(emu)
+            cbs = Cbs(conn)
+            self.assertEqual(cbs.put(device_token("dev1"))[0], 200)
+            self.assertEqual(cbs.put(device_token("dev2"))[0], 200)
+            self.assertEqual(cbs.put(device_token("dev1"))[0], 200)  # a renewal is no new token
+            status, desc, _ = cbs.put(device_token("dev3"))
+            self.assertEqual(status, 500)
+            self.assertIn("maximum number of tokens per connection (2)", desc)
+            conn.close()
+        finally:
+            emu.stop()
+
+    def test_expiry_detaches_that_device_only(self):
+        conn = connect(EMU)
+        cbs = Cbs(conn)
+        self.assertEqual(cbs.put(device_token("dev1", ttl=2))[0], 200)
+        self.assertEqual(cbs.put(device_token("dev2"))[0], 200)
+        short = conn.create_sender(events("dev1"))
+        long_ = conn.create_sender(events("dev2"))
+        self.assertEqual(wait_detached(conn, short), "amqp:unauthorized-access")
+        long_.send(Message(body=b"still here"))
+        conn.close()
+
+
+class DeviceLinks(unittest.TestCase):
+    def setUp(self):
+        self.conn = connect(EMU)
+        self.cbs = Cbs(self.conn)
+        self.assertEqual(self.cbs.put(device_token("dev3"))[0], 200)
+
+    def tearDown(self):
+        self.conn.close()
+
+    def test_addresses_match_as_each_sdk_writes_them(self):
+        for address in (events("dev3"), f"amqps://{HOST}/devices/dev3/messages/events",
+                        f"amqps://{HOST}:5671/devices/dev3/Messages/Events", "/devices/dev%33/messages/events"):
+            with self.subTest(address):
+                self.conn.create_sender(address).send(Message(body=b"x"))
+        name, _ = detach_condition(lambda: self.conn.create_sender("/devices/dev3/nowhere"))
+        self.assertEqual(name, "amqp:not-found")
+
+    def test_attach_reply_carries_max_message_size(self):
+        snd = self.conn.create_sender(events("dev3"))
+        self.assertGreater(snd.link.remote_max_message_size, 1024)
+
+    def test_oversize_telemetry_rejected_and_link_keeps_working(self):
+        snd = self.conn.create_sender(events("dev3"))
+        from proton.utils import SendException
+        with self.assertRaises(SendException) as e:
+            snd.send(Message(body=b"x" * (300 * 1024)))
+        snd.send(Message(body=b"small"))
+
+    def test_batched_telemetry_is_accepted(self):
+        inner = [Message(body=f"m{i}".encode(), properties={"k": str(i)}).encode() for i in range(3)]
+        # A batch body: data sections (descriptor 0x75) each holding an encoded message.
+        envelope = b"".join(b"\x00\x53\x75\xb0" + len(m).to_bytes(4, "big") + m for m in inner)
+        snd = self.conn.create_sender(events("dev3"))
+        dlv = snd.link.delivery("batch1")
+        snd.link.send(envelope)
+        snd.link.advance()
+        deadline = time.time() + 10
+        while not dlv.remote_state and time.time() < deadline:
+            self.conn.container.process()
+            time.sleep(0.01)
+        self.assertEqual(dlv.remote_state, dlv.ACCEPTED)
+
+    def test_twin_get_patch_and_versions(self):
+        snd = self.conn.create_sender("/devices/dev3/twin")
+        rcv = self.conn.create_receiver("/devices/dev3/twin", credit=10)
+
+        def call(op, resource=None, body=b" "):
+            ann = {symbol("operation"): op}
+            if resource:
+                ann[symbol("resource")] = resource
+            cid = str(uuid.uuid4())
+            snd.send(Message(correlation_id=cid, annotations=ann, body=body, inferred=True))
+            r = rcv.receive(timeout=20)
+            rcv.accept()
+            self.assertEqual(r.correlation_id, cid)
+            return r
+
+        r = call("GET")
+        self.assertEqual(r.annotations["status"], 200)
+        import json
+        doc = json.loads(bytes(r.body))
+        v0 = doc["reported"]["$version"]
+        r = call("PATCH", "/properties/reported", b'{"rebootTime":"2026-11-22T10:00:00Z"}')
+        self.assertEqual(r.annotations["status"], 204)
+        self.assertEqual(r.annotations["version"], v0 + 1)
+        r = call("GET")
+        self.assertEqual(json.loads(bytes(r.body))["reported"]["rebootTime"], "2026-11-22T10:00:00Z")
+        r = call("PATCH", "/properties/reported", b"not json")
+        self.assertEqual(r.annotations["status"], 400)
+        r = call("PUT", "/notifications/twin/properties/desired")
+        self.assertEqual(r.annotations["status"], 200)
+        # a desired change from the service reaches the subscribed device
+        status, _, twin = EMU.rest("PATCH", "/twins/dev3", {"properties": {"desired": {"interval": 30}}})
+        self.assertEqual(status, 200)
+        push = rcv.receive(timeout=20)
+        rcv.accept()
+        self.assertIsNone(push.correlation_id)
+        body = json.loads(bytes(push.body))
+        self.assertEqual(body["interval"], 30)
+        self.assertEqual(body["$version"], twin["properties"]["desired"]["$version"])
+
+    def test_direct_method_round_trip_and_errors(self):
+        req_rcv = self.conn.create_receiver("/devices/dev3/methods/devicebound", credit=10)
+        rsp_snd = self.conn.create_sender("/devices/dev3/methods/devicebound")
+        result = {}
+
+        def invoke():
+            result["r"] = EMU.rest("POST", "/twins/dev3/methods",
+                                   {"methodName": "rebootDevice", "payload": {"delay": 5},
+                                    "responseTimeoutInSeconds": 10})
+        t = threading.Thread(target=invoke)
+        t.start()
+        req = req_rcv.receive(timeout=20)
+        req_rcv.accept()
+        self.assertIsInstance(req.correlation_id, uuid.UUID)
+        self.assertEqual(req.properties["IoThub-methodname"], "rebootDevice")
+        self.assertEqual(bytes(req.body), b'{"delay":5}')
+        rsp_snd.send(Message(correlation_id=req.correlation_id, properties={"IoThub-status": 201},
+                             body=b'{"rebooting":true}', inferred=True))
+        t.join(30)
+        status, headers, body = result["r"]
+        self.assertEqual((status, body), (200, {"status": 201, "payload": {"rebooting": True}}))
+        # a device that is not connected
+        status, headers, body = EMU.rest("POST", "/twins/dev2/methods", {"methodName": "x"})
+        self.assertEqual((status, headers.get("iothub-errorcode")), (404, "DeviceNotOnline"))
+        self.assertIn("404103", body["Message"])
+        # a device that does not answer in time
+        status, headers, _ = EMU.rest("POST", "/twins/dev3/methods",
+                                      {"methodName": "slow", "responseTimeoutInSeconds": 5})
+        self.assertEqual((status, headers.get("iothub-errorcode")), (504, "GatewayTimeout"))
+        req_rcv.receive(timeout=5)
+        req_rcv.accept()
+
+    def test_c2d_complete_reject_abandon(self):
+        svc = connect(EMU)
+        self.assertEqual(Cbs(svc).put(owner_token(), audience=HOST)[0], 200)
+        sender = svc.create_sender("/messages/devicebound")
+        for i in range(3):
+            sender.send(Message(address="/devices/dev3/messages/devicebound", id=f"m{i}", body=f"c2d {i}".encode(),
+                                properties={"n": str(i)}))
+        rcv = self.conn.create_receiver("/devices/dev3/messages/devicebound", credit=10)
+        got = []
+        for _ in range(3):
+            got.append(rcv.receive(timeout=20))
+            rcv.accept()  # the oldest unsettled delivery
+        self.assertEqual([bytes(m.body) for m in got], [b"c2d 0", b"c2d 1", b"c2d 2"])
+        self.assertEqual(got[0].properties, {"n": "0"})
+        self.assertEqual(got[0].address, "/devices/dev3/messages/devicebound")
+        # abandon comes back, reject does not
+        sender.send(Message(address="/devices/dev3/messages/devicebound", id="again", body=b"again"))
+        m = rcv.receive(timeout=20)
+        rcv.release()
+        m2 = rcv.receive(timeout=20)
+        self.assertEqual(bytes(m2.body), b"again")
+        rcv.reject()
+        with self.assertRaises(Exception):
+            rcv.receive(timeout=2)
+        # an unknown device and a full queue are refused
+        from proton.utils import SendException
+        with self.assertRaises(SendException):
+            sender.send(Message(address="/devices/nobody/messages/devicebound", body=b"x"))
+        svc.close()
+
+    def test_second_connection_takes_the_device_over(self):
+        old = self.conn.create_receiver("/devices/dev3/messages/devicebound", credit=1)
+        other = connect(EMU)
+        self.assertEqual(Cbs(other).put(device_token("dev3"))[0], 200)
+        other.create_receiver("/devices/dev3/messages/devicebound", credit=1)
+        self.assertEqual(wait_detached(self.conn, old), "com.microsoft:link-creation-conflict")
+        other.close()
+
+
+class HostileInput(unittest.TestCase):
+    def raw(self, data):
+        ctx = ssl.create_default_context(cafile=EMU.ca)
+        with socket.create_connection(("127.0.0.1", EMU.amqps), timeout=10) as s:
+            with ctx.wrap_socket(s, server_hostname="localhost") as t:
+                t.sendall(data)
+                out = b""
+                try:
+                    while len(out) < 4096:
+                        chunk = t.recv(4096)
+                        if not chunk:
+                            break
+                        out += chunk
+                except (socket.timeout, ConnectionError, ssl.SSLError):
+                    pass
+                return out
+
+    def test_garbage_after_header_closes_that_connection_only(self):
+        keep = connect(EMU)
+        self.assertEqual(Cbs(keep).put(device_token("dev1"))[0], 200)
+        snd = keep.create_sender(events("dev1"))
+        for garbage in (b"AMQP\x00\x01\x00\x00" + b"\xff" * 64, b"HELLO THERE\r\n\r\n"):
+            t0 = time.time()
+            self.raw(garbage)
+            self.assertLess(time.time() - t0, 5, "the emulator did not close a connection sending %r" % garbage[:12])
+        self.assertIn("amqp:connection:framing-error", EMU.log_text())
+        snd.send(Message(body=b"still served"))
+        keep.close()
+
+    def test_bad_cbs_request_gets_an_error_reply(self):
+        conn = connect(EMU)
+        cbs = Cbs(conn)
+        cbs.sender.send(Message(id=9, body="x", properties={"operation": "delete-token"}))
+        r = cbs.receiver.receive(timeout=20)
+        cbs.receiver.accept()
+        self.assertEqual(r.properties["status-code"], 400)
+        conn.close()
+
+
+run_tests()
