@@ -1,6 +1,6 @@
 /*
  * The emulator's identity registry: shared access policies and devices (with their
- * modules), loaded from and written back to a YAML file (docs/emulator-registry.md).
+ * modules), loaded from and written back to a YAML file (docs/emulator.md).
  *
  *   policies:
  *     - name: iothubowner
