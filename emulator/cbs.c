@@ -204,21 +204,9 @@ static emu_link *reply_link(emu_link *request, const char *reply_to)
 void emu_cbs_on_request(emu_link *l, pn_delivery_t *d)
 {
     emu_conn *c = l->conn;
-    pn_message_t *m = c->hub->scratch;
-    uint8_t *buf;
-    size_t len;
-    iotgw_diag diag = {0};
-    if (iotgw_delivery_take(d, EMU_LINK_MAX_MESSAGE_SIZE, &buf, &len)) {
-        iotgw_delivery_settle(d, PN_REJECTED, "amqp:link:message-size-exceeded", "CBS request too large");
+    pn_message_t *m = emu_take_request(l, d, "CBS request");
+    if (!m)
         return;
-    }
-    int rc = iotgw_message_decode(m, buf, len, &diag);
-    free(buf);
-    if (rc) {
-        emu_log("warn", "conn %" PRIu64 ": CBS: %s", c->serial, diag.text);
-        iotgw_delivery_settle(d, PN_REJECTED, "amqp:decode-error", diag.text);
-        return;
-    }
     iotgw_delivery_settle(d, PN_ACCEPTED, NULL, NULL);
 
     grant_result res = {0};

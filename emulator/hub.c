@@ -237,8 +237,8 @@ int emu_link_answer(emu_link *l, pn_message_t *msg)
     if (!l->queued && pn_link_credit(l->link) > 0)
         return iotgw_link_send_message(l->link, msg) ? 0 : -1;
     if (l->nqueued >= EMU_MAX_QUEUED) {
-        emu_log("warn", "conn %" PRIu64 ": link \"%s\": the client gives no credit; answer dropped", l->conn->serial,
-                pn_link_name(l->link));
+        emu_log("warn", "conn %" PRIu64 ": link \"%s\": the client gives no credit; answer dropped",
+                l->conn->serial, pn_link_name(l->link));
         return -1;
     }
     emu_queued *q = calloc(1, sizeof *q);
@@ -253,6 +253,27 @@ int emu_link_answer(emu_link *l, pn_message_t *msg)
     l->queued_tail = q;
     l->nqueued++;
     return 0;
+}
+
+pn_message_t *emu_take_request(emu_link *l, pn_delivery_t *d, const char *what)
+{
+    uint8_t *buf;
+    size_t len;
+    iotgw_diag diag = {0};
+    pn_message_t *m = l->conn->hub->scratch;
+    if (iotgw_delivery_take(d, EMU_LINK_MAX_MESSAGE_SIZE, &buf, &len)) {
+        emu_log("warn", "conn %" PRIu64 ": %s of %zu bytes refused: too large", l->conn->serial, what, len);
+        iotgw_delivery_settle(d, PN_REJECTED, "amqp:link:message-size-exceeded", "the message is too large");
+        return NULL;
+    }
+    int rc = iotgw_message_decode(m, buf, len, &diag);
+    free(buf);
+    if (rc) {
+        emu_log("warn", "conn %" PRIu64 ": %s refused: %s", l->conn->serial, what, diag.text);
+        iotgw_delivery_settle(d, PN_REJECTED, "amqp:decode-error", diag.text);
+        return NULL;
+    }
+    return m;
 }
 
 static void link_record_free(emu_link *l)

@@ -68,8 +68,8 @@ struct emu_link {
     emu_link_kind kind;
     pn_link_t *link;
     emu_conn *conn;
-    emu_session *session; /* device links */
-    char *reply_address;  /* CBS replies: the client's target address (C# routes by it) */
+    emu_session *session;                    /* device links */
+    char *reply_address;                     /* CBS replies: the client's target address (C# routes by it) */
     struct emu_queued *queued, *queued_tail; /* answers waiting for the client's credit */
     int nqueued;
     emu_link *prev, *next;
@@ -130,6 +130,9 @@ void emu_session_end(emu_session *s, const char *cond_name, const char *descript
  * credit (at most EMU_MAX_QUEUED; then it is dropped with a log line). 0 or -1. */
 #define EMU_MAX_QUEUED 1000
 int emu_link_answer(emu_link *l, pn_message_t *msg);
+/* Take and decode a complete incoming request into the hub's scratch message; on a
+ * too-large or undecodable one, settle it rejected, log, and return NULL. */
+pn_message_t *emu_take_request(emu_link *l, pn_delivery_t *d, const char *what);
 /* Re-arm the connection's token-expiry timer after a grant changed. */
 void emu_conn_schedule_expiry(emu_conn *c);
 

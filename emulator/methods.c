@@ -156,20 +156,9 @@ void emu_methods_on_response(emu_link *l, pn_delivery_t *d)
 {
     emu_hub *hub = l->conn->hub;
     emu_identity *id = l->session->id;
-    pn_message_t *m = hub->scratch;
-    uint8_t *buf;
-    size_t len;
-    if (iotgw_delivery_take(d, EMU_LINK_MAX_MESSAGE_SIZE, &buf, &len)) {
-        iotgw_delivery_settle(d, PN_REJECTED, "amqp:link:message-size-exceeded", "method response too large");
+    pn_message_t *m = emu_take_request(l, d, "method response");
+    if (!m)
         return;
-    }
-    iotgw_diag diag = {0};
-    int rc = iotgw_message_decode(m, buf, len, &diag);
-    free(buf);
-    if (rc) {
-        iotgw_delivery_settle(d, PN_REJECTED, "amqp:decode-error", diag.text);
-        return;
-    }
     pn_msgid_t corr = pn_message_get_correlation_id(m);
     int64_t status;
     if (corr.type != PN_UUID || emu_map_int(pn_message_properties(m), "IoThub-status", &status)) {

@@ -453,8 +453,7 @@ static void write_keys(FILE *f, const char *indent, const char *pk, const char *
 
 static void write_registry(emu_registry *r, FILE *f)
 {
-    fprintf(f,
-            "# iothub-emulator registry (docs/emulator.md); rewritten when the registry changes\n");
+    fprintf(f, "# iothub-emulator registry (docs/emulator.md); rewritten when the registry changes\n");
     fprintf(f, "policies:\n");
     for (int i = 0; i < r->npolicies; i++) {
         emu_policy *p = &r->policies[i];

@@ -128,20 +128,9 @@ void emu_twin_on_request(emu_link *l, pn_delivery_t *d)
 {
     emu_session *s = l->session;
     emu_identity *id = s->id;
-    pn_message_t *m = l->conn->hub->scratch;
-    uint8_t *buf;
-    size_t len;
-    if (iotgw_delivery_take(d, EMU_LINK_MAX_MESSAGE_SIZE, &buf, &len)) {
-        iotgw_delivery_settle(d, PN_REJECTED, "amqp:link:message-size-exceeded", "twin request too large");
+    pn_message_t *m = emu_take_request(l, d, "twin request");
+    if (!m)
         return;
-    }
-    iotgw_diag diag = {0};
-    int rc = iotgw_message_decode(m, buf, len, &diag);
-    free(buf);
-    if (rc) {
-        iotgw_delivery_settle(d, PN_REJECTED, "amqp:decode-error", diag.text);
-        return;
-    }
     iotgw_delivery_settle(d, PN_ACCEPTED, NULL, NULL);
     id->live.twin_requests++;
     id->live.last_activity_ms = emu_wall_ms();
