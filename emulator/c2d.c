@@ -167,24 +167,22 @@ void emu_c2d_on_disposition(emu_link *l, pn_delivery_t *d)
     emu_c2d_pump(s);
 }
 
+/* Refuse a service's message, with a log line naming the device. */
+static void refuse(emu_link *l, pn_delivery_t *d, const char *who, const char *cond, const char *why)
+{
+    emu_log("warn", "conn %" PRIu64 ": C2D for %s refused: %s: %s", l->conn->serial, who, cond, why);
+    iotgw_delivery_settle(d, PN_REJECTED, cond, why);
+}
+
 void emu_service_c2d_on_delivery(emu_link *l, pn_delivery_t *d)
 {
     emu_hub *hub = l->conn->hub;
-    pn_message_t *m = hub->scratch;
-    uint8_t *buf;
-    size_t len;
+    pn_message_t *m = emu_take_request(l, d, "C2D send");
+    if (!m)
+        return;
     iotgw_diag diag = {0};
-    if (iotgw_delivery_take(d, EMU_LINK_MAX_MESSAGE_SIZE, &buf, &len) || len > EMU_C2D_MAX_SIZE + 4096) {
-        iotgw_delivery_settle(d, PN_REJECTED, "amqp:link:message-size-exceeded",
-                              "cloud-to-device messages are limited to 64 KB");
-        return;
-    }
-    int rc = iotgw_message_decode(m, buf, len, &diag);
-    free(buf);
-    if (rc) {
-        iotgw_delivery_settle(d, PN_REJECTED, "amqp:decode-error", diag.text);
-        return;
-    }
+    const char *who = "?";
+    int rc;
     emu_address a;
     const char *to = pn_message_get_address(m);
     int bad = !to || emu_address_parse(to, &a, &diag);
@@ -193,19 +191,23 @@ void emu_service_c2d_on_delivery(emu_link *l, pn_delivery_t *d)
         bad = 1;
     }
     if (bad) {
-        iotgw_delivery_settle(d, PN_REJECTED, "amqp:invalid-field",
-                              "`to` must be /devices/{id}/messages/devicebound");
+        refuse(l, d, who, "amqp:invalid-field", "`to` must be /devices/{id}/messages/devicebound");
         return;
     }
     emu_identity *id = emu_registry_find(hub->registry, a.device_id, a.module_id);
     emu_address_clear(&a);
     if (!id) {
-        iotgw_delivery_settle(d, PN_REJECTED, "amqp:not-found", "DeviceNotFound: no such device");
+        refuse(l, d, to, "amqp:not-found", "DeviceNotFound: no such device");
         return;
     }
+    who = id->id;
     /* Devices get exactly one data section (the C SDK refuses anything else). */
     size_t blen = 0;
     const char *body = emu_body_bytes(pn_message_body(m), &blen);
+    if (body && blen > EMU_C2D_MAX_SIZE) {
+        refuse(l, d, who, "amqp:link:message-size-exceeded", "cloud-to-device messages are limited to 64 KB");
+        return;
+    }
     char *copy = body ? malloc(blen ? blen : 1) : NULL;
     if (body && copy)
         memcpy(copy, body, blen);
@@ -217,10 +219,9 @@ void emu_service_c2d_on_delivery(emu_link *l, pn_delivery_t *d)
     snprintf(canonical, sizeof canonical, "/devices/%s/messages/devicebound", id->id);
     pn_message_set_address(m, canonical);
     if ((rc = emu_c2d_enqueue(hub, id, m, &diag))) {
-        iotgw_delivery_settle(d, PN_REJECTED, "amqp:resource-limit-exceeded",
-                              rc == IOTGW_ERR_AGAIN
-                                  ? "DeviceMaximumQueueDepthExceeded: the device's queue is full"
-                                  : diag.text);
+        refuse(l, d, who, "amqp:resource-limit-exceeded",
+               rc == IOTGW_ERR_AGAIN ? "DeviceMaximumQueueDepthExceeded: the device's queue is full"
+                                     : diag.text);
         return;
     }
     iotgw_delivery_settle(d, PN_ACCEPTED, NULL, NULL);

@@ -81,7 +81,31 @@ static int parse_resource(const char *sr, resource *r)
     return 0;
 }
 
-static int grant_token(emu_conn *c, const char *token, grant_result *res)
+/* Tokens the connection holds, one per audience: each identity's own, and the hub's. */
+static int tokens_held(const emu_conn *c)
+{
+    int n = c->device_grant || c->service_grant;
+    for (const emu_session *s = c->sessions; s; s = s->next_in_conn)
+        n += s->token_expiry != 0;
+    return n;
+}
+
+/* SASL PLAIN names who it is: "{device}@sas.{hub}" or "{policy}@sas.root.{hub}"; the
+ * token must be that device's or signed by that policy. */
+static int plain_user_matches(const char *user, const iotgw_sas_token *t, const resource *r)
+{
+    const char *at = strstr(user, "@sas.");
+    if (!at)
+        return 0;
+    size_t n = (size_t)(at - user);
+    if (!strncmp(at + 5, "root.", 5))
+        return t->skn && strlen(t->skn) == n && !strncmp(user, t->skn, n);
+    return r->device && !r->module && strlen(r->device) == n && !strncmp(user, r->device, n);
+}
+
+/* Authorize what a token covers on connection c. plain_user: the SASL PLAIN user name,
+ * or NULL for a CBS put-token. */
+static int grant_token(emu_conn *c, const char *token, const char *plain_user, grant_result *res)
 {
     emu_hub *hub = c->hub;
     iotgw_sas_token t;
@@ -90,96 +114,57 @@ static int grant_token(emu_conn *c, const char *token, grant_result *res)
         return result(res, 401, "malformed token: %s", diag.text);
     resource r;
     int rc;
+    emu_identity *id = NULL;
+    emu_policy *p = t.skn ? emu_registry_policy(hub->registry, t.skn) : NULL;
     if (parse_resource(t.sr, &r)) {
         rc = result(res, 401, "the token's resource (sr) names no device, module or hub");
-        goto out;
-    }
-    if (strcasecmp(r.host, hub->opt.hostname)) {
+    } else if (strcasecmp(r.host, hub->opt.hostname)) {
         rc = result(res, 401, "the token is for another hub (%s)", r.host);
-        goto out;
-    }
-    int new_audience = 1;
-    emu_identity *id = NULL;
-    if (r.device) {
-        id = emu_registry_find(hub->registry, r.device, r.module);
-        if (!id) {
-            rc = result(res, 404, "%s%s%s is not registered on this hub", r.device, r.module ? "/" : "",
-                        r.module ? r.module : "");
-            goto out;
-        }
-        emu_session *s = emu_session_find(c, id);
-        new_audience = !(s && s->token_expiry);
-    } else {
-        new_audience =
-            t.skn && !((c->device_grant || c->service_grant) && emu_registry_policy(hub->registry, t.skn));
-    }
-    if (new_audience && c->tokens >= hub->opt.max_tokens) {
-        char n[32];
-        snprintf(n, sizeof n, "%d", hub->opt.max_tokens);
-        rc = result(res, 500, "The maximum number of tokens per connection (%s) has been reached", n);
-        goto out;
-    }
-    if (t.skn) {
-        emu_policy *p = emu_registry_policy(hub->registry, t.skn);
-        if (!p) {
-            rc = result(res, 401, "no shared access policy named \"%s\"", t.skn);
-            goto out;
-        }
-        if ((rc = verify_keys(&t, p->primary_key, p->secondary_key, &diag))) {
-            rc = result(res, 401, "%s", diag.text);
-            goto out;
-        }
-        if (id || (r.hub_level && !(p->rights & (EMU_RIGHT_DEVICE_CONNECT | EMU_RIGHT_SERVICE_CONNECT)))) {
-            if (!(p->rights & EMU_RIGHT_DEVICE_CONNECT)) {
-                rc = result(res, 401, "policy \"%s\" does not have DeviceConnect", p->name);
-                goto out;
-            }
-        }
-        if (r.hub_level) {
-            if (p->rights & EMU_RIGHT_DEVICE_CONNECT) {
-                if (!c->device_grant)
-                    c->tokens++;
-                c->device_grant = t.se;
-            }
-            if (p->rights &
-                (EMU_RIGHT_SERVICE_CONNECT | EMU_RIGHT_REGISTRY_READ | EMU_RIGHT_REGISTRY_WRITE)) {
-                if (!c->service_grant)
-                    c->tokens++;
-                c->service_grant = t.se;
-                c->service_rights = p->rights;
-            }
-            emu_log("info", "conn %" PRIu64 ": policy %s authorized for the hub until %" PRIu64, c->serial,
-                    p->name, t.se);
-            emu_conn_schedule_expiry(c);
-            rc = result(res, 200, "OK");
-            goto out;
-        }
-    } else {
-        if (!id) {
-            rc = result(res, 401, "a token without skn must be for a device or module");
-            goto out;
-        }
-        if ((rc = verify_keys(&t, id->primary_key, id->secondary_key, &diag))) {
+    } else if (plain_user && !plain_user_matches(plain_user, &t, &r)) {
+        rc = result(res, 401, "the SASL user name does not match the token");
+    } else if (r.device && !(id = emu_registry_find(hub->registry, r.device, r.module))) {
+        rc = result(res, 404, "%s%s%s is not registered on this hub", r.device, r.module ? "/" : "",
+                    r.module ? r.module : "");
+    } else if (t.skn && !p) {
+        rc = result(res, 401, "no shared access policy named \"%s\"", t.skn);
+    } else if (!t.skn && !id) {
+        rc = result(res, 401, "a token without skn must be for a device or module");
+    } else if (verify_keys(&t, p ? p->primary_key : id->primary_key, p ? p->secondary_key : id->secondary_key,
+                           &diag)) {
+        if (id)
             id->live.auth_failed++;
-            rc = result(res, 401, "%s", diag.text);
-            goto out;
-        }
-    }
-    if (!id->enabled) {
+        rc = result(res, 401, "%s", diag.text);
+    } else if (p && (id ? !(p->rights & EMU_RIGHT_DEVICE_CONNECT) : !p->rights)) {
+        rc = result(res, 401, "policy \"%s\" does not have DeviceConnect", p->name);
+    } else if (id && !id->enabled) {
         id->live.auth_failed++;
         rc = result(res, 401, "%s is disabled", id->id);
-        goto out;
+    } else {
+        emu_session *s = id ? emu_session_find(c, id) : NULL;
+        int renewal = id ? s && s->token_expiry : c->device_grant || c->service_grant;
+        if (!renewal && tokens_held(c) >= hub->opt.max_tokens) {
+            rc = result(res, 500, "The maximum number of tokens per connection (%d) has been reached",
+                        hub->opt.max_tokens);
+        } else if (id && !emu_session_get(c, id, t.se)) {
+            rc = result(res, 500, "out of memory");
+        } else {
+            if (id) {
+                id->live.auth_ok++;
+                id->live.last_activity_ms = emu_wall_ms();
+            } else {
+                if (p->rights & EMU_RIGHT_DEVICE_CONNECT)
+                    c->device_grant = t.se;
+                if (p->rights & ~EMU_RIGHT_DEVICE_CONNECT) {
+                    c->service_grant = t.se;
+                    c->service_rights = p->rights;
+                }
+            }
+            emu_log("info", "conn %" PRIu64 ": %s%s authorized until %" PRIu64, c->serial,
+                    id ? "" : "policy ", id ? id->id : p->name, t.se);
+            emu_conn_schedule_expiry(c);
+            rc = result(res, 200, "OK");
+        }
     }
-    if (!emu_session_get(c, id, t.se)) {
-        rc = result(res, 500, "out of memory");
-        goto out;
-    }
-    id->live.auth_ok++;
-    id->live.last_activity_ms = emu_wall_ms();
-    emu_log("info", "conn %" PRIu64 ": %s authorized until %" PRIu64, c->serial, id->id, t.se);
-    emu_conn_schedule_expiry(c);
-    rc = result(res, 200, "OK");
-out:
     free(r.decoded);
     iotgw_sas_token_clear(&t);
     return rc;
@@ -228,7 +213,7 @@ void emu_cbs_on_request(emu_link *l, pn_delivery_t *d)
         if (!tok)
             result(&res, 500, "out of memory");
         else {
-            grant_token(c, tok, &res);
+            grant_token(c, tok, NULL, &res);
             free(tok);
         }
     }
@@ -260,10 +245,10 @@ int emu_cbs_sasl_plain(iotgw_conn *ic, const char *user, const char *password, v
 {
     emu_conn *c = iotgw_conn_context(ic);
     (void)ctx;
-    if (!c || !strstr(user, "@sas."))
+    if (!c)
         return -1;
     grant_result res = {0};
-    if (strlen(password) > MAX_TOKEN_LEN || grant_token(c, password, &res)) {
+    if (strlen(password) > MAX_TOKEN_LEN || grant_token(c, password, user, &res)) {
         emu_log("warn", "conn %" PRIu64 ": SASL PLAIN refused for %.100s: %s", c ? c->serial : 0, user,
                 res.description);
         return -1;

@@ -52,8 +52,6 @@ emu_session *emu_session_get(emu_conn *c, emu_identity *id, uint64_t token_expir
 {
     emu_session *s = emu_session_find(c, id);
     if (s) {
-        if (token_expiry && !s->token_expiry)
-            c->tokens++;
         if (token_expiry)
             s->token_expiry = token_expiry;
         return s;
@@ -64,8 +62,6 @@ emu_session *emu_session_get(emu_conn *c, emu_identity *id, uint64_t token_expir
     s->id = id;
     s->conn = c;
     s->token_expiry = token_expiry;
-    if (token_expiry)
-        c->tokens++;
     s->next_in_conn = c->sessions;
     c->sessions = s;
     s->next_of_identity = id->live.sessions;
@@ -102,12 +98,10 @@ void emu_session_end(emu_session *s, const char *cond_name, const char *descript
     for (emu_link *l = c->links; l; l = l->next) {
         if (l->session != s)
             continue;
-        int was_method_link = l->kind == EMU_LINK_METHOD_REQUESTS;
         link_forget_session(l);
         l->kind = EMU_LINK_REFUSED;
         if (!(pn_link_state(l->link) & PN_LOCAL_CLOSED))
             iotgw_link_close_with(l->link, cond_name, description);
-        (void)was_method_link;
     }
     for (emu_session **p = &c->sessions; *p; p = &(*p)->next_in_conn)
         if (*p == s) {
@@ -119,8 +113,6 @@ void emu_session_end(emu_session *s, const char *cond_name, const char *descript
             *p = s->next_of_identity;
             break;
         }
-    if (s->token_expiry)
-        c->tokens--;
     int was_active = id->live.session == s;
     if (was_active)
         id->live.session = NULL;
@@ -144,12 +136,10 @@ static void expiry_fired(iotgw_timer *t, void *ctx)
     if (c->device_grant && c->device_grant <= now) {
         emu_log("info", "conn %" PRIu64 ": hub-level device token expired", c->serial);
         c->device_grant = 0;
-        c->tokens--;
     }
     if (c->service_grant && c->service_grant <= now) {
         emu_log("info", "conn %" PRIu64 ": service token expired", c->serial);
         c->service_grant = 0;
-        c->tokens--;
         for (emu_link *l = c->links; l; l = l->next)
             if (l->kind == EMU_LINK_SERVICE_C2D) {
                 l->kind = EMU_LINK_REFUSED;
@@ -188,7 +178,9 @@ void emu_conn_schedule_expiry(emu_conn *c)
     if (!next)
         return;
     uint64_t now = emu_now_s();
-    int64_t delay = next > now ? (int64_t)(next - now) * 1000 : 0;
+    /* se comes from a client's token and may be far away: wake at least daily and look again. */
+    uint64_t wait_s = next > now ? next - now : 0;
+    int64_t delay = (int64_t)(wait_s < 86400 ? wait_s : 86400) * 1000;
     c->expiry_timer = iotgw_timer_start(c->hub->loop, delay, expiry_fired, c);
 }
 

@@ -93,7 +93,6 @@ struct emu_conn {
     uint64_t serial; /* for logs: "conn 12" */
     emu_link *links;
     emu_session *sessions;
-    int tokens;              /* audiences holding a token, for the per-connection limit */
     uint64_t device_grant;   /* expiry of a hub-level DeviceConnect token; 0: none */
     uint64_t service_grant;  /* expiry of a ServiceConnect token; 0: none */
     unsigned service_rights; /* that policy's rights */
@@ -171,6 +170,12 @@ void emu_methods_session_changed(emu_hub *hub, emu_identity *id);
 
 /* twin.c */
 void emu_twin_on_request(emu_link *l, pn_delivery_t *d);
+#define EMU_TWIN_MAX_PROPERTIES (32 * 1024) /* desired and reported, each */
+#define EMU_TWIN_MAX_TAGS       (8 * 1024)
+/* Apply a JSON merge patch (RFC 7396; $version and $metadata ignored) to *props, from
+ * empty when replace, within max_bytes and IoT Hub's depth of 10. 0, or an HTTP-like
+ * status (400, 413, 500) with *error saying why; *props is unchanged then. */
+int emu_twin_apply(json_t **props, json_t *patch, int replace, size_t max_bytes, const char **error);
 /* Desired properties changed: push the patch to a subscribed device. */
 void emu_twin_notify_desired(emu_hub *hub, emu_identity *id, json_t *patch);
 /* The twin as the service API shows it (new reference). */

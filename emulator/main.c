@@ -103,8 +103,7 @@ static int load_config(const char *file, settings *s)
         rc = iotgw_yaml_int(&y, mt, "maxTokensPerConnection", 1, 100000, &s->max_tokens, &diag);
     if (rc)
         fprintf(stderr, "iothub-emulator: %s\n", diag.text);
-    if (!rc || y.loaded)
-        iotgw_yaml_free(&y);
+    iotgw_yaml_free(&y); /* also after a failed load, which leaves it empty */
     return rc;
 }
 

@@ -180,7 +180,7 @@ static int check_key(const char *key, const char *what, iotgw_diag *diag)
 {
     uint8_t raw[128];
     size_t n;
-    if (strlen(key) > 160 || iotgw_base64_decode(key, strlen(key), raw, &n, 0, NULL) || n < 16)
+    if (strlen(key) > 88 || iotgw_base64_decode(key, strlen(key), raw, &n, 0, NULL) || n < 16 || n > 64)
         return iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "%s must be base64 of 16 to 64 bytes", what);
     return 0;
 }
@@ -226,12 +226,10 @@ int emu_registry_add(emu_registry *r, const char *device_id, const char *module_
     id->reported = json_object();
     id->desired_version = 1;
     id->reported_version = 1;
-    uint8_t g[8];
-    RAND_bytes(g, sizeof g);
-    snprintf(id->generation_id, sizeof id->generation_id, "6%017llu",
-             (unsigned long long)(((uint64_t)g[0] << 40 | (uint64_t)g[1] << 32 | (uint64_t)g[2] << 24 |
-                                   (uint64_t)g[3] << 16 | (uint64_t)g[4] << 8 | g[5]) %
-                                  100000000000000000ull));
+    uint64_t g = 0; /* IoT Hub's generation ids are 18 digits */
+    RAND_bytes((unsigned char *)&g, sizeof g);
+    snprintf(id->generation_id, sizeof id->generation_id, "63%016llu",
+             (unsigned long long)(g % 10000000000000000ull));
     if (!id->id || !id->device_id || (module_id && !id->module_id) || !id->primary_key ||
         !id->secondary_key || !id->tags || !id->desired || !id->reported) {
         identity_free(id);

@@ -62,7 +62,7 @@ typedef struct emu_identity {
     char generation_id[32];
     /* twin: desired and reported property objects (each with no $version/$metadata) */
     json_t *tags, *desired, *reported;
-    int64_t desired_version, reported_version;
+    int64_t desired_version, reported_version, tags_version;
     emu_live live;
     void *c2d; /* the hub's cloud-to-device queue, or NULL */
     struct emu_identity *hash_next;

@@ -22,7 +22,6 @@ static const error_kind E_UNAUTHORIZED = {401, 401002, "IotHubUnauthorizedAccess
 static const error_kind E_NOT_FOUND = {404, 404001, "DeviceNotFound"};
 static const error_kind E_ROUTE = {404, 404000, "NotFound"};
 static const error_kind E_BAD_ARGUMENT = {400, 400004, "ArgumentInvalid"};
-static const error_kind E_BAD_FORMAT = {400, 400001, "InvalidProtocolVersion"};
 static const error_kind E_PRECONDITION = {412, 412001, "PreconditionFailed"};
 static const error_kind E_NOT_ONLINE = {404, 404103, "DeviceNotOnline"};
 static const error_kind E_TIMEOUT = {504, 504101, "GatewayTimeout"};
@@ -145,7 +144,7 @@ static void invoke_method(emu_hub *hub, iotgw_http_request *req, emu_identity *i
     char msg[300];
     if (!json_is_object(j)) {
         snprintf(msg, sizeof msg, "the body is not a JSON object: %s", jerr.text);
-        respond_error(req, &E_BAD_FORMAT, msg);
+        respond_error(req, &E_BAD_ARGUMENT, msg);
     } else if (!name || !*name || strlen(name) > 128) {
         respond_error(req, &E_BAD_ARGUMENT, "methodName must be a string of 1 to 128 characters");
     } else if (timeout_field(j, "responseTimeoutInSeconds", 30, 5, 300, &response_timeout)) {
@@ -188,47 +187,45 @@ static void patch_twin(emu_hub *hub, iotgw_http_request *req, emu_identity *id, 
 {
     size_t len;
     const uint8_t *body = iotgw_http_body(req, &len);
-    json_error_t jerr;
-    json_t *j = json_loadb((const char *)body, len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *j = json_loadb((const char *)body, len, JSON_REJECT_DUPLICATES, NULL);
     json_t *twin = emu_twin_json(hub, id);
     json_t *props = json_object_get(j, "properties");
     json_t *desired = props ? json_object_get(props, "desired") : NULL;
     json_t *tags = json_object_get(j, "tags");
+    const char *error = NULL;
     if (!json_is_object(j)) {
-        respond_error(req, &E_BAD_FORMAT, "the body is not a JSON object");
+        respond_error(req, &E_BAD_ARGUMENT, "the body is not a JSON object");
     } else if (!etag_matches(req, twin)) {
         respond_error(req, &E_PRECONDITION, "the twin's etag does not match If-Match");
     } else if ((desired && !json_is_object(desired)) || (tags && !json_is_object(tags))) {
         respond_error(req, &E_BAD_ARGUMENT, "tags and properties.desired must be JSON objects");
     } else {
-        if (tags) {
-            if (replace)
-                json_object_clear(id->tags);
-            json_object_update_recursive(id->tags, tags);
-        }
-        if (desired) {
-            json_t *patch = json_deep_copy(desired);
-            json_object_del(patch, "$version");
-            json_object_del(patch, "$metadata");
-            if (replace)
-                json_object_clear(id->desired);
-            /* a merge patch: null removes */
-            const char *key;
-            json_t *v;
-            json_object_foreach(patch, key, v)
-            {
-                if (json_is_null(v))
-                    json_object_del(id->desired, key);
-                else if (json_is_object(v) && json_is_object(json_object_get(id->desired, key)))
-                    json_object_update_recursive(json_object_get(id->desired, key), v);
-                else
-                    json_object_set(id->desired, key, v);
+        /* Both parts are checked before either is applied. */
+        json_t *new_tags = json_incref(id->tags), *new_desired = json_incref(id->desired);
+        int status = tags ? emu_twin_apply(&new_tags, tags, replace, EMU_TWIN_MAX_TAGS, &error) : 0;
+        if (!status && desired)
+            status = emu_twin_apply(&new_desired, desired, replace, EMU_TWIN_MAX_PROPERTIES, &error);
+        if (status) {
+            json_decref(new_tags);
+            json_decref(new_desired);
+            respond_error(req,
+                          status == 413   ? &E_TOO_LARGE
+                          : status == 400 ? &E_BAD_ARGUMENT
+                                          : &E_SERVER,
+                          error);
+        } else {
+            json_decref(id->tags);
+            json_decref(id->desired);
+            id->tags = new_tags;
+            id->desired = new_desired;
+            if (tags)
+                id->tags_version++;
+            if (desired) {
+                id->desired_version++;
+                emu_twin_notify_desired(hub, id, replace ? id->desired : desired);
             }
-            id->desired_version++;
-            emu_twin_notify_desired(hub, id, replace ? id->desired : patch);
-            json_decref(patch);
+            respond_json(req, 200, emu_twin_json(hub, id), NULL);
         }
-        respond_json(req, 200, emu_twin_json(hub, id), NULL);
     }
     json_decref(twin);
     json_decref(j);

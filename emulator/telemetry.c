@@ -34,70 +34,77 @@ static int looks_like_message(pn_bytes_t b)
     return b.size >= 3 && p[0] == 0x00 && p[1] == 0x53 && p[2] >= 0x70 && p[2] <= 0x77;
 }
 
+/* Decode every section of an encoded message into data, one top-level value each. */
+static int decode_sections(pn_data_t *data, const uint8_t *buf, size_t len)
+{
+    for (size_t off = 0; off < len;) {
+        ssize_t n = pn_data_decode(data, (const char *)buf + off, len - off);
+        if (n <= 0)
+            return -1;
+        off += (size_t)n;
+    }
+    pn_data_rewind(data);
+    return 0;
+}
+
+/* With data before a top-level value: move to the next section; its code (0: not a
+ * section), data then inside it on the section's value (pn_data_exit to go on). */
+static int next_section(pn_data_t *data, uint64_t *code)
+{
+    if (!pn_data_next(data))
+        return 0;
+    *code = 0;
+    if (pn_data_type(data) != PN_DESCRIBED)
+        return 1;
+    pn_data_enter(data);
+    pn_data_next(data);
+    if (pn_data_type(data) == PN_ULONG)
+        *code = pn_data_get_ulong(data);
+    pn_data_next(data);
+    return 2;
+}
+
 /* Is this a batch? Proton-C 0.37 does not tell the transfer's message-format
  * (0x80013700 for batches), so a batch is known by its shape: no properties or
- * application properties of its own, and one or more data sections that each hold an
- * encoded message. Each inner message is then checked; *count is how many. */
-static const char *check_sections(emu_hub *hub, const uint8_t *buf, size_t len, int *count, const char **why,
-                                  int *is_batch)
+ * application properties of its own, and only data sections that each hold an encoded
+ * message. Each inner message is then checked; *count is how many. */
+static const char *check_sections(emu_hub *hub, const uint8_t *buf, size_t len, int *count, const char **why)
 {
     pn_data_t *data = pn_data(16);
     const char *cond = NULL;
-    size_t off = 0;
-    int sections_of_own = 0, datas = 0, datas_like_messages = 0;
-    *count = 0;
-    *is_batch = 0;
-    /* first pass: shape */
-    while (off < len) {
-        pn_data_clear(data);
-        ssize_t n = pn_data_decode(data, (const char *)buf + off, len - off);
-        if (n <= 0) {
-            pn_data_free(data);
-            *why = "the message does not decode as AMQP";
-            return "amqp:decode-error";
-        }
-        off += (size_t)n;
-        pn_data_rewind(data);
-        if (!pn_data_next(data) || pn_data_type(data) != PN_DESCRIBED)
-            continue;
-        pn_data_enter(data);
-        pn_data_next(data);
-        uint64_t desc = pn_data_type(data) == PN_ULONG ? pn_data_get_ulong(data) : 0;
-        pn_data_next(data);
-        if (desc == 0x73 || desc == 0x74)
-            sections_of_own++;
-        if (desc == DATA_SECTION && pn_data_type(data) == PN_BINARY) {
-            datas++;
-            datas_like_messages += looks_like_message(pn_data_get_binary(data));
-        }
-    }
-    if (sections_of_own || !datas || datas != datas_like_messages) {
+    int own = 0, datas = 0, messages = 0, entered;
+    uint64_t code;
+    *count = 1;
+    if (!data || decode_sections(data, buf, len)) {
         pn_data_free(data);
-        *count = 1;
+        *why = "the message does not decode as AMQP";
+        return "amqp:decode-error";
+    }
+    while ((entered = next_section(data, &code))) {
+        own += code == 0x73 || code == 0x74;
+        if (code == DATA_SECTION && pn_data_type(data) == PN_BINARY) {
+            datas++;
+            messages += looks_like_message(pn_data_get_binary(data));
+        }
+        if (entered == 2)
+            pn_data_exit(data);
+    }
+    if (own || !datas || datas != messages) {
+        pn_data_free(data);
         return check_message(hub, buf, len, why);
     }
-    *is_batch = 1;
-    off = 0;
-    while (!cond && off < len) {
-        pn_data_clear(data);
-        ssize_t n = pn_data_decode(data, (const char *)buf + off, len - off);
-        off += (size_t)n;
-        pn_data_rewind(data);
-        if (!pn_data_next(data) || pn_data_type(data) != PN_DESCRIBED)
-            continue;
-        pn_data_enter(data);
-        pn_data_next(data);
-        uint64_t desc = pn_data_type(data) == PN_ULONG ? pn_data_get_ulong(data) : 0;
-        pn_data_next(data);
-        if (desc != DATA_SECTION)
-            continue;
-        if (++*count > MAX_BATCH_ITEMS) {
+    *count = 0;
+    pn_data_rewind(data);
+    while (!cond && (entered = next_section(data, &code))) {
+        if (code == DATA_SECTION && ++*count > MAX_BATCH_ITEMS) {
             *why = "the batch has too many messages";
             cond = "amqp:link:message-size-exceeded";
-            break;
+        } else if (code == DATA_SECTION) {
+            pn_bytes_t inner = pn_data_get_binary(data);
+            cond = check_message(hub, (const uint8_t *)inner.start, inner.size, why);
         }
-        pn_bytes_t inner = pn_data_get_binary(data);
-        cond = check_message(hub, (const uint8_t *)inner.start, inner.size, why);
+        if (entered == 2)
+            pn_data_exit(data);
     }
     pn_data_free(data);
     return cond;
@@ -110,7 +117,7 @@ void emu_telemetry_on_delivery(emu_link *l, pn_delivery_t *d)
     uint8_t *buf;
     size_t len;
     const char *why = NULL, *cond = NULL;
-    int count = 1, batch = 0;
+    int count = 1;
     if (iotgw_delivery_take(d, EMU_LINK_MAX_MESSAGE_SIZE, &buf, &len)) {
         cond = "amqp:link:message-size-exceeded";
         why = "the message is larger than the link's max-message-size";
@@ -119,7 +126,7 @@ void emu_telemetry_on_delivery(emu_link *l, pn_delivery_t *d)
             cond = "amqp:link:message-size-exceeded";
             why = "the message is larger than IoT Hub's 256 KB limit";
         } else {
-            cond = check_sections(c->hub, buf, len, &count, &why, &batch);
+            cond = check_sections(c->hub, buf, len, &count, &why);
         }
         free(buf);
     }
@@ -129,7 +136,6 @@ void emu_telemetry_on_delivery(emu_link *l, pn_delivery_t *d)
         iotgw_delivery_settle(d, PN_REJECTED, cond, why);
         return;
     }
-    (void)batch;
     id->live.telemetry_in += (uint64_t)count;
     id->live.last_activity_ms = emu_wall_ms();
     iotgw_delivery_settle(d, PN_ACCEPTED, NULL, NULL);

@@ -7,12 +7,12 @@
 #include <string.h>
 #include <proton/delivery.h>
 
+#include "codecs/base64.h"
 #include "emulator/amqp_props.h"
 #include "emulator/hub.h"
 #include "transport/messaging.h"
 
-#define TWIN_MAX_PROPERTIES (32 * 1024) /* desired and reported, each */
-#define TWIN_MAX_DEPTH      10
+#define TWIN_MAX_DEPTH 10
 
 /* RFC 7396 merge: members set to null are removed, objects merge, the rest replaces. */
 static void merge_patch(json_t *target, json_t *patch)
@@ -51,6 +51,39 @@ static int depth_of(json_t *v)
     return json_is_object(v) ? d + 1 : 0;
 }
 
+int emu_twin_apply(json_t **props, json_t *patch, int replace, size_t max_bytes, const char **error)
+{
+    json_t *next = replace ? json_object() : json_deep_copy(*props);
+    json_t *clean = json_deep_copy(patch);
+    if (!next || !clean) {
+        json_decref(next);
+        json_decref(clean);
+        *error = "out of memory";
+        return 500;
+    }
+    json_object_del(clean, "$version");
+    json_object_del(clean, "$metadata");
+    merge_patch(next, clean);
+    json_decref(clean);
+    char *text = json_dumps(next, JSON_COMPACT);
+    int status = 0;
+    if (!text || strlen(text) > max_bytes) {
+        *error = "the properties would exceed IoT Hub's size limit";
+        status = 413;
+    } else if (depth_of(next) > TWIN_MAX_DEPTH) {
+        *error = "the properties would nest deeper than 10 levels";
+        status = 400;
+    }
+    free(text);
+    if (status) {
+        json_decref(next);
+        return status;
+    }
+    json_decref(*props);
+    *props = next;
+    return 0;
+}
+
 static json_t *with_version(json_t *props, int64_t version)
 {
     json_t *o = json_deep_copy(props);
@@ -65,8 +98,15 @@ json_t *emu_twin_json(emu_hub *hub, emu_identity *id)
     json_object_set_new(t, "deviceId", json_string(id->device_id));
     if (id->module_id)
         json_object_set_new(t, "moduleId", json_string(id->module_id));
-    json_object_set_new(t, "etag", json_sprintf("AAAAAAAAAA%02" PRId64, id->desired_version % 100));
-    json_object_set_new(t, "version", json_integer(id->desired_version + id->reported_version));
+    /* One version for every change of the twin; the etag is its base64, as IoT Hub's look. */
+    int64_t version = id->desired_version + id->reported_version + id->tags_version;
+    uint8_t be[8];
+    char etag[16];
+    for (int i = 0; i < 8; i++)
+        be[i] = (uint8_t)((uint64_t)version >> (56 - 8 * i));
+    iotgw_base64_encode(be, sizeof be, etag);
+    json_object_set_new(t, "etag", json_string(etag));
+    json_object_set_new(t, "version", json_integer(version));
     json_object_set_new(t, "status", json_string(id->enabled ? "enabled" : "disabled"));
     json_object_set_new(t, "connectionState", json_string(id->live.session ? "Connected" : "Disconnected"));
     json_object_set_new(t, "tags", json_deep_copy(id->tags));
@@ -157,26 +197,10 @@ void emu_twin_on_request(emu_link *l, pn_delivery_t *d)
         json_t *patch = body ? json_loadb(body, blen, JSON_REJECT_DUPLICATES, &jerr) : NULL;
         if (!json_is_object(patch)) {
             error = "the body must be a JSON object of reported properties";
-        } else {
-            json_object_del(patch, "$version");
-            json_t *next = json_deep_copy(id->reported);
-            merge_patch(next, patch);
-            char *text = json_dumps(next, JSON_COMPACT);
-            if (!text || strlen(text) > TWIN_MAX_PROPERTIES) {
-                error = "reported properties would exceed 32 KB";
-                status = 413;
-            } else if (depth_of(next) > TWIN_MAX_DEPTH) {
-                error = "reported properties would nest deeper than 10 levels";
-            } else {
-                json_decref(id->reported);
-                id->reported = next;
-                next = NULL;
-                id->reported_version++;
-                status = 204;
-                version = id->reported_version;
-            }
-            free(text);
-            json_decref(next);
+        } else if ((status = emu_twin_apply(&id->reported, patch, 0, EMU_TWIN_MAX_PROPERTIES, &error)) == 0) {
+            id->reported_version++;
+            status = 204;
+            version = id->reported_version;
         }
         json_decref(patch);
     } else if ((!strcmp(op, "PUT") || !strcmp(op, "DELETE")) &&

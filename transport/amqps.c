@@ -101,9 +101,7 @@ int raw_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
     case LWS_CALLBACK_RAW_CONNECTED: /* client: TCP connected */
         if (!c)
             return -1;
-        c->wsi = wsi;
-        c->connected = 1;
-        conn_process(c);
+        conn_on_connected(c, wsi);
         return 0;
 
     case LWS_CALLBACK_RAW_RX:

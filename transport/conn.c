@@ -299,6 +299,13 @@ void conn_process(iotgw_conn *c)
         lws_callback_on_writable(c->wsi);
 }
 
+void conn_on_connected(iotgw_conn *c, struct lws *wsi)
+{
+    c->wsi = wsi;
+    c->connected = 1;
+    conn_process(c);
+}
+
 int conn_on_bytes(iotgw_conn *c, const uint8_t *data, size_t len)
 {
     if (c->pending_len == 0) {

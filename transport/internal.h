@@ -88,6 +88,8 @@ void conn_attach(iotgw_conn *c, struct lws *wsi, const char *peer);
 iotgw_conn *conn_accept(struct lws *wsi, iotgw_transport_kind kind);
 /* Tell the listener's owner about it (on_accept) and start processing. */
 void conn_announce(iotgw_conn *c);
+/* A client's socket can carry AMQP now (TCP, and for WSS TLS and the upgrade, done). */
+void conn_on_connected(iotgw_conn *c, struct lws *wsi);
 /* Bytes arrived from the socket. Returns -1 when the callback should close the socket. */
 int conn_on_bytes(iotgw_conn *c, const uint8_t *data, size_t len);
 /* The socket can take data. Returns -1 when the callback should close the socket. */

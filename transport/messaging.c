@@ -2,6 +2,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <proton/codec.h>
 #include <proton/condition.h>
 #include <proton/connection.h>
 #include <proton/session.h>
@@ -34,9 +35,39 @@ int iotgw_delivery_take(pn_delivery_t *d, size_t max, uint8_t **buf, size_t *len
     return 0;
 }
 
+/* pn_message_decode (Proton 0.37) accepts truncated or malformed input and makes up
+ * values from it; pn_data_decode does not. So every section is decoded strictly first:
+ * each must be a described value whose descriptor is a message section (0x70 header ..
+ * 0x78 footer), and together they must use every byte. */
+static int sections_valid(const uint8_t *buf, size_t len)
+{
+    pn_data_t *data = pn_data(8);
+    int ok = data != NULL && len > 0;
+    for (size_t off = 0; ok && off < len;) {
+        pn_data_clear(data);
+        ssize_t n = pn_data_decode(data, (const char *)buf + off, len - off);
+        ok = n > 0;
+        if (!ok)
+            break;
+        off += (size_t)n;
+        pn_data_rewind(data);
+        ok = pn_data_next(data) && pn_data_type(data) == PN_DESCRIBED;
+        if (ok) {
+            pn_data_enter(data);
+            ok = pn_data_next(data) && pn_data_type(data) == PN_ULONG && pn_data_get_ulong(data) >= 0x70 &&
+                 pn_data_get_ulong(data) <= 0x78;
+        }
+    }
+    pn_data_free(data);
+    return ok;
+}
+
 int iotgw_message_decode(pn_message_t *msg, const uint8_t *buf, size_t len, iotgw_diag *diag)
 {
     pn_message_clear(msg);
+    if (!sections_valid(buf, len))
+        return iotgw_diag_fail(diag, IOTGW_ERR_HUBMSG_BODY,
+                               "not an AMQP message: its sections do not decode");
     int rc = pn_message_decode(msg, (const char *)buf, len);
     if (rc)
         return iotgw_diag_fail(diag, IOTGW_ERR_HUBMSG_BODY, "not an AMQP message: %s",

@@ -23,7 +23,8 @@
  * are drained all the same); *len then holds the size. */
 int iotgw_delivery_take(pn_delivery_t *d, size_t max, uint8_t **buf, size_t *len);
 
-/* Decode bytes into msg (cleared first). */
+/* Decode bytes into msg (cleared first). Stricter than pn_message_decode, which makes
+ * values up from truncated or malformed input. */
 int iotgw_message_decode(pn_message_t *msg, const uint8_t *buf, size_t len, iotgw_diag *diag);
 /* Encode msg into a malloc'd buffer. */
 int iotgw_message_encode(pn_message_t *msg, uint8_t **buf, size_t *len);

@@ -178,7 +178,7 @@ typedef struct iotgw_listener_options {
     const char *ws_path;   /* WSS: path of the AMQP upgrade; NULL: IOTGW_WS_DEFAULT_PATH */
     iotgw_tls_options tls; /* cert_file and key_file are required */
     iotgw_accept_fn on_accept;
-    iotgw_http_fn on_http; /* WSS: other paths; NULL: 404 */
+    iotgw_http_fn on_http;             /* WSS: other paths; NULL: 404 */
     iotgw_sasl_plain_fn on_sasl_plain; /* NULL: PLAIN is not offered */
     void *ctx;
     uint32_t idle_timeout_ms; /* advertised; 0: IOTGW_DEFAULT_IDLE_TIMEOUT_MS */

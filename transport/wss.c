@@ -56,9 +56,7 @@ int wss_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
     case LWS_CALLBACK_CLIENT_ESTABLISHED:
         if (!c)
             return -1;
-        c->wsi = wsi;
-        c->connected = 1;
-        conn_process(c);
+        conn_on_connected(c, wsi);
         return 0;
 
     case LWS_CALLBACK_RECEIVE:

@@ -142,12 +142,20 @@ class Auth(unittest.TestCase):
         snd.send(Message(body=b"plain"))
         conn.close()
 
-    def test_sasl_plain_with_a_wrong_token_fails_sasl(self):
+    def test_sasl_plain_refusals_fail_sasl(self):
         from proton import ConnectionException
-        with self.assertRaises(ConnectionException):
-            c = connect(EMU, sasl="PLAIN", user=f"dev2@sas.{HOST}",
-                        password=device_token("dev2", key=DEVICE_KEYS["dev1"]), timeout=10)
-            c.create_sender(events("dev2"))
+        cases = [("wrong key", f"dev2@sas.{HOST}", device_token("dev2", key=DEVICE_KEYS["dev1"]),
+                  "signature does not match"),
+                 ("user names another device", f"dev1@sas.{HOST}", device_token("dev2"),
+                  "user name does not match")]
+        for name, user, token, logged in cases:
+            with self.subTest(name):
+                with self.assertRaises(ConnectionException) as e:
+                    c = connect(EMU, sasl="PLAIN", user=user, password=token, timeout=10)
+                    c.create_sender(events("dev2"))
+                self.assertIn("Authentication failed", str(e.exception))
+                self.assertIn(f"SASL PLAIN refused for {user}: ", EMU.log_text())
+                self.assertIn(logged, EMU.log_text())
 
     def test_refusals(self):
         conn = connect(EMU)
@@ -259,6 +267,18 @@ class DeviceLinks(unittest.TestCase):
             self.conn.container.process()
             time.sleep(0.01)
         self.assertEqual(dlv.remote_state, dlv.ACCEPTED)
+        # One broken inner message fails the batch: it was unpacked, not taken as one body.
+        broken = inner[0][:-3]
+        envelope = b"".join(b"\x00\x53\x75\xb0" + len(m).to_bytes(4, "big") + m for m in (inner[1], broken))
+        dlv = snd.link.delivery("batch2")
+        snd.link.send(envelope)
+        snd.link.advance()
+        deadline = time.time() + 10
+        while not dlv.remote_state and time.time() < deadline:
+            self.conn.container.process()
+            time.sleep(0.01)
+        self.assertEqual(dlv.remote_state, dlv.REJECTED)
+        self.assertEqual(dlv.remote.condition.name, "amqp:decode-error")
 
     def test_twin_get_patch_and_versions(self):
         snd = self.conn.create_sender("/devices/dev3/twin")
@@ -355,10 +375,20 @@ class DeviceLinks(unittest.TestCase):
         rcv.reject()
         with self.assertRaises(Exception):
             rcv.receive(timeout=2)
-        # an unknown device and a full queue are refused
+        # an unknown device, a body over 64 KB and a full queue are refused
         from proton.utils import SendException
         with self.assertRaises(SendException):
             sender.send(Message(address="/devices/nobody/messages/devicebound", body=b"x"))
+        with self.assertRaises(SendException):
+            sender.send(Message(address="/devices/dev3/messages/devicebound", body=b"x" * (65 * 1024)))
+        for i in range(50):
+            sender.send(Message(address="/devices/dev2/messages/devicebound", body=b"q%d" % i))
+        with self.assertRaises(SendException) as e:
+            sender.send(Message(address="/devices/dev2/messages/devicebound", body=b"one too many"))
+        from proton import Delivery
+        self.assertEqual(e.exception.state, Delivery.REJECTED)
+        self.assertIn("C2D for dev2 refused: amqp:resource-limit-exceeded: DeviceMaximumQueueDepthExceeded",
+                      EMU.log_text())
         svc.close()
 
     def test_second_connection_takes_the_device_over(self):
@@ -368,6 +398,36 @@ class DeviceLinks(unittest.TestCase):
         other.create_receiver("/devices/dev3/messages/devicebound", credit=1)
         self.assertEqual(wait_detached(self.conn, old), "com.microsoft:link-creation-conflict")
         other.close()
+
+
+class RestTwin(unittest.TestCase):
+    def test_etag_merge_and_limits(self):
+        status, _, t0 = EMU.rest("GET", "/twins/dev1")
+        self.assertEqual(status, 200)
+        status, headers, _ = EMU.rest("PATCH", "/twins/dev1", {"tags": {"site": "a"}}, headers={"If-Match": '"AAAAAAAAAAA="'})
+        self.assertEqual((status, headers.get("iothub-errorcode")), (412, "PreconditionFailed"))
+        status, _, t1 = EMU.rest("PATCH", "/twins/dev1", {"tags": {"site": "a", "floor": 2},
+                                                          "properties": {"desired": {"a": 1, "b": {"c": 2}}}},
+                                 headers={"If-Match": '"%s"' % t0["etag"]})
+        self.assertEqual(status, 200)
+        self.assertNotEqual(t1["etag"], t0["etag"])
+        self.assertEqual(t1["version"], t0["version"] + 2)  # tags and desired each changed
+        status, _, t2 = EMU.rest("PATCH", "/twins/dev1", {"tags": {"floor": None},
+                                                          "properties": {"desired": {"b": {"c": None, "d": 3}}}})
+        self.assertEqual(t2["tags"], {"site": "a"})
+        self.assertEqual({k: v for k, v in t2["properties"]["desired"].items() if not k.startswith("$")},
+                         {"a": 1, "b": {"d": 3}})
+        status, headers, _ = EMU.rest("PATCH", "/twins/dev1", {"properties": {"desired": {"big": "x" * 40000}}})
+        self.assertEqual((status, headers.get("iothub-errorcode")), (413, "MessageTooLarge"))
+        deep = {}
+        for _ in range(11):
+            deep = {"d": deep or 1}
+        status, _, _ = EMU.rest("PATCH", "/twins/dev1", {"properties": {"desired": deep}})
+        self.assertEqual(status, 400)
+        status, _, t3 = EMU.rest("GET", "/twins/dev1")
+        self.assertEqual(t3["etag"], t2["etag"])  # refused patches changed nothing
+        status, headers, _ = EMU.rest("GET", "/twins/dev1", token="SharedAccessSignature sr=x&sig=y&se=1&skn=nobody")
+        self.assertEqual((status, headers.get("iothub-errorcode")), (401, "IotHubUnauthorizedAccess"))
 
 
 class HostileInput(unittest.TestCase):
