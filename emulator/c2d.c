@@ -11,7 +11,7 @@
 #include <proton/delivery.h>
 
 #include "emulator/address.h"
-#include "emulator/amqp_props.h"
+#include "transport/amqp_map.h"
 #include "emulator/hub.h"
 #include "transport/messaging.h"
 
@@ -203,7 +203,7 @@ void emu_service_c2d_on_delivery(emu_link *l, pn_delivery_t *d)
     who = id->id;
     /* Devices get exactly one data section (the C SDK refuses anything else). */
     size_t blen = 0;
-    const char *body = emu_body_bytes(pn_message_body(m), &blen);
+    const char *body = iotgw_body_bytes(pn_message_body(m), &blen);
     if (body && blen > EMU_C2D_MAX_SIZE) {
         refuse(l, d, who, "amqp:link:message-size-exceeded", "cloud-to-device messages are limited to 64 KB");
         return;

@@ -14,7 +14,7 @@
 
 #include "codecs/percent.h"
 #include "codecs/sas.h"
-#include "emulator/amqp_props.h"
+#include "transport/amqp_map.h"
 #include "emulator/hub.h"
 #include "transport/messaging.h"
 
@@ -198,13 +198,13 @@ void emu_cbs_on_request(emu_link *l, pn_delivery_t *d)
     char op[32], type[64], name[300];
     pn_data_t *props = pn_message_properties(m);
     size_t tlen = 0;
-    const char *token = emu_body_bytes(pn_message_body(m), &tlen);
-    if (!emu_map_text(props, "operation", op, sizeof op) || strcmp(op, "put-token"))
+    const char *token = iotgw_body_bytes(pn_message_body(m), &tlen);
+    if (!iotgw_map_text(props, "operation", op, sizeof op) || strcmp(op, "put-token"))
         result(&res, 400, "unsupported operation; only put-token is");
-    else if (!emu_map_text(props, "type", type, sizeof type) ||
+    else if (!iotgw_map_text(props, "type", type, sizeof type) ||
              (strcmp(type, TOKEN_TYPE_SB) && strcmp(type, TOKEN_TYPE_IOT)))
         result(&res, 400, "token type must be " TOKEN_TYPE_SB " or " TOKEN_TYPE_IOT);
-    else if (!emu_map_text(props, "name", name, sizeof name))
+    else if (!iotgw_map_text(props, "name", name, sizeof name))
         result(&res, 400, "the audience (name) is missing");
     else if (!token || tlen == 0 || tlen > MAX_TOKEN_LEN)
         result(&res, 400, "the body must be the token as a string");

@@ -8,7 +8,7 @@
 #include <openssl/rand.h>
 #include <proton/delivery.h>
 
-#include "emulator/amqp_props.h"
+#include "transport/amqp_map.h"
 #include "emulator/hub.h"
 #include "transport/messaging.h"
 
@@ -161,7 +161,7 @@ void emu_methods_on_response(emu_link *l, pn_delivery_t *d)
         return;
     pn_msgid_t corr = pn_message_get_correlation_id(m);
     int64_t status;
-    if (corr.type != PN_UUID || emu_map_int(pn_message_properties(m), "IoThub-status", &status)) {
+    if (corr.type != PN_UUID || iotgw_map_int(pn_message_properties(m), "IoThub-status", &status)) {
         emu_log("warn",
                 "conn %" PRIu64 ": %s: method response without a uuid correlation-id or IoThub-status",
                 l->conn->serial, id->id);
@@ -171,7 +171,7 @@ void emu_methods_on_response(emu_link *l, pn_delivery_t *d)
     }
     iotgw_delivery_settle(d, PN_ACCEPTED, NULL, NULL);
     size_t blen = 0;
-    const char *body = emu_body_bytes(pn_message_body(m), &blen);
+    const char *body = iotgw_body_bytes(pn_message_body(m), &blen);
     for (emu_method_call *call = hub->calls; call; call = call->next) {
         if (call->sent && call->id == id && !memcmp(call->uuid.bytes, corr.u.as_uuid.bytes, 16)) {
             if (blen > EMU_METHOD_MAX_PAYLOAD)

@@ -8,7 +8,7 @@
 #include <proton/delivery.h>
 
 #include "codecs/base64.h"
-#include "emulator/amqp_props.h"
+#include "transport/amqp_map.h"
 #include "emulator/hub.h"
 #include "transport/messaging.h"
 
@@ -177,8 +177,8 @@ void emu_twin_on_request(emu_link *l, pn_delivery_t *d)
 
     char op[16] = "", resource[64] = "";
     pn_data_t *ann = pn_message_annotations(m);
-    emu_map_text(ann, "operation", op, sizeof op);
-    emu_map_text(ann, "resource", resource, sizeof resource);
+    iotgw_map_text(ann, "operation", op, sizeof op);
+    iotgw_map_text(ann, "resource", resource, sizeof resource);
     pn_msgid_t corr = pn_message_get_correlation_id(m);
     int status = 400;
     int64_t version = -1;
@@ -192,7 +192,7 @@ void emu_twin_on_request(emu_link *l, pn_delivery_t *d)
         version = id->reported_version;
     } else if (!strcmp(op, "PATCH") && !strcmp(resource, "/properties/reported")) {
         size_t blen = 0;
-        const char *body = emu_body_bytes(pn_message_body(m), &blen);
+        const char *body = iotgw_body_bytes(pn_message_body(m), &blen);
         json_error_t jerr;
         json_t *patch = body ? json_loadb(body, blen, JSON_REJECT_DUPLICATES, &jerr) : NULL;
         if (!json_is_object(patch)) {

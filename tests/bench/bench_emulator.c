@@ -18,7 +18,7 @@
 #include <proton/transport.h>
 
 #include "codecs/sas.h"
-#include "emulator/amqp_props.h"
+#include "transport/amqp_map.h"
 #include "emulator/hub.h"
 #include "transport/messaging.h"
 
@@ -111,7 +111,7 @@ static void on_event(iotgw_conn *ic, pn_event_t *e, void *ctx)
             pn_message_t *m = pn_message();
             int64_t status = 0;
             if (!pn_message_decode(m, (const char *)buf, len))
-                emu_map_int(pn_message_properties(m), "status-code", &status);
+                iotgw_map_int(pn_message_properties(m), "status-code", &status);
             uint64_t dev = pn_message_get_correlation_id(m).u.as_ulong;
             pn_message_free(m);
             free(buf);

@@ -1,9 +1,9 @@
-#include "emulator/amqp_props.h"
+#include "transport/amqp_map.h"
 
 #include <stdio.h>
 #include <string.h>
 
-int emu_map_find(pn_data_t *map, const char *key)
+int iotgw_map_find(pn_data_t *map, const char *key)
 {
     pn_data_rewind(map);
     if (!pn_data_next(map) || pn_data_type(map) != PN_MAP)
@@ -23,9 +23,9 @@ int emu_map_find(pn_data_t *map, const char *key)
     return -1;
 }
 
-const char *emu_map_text(pn_data_t *map, const char *key, char *buf, size_t len)
+const char *iotgw_map_text(pn_data_t *map, const char *key, char *buf, size_t len)
 {
-    if (emu_map_find(map, key))
+    if (iotgw_map_find(map, key))
         return NULL;
     pn_type_t t = pn_data_type(map);
     pn_bytes_t v = t == PN_STRING   ? pn_data_get_string(map)
@@ -37,9 +37,9 @@ const char *emu_map_text(pn_data_t *map, const char *key, char *buf, size_t len)
     return buf;
 }
 
-int emu_map_int(pn_data_t *map, const char *key, int64_t *out)
+int iotgw_map_int(pn_data_t *map, const char *key, int64_t *out)
 {
-    if (emu_map_find(map, key))
+    if (iotgw_map_find(map, key))
         return -1;
     switch (pn_data_type(map)) {
     case PN_INT: *out = pn_data_get_int(map); return 0;
@@ -53,7 +53,7 @@ int emu_map_int(pn_data_t *map, const char *key, int64_t *out)
     }
 }
 
-const char *emu_body_bytes(pn_data_t *body, size_t *len)
+const char *iotgw_body_bytes(pn_data_t *body, size_t *len)
 {
     pn_data_rewind(body);
     if (!pn_data_next(body))
