@@ -159,7 +159,7 @@ static int grant_token(emu_conn *c, const char *token, const char *plain_user, g
                     c->service_rights = p->rights;
                 }
             }
-            emu_log("info", "conn %" PRIu64 ": %s%s authorized until %" PRIu64, c->serial,
+            iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": %s%s authorized until %" PRIu64, c->serial,
                     id ? "" : "policy ", id ? id->id : p->name, t.se);
             emu_conn_schedule_expiry(c);
             rc = result(res, 200, "OK");
@@ -218,7 +218,7 @@ void emu_cbs_on_request(emu_link *l, pn_delivery_t *d)
         }
     }
     if (res.status != 200)
-        emu_log("warn", "conn %" PRIu64 ": put-token refused (%d): %s", c->serial, res.status,
+        iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": put-token refused (%d): %s", c->serial, res.status,
                 res.description);
 
     pn_message_t *reply = pn_message();
@@ -235,7 +235,7 @@ void emu_cbs_on_request(emu_link *l, pn_delivery_t *d)
     pn_data_exit(ap);
     emu_link *out = reply_link(l, pn_message_get_reply_to(m));
     if (!out || emu_link_answer(out, reply))
-        emu_log("warn", "conn %" PRIu64 ": CBS: no $cbs receiver link for the reply", c->serial);
+        iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": CBS: no $cbs receiver link for the reply", c->serial);
     pn_message_free(reply);
 }
 
@@ -249,7 +249,7 @@ int emu_cbs_sasl_plain(iotgw_conn *ic, const char *user, const char *password, v
         return -1;
     grant_result res = {0};
     if (strlen(password) > MAX_TOKEN_LEN || grant_token(c, password, user, &res)) {
-        emu_log("warn", "conn %" PRIu64 ": SASL PLAIN refused for %.100s: %s", c ? c->serial : 0, user,
+        iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": SASL PLAIN refused for %.100s: %s", c ? c->serial : 0, user,
                 res.description);
         return -1;
     }

@@ -134,11 +134,11 @@ static void expiry_fired(iotgw_timer *t, void *ctx)
     c->expiry_timer = NULL;
     uint64_t now = emu_now_s();
     if (c->device_grant && c->device_grant <= now) {
-        emu_log("info", "conn %" PRIu64 ": hub-level device token expired", c->serial);
+        iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": hub-level device token expired", c->serial);
         c->device_grant = 0;
     }
     if (c->service_grant && c->service_grant <= now) {
-        emu_log("info", "conn %" PRIu64 ": service token expired", c->serial);
+        iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": service token expired", c->serial);
         c->service_grant = 0;
         for (emu_link *l = c->links; l; l = l->next)
             if (l->kind == EMU_LINK_SERVICE_C2D) {
@@ -151,7 +151,7 @@ static void expiry_fired(iotgw_timer *t, void *ctx)
         emu_session *next = s->next_in_conn;
         int expired = s->token_expiry ? s->token_expiry <= now : !c->device_grant;
         if (expired) {
-            emu_log("info", "conn %" PRIu64 ": %s: token expired, links detached", c->serial, s->id->id);
+            iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": %s: token expired, links detached", c->serial, s->id->id);
             emu_session_end(s, "amqp:unauthorized-access",
                             "the identity's token expired and was not renewed");
         }
@@ -229,7 +229,7 @@ int emu_link_answer(emu_link *l, pn_message_t *msg)
     if (!l->queued && pn_link_credit(l->link) > 0)
         return iotgw_link_send_message(l->link, msg) ? 0 : -1;
     if (l->nqueued >= EMU_MAX_QUEUED) {
-        emu_log("warn", "conn %" PRIu64 ": link \"%s\": the client gives no credit; answer dropped",
+        iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": link \"%s\": the client gives no credit; answer dropped",
                 l->conn->serial, pn_link_name(l->link));
         return -1;
     }
@@ -254,14 +254,14 @@ pn_message_t *emu_take_request(emu_link *l, pn_delivery_t *d, const char *what)
     iotgw_diag diag = {0};
     pn_message_t *m = l->conn->hub->scratch;
     if (iotgw_delivery_take(d, EMU_LINK_MAX_MESSAGE_SIZE, &buf, &len)) {
-        emu_log("warn", "conn %" PRIu64 ": %s of %zu bytes refused: too large", l->conn->serial, what, len);
+        iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": %s of %zu bytes refused: too large", l->conn->serial, what, len);
         iotgw_delivery_settle(d, PN_REJECTED, "amqp:link:message-size-exceeded", "the message is too large");
         return NULL;
     }
     int rc = iotgw_message_decode(m, buf, len, &diag);
     free(buf);
     if (rc) {
-        emu_log("warn", "conn %" PRIu64 ": %s refused: %s", l->conn->serial, what, diag.text);
+        iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": %s refused: %s", l->conn->serial, what, diag.text);
         iotgw_delivery_settle(d, PN_REJECTED, "amqp:decode-error", diag.text);
         return NULL;
     }
@@ -298,7 +298,7 @@ static void refuse(emu_conn *c, pn_link_t *link, const char *cond, const char *f
     va_start(ap, fmt);
     vsnprintf(desc, sizeof desc, fmt, ap);
     va_end(ap);
-    emu_log("warn", "conn %" PRIu64 ": link \"%s\" refused: %s (%s)", c->serial, pn_link_name(link), desc,
+    iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": link \"%s\" refused: %s (%s)", c->serial, pn_link_name(link), desc,
             cond);
     link_record(c, link, EMU_LINK_REFUSED);
     pn_link_open(link);
@@ -370,7 +370,7 @@ static void take_over(emu_session *s)
         return;
     id->live.session = s;
     if (old) {
-        emu_log("info", "%s: links moved from conn %" PRIu64 " to conn %" PRIu64, id->id, old->conn->serial,
+        iotgw_log(IOTGW_LOG_INFO, "%s: links moved from conn %" PRIu64 " to conn %" PRIu64, id->id, old->conn->serial,
                 s->conn->serial);
         emu_session_end(old, "com.microsoft:link-creation-conflict",
                         "a newer connection for this identity took its links over");
@@ -430,7 +430,7 @@ static void attach_device_link(emu_conn *c, pn_link_t *link, emu_address *a)
     l->session = s;
     open_link(l);
     id->live.last_activity_ms = emu_wall_ms();
-    emu_log("info", "conn %" PRIu64 ": %s: %s link \"%s\" attached", c->serial, id->id,
+    iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": %s: %s link \"%s\" attached", c->serial, id->id,
             emu_address_kind_name(a->kind), pn_link_name(link));
     if (kind == EMU_LINK_C2D)
         emu_c2d_pump(s);
@@ -485,7 +485,7 @@ static void on_link_closed(emu_conn *c, pn_link_t *link)
     if (l && l->session) {
         emu_identity *id = l->session->id;
         int method = l->kind == EMU_LINK_METHOD_REQUESTS;
-        emu_log("info", "conn %" PRIu64 ": %s: link \"%s\" detached by the client", c->serial, id->id,
+        iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": %s: link \"%s\" detached by the client", c->serial, id->id,
                 pn_link_name(link));
         link_forget_session(l);
         if (method)
@@ -511,7 +511,7 @@ static void on_delivery(emu_conn *c, pn_delivery_t *d)
         return;
     if (pn_delivery_partial(d)) {
         if (pn_delivery_pending(d) > EMU_LINK_MAX_MESSAGE_SIZE) {
-            emu_log("warn", "conn %" PRIu64 ": link \"%s\": message over %d bytes", c->serial,
+            iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": link \"%s\": message over %d bytes", c->serial,
                     pn_link_name(link), EMU_LINK_MAX_MESSAGE_SIZE);
             iotgw_link_close_with(link, "amqp:link:message-size-exceeded",
                                   "the message is larger than the link's max-message-size");
@@ -586,7 +586,7 @@ static void conn_event(iotgw_conn *ic, pn_event_t *e, void *ctx)
         pn_connection_set_container(pc, container);
         pn_connection_open(pc);
         const char *rc = pn_connection_remote_container(pc);
-        emu_log("info", "conn %" PRIu64 ": AMQP open from %s (container \"%.80s\", SASL %s)", c->serial,
+        iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": AMQP open from %s (container \"%.80s\", SASL %s)", c->serial,
                 iotgw_conn_peer(ic), rc ? rc : "",
                 pn_transport_is_authenticated(iotgw_conn_transport(ic)) ? "yes" : "no");
         break;
@@ -615,10 +615,10 @@ static void conn_event(iotgw_conn *ic, pn_event_t *e, void *ctx)
     case PN_TRANSPORT_CLOSED: {
         pn_condition_t *cond = pn_transport_condition(iotgw_conn_transport(ic));
         if (pn_condition_is_set(cond))
-            emu_log("info", "conn %" PRIu64 ": closed: %s: %s", c->serial, pn_condition_get_name(cond),
+            iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": closed: %s: %s", c->serial, pn_condition_get_name(cond),
                     pn_condition_get_description(cond) ? pn_condition_get_description(cond) : "");
         else
-            emu_log("info", "conn %" PRIu64 ": closed", c->serial);
+            iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": closed", c->serial);
         c->conn = NULL;
         conn_free(c);
         break;
@@ -644,7 +644,7 @@ static void on_accept(iotgw_listener *li, iotgw_conn *ic, void *ctx)
         hub->conns->prev = c;
     hub->conns = c;
     iotgw_conn_set_handler(ic, conn_event, c);
-    emu_log("info", "conn %" PRIu64 ": accepted %s", c->serial, iotgw_conn_peer(ic));
+    iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": accepted %s", c->serial, iotgw_conn_peer(ic));
 }
 
 int emu_hub_new(iotgw_loop *loop, emu_registry *registry, const emu_hub_options *opt, emu_hub **out,

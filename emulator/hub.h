@@ -2,7 +2,7 @@
  * The emulated hub, device side: listeners (HTTPS + WSS, AMQPS), AMQP connections, CBS
  * authorization, and each identity's links (telemetry, cloud-to-device, methods, twin).
  * Files: hub.c (connections, link attach and routing), cbs.c, telemetry.c, c2d.c,
- * methods.c, twin.c, log.c. The reference is shared/docs/iothub-amqp-protocol.md; the
+ * methods.c, twin.c. The reference is shared/docs/iothub-amqp-protocol.md; the
  * choices made where it says UNCONFIRMED are listed in docs/emulator.md.
  *
  * Model: an emu_conn is one AMQP connection. A CBS put-token for a device (or module)
@@ -23,6 +23,7 @@
 #include <proton/message.h>
 
 #include "emulator/registry.h"
+#include "transport/log.h"
 #include "transport/transport.h"
 
 #define EMU_MAX_TOKENS_DEFAULT    1000
@@ -180,8 +181,5 @@ int emu_twin_apply(json_t **props, json_t *patch, int replace, size_t max_bytes,
 void emu_twin_notify_desired(emu_hub *hub, emu_identity *id, json_t *patch);
 /* The twin as the service API shows it (new reference). */
 json_t *emu_twin_json(emu_hub *hub, emu_identity *id);
-
-/* log.c */
-void emu_log(const char *level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

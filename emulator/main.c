@@ -217,7 +217,7 @@ int main(int argc, char **argv)
     while (!stopping)
         if (iotgw_loop_run(loop, 1000) < 0)
             break;
-    emu_log("info", "stopping");
+    iotgw_log(IOTGW_LOG_INFO, "stopping");
     emu_hub_free(hub);
     iotgw_loop_free(loop);
     emu_registry_free(reg);

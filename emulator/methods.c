@@ -58,7 +58,7 @@ static void timed_out(iotgw_timer *t, void *ctx)
     emu_method_call *call = ctx;
     (void)t;
     call->timer = NULL;
-    emu_log("info", "%s: method %s: %s", call->id->id, call->name,
+    iotgw_log(IOTGW_LOG_INFO, "%s: method %s: %s", call->id->id, call->name,
             call->sent ? "no answer in time" : "the device did not come online in time");
     if (call->sent)
         finish(call, 504, NULL, 0, "GatewayTimeout", "Timed out waiting for the response from device.");
@@ -95,7 +95,7 @@ static int try_send(emu_method_call *call)
         iotgw_timer_cancel(call->timer);
     call->timer =
         iotgw_timer_start(call->hub->loop, (int64_t)call->response_timeout_s * 1000, timed_out, call);
-    emu_log("info", "conn %" PRIu64 ": %s: method %s sent", s->conn->serial, call->id->id, call->name);
+    iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": %s: method %s sent", s->conn->serial, call->id->id, call->name);
     if (s->conn->conn)
         iotgw_conn_wake(s->conn->conn);
     return 0;
@@ -162,7 +162,7 @@ void emu_methods_on_response(emu_link *l, pn_delivery_t *d)
     pn_msgid_t corr = pn_message_get_correlation_id(m);
     int64_t status;
     if (corr.type != PN_UUID || iotgw_map_int(pn_message_properties(m), "IoThub-status", &status)) {
-        emu_log("warn",
+        iotgw_log(IOTGW_LOG_WARN,
                 "conn %" PRIu64 ": %s: method response without a uuid correlation-id or IoThub-status",
                 l->conn->serial, id->id);
         iotgw_delivery_settle(d, PN_REJECTED, "amqp:invalid-field",
@@ -181,6 +181,6 @@ void emu_methods_on_response(emu_link *l, pn_delivery_t *d)
             return;
         }
     }
-    emu_log("info", "conn %" PRIu64 ": %s: method response for no waiting call (late?)", l->conn->serial,
+    iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": %s: method response for no waiting call (late?)", l->conn->serial,
             id->id);
 }

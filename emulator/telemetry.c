@@ -131,7 +131,7 @@ void emu_telemetry_on_delivery(emu_link *l, pn_delivery_t *d)
         free(buf);
     }
     if (cond) {
-        emu_log("warn", "conn %" PRIu64 ": %s: telemetry rejected: %s (%zu bytes)", c->serial, id->id, why,
+        iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": %s: telemetry rejected: %s (%zu bytes)", c->serial, id->id, why,
                 len);
         iotgw_delivery_settle(d, PN_REJECTED, cond, why);
         return;
