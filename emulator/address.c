@@ -19,6 +19,7 @@ const char *emu_address_kind_name(emu_address_kind kind)
     case EMU_ADDR_TWIN: return "twin";
     case EMU_ADDR_SERVICE_C2D: return "service-c2d";
     case EMU_ADDR_SERVICE_FEEDBACK: return "service-feedback";
+    case EMU_ADDR_EVENTS: return "events";
     }
     return "?";
 }
@@ -27,6 +28,7 @@ void emu_address_clear(emu_address *a)
 {
     free(a->device_id);
     free(a->module_id);
+    free(a->consumer_group);
     memset(a, 0, sizeof *a);
 }
 
@@ -43,6 +45,23 @@ static int decode_id(const char *seg, size_t n, const char *what, char **out, io
 static int word(const char *seg, size_t n, const char *w)
 {
     return strlen(w) == n && !strncasecmp(seg, w, n);
+}
+
+static int parse_events(const char **seg, const size_t *len, const char *address, emu_address *out,
+                        iotgw_diag *diag)
+{
+    char digits[8];
+    if (len[5] == 0 || len[5] >= sizeof digits || strspn(seg[5], "0123456789") < len[5])
+        return iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "partition in \"%.100s\" is not a number",
+                               address);
+    memcpy(digits, seg[5], len[5]);
+    digits[len[5]] = '\0';
+    int rc = iotgw_percent_decode(seg[3], len[3], &out->consumer_group, diag);
+    if (rc)
+        return rc;
+    out->kind = EMU_ADDR_EVENTS;
+    out->partition = atoi(digits);
+    return 0;
 }
 
 int emu_address_parse(const char *address, emu_address *out, iotgw_diag *diag)
@@ -86,6 +105,9 @@ int emu_address_parse(const char *address, emu_address *out, iotgw_diag *diag)
         out->kind = EMU_ADDR_SERVICE_FEEDBACK;
         return 0;
     }
+    if (n == 6 && word(seg[0], len[0], "messages") && word(seg[1], len[1], "events") &&
+        word(seg[2], len[2], "ConsumerGroups") && word(seg[4], len[4], "Partitions"))
+        return parse_events(seg, len, address, out, diag);
     if (n < 3 || !word(seg[0], len[0], "devices"))
         return iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "unknown address \"%.100s\"", address);
     int rest = 2;

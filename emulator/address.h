@@ -8,6 +8,7 @@
  *   /devices/{d}[/modules/{m}]/twin                   twin
  *   /messages/devicebound                             service: cloud-to-device send
  *   /messages/serviceBound/feedback                   service: delivery feedback
+ *   /messages/events/ConsumerGroups/{g}/Partitions/{n} service: telemetry stream
  *   $cbs                                              claims-based security
  *
  * Fixed words match case-insensitively (C# writes "deviceBound"); ids are
@@ -29,12 +30,15 @@ typedef enum emu_address_kind {
     EMU_ADDR_TWIN,
     EMU_ADDR_SERVICE_C2D,
     EMU_ADDR_SERVICE_FEEDBACK,
+    EMU_ADDR_EVENTS, /* service: the Event Hub-compatible stream */
 } emu_address_kind;
 
 typedef struct emu_address {
     emu_address_kind kind;
-    char *device_id; /* device kinds only */
-    char *module_id; /* NULL unless a module's */
+    char *device_id;      /* device kinds only */
+    char *module_id;      /* NULL unless a module's */
+    char *consumer_group; /* EMU_ADDR_EVENTS */
+    int partition;        /* EMU_ADDR_EVENTS */
 } emu_address;
 
 int emu_address_parse(const char *address, emu_address *out, iotgw_diag *diag);

@@ -158,7 +158,8 @@ void emu_c2d_on_disposition(emu_link *l, pn_delivery_t *d)
         id->live.c2d_abandoned++;
         m->inflight = 0;
         if (m->delivery_count >= MAX_DELIVERY_COUNT) {
-            iotgw_log(IOTGW_LOG_INFO, "%s: C2D message abandoned %d times (dead-lettered)", id->id, m->delivery_count);
+            iotgw_log(IOTGW_LOG_INFO, "%s: C2D message abandoned %d times (dead-lettered)", id->id,
+                      m->delivery_count);
             remove_msg(q, m);
         }
         break;
@@ -170,7 +171,8 @@ void emu_c2d_on_disposition(emu_link *l, pn_delivery_t *d)
 /* Refuse a service's message, with a log line naming the device. */
 static void refuse(emu_link *l, pn_delivery_t *d, const char *who, const char *cond, const char *why)
 {
-    iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": C2D for %s refused: %s: %s", l->conn->serial, who, cond, why);
+    iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": C2D for %s refused: %s: %s", l->conn->serial, who, cond,
+              why);
     iotgw_delivery_settle(d, PN_REJECTED, cond, why);
 }
 

@@ -160,7 +160,7 @@ static int grant_token(emu_conn *c, const char *token, const char *plain_user, g
                 }
             }
             iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": %s%s authorized until %" PRIu64, c->serial,
-                    id ? "" : "policy ", id ? id->id : p->name, t.se);
+                      id ? "" : "policy ", id ? id->id : p->name, t.se);
             emu_conn_schedule_expiry(c);
             rc = result(res, 200, "OK");
         }
@@ -219,7 +219,7 @@ void emu_cbs_on_request(emu_link *l, pn_delivery_t *d)
     }
     if (res.status != 200)
         iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": put-token refused (%d): %s", c->serial, res.status,
-                res.description);
+                  res.description);
 
     pn_message_t *reply = pn_message();
     if (!reply)
@@ -249,8 +249,8 @@ int emu_cbs_sasl_plain(iotgw_conn *ic, const char *user, const char *password, v
         return -1;
     grant_result res = {0};
     if (strlen(password) > MAX_TOKEN_LEN || grant_token(c, password, user, &res)) {
-        iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": SASL PLAIN refused for %.100s: %s", c ? c->serial : 0, user,
-                res.description);
+        iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": SASL PLAIN refused for %.100s: %s", c ? c->serial : 0,
+                  user, res.description);
         return -1;
     }
     return 0;

@@ -151,7 +151,8 @@ static void expiry_fired(iotgw_timer *t, void *ctx)
         emu_session *next = s->next_in_conn;
         int expired = s->token_expiry ? s->token_expiry <= now : !c->device_grant;
         if (expired) {
-            iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": %s: token expired, links detached", c->serial, s->id->id);
+            iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": %s: token expired, links detached", c->serial,
+                      s->id->id);
             emu_session_end(s, "amqp:unauthorized-access",
                             "the identity's token expired and was not renewed");
         }
@@ -230,7 +231,7 @@ int emu_link_answer(emu_link *l, pn_message_t *msg)
         return iotgw_link_send_message(l->link, msg) ? 0 : -1;
     if (l->nqueued >= EMU_MAX_QUEUED) {
         iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": link \"%s\": the client gives no credit; answer dropped",
-                l->conn->serial, pn_link_name(l->link));
+                  l->conn->serial, pn_link_name(l->link));
         return -1;
     }
     emu_queued *q = calloc(1, sizeof *q);
@@ -254,7 +255,8 @@ pn_message_t *emu_take_request(emu_link *l, pn_delivery_t *d, const char *what)
     iotgw_diag diag = {0};
     pn_message_t *m = l->conn->hub->scratch;
     if (iotgw_delivery_take(d, EMU_LINK_MAX_MESSAGE_SIZE, &buf, &len)) {
-        iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": %s of %zu bytes refused: too large", l->conn->serial, what, len);
+        iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": %s of %zu bytes refused: too large", l->conn->serial,
+                  what, len);
         iotgw_delivery_settle(d, PN_REJECTED, "amqp:link:message-size-exceeded", "the message is too large");
         return NULL;
     }
@@ -272,6 +274,8 @@ static void link_record_free(emu_link *l)
 {
     emu_conn *c = l->conn;
     link_forget_session(l);
+    if (l->kind == EMU_LINK_EVENTS)
+        emu_events_detach(l);
     while (l->queued) {
         emu_queued *q = l->queued;
         l->queued = q->next;
@@ -298,8 +302,8 @@ static void refuse(emu_conn *c, pn_link_t *link, const char *cond, const char *f
     va_start(ap, fmt);
     vsnprintf(desc, sizeof desc, fmt, ap);
     va_end(ap);
-    iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": link \"%s\" refused: %s (%s)", c->serial, pn_link_name(link), desc,
-            cond);
+    iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": link \"%s\" refused: %s (%s)", c->serial, pn_link_name(link),
+              desc, cond);
     link_record(c, link, EMU_LINK_REFUSED);
     pn_link_open(link);
     iotgw_link_close_with(link, cond, desc);
@@ -370,8 +374,8 @@ static void take_over(emu_session *s)
         return;
     id->live.session = s;
     if (old) {
-        iotgw_log(IOTGW_LOG_INFO, "%s: links moved from conn %" PRIu64 " to conn %" PRIu64, id->id, old->conn->serial,
-                s->conn->serial);
+        iotgw_log(IOTGW_LOG_INFO, "%s: links moved from conn %" PRIu64 " to conn %" PRIu64, id->id,
+                  old->conn->serial, s->conn->serial);
         emu_session_end(old, "com.microsoft:link-creation-conflict",
                         "a newer connection for this identity took its links over");
     }
@@ -431,11 +435,36 @@ static void attach_device_link(emu_conn *c, pn_link_t *link, emu_address *a)
     open_link(l);
     id->live.last_activity_ms = emu_wall_ms();
     iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": %s: %s link \"%s\" attached", c->serial, id->id,
-            emu_address_kind_name(a->kind), pn_link_name(link));
+              emu_address_kind_name(a->kind), pn_link_name(link));
     if (kind == EMU_LINK_C2D)
         emu_c2d_pump(s);
     if (kind == EMU_LINK_METHOD_REQUESTS)
         emu_methods_session_changed(c->hub, id);
+}
+
+static void attach_events(emu_conn *c, pn_link_t *link, const emu_address *a)
+{
+    const char *why = NULL, *cond;
+    emu_link *l;
+    if (!pn_link_is_sender(link))
+        refuse(c, link, "amqp:not-allowed", "the telemetry stream is read, not written");
+    else if (!(c->service_grant > emu_now_s() && (c->service_rights & EMU_RIGHT_SERVICE_CONNECT)))
+        refuse(c, link, "amqp:unauthorized-access",
+               "reading the telemetry stream needs a ServiceConnect token");
+    else if (!(l = link_record(c, link, EMU_LINK_EVENTS)))
+        pn_link_close(link);
+    else if ((cond = emu_events_attach(l, a->partition, &why))) {
+        l->kind = EMU_LINK_REFUSED;
+        iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": stream link \"%s\" refused: %s", c->serial,
+                  pn_link_name(link), why);
+        pn_link_open(link);
+        iotgw_link_close_with(link, cond, why);
+    } else {
+        open_link(l);
+        iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": reader of partition %d (consumer group %s) attached",
+                  c->serial, a->partition, a->consumer_group);
+        emu_events_pump(l);
+    }
 }
 
 static void on_link_open(emu_conn *c, pn_link_t *link)
@@ -474,6 +503,7 @@ static void on_link_open(emu_conn *c, pn_link_t *link)
     case EMU_ADDR_SERVICE_FEEDBACK:
         refuse(c, link, "amqp:not-implemented", "the feedback receiver is not available yet");
         break;
+    case EMU_ADDR_EVENTS: attach_events(c, link, &a); break;
     default: attach_device_link(c, link, &a); break;
     }
     emu_address_clear(&a);
@@ -485,8 +515,8 @@ static void on_link_closed(emu_conn *c, pn_link_t *link)
     if (l && l->session) {
         emu_identity *id = l->session->id;
         int method = l->kind == EMU_LINK_METHOD_REQUESTS;
-        iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": %s: link \"%s\" detached by the client", c->serial, id->id,
-                pn_link_name(link));
+        iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": %s: link \"%s\" detached by the client", c->serial,
+                  id->id, pn_link_name(link));
         link_forget_session(l);
         if (method)
             emu_methods_session_changed(c->hub, id);
@@ -512,7 +542,7 @@ static void on_delivery(emu_conn *c, pn_delivery_t *d)
     if (pn_delivery_partial(d)) {
         if (pn_delivery_pending(d) > EMU_LINK_MAX_MESSAGE_SIZE) {
             iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": link \"%s\": message over %d bytes", c->serial,
-                    pn_link_name(link), EMU_LINK_MAX_MESSAGE_SIZE);
+                      pn_link_name(link), EMU_LINK_MAX_MESSAGE_SIZE);
             iotgw_link_close_with(link, "amqp:link:message-size-exceeded",
                                   "the message is larger than the link's max-message-size");
         }
@@ -544,6 +574,8 @@ static void on_flow(emu_conn *c, pn_link_t *link)
     if (!l || !pn_link_is_sender(link))
         return;
     flush_answers(l);
+    if (l->kind == EMU_LINK_EVENTS)
+        emu_events_pump(l);
     if (!l->session)
         return;
     if (l->kind == EMU_LINK_C2D)
@@ -586,9 +618,9 @@ static void conn_event(iotgw_conn *ic, pn_event_t *e, void *ctx)
         pn_connection_set_container(pc, container);
         pn_connection_open(pc);
         const char *rc = pn_connection_remote_container(pc);
-        iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": AMQP open from %s (container \"%.80s\", SASL %s)", c->serial,
-                iotgw_conn_peer(ic), rc ? rc : "",
-                pn_transport_is_authenticated(iotgw_conn_transport(ic)) ? "yes" : "no");
+        iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": AMQP open from %s (container \"%.80s\", SASL %s)",
+                  c->serial, iotgw_conn_peer(ic), rc ? rc : "",
+                  pn_transport_is_authenticated(iotgw_conn_transport(ic)) ? "yes" : "no");
         break;
     }
     case PN_SESSION_REMOTE_OPEN: {
@@ -615,8 +647,9 @@ static void conn_event(iotgw_conn *ic, pn_event_t *e, void *ctx)
     case PN_TRANSPORT_CLOSED: {
         pn_condition_t *cond = pn_transport_condition(iotgw_conn_transport(ic));
         if (pn_condition_is_set(cond))
-            iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": closed: %s: %s", c->serial, pn_condition_get_name(cond),
-                    pn_condition_get_description(cond) ? pn_condition_get_description(cond) : "");
+            iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": closed: %s: %s", c->serial,
+                      pn_condition_get_name(cond),
+                      pn_condition_get_description(cond) ? pn_condition_get_description(cond) : "");
         else
             iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": closed", c->serial);
         c->conn = NULL;
@@ -663,7 +696,8 @@ int emu_hub_new(iotgw_loop *loop, emu_registry *registry, const emu_hub_options 
     if (!hub->opt.max_tokens)
         hub->opt.max_tokens = EMU_MAX_TOKENS_DEFAULT;
     hub->scratch = pn_message();
-    if (!hub->opt.hostname || !hub->scratch) {
+    if (!hub->opt.hostname || !hub->scratch ||
+        emu_events_new(opt->partitions, opt->retention_messages, opt->retention_bytes, &hub->events)) {
         emu_hub_free(hub);
         return iotgw_diag_fail(diag, IOTGW_ERR_NOMEM, "out of memory");
     }
@@ -716,6 +750,7 @@ void emu_hub_free(emu_hub *hub)
         emu_c2d_free(emu_registry_at(hub->registry, i));
     if (hub->scratch)
         pn_message_free(hub->scratch);
+    emu_events_free(hub->events);
     free((char *)hub->opt.hostname);
     free(hub);
 }

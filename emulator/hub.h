@@ -26,12 +26,15 @@
 #include "transport/log.h"
 #include "transport/transport.h"
 
-#define EMU_MAX_TOKENS_DEFAULT    1000
-#define EMU_MAX_MESSAGE_SIZE      (256 * 1024)  /* IoT Hub's D2C limit */
-#define EMU_LINK_MAX_MESSAGE_SIZE (1024 * 1024) /* advertised on attach (CBS links: observed) */
-#define EMU_C2D_MAX_QUEUE         50
-#define EMU_C2D_MAX_SIZE          (64 * 1024)
-#define EMU_METHOD_MAX_PAYLOAD    (128 * 1024)
+#define EMU_MAX_TOKENS_DEFAULT         1000
+#define EMU_MAX_MESSAGE_SIZE           (256 * 1024)  /* IoT Hub's D2C limit */
+#define EMU_LINK_MAX_MESSAGE_SIZE      (1024 * 1024) /* advertised on attach (CBS links: observed) */
+#define EMU_C2D_MAX_QUEUE              50
+#define EMU_C2D_MAX_SIZE               (64 * 1024)
+#define EMU_METHOD_MAX_PAYLOAD         (128 * 1024)
+#define EMU_PARTITIONS_DEFAULT         4
+#define EMU_RETENTION_MESSAGES_DEFAULT 100000             /* the stream keeps at most this many */
+#define EMU_RETENTION_BYTES_DEFAULT    (64 * 1024 * 1024) /* and at most this many bytes */
 
 typedef struct emu_hub_options {
     const char *hostname;    /* the hub's name; token sr hosts must match it */
@@ -40,7 +43,9 @@ typedef struct emu_hub_options {
     const char *amqps_addr; /* NULL: no AMQPS listener */
     int amqps_port;
     const char *cert_file, *key_file;
-    int max_tokens; /* per connection; 0: EMU_MAX_TOKENS_DEFAULT */
+    int max_tokens;                             /* per connection; 0: EMU_MAX_TOKENS_DEFAULT */
+    int partitions;                             /* of the telemetry stream; 0: EMU_PARTITIONS_DEFAULT */
+    size_t retention_messages, retention_bytes; /* 0: the defaults above */
     uint32_t idle_timeout_ms;
     iotgw_http_fn on_http; /* the service REST API; its ctx is the hub */
 } emu_hub_options;
@@ -51,6 +56,7 @@ typedef struct emu_session emu_session;
 typedef struct emu_link emu_link;
 
 typedef struct emu_method_call emu_method_call;
+typedef struct emu_events emu_events;
 
 typedef enum emu_link_kind {
     EMU_LINK_CBS_REQUESTS = 1, /* client sender to $cbs */
@@ -62,6 +68,7 @@ typedef enum emu_link_kind {
     EMU_LINK_TWIN_REQUESTS,    /* hub receives GET/PATCH/PUT */
     EMU_LINK_TWIN_RESPONSES,   /* hub sends answers and desired updates */
     EMU_LINK_SERVICE_C2D,
+    EMU_LINK_EVENTS,  /* hub sends the telemetry stream of one partition */
     EMU_LINK_REFUSED, /* attached only to be detached with an error */
 } emu_link_kind;
 
@@ -73,6 +80,9 @@ struct emu_link {
     char *reply_address;                     /* CBS replies: the client's target address (C# routes by it) */
     struct emu_queued *queued, *queued_tail; /* answers waiting for the client's credit */
     int nqueued;
+    int partition;                       /* EMU_LINK_EVENTS: which one */
+    uint64_t cursor;                     /* EMU_LINK_EVENTS: next sequence number to send */
+    emu_link *stream_prev, *stream_next; /* EMU_LINK_EVENTS: the hub's readers */
     emu_link *prev, *next;
 };
 
@@ -110,6 +120,8 @@ struct emu_hub {
     uint64_t next_serial;
     pn_message_t *scratch;  /* reused for decoding */
     emu_method_call *calls; /* direct methods waiting for a device */
+    emu_events *events;     /* the telemetry stream */
+    emu_link *streams;      /* its readers */
 };
 
 int emu_hub_new(iotgw_loop *loop, emu_registry *registry, const emu_hub_options *opt, emu_hub **out,
@@ -140,6 +152,18 @@ void emu_conn_schedule_expiry(emu_conn *c);
 void emu_cbs_on_request(emu_link *l, pn_delivery_t *d);
 /* SASL PLAIN with a SAS token as the password (listener callback). */
 int emu_cbs_sasl_plain(iotgw_conn *ic, const char *user, const char *password, void *ctx);
+
+/* events.c: the Event Hub-compatible stream */
+int emu_events_new(int partitions, size_t max_messages, size_t max_bytes, emu_events **out);
+void emu_events_free(emu_events *ev);
+int emu_events_partitions(const emu_events *ev);
+/* Store an accepted device message (encoded) and deliver it to the partition's readers. */
+void emu_events_publish(emu_hub *hub, emu_identity *id, const uint8_t *buf, size_t len);
+/* Make l a reader of partition from its filter's start; NULL, or the condition to refuse
+ * with and *why. */
+const char *emu_events_attach(emu_link *l, int partition, const char **why);
+void emu_events_detach(emu_link *l);
+void emu_events_pump(emu_link *l);
 
 /* telemetry.c */
 void emu_telemetry_on_delivery(emu_link *l, pn_delivery_t *d);

@@ -1,6 +1,7 @@
 /* iothub-emulator: a local IoT Hub for development and tests. */
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,8 +19,20 @@
 
 typedef struct settings {
     char *hostname, *listen, *amqps, *cert, *key, *registry;
-    int64_t max_tokens;
+    int64_t numbers[4]; /* see number_options; 0: not set */
 } settings;
+
+/* Numeric settings: option, YAML key, range. */
+static const struct {
+    const char *option, *key;
+    int64_t min, max;
+} number_options[] = {
+    {"max-tokens", "maxTokensPerConnection", 1, 100000},
+    {"partitions", "partitions", 1, 32},
+    {"retention-messages", "retentionMessages", 1, 100000000},
+    {"retention-bytes", "retentionBytes", 1024, INT64_C(64) * 1024 * 1024 * 1024},
+};
+enum { MAX_TOKENS, PARTITIONS, RETENTION_MESSAGES, RETENTION_BYTES, NUMBERS };
 
 static volatile sig_atomic_t stopping;
 
@@ -45,9 +58,14 @@ static void usage(FILE *f)
                "                       missing and rewritten when they change; without it the\n"
                "                       registry lives in memory\n"
                "  --max-tokens N       CBS tokens per connection (default 1000)\n"
+               "  --partitions N       partitions of the telemetry stream (default 4)\n"
+               "  --retention-messages N  messages the stream keeps, oldest dropped first\n"
+               "                       (default 100000)\n"
+               "  --retention-bytes N  bytes the stream keeps (default 67108864)\n"
                "  --config FILE        the settings above from YAML (keys: hostname, listen, amqps,\n"
-               "                       cert, key, registry, maxTokensPerConnection); options given\n"
-               "                       on the command line win\n"
+               "                       cert, key, registry, maxTokensPerConnection, partitions,\n"
+               "                       retentionMessages, retentionBytes); options given on the\n"
+               "                       command line win\n"
                "  --version            print the version\n"
                "  -h, --help           this help\n"
                "\n"
@@ -83,8 +101,17 @@ static int load_config(const char *file, settings *s)
 {
     iotgw_yaml y;
     iotgw_diag diag = {0};
-    static const char *const keys[] = {
-        "hostname", "listen", "amqps", "cert", "key", "registry", "maxTokensPerConnection", NULL};
+    static const char *const keys[] = {"hostname",
+                                       "listen",
+                                       "amqps",
+                                       "cert",
+                                       "key",
+                                       "registry",
+                                       "maxTokensPerConnection",
+                                       "partitions",
+                                       "retentionMessages",
+                                       "retentionBytes",
+                                       NULL};
     int rc = iotgw_yaml_load(&y, file, NULL, &diag);
     yaml_node_t *root = rc ? NULL : iotgw_yaml_root(&y);
     if (!rc && root && !(root->type == YAML_SCALAR_NODE && !root->data.scalar.length))
@@ -98,9 +125,12 @@ static int load_config(const char *file, settings *s)
         else if (v)
             set(slots[i], v);
     }
-    yaml_node_t *mt = rc ? NULL : iotgw_yaml_get(&y, root, "maxTokensPerConnection");
-    if (mt && !s->max_tokens)
-        rc = iotgw_yaml_int(&y, mt, "maxTokensPerConnection", 1, 100000, &s->max_tokens, &diag);
+    for (int i = 0; !rc && i < NUMBERS; i++) {
+        yaml_node_t *n = iotgw_yaml_get(&y, root, number_options[i].key);
+        if (n && !s->numbers[i])
+            rc = iotgw_yaml_int(&y, n, number_options[i].key, number_options[i].min, number_options[i].max,
+                                &s->numbers[i], &diag);
+    }
     if (rc)
         fprintf(stderr, "iothub-emulator: %s\n", diag.text);
     iotgw_yaml_free(&y); /* also after a failed load, which leaves it empty */
@@ -119,6 +149,9 @@ int main(int argc, char **argv)
         {"key", required_argument, 0, 'k'},
         {"registry", required_argument, 0, 'r'},
         {"max-tokens", required_argument, 0, 't'},
+        {"partitions", required_argument, 0, 'p'},
+        {"retention-messages", required_argument, 0, 'm'},
+        {"retention-bytes", required_argument, 0, 'b'},
         {"config", required_argument, 0, 'f'},
         {"version", no_argument, 0, 'V'},
         {"help", no_argument, 0, 'h'},
@@ -133,11 +166,21 @@ int main(int argc, char **argv)
         case 'c': s.cert = strdup(optarg); break;
         case 'k': s.key = strdup(optarg); break;
         case 'r': s.registry = strdup(optarg); break;
-        case 't': {
+        case 't':
+        case 'p':
+        case 'm':
+        case 'b': {
+            int i = o == 't'   ? MAX_TOKENS
+                    : o == 'p' ? PARTITIONS
+                    : o == 'm' ? RETENTION_MESSAGES
+                               : RETENTION_BYTES;
             char *end;
-            s.max_tokens = strtol(optarg, &end, 10);
-            if (*end || s.max_tokens < 1 || s.max_tokens > 100000) {
-                fprintf(stderr, "iothub-emulator: --max-tokens must be 1..100000\n");
+            errno = 0;
+            s.numbers[i] = strtoll(optarg, &end, 10);
+            if (errno || *end || end == optarg || s.numbers[i] < number_options[i].min ||
+                s.numbers[i] > number_options[i].max) {
+                fprintf(stderr, "iothub-emulator: --%s must be %" PRId64 "..%" PRId64 "\n",
+                        number_options[i].option, number_options[i].min, number_options[i].max);
                 return 2;
             }
             break;
@@ -165,7 +208,10 @@ int main(int argc, char **argv)
     emu_hub_options ho = {.hostname = s.hostname,
                           .cert_file = s.cert,
                           .key_file = s.key,
-                          .max_tokens = (int)s.max_tokens,
+                          .max_tokens = (int)s.numbers[MAX_TOKENS],
+                          .partitions = (int)s.numbers[PARTITIONS],
+                          .retention_messages = (size_t)s.numbers[RETENTION_MESSAGES],
+                          .retention_bytes = (size_t)s.numbers[RETENTION_BYTES],
                           .on_http = emu_rest_on_request};
     char *listen_addr = NULL, *amqps_addr = NULL;
     if (strcmp(s.listen, "off") && split_addr(s.listen, &listen_addr, &ho.listen_port)) {
@@ -210,6 +256,8 @@ int main(int argc, char **argv)
         printf("listening: amqps %s:%d\n", amqps_addr, emu_hub_amqps_port(hub));
     printf("hub: %s, %d devices and modules%s%s\n", s.hostname, emu_registry_count(reg),
            s.registry ? ", registry " : "", s.registry ? s.registry : " (in memory)");
+    printf("telemetry stream: messages/events/ConsumerGroups/$Default/Partitions/0..%d\n",
+           emu_events_partitions(hub->events) - 1);
     if (owner)
         printf("service connection string: HostName=%s;SharedAccessKeyName=%s;SharedAccessKey=%s\n",
                s.hostname, owner->name, owner->primary_key);

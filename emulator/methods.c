@@ -59,7 +59,7 @@ static void timed_out(iotgw_timer *t, void *ctx)
     (void)t;
     call->timer = NULL;
     iotgw_log(IOTGW_LOG_INFO, "%s: method %s: %s", call->id->id, call->name,
-            call->sent ? "no answer in time" : "the device did not come online in time");
+              call->sent ? "no answer in time" : "the device did not come online in time");
     if (call->sent)
         finish(call, 504, NULL, 0, "GatewayTimeout", "Timed out waiting for the response from device.");
     else
@@ -95,7 +95,8 @@ static int try_send(emu_method_call *call)
         iotgw_timer_cancel(call->timer);
     call->timer =
         iotgw_timer_start(call->hub->loop, (int64_t)call->response_timeout_s * 1000, timed_out, call);
-    iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": %s: method %s sent", s->conn->serial, call->id->id, call->name);
+    iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": %s: method %s sent", s->conn->serial, call->id->id,
+              call->name);
     if (s->conn->conn)
         iotgw_conn_wake(s->conn->conn);
     return 0;
@@ -163,8 +164,8 @@ void emu_methods_on_response(emu_link *l, pn_delivery_t *d)
     int64_t status;
     if (corr.type != PN_UUID || iotgw_map_int(pn_message_properties(m), "IoThub-status", &status)) {
         iotgw_log(IOTGW_LOG_WARN,
-                "conn %" PRIu64 ": %s: method response without a uuid correlation-id or IoThub-status",
-                l->conn->serial, id->id);
+                  "conn %" PRIu64 ": %s: method response without a uuid correlation-id or IoThub-status",
+                  l->conn->serial, id->id);
         iotgw_delivery_settle(d, PN_REJECTED, "amqp:invalid-field",
                               "a method response needs a uuid correlation-id and an int IoThub-status");
         return;
@@ -181,6 +182,6 @@ void emu_methods_on_response(emu_link *l, pn_delivery_t *d)
             return;
         }
     }
-    iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": %s: method response for no waiting call (late?)", l->conn->serial,
-            id->id);
+    iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": %s: method response for no waiting call (late?)",
+              l->conn->serial, id->id);
 }

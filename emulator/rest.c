@@ -53,8 +53,8 @@ static void respond_error(iotgw_http_request *req, const error_kind *e, const ch
     free(inner_text);
     char header[128];
     snprintf(header, sizeof header, "iothub-errorcode: %s\r\n", e->name);
-    iotgw_log(IOTGW_LOG_INFO, "REST %s %s: %d %s: %s", iotgw_http_method(req), iotgw_http_path(req), e->http, e->name,
-            message);
+    iotgw_log(IOTGW_LOG_INFO, "REST %s %s: %d %s: %s", iotgw_http_method(req), iotgw_http_path(req), e->http,
+              e->name, message);
     respond_json(req, e->http, body, header);
 }
 

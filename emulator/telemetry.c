@@ -67,8 +67,10 @@ static int next_section(pn_data_t *data, uint64_t *code)
 /* Is this a batch? Proton-C 0.37 does not tell the transfer's message-format
  * (0x80013700 for batches), so a batch is known by its shape: no properties or
  * application properties of its own, and only data sections that each hold an encoded
- * message. Each inner message is then checked; *count is how many. */
-static const char *check_sections(emu_hub *hub, const uint8_t *buf, size_t len, int *count, const char **why)
+ * message. Each inner message is then checked; *count is how many. With publish set,
+ * the transfer was checked already, and each message goes to the telemetry stream. */
+static const char *check_sections(emu_hub *hub, const uint8_t *buf, size_t len, int *count, const char **why,
+                                  emu_identity *publish)
 {
     pn_data_t *data = pn_data(16);
     const char *cond = NULL;
@@ -91,6 +93,10 @@ static const char *check_sections(emu_hub *hub, const uint8_t *buf, size_t len, 
     }
     if (own || !datas || datas != messages) {
         pn_data_free(data);
+        if (publish) {
+            emu_events_publish(hub, publish, buf, len);
+            return NULL;
+        }
         return check_message(hub, buf, len, why);
     }
     *count = 0;
@@ -101,7 +107,10 @@ static const char *check_sections(emu_hub *hub, const uint8_t *buf, size_t len, 
             cond = "amqp:link:message-size-exceeded";
         } else if (code == DATA_SECTION) {
             pn_bytes_t inner = pn_data_get_binary(data);
-            cond = check_message(hub, (const uint8_t *)inner.start, inner.size, why);
+            if (publish)
+                emu_events_publish(hub, publish, (const uint8_t *)inner.start, inner.size);
+            else
+                cond = check_message(hub, (const uint8_t *)inner.start, inner.size, why);
         }
         if (entered == 2)
             pn_data_exit(data);
@@ -126,13 +135,15 @@ void emu_telemetry_on_delivery(emu_link *l, pn_delivery_t *d)
             cond = "amqp:link:message-size-exceeded";
             why = "the message is larger than IoT Hub's 256 KB limit";
         } else {
-            cond = check_sections(c->hub, buf, len, &count, &why);
+            cond = check_sections(c->hub, buf, len, &count, &why, NULL);
         }
+        if (!cond)
+            check_sections(c->hub, buf, len, &count, &why, id);
         free(buf);
     }
     if (cond) {
-        iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": %s: telemetry rejected: %s (%zu bytes)", c->serial, id->id, why,
-                len);
+        iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": %s: telemetry rejected: %s (%zu bytes)", c->serial,
+                  id->id, why, len);
         iotgw_delivery_settle(d, PN_REJECTED, cond, why);
         return;
     }

@@ -214,8 +214,8 @@ void emu_twin_on_request(emu_link *l, pn_delivery_t *d)
         json_t *e = json_pack("{s:s}", "message", error);
         answer = json_dumps(e, JSON_COMPACT);
         json_decref(e);
-        iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": %s: twin %s %s refused: %s", l->conn->serial, id->id, op, resource,
-                error);
+        iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": %s: twin %s %s refused: %s", l->conn->serial, id->id, op,
+                  resource, error);
     }
     send_twin(s, corr, corr.type != PN_NULL, status, version, answer);
     free(answer);

@@ -64,16 +64,32 @@ devices:
 class Emulator:
     """iothub-emulator on 127.0.0.1 (ports chosen by the system unless given)."""
 
-    def __init__(self, binary, certs, listen="127.0.0.1:0", amqps="127.0.0.1:0", extra=()):
+    def __init__(self, binary, certs, listen="127.0.0.1:0", amqps="127.0.0.1:0", extra=(), registry=REGISTRY):
         self.dir = tempfile.mkdtemp(prefix="iothub-emulator-test-")
         self.registry = os.path.join(self.dir, "registry.yaml")
         with open(self.registry, "w") as f:
-            f.write(REGISTRY)
+            f.write(registry)
+        self.binary, self.certs, self.extra = binary, certs, extra
         self.ca = os.path.join(certs, "ca.pem")
         self.log = open(os.path.join(self.dir, "emulator.log"), "w+")
+        self._start(listen, amqps)
+
+    def restart(self):
+        """Start again on the same ports with the same registry (after kill())."""
+        self._start(f"127.0.0.1:{self.wss}", f"127.0.0.1:{self.amqps}")
+
+    def kill(self):
+        """Gone at once, as after a crash."""
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+        self.proc.stdout.close()
+
+    def _start(self, listen, amqps):
+        certs = self.certs
         self.proc = subprocess.Popen(
-            WRAPPER + [binary, "--cert", os.path.join(certs, "server.pem"), "--key", os.path.join(certs, "server.key"),
-                       "--registry", self.registry, "--listen", listen, "--amqps", amqps, *extra],
+            WRAPPER + [self.binary, "--cert", os.path.join(certs, "server.pem"), "--key",
+                       os.path.join(certs, "server.key"), "--registry", self.registry, "--listen", listen,
+                       "--amqps", amqps, *self.extra],
             stdout=subprocess.PIPE, stderr=self.log, stdin=subprocess.DEVNULL, text=True)
         self.wss = self.amqps = None
         while self.amqps is None or self.wss is None:
@@ -151,3 +167,81 @@ class Cbs:
         reply = self.receiver.receive(timeout=20)
         self.receiver.accept()
         return reply.properties["status-code"], reply.properties.get("status-description"), reply
+
+
+def fleet_registry(devices, disabled=()):
+    """A registry text with the usual policies and the given {id: key} devices."""
+    head = REGISTRY.split("devices:")[0] + "devices:\n"
+    return head + "".join(f"  - id: {d}\n    primaryKey: {k}\n    secondaryKey: {k}\n" +
+                          ("    status: disabled\n" if d in disabled else "") for d, k in devices.items())
+
+
+def random_key():
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+class StreamReader:
+    """Reads every partition of the emulator's telemetry stream from its start, in a
+    background thread, authenticated by SASL PLAIN with the owner policy. .events holds
+    (device id, message id, annotations, application properties) for each message."""
+
+    def __init__(self, emu, partitions=4, selector="amqp.annotation.x-opt-offset > '-1'"):
+        import threading
+        from proton.handlers import MessagingHandler
+        from proton.reactor import Container, Selector
+
+        reader = self
+        self.events = []
+        self.attached = threading.Event()
+        self.stopping = False
+        self.error = None
+
+        class Handler(MessagingHandler):
+            def __init__(self):
+                super().__init__(auto_accept=True)
+                self.opened = 0
+
+            def on_start(self, event):
+                self.conn = event.container.connect(
+                    f"amqps://localhost:{emu.amqps}", ssl_domain=proton_ssl(emu.ca), sasl_enabled=True,
+                    allowed_mechs="PLAIN", user=f"iothubowner@sas.root.{HOST}", password=owner_token(),
+                    virtual_host=HOST, reconnect=False)
+                for n in range(partitions):
+                    event.container.create_receiver(
+                        self.conn, f"messages/events/ConsumerGroups/$Default/Partitions/{n}",
+                        options=Selector(selector) if selector else None)
+                event.container.schedule(0.1, self)
+
+            def on_link_opened(self, event):
+                self.opened += 1
+                if self.opened == partitions:
+                    reader.attached.set()
+
+            def on_message(self, event):
+                m = event.message
+                ann = {str(k): v for k, v in (m.annotations or {}).items()}
+                reader.events.append((ann.get("iothub-connection-device-id"), m.id, ann, m.properties or {}))
+
+            def on_timer_task(self, event):
+                if reader.stopping:
+                    self.conn.close()
+                else:
+                    event.container.schedule(0.1, self)
+
+            def on_transport_error(self, event):
+                cond = event.transport.condition
+                reader.error = cond.name if cond else "transport error"
+
+            def on_link_error(self, event):
+                reader.error = event.link.remote_condition.name
+
+        self.thread = threading.Thread(target=lambda: Container(Handler()).run(), daemon=True)
+        self.thread.start()
+        assert self.attached.wait(20), "stream receivers did not attach: %s" % self.error
+
+    def ids(self):
+        return [e[1] for e in self.events]
+
+    def stop(self):
+        self.stopping = True
+        self.thread.join(20)
