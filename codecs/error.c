@@ -53,6 +53,8 @@ static const struct err_entry err_table[] = {
     E(IOTGW_ERR_HUBMSG_TOO_LARGE, "hub message too large"),
     E(IOTGW_ERR_CONFIG, "invalid configuration"),
     E(IOTGW_ERR_IO, "file input/output failed"),
+    E(IOTGW_ERR_UPSTREAM_FULL, "too many messages waiting for the hub"),
+    E(IOTGW_ERR_UPSTREAM_NOT_ONLINE, "device is not online at the hub"),
 };
 #undef E
 

@@ -72,6 +72,10 @@ enum iotgw_err {
     /* configuration files */
     IOTGW_ERR_CONFIG = -400, /* syntax or value; the diag names file, line and key */
     IOTGW_ERR_IO = -401,     /* a file could not be read or written */
+
+    /* the gateway's upstream to the hub */
+    IOTGW_ERR_UPSTREAM_FULL = -450,        /* the device's queue is full: retry later */
+    IOTGW_ERR_UPSTREAM_NOT_ONLINE = -451,  /* the device is not online at the hub */
 };
 
 /* Symbolic name of a code ("IOTGW_ERR_SAS_EXPIRED"), or "IOTGW_ERR_UNKNOWN". */

@@ -1,0 +1,175 @@
+/*
+ * upstream: the gateway's side of IoT Hub. Many device identities share a pool of AMQP
+ * connections (over secure WebSocket by default, or AMQPS); each device authenticates
+ * with its own CBS put-token on the shared connection and has its own links.
+ *
+ * The owner adds a device when it comes online downstream and removes it when it
+ * leaves. The upstream places the device on a connection with room (opening one when
+ * needed, closing one that empties), authenticates it at a bounded pace, attaches its
+ * links, renews its token near half-life without interrupting traffic, and, when the
+ * hub refuses it (bad key, disabled, deleted, throttled, link refused), retries that
+ * device alone with its own backoff. A connection that fails is reopened after a
+ * decorrelated-jitter backoff; its devices then authenticate again, paced, and what
+ * waited is sent at once. When the hub answers a put-token with its "maximum number of
+ * tokens per connection" error, the connection is taken as full and the device moves
+ * to another one.
+ *
+ * Telemetry: iotgw_upstream_send() queues an encoded message on the device. Its outcome
+ * reaches on_outcome exactly once: ACCEPTED, REJECTED (with the hub's condition), or
+ * RETRY (the hub released it, or the device was removed, or the upstream freed). A
+ * message in flight when its connection is lost is sent again once the device is back
+ * (at least once: the hub may see it twice, with the same message-id).
+ *
+ * Ownership: the upstream copies the options' strings and the credentials. Device
+ * handles belong to the upstream; the owner keeps one from add to remove. Pointers
+ * passed to callbacks are valid during the call only.
+ *
+ * Threading: everything runs on the thread of the iotgw_loop given at creation;
+ * callbacks come from that loop. Callbacks may call iotgw_upstream_send() and
+ * iotgw_upstream_method_respond() but must not remove devices or free the upstream.
+ *
+ * Errors: functions return 0 or a negative IOTGW_ERR_* code with a message in the diag.
+ * What the hub says about a device is in its state (iotgw_upstream_device_info).
+ */
+#ifndef IOTGW_GATEWAY_UPSTREAM_H
+#define IOTGW_GATEWAY_UPSTREAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <proton/message.h>
+
+#include "codecs/error.h"
+#include "transport/transport.h"
+
+typedef struct iotgw_upstream iotgw_upstream;
+typedef struct iotgw_upstream_device iotgw_upstream_device;
+
+#define IOTGW_UPSTREAM_API_VERSION "2020-09-30" /* com.microsoft:api-version on method links */
+
+typedef struct iotgw_hub_settings {
+    const char *host_name;     /* the hub, e.g. "myhub.azure-devices.net": token audience */
+    const char *connect_host;  /* where to connect, if not host_name (a GatewayHostName-style override) */
+    iotgw_transport_kind kind; /* 0: IOTGW_TRANSPORT_WSS */
+    int port;                  /* 0: 443 for WSS, 5671 for AMQPS */
+    const char *proxy;         /* WSS through an HTTPS proxy: "host:port"; NULL: direct */
+    iotgw_tls_options tls;
+    uint32_t idle_timeout_ms; /* 0: transport default (240 s) */
+} iotgw_hub_settings;
+
+typedef enum iotgw_outcome {
+    IOTGW_OUTCOME_ACCEPTED = 1, /* the hub has it */
+    IOTGW_OUTCOME_REJECTED = 2, /* the hub refused it for good: see the condition */
+    IOTGW_OUTCOME_RETRY = 3,    /* not taken: send it again later */
+} iotgw_outcome;
+
+typedef enum iotgw_device_state {
+    IOTGW_DEVICE_WAITING = 1,        /* for its connection to open or its turn to authenticate */
+    IOTGW_DEVICE_AUTHENTICATING = 2, /* put-token sent or links attaching */
+    IOTGW_DEVICE_ONLINE = 3,
+    IOTGW_DEVICE_FAILED = 4, /* the hub refused it; retried alone at next_retry */
+} iotgw_device_state;
+
+typedef enum iotgw_connection_state {
+    IOTGW_CONNECTION_CONNECTING = 1,
+    IOTGW_CONNECTION_OPEN = 2,
+    IOTGW_CONNECTION_BACKOFF = 3, /* lost; reopened at next_retry */
+} iotgw_connection_state;
+
+/* What a device needs besides telemetry. */
+enum {
+    IOTGW_UPSTREAM_METHODS = 1, /* receive direct methods */
+};
+
+typedef struct iotgw_device_credential {
+    const char *device_id;
+    const char *key;         /* base64 symmetric key: the device's own, or the policy's */
+    const char *policy_name; /* NULL: key is the device's; else a policy with DeviceConnect */
+} iotgw_device_credential;
+
+/* A direct method request. The owner answers with iotgw_upstream_method_respond(),
+ * giving back the request id. */
+typedef struct iotgw_method_request {
+    uint8_t request_id[16]; /* the hub's correlation id (a uuid) */
+    const char *name;
+    const uint8_t *payload; /* JSON text */
+    size_t payload_len;
+} iotgw_method_request;
+
+typedef struct iotgw_upstream_callbacks {
+    /* A message's outcome; cond and description are set for REJECTED and RETRY. */
+    void (*on_outcome)(iotgw_upstream_device *dev, void *msg_ctx, iotgw_outcome outcome, const char *cond,
+                       const char *description, void *ctx);
+    /* The device changed state (see iotgw_upstream_device_info). */
+    void (*on_state)(iotgw_upstream_device *dev, iotgw_device_state state, void *ctx);
+    /* A direct method for a device added with IOTGW_UPSTREAM_METHODS. */
+    void (*on_method)(iotgw_upstream_device *dev, const iotgw_method_request *req, void *ctx);
+} iotgw_upstream_callbacks;
+
+typedef struct iotgw_upstream_options {
+    iotgw_hub_settings hub;
+    unsigned devices_per_connection; /* 0: 500 over WSS, 995 over AMQPS (the hub's limits) */
+    unsigned token_lifetime_s;       /* 0: 3600 */
+    unsigned backoff_base_ms;        /* reconnect and device retry backoff; 0: 1000 */
+    unsigned backoff_cap_ms;         /* 0: 60000 */
+    double auth_rate;           /* put-tokens per second for devices coming online; 0: 100; <0: unpaced */
+    unsigned device_window;     /* telemetry in flight per device; 0: 100 */
+    unsigned device_queue;      /* telemetry waiting or in flight per device; 0: 1000 */
+    unsigned connection_window; /* telemetry in flight per connection; 0: 5000 */
+    unsigned cbs_timeout_ms;    /* a put-token unanswered by then fails the connection; 0: 30000 */
+    iotgw_upstream_callbacks cb;
+    void *ctx;
+} iotgw_upstream_options;
+
+int iotgw_upstream_new(iotgw_loop *loop, const iotgw_upstream_options *opt, iotgw_upstream **out,
+                       iotgw_diag *diag);
+/* Remove every device (pending messages get RETRY) and close every connection. */
+void iotgw_upstream_free(iotgw_upstream *up);
+
+/* Bring a device online at the hub. features: IOTGW_UPSTREAM_* flags. ctx is the
+ * owner's, returned by iotgw_upstream_device_context(). */
+int iotgw_upstream_device_add(iotgw_upstream *up, const iotgw_device_credential *cred, unsigned features,
+                              void *ctx, iotgw_upstream_device **out, iotgw_diag *diag);
+/* Take the device offline: its links are detached and its pending messages get RETRY.
+ * The handle is invalid afterwards. */
+void iotgw_upstream_device_remove(iotgw_upstream_device *dev);
+void *iotgw_upstream_device_context(const iotgw_upstream_device *dev);
+
+/* Queue an encoded AMQP message (pn_message_encode / iotgw_message_encode) for the
+ * device. msg_ctx comes back with its outcome. IOTGW_ERR_UPSTREAM_FULL when the device
+ * has device_queue messages pending; then no outcome will follow. */
+int iotgw_upstream_send(iotgw_upstream_device *dev, const uint8_t *encoded, size_t len, void *msg_ctx);
+
+/* Answer a direct method request. IOTGW_ERR_UPSTREAM_NOT_ONLINE when the device's
+ * method link is gone (the hub has then answered the caller itself). */
+int iotgw_upstream_method_respond(iotgw_upstream_device *dev, const uint8_t request_id[16], int status,
+                                  const uint8_t *payload, size_t len);
+
+typedef struct iotgw_device_info {
+    iotgw_device_state state;
+    int connection;             /* id of the connection it is on, 0 when none */
+    char reason[160];           /* last failure: condition and description; "" when none */
+    int64_t next_retry_ms;      /* FAILED: when (loop clock) it is retried */
+    unsigned queued, in_flight; /* telemetry */
+    uint64_t accepted, rejected, retried;
+    uint64_t authentications; /* put-tokens answered 200, renewals included */
+} iotgw_device_info;
+
+void iotgw_upstream_device_info(const iotgw_upstream_device *dev, iotgw_device_info *info);
+
+typedef struct iotgw_connection_info {
+    int id;
+    iotgw_connection_state state;
+    unsigned devices, online, in_flight;
+    unsigned capacity;   /* devices it may hold (lower than configured when the hub said it was full) */
+    unsigned reconnects; /* times it was lost */
+    char reason[160];    /* why it was last lost */
+    int64_t next_retry_ms;
+} iotgw_connection_info;
+
+/* Fill up to max entries; returns how many connections there are. */
+int iotgw_upstream_connections(const iotgw_upstream *up, iotgw_connection_info *out, int max);
+
+const char *iotgw_device_state_name(iotgw_device_state s);
+const char *iotgw_connection_state_name(iotgw_connection_state s);
+
+#endif

@@ -1,0 +1,147 @@
+/*
+ * Inside the upstream (gateway/upstream.h). Files: upstream.c (the pool: devices,
+ * placement, pacing, the housekeeping tick, the public API), upstream_conn.c (one AMQP
+ * connection: its life, CBS put-tokens and replies, event dispatch), upstream_links.c
+ * (a device's links: telemetry in and out of flight, direct methods).
+ *
+ * Model: an up_conn is one slot of the pool. It keeps its devices across losses of its
+ * AMQP connection (iotgw_conn), which it reopens after a backoff. A device is a member
+ * of exactly one up_conn from add to remove, except when the hub says that connection
+ * is full: then it moves to another.
+ */
+#ifndef IOTGW_GATEWAY_UPSTREAM_INTERNAL_H
+#define IOTGW_GATEWAY_UPSTREAM_INTERNAL_H
+
+#include <proton/link.h>
+#include <proton/session.h>
+
+#include "gateway/backoff.h"
+#include "gateway/upstream.h"
+
+/* A telemetry message waiting (queue) or sent and not yet settled (in flight). */
+typedef struct up_msg {
+    struct up_msg *prev, *next;
+    void *ctx;
+    pn_delivery_t *delivery; /* in flight: its delivery, whose context points back here */
+    size_t len;
+    uint8_t data[];
+} up_msg;
+
+typedef struct up_msg_list {
+    up_msg *head, *tail;
+    unsigned count;
+} up_msg_list;
+
+typedef struct up_conn up_conn;
+
+struct iotgw_upstream_device {
+    iotgw_upstream *up;
+    up_conn *conn;
+    iotgw_upstream_device *member_prev, *member_next; /* conn's members */
+    iotgw_upstream_device *auth_prev, *auth_next;     /* the pool's authentication queue */
+    iotgw_upstream_device *ready_prev, *ready_next;   /* conn's devices with something to send */
+    int in_auth_queue, in_ready;
+
+    char *id, *id_encoded, *key, *policy;
+    unsigned features;
+    void *ctx;
+
+    iotgw_device_state state;
+    char reason[160];
+    int64_t next_retry_ms;   /* FAILED */
+    int64_t renew_at_ms;     /* authorized: when to put a fresh token; 0: none due */
+    int64_t paused_until_ms; /* throttled: no telemetry before */
+    uint64_t cbs_request;    /* message-id of the put-token awaiting its reply; 0: none */
+    int64_t cbs_deadline_ms;
+    int authorized; /* a token was accepted on the current AMQP connection */
+    iotgw_backoff backoff;
+
+    pn_link_t *tel, *meth_in, *meth_out;
+    unsigned link_generation;
+
+    up_msg_list queue, in_flight;
+    uint64_t accepted, rejected, retried, authentications;
+};
+
+struct up_conn {
+    iotgw_upstream *up;
+    up_conn *next; /* the pool's list */
+    int id;
+    iotgw_connection_state state;
+    iotgw_conn *conn; /* NULL while in backoff */
+    pn_session_t *ssn;
+    pn_link_t *cbs_out, *cbs_in;
+    uint64_t next_cbs_id;
+
+    iotgw_upstream_device *members;
+    unsigned ndevices, nonline, capacity;
+    iotgw_upstream_device *ready_head, *ready_tail;
+    unsigned in_flight;
+
+    iotgw_backoff backoff;
+    iotgw_timer *retry_timer;
+    int64_t next_retry_ms;
+    int64_t empty_since_ms; /* closed when it stays empty */
+    unsigned reconnects;
+    char reason[160];
+};
+
+struct iotgw_upstream {
+    iotgw_loop *loop;
+    iotgw_upstream_options opt; /* strings point at the copies below */
+    char *host_name, *connect_host, *proxy, *ca_file, *cert_file, *key_file;
+
+    up_conn *conns;
+    int next_conn_id;
+
+    iotgw_upstream_device *auth_head, *auth_tail;
+    double pace_tokens;
+    int64_t pace_last_ms;
+    iotgw_timer *pace_timer;
+    iotgw_timer *tick;
+    iotgw_backoff jitter; /* random draws for renewal points and seeds */
+    pn_message_t *scratch;
+};
+
+/* upstream.c */
+int64_t up_now_ms(iotgw_upstream *up);
+void up_set_state(iotgw_upstream_device *dev, iotgw_device_state state);
+void up_auth_enqueue(iotgw_upstream_device *dev);
+void up_auth_dequeue(iotgw_upstream_device *dev);
+void up_auth_pump(iotgw_upstream *up);
+/* Take dev out of its connection and place it on another (the hub said full). */
+void up_device_move(iotgw_upstream_device *dev);
+/* The hub refused the device: links closed, pending telemetry answered RETRY, retried
+ * after its backoff. */
+void up_device_fail(iotgw_upstream_device *dev, const char *cond, const char *description);
+
+/* upstream_conn.c */
+up_conn *up_conn_new(iotgw_upstream *up);
+void up_conn_free(up_conn *c);
+int up_conn_start(up_conn *c);
+/* Send dev's put-token now; 0, or -1 when the CBS link has no credit. */
+int up_conn_put_token(up_conn *c, iotgw_upstream_device *dev);
+void up_conn_member_add(up_conn *c, iotgw_upstream_device *dev);
+void up_conn_member_remove(up_conn *c, iotgw_upstream_device *dev);
+/* Fail the AMQP connection (it will be reopened). */
+void up_conn_reset(up_conn *c, const char *cond, const char *description);
+
+/* upstream_links.c */
+void up_links_attach(iotgw_upstream_device *dev);
+/* Close the device's links; its in-flight messages go back to the head of its queue. */
+void up_links_detach(iotgw_upstream_device *dev);
+/* Forget the links (their connection is gone), as above for messages. */
+void up_links_forget(iotgw_upstream_device *dev);
+void up_links_on_event(up_conn *c, iotgw_upstream_device *dev, pn_event_t *e);
+void up_ready_add(iotgw_upstream_device *dev);
+void up_ready_remove(iotgw_upstream_device *dev);
+/* Send what the connection's windows allow. */
+void up_telemetry_pump(up_conn *c);
+/* Answer every pending message of dev with outcome RETRY. */
+void up_telemetry_flush(iotgw_upstream_device *dev, const char *cond, const char *description);
+
+void up_msg_push_back(up_msg_list *l, up_msg *m);
+void up_msg_push_front(up_msg_list *l, up_msg *m);
+void up_msg_unlink(up_msg_list *l, up_msg *m);
+
+#endif

@@ -1,0 +1,459 @@
+/* A device's links on its connection: telemetry (queue, in-flight window, outcomes) and
+ * direct methods (requests in, responses out). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <proton/condition.h>
+#include <proton/delivery.h>
+#include <proton/disposition.h>
+#include <proton/connection.h>
+
+#include "gateway/upstream_internal.h"
+#include "transport/amqp_map.h"
+#include "transport/log.h"
+#include "transport/messaging.h"
+
+#ifndef PACKAGE_VERSION
+#define PACKAGE_VERSION "dev"
+#endif
+
+#define CLIENT_VERSION     "iotgw/" PACKAGE_VERSION
+#define METHOD_CREDIT      16
+#define METHOD_REQUEST_MAX (256 * 1024) /* the hub's payload limit is 128 KB */
+
+/* ------------------------------------------------------------------ message lists */
+
+void up_msg_push_back(up_msg_list *l, up_msg *m)
+{
+    m->next = NULL;
+    m->prev = l->tail;
+    if (l->tail)
+        l->tail->next = m;
+    else
+        l->head = m;
+    l->tail = m;
+    l->count++;
+}
+
+void up_msg_push_front(up_msg_list *l, up_msg *m)
+{
+    m->prev = NULL;
+    m->next = l->head;
+    if (l->head)
+        l->head->prev = m;
+    else
+        l->tail = m;
+    l->head = m;
+    l->count++;
+}
+
+void up_msg_unlink(up_msg_list *l, up_msg *m)
+{
+    if (m->prev)
+        m->prev->next = m->next;
+    else
+        l->head = m->next;
+    if (m->next)
+        m->next->prev = m->prev;
+    else
+        l->tail = m->prev;
+    m->prev = m->next = NULL;
+    l->count--;
+}
+
+/* ------------------------------------------------------------------ attach and detach */
+
+static void put_property(pn_data_t *p, const char *key, const char *value)
+{
+    pn_data_put_symbol(p, pn_bytes(strlen(key), key));
+    pn_data_put_string(p, pn_bytes(strlen(value), value));
+}
+
+static pn_link_t *open_link(iotgw_upstream_device *dev, int sender, const char *kind, const char *address,
+                            const char *channel)
+{
+    char name[300];
+    snprintf(name, sizeof name, "%s-%s-%u", kind, dev->id, ++dev->link_generation);
+    pn_session_t *ssn = dev->conn->ssn;
+    pn_link_t *l = sender ? pn_sender(ssn, name) : pn_receiver(ssn, name);
+    pn_terminus_set_address(pn_link_target(l), sender ? address : dev->id);
+    pn_terminus_set_address(pn_link_source(l), sender ? dev->id : address);
+    pn_data_t *p = pn_link_properties(l);
+    pn_data_put_map(p);
+    pn_data_enter(p);
+    put_property(p, "com.microsoft:client-version", CLIENT_VERSION);
+    if (channel) {
+        put_property(p, "com.microsoft:api-version", IOTGW_UPSTREAM_API_VERSION);
+        put_property(p, "com.microsoft:channel-correlation-id", channel);
+    }
+    pn_data_exit(p);
+    pn_link_set_context(l, dev);
+    return l;
+}
+
+void up_links_attach(iotgw_upstream_device *dev)
+{
+    if (!dev->conn || !dev->conn->ssn)
+        return;
+    char address[400], channel[300];
+    snprintf(address, sizeof address, "/devices/%s/messages/events", dev->id_encoded);
+    dev->tel = open_link(dev, 1, "telemetry", address, NULL);
+    pn_link_set_snd_settle_mode(dev->tel, PN_SND_UNSETTLED);
+    pn_link_set_rcv_settle_mode(dev->tel, PN_RCV_FIRST);
+    pn_link_open(dev->tel);
+    if (dev->features & IOTGW_UPSTREAM_METHODS) {
+        snprintf(address, sizeof address, "/devices/%s/methods/devicebound", dev->id_encoded);
+        snprintf(channel, sizeof channel, "methods:%s", dev->id);
+        dev->meth_in = open_link(dev, 0, "methods-requests", address, channel);
+        pn_link_set_rcv_settle_mode(dev->meth_in, PN_RCV_FIRST);
+        pn_link_open(dev->meth_in);
+        pn_link_flow(dev->meth_in, METHOD_CREDIT);
+        dev->meth_out = open_link(dev, 1, "methods-responses", address, channel);
+        pn_link_set_snd_settle_mode(dev->meth_out, PN_SND_SETTLED);
+        pn_link_open(dev->meth_out);
+    }
+}
+
+/* In-flight messages go back to the head of the queue, in their order. */
+static void requeue_in_flight(iotgw_upstream_device *dev, int settle)
+{
+    unsigned n = dev->in_flight.count;
+    while (dev->in_flight.tail) {
+        up_msg *m = dev->in_flight.tail;
+        up_msg_unlink(&dev->in_flight, m);
+        if (settle && m->delivery) {
+            pn_delivery_set_context(m->delivery, NULL);
+            pn_delivery_settle(m->delivery);
+        }
+        m->delivery = NULL;
+        up_msg_push_front(&dev->queue, m);
+    }
+    if (dev->conn && dev->conn->in_flight >= n)
+        dev->conn->in_flight -= n;
+}
+
+static void close_link(pn_link_t *l)
+{
+    if (!l)
+        return;
+    pn_link_set_context(l, NULL);
+    pn_link_close(l);
+    if (pn_link_state(l) & PN_REMOTE_CLOSED)
+        pn_link_free(l);
+}
+
+void up_links_detach(iotgw_upstream_device *dev)
+{
+    requeue_in_flight(dev, 1);
+    close_link(dev->tel);
+    close_link(dev->meth_in);
+    close_link(dev->meth_out);
+    dev->tel = dev->meth_in = dev->meth_out = NULL;
+}
+
+void up_links_forget(iotgw_upstream_device *dev)
+{
+    requeue_in_flight(dev, 0);
+    dev->tel = dev->meth_in = dev->meth_out = NULL;
+}
+
+/* ------------------------------------------------------------------ telemetry */
+
+static int can_send(const iotgw_upstream_device *dev)
+{
+    return dev->state == IOTGW_DEVICE_ONLINE && dev->tel && dev->queue.count &&
+           dev->in_flight.count < dev->up->opt.device_window && !dev->paused_until_ms &&
+           pn_link_credit(dev->tel) > 0;
+}
+
+void up_ready_add(iotgw_upstream_device *dev)
+{
+    up_conn *c = dev->conn;
+    if (!c || dev->in_ready || !can_send(dev))
+        return;
+    dev->in_ready = 1;
+    dev->ready_next = NULL;
+    dev->ready_prev = c->ready_tail;
+    if (c->ready_tail)
+        c->ready_tail->ready_next = dev;
+    else
+        c->ready_head = dev;
+    c->ready_tail = dev;
+}
+
+void up_ready_remove(iotgw_upstream_device *dev)
+{
+    up_conn *c = dev->conn;
+    if (!c || !dev->in_ready)
+        return;
+    if (dev->ready_prev)
+        dev->ready_prev->ready_next = dev->ready_next;
+    else
+        c->ready_head = dev->ready_next;
+    if (dev->ready_next)
+        dev->ready_next->ready_prev = dev->ready_prev;
+    else
+        c->ready_tail = dev->ready_prev;
+    dev->ready_prev = dev->ready_next = NULL;
+    dev->in_ready = 0;
+}
+
+/* Round robin over the devices that can send, one message each turn, within the
+ * connection's window. */
+void up_telemetry_pump(up_conn *c)
+{
+    unsigned window = c->up->opt.connection_window;
+    while (c->in_flight < window && c->ready_head) {
+        iotgw_upstream_device *dev = c->ready_head;
+        up_ready_remove(dev);
+        if (!can_send(dev))
+            continue;
+        up_msg *m = dev->queue.head;
+        pn_delivery_t *d = iotgw_link_send(dev->tel, NULL, 0, m->data, m->len);
+        if (!d)
+            continue;
+        up_msg_unlink(&dev->queue, m);
+        up_msg_push_back(&dev->in_flight, m);
+        m->delivery = d;
+        pn_delivery_set_context(d, m);
+        c->in_flight++;
+        up_ready_add(dev);
+    }
+}
+
+static void answer(iotgw_upstream_device *dev, up_msg *m, iotgw_outcome outcome, const char *cond,
+                   const char *description)
+{
+    switch (outcome) {
+    case IOTGW_OUTCOME_ACCEPTED: dev->accepted++; break;
+    case IOTGW_OUTCOME_REJECTED: dev->rejected++; break;
+    case IOTGW_OUTCOME_RETRY: dev->retried++; break;
+    }
+    void *ctx = m->ctx;
+    free(m);
+    if (dev->up->opt.cb.on_outcome)
+        dev->up->opt.cb.on_outcome(dev, ctx, outcome, cond, description, dev->up->opt.ctx);
+}
+
+void up_telemetry_flush(iotgw_upstream_device *dev, const char *cond, const char *description)
+{
+    requeue_in_flight(dev, 1);
+    while (dev->queue.head) {
+        up_msg *m = dev->queue.head;
+        up_msg_unlink(&dev->queue, m);
+        answer(dev, m, IOTGW_OUTCOME_RETRY, cond, description);
+    }
+}
+
+static int is_throttling(const char *cond)
+{
+    return cond && (!strcmp(cond, "com.microsoft:device-container-throttled") ||
+                    !strcmp(cond, "amqp:resource-limit-exceeded"));
+}
+
+static void on_outcome(up_conn *c, iotgw_upstream_device *dev, pn_delivery_t *d)
+{
+    uint64_t state = pn_delivery_remote_state(d);
+    up_msg *m = pn_delivery_get_context(d);
+    if (!state)
+        return;
+    if (!m) {
+        pn_delivery_settle(d);
+        return;
+    }
+    up_msg_unlink(&dev->in_flight, m);
+    if (c->in_flight)
+        c->in_flight--;
+    pn_condition_t *cond = pn_disposition_condition(pn_delivery_remote(d));
+    const char *name = pn_condition_is_set(cond) ? pn_condition_get_name(cond) : NULL;
+    char namebuf[128], descbuf[256];
+    snprintf(namebuf, sizeof namebuf, "%s", name ? name : "");
+    snprintf(descbuf, sizeof descbuf, "%s",
+             name && pn_condition_get_description(cond) ? pn_condition_get_description(cond) : "");
+    pn_delivery_set_context(d, NULL);
+    pn_delivery_settle(d);
+    switch (state) {
+    case PN_ACCEPTED: answer(dev, m, IOTGW_OUTCOME_ACCEPTED, NULL, NULL); break;
+    case PN_REJECTED:
+        if (is_throttling(namebuf)) {
+            int64_t wait = iotgw_backoff_next(&dev->backoff);
+            dev->paused_until_ms = up_now_ms(dev->up) + wait;
+            iotgw_log(IOTGW_LOG_WARN, "upstream: device %s throttled by the hub (%s); paused %lld ms",
+                      dev->id, namebuf, (long long)wait);
+        }
+        answer(dev, m, IOTGW_OUTCOME_REJECTED, *namebuf ? namebuf : "amqp:rejected",
+               *descbuf ? descbuf : "the hub rejected the message");
+        break;
+    default:
+        answer(dev, m, IOTGW_OUTCOME_RETRY, *namebuf ? namebuf : "amqp:released",
+               *descbuf ? descbuf : "the hub released the message");
+        break;
+    }
+}
+
+/* ------------------------------------------------------------------ direct methods */
+
+static void on_method_request(iotgw_upstream_device *dev, pn_delivery_t *d)
+{
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    iotgw_diag diag = {0};
+    pn_message_t *m = pn_message();
+    int rc = iotgw_delivery_take(d, METHOD_REQUEST_MAX, &buf, &len);
+    if (rc == 0)
+        rc = iotgw_message_decode(m, buf, len, &diag);
+    free(buf);
+    pn_atom_t corr = pn_message_get_correlation_id(m);
+    char name[129];
+    const char *payload = NULL;
+    size_t payload_len = 0;
+    if (rc == 0 && corr.type != PN_UUID) {
+        rc = IOTGW_ERR_INVALID_ARG;
+        snprintf(diag.text, sizeof diag.text, "correlation-id is not a uuid");
+    }
+    if (rc == 0 && !iotgw_map_text(pn_message_properties(m), "IoThub-methodname", name, sizeof name)) {
+        rc = IOTGW_ERR_INVALID_ARG;
+        snprintf(diag.text, sizeof diag.text, "no IoThub-methodname");
+    }
+    if (rc == 0)
+        payload = iotgw_body_bytes(pn_message_body(m), &payload_len);
+    if (rc) {
+        iotgw_log(IOTGW_LOG_WARN, "upstream: device %s: method request refused: %s", dev->id, diag.text);
+        iotgw_delivery_settle(d, PN_REJECTED, "amqp:decode-error", diag.text);
+    } else {
+        iotgw_delivery_settle(d, PN_ACCEPTED, NULL, NULL);
+    }
+    if (dev->meth_in && pn_link_credit(dev->meth_in) < METHOD_CREDIT / 2)
+        pn_link_flow(dev->meth_in, METHOD_CREDIT - pn_link_credit(dev->meth_in));
+    if (rc == 0 && dev->up->opt.cb.on_method) {
+        iotgw_method_request req = {
+            .name = name, .payload = (const uint8_t *)(payload ? payload : ""), .payload_len = payload_len};
+        memcpy(req.request_id, corr.u.as_uuid.bytes, 16);
+        dev->up->opt.cb.on_method(dev, &req, dev->up->opt.ctx);
+    }
+    pn_message_free(m);
+}
+
+int iotgw_upstream_method_respond(iotgw_upstream_device *dev, const uint8_t request_id[16], int status,
+                                  const uint8_t *payload, size_t len)
+{
+    pn_link_t *l = dev->meth_out;
+    if (!l || !(pn_link_state(l) & PN_REMOTE_ACTIVE) || dev->state != IOTGW_DEVICE_ONLINE)
+        return IOTGW_ERR_UPSTREAM_NOT_ONLINE;
+    pn_message_t *m = dev->up->scratch;
+    pn_message_clear(m);
+    pn_atom_t corr = {.type = PN_UUID};
+    memcpy(corr.u.as_uuid.bytes, request_id, 16);
+    pn_message_set_correlation_id(m, corr);
+    pn_data_t *p = pn_message_properties(m);
+    pn_data_put_map(p);
+    pn_data_enter(p);
+    pn_data_put_string(p, pn_bytes(12, "IoThub-status"));
+    pn_data_put_int(p, status);
+    pn_data_exit(p);
+    pn_data_put_binary(pn_message_body(m), pn_bytes(len, (const char *)payload));
+    if (!iotgw_link_send_message(l, m))
+        return IOTGW_ERR_UPSTREAM_FULL;
+    iotgw_conn_wake(dev->conn->conn);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ events */
+
+static int remote_attached(pn_link_t *l)
+{
+    if (!l)
+        return 1;
+    if (!(pn_link_state(l) & PN_REMOTE_ACTIVE))
+        return 0;
+    /* a refusal arrives as an attach without the terminus, then a detach */
+    pn_terminus_t *t = pn_link_is_sender(l) ? pn_link_remote_target(l) : pn_link_remote_source(l);
+    return pn_terminus_get_address(t) != NULL;
+}
+
+void up_links_on_event(up_conn *c, iotgw_upstream_device *dev, pn_event_t *e)
+{
+    pn_link_t *l = pn_event_link(e);
+    if (!dev) { /* a link of a device that left or failed */
+        pn_event_type_t t = pn_event_type(e);
+        if (t == PN_LINK_REMOTE_CLOSE || t == PN_LINK_REMOTE_DETACH) {
+            pn_link_close(l);
+            pn_link_free(l);
+        } else if (t == PN_DELIVERY) {
+            pn_delivery_t *d = pn_event_delivery(e);
+            if (pn_link_is_receiver(l) && !pn_delivery_partial(d))
+                iotgw_delivery_settle(d, PN_RELEASED, NULL, NULL);
+            else if (pn_delivery_remote_state(d))
+                pn_delivery_settle(d);
+        }
+        return;
+    }
+    switch (pn_event_type(e)) {
+    case PN_LINK_REMOTE_OPEN:
+        if (dev->state == IOTGW_DEVICE_AUTHENTICATING && remote_attached(dev->tel) &&
+            remote_attached(dev->meth_in) && remote_attached(dev->meth_out)) {
+            iotgw_backoff_reset(&dev->backoff);
+            up_set_state(dev, IOTGW_DEVICE_ONLINE);
+            up_ready_add(dev);
+            up_telemetry_pump(c);
+        }
+        break;
+    case PN_LINK_REMOTE_CLOSE:
+    case PN_LINK_REMOTE_DETACH: {
+        pn_condition_t *cond = pn_link_remote_condition(l);
+        const char *name = pn_condition_is_set(cond) ? pn_condition_get_name(cond) : NULL;
+        const char *desc = name ? pn_condition_get_description(cond) : NULL;
+        char text[300];
+        snprintf(text, sizeof text, "link %s detached: %s", pn_link_name(l), desc ? desc : "no description");
+        up_device_fail(dev, name ? name : "amqp:link:detach-forced", text);
+        break;
+    }
+    case PN_LINK_FLOW:
+        if (l == dev->tel) {
+            up_ready_add(dev);
+            up_telemetry_pump(c);
+        }
+        break;
+    case PN_DELIVERY: {
+        pn_delivery_t *d = pn_event_delivery(e);
+        if (l == dev->tel) {
+            on_outcome(c, dev, d);
+            up_ready_add(dev);
+            up_telemetry_pump(c);
+        } else if (l == dev->meth_in) {
+            if (!pn_delivery_partial(d) && pn_delivery_readable(d))
+                on_method_request(dev, d);
+        } else if (pn_delivery_remote_state(d)) {
+            pn_delivery_settle(d);
+        }
+        break;
+    }
+    default: break;
+    }
+}
+
+/* ------------------------------------------------------------------ sending */
+
+int iotgw_upstream_send(iotgw_upstream_device *dev, const uint8_t *encoded, size_t len, void *msg_ctx)
+{
+    iotgw_upstream *up = dev->up;
+    if (dev->state == IOTGW_DEVICE_FAILED)
+        return IOTGW_ERR_UPSTREAM_NOT_ONLINE;
+    if (dev->queue.count + dev->in_flight.count >= up->opt.device_queue)
+        return IOTGW_ERR_UPSTREAM_FULL;
+    up_msg *m = malloc(sizeof *m + len);
+    if (!m)
+        return IOTGW_ERR_NOMEM;
+    m->ctx = msg_ctx;
+    m->delivery = NULL;
+    m->len = len;
+    memcpy(m->data, encoded, len);
+    up_msg_push_back(&dev->queue, m);
+    up_conn *c = dev->conn;
+    if (c->conn && dev->state == IOTGW_DEVICE_ONLINE) {
+        up_ready_add(dev);
+        up_telemetry_pump(c);
+        iotgw_conn_wake(c->conn);
+    }
+    return 0;
+}
