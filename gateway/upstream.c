@@ -96,8 +96,6 @@ void up_auth_pump(iotgw_upstream *up)
     }
     up->pace_last_ms = now;
 
-    up_conn *woken[64];
-    int nwoken = 0;
     iotgw_upstream_device *dev = up->auth_head;
     while (dev && (rate < 0 || up->pace_tokens >= 1)) {
         iotgw_upstream_device *next = dev->auth_next;
@@ -109,18 +107,11 @@ void up_auth_pump(iotgw_upstream *up)
             up_set_state(dev, IOTGW_DEVICE_AUTHENTICATING);
             if (rate > 0)
                 up->pace_tokens -= 1;
-            int seen = 0;
-            for (int i = 0; i < nwoken; i++)
-                seen |= woken[i] == c;
-            if (!seen && nwoken < 64)
-                woken[nwoken++] = c;
+            up_conn_kick(c);
         }
         /* no CBS credit: it stays queued; the credit's arrival pumps again */
         dev = next;
     }
-    for (int i = 0; i < nwoken; i++)
-        if (woken[i]->conn)
-            iotgw_conn_wake(woken[i]->conn);
     if (up->auth_head && rate > 0 && !up->pace_timer) {
         int64_t wait = (int64_t)((1.0 - up->pace_tokens) * 1000.0 / rate) + 1;
         up->pace_timer = iotgw_timer_start(up->loop, wait < 1 ? 1 : wait, pace_timer_fired, up);
@@ -242,11 +233,8 @@ static void housekeeping(iotgw_upstream *up)
                 up_ready_add(dev);
             }
         }
-        if (c->conn && c->state == IOTGW_CONNECTION_OPEN) {
-            up_telemetry_pump(c);
-            if (renewed || c->ready_head)
-                iotgw_conn_wake(c->conn);
-        }
+        if (c->conn && c->state == IOTGW_CONNECTION_OPEN && (renewed || c->ready_head))
+            up_conn_kick(c);
     }
     if (want_pump)
         up_auth_pump(up);
@@ -344,8 +332,7 @@ void iotgw_upstream_device_remove(iotgw_upstream_device *dev)
     up_telemetry_flush(dev, "iotgw:device-removed", "the device left the gateway");
     up_conn *c = dev->conn;
     up_conn_member_remove(c, dev);
-    if (c->conn)
-        iotgw_conn_wake(c->conn);
+    up_conn_kick(c);
     device_free(dev);
 }
 

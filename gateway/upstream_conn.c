@@ -51,6 +51,8 @@ void up_conn_free(up_conn *c)
         }
     if (c->retry_timer)
         iotgw_timer_cancel(c->retry_timer);
+    if (c->kick_timer)
+        iotgw_timer_cancel(c->kick_timer);
     if (c->conn) {
         iotgw_conn_set_handler(c->conn, NULL, NULL);
         iotgw_conn_close(c->conn, NULL, NULL);
@@ -85,6 +87,24 @@ void up_conn_member_remove(up_conn *c, iotgw_upstream_device *dev)
     if (!c->ndevices)
         c->empty_since_ms = up_now_ms(c->up);
     dev->conn = NULL;
+}
+
+static void kick_fired(iotgw_timer *t, void *ctx)
+{
+    (void)t;
+    up_conn *c = ctx;
+    c->kick_timer = NULL;
+    if (!c->conn)
+        return;
+    if (c->state == IOTGW_CONNECTION_OPEN)
+        up_telemetry_pump(c);
+    iotgw_conn_wake(c->conn);
+}
+
+void up_conn_kick(up_conn *c)
+{
+    if (c->conn && !c->kick_timer)
+        c->kick_timer = iotgw_timer_start(c->up->loop, 0, kick_fired, c);
 }
 
 /* ------------------------------------------------------------------ losing and reopening */

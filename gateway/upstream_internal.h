@@ -80,6 +80,7 @@ struct up_conn {
 
     iotgw_backoff backoff;
     iotgw_timer *retry_timer;
+    iotgw_timer *kick_timer; /* pending work to send, from outside the connection's events */
     int64_t next_retry_ms;
     int64_t empty_since_ms; /* closed when it stays empty */
     unsigned reconnects;
@@ -123,6 +124,9 @@ int up_conn_start(up_conn *c);
 int up_conn_put_token(up_conn *c, iotgw_upstream_device *dev);
 void up_conn_member_add(up_conn *c, iotgw_upstream_device *dev);
 void up_conn_member_remove(up_conn *c, iotgw_upstream_device *dev);
+/* Send what changed outside the connection's own events (a send() call, a timer) on the
+ * next turn of the loop: one pass for many changes, instead of one per change. */
+void up_conn_kick(up_conn *c);
 /* Fail the AMQP connection (it will be reopened). */
 void up_conn_reset(up_conn *c, const char *cond, const char *description);
 

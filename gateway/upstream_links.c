@@ -354,7 +354,7 @@ int iotgw_upstream_method_respond(iotgw_upstream_device *dev, const uint8_t requ
     pn_data_put_binary(pn_message_body(m), pn_bytes(len, (const char *)payload));
     if (!iotgw_link_send_message(l, m))
         return IOTGW_ERR_UPSTREAM_FULL;
-    iotgw_conn_wake(dev->conn->conn);
+    up_conn_kick(dev->conn);
     return 0;
 }
 
@@ -452,8 +452,7 @@ int iotgw_upstream_send(iotgw_upstream_device *dev, const uint8_t *encoded, size
     up_conn *c = dev->conn;
     if (c->conn && dev->state == IOTGW_DEVICE_ONLINE) {
         up_ready_add(dev);
-        up_telemetry_pump(c);
-        iotgw_conn_wake(c->conn);
+        up_conn_kick(c);
     }
     return 0;
 }
