@@ -348,7 +348,7 @@ int iotgw_upstream_method_respond(iotgw_upstream_device *dev, const uint8_t requ
     pn_data_t *p = pn_message_properties(m);
     pn_data_put_map(p);
     pn_data_enter(p);
-    pn_data_put_string(p, pn_bytes(12, "IoThub-status"));
+    pn_data_put_string(p, pn_bytes(strlen("IoThub-status"), "IoThub-status"));
     pn_data_put_int(p, status);
     pn_data_exit(p);
     pn_data_put_binary(pn_message_body(m), pn_bytes(len, (const char *)payload));

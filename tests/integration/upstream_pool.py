@@ -186,6 +186,24 @@ class UpstreamPool(unittest.TestCase):
         self.assertGreaterEqual(max(seconds) - min(seconds), 0.35, "re-authentication was not paced")
         emu.stop()
 
+    def test_direct_methods_reach_the_device_and_its_answer_the_caller(self):
+        devices = fleet(3)
+        emu = self.start_emulator(registry=fleet_registry(devices))
+        drv = Driver(emu, devices, "--methods", "--messages", 1, "--duration", 6, "--auth-rate", -1)
+        drv.wait_status(lambda s: s["online"] == 3, 30)
+        status, _, body = emu.rest("POST", "/twins/dev0001/methods", {
+            "methodName": "rebootDevice", "payload": {"delay": 1}, "responseTimeoutInSeconds": 10})
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body, {"status": 200, "payload": {
+            "device": "dev0001", "method": "rebootDevice", "request": {"delay": 1}}})
+        summary, _ = drv.summary()
+        self.assertEqual(summary["methods"], 1)
+        # once the device has left, the hub answers for it at once
+        status, headers, body = emu.rest("POST", "/twins/dev0001/methods", {"methodName": "rebootDevice"})
+        self.assertEqual(status, 404)
+        self.assertIn("404103", body["Message"])
+        emu.stop()
+
     def test_hub_token_limit_opens_another_connection(self):
         devices = fleet(30)
         emu = self.start_emulator("--max-tokens", 12, registry=fleet_registry(devices))
