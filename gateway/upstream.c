@@ -228,6 +228,8 @@ static void housekeeping(iotgw_upstream *up)
             if (dev->authorized && !dev->cbs_request && dev->renew_at_ms && now >= dev->renew_at_ms &&
                 up_conn_put_token(c, dev) == 0)
                 renewed = 1;
+            if (dev->twin_requests)
+                up_twin_expire(dev, now);
             if (dev->paused_until_ms && now >= dev->paused_until_ms) {
                 dev->paused_until_ms = 0;
                 up_ready_add(dev);
@@ -295,6 +297,10 @@ int iotgw_upstream_new(iotgw_loop *loop, const iotgw_upstream_options *opt, iotg
         o->connection_window = 5000;
     if (!o->cbs_timeout_ms)
         o->cbs_timeout_ms = 30000;
+    if (!o->c2d_credit)
+        o->c2d_credit = 5;
+    if (!o->twin_timeout_ms)
+        o->twin_timeout_ms = 30000;
     up->scratch = pn_message();
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);

@@ -78,6 +78,8 @@ typedef enum iotgw_connection_state {
 /* What a device needs besides telemetry. */
 enum {
     IOTGW_UPSTREAM_METHODS = 1, /* receive direct methods */
+    IOTGW_UPSTREAM_TWIN = 2,    /* twin requests, and desired-property updates (subscribed at once) */
+    IOTGW_UPSTREAM_C2D = 4,     /* receive cloud-to-device messages */
 };
 
 typedef struct iotgw_device_credential {
@@ -95,6 +97,28 @@ typedef struct iotgw_method_request {
     size_t payload_len;
 } iotgw_method_request;
 
+typedef enum iotgw_twin_op {
+    IOTGW_TWIN_GET = 1,            /* the whole twin: {"desired": {...}, "reported": {...}} */
+    IOTGW_TWIN_PATCH_REPORTED = 2, /* body: a JSON merge patch of reported properties */
+} iotgw_twin_op;
+
+/* The hub's answer to a twin request, or a desired-property update (request_id 0). */
+typedef struct iotgw_twin_response {
+    uint64_t request_id;
+    int status;          /* the hub's status (200, 204, 4xx...); 0: no answer, see error */
+    int64_t version;     /* GET and updates: desired version; PATCH: new reported version; -1: none */
+    const uint8_t *body; /* JSON text, possibly empty */
+    size_t len;
+    const char *error; /* status 0: why there is no answer (link lost, timeout, device removed) */
+} iotgw_twin_response;
+
+/* A cloud-to-device message, valid during the callback. The owner settles it later with
+ * iotgw_upstream_c2d_settle() and its id; until then the hub keeps it locked. */
+typedef struct iotgw_c2d_message {
+    uint64_t id;
+    pn_message_t *message; /* decoded; properties, application properties, body */
+} iotgw_c2d_message;
+
 typedef struct iotgw_upstream_callbacks {
     /* A message's outcome; cond and description are set for REJECTED and RETRY. */
     void (*on_outcome)(iotgw_upstream_device *dev, void *msg_ctx, iotgw_outcome outcome, const char *cond,
@@ -103,6 +127,11 @@ typedef struct iotgw_upstream_callbacks {
     void (*on_state)(iotgw_upstream_device *dev, iotgw_device_state state, void *ctx);
     /* A direct method for a device added with IOTGW_UPSTREAM_METHODS. */
     void (*on_method)(iotgw_upstream_device *dev, const iotgw_method_request *req, void *ctx);
+    /* A twin answer or desired update for a device added with IOTGW_UPSTREAM_TWIN; every
+     * request gets exactly one. */
+    void (*on_twin)(iotgw_upstream_device *dev, const iotgw_twin_response *resp, void *ctx);
+    /* A cloud-to-device message for a device added with IOTGW_UPSTREAM_C2D. */
+    void (*on_c2d)(iotgw_upstream_device *dev, const iotgw_c2d_message *msg, void *ctx);
 } iotgw_upstream_callbacks;
 
 typedef struct iotgw_upstream_options {
@@ -116,6 +145,8 @@ typedef struct iotgw_upstream_options {
     unsigned device_queue;      /* telemetry waiting or in flight per device; 0: 1000 */
     unsigned connection_window; /* telemetry in flight per connection; 0: 5000 */
     unsigned cbs_timeout_ms;    /* a put-token unanswered by then fails the connection; 0: 30000 */
+    unsigned c2d_credit;        /* cloud-to-device messages delivered and not yet settled, per device; 0: 5 */
+    unsigned twin_timeout_ms;   /* a twin request unanswered by then gets status 0; 0: 30000 */
     iotgw_upstream_callbacks cb;
     void *ctx;
 } iotgw_upstream_options;
@@ -143,6 +174,16 @@ int iotgw_upstream_send(iotgw_upstream_device *dev, const uint8_t *encoded, size
  * method link is gone (the hub has then answered the caller itself). */
 int iotgw_upstream_method_respond(iotgw_upstream_device *dev, const uint8_t request_id[16], int status,
                                   const uint8_t *payload, size_t len);
+
+/* Send a twin request; its answer reaches on_twin with *request_id.
+ * IOTGW_ERR_UPSTREAM_NOT_ONLINE when the device's twin links are not attached. */
+int iotgw_upstream_twin_request(iotgw_upstream_device *dev, iotgw_twin_op op, const uint8_t *body, size_t len,
+                                uint64_t *request_id);
+
+/* Settle a cloud-to-device message: ACCEPTED completes it, REJECTED dead-letters it,
+ * RETRY abandons it (the hub delivers it again). IOTGW_ERR_UPSTREAM_NOT_ONLINE when the
+ * link it came on is gone (the hub has then unlocked it already). */
+int iotgw_upstream_c2d_settle(iotgw_upstream_device *dev, uint64_t id, iotgw_outcome outcome);
 
 typedef struct iotgw_device_info {
     iotgw_device_state state;

@@ -2,7 +2,8 @@
  * Inside the upstream (gateway/upstream.h). Files: upstream.c (the pool: devices,
  * placement, pacing, the housekeeping tick, the public API), upstream_conn.c (one AMQP
  * connection: its life, CBS put-tokens and replies, event dispatch), upstream_links.c
- * (a device's links: telemetry in and out of flight, direct methods).
+ * (a device's links: telemetry in and out of flight, direct methods), upstream_twin.c,
+ * upstream_c2d.c.
  *
  * Model: an up_conn is one slot of the pool. It keeps its devices across losses of its
  * AMQP connection (iotgw_conn), which it reopens after a backoff. A device is a member
@@ -34,6 +35,14 @@ typedef struct up_msg_list {
 
 typedef struct up_conn up_conn;
 
+/* A twin request waiting for its answer, or a C2D delivery waiting for the owner. */
+typedef struct up_pending {
+    struct up_pending *next;
+    uint64_t id;
+    int64_t deadline_ms;     /* twin requests */
+    pn_delivery_t *delivery; /* C2D */
+} up_pending;
+
 struct iotgw_upstream_device {
     iotgw_upstream *up;
     up_conn *conn;
@@ -56,7 +65,9 @@ struct iotgw_upstream_device {
     int authorized; /* a token was accepted on the current AMQP connection */
     iotgw_backoff backoff;
 
-    pn_link_t *tel, *meth_in, *meth_out;
+    pn_link_t *tel, *meth_in, *meth_out, *twin_out, *twin_in, *c2d;
+    up_pending *twin_requests, *c2d_pending;
+    uint64_t next_twin_id, next_c2d_id;
     unsigned link_generation;
 
     up_msg_list queue, in_flight;
@@ -131,6 +142,8 @@ void up_conn_kick(up_conn *c);
 void up_conn_reset(up_conn *c, const char *cond, const char *description);
 
 /* upstream_links.c */
+pn_link_t *up_open_link(iotgw_upstream_device *dev, int sender, const char *kind, const char *address,
+                        const char *channel);
 void up_links_attach(iotgw_upstream_device *dev);
 /* Close the device's links; its in-flight messages go back to the head of its queue. */
 void up_links_detach(iotgw_upstream_device *dev);
@@ -139,6 +152,20 @@ void up_links_forget(iotgw_upstream_device *dev);
 void up_links_on_event(up_conn *c, iotgw_upstream_device *dev, pn_event_t *e);
 void up_ready_add(iotgw_upstream_device *dev);
 void up_ready_remove(iotgw_upstream_device *dev);
+/* upstream_twin.c */
+void up_twin_attach(iotgw_upstream_device *dev);
+void up_twin_on_online(iotgw_upstream_device *dev);
+void up_twin_on_delivery(iotgw_upstream_device *dev, pn_delivery_t *d);
+/* Every pending request gets status 0 with why. */
+void up_twin_fail_pending(iotgw_upstream_device *dev, const char *why);
+/* Twin requests past their deadline get status 0. */
+void up_twin_expire(iotgw_upstream_device *dev, int64_t now);
+
+/* upstream_c2d.c */
+void up_c2d_attach(iotgw_upstream_device *dev);
+void up_c2d_on_delivery(iotgw_upstream_device *dev, pn_delivery_t *d);
+void up_c2d_forget(iotgw_upstream_device *dev);
+
 /* Send what the connection's windows allow. */
 void up_telemetry_pump(up_conn *c);
 /* Answer every pending message of dev with outcome RETRY. */

@@ -69,8 +69,8 @@ static void put_property(pn_data_t *p, const char *key, const char *value)
     pn_data_put_string(p, pn_bytes(strlen(value), value));
 }
 
-static pn_link_t *open_link(iotgw_upstream_device *dev, int sender, const char *kind, const char *address,
-                            const char *channel)
+pn_link_t *up_open_link(iotgw_upstream_device *dev, int sender, const char *kind, const char *address,
+                        const char *channel)
 {
     char name[300];
     snprintf(name, sizeof name, "%s-%s-%u", kind, dev->id, ++dev->link_generation);
@@ -97,21 +97,25 @@ void up_links_attach(iotgw_upstream_device *dev)
         return;
     char address[400], channel[300];
     snprintf(address, sizeof address, "/devices/%s/messages/events", dev->id_encoded);
-    dev->tel = open_link(dev, 1, "telemetry", address, NULL);
+    dev->tel = up_open_link(dev, 1, "telemetry", address, NULL);
     pn_link_set_snd_settle_mode(dev->tel, PN_SND_UNSETTLED);
     pn_link_set_rcv_settle_mode(dev->tel, PN_RCV_FIRST);
     pn_link_open(dev->tel);
     if (dev->features & IOTGW_UPSTREAM_METHODS) {
         snprintf(address, sizeof address, "/devices/%s/methods/devicebound", dev->id_encoded);
         snprintf(channel, sizeof channel, "methods:%s", dev->id);
-        dev->meth_in = open_link(dev, 0, "methods-requests", address, channel);
+        dev->meth_in = up_open_link(dev, 0, "methods-requests", address, channel);
         pn_link_set_rcv_settle_mode(dev->meth_in, PN_RCV_FIRST);
         pn_link_open(dev->meth_in);
         pn_link_flow(dev->meth_in, METHOD_CREDIT);
-        dev->meth_out = open_link(dev, 1, "methods-responses", address, channel);
+        dev->meth_out = up_open_link(dev, 1, "methods-responses", address, channel);
         pn_link_set_snd_settle_mode(dev->meth_out, PN_SND_SETTLED);
         pn_link_open(dev->meth_out);
     }
+    if (dev->features & IOTGW_UPSTREAM_TWIN)
+        up_twin_attach(dev);
+    if (dev->features & IOTGW_UPSTREAM_C2D)
+        up_c2d_attach(dev);
 }
 
 /* In-flight messages go back to the head of the queue, in their order. */
@@ -142,19 +146,27 @@ static void close_link(pn_link_t *l)
         pn_link_free(l);
 }
 
+#define LINKS_LOST "the device's links to the hub were lost"
+
 void up_links_detach(iotgw_upstream_device *dev)
 {
     requeue_in_flight(dev, 1);
-    close_link(dev->tel);
-    close_link(dev->meth_in);
-    close_link(dev->meth_out);
-    dev->tel = dev->meth_in = dev->meth_out = NULL;
+    up_c2d_forget(dev);
+    pn_link_t **links[] = {&dev->tel,      &dev->meth_in, &dev->meth_out,
+                           &dev->twin_out, &dev->twin_in, &dev->c2d};
+    for (size_t i = 0; i < sizeof links / sizeof *links; i++) {
+        close_link(*links[i]);
+        *links[i] = NULL;
+    }
+    up_twin_fail_pending(dev, LINKS_LOST);
 }
 
 void up_links_forget(iotgw_upstream_device *dev)
 {
     requeue_in_flight(dev, 0);
-    dev->tel = dev->meth_in = dev->meth_out = NULL;
+    up_c2d_forget(dev);
+    dev->tel = dev->meth_in = dev->meth_out = dev->twin_out = dev->twin_in = dev->c2d = NULL;
+    up_twin_fail_pending(dev, LINKS_LOST);
 }
 
 /* ------------------------------------------------------------------ telemetry */
@@ -391,9 +403,12 @@ void up_links_on_event(up_conn *c, iotgw_upstream_device *dev, pn_event_t *e)
     switch (pn_event_type(e)) {
     case PN_LINK_REMOTE_OPEN:
         if (dev->state == IOTGW_DEVICE_AUTHENTICATING && remote_attached(dev->tel) &&
-            remote_attached(dev->meth_in) && remote_attached(dev->meth_out)) {
+            remote_attached(dev->meth_in) && remote_attached(dev->meth_out) &&
+            remote_attached(dev->twin_out) && remote_attached(dev->twin_in) && remote_attached(dev->c2d)) {
             iotgw_backoff_reset(&dev->backoff);
             up_set_state(dev, IOTGW_DEVICE_ONLINE);
+            if (dev->twin_out && dev->state == IOTGW_DEVICE_ONLINE)
+                up_twin_on_online(dev);
             up_ready_add(dev);
             up_telemetry_pump(c);
         }
@@ -420,9 +435,15 @@ void up_links_on_event(up_conn *c, iotgw_upstream_device *dev, pn_event_t *e)
             on_outcome(c, dev, d);
             up_ready_add(dev);
             up_telemetry_pump(c);
-        } else if (l == dev->meth_in) {
-            if (!pn_delivery_partial(d) && pn_delivery_readable(d))
+        } else if (l == dev->meth_in || l == dev->twin_in || l == dev->c2d) {
+            if (pn_delivery_partial(d) || !pn_delivery_readable(d))
+                break;
+            if (l == dev->meth_in)
                 on_method_request(dev, d);
+            else if (l == dev->twin_in)
+                up_twin_on_delivery(dev, d);
+            else
+                up_c2d_on_delivery(dev, d);
         } else if (pn_delivery_remote_state(d)) {
             pn_delivery_settle(d);
         }

@@ -7,7 +7,7 @@
  *                   [--messages M] [--rate R] [--duration S] [--timeout S]
  *                   [--token-lifetime S] [--per-connection N] [--auth-rate R]
  *                   [--backoff-base MS] [--backoff-cap MS] [--methods] [--window N]
- *                   [--status-file FILE]
+ *                   [--twin] [--c2d] [--status-file FILE]
  *
  * --devices: one device per line, "id key" or "id key policy".
  * Each device sends M messages (message-id "{id}:{n}", application property "n"), R
@@ -32,7 +32,8 @@ typedef struct device {
     uint32_t next_n;  /* next new message number */
     uint32_t *resend; /* numbers to send again */
     uint32_t nresend, resend_cap;
-    uint64_t accepted, rejected, retried, methods;
+    uint64_t accepted, rejected, retried, methods, twin_answers, desired_updates, c2d;
+    int64_t last_desired_version;
     uint8_t *seen; /* per n: accepted once already */
     uint64_t duplicates;
     int state;
@@ -44,7 +45,7 @@ static uint32_t messages = 10;
 static double rate = 10, duration_s = 0, timeout_s = 120;
 static uint64_t total_outcomes;
 static double start_s;
-static int answer_methods;
+static int answer_methods, use_twin, use_c2d;
 static const char *status_file;
 static iotgw_upstream *up;
 
@@ -91,6 +92,39 @@ static void on_state(iotgw_upstream_device *ud, iotgw_device_state state, void *
     (void)ctx;
     device *d = iotgw_upstream_device_context(ud);
     d->state = state;
+    uint64_t id;
+    if (use_twin && state == IOTGW_DEVICE_ONLINE &&
+        iotgw_upstream_twin_request(ud, IOTGW_TWIN_GET, NULL, 0, &id))
+        fprintf(stderr, "driver: %s: twin GET could not be sent\n", d->id);
+}
+
+/* GET answers are counted; each desired update is acknowledged by patching reported
+ * property lastDesiredVersion, as a device following its twin does. */
+static void on_twin(iotgw_upstream_device *ud, const iotgw_twin_response *r, void *ctx)
+{
+    (void)ctx;
+    device *d = iotgw_upstream_device_context(ud);
+    if (r->request_id) {
+        d->twin_answers++;
+        if (r->status < 200 || r->status >= 300)
+            fprintf(stderr, "driver: %s: twin request %" PRIu64 " answered %d %s\n", d->id, r->request_id,
+                    r->status, r->error ? r->error : "");
+        return;
+    }
+    d->desired_updates++;
+    d->last_desired_version = r->version;
+    char patch[96];
+    int n = snprintf(patch, sizeof patch, "{\"lastDesiredVersion\":%" PRId64 "}", r->version);
+    uint64_t id;
+    iotgw_upstream_twin_request(ud, IOTGW_TWIN_PATCH_REPORTED, (const uint8_t *)patch, (size_t)n, &id);
+}
+
+static void on_c2d(iotgw_upstream_device *ud, const iotgw_c2d_message *m, void *ctx)
+{
+    (void)ctx;
+    device *d = iotgw_upstream_device_context(ud);
+    d->c2d++;
+    iotgw_upstream_c2d_settle(ud, m->id, IOTGW_OUTCOME_ACCEPTED);
 }
 
 static void on_method(iotgw_upstream_device *ud, const iotgw_method_request *req, void *ctx)
@@ -158,7 +192,7 @@ static int all_done(void)
 
 static void summary(FILE *f, int done)
 {
-    uint64_t acc = 0, rej = 0, ret = 0, dup = 0, meth = 0, complete = 0;
+    uint64_t acc = 0, rej = 0, ret = 0, dup = 0, meth = 0, complete = 0, twin = 0, desired = 0, c2d = 0;
     int online = 0, failed = 0;
     for (int i = 0; i < ndevs; i++) {
         acc += devs[i].accepted;
@@ -166,6 +200,9 @@ static void summary(FILE *f, int done)
         ret += devs[i].retried;
         dup += devs[i].duplicates;
         meth += devs[i].methods;
+        twin += devs[i].twin_answers;
+        desired += devs[i].desired_updates;
+        c2d += devs[i].c2d;
         online += devs[i].state == IOTGW_DEVICE_ONLINE;
         failed += devs[i].state == IOTGW_DEVICE_FAILED;
         complete += devs[i].accepted - devs[i].duplicates == messages;
@@ -173,8 +210,10 @@ static void summary(FILE *f, int done)
     fprintf(f,
             "{\"done\":%d,\"elapsed_s\":%.3f,\"devices\":%d,\"online\":%d,\"failed\":%d,\"accepted\":%" PRIu64
             ",\"rejected\":%" PRIu64 ",\"retried\":%" PRIu64 ",\"duplicates\":%" PRIu64
-            ",\"methods\":%" PRIu64 ",\"devices_complete\":%" PRIu64 ",\"connections\":[",
-            done, now_s() - start_s, ndevs, online, failed, acc, rej, ret, dup, meth, complete);
+            ",\"methods\":%" PRIu64 ",\"devices_complete\":%" PRIu64 ",\"twin_answers\":%" PRIu64
+            ",\"desired_updates\":%" PRIu64 ",\"c2d\":%" PRIu64 ",\"connections\":[",
+            done, now_s() - start_s, ndevs, online, failed, acc, rej, ret, dup, meth, complete, twin, desired,
+            c2d);
     iotgw_connection_info ci[256];
     int nc = iotgw_upstream_connections(up, ci, 256);
     for (int i = 0; i < nc && i < 256; i++)
@@ -237,13 +276,26 @@ static int load_devices(const char *path)
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"host", 1, 0, 'h'},           {"port", 1, 0, 'p'},           {"ca", 1, 0, 'c'},
-        {"amqps", 0, 0, 'a'},          {"devices", 1, 0, 'd'},        {"messages", 1, 0, 'm'},
-        {"rate", 1, 0, 'r'},           {"duration", 1, 0, 'D'},       {"timeout", 1, 0, 'T'},
-        {"token-lifetime", 1, 0, 'L'}, {"per-connection", 1, 0, 'P'}, {"auth-rate", 1, 0, 'A'},
-        {"backoff-base", 1, 0, 'b'},   {"backoff-cap", 1, 0, 'B'},    {"methods", 0, 0, 'M'},
-        {"window", 1, 0, 'w'},         {"status-file", 1, 0, 's'},    {0, 0, 0, 0}};
+    static const struct option opts[] = {{"host", 1, 0, 'h'},
+                                         {"port", 1, 0, 'p'},
+                                         {"ca", 1, 0, 'c'},
+                                         {"amqps", 0, 0, 'a'},
+                                         {"devices", 1, 0, 'd'},
+                                         {"messages", 1, 0, 'm'},
+                                         {"rate", 1, 0, 'r'},
+                                         {"duration", 1, 0, 'D'},
+                                         {"timeout", 1, 0, 'T'},
+                                         {"token-lifetime", 1, 0, 'L'},
+                                         {"per-connection", 1, 0, 'P'},
+                                         {"auth-rate", 1, 0, 'A'},
+                                         {"backoff-base", 1, 0, 'b'},
+                                         {"backoff-cap", 1, 0, 'B'},
+                                         {"methods", 0, 0, 'M'},
+                                         {"window", 1, 0, 'w'},
+                                         {"status-file", 1, 0, 's'},
+                                         {"twin", 0, 0, 't'},
+                                         {"c2d", 0, 0, 'C'},
+                                         {0, 0, 0, 0}};
     iotgw_upstream_options o = {0};
     const char *devices_file = NULL;
     int c;
@@ -264,6 +316,8 @@ int main(int argc, char **argv)
         case 'b': o.backoff_base_ms = (unsigned)atoi(optarg); break;
         case 'B': o.backoff_cap_ms = (unsigned)atoi(optarg); break;
         case 'M': answer_methods = 1; break;
+        case 't': use_twin = 1; break;
+        case 'C': use_c2d = 1; break;
         case 'w': o.device_window = (unsigned)atoi(optarg); break;
         case 's': status_file = optarg; break;
         default: fprintf(stderr, "upstream_driver: bad option (see the top of its source)\n"); return 2;
@@ -278,6 +332,8 @@ int main(int argc, char **argv)
     o.cb.on_outcome = on_outcome;
     o.cb.on_state = on_state;
     o.cb.on_method = on_method;
+    o.cb.on_twin = on_twin;
+    o.cb.on_c2d = on_c2d;
     if (!loop || iotgw_upstream_new(loop, &o, &up, &diag)) {
         fprintf(stderr, "upstream_driver: %s\n", diag.text);
         return 1;
@@ -288,8 +344,9 @@ int main(int argc, char **argv)
         d->seen = calloc(messages ? messages : 1, 1);
         iotgw_device_credential cred = {
             .device_id = d->id, .key = d->key, .policy_name = d->policy[0] ? d->policy : NULL};
-        if (iotgw_upstream_device_add(up, &cred, answer_methods ? IOTGW_UPSTREAM_METHODS : 0, d, &d->up,
-                                      &diag)) {
+        unsigned features = (answer_methods ? IOTGW_UPSTREAM_METHODS : 0) |
+                            (use_twin ? IOTGW_UPSTREAM_TWIN : 0) | (use_c2d ? IOTGW_UPSTREAM_C2D : 0);
+        if (iotgw_upstream_device_add(up, &cred, features, d, &d->up, &diag)) {
             fprintf(stderr, "upstream_driver: %s: %s\n", d->id, diag.text);
             return 1;
         }

@@ -204,6 +204,40 @@ class UpstreamPool(unittest.TestCase):
         self.assertIn("404103", body["Message"])
         emu.stop()
 
+    def test_twin_and_cloud_to_device_reach_the_device(self):
+        from proton import Message
+        from emulator_lib import Cbs, connect, owner_token
+        devices = fleet(4)
+        emu = self.start_emulator(registry=fleet_registry(devices))
+        drv = Driver(emu, devices, "--twin", "--c2d", "--messages", 1, "--duration", 8, "--auth-rate", -1)
+        # each device reads its twin on coming online
+        drv.wait_status(lambda s: s["online"] == 4 and s["twin_answers"] == 4, 30)
+        # a desired change reaches the subscribed device, which reports it back
+        status, _, twin = emu.rest("PATCH", "/twins/dev0002", {"properties": {"desired": {"interval": 30}}},
+                                   headers={"If-Match": "*"})
+        self.assertEqual(status, 200, twin)
+        version = twin["properties"]["desired"]["$version"]
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            reported = emu.rest("GET", "/twins/dev0002")[2]["properties"]["reported"]
+            if reported.get("lastDesiredVersion") == version:
+                break
+            time.sleep(0.2)
+        self.assertEqual(reported.get("lastDesiredVersion"), version, reported)
+        # cloud-to-device messages are delivered and completed
+        svc = connect(emu)
+        self.assertEqual(Cbs(svc).put(owner_token(), audience=HOST)[0], 200)
+        sender = svc.create_sender("/messages/devicebound")
+        for i in range(7):
+            sender.send(Message(address="/devices/dev0003/messages/devicebound", id=f"c{i}", body=b"hello"))
+        svc.close()
+        status = drv.wait_status(lambda s: s["c2d"] == 7, 20)
+        summary, _ = drv.summary()
+        self.assertEqual(summary["desired_updates"], 1)
+        self.assertEqual(summary["twin_answers"], 4 + 1)  # the GETs and the reported patch
+        self.assertEqual(summary["c2d"], 7)  # with credit for 5: the first were completed to make room
+        emu.stop()
+
     def test_hub_token_limit_opens_another_connection(self):
         devices = fleet(30)
         emu = self.start_emulator("--max-tokens", 12, registry=fleet_registry(devices))

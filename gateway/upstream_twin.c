@@ -1,0 +1,193 @@
+/* A device's twin links (shared/docs/iothub-amqp-protocol.md 4.5): requests out with
+ * annotations operation/resource and a string correlation id, answers and
+ * desired-property updates in. The subscription to desired updates is sent each time
+ * the device comes online, so it survives reconnects without the owner's help. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <proton/connection.h>
+#include <proton/delivery.h>
+
+#include "gateway/upstream_internal.h"
+#include "transport/amqp_map.h"
+#include "transport/log.h"
+#include "transport/messaging.h"
+
+#define TWIN_CREDIT       16
+#define TWIN_MESSAGE_MAX  (256 * 1024) /* twins are at most 32 KB desired + 32 KB reported */
+#define SUBSCRIPTION_ID   0            /* our own subscription request: its answer is not the owner's */
+#define DESIRED_RESOURCE  "/notifications/twin/properties/desired"
+#define REPORTED_RESOURCE "/properties/reported"
+
+void up_twin_attach(iotgw_upstream_device *dev)
+{
+    char address[400], channel[300];
+    snprintf(address, sizeof address, "/devices/%s/twin", dev->id_encoded);
+    snprintf(channel, sizeof channel, "twin:%s", dev->id);
+    dev->twin_out = up_open_link(dev, 1, "twin-requests", address, channel);
+    pn_link_set_snd_settle_mode(dev->twin_out, PN_SND_SETTLED);
+    pn_link_open(dev->twin_out);
+    dev->twin_in = up_open_link(dev, 0, "twin-responses", address, channel);
+    pn_link_set_rcv_settle_mode(dev->twin_in, PN_RCV_FIRST);
+    pn_link_open(dev->twin_in);
+    pn_link_flow(dev->twin_in, TWIN_CREDIT);
+}
+
+static void answer(iotgw_upstream_device *dev, uint64_t id, int status, int64_t version, const uint8_t *body,
+                   size_t len, const char *error)
+{
+    iotgw_upstream *up = dev->up;
+    if (!up->opt.cb.on_twin)
+        return;
+    iotgw_twin_response r = {.request_id = id,
+                             .status = status,
+                             .version = version,
+                             .body = body ? body : (const uint8_t *)"",
+                             .len = len,
+                             .error = error};
+    up->opt.cb.on_twin(dev, &r, up->opt.ctx);
+}
+
+void up_twin_fail_pending(iotgw_upstream_device *dev, const char *why)
+{
+    while (dev->twin_requests) {
+        up_pending *p = dev->twin_requests;
+        dev->twin_requests = p->next;
+        uint64_t id = p->id;
+        free(p);
+        answer(dev, id, 0, -1, NULL, 0, why);
+    }
+}
+
+void up_twin_expire(iotgw_upstream_device *dev, int64_t now)
+{
+    for (up_pending **pp = &dev->twin_requests; *pp;) {
+        up_pending *p = *pp;
+        if (now < p->deadline_ms) {
+            pp = &p->next;
+            continue;
+        }
+        *pp = p->next;
+        uint64_t id = p->id;
+        free(p);
+        answer(dev, id, 0, -1, NULL, 0, "the hub did not answer the twin request in time");
+    }
+}
+
+static void put_annotation(pn_data_t *d, const char *key, const char *value)
+{
+    pn_data_put_symbol(d, pn_bytes(strlen(key), key));
+    pn_data_put_string(d, pn_bytes(strlen(value), value));
+}
+
+static int send_request(iotgw_upstream_device *dev, const char *op, const char *resource, const uint8_t *body,
+                        size_t len, uint64_t id)
+{
+    pn_link_t *l = dev->twin_out;
+    if (!l || !(pn_link_state(l) & PN_REMOTE_ACTIVE) || dev->state != IOTGW_DEVICE_ONLINE)
+        return IOTGW_ERR_UPSTREAM_NOT_ONLINE;
+    pn_message_t *m = dev->up->scratch;
+    pn_message_clear(m);
+    char corr[48];
+    snprintf(corr, sizeof corr, "%s%" PRIu64, id == SUBSCRIPTION_ID ? "subscribe-" : "", id);
+    pn_message_set_correlation_id(m,
+                                  (pn_atom_t){.type = PN_STRING, .u.as_bytes = pn_bytes(strlen(corr), corr)});
+    pn_data_t *ann = pn_message_annotations(m);
+    pn_data_put_map(ann);
+    pn_data_enter(ann);
+    put_annotation(ann, "operation", op);
+    if (resource)
+        put_annotation(ann, "resource", resource);
+    pn_data_exit(ann);
+    /* GET and PUT carry one space, as the C and Node SDKs send */
+    if (!len)
+        body = (const uint8_t *)" ", len = 1;
+    pn_data_put_binary(pn_message_body(m), pn_bytes(len, (const char *)body));
+    if (!iotgw_link_send_message(l, m))
+        return IOTGW_ERR_UPSTREAM_FULL;
+    return 0;
+}
+
+void up_twin_on_online(iotgw_upstream_device *dev)
+{
+    if (send_request(dev, "PUT", DESIRED_RESOURCE, NULL, 0, SUBSCRIPTION_ID))
+        iotgw_log(IOTGW_LOG_WARN, "upstream: device %s: could not subscribe to desired properties", dev->id);
+}
+
+int iotgw_upstream_twin_request(iotgw_upstream_device *dev, iotgw_twin_op op, const uint8_t *body, size_t len,
+                                uint64_t *request_id)
+{
+    if (!(dev->features & IOTGW_UPSTREAM_TWIN))
+        return IOTGW_ERR_INVALID_ARG;
+    if (op != IOTGW_TWIN_GET && op != IOTGW_TWIN_PATCH_REPORTED)
+        return IOTGW_ERR_INVALID_ARG;
+    up_pending *p = calloc(1, sizeof *p);
+    if (!p)
+        return IOTGW_ERR_NOMEM;
+    p->id = ++dev->next_twin_id;
+    int rc = op == IOTGW_TWIN_GET ? send_request(dev, "GET", NULL, NULL, 0, p->id)
+                                  : send_request(dev, "PATCH", REPORTED_RESOURCE, body, len, p->id);
+    if (rc) {
+        free(p);
+        return rc;
+    }
+    p->deadline_ms = up_now_ms(dev->up) + dev->up->opt.twin_timeout_ms;
+    p->next = dev->twin_requests;
+    dev->twin_requests = p;
+    *request_id = p->id;
+    up_conn_kick(dev->conn);
+    return 0;
+}
+
+void up_twin_on_delivery(iotgw_upstream_device *dev, pn_delivery_t *d)
+{
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    iotgw_diag diag = {0};
+    pn_message_t *m = pn_message();
+    int rc = iotgw_delivery_take(d, TWIN_MESSAGE_MAX, &buf, &len);
+    if (rc == 0)
+        rc = iotgw_message_decode(m, buf, len, &diag);
+    free(buf);
+    iotgw_delivery_settle(d, rc ? PN_REJECTED : PN_ACCEPTED, rc ? "amqp:decode-error" : NULL,
+                          rc ? diag.text : NULL);
+    if (dev->twin_in && pn_link_credit(dev->twin_in) < TWIN_CREDIT / 2)
+        pn_link_flow(dev->twin_in, TWIN_CREDIT - pn_link_credit(dev->twin_in));
+    if (rc) {
+        iotgw_log(IOTGW_LOG_WARN, "upstream: device %s: undecodable twin message refused: %s", dev->id,
+                  diag.text);
+        pn_message_free(m);
+        return;
+    }
+    pn_data_t *ann = pn_message_annotations(m);
+    int64_t status = 0, version = -1;
+    iotgw_map_int(ann, "status", &status);
+    iotgw_map_int(ann, "version", &version);
+    size_t blen = 0;
+    const char *body = iotgw_body_bytes(pn_message_body(m), &blen);
+    pn_atom_t corr = pn_message_get_correlation_id(m);
+    if (corr.type == PN_NULL) { /* a desired-property update */
+        answer(dev, 0, 200, version, (const uint8_t *)body, body ? blen : 0, NULL);
+    } else if (corr.type == PN_STRING) {
+        char text[64];
+        snprintf(text, sizeof text, "%.*s", (int)corr.u.as_bytes.size, corr.u.as_bytes.start);
+        if (!strncmp(text, "subscribe-", 10)) {
+            if (status < 200 || status >= 300)
+                iotgw_log(IOTGW_LOG_WARN,
+                          "upstream: device %s: desired-property subscription answered %" PRId64, dev->id,
+                          status);
+        } else {
+            uint64_t id = strtoull(text, NULL, 10);
+            for (up_pending **pp = &dev->twin_requests; *pp; pp = &(*pp)->next)
+                if ((*pp)->id == id) {
+                    up_pending *p = *pp;
+                    *pp = p->next;
+                    free(p);
+                    answer(dev, id, (int)status, version, (const uint8_t *)body, body ? blen : 0, NULL);
+                    break;
+                }
+        }
+    }
+    pn_message_free(m);
+}
