@@ -11,6 +11,7 @@
 #include <proton/delivery.h>
 #include <proton/transport.h>
 
+#include "codecs/cbs.h"
 #include "codecs/sas.h"
 #include "gateway/upstream_internal.h"
 #include "transport/amqp_map.h"
@@ -19,7 +20,6 @@
 
 #define CBS_CREDIT    1000
 #define CBS_REPLY_MAX 65536
-#define TOKEN_TYPE    "servicebus.windows.net:sastoken"
 /* The hub's answer when a connection holds as many tokens as it allows (status 500). */
 #define TOKEN_LIMIT_TEXT "maximum number of tokens"
 
@@ -225,22 +225,8 @@ int up_conn_put_token(up_conn *c, iotgw_upstream_device *dev)
         return -2;
     }
     pn_message_t *m = up->scratch;
-    pn_message_clear(m);
     uint64_t id = ++c->next_cbs_id;
-    pn_message_set_id(m, (pn_atom_t){.type = PN_ULONG, .u.as_ulong = id});
-    pn_message_set_address(m, "$cbs");
-    pn_message_set_reply_to(m, "cbs");
-    pn_data_t *p = pn_message_properties(m);
-    pn_data_put_map(p);
-    pn_data_enter(p);
-    pn_data_put_string(p, pn_bytes(9, "operation"));
-    pn_data_put_string(p, pn_bytes(9, "put-token"));
-    pn_data_put_string(p, pn_bytes(4, "type"));
-    pn_data_put_string(p, pn_bytes(strlen(TOKEN_TYPE), TOKEN_TYPE));
-    pn_data_put_string(p, pn_bytes(4, "name"));
-    pn_data_put_string(p, pn_bytes(strlen(resource), resource));
-    pn_data_exit(p);
-    pn_data_put_string(pn_message_body(m), pn_bytes(strlen(token), token));
+    iotgw_cbs_put_token_request(m, id, resource, token);
     pn_delivery_t *d = iotgw_link_send_message(c->cbs_out, m);
     OPENSSL_cleanse(token, strlen(token));
     free(token);

@@ -17,16 +17,10 @@
 #include "codecs/json_text.h"
 #include "codecs/parcel_json.h"
 #include "tests/unit/sample.h"
+#include "tests/common/clock_env.h"
 
 #define FRAMES_PER_BUFFER 1000
 #define READ_SIZE         4096 /* bytes handed to the decoder at a time, as from a socket */
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static double budget_s(void)
 {

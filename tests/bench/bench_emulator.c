@@ -17,10 +17,12 @@
 #include <proton/session.h>
 #include <proton/transport.h>
 
+#include "codecs/cbs.h"
 #include "codecs/sas.h"
 #include "transport/amqp_map.h"
 #include "emulator/hub.h"
 #include "transport/messaging.h"
+#include "tests/common/clock_env.h"
 
 typedef struct client {
     iotgw_conn *conn;
@@ -39,19 +41,6 @@ static uint8_t *telemetry_buf;
 static size_t telemetry_len;
 static int closed_conns;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static int env_int(const char *name, int def)
-{
-    const char *v = getenv(name);
-    return v && *v ? atoi(v) : def;
-}
-
 static void send_tokens(client *c)
 {
     pn_message_t *m = pn_message();
@@ -59,19 +48,7 @@ static void send_tokens(client *c)
         int dev = c->first + c->next_token++;
         char audience[64];
         snprintf(audience, sizeof audience, "localhost/devices/d%d", dev);
-        pn_message_clear(m);
-        pn_message_set_id(m, (pn_atom_t){.type = PN_ULONG, .u.as_ulong = (uint64_t)dev});
-        pn_data_t *p = pn_message_properties(m);
-        pn_data_put_map(p);
-        pn_data_enter(p);
-        pn_data_put_string(p, pn_bytes(9, "operation"));
-        pn_data_put_string(p, pn_bytes(9, "put-token"));
-        pn_data_put_string(p, pn_bytes(4, "type"));
-        pn_data_put_string(p, pn_bytes(31, "servicebus.windows.net:sastoken"));
-        pn_data_put_string(p, pn_bytes(4, "name"));
-        pn_data_put_string(p, pn_bytes(strlen(audience), audience));
-        pn_data_exit(p);
-        pn_data_put_string(pn_message_body(m), pn_bytes(strlen(tokens[dev]), tokens[dev]));
+        iotgw_cbs_put_token_request(m, (uint64_t)dev, audience, tokens[dev]);
         iotgw_link_send_message(c->cbs_out, m);
     }
     pn_message_free(m);
@@ -257,6 +234,7 @@ int main(void)
             iotgw_sas_build(res, d->primary_key, (uint64_t)time(NULL) + 3600, NULL, &tokens[i], NULL))
             return 1;
     }
+    iotgw_log_set_level(IOTGW_LOG_WARN); /* one line per device would drown the figures */
     iotgw_diag diag = {0};
     iotgw_loop *loop = iotgw_loop_new(&(iotgw_loop_options){0}, &diag);
     emu_hub *hub;

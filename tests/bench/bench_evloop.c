@@ -26,6 +26,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include "tests/common/clock_env.h"
 
 #define MSG     64
 #define HIST_US 200000 /* latency histogram range, 1 us buckets */
@@ -93,13 +94,6 @@ static void serve(const char *backend, int fd)
         lws_service(ctx, 0);
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static double cpu_seconds(pid_t pid)
 {
     char path[64], buf[1024];
@@ -132,12 +126,6 @@ static int connect_to(int port)
     }
     fcntl(s, F_SETFL, fcntl(s, F_GETFL) | O_NONBLOCK);
     return s;
-}
-
-static int env_int(const char *name, int dflt)
-{
-    const char *v = getenv(name);
-    return v && atoi(v) > 0 ? atoi(v) : dflt;
 }
 
 static int run(const char *backend, int idle, int busy, int seconds)

@@ -18,15 +18,9 @@
 
 #include "tests/common/amqp_peer.h"
 #include "transport/transport.h"
+#include "tests/common/clock_env.h"
 
 #define MSG_SIZE 256
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void peers(amqp_peer *client, amqp_peer *server, uint64_t n)
 {

@@ -16,22 +16,10 @@
 #include "emulator/hub.h"
 #include "gateway/upstream.h"
 #include "transport/messaging.h"
+#include "tests/common/clock_env.h"
 
 static int online, failed;
 static uint64_t accepted, other_outcomes;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static int env_int(const char *name, int def)
-{
-    const char *v = getenv(name);
-    return v && *v ? atoi(v) : def;
-}
 
 static void on_state(iotgw_upstream_device *dev, iotgw_device_state state, void *ctx)
 {

@@ -25,6 +25,7 @@
 #include "gateway/upstream.h"
 #include "transport/log.h"
 #include "transport/messaging.h"
+#include "tests/common/clock_env.h"
 
 typedef struct device {
     char id[128], key[128], policy[64];
@@ -48,13 +49,6 @@ static double start_s;
 static int answer_methods, use_twin, use_c2d;
 static const char *status_file;
 static iotgw_upstream *up;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static void on_outcome(iotgw_upstream_device *ud, void *msg_ctx, iotgw_outcome outcome, const char *cond,
                        const char *description, void *ctx)
