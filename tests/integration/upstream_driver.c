@@ -3,7 +3,7 @@
  * comes back RETRY (as the gateway's downstream does), answers direct methods, and
  * prints one JSON summary on stdout. Progress lines go to stderr.
  *
- *   upstream_driver --host NAME --port N --ca FILE [--amqps] --devices FILE
+ *   upstream_driver --host NAME [--connect-host ADDR] --port N --ca FILE [--amqps] --devices FILE
  *                   [--messages M] [--rate R] [--duration S] [--timeout S]
  *                   [--token-lifetime S] [--per-connection N] [--auth-rate R]
  *                   [--backoff-base MS] [--backoff-cap MS] [--methods] [--window N]
@@ -289,6 +289,7 @@ int main(int argc, char **argv)
                                          {"status-file", 1, 0, 's'},
                                          {"twin", 0, 0, 't'},
                                          {"c2d", 0, 0, 'C'},
+                                         {"connect-host", 1, 0, 'g'},
                                          {0, 0, 0, 0}};
     iotgw_upstream_options o = {0};
     const char *devices_file = NULL;
@@ -296,6 +297,7 @@ int main(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'h': o.hub.host_name = optarg; break;
+        case 'g': o.hub.connect_host = optarg; break;
         case 'p': o.hub.port = atoi(optarg); break;
         case 'c': o.hub.tls.ca_file = optarg; break;
         case 'a': o.hub.kind = IOTGW_TRANSPORT_AMQPS; break;

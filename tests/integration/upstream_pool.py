@@ -109,14 +109,14 @@ class UpstreamPool(unittest.TestCase):
     def test_tokens_renewed_without_interrupting_traffic(self):
         devices = fleet(20)
         emu = self.start_emulator(registry=fleet_registry(devices))
-        summary, _ = Driver(emu, devices, "--token-lifetime", 10, "--messages", 150, "--rate", 4, "--duration", 36,
+        summary, _ = Driver(emu, devices, "--token-lifetime", 10, "--messages", 240, "--rate", 4, "--duration", 60,
                             "--auth-rate", -1).summary()
-        self.assertEqual(summary["accepted"], 20 * 150, summary["connections"])
+        self.assertEqual(summary["accepted"], 20 * 240, summary["connections"])
         self.assertEqual(summary["rejected"] + summary["retried"], 0)
         self.assertEqual(summary["connections"][0]["reconnects"], 0)
         for dev, info in summary["per_device"].items():
-            # a put-token near every half-life: at 0 s, then about every 5 s over 36 s
-            self.assertGreaterEqual(info["authentications"], 5, (dev, info))
+            # a put-token near every half-life: at 0 s, then about every 5 s over 60 s
+            self.assertGreaterEqual(info["authentications"], 10, (dev, info))
             self.assertEqual(info["state"], "online", (dev, info))
         log = emu.log_text()
         self.assertNotIn("expired", log)
@@ -189,7 +189,10 @@ class UpstreamPool(unittest.TestCase):
     def test_direct_methods_reach_the_device_and_its_answer_the_caller(self):
         devices = fleet(3)
         emu = self.start_emulator(registry=fleet_registry(devices))
-        drv = Driver(emu, devices, "--methods", "--messages", 1, "--duration", 6, "--auth-rate", -1)
+        # reached through another name for the same host, as with GatewayHostName: tokens
+        # still name the hub, TLS checks the name connected to
+        drv = Driver(emu, devices, "--methods", "--messages", 1, "--duration", 6, "--auth-rate", -1,
+                     "--connect-host", "127.0.0.1")
         drv.wait_status(lambda s: s["online"] == 3, 30)
         status, _, body = emu.rest("POST", "/twins/dev0001/methods", {
             "methodName": "rebootDevice", "payload": {"delay": 1}, "responseTimeoutInSeconds": 10})
