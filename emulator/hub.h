@@ -44,6 +44,7 @@ typedef struct emu_hub_options {
     int amqps_port;
     const char *cert_file, *key_file;
     int max_tokens;                             /* per connection; 0: EMU_MAX_TOKENS_DEFAULT */
+    int d2c_limit;                              /* device-to-cloud messages per second; 0: no limit */
     int partitions;                             /* of the telemetry stream; 0: EMU_PARTITIONS_DEFAULT */
     size_t retention_messages, retention_bytes; /* 0: the defaults above */
     uint32_t idle_timeout_ms;
@@ -122,6 +123,8 @@ struct emu_hub {
     emu_method_call *calls; /* direct methods waiting for a device */
     emu_events *events;     /* the telemetry stream */
     emu_link *streams;      /* its readers */
+    double d2c_tokens;      /* d2c_limit's bucket */
+    int64_t d2c_refilled_ms;
 };
 
 int emu_hub_new(iotgw_loop *loop, emu_registry *registry, const emu_hub_options *opt, emu_hub **out,

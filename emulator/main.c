@@ -19,7 +19,7 @@
 
 typedef struct settings {
     char *hostname, *listen, *amqps, *cert, *key, *registry;
-    int64_t numbers[4]; /* see number_options; 0: not set */
+    int64_t numbers[5]; /* see number_options; 0: not set */
 } settings;
 
 /* Numeric settings: option, YAML key, range. */
@@ -31,8 +31,10 @@ static const struct {
     {"partitions", "partitions", 1, 32},
     {"retention-messages", "retentionMessages", 1, 100000000},
     {"retention-bytes", "retentionBytes", 1024, INT64_C(64) * 1024 * 1024 * 1024},
+    {"d2c-limit", "d2cLimit", 1, 1000000},
 };
-enum { MAX_TOKENS, PARTITIONS, RETENTION_MESSAGES, RETENTION_BYTES, NUMBERS };
+enum { MAX_TOKENS, PARTITIONS, RETENTION_MESSAGES, RETENTION_BYTES, D2C_LIMIT, NUMBERS };
+#define NUMBER_OPTION 1000 /* getopt code of number_options[i]: NUMBER_OPTION + i */
 
 static volatile sig_atomic_t stopping;
 
@@ -62,10 +64,12 @@ static void usage(FILE *f)
                "  --retention-messages N  messages the stream keeps, oldest dropped first\n"
                "                       (default 100000)\n"
                "  --retention-bytes N  bytes the stream keeps (default 67108864)\n"
+               "  --d2c-limit N        device-to-cloud messages per second the hub accepts; beyond\n"
+               "                       it telemetry is rejected as throttled (default: no limit)\n"
                "  --config FILE        the settings above from YAML (keys: hostname, listen, amqps,\n"
                "                       cert, key, registry, maxTokensPerConnection, partitions,\n"
-               "                       retentionMessages, retentionBytes); options given on the\n"
-               "                       command line win\n"
+               "                       retentionMessages, retentionBytes, d2cLimit); options given\n"
+               "                       on the command line win\n"
                "  --version            print the version\n"
                "  -h, --help           this help\n"
                "\n"
@@ -111,6 +115,7 @@ static int load_config(const char *file, settings *s)
                                        "partitions",
                                        "retentionMessages",
                                        "retentionBytes",
+                                       "d2cLimit",
                                        NULL};
     int rc = iotgw_yaml_load(&y, file, NULL, &diag);
     yaml_node_t *root = rc ? NULL : iotgw_yaml_root(&y);
@@ -148,10 +153,11 @@ int main(int argc, char **argv)
         {"cert", required_argument, 0, 'c'},
         {"key", required_argument, 0, 'k'},
         {"registry", required_argument, 0, 'r'},
-        {"max-tokens", required_argument, 0, 't'},
-        {"partitions", required_argument, 0, 'p'},
-        {"retention-messages", required_argument, 0, 'm'},
-        {"retention-bytes", required_argument, 0, 'b'},
+        {"max-tokens", required_argument, 0, NUMBER_OPTION + MAX_TOKENS},
+        {"partitions", required_argument, 0, NUMBER_OPTION + PARTITIONS},
+        {"retention-messages", required_argument, 0, NUMBER_OPTION + RETENTION_MESSAGES},
+        {"retention-bytes", required_argument, 0, NUMBER_OPTION + RETENTION_BYTES},
+        {"d2c-limit", required_argument, 0, NUMBER_OPTION + D2C_LIMIT},
         {"config", required_argument, 0, 'f'},
         {"version", no_argument, 0, 'V'},
         {"help", no_argument, 0, 'h'},
@@ -166,14 +172,12 @@ int main(int argc, char **argv)
         case 'c': s.cert = strdup(optarg); break;
         case 'k': s.key = strdup(optarg); break;
         case 'r': s.registry = strdup(optarg); break;
-        case 't':
-        case 'p':
-        case 'm':
-        case 'b': {
-            int i = o == 't'   ? MAX_TOKENS
-                    : o == 'p' ? PARTITIONS
-                    : o == 'm' ? RETENTION_MESSAGES
-                               : RETENTION_BYTES;
+        case NUMBER_OPTION + MAX_TOKENS:
+        case NUMBER_OPTION + PARTITIONS:
+        case NUMBER_OPTION + RETENTION_MESSAGES:
+        case NUMBER_OPTION + RETENTION_BYTES:
+        case NUMBER_OPTION + D2C_LIMIT: {
+            int i = o - NUMBER_OPTION;
             char *end;
             errno = 0;
             s.numbers[i] = strtoll(optarg, &end, 10);
@@ -212,6 +216,7 @@ int main(int argc, char **argv)
                           .partitions = (int)s.numbers[PARTITIONS],
                           .retention_messages = (size_t)s.numbers[RETENTION_MESSAGES],
                           .retention_bytes = (size_t)s.numbers[RETENTION_BYTES],
+                          .d2c_limit = (int)s.numbers[D2C_LIMIT],
                           .on_http = emu_rest_on_request};
     char *listen_addr = NULL, *amqps_addr = NULL;
     if (strcmp(s.listen, "off") && split_addr(s.listen, &listen_addr, &ho.listen_port)) {

@@ -119,6 +119,23 @@ static const char *check_sections(emu_hub *hub, const uint8_t *buf, size_t len, 
     return cond;
 }
 
+/* --d2c-limit: a token bucket of one second's worth, as a hub unit's D2C quota. */
+static int over_quota(emu_hub *hub, int count)
+{
+    int limit = hub->opt.d2c_limit;
+    if (limit <= 0)
+        return 0;
+    int64_t now = emu_wall_ms();
+    hub->d2c_tokens += (double)(now - hub->d2c_refilled_ms) * limit / 1000.0;
+    if (hub->d2c_tokens > limit)
+        hub->d2c_tokens = limit;
+    hub->d2c_refilled_ms = now;
+    if (hub->d2c_tokens < count)
+        return 1;
+    hub->d2c_tokens -= count;
+    return 0;
+}
+
 void emu_telemetry_on_delivery(emu_link *l, pn_delivery_t *d)
 {
     emu_conn *c = l->conn;
@@ -136,6 +153,10 @@ void emu_telemetry_on_delivery(emu_link *l, pn_delivery_t *d)
             why = "the message is larger than IoT Hub's 256 KB limit";
         } else {
             cond = check_sections(c->hub, buf, len, &count, &why, NULL);
+        }
+        if (!cond && over_quota(c->hub, count)) {
+            cond = "com.microsoft:device-container-throttled";
+            why = "ThrottlingException: the hub's device-to-cloud message rate limit is exceeded";
         }
         if (!cond)
             check_sections(c->hub, buf, len, &count, &why, id);

@@ -33,7 +33,7 @@ typedef struct device {
     uint32_t next_n;  /* next new message number */
     uint32_t *resend; /* numbers to send again */
     uint32_t nresend, resend_cap;
-    uint64_t accepted, rejected, retried, methods, twin_answers, desired_updates, c2d;
+    uint64_t accepted, rejected, retried, throttled, methods, twin_answers, desired_updates, c2d;
     int64_t last_desired_version;
     uint8_t *seen; /* per n: accepted once already */
     uint64_t duplicates;
@@ -49,6 +49,15 @@ static double start_s;
 static int answer_methods, use_twin, use_c2d;
 static const char *status_file;
 static iotgw_upstream *up;
+
+static void push_resend(device *d, uint32_t n)
+{
+    if (d->nresend == d->resend_cap) {
+        d->resend_cap = d->resend_cap ? d->resend_cap * 2 : 16;
+        d->resend = realloc(d->resend, d->resend_cap * sizeof *d->resend);
+    }
+    d->resend[d->nresend++] = n;
+}
 
 static void on_outcome(iotgw_upstream_device *ud, void *msg_ctx, iotgw_outcome outcome, const char *cond,
                        const char *description, void *ctx)
@@ -66,17 +75,18 @@ static void on_outcome(iotgw_upstream_device *ud, void *msg_ctx, iotgw_outcome o
         d->seen[n] = 1;
         break;
     case IOTGW_OUTCOME_REJECTED:
+        if (cond && !strcmp(cond, "com.microsoft:device-container-throttled")) {
+            d->throttled++; /* a device told "throttled" sends it again later */
+            push_resend(d, n);
+            break;
+        }
         d->rejected++;
         total_outcomes++;
         fprintf(stderr, "driver: %s message %u rejected: %s\n", d->id, n, cond);
         break;
     case IOTGW_OUTCOME_RETRY:
         d->retried++;
-        if (d->nresend == d->resend_cap) {
-            d->resend_cap = d->resend_cap ? d->resend_cap * 2 : 16;
-            d->resend = realloc(d->resend, d->resend_cap * sizeof *d->resend);
-        }
-        d->resend[d->nresend++] = n;
+        push_resend(d, n);
         break;
     }
 }
@@ -186,7 +196,8 @@ static int all_done(void)
 
 static void summary(FILE *f, int done)
 {
-    uint64_t acc = 0, rej = 0, ret = 0, dup = 0, meth = 0, complete = 0, twin = 0, desired = 0, c2d = 0;
+    uint64_t acc = 0, rej = 0, ret = 0, thr = 0, dup = 0, meth = 0, complete = 0, twin = 0, desired = 0,
+             c2d = 0;
     int online = 0, failed = 0;
     for (int i = 0; i < ndevs; i++) {
         acc += devs[i].accepted;
@@ -194,6 +205,7 @@ static void summary(FILE *f, int done)
         ret += devs[i].retried;
         dup += devs[i].duplicates;
         meth += devs[i].methods;
+        thr += devs[i].throttled;
         twin += devs[i].twin_answers;
         desired += devs[i].desired_updates;
         c2d += devs[i].c2d;
@@ -203,11 +215,12 @@ static void summary(FILE *f, int done)
     }
     fprintf(f,
             "{\"done\":%d,\"elapsed_s\":%.3f,\"devices\":%d,\"online\":%d,\"failed\":%d,\"accepted\":%" PRIu64
-            ",\"rejected\":%" PRIu64 ",\"retried\":%" PRIu64 ",\"duplicates\":%" PRIu64
-            ",\"methods\":%" PRIu64 ",\"devices_complete\":%" PRIu64 ",\"twin_answers\":%" PRIu64
-            ",\"desired_updates\":%" PRIu64 ",\"c2d\":%" PRIu64 ",\"connections\":[",
-            done, now_s() - start_s, ndevs, online, failed, acc, rej, ret, dup, meth, complete, twin, desired,
-            c2d);
+            ",\"rejected\":%" PRIu64 ",\"retried\":%" PRIu64 ",\"throttled\":%" PRIu64
+            ",\"duplicates\":%" PRIu64 ",\"methods\":%" PRIu64 ",\"devices_complete\":%" PRIu64
+            ",\"twin_answers\":%" PRIu64 ",\"desired_updates\":%" PRIu64 ",\"c2d\":%" PRIu64
+            ",\"connections\":[",
+            done, now_s() - start_s, ndevs, online, failed, acc, rej, ret, thr, dup, meth, complete, twin,
+            desired, c2d);
     iotgw_connection_info ci[256];
     int nc = iotgw_upstream_connections(up, ci, 256);
     for (int i = 0; i < nc && i < 256; i++)

@@ -241,6 +241,24 @@ class UpstreamPool(unittest.TestCase):
         self.assertEqual(summary["c2d"], 7)  # with credit for 5: the first were completed to make room
         emu.stop()
 
+    def test_throttled_devices_slow_down(self):
+        # 10 devices offer 300 msgs/s to a hub that takes 100/s: each device told
+        # "throttled" pauses for its backoff instead of hammering the hub
+        devices = fleet(10)
+        emu = self.start_emulator("--d2c-limit", 100, registry=fleet_registry(devices))
+        summary, log = Driver(emu, devices, "--messages", 60, "--rate", 30, "--auth-rate", -1, "--backoff-base",
+                              300, "--backoff-cap", 1500).summary()
+        self.assertEqual(summary["accepted"], 600)
+        self.assertGreater(summary["throttled"], 0)
+        self.assertIn("throttled by the hub", log)
+        # without the pause every refused message comes straight back (tens of thousands
+        # of refusals over the ~6 s the hub needs); with it, a few hundred at most
+        self.assertLess(summary["throttled"], 3 * 600, summary["throttled"])
+        self.assertEqual(summary["connections"][0]["reconnects"], 0)
+        print(f"\nthrottling: {summary['throttled']} refusals for 600 messages in {summary['elapsed_s']:.1f} s",
+              file=sys.stderr)
+        emu.stop()
+
     def test_hub_token_limit_opens_another_connection(self):
         devices = fleet(30)
         emu = self.start_emulator("--max-tokens", 12, registry=fleet_registry(devices))
