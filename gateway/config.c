@@ -1,0 +1,452 @@
+/* Reading and checking iotgw's YAML configuration (docs/configuration.md). */
+#include "gateway/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/crypto.h>
+
+#include "codecs/base64.h"
+#include "codecs/identity.h"
+#include "codecs/types.h"
+#include "codecs/yaml_doc.h"
+
+#define MAX_KEY_FILE 1024
+
+typedef struct reader {
+    iotgw_yaml y;
+    iotgw_config *c;
+    iotgw_diag *diag;
+    char dir[1024]; /* the config file's directory, for relative paths */
+} reader;
+
+static char *dup_text(reader *r, yaml_node_t *n, const char *path)
+{
+    const char *t = iotgw_yaml_text(&r->y, n, path, r->diag);
+    if (!t)
+        return NULL;
+    char *s = strdup(t);
+    if (!s)
+        iotgw_diag_fail(r->diag, IOTGW_ERR_NOMEM, "out of memory");
+    return s;
+}
+
+/* An optional string setting; 0 when absent or read. */
+static int opt_text(reader *r, yaml_node_t *map, const char *key, const char *path, char **out)
+{
+    yaml_node_t *n = iotgw_yaml_get(&r->y, map, key);
+    if (!n)
+        return 0;
+    char p[160];
+    snprintf(p, sizeof p, "%s.%s", path, key);
+    free(*out);
+    *out = dup_text(r, n, p);
+    return *out ? 0 : IOTGW_ERR_CONFIG;
+}
+
+static int opt_uint(reader *r, yaml_node_t *map, const char *key, const char *path, int64_t min, int64_t max,
+                    unsigned *out)
+{
+    yaml_node_t *n = iotgw_yaml_get(&r->y, map, key);
+    if (!n)
+        return 0;
+    char p[160];
+    snprintf(p, sizeof p, "%s.%s", path, key);
+    int64_t v;
+    int rc = iotgw_yaml_int(&r->y, n, p, min, max, &v, r->diag);
+    if (!rc)
+        *out = (unsigned)v;
+    return rc;
+}
+
+/* ADDR:PORT, [v6]:PORT */
+static int parse_listen(reader *r, yaml_node_t *n, const char *path, iotgw_config_listen *out)
+{
+    const char *t = iotgw_yaml_text(&r->y, n, path, r->diag);
+    if (!t)
+        return IOTGW_ERR_CONFIG;
+    const char *colon = strrchr(t, ':');
+    char *end;
+    long port = colon ? strtol(colon + 1, &end, 10) : -1;
+    if (!colon || colon == t || end == colon + 1 || *end || port < 0 || port > 65535)
+        return iotgw_yaml_fail(&r->y, n, path, r->diag,
+                               "expected ADDRESS:PORT (e.g. 0.0.0.0:7000), got \"%s\"", t);
+    size_t alen = (size_t)(colon - t);
+    if (t[0] == '[' && alen >= 2 && t[alen - 1] == ']')
+        t++, alen -= 2;
+    out->address = strndup(t, alen);
+    out->port = (int)port;
+    return out->address ? 0 : IOTGW_ERR_NOMEM;
+}
+
+static int load_hub(reader *r, yaml_node_t *hub)
+{
+    static const char *const keys[] = {"hostName",
+                                       "connectHost",
+                                       "transport",
+                                       "port",
+                                       "caFile",
+                                       "proxy",
+                                       "tokenLifetimeSeconds",
+                                       "devicesPerConnection",
+                                       "authRate",
+                                       "insecureSkipVerify",
+                                       NULL};
+    iotgw_config *c = r->c;
+    int rc = iotgw_yaml_check_keys(&r->y, hub, "hub", keys, r->diag);
+    if (!rc && !iotgw_yaml_get(&r->y, hub, "hostName"))
+        rc = iotgw_yaml_fail(&r->y, hub, "hub", r->diag, "hostName is required (the IoT Hub's host name)");
+    if (!rc)
+        rc = opt_text(r, hub, "hostName", "hub", &c->hub_host);
+    if (!rc)
+        rc = opt_text(r, hub, "connectHost", "hub", &c->hub_connect_host);
+    if (!rc)
+        rc = opt_text(r, hub, "caFile", "hub", &c->hub_ca_file);
+    if (!rc)
+        rc = opt_text(r, hub, "proxy", "hub", &c->hub_proxy);
+    yaml_node_t *tn = rc ? NULL : iotgw_yaml_get(&r->y, hub, "transport");
+    if (tn) {
+        const char *t = iotgw_yaml_text(&r->y, tn, "hub.transport", r->diag);
+        if (!t)
+            rc = IOTGW_ERR_CONFIG;
+        else if (!strcmp(t, "amqp-ws"))
+            c->hub_transport = IOTGW_TRANSPORT_WSS;
+        else if (!strcmp(t, "amqps"))
+            c->hub_transport = IOTGW_TRANSPORT_AMQPS;
+        else
+            rc = iotgw_yaml_fail(&r->y, tn, "hub.transport", r->diag, "expected amqp-ws or amqps, got \"%s\"",
+                                 t);
+    }
+    unsigned port = 0, rate = 0;
+    if (!rc)
+        rc = opt_uint(r, hub, "port", "hub", 1, 65535, &port);
+    c->hub_port = (int)port;
+    if (!rc)
+        rc = opt_uint(r, hub, "tokenLifetimeSeconds", "hub", 60, 86400 * 365, &c->token_lifetime_s);
+    if (!rc)
+        rc = opt_uint(r, hub, "devicesPerConnection", "hub", 1, 1000, &c->devices_per_connection);
+    if (!rc && iotgw_yaml_get(&r->y, hub, "authRate")) {
+        rc = opt_uint(r, hub, "authRate", "hub", 1, 100000, &rate);
+        c->auth_rate = rate;
+    }
+    yaml_node_t *in = rc ? NULL : iotgw_yaml_get(&r->y, hub, "insecureSkipVerify");
+    if (in)
+        rc = iotgw_yaml_bool(&r->y, in, "hub.insecureSkipVerify", &c->tls_insecure, r->diag);
+    return rc;
+}
+
+static int load_devices_section(reader *r, yaml_node_t *d)
+{
+    static const char *const keys[] = {"listen",      "helloTimeoutMs",   "maxFrameSize",
+                                       "maxInFlight", "keepaliveSeconds", "queuePerDevice",
+                                       NULL};
+    iotgw_config *c = r->c;
+    int rc = iotgw_yaml_check_keys(&r->y, d, "devices", keys, r->diag);
+    yaml_node_t *ln = rc ? NULL : iotgw_yaml_get(&r->y, d, "listen");
+    if (ln) {
+        int n = ln->type == YAML_SCALAR_NODE ? 1 : iotgw_yaml_seq_len(&r->y, ln, "devices.listen", r->diag);
+        if (n < 0)
+            return IOTGW_ERR_CONFIG;
+        c->listen = calloc((size_t)n + 1, sizeof *c->listen);
+        if (!c->listen)
+            return IOTGW_ERR_NOMEM;
+        for (int i = 0; !rc && i < n; i++) {
+            char p[64];
+            snprintf(p, sizeof p, "devices.listen[%d]", i);
+            yaml_node_t *item = ln->type == YAML_SCALAR_NODE ? ln : iotgw_yaml_seq_item(&r->y, ln, i);
+            rc = parse_listen(r, item, ln->type == YAML_SCALAR_NODE ? "devices.listen" : p, &c->listen[i]);
+            if (!rc)
+                c->nlisten++;
+        }
+    }
+    if (!rc)
+        rc = opt_uint(r, d, "helloTimeoutMs", "devices", 100, 600000, &c->hello_timeout_ms);
+    if (!rc)
+        rc = opt_uint(r, d, "maxFrameSize", "devices", 1024, 16 * 1024 * 1024, &c->max_frame_size);
+    if (!rc)
+        rc = opt_uint(r, d, "maxInFlight", "devices", 1, 10000, &c->max_in_flight);
+    if (!rc)
+        rc = opt_uint(r, d, "keepaliveSeconds", "devices", 1, 3600, &c->keepalive_s);
+    if (!rc)
+        rc = opt_uint(r, d, "queuePerDevice", "devices", 1, 100000, &c->device_queue);
+    return rc;
+}
+
+static int load_telemetry(reader *r, yaml_node_t *t)
+{
+    static const char *const keys[] = {"encoding", NULL};
+    int rc = iotgw_yaml_check_keys(&r->y, t, "telemetry", keys, r->diag);
+    yaml_node_t *en = rc ? NULL : iotgw_yaml_get(&r->y, t, "encoding");
+    if (!en)
+        return rc;
+    const char *e = iotgw_yaml_text(&r->y, en, "telemetry.encoding", r->diag);
+    if (!e)
+        return IOTGW_ERR_CONFIG;
+    if (!strcmp(e, "protobuf"))
+        r->c->encoding = IOTGW_HUBMSG_PROTOBUF;
+    else if (!strcmp(e, "json"))
+        r->c->encoding = IOTGW_HUBMSG_JSON;
+    else
+        return iotgw_yaml_fail(&r->y, en, "telemetry.encoding", r->diag,
+                               "expected protobuf or json, got \"%s\"", e);
+    return 0;
+}
+
+static int method_type(reader *r, yaml_node_t *m, const char *key, const char *path, char **out)
+{
+    yaml_node_t *n = iotgw_yaml_get(&r->y, m, key);
+    if (!n)
+        return 0;
+    char p[200];
+    snprintf(p, sizeof p, "%s.%s", path, key);
+    const char *t = iotgw_yaml_text(&r->y, n, p, r->diag);
+    if (!t)
+        return IOTGW_ERR_CONFIG;
+    const ProtobufCMessageDescriptor *d = iotgw_types_find(iotgw_types_builtin(), t);
+    if (!d)
+        return iotgw_yaml_fail(&r->y, n, p, r->diag,
+                               "unknown message type \"%s\" (known: the types in schemas/)", t);
+    *out = strdup(d->name);
+    return *out ? 0 : IOTGW_ERR_NOMEM;
+}
+
+static int load_methods(reader *r, yaml_node_t *ms)
+{
+    if (ms->type != YAML_MAPPING_NODE)
+        return iotgw_yaml_fail(&r->y, ms, "methods", r->diag, "expected a mapping of method names");
+    size_t n = (size_t)(ms->data.mapping.pairs.top - ms->data.mapping.pairs.start);
+    r->c->methods = calloc(n + 1, sizeof *r->c->methods);
+    if (!r->c->methods)
+        return IOTGW_ERR_NOMEM;
+    static const char *const keys[] = {"request", "response", NULL};
+    for (yaml_node_pair_t *p = ms->data.mapping.pairs.start; p < ms->data.mapping.pairs.top; p++) {
+        yaml_node_t *kn = yaml_document_get_node(&r->y.doc, p->key);
+        yaml_node_t *vn = yaml_document_get_node(&r->y.doc, p->value);
+        iotgw_config_method *m = &r->c->methods[r->c->nmethods];
+        if (!(m->name = dup_text(r, kn, "methods")))
+            return IOTGW_ERR_CONFIG;
+        r->c->nmethods++;
+        char path[200];
+        snprintf(path, sizeof path, "methods.%s", m->name);
+        int rc = iotgw_yaml_check_keys(&r->y, vn, path, keys, r->diag);
+        if (!rc)
+            rc = method_type(r, vn, "request", path, &m->request_type);
+        if (!rc)
+            rc = method_type(r, vn, "response", path, &m->response_type);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* key, keyFile or keyEnv: exactly one; the result must be base64 of 16 to 64 bytes. */
+static int device_key(reader *r, yaml_node_t *dn, const char *path, char **out)
+{
+    yaml_node_t *k = iotgw_yaml_get(&r->y, dn, "key"), *kf = iotgw_yaml_get(&r->y, dn, "keyFile"),
+                *ke = iotgw_yaml_get(&r->y, dn, "keyEnv");
+    if (!!k + !!kf + !!ke != 1)
+        return iotgw_yaml_fail(&r->y, dn, path, r->diag, "give exactly one of key, keyFile, keyEnv");
+    char p[200];
+    yaml_node_t *n = k ? k : kf ? kf : ke;
+    snprintf(p, sizeof p, "%s.%s", path, k ? "key" : kf ? "keyFile" : "keyEnv");
+    const char *t = iotgw_yaml_text(&r->y, n, p, r->diag);
+    if (!t)
+        return IOTGW_ERR_CONFIG;
+    char buf[MAX_KEY_FILE + 1];
+    if (kf) {
+        char file[2048];
+        snprintf(file, sizeof file, "%s%s%s", t[0] == '/' ? "" : r->dir, t[0] == '/' ? "" : "/", t);
+        FILE *f = fopen(file, "r");
+        if (!f)
+            return iotgw_yaml_fail(&r->y, n, p, r->diag, "cannot read %s: %s", file, strerror(errno));
+        size_t len = fread(buf, 1, MAX_KEY_FILE, f);
+        fclose(f);
+        buf[len] = '\0';
+        while (len && isspace((unsigned char)buf[len - 1]))
+            buf[--len] = '\0';
+        t = buf;
+    } else if (ke) {
+        const char *v = getenv(t);
+        if (!v || !*v)
+            return iotgw_yaml_fail(&r->y, n, p, r->diag, "environment variable %s is not set", t);
+        snprintf(buf, sizeof buf, "%s", v);
+        t = buf;
+    }
+    uint8_t raw[132]; /* base64 of at most 172 characters decodes to at most 129 bytes */
+    size_t rlen = 0;
+    size_t tl = strlen(t);
+    int rc = tl > 172 || iotgw_base64_decode(t, tl, raw, &rlen, 0, NULL);
+    OPENSSL_cleanse(raw, sizeof raw);
+    if (rc || rlen < 16 || rlen > 64) {
+        OPENSSL_cleanse(buf, sizeof buf);
+        return iotgw_yaml_fail(&r->y, n, p, r->diag, "not a base64 key of 16 to 64 bytes");
+    }
+    *out = strdup(t);
+    OPENSSL_cleanse(buf, sizeof buf);
+    return *out ? 0 : IOTGW_ERR_NOMEM;
+}
+
+static int compare_devices(const void *a, const void *b)
+{
+    return strcmp(((const iotgw_config_device *)a)->id, ((const iotgw_config_device *)b)->id);
+}
+
+static int load_fleet(reader *r, yaml_node_t *f)
+{
+    static const char *const keys[] = {"devices", NULL};
+    static const char *const dkeys[] = {"id", "key", "keyFile", "keyEnv", "disabled", NULL};
+    int rc = iotgw_yaml_check_keys(&r->y, f, "fleet", keys, r->diag);
+    yaml_node_t *ds = rc ? NULL : iotgw_yaml_get(&r->y, f, "devices");
+    if (rc || !ds)
+        return rc;
+    int n = iotgw_yaml_seq_len(&r->y, ds, "fleet.devices", r->diag);
+    if (n < 0)
+        return IOTGW_ERR_CONFIG;
+    iotgw_config *c = r->c;
+    c->devices = calloc((size_t)n + 1, sizeof *c->devices);
+    if (!c->devices)
+        return IOTGW_ERR_NOMEM;
+    for (int i = 0; i < n; i++) {
+        yaml_node_t *dn = iotgw_yaml_seq_item(&r->y, ds, i);
+        char path[64];
+        snprintf(path, sizeof path, "fleet.devices[%d]", i);
+        if ((rc = iotgw_yaml_check_keys(&r->y, dn, path, dkeys, r->diag)))
+            return rc;
+        yaml_node_t *idn = iotgw_yaml_get(&r->y, dn, "id");
+        if (!idn)
+            return iotgw_yaml_fail(&r->y, dn, path, r->diag, "id is required");
+        iotgw_config_device *d = &c->devices[c->ndevices];
+        char idpath[80];
+        snprintf(idpath, sizeof idpath, "%s.id", path);
+        if (!(d->id = dup_text(r, idn, idpath)))
+            return IOTGW_ERR_CONFIG;
+        c->ndevices++;
+        iotgw_diag idd = {0};
+        if (iotgw_identity_check(d->id, "device id", &idd))
+            return iotgw_yaml_fail(&r->y, idn, idpath, r->diag, "%s", idd.text);
+        if ((rc = device_key(r, dn, path, &d->key)))
+            return rc;
+        yaml_node_t *dis = iotgw_yaml_get(&r->y, dn, "disabled");
+        char dpath[80];
+        snprintf(dpath, sizeof dpath, "%s.disabled", path);
+        if (dis && (rc = iotgw_yaml_bool(&r->y, dis, dpath, &d->disabled, r->diag)))
+            return rc;
+    }
+    /* sorted by id: lookups at each device's hello are a binary search */
+    qsort(c->devices, c->ndevices, sizeof *c->devices, compare_devices);
+    for (size_t k = 1; k < c->ndevices; k++)
+        if (!strcmp(c->devices[k - 1].id, c->devices[k].id))
+            return iotgw_yaml_fail(&r->y, ds, "fleet.devices", r->diag, "device \"%s\" is listed twice",
+                                   c->devices[k].id);
+    return 0;
+}
+
+static void defaults(iotgw_config *c)
+{
+    if (!c->hub_transport)
+        c->hub_transport = IOTGW_TRANSPORT_WSS;
+    if (!c->token_lifetime_s)
+        c->token_lifetime_s = 3600;
+    if (!c->hello_timeout_ms)
+        c->hello_timeout_ms = 10000;
+    if (!c->max_frame_size)
+        c->max_frame_size = 65536;
+    if (!c->max_in_flight)
+        c->max_in_flight = 32;
+    if (!c->keepalive_s)
+        c->keepalive_s = 30;
+    if (!c->device_queue)
+        c->device_queue = 1000;
+}
+
+int iotgw_config_load(const char *file, iotgw_config **out, iotgw_diag *diag)
+{
+    reader r = {.diag = diag};
+    iotgw_config *c = calloc(1, sizeof *c);
+    if (!c)
+        return iotgw_diag_fail(diag, IOTGW_ERR_NOMEM, "out of memory");
+    r.c = c;
+    c->file = strdup(file);
+    char tmp[1024];
+    snprintf(tmp, sizeof tmp, "%s", file);
+    snprintf(r.dir, sizeof r.dir, "%s", dirname(tmp));
+    int rc = iotgw_yaml_load(&r.y, file, NULL, diag);
+    yaml_node_t *root = rc ? NULL : iotgw_yaml_root(&r.y);
+    static const char *const keys[] = {"gatewayId", "hub", "devices", "telemetry", "methods", "fleet", NULL};
+    if (!rc)
+        rc = iotgw_yaml_check_keys(&r.y, root, "", keys, diag);
+    yaml_node_t *hub = rc ? NULL : iotgw_yaml_get(&r.y, root, "hub");
+    if (!rc && !hub)
+        rc = iotgw_yaml_fail(&r.y, root, "hub", diag, "the hub section is required");
+    if (!rc)
+        rc = load_hub(&r, hub);
+    if (!rc)
+        rc = opt_text(&r, root, "gatewayId", "", &c->gateway_id);
+    yaml_node_t *n;
+    if (!rc && (n = iotgw_yaml_get(&r.y, root, "devices")))
+        rc = load_devices_section(&r, n);
+    if (!rc && (n = iotgw_yaml_get(&r.y, root, "telemetry")))
+        rc = load_telemetry(&r, n);
+    if (!rc && (n = iotgw_yaml_get(&r.y, root, "methods")))
+        rc = load_methods(&r, n);
+    if (!rc && (n = iotgw_yaml_get(&r.y, root, "fleet")))
+        rc = load_fleet(&r, n);
+    if (!rc && !c->nlisten)
+        rc = iotgw_yaml_fail(&r.y, root, "devices.listen", diag,
+                             "no listen address: devices.listen, e.g. \"0.0.0.0:7000\"");
+    iotgw_yaml_free(&r.y);
+    if (rc) {
+        iotgw_config_free(c);
+        return rc == IOTGW_ERR_NOMEM ? iotgw_diag_fail(diag, rc, "out of memory") : rc;
+    }
+    defaults(c);
+    *out = c;
+    return 0;
+}
+
+void iotgw_config_free(iotgw_config *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->ndevices; i++) {
+        free(c->devices[i].id);
+        if (c->devices[i].key) {
+            OPENSSL_cleanse(c->devices[i].key, strlen(c->devices[i].key));
+            free(c->devices[i].key);
+        }
+    }
+    for (size_t i = 0; c->methods && c->methods[i].name; i++) {
+        free(c->methods[i].name);
+        free(c->methods[i].request_type);
+        free(c->methods[i].response_type);
+    }
+    for (size_t i = 0; i < c->nlisten; i++)
+        free(c->listen[i].address);
+    free(c->listen);
+    free(c->methods);
+    free(c->devices);
+    free(c->file);
+    free(c->gateway_id);
+    free(c->hub_host);
+    free(c->hub_connect_host);
+    free(c->hub_ca_file);
+    free(c->hub_proxy);
+    free(c);
+}
+
+const iotgw_config_device *iotgw_config_device_find(const iotgw_config *c, const char *id)
+{
+    iotgw_config_device key = {.id = (char *)id};
+    return c->ndevices ? bsearch(&key, c->devices, c->ndevices, sizeof key, compare_devices) : NULL;
+}
+
+const iotgw_config_method *iotgw_config_method_find(const iotgw_config *c, const char *name)
+{
+    for (size_t i = 0; i < c->nmethods; i++)
+        if (!strcmp(c->methods[i].name, name))
+            return &c->methods[i];
+    return NULL;
+}

@@ -1,0 +1,73 @@
+/*
+ * The gateway's configuration file (YAML), read and checked whole: hub settings, the
+ * device listener, limits, telemetry encoding, per-method transcoding, and the fleet.
+ * docs/configuration.md is the reference; every error names the file, the line and the
+ * key, e.g. "iotgw.yaml:14: fleet.devices[2].key: not base64".
+ *
+ * Keys may be written inline (key), read from a file (keyFile, relative to the config
+ * file's directory) or from an environment variable (keyEnv).
+ *
+ * Ownership: iotgw_config_load returns a config the caller frees with
+ * iotgw_config_free; every string in it belongs to it.
+ * Threading: reentrant. Errors: IOTGW_ERR_CONFIG or IOTGW_ERR_IO with the message in the
+ * diag (which never contains a key).
+ */
+#ifndef IOTGW_GATEWAY_CONFIG_H
+#define IOTGW_GATEWAY_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "codecs/error.h"
+#include "codecs/hubmsg.h"
+#include "transport/transport.h"
+
+typedef struct iotgw_config_device {
+    char *id;
+    char *key; /* base64 */
+    int disabled;
+} iotgw_config_device;
+
+/* A direct method whose JSON payloads the gateway turns into protobuf for the device
+ * (and back). A NULL type leaves that direction JSON. */
+typedef struct iotgw_config_method {
+    char *name;
+    char *request_type; /* e.g. "iotgw.Parcel" */
+    char *response_type;
+} iotgw_config_method;
+
+typedef struct iotgw_config_listen {
+    char *address;
+    int port;
+} iotgw_config_listen;
+
+typedef struct iotgw_config {
+    char *file;
+    char *gateway_id;
+
+    /* hub */
+    char *hub_host, *hub_connect_host, *hub_ca_file, *hub_proxy;
+    iotgw_transport_kind hub_transport;
+    int hub_port; /* 0: the transport's default */
+    unsigned token_lifetime_s, devices_per_connection;
+    double auth_rate;
+    int tls_insecure;
+
+    /* devices */
+    iotgw_config_listen *listen;
+    size_t nlisten;
+    unsigned hello_timeout_ms, max_frame_size, max_in_flight, keepalive_s, device_queue;
+
+    iotgw_hubmsg_encoding encoding;
+    iotgw_config_method *methods;
+    size_t nmethods;
+    iotgw_config_device *devices;
+    size_t ndevices;
+} iotgw_config;
+
+int iotgw_config_load(const char *file, iotgw_config **out, iotgw_diag *diag);
+void iotgw_config_free(iotgw_config *c);
+const iotgw_config_device *iotgw_config_device_find(const iotgw_config *c, const char *id);
+const iotgw_config_method *iotgw_config_method_find(const iotgw_config *c, const char *name);
+
+#endif

@@ -1,0 +1,96 @@
+/*
+ * Inside the gateway (gateway/gateway.h). Files: gateway.c (listeners, the table of
+ * connected devices, upstream callbacks routed to sessions, draining), session.c (one
+ * device connection: handshake, frames in and out, windows, keep-alive), wrap.c
+ * (telemetry frames to hub messages), transcode.c (method payloads JSON <-> protobuf).
+ */
+#ifndef IOTGW_GATEWAY_GATEWAY_INTERNAL_H
+#define IOTGW_GATEWAY_GATEWAY_INTERNAL_H
+
+#include <proton/message.h>
+
+#include "codecs/frame.h"
+#include "gateway/gateway.h"
+#include "gateway/upstream.h"
+#include "schemas/gateway.pb-c.h"
+#include "transport/stream.h"
+
+#define HELLO_MAX_FRAME 8192 /* frames accepted before the handshake */
+
+typedef struct gw_session gw_session;
+
+/* A method request waiting for the device's answer. */
+typedef struct gw_method_call {
+    struct gw_method_call *next;
+    uint64_t id; /* the device sees this */
+    uint8_t hub_id[16];
+    const iotgw_config_method *transcode; /* NULL: JSON both ways */
+    int64_t deadline_ms;
+} gw_method_call;
+
+/* A device twin request: the device's id and the upstream's. */
+typedef struct gw_twin_call {
+    struct gw_twin_call *next;
+    uint64_t device_id, upstream_id;
+} gw_twin_call;
+
+struct gw_session {
+    iotgw_gateway *g;
+    iotgw_stream *stream;
+    iotgw_frame_decoder dec;
+    int ready;           /* Welcome sent */
+    int closing;         /* Error sent or the stream is going */
+    size_t device_index; /* in g->cfg->devices, when ready */
+    const iotgw_config_device *device;
+    unsigned capabilities; /* IOTGW_UPSTREAM_* */
+    iotgw_upstream_device *up;
+    unsigned in_flight; /* telemetry frames without Ack or Nack yet */
+    gw_method_call *calls;
+    uint64_t next_call_id;
+    gw_twin_call *twin_calls;
+    iotgw_timer *timer; /* hello deadline, then keep-alive and method deadlines */
+    int64_t last_rx_ms, ping_sent_ms;
+    uint64_t next_message;
+    gw_session *prev, *next; /* all sessions */
+};
+
+struct iotgw_gateway {
+    iotgw_loop *loop;
+    iotgw_config *cfg;
+    iotgw_upstream *up;
+    iotgw_stream_listener **listeners;
+    size_t nlisteners;
+    gw_session **by_device; /* per cfg->devices index: its live session, or NULL */
+    gw_session *sessions;
+    int draining;
+    pn_message_t *scratch;
+    uint64_t boot_id; /* makes generated message ids unique across restarts */
+};
+
+/* session.c */
+void gw_session_accept(iotgw_gateway *g, iotgw_stream *s);
+/* Close at once and forget (the gateway is going). */
+void gw_session_destroy(gw_session *s);
+/* Send an Error frame and close after it has left. */
+void gw_session_fail(gw_session *s, Iotgw__ErrorCode code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Write one frame; 0, or -1 when the session is closing. */
+int gw_session_send(gw_session *s, Iotgw__Frame *f);
+void gw_session_on_outcome(gw_session *s, uint64_t seq, iotgw_outcome outcome, const char *cond,
+                           const char *description);
+void gw_session_on_method(gw_session *s, const iotgw_method_request *req);
+void gw_session_on_twin(gw_session *s, const iotgw_twin_response *r);
+void gw_session_on_c2d(gw_session *s, const iotgw_c2d_message *m);
+
+/* wrap.c: a Telemetry frame as the hub message to send (into msg) */
+int gw_wrap_telemetry(iotgw_gateway *g, gw_session *s, const Iotgw__Telemetry *t, pn_message_t *msg,
+                      iotgw_diag *diag);
+
+/* transcode.c */
+/* JSON text to the packed protobuf of type (a Parcel's content typed by its registry). */
+int gw_json_to_protobuf(const char *type, const uint8_t *json, size_t len, uint8_t **out, size_t *out_len,
+                        iotgw_diag *diag);
+/* Packed protobuf of type to JSON text. */
+int gw_protobuf_to_json(const char *type, const uint8_t *pb, size_t len, char **out, iotgw_diag *diag);
+
+#endif

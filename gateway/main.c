@@ -1,0 +1,164 @@
+/* iotgw: the gateway daemon's command line. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gateway/config.h"
+#include "gateway/gateway.h"
+#include "transport/log.h"
+
+#ifndef PACKAGE_VERSION
+#define PACKAGE_VERSION "dev"
+#endif
+
+#define DRAIN_MS 10000
+
+static volatile sig_atomic_t stopping, reload_asked;
+
+static void on_stop(int sig)
+{
+    (void)sig;
+    stopping = 1;
+}
+
+static void on_hup(int sig)
+{
+    (void)sig;
+    reload_asked = 1;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: iotgw --config FILE [--log-level LEVEL]\n"
+               "       iotgw --check-config FILE\n"
+               "An edge gateway for Azure IoT Hub: devices connect over TCP with protobuf frames\n"
+               "(docs/downstream-protocol.md); each becomes its own identity on a pool of AMQP\n"
+               "connections to the hub.\n"
+               "\n"
+               "  --config FILE        run with this configuration (docs/configuration.md)\n"
+               "  --check-config FILE  read and check FILE, say what it sets up, exit 0 if it is\n"
+               "                       good and 1 if not (the error names file, line and key)\n"
+               "  --log-level LEVEL    error, warn, info (default) or debug\n"
+               "  --version            print the version\n"
+               "  -h, --help           this help\n"
+               "\n"
+               "SIGTERM or SIGINT: stop accepting devices, wait up to 10 s for the hub's answers to\n"
+               "what is in flight, close every device with ERROR_SHUTTING_DOWN, exit 0.\n"
+               "SIGHUP: reloading the configuration is not supported yet; it is logged and ignored.\n");
+}
+
+static void describe(const iotgw_config *c)
+{
+    size_t disabled = 0;
+    for (size_t i = 0; i < c->ndevices; i++)
+        disabled += c->devices[i].disabled != 0;
+    printf("%s: OK\n", c->file);
+    printf("hub: %s over %s%s%s\n", c->hub_host,
+           c->hub_transport == IOTGW_TRANSPORT_AMQPS ? "amqps" : "amqp-ws",
+           c->hub_connect_host ? ", connecting to " : "", c->hub_connect_host ? c->hub_connect_host : "");
+    for (size_t i = 0; i < c->nlisten; i++)
+        printf("devices: listen %s:%d\n", c->listen[i].address, c->listen[i].port);
+    printf("fleet: %zu devices (%zu disabled)\n", c->ndevices, disabled);
+    printf("telemetry: %s bodies\n", c->encoding == IOTGW_HUBMSG_JSON ? "JSON" : "protobuf");
+    for (size_t i = 0; i < c->nmethods; i++)
+        printf("method %s: request %s, response %s\n", c->methods[i].name,
+               c->methods[i].request_type ? c->methods[i].request_type : "JSON",
+               c->methods[i].response_type ? c->methods[i].response_type : "JSON");
+}
+
+static int parse_level(const char *s, iotgw_log_level *out)
+{
+    static const char *const names[] = {"error", "warn", "info", "debug"};
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(s, names[i])) {
+            *out = (iotgw_log_level)i;
+            return 0;
+        }
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, 0, 'c'},
+        {"check-config", required_argument, 0, 'C'},
+        {"log-level", required_argument, 0, 'l'},
+        {"version", no_argument, 0, 'V'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    const char *config = NULL, *check = NULL;
+    int o;
+    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (o) {
+        case 'c': config = optarg; break;
+        case 'C': check = optarg; break;
+        case 'l': {
+            iotgw_log_level level;
+            if (parse_level(optarg, &level)) {
+                fprintf(stderr, "iotgw: --log-level must be error, warn, info or debug\n");
+                return 2;
+            }
+            iotgw_log_set_level(level);
+            break;
+        }
+        case 'V': printf("iotgw %s\n", PACKAGE_VERSION); return 0;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc || (!config == !check)) {
+        fprintf(stderr,
+                optind < argc ? "iotgw: unexpected argument \"%s\" (see --help)\n"
+                              : "iotgw: give --config FILE or --check-config FILE (see --help)\n",
+                optind < argc ? argv[optind] : "");
+        return 2;
+    }
+    iotgw_config *cfg = NULL;
+    iotgw_diag diag = {0};
+    if (iotgw_config_load(check ? check : config, &cfg, &diag)) {
+        fprintf(stderr, "iotgw: %s\n", diag.text);
+        return 1;
+    }
+    if (check) {
+        describe(cfg);
+        iotgw_config_free(cfg);
+        return 0;
+    }
+    iotgw_loop *loop = iotgw_loop_new(&(iotgw_loop_options){0}, &diag);
+    iotgw_gateway *g = NULL;
+    if (!loop || iotgw_gateway_new(loop, cfg, &g, &diag)) {
+        fprintf(stderr, "iotgw: cannot start: %s\n", diag.text);
+        iotgw_config_free(cfg);
+        iotgw_loop_free(loop);
+        return 1;
+    }
+    signal(SIGINT, on_stop);
+    signal(SIGTERM, on_stop);
+    signal(SIGHUP, on_hup);
+    signal(SIGPIPE, SIG_IGN);
+    for (size_t i = 0; i < cfg->nlisten; i++)
+        printf("listening: devices %s:%d\n", cfg->listen[i].address, iotgw_gateway_port(g, i));
+    printf("hub: %s over %s, %zu devices in the fleet\n", cfg->hub_host,
+           cfg->hub_transport == IOTGW_TRANSPORT_AMQPS ? "amqps" : "amqp-ws", cfg->ndevices);
+    fflush(stdout);
+    while (!stopping) {
+        if (iotgw_loop_run(loop, 1000) < 0)
+            break;
+        if (reload_asked) {
+            reload_asked = 0;
+            iotgw_log(IOTGW_LOG_WARN, "SIGHUP: reloading the configuration is not supported yet; ignored");
+        }
+    }
+    int64_t deadline = iotgw_loop_now_ms(loop) + DRAIN_MS;
+    while (!iotgw_gateway_drain(g, deadline) && iotgw_loop_now_ms(loop) < deadline + 2000)
+        iotgw_loop_run(loop, 100);
+    iotgw_log(IOTGW_LOG_INFO, "stopped");
+    iotgw_gateway_free(g);
+    for (int i = 0; i < 10; i++) /* let the hub connections' close frames leave */
+        iotgw_loop_run(loop, 20);
+    iotgw_loop_free(loop);
+    return 0;
+}

@@ -1,0 +1,695 @@
+/* One device connection (docs/downstream-protocol.md): the Hello handshake checked
+ * against the fleet, frames in and out, the telemetry window, method calls with their
+ * deadlines, twin requests, cloud-to-device messages, keep-alive, and errors that end
+ * only this connection. */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <jansson.h>
+#include <proton/codec.h>
+
+#include "codecs/sas.h"
+#include "gateway/gateway_internal.h"
+#include "transport/amqp_map.h"
+#include "transport/log.h"
+#include "transport/messaging.h"
+
+#define PROTOCOL_VERSION  1
+#define TICK_MS           1000
+#define METHOD_TIMEOUT_MS 30000 /* what a device gets to answer; the hub's own timeout may be shorter */
+#define RETRY_AFTER_MS    1000
+
+static const char *who(const gw_session *s)
+{
+    return s->device ? s->device->id : "(no hello yet)";
+}
+
+static const char *error_name(Iotgw__ErrorCode code)
+{
+    const ProtobufCEnumValue *v =
+        protobuf_c_enum_descriptor_get_value(&iotgw__error_code__descriptor, (int)code);
+    return v ? v->name : "ERROR_UNSPECIFIED";
+}
+
+int gw_session_send(gw_session *s, Iotgw__Frame *f)
+{
+    if (s->closing)
+        return -1;
+    uint8_t *buf;
+    size_t len;
+    if (iotgw_frame_pack(&f->base, UINT32_MAX, &buf, &len))
+        return -1;
+    int rc = iotgw_stream_write(s->stream, buf, len);
+    free(buf);
+    if (rc) {
+        iotgw_log(IOTGW_LOG_WARN, "device %s (%s): closed: it does not read what the gateway sends", who(s),
+                  iotgw_stream_peer(s->stream));
+        s->closing = 1;
+        return -1;
+    }
+    return 0;
+}
+
+void gw_session_fail(gw_session *s, Iotgw__ErrorCode code, const char *fmt, ...)
+{
+    if (s->closing)
+        return;
+    char text[300];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    iotgw_log(IOTGW_LOG_WARN, "device %s (%s): %s: %s", who(s), iotgw_stream_peer(s->stream),
+              error_name(code), text);
+    Iotgw__Error e = IOTGW__ERROR__INIT;
+    e.code = code;
+    e.message = text;
+    Iotgw__Frame f = IOTGW__FRAME__INIT;
+    f.body_case = IOTGW__FRAME__BODY_ERROR;
+    f.error = &e;
+    gw_session_send(s, &f);
+    s->closing = 1;
+    iotgw_stream_close(s->stream, 1);
+}
+
+/* ------------------------------------------------------------------ answers to the hub */
+
+static void answer_method(gw_session *s, gw_method_call *c, int status, const char *json)
+{
+    if (s->up)
+        iotgw_upstream_method_respond(s->up, c->hub_id, status, (const uint8_t *)json, strlen(json));
+}
+
+static void error_json(char *buf, size_t len, const char *text)
+{
+    json_t *j = json_pack("{s:s}", "error", text);
+    char *t = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    snprintf(buf, len, "%s", t ? t : "{\"error\":\"gateway error\"}");
+    free(t);
+    json_decref(j);
+}
+
+/* The device is leaving the hub: its pending method calls are answered at once. */
+static void release_upstream(gw_session *s, const char *why)
+{
+    char body[256];
+    error_json(body, sizeof body, why);
+    while (s->calls) {
+        gw_method_call *c = s->calls;
+        s->calls = c->next;
+        answer_method(s, c, 503, body);
+        free(c);
+    }
+    while (s->twin_calls) {
+        gw_twin_call *t = s->twin_calls;
+        s->twin_calls = t->next;
+        free(t);
+    }
+    if (s->up) {
+        iotgw_upstream_device *up = s->up;
+        s->up = NULL;
+        iotgw_upstream_device_remove(up); /* pending telemetry gets RETRY: ignored, we are leaving */
+    }
+    if (s->device && s->g->by_device[s->device_index] == s)
+        s->g->by_device[s->device_index] = NULL;
+}
+
+/* ------------------------------------------------------------------ frames to the device */
+
+static void send_nack(gw_session *s, uint64_t seq, Iotgw__NackReason reason, const char *detail,
+                      uint32_t retry)
+{
+    Iotgw__Nack n = IOTGW__NACK__INIT;
+    n.seq = seq;
+    n.reason = reason;
+    n.detail = (char *)(detail ? detail : "");
+    n.retry_after_ms = retry;
+    Iotgw__Frame f = IOTGW__FRAME__INIT;
+    f.body_case = IOTGW__FRAME__BODY_NACK;
+    f.nack = &n;
+    gw_session_send(s, &f);
+}
+
+void gw_session_on_outcome(gw_session *s, uint64_t seq, iotgw_outcome outcome, const char *cond,
+                           const char *description)
+{
+    if (s->in_flight)
+        s->in_flight--;
+    if (s->closing || !s->up)
+        return;
+    if (outcome == IOTGW_OUTCOME_ACCEPTED) {
+        Iotgw__Ack a = IOTGW__ACK__INIT;
+        a.seq = seq;
+        Iotgw__Frame f = IOTGW__FRAME__INIT;
+        f.body_case = IOTGW__FRAME__BODY_ACK;
+        f.ack = &a;
+        gw_session_send(s, &f);
+        return;
+    }
+    char detail[300];
+    snprintf(detail, sizeof detail, "%s: %s", cond ? cond : "", description ? description : "");
+    if (cond && !strcmp(cond, "amqp:link:message-size-exceeded"))
+        send_nack(s, seq, IOTGW__NACK_REASON__NACK_TOO_LARGE, detail, 0);
+    else if (cond && (!strcmp(cond, "com.microsoft:device-container-throttled") ||
+                      !strcmp(cond, "amqp:resource-limit-exceeded")))
+        send_nack(s, seq, IOTGW__NACK_REASON__NACK_THROTTLED, detail, RETRY_AFTER_MS);
+    else if (cond && !strcmp(cond, "amqp:unauthorized-access"))
+        send_nack(s, seq, IOTGW__NACK_REASON__NACK_UNAUTHORIZED, detail, 0);
+    else if (outcome == IOTGW_OUTCOME_REJECTED)
+        send_nack(s, seq, IOTGW__NACK_REASON__NACK_REJECTED, detail, 0);
+    else
+        send_nack(s, seq, IOTGW__NACK_REASON__NACK_RETRY_LATER, detail, RETRY_AFTER_MS);
+}
+
+void gw_session_on_method(gw_session *s, const iotgw_method_request *req)
+{
+    const iotgw_config_method *m = iotgw_config_method_find(s->g->cfg, req->name);
+    Iotgw__MethodRequest r = IOTGW__METHOD_REQUEST__INIT;
+    uint8_t *pb = NULL;
+    size_t pblen = 0;
+    if (m && m->request_type) {
+        iotgw_diag diag = {0};
+        if (gw_json_to_protobuf(m->request_type, req->payload, req->payload_len, &pb, &pblen, &diag)) {
+            char body[400], text[300];
+            snprintf(text, sizeof text, "payload is not a valid %s: %s", m->request_type, diag.text);
+            error_json(body, sizeof body, text);
+            iotgw_log(IOTGW_LOG_WARN, "device %s: method %s refused: %s", who(s), req->name, text);
+            iotgw_upstream_method_respond(s->up, req->request_id, 400, (const uint8_t *)body, strlen(body));
+            return;
+        }
+        r.payload_case = IOTGW__METHOD_REQUEST__PAYLOAD_PROTOBUF;
+        r.protobuf = (ProtobufCBinaryData){.len = pblen, .data = pb};
+        r.payload_type = m->request_type;
+    } else {
+        r.payload_case = IOTGW__METHOD_REQUEST__PAYLOAD_JSON;
+        r.json = (ProtobufCBinaryData){.len = req->payload_len, .data = (uint8_t *)req->payload};
+    }
+    gw_method_call *c = calloc(1, sizeof *c);
+    if (!c) {
+        free(pb);
+        return;
+    }
+    c->id = ++s->next_call_id;
+    memcpy(c->hub_id, req->request_id, 16);
+    c->transcode = m;
+    c->deadline_ms = iotgw_loop_now_ms(s->g->loop) + METHOD_TIMEOUT_MS;
+    c->next = s->calls;
+    s->calls = c;
+    r.request_id = c->id;
+    r.name = (char *)req->name;
+    r.timeout_ms = METHOD_TIMEOUT_MS;
+    Iotgw__Frame f = IOTGW__FRAME__INIT;
+    f.body_case = IOTGW__FRAME__BODY_METHOD_REQUEST;
+    f.method_request = &r;
+    gw_session_send(s, &f);
+    free(pb);
+}
+
+void gw_session_on_twin(gw_session *s, const iotgw_twin_response *r)
+{
+    Iotgw__Frame f = IOTGW__FRAME__INIT;
+    if (!r->request_id) {
+        Iotgw__DesiredUpdate u = IOTGW__DESIRED_UPDATE__INIT;
+        u.version = r->version;
+        u.patch_json = (ProtobufCBinaryData){.len = r->len, .data = (uint8_t *)r->body};
+        f.body_case = IOTGW__FRAME__BODY_DESIRED_UPDATE;
+        f.desired_update = &u;
+        gw_session_send(s, &f);
+        return;
+    }
+    for (gw_twin_call **pp = &s->twin_calls; *pp; pp = &(*pp)->next) {
+        gw_twin_call *t = *pp;
+        if (t->upstream_id != r->request_id)
+            continue;
+        *pp = t->next;
+        Iotgw__TwinResult tr = IOTGW__TWIN_RESULT__INIT;
+        tr.request_id = t->device_id;
+        tr.status = r->status ? r->status : 503;
+        tr.version = r->version;
+        tr.twin_json = (ProtobufCBinaryData){.len = r->len, .data = (uint8_t *)r->body};
+        tr.detail = (char *)(r->error ? r->error : "");
+        f.body_case = IOTGW__FRAME__BODY_TWIN_RESULT;
+        f.twin_result = &tr;
+        gw_session_send(s, &f);
+        free(t);
+        return;
+    }
+}
+
+static char *atom_text(pn_atom_t a, char *buf, size_t len)
+{
+    switch (a.type) {
+    case PN_STRING:
+    case PN_SYMBOL: snprintf(buf, len, "%.*s", (int)a.u.as_bytes.size, a.u.as_bytes.start); break;
+    case PN_ULONG: snprintf(buf, len, "%" PRIu64, a.u.as_ulong); break;
+    case PN_UUID: {
+        const uint8_t *u = (const uint8_t *)a.u.as_uuid.bytes;
+        snprintf(buf, len, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1],
+                 u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
+        break;
+    }
+    default: buf[0] = '\0';
+    }
+    return buf;
+}
+
+void gw_session_on_c2d(gw_session *s, const iotgw_c2d_message *m)
+{
+    pn_message_t *msg = m->message;
+    Iotgw__C2dMessage c = IOTGW__C2D_MESSAGE__INIT;
+    c.delivery_id = m->id;
+    size_t blen = 0;
+    const char *body = iotgw_body_bytes(pn_message_body(msg), &blen);
+    c.body = (ProtobufCBinaryData){.len = body ? blen : 0, .data = (uint8_t *)(body ? body : "")};
+    c.content_type = (char *)(pn_message_get_content_type(msg) ? pn_message_get_content_type(msg) : "");
+    c.content_encoding =
+        (char *)(pn_message_get_content_encoding(msg) ? pn_message_get_content_encoding(msg) : "");
+    char id[128], corr[128];
+    c.message_id = atom_text(pn_message_get_id(msg), id, sizeof id);
+    c.correlation_id = atom_text(pn_message_get_correlation_id(msg), corr, sizeof corr);
+    c.expiry_unix_ms = pn_message_get_expiry_time(msg) > 0 ? (uint64_t)pn_message_get_expiry_time(msg) : 0;
+    /* application properties: string keys and values, as the hub sends them */
+    Iotgw__Property props[32], *pp[32];
+    char texts[32][2][256];
+    pn_data_t *ap = pn_message_properties(msg);
+    pn_data_rewind(ap);
+    if (pn_data_next(ap) && pn_data_type(ap) == PN_MAP) {
+        pn_data_enter(ap);
+        while (c.n_properties < 32 && pn_data_next(ap)) {
+            pn_bytes_t k = pn_data_type(ap) == PN_STRING ? pn_data_get_string(ap) : pn_bytes(0, NULL);
+            if (!pn_data_next(ap))
+                break;
+            pn_bytes_t v = pn_data_type(ap) == PN_STRING ? pn_data_get_string(ap) : pn_bytes(0, NULL);
+            if (!k.start || !v.start)
+                continue;
+            size_t i = c.n_properties++;
+            snprintf(texts[i][0], sizeof texts[i][0], "%.*s", (int)k.size, k.start);
+            snprintf(texts[i][1], sizeof texts[i][1], "%.*s", (int)v.size, v.start);
+            iotgw__property__init(&props[i]);
+            props[i].key = texts[i][0];
+            props[i].value = texts[i][1];
+            pp[i] = &props[i];
+        }
+        pn_data_exit(ap);
+    }
+    c.properties = pp;
+    Iotgw__Frame f = IOTGW__FRAME__INIT;
+    f.body_case = IOTGW__FRAME__BODY_C2D_MESSAGE;
+    f.c2d_message = &c;
+    gw_session_send(s, &f);
+}
+
+/* ------------------------------------------------------------------ frames from the device */
+
+static int check_token(gw_session *s, const iotgw_config_device *dev, const char *token,
+                       Iotgw__ErrorCode *code, iotgw_diag *diag)
+{
+    *code = IOTGW__ERROR_CODE__ERROR_BAD_TOKEN;
+    if (!token || !*token)
+        return iotgw_diag_fail(diag, IOTGW_ERR_SAS_MALFORMED, "no token (this listener takes SAS tokens)");
+    iotgw_sas_token t;
+    int rc = iotgw_sas_parse(token, &t, diag);
+    if (rc)
+        return rc;
+    const iotgw_config *cfg = s->g->cfg;
+    if (t.skn)
+        rc = iotgw_diag_fail(diag, IOTGW_ERR_SAS_RESOURCE,
+                             "the token must be signed with the device's own key");
+    if (!rc && iotgw_sas_covers(&t, cfg->hub_host, dev->id, NULL, NULL) &&
+        !(cfg->gateway_id && !iotgw_sas_covers(&t, cfg->gateway_id, dev->id, NULL, NULL)))
+        rc = iotgw_diag_fail(diag, IOTGW_ERR_SAS_RESOURCE, "the token's sr does not name %s/devices/%s",
+                             cfg->hub_host, dev->id);
+    if (!rc)
+        rc = iotgw_sas_verify(&t, dev->key, (uint64_t)time(NULL), diag);
+    if (rc == IOTGW_ERR_SAS_EXPIRED)
+        *code = IOTGW__ERROR_CODE__ERROR_TOKEN_EXPIRED;
+    iotgw_sas_token_clear(&t);
+    return rc;
+}
+
+static void on_hello(gw_session *s, const Iotgw__Hello *h)
+{
+    iotgw_gateway *g = s->g;
+    if (h->protocol_version != PROTOCOL_VERSION) {
+        gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_PROTOCOL_VERSION,
+                        "protocol version %u is not supported; this gateway speaks %d", h->protocol_version,
+                        PROTOCOL_VERSION);
+        return;
+    }
+    const iotgw_config_device *dev = iotgw_config_device_find(g->cfg, h->device_id ? h->device_id : "");
+    if (!dev) {
+        gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_UNKNOWN_DEVICE,
+                        "device \"%.64s\" is not in this gateway's fleet", h->device_id ? h->device_id : "");
+        return;
+    }
+    if (dev->disabled) {
+        gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_DEVICE_DISABLED, "device %s is disabled", dev->id);
+        return;
+    }
+    iotgw_diag diag = {0};
+    Iotgw__ErrorCode code;
+    if (check_token(s, dev, h->token, &code, &diag)) {
+        gw_session_fail(s, code, "device %s: %s", dev->id, diag.text);
+        return;
+    }
+    size_t index = (size_t)(dev - g->cfg->devices);
+    gw_session *old = g->by_device[index];
+    if (old && old != s) {
+        release_upstream(old, "the device connected again");
+        gw_session_fail(old, IOTGW__ERROR_CODE__ERROR_REPLACED, "a newer connection for %s took over",
+                        dev->id);
+    }
+    s->device = dev;
+    s->device_index = index;
+    s->capabilities = 0;
+    if (h->capabilities) {
+        s->capabilities |= h->capabilities->methods ? IOTGW_UPSTREAM_METHODS : 0;
+        s->capabilities |= h->capabilities->twin ? IOTGW_UPSTREAM_TWIN : 0;
+        s->capabilities |= h->capabilities->c2d ? IOTGW_UPSTREAM_C2D : 0;
+    }
+    iotgw_device_credential cred = {.device_id = dev->id, .key = dev->key};
+    if (iotgw_upstream_device_add(g->up, &cred, s->capabilities, s, &s->up, &diag)) {
+        gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_INTERNAL, "%s", diag.text);
+        return;
+    }
+    g->by_device[index] = s;
+    s->ready = 1;
+    s->dec.max_frame_size = g->cfg->max_frame_size;
+    Iotgw__Welcome w = IOTGW__WELCOME__INIT;
+    w.protocol_version = PROTOCOL_VERSION;
+    w.max_frame_size = g->cfg->max_frame_size;
+    w.max_in_flight = g->cfg->max_in_flight;
+    w.keepalive_seconds = g->cfg->keepalive_s;
+    w.gateway_id = g->cfg->gateway_id ? g->cfg->gateway_id : "";
+    Iotgw__Frame f = IOTGW__FRAME__INIT;
+    f.body_case = IOTGW__FRAME__BODY_WELCOME;
+    f.welcome = &w;
+    gw_session_send(s, &f);
+    iotgw_log(IOTGW_LOG_INFO, "device %s connected from %s (%s)%s%s%s", dev->id, iotgw_stream_peer(s->stream),
+              h->client && *h->client ? h->client : "client unnamed",
+              s->capabilities & IOTGW_UPSTREAM_METHODS ? " methods" : "",
+              s->capabilities & IOTGW_UPSTREAM_TWIN ? " twin" : "",
+              s->capabilities & IOTGW_UPSTREAM_C2D ? " c2d" : "");
+}
+
+static void on_telemetry(gw_session *s, const Iotgw__Telemetry *t)
+{
+    iotgw_gateway *g = s->g;
+    if (s->in_flight >= g->cfg->max_in_flight) {
+        send_nack(s, t->seq, IOTGW__NACK_REASON__NACK_WINDOW_FULL, "more than max_in_flight unacknowledged",
+                  0);
+        return;
+    }
+    iotgw_diag diag = {0};
+    pn_message_t *m = g->scratch;
+    if (gw_wrap_telemetry(g, s, t, m, &diag)) {
+        send_nack(s, t->seq, IOTGW__NACK_REASON__NACK_MALFORMED, diag.text, 0);
+        return;
+    }
+    uint8_t *buf;
+    size_t len;
+    if (iotgw_message_encode(m, &buf, &len)) {
+        send_nack(s, t->seq, IOTGW__NACK_REASON__NACK_MALFORMED, "the message could not be encoded", 0);
+        return;
+    }
+    if (len > IOTGW_HUBMSG_MAX_BODY) {
+        free(buf);
+        send_nack(s, t->seq, IOTGW__NACK_REASON__NACK_TOO_LARGE, "over the hub's 256 KB message limit", 0);
+        return;
+    }
+    int rc = iotgw_upstream_send(s->up, buf, len, (void *)(uintptr_t)t->seq);
+    free(buf);
+    if (rc == 0) {
+        s->in_flight++;
+    } else if (rc == IOTGW_ERR_UPSTREAM_NOT_ONLINE) {
+        iotgw_device_info info;
+        iotgw_upstream_device_info(s->up, &info);
+        send_nack(s, t->seq, IOTGW__NACK_REASON__NACK_UNAUTHORIZED, info.reason, 0);
+    } else {
+        send_nack(s, t->seq, IOTGW__NACK_REASON__NACK_RETRY_LATER,
+                  "the gateway's queue for this device is full", RETRY_AFTER_MS);
+    }
+}
+
+static void on_method_response(gw_session *s, const Iotgw__MethodResponse *r)
+{
+    gw_method_call **pp = &s->calls;
+    while (*pp && (*pp)->id != r->request_id)
+        pp = &(*pp)->next;
+    gw_method_call *c = *pp;
+    if (!c) {
+        iotgw_log(IOTGW_LOG_INFO, "device %s: answer to method request %" PRIu64 " came too late; dropped",
+                  who(s), r->request_id);
+        return;
+    }
+    *pp = c->next;
+    char *json = NULL, body[400];
+    int status = r->status;
+    iotgw_diag diag = {0};
+    if (r->payload_case == IOTGW__METHOD_RESPONSE__PAYLOAD_PROTOBUF) {
+        const char *type = c->transcode ? c->transcode->response_type : NULL;
+        if (!type || gw_protobuf_to_json(type, r->protobuf.data, r->protobuf.len, &json, &diag)) {
+            error_json(body, sizeof body,
+                       type ? diag.text : "the device answered protobuf for a method with no response type");
+            status = 502;
+        }
+    } else if (r->payload_case == IOTGW__METHOD_RESPONSE__PAYLOAD_JSON && r->json.len) {
+        json_error_t jerr;
+        json_t *j = json_loadb((const char *)r->json.data, r->json.len, 0, &jerr);
+        if (!j) {
+            error_json(body, sizeof body, "the device's answer is not JSON");
+            status = 502;
+        } else {
+            json = strndup((const char *)r->json.data, r->json.len);
+            json_decref(j);
+        }
+    }
+    answer_method(s, c, status, json ? json : status == 502 ? body : "");
+    free(json);
+    free(c);
+}
+
+static void on_twin_request(gw_session *s, uint64_t id, iotgw_twin_op op, const ProtobufCBinaryData *patch)
+{
+    uint64_t upstream_id = 0;
+    int rc = !(s->capabilities & IOTGW_UPSTREAM_TWIN)
+                 ? IOTGW_ERR_INVALID_ARG
+                 : iotgw_upstream_twin_request(s->up, op, patch ? patch->data : NULL, patch ? patch->len : 0,
+                                               &upstream_id);
+    gw_twin_call *t = rc ? NULL : calloc(1, sizeof *t);
+    if (!t) {
+        Iotgw__TwinResult tr = IOTGW__TWIN_RESULT__INIT;
+        tr.request_id = id;
+        tr.status = rc == IOTGW_ERR_INVALID_ARG ? 400 : 503;
+        tr.detail = (char *)(rc == IOTGW_ERR_INVALID_ARG ? "twin was not among the capabilities in Hello"
+                                                         : "the device is not online at the hub");
+        Iotgw__Frame f = IOTGW__FRAME__INIT;
+        f.body_case = IOTGW__FRAME__BODY_TWIN_RESULT;
+        f.twin_result = &tr;
+        gw_session_send(s, &f);
+        return;
+    }
+    t->device_id = id;
+    t->upstream_id = upstream_id;
+    t->next = s->twin_calls;
+    s->twin_calls = t;
+}
+
+static void handle_frame(gw_session *s, const Iotgw__Frame *f)
+{
+    if (f->body_case == IOTGW__FRAME__BODY_HELLO) {
+        if (s->ready)
+            gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_UNEXPECTED_FRAME, "a second Hello");
+        else
+            on_hello(s, f->hello);
+        return;
+    }
+    if (!s->ready) {
+        gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_HELLO_REQUIRED, "the first frame must be Hello");
+        return;
+    }
+    switch (f->body_case) {
+    case IOTGW__FRAME__BODY_TELEMETRY: on_telemetry(s, f->telemetry); break;
+    case IOTGW__FRAME__BODY_METHOD_RESPONSE: on_method_response(s, f->method_response); break;
+    case IOTGW__FRAME__BODY_TWIN_GET:
+        on_twin_request(s, f->twin_get->request_id, IOTGW_TWIN_GET, NULL);
+        break;
+    case IOTGW__FRAME__BODY_REPORTED_PATCH:
+        on_twin_request(s, f->reported_patch->request_id, IOTGW_TWIN_PATCH_REPORTED,
+                        &f->reported_patch->patch_json);
+        break;
+    case IOTGW__FRAME__BODY_C2D_SETTLE: {
+        iotgw_outcome o = f->c2d_settle->outcome == IOTGW__C2D_OUTCOME__C2D_COMPLETE ? IOTGW_OUTCOME_ACCEPTED
+                          : f->c2d_settle->outcome == IOTGW__C2D_OUTCOME__C2D_REJECT ? IOTGW_OUTCOME_REJECTED
+                                                                                     : IOTGW_OUTCOME_RETRY;
+        if (iotgw_upstream_c2d_settle(s->up, f->c2d_settle->delivery_id, o))
+            iotgw_log(IOTGW_LOG_INFO, "device %s: C2D delivery %" PRIu64 " was no longer pending", who(s),
+                      f->c2d_settle->delivery_id);
+        break;
+    }
+    case IOTGW__FRAME__BODY_PING: {
+        Iotgw__Pong p = IOTGW__PONG__INIT;
+        p.nonce = f->ping->nonce;
+        Iotgw__Frame out = IOTGW__FRAME__INIT;
+        out.body_case = IOTGW__FRAME__BODY_PONG;
+        out.pong = &p;
+        gw_session_send(s, &out);
+        break;
+    }
+    case IOTGW__FRAME__BODY_PONG: s->ping_sent_ms = 0; break;
+    case IOTGW__FRAME__BODY_ERROR:
+        iotgw_log(IOTGW_LOG_INFO, "device %s closes: %s: %s", who(s), error_name(f->error->code),
+                  f->error->message ? f->error->message : "");
+        s->closing = 1;
+        iotgw_stream_close(s->stream, 0);
+        break;
+    case IOTGW__FRAME__BODY__NOT_SET:
+        gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_UNEXPECTED_FRAME, "a frame without a body");
+        break;
+    default:
+        gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_UNEXPECTED_FRAME,
+                        "frame %s is sent by the gateway, not to it",
+                        iotgw__frame__descriptor.fields[f->body_case - 1].name);
+        break;
+    }
+}
+
+static int on_data(iotgw_stream *st, const uint8_t *data, size_t len, void *ctx)
+{
+    (void)st;
+    gw_session *s = ctx;
+    s->last_rx_ms = iotgw_loop_now_ms(s->g->loop);
+    while (len && !s->closing) {
+        size_t used = 0, flen = 0;
+        const uint8_t *frame = NULL;
+        iotgw_diag diag = {0};
+        int rc = iotgw_frame_decoder_next(&s->dec, data, len, &used, &frame, &flen, &diag);
+        data += used;
+        len -= used;
+        if (rc == IOTGW_ERR_AGAIN)
+            break;
+        if (rc) {
+            gw_session_fail(s,
+                            rc == IOTGW_ERR_FRAME_TOO_LARGE ? IOTGW__ERROR_CODE__ERROR_FRAME_TOO_LARGE
+                                                            : IOTGW__ERROR_CODE__ERROR_MALFORMED_FRAME,
+                            "%s", diag.text);
+            break;
+        }
+        Iotgw__Frame *f = iotgw__frame__unpack(NULL, flen, frame);
+        if (!f) {
+            gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_MALFORMED_FRAME,
+                            "a frame that does not parse as Frame");
+            break;
+        }
+        handle_frame(s, f);
+        iotgw__frame__free_unpacked(f, NULL);
+    }
+    return 0;
+}
+
+static void session_free(gw_session *s)
+{
+    iotgw_gateway *g = s->g;
+    release_upstream(s, "the device disconnected");
+    if (s->timer)
+        iotgw_timer_cancel(s->timer);
+    iotgw_frame_decoder_free(&s->dec);
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        g->sessions = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    free(s);
+}
+
+static void on_closed(iotgw_stream *st, const char *reason, void *ctx)
+{
+    (void)st;
+    gw_session *s = ctx;
+    if (s->device)
+        iotgw_log(IOTGW_LOG_INFO, "device %s (%s) disconnected: %s", s->device->id, iotgw_stream_peer(st),
+                  reason);
+    session_free(s);
+}
+
+/* ------------------------------------------------------------------ time */
+
+static void on_tick(iotgw_timer *t, void *ctx)
+{
+    (void)t;
+    gw_session *s = ctx;
+    s->timer = NULL;
+    int64_t now = iotgw_loop_now_ms(s->g->loop);
+    const iotgw_config *cfg = s->g->cfg;
+    if (s->closing)
+        return;
+    if (!s->ready) {
+        gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_HELLO_TIMEOUT, "no Hello within %u ms",
+                        cfg->hello_timeout_ms);
+        return;
+    }
+    int64_t keepalive = (int64_t)cfg->keepalive_s * 1000;
+    if (now - s->last_rx_ms >= 2 * keepalive) {
+        gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_KEEPALIVE_TIMEOUT, "nothing received for %" PRId64 " s",
+                        (now - s->last_rx_ms) / 1000);
+        return;
+    }
+    if (now - s->last_rx_ms >= keepalive && !s->ping_sent_ms) {
+        Iotgw__Ping p = IOTGW__PING__INIT;
+        p.nonce = (uint64_t)now;
+        Iotgw__Frame f = IOTGW__FRAME__INIT;
+        f.body_case = IOTGW__FRAME__BODY_PING;
+        f.ping = &p;
+        gw_session_send(s, &f);
+        s->ping_sent_ms = now;
+    }
+    char body[200];
+    for (gw_method_call **pp = &s->calls; *pp;) {
+        gw_method_call *c = *pp;
+        if (now < c->deadline_ms) {
+            pp = &c->next;
+            continue;
+        }
+        *pp = c->next;
+        error_json(body, sizeof body, "the device did not answer in time");
+        answer_method(s, c, 504, body);
+        free(c);
+    }
+    s->timer = iotgw_timer_start(s->g->loop, TICK_MS, on_tick, s);
+}
+
+void gw_session_destroy(gw_session *s)
+{
+    static const iotgw_stream_handler none = {0};
+    iotgw_stream_set_handler(s->stream, &none, NULL);
+    iotgw_stream_close(s->stream, 0);
+    session_free(s);
+}
+
+void gw_session_accept(iotgw_gateway *g, iotgw_stream *st)
+{
+    gw_session *s = calloc(1, sizeof *s);
+    if (!s) {
+        iotgw_stream_close(st, 0);
+        return;
+    }
+    s->g = g;
+    s->stream = st;
+    iotgw_frame_decoder_init(&s->dec, HELLO_MAX_FRAME);
+    static const iotgw_stream_handler handler = {.on_data = on_data, .on_closed = on_closed};
+    iotgw_stream_set_handler(st, &handler, s);
+    s->next = g->sessions;
+    if (g->sessions)
+        g->sessions->prev = s;
+    g->sessions = s;
+    s->last_rx_ms = iotgw_loop_now_ms(g->loop);
+    if (g->draining) {
+        gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_SHUTTING_DOWN, "the gateway is stopping");
+        return;
+    }
+    s->timer = iotgw_timer_start(g->loop, g->cfg->hello_timeout_ms, on_tick, s);
+}
