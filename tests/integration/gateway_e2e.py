@@ -1,0 +1,303 @@
+"""iotgw end to end: iothub-emulator as the hub, iotgw in between, and test devices
+speaking the downstream protocol with Debian's python3-protobuf. What the hub received
+is read back from the emulator's telemetry stream and REST API.
+
+usage: gateway_e2e.py IOTHUB_EMULATOR IOTGW SCHEMAS_DESC CERT_DIR"""
+import base64
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+from iotgw_testlib import WRAPPER, readline_within, run_tests
+from emulator_lib import Emulator, StreamReader, fleet_registry, random_key, sas_token, HOST
+from device_lib import Device, T, load_schemas
+
+EMULATOR, IOTGW, SCHEMAS, CERTS = sys.argv[1:5]
+del sys.argv[1:5]
+load_schemas(SCHEMAS)
+
+KEYS = {d: random_key() for d in ("agent1", "monitor1", "twin1", "c2d1", "spare1", "off1")}
+EMU = GW = None
+
+
+def token(device, key=None, ttl=3600):
+    return sas_token(f"{HOST}/devices/{device}", key or KEYS[device], ttl)
+
+
+class Gateway:
+    def __init__(self, emu, extra_yaml=""):
+        self.dir = tempfile.mkdtemp(prefix="iotgw-test-")
+        self.config = os.path.join(self.dir, "iotgw.yaml")
+        fleet = "".join(f"    - id: {d}\n      key: {k}\n" + ("      disabled: true\n" if d == "off1" else "")
+                        for d, k in KEYS.items())
+        with open(self.config, "w") as f:
+            f.write(f"""gatewayId: test-gateway
+hub:
+  hostName: {HOST}
+  port: {emu.wss}
+  caFile: {emu.ca}
+devices:
+  listen: 127.0.0.1:0
+  keepaliveSeconds: 5
+methods:
+  ProcessMessage:
+    request: iotgw.Parcel
+fleet:
+  devices:
+{fleet}{extra_yaml}""")
+        self.log = open(os.path.join(self.dir, "iotgw.log"), "w+")
+        self.proc = subprocess.Popen(WRAPPER + [IOTGW, "--config", self.config], stdout=subprocess.PIPE,
+                                     stderr=self.log, text=True)
+        line = readline_within(self.proc, 20)
+        m = re.match(r"listening: devices \S+:(\d+)", line)
+        assert m, line
+        self.port = int(m.group(1))
+
+    def log_text(self):
+        self.log.flush()
+        with open(self.log.name) as f:
+            return f.read()
+
+    def stop(self):
+        self.proc.terminate()
+        rc = self.proc.wait(timeout=60)
+        self.proc.stdout.close()
+        assert rc == 0, "iotgw exited %d:\n%s" % (rc, self.log_text()[-3000:])
+
+
+def setUpModule():
+    global EMU, GW
+    EMU = Emulator(EMULATOR, CERTS, registry=fleet_registry({d: k for d, k in KEYS.items() if d != "spare1"}))
+    GW = Gateway(EMU)
+
+
+def tearDownModule():
+    GW.stop()
+    GW.log.close()
+    EMU.stop()
+    EMU.log.close()
+
+
+def connect(device, **caps):
+    d = Device(GW.port)
+    d.hello(device, token(device), **caps)
+    w = d.expect("welcome")
+    assert w.protocol_version == 1 and w.gateway_id == "test-gateway", w
+    return d
+
+
+def wait_online(device, timeout=20):
+    """Until the hub shows the device connected (its twin says so)."""
+    end = time.time() + timeout
+    while time.time() < end:
+        status, _, twin = EMU.rest("GET", f"/twins/{device}")
+        if status == 200 and twin.get("connectionState") == "Connected":
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{device} never came online at the hub")
+
+
+def alarm_parcel(active=True):
+    status = T("AlarmStatus")(alarm_active=active, time_utc="12:34:56", date_utc="2026-11-22")
+    p = T("Parcel")(type="iotgw.AlarmStatus", content=status.SerializeToString())
+    p.source.name = "agent1"
+    p.destination.name = "monitor1"
+    return p
+
+
+class GatewayEndToEnd(unittest.TestCase):
+    def test_parcel_telemetry_reaches_the_hub_and_is_acknowledged(self):
+        reader = StreamReader(EMU, selector=None)  # from now on
+        d = connect("agent1")
+        for seq in (1, 2):
+            f = T("Frame")()
+            f.telemetry.seq = seq
+            f.telemetry.parcel.CopyFrom(alarm_parcel())
+            f.telemetry.message_id = f"agent1-{seq}"
+            p = f.telemetry.properties.add()
+            p.key, p.value = "site", "north"
+            d.send(f)
+        acked = {d.expect("ack").seq, d.expect("ack").seq}
+        self.assertEqual(acked, {1, 2})
+        end = time.time() + 10
+        while len(reader.events) < 2 and time.time() < end:
+            time.sleep(0.05)
+        reader.stop()
+        dev, mid, ann, props = sorted(reader.events, key=lambda e: e[1])[0]
+        self.assertEqual((dev, mid), ("agent1", "agent1-1"))
+        self.assertEqual(props["parcelType"], "iotgw.AlarmStatus")
+        self.assertEqual(props["parcelDestination"], "monitor1")
+        self.assertEqual(props["site"], "north")
+        d.close()
+
+    def test_raw_telemetry_with_its_content_type(self):
+        reader = StreamReader(EMU, selector=None)
+        d = connect("agent1")
+        f = T("Frame")()
+        f.telemetry.seq = 7
+        f.telemetry.raw = b'{"temperature": 21.5}'
+        f.telemetry.content_type = "application/json"
+        f.telemetry.message_id = "raw-7"
+        d.send(f)
+        self.assertEqual(d.expect("ack").seq, 7)
+        end = time.time() + 10
+        while not reader.events and time.time() < end:
+            time.sleep(0.05)
+        reader.stop()
+        self.assertEqual([e[1] for e in reader.events], ["raw-7"])
+        d.close()
+
+    def test_unknown_device_bad_token_disabled_and_hello_required(self):
+        cases = [
+            ("stranger", token("agent1"), "ERROR_UNKNOWN_DEVICE"),
+            ("agent1", token("agent1", key=random_key()), "ERROR_BAD_TOKEN"),
+            ("agent1", token("monitor1"), "ERROR_BAD_TOKEN"),  # sr names another device
+            ("agent1", sas_token(f"{HOST}/devices/agent1", KEYS["agent1"], expiry=time.time() - 10),
+             "ERROR_TOKEN_EXPIRED"),
+            ("off1", token("off1"), "ERROR_DEVICE_DISABLED"),
+        ]
+        for device, tok, code in cases:
+            d = Device(GW.port)
+            d.hello(device, tok)
+            e = d.expect("error")
+            self.assertEqual(T("Frame").DESCRIPTOR.fields_by_name["error"].message_type.fields_by_name["code"]
+                             .enum_type.values_by_number[e.code].name, code, (device, e.message))
+            self.assertIsNone(d.recv(), "the connection must close after the error")
+            d.close()
+        d = Device(GW.port)
+        f = T("Frame")()
+        f.ping.nonce = 1
+        d.send(f)
+        self.assertEqual(d.expect("error", skip=()).code, 2)  # ERROR_HELLO_REQUIRED
+        d.close()
+
+    def test_malformed_input_ends_only_that_connection(self):
+        good = connect("twin1")
+        bad = Device(GW.port)
+        bad.send_raw(b"\xff\xff\xff\xff\xff\xff")  # a length prefix longer than 5 bytes
+        self.assertEqual(bad.expect("error").code, 10)  # ERROR_MALFORMED_FRAME
+        big = Device(GW.port)
+        big.send_raw(b"\x80\x80\x04")  # 65536 bytes announced before the handshake
+        self.assertEqual(big.expect("error").code, 9)  # ERROR_FRAME_TOO_LARGE
+        f = T("Frame")()
+        f.ping.nonce = 42
+        good.send(f)
+        self.assertEqual(good.expect("pong", skip=()).nonce, 42)
+        for d in (good, bad, big):
+            d.close()
+
+    def test_process_message_transcoded_to_protobuf_and_answered(self):
+        d = connect("monitor1", methods=True)
+        wait_online("monitor1")
+        import threading
+        result = {}
+        payload = {"source": {"name": "agent1"}, "destination": {"name": "monitor1"}, "type": "iotgw.AlarmStatus",
+                   "content": {"alarmActive": True, "timeUtc": "12:34:56"}}
+        t = threading.Thread(target=lambda: result.update(r=EMU.rest("POST", "/twins/monitor1/methods", {
+            "methodName": "ProcessMessage", "payload": payload, "responseTimeoutInSeconds": 10})))
+        t.start()
+        req = d.expect("method_request")
+        self.assertEqual(req.name, "ProcessMessage")
+        self.assertEqual(req.WhichOneof("payload"), "protobuf")
+        self.assertEqual(req.payload_type, "iotgw.Parcel")
+        parcel = T("Parcel")()
+        parcel.ParseFromString(req.protobuf)
+        status = T("AlarmStatus")()
+        status.ParseFromString(parcel.content)
+        self.assertTrue(status.alarm_active)
+        self.assertEqual(status.time_utc, "12:34:56")
+        f = T("Frame")()
+        f.method_response.request_id = req.request_id
+        f.method_response.status = 200
+        f.method_response.json = b'{"received":"alarm"}'
+        d.send(f)
+        t.join(20)
+        self.assertEqual(result["r"][0], 200, result)
+        self.assertEqual(result["r"][2], {"status": 200, "payload": {"received": "alarm"}})
+        # a payload that is not a Parcel is refused by the gateway, not sent to the device
+        status, _, body = EMU.rest("POST", "/twins/monitor1/methods", {
+            "methodName": "ProcessMessage", "payload": {"bogus": 1}, "responseTimeoutInSeconds": 10})
+        self.assertEqual(body["status"], 400, body)
+        self.assertIn("iotgw.Parcel", body["payload"]["error"])
+        # a method without transcoding arrives as JSON
+        t = threading.Thread(target=lambda: result.update(r=EMU.rest("POST", "/twins/monitor1/methods", {
+            "methodName": "rebootDevice", "payload": {"delay": 2}, "responseTimeoutInSeconds": 10})))
+        t.start()
+        req = d.expect("method_request")
+        self.assertEqual((req.name, json.loads(req.json)), ("rebootDevice", {"delay": 2}))
+        f = T("Frame")()
+        f.method_response.request_id = req.request_id
+        f.method_response.status = 404
+        d.send(f)
+        t.join(20)
+        self.assertEqual(result["r"][2]["status"], 404)
+        d.close()
+
+    def test_twin_get_patch_and_desired_update(self):
+        d = connect("twin1", twin=True)
+        wait_online("twin1")
+        f = T("Frame")()
+        f.twin_get.request_id = 5
+        d.send(f)
+        r = d.expect("twin_result")
+        self.assertEqual((r.request_id, r.status), (5, 200), r)
+        self.assertIn("desired", json.loads(r.twin_json))
+        f = T("Frame")()
+        f.reported_patch.request_id = 6
+        f.reported_patch.patch_json = b'{"rebootTime":"2026-11-22T10:00:00Z"}'
+        d.send(f)
+        r = d.expect("twin_result")
+        self.assertEqual(r.request_id, 6)
+        self.assertTrue(200 <= r.status < 300, r)
+        reported = EMU.rest("GET", "/twins/twin1")[2]["properties"]["reported"]
+        self.assertEqual(reported["rebootTime"], "2026-11-22T10:00:00Z")
+        EMU.rest("PATCH", "/twins/twin1", {"properties": {"desired": {"interval": 9}}}, headers={"If-Match": "*"})
+        u = d.expect("desired_update")
+        self.assertEqual(json.loads(u.patch_json)["interval"], 9)
+        d.close()
+
+    def test_cloud_to_device_delivered_and_settled(self):
+        from proton import Message
+        from emulator_lib import Cbs, connect as amqp_connect, owner_token
+        d = connect("c2d1", c2d=True)
+        wait_online("c2d1")
+        svc = amqp_connect(EMU)
+        self.assertEqual(Cbs(svc).put(owner_token(), audience=HOST)[0], 200)
+        sender = svc.create_sender("/messages/devicebound")
+        sender.send(Message(address="/devices/c2d1/messages/devicebound", id="m1", body=b"open the door",
+                            properties={"priority": "high"}))
+        m = d.expect("c2d_message")
+        self.assertEqual((m.body, m.message_id), (b"open the door", "m1"))
+        self.assertEqual({p.key: p.value for p in m.properties}, {"priority": "high"})
+        f = T("Frame")()
+        f.c2d_settle.delivery_id = m.delivery_id
+        f.c2d_settle.outcome = 2  # C2D_ABANDON: delivered again
+        d.send(f)
+        m2 = d.expect("c2d_message")
+        self.assertEqual(m2.body, b"open the door")
+        f.c2d_settle.delivery_id = m2.delivery_id
+        f.c2d_settle.outcome = 0  # C2D_COMPLETE
+        d.send(f)
+        svc.close()
+        d.close()
+
+    def test_second_connection_replaces_the_first(self):
+        first = connect("spare1")
+        second = connect("spare1")
+        e = first.expect("error")
+        self.assertEqual(e.code, 8)  # ERROR_REPLACED
+        f = T("Frame")()
+        f.ping.nonce = 3
+        second.send(f)
+        self.assertEqual(second.expect("pong", skip=()).nonce, 3)
+        first.close()
+        second.close()
+
+
+if __name__ == "__main__":
+    run_tests()
