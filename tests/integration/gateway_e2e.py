@@ -286,6 +286,52 @@ class GatewayEndToEnd(unittest.TestCase):
         svc.close()
         d.close()
 
+    def test_check_config_explains_good_and_bad_files(self):
+        def check(text, env=None):
+            path = os.path.join(GW.dir, "check.yaml")
+            with open(path, "w") as f:
+                f.write(text)
+            p = subprocess.run(WRAPPER + [IOTGW, "--check-config", path], capture_output=True, text=True,
+                               env={**os.environ, **(env or {})})
+            return p.returncode, p.stdout + p.stderr
+        with open(os.path.join(GW.dir, "agent.key"), "w") as f:
+            f.write(KEYS["agent1"] + "\n")
+        good = f"""hub:
+  hostName: myhub.azure-devices.net
+devices:
+  listen: ["0.0.0.0:7000", "[::]:7000"]
+telemetry:
+  encoding: json
+methods:
+  ProcessMessage: {{request: iotgw.Parcel}}
+fleet:
+  devices:
+    - {{id: a1, keyFile: agent.key}}
+    - {{id: a2, keyEnv: TEST_A2_KEY}}
+    - {{id: a3, key: {KEYS['monitor1']}, disabled: true}}
+"""
+        rc, out = check(good, {"TEST_A2_KEY": KEYS["twin1"]})
+        self.assertEqual(rc, 0, out)
+        self.assertIn("fleet: 3 devices (1 disabled)", out)
+        self.assertIn("method ProcessMessage: request iotgw.Parcel, response JSON", out)
+        self.assertIn("devices: listen :::7000", out)
+        self.assertNotIn(KEYS["agent1"], out)
+        bad = [
+            (good.replace("hostName", "hostname"), "check.yaml:2: hub: unknown key \"hostname\""),
+            (good.replace("encoding: json", "encoding: xml"), "check.yaml:6: telemetry.encoding"),
+            (good.replace("iotgw.Parcel", "iotgw.Nothing"), "methods.ProcessMessage.request: unknown message type"),
+            (good.replace("0.0.0.0:7000", "0.0.0.0"), "devices.listen[0]: expected ADDRESS:PORT"),
+            (good.replace("keyEnv: TEST_A2_KEY", "keyEnv: NOT_SET_ANYWHERE"), "fleet.devices[1].keyEnv"),
+            (good.replace("id: a2", "id: a1"), "device \"a1\" is listed twice"),
+            (good.replace(f"key: {KEYS['monitor1']}", "key: not*base64"), "fleet.devices[2].key: not a base64 key"),
+            ("hub: [", "did not find expected node content"),
+        ]
+        for text, expect in bad:
+            rc, out = check(text, {"TEST_A2_KEY": KEYS["twin1"]})
+            self.assertEqual(rc, 1, (expect, out))
+            self.assertIn(expect, out)
+            self.assertNotIn(KEYS["agent1"], out)
+
     def test_second_connection_replaces_the_first(self):
         first = connect("spare1")
         second = connect("spare1")
