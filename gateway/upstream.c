@@ -216,6 +216,8 @@ static void housekeeping(iotgw_upstream *up)
                     want_pump = 1;
                 }
             }
+            if (dev->twin_requests)
+                up_twin_expire(dev, now);
             if (!open)
                 continue;
             if (dev->cbs_request && now >= dev->cbs_deadline_ms) {
@@ -228,8 +230,6 @@ static void housekeeping(iotgw_upstream *up)
             if (dev->authorized && !dev->cbs_request && dev->renew_at_ms && now >= dev->renew_at_ms &&
                 up_conn_put_token(c, dev) == 0)
                 renewed = 1;
-            if (dev->twin_requests)
-                up_twin_expire(dev, now);
             if (dev->paused_until_ms && now >= dev->paused_until_ms) {
                 dev->paused_until_ms = 0;
                 up_ready_add(dev);

@@ -39,7 +39,10 @@ typedef struct up_conn up_conn;
 typedef struct up_pending {
     struct up_pending *next;
     uint64_t id;
-    int64_t deadline_ms;     /* twin requests */
+    int64_t deadline_ms; /* twin requests */
+    int op, sent;        /* twin requests made before the device was online wait unsent */
+    uint8_t *body;
+    size_t len;
     pn_delivery_t *delivery; /* C2D */
 } up_pending;
 

@@ -49,13 +49,19 @@ static void answer(iotgw_upstream_device *dev, uint64_t id, int status, int64_t 
     up->opt.cb.on_twin(dev, &r, up->opt.ctx);
 }
 
+static void pending_free(up_pending *p)
+{
+    free(p->body);
+    free(p);
+}
+
 void up_twin_fail_pending(iotgw_upstream_device *dev, const char *why)
 {
     while (dev->twin_requests) {
         up_pending *p = dev->twin_requests;
         dev->twin_requests = p->next;
         uint64_t id = p->id;
-        free(p);
+        pending_free(p);
         answer(dev, id, 0, -1, NULL, 0, why);
     }
 }
@@ -70,8 +76,11 @@ void up_twin_expire(iotgw_upstream_device *dev, int64_t now)
         }
         *pp = p->next;
         uint64_t id = p->id;
-        free(p);
-        answer(dev, id, 0, -1, NULL, 0, "the hub did not answer the twin request in time");
+        int sent = p->sent;
+        pending_free(p);
+        answer(dev, id, 0, -1, NULL, 0,
+               sent ? "the hub did not answer the twin request in time"
+                    : "the device did not come online at the hub in time");
     }
 }
 
@@ -109,10 +118,30 @@ static int send_request(iotgw_upstream_device *dev, const char *op, const char *
     return 0;
 }
 
+static int send_pending(iotgw_upstream_device *dev, up_pending *p)
+{
+    int rc = p->op == IOTGW_TWIN_GET ? send_request(dev, "GET", NULL, NULL, 0, p->id)
+                                     : send_request(dev, "PATCH", REPORTED_RESOURCE, p->body, p->len, p->id);
+    p->sent = rc == 0;
+    return rc;
+}
+
+/* Subscribe to desired updates, then send what the owner asked before the device was
+ * online (oldest first: the list is newest first, so walk it recursively). */
+static void send_unsent(iotgw_upstream_device *dev, up_pending *p)
+{
+    if (!p)
+        return;
+    send_unsent(dev, p->next);
+    if (!p->sent)
+        send_pending(dev, p);
+}
+
 void up_twin_on_online(iotgw_upstream_device *dev)
 {
     if (send_request(dev, "PUT", DESIRED_RESOURCE, NULL, 0, SUBSCRIPTION_ID))
         iotgw_log(IOTGW_LOG_WARN, "upstream: device %s: could not subscribe to desired properties", dev->id);
+    send_unsent(dev, dev->twin_requests);
 }
 
 int iotgw_upstream_twin_request(iotgw_upstream_device *dev, iotgw_twin_op op, const uint8_t *body, size_t len,
@@ -122,14 +151,24 @@ int iotgw_upstream_twin_request(iotgw_upstream_device *dev, iotgw_twin_op op, co
         return IOTGW_ERR_INVALID_ARG;
     if (op != IOTGW_TWIN_GET && op != IOTGW_TWIN_PATCH_REPORTED)
         return IOTGW_ERR_INVALID_ARG;
+    if (dev->state == IOTGW_DEVICE_FAILED)
+        return IOTGW_ERR_UPSTREAM_NOT_ONLINE;
     up_pending *p = calloc(1, sizeof *p);
     if (!p)
         return IOTGW_ERR_NOMEM;
     p->id = ++dev->next_twin_id;
-    int rc = op == IOTGW_TWIN_GET ? send_request(dev, "GET", NULL, NULL, 0, p->id)
-                                  : send_request(dev, "PATCH", REPORTED_RESOURCE, body, len, p->id);
-    if (rc) {
+    p->op = op;
+    if (len && !(p->body = malloc(len))) {
         free(p);
+        return IOTGW_ERR_NOMEM;
+    }
+    if (len)
+        memcpy(p->body, body, len);
+    p->len = len;
+    /* not online yet: sent when it is (or answered with status 0 at the deadline) */
+    int rc = dev->state == IOTGW_DEVICE_ONLINE ? send_pending(dev, p) : 0;
+    if (rc) {
+        pending_free(p);
         return rc;
     }
     p->deadline_ms = up_now_ms(dev->up) + dev->up->opt.twin_timeout_ms;
@@ -183,7 +222,7 @@ void up_twin_on_delivery(iotgw_upstream_device *dev, pn_delivery_t *d)
                 if ((*pp)->id == id) {
                     up_pending *p = *pp;
                     *pp = p->next;
-                    free(p);
+                    pending_free(p);
                     answer(dev, id, (int)status, version, (const uint8_t *)body, body ? blen : 0, NULL);
                     break;
                 }
