@@ -330,6 +330,8 @@ static int check_token(gw_session *s, const iotgw_config_device *dev, const char
     return rc;
 }
 
+static void on_tick(iotgw_timer *t, void *ctx);
+
 static void on_hello(gw_session *s, const Iotgw__Hello *h)
 {
     iotgw_gateway *g = s->g;
@@ -377,6 +379,9 @@ static void on_hello(gw_session *s, const Iotgw__Hello *h)
     }
     g->by_device[index] = s;
     s->ready = 1;
+    if (s->timer) /* from the hello deadline to keep-alive and method deadlines */
+        iotgw_timer_cancel(s->timer);
+    s->timer = iotgw_timer_start(g->loop, TICK_MS, on_tick, s);
     s->dec.max_frame_size = g->cfg->max_frame_size;
     Iotgw__Welcome w = IOTGW__WELCOME__INIT;
     w.protocol_version = PROTOCOL_VERSION;

@@ -332,6 +332,37 @@ fleet:
             self.assertIn(expect, out)
             self.assertNotIn(KEYS["agent1"], out)
 
+    def test_silent_device_is_pinged_then_dropped(self):
+        d = connect("spare1")
+        start = time.time()
+        f = d.recv(12)
+        self.assertEqual(f.WhichOneof("body"), "ping")  # after keepaliveSeconds (5) of silence
+        self.assertGreaterEqual(time.time() - start, 4)
+        f = d.recv(12)  # not answered: twice keepaliveSeconds ends it
+        self.assertEqual((f.WhichOneof("body"), f.error.code), ("error", 12))  # ERROR_KEEPALIVE_TIMEOUT
+        self.assertIsNone(d.recv())
+        d.close()
+
+    def test_sigterm_answers_in_flight_telemetry_then_closes_devices(self):
+        gw = Gateway(EMU)
+        try:
+            d = Device(gw.port)
+            d.hello("agent1", token("agent1"))
+            d.expect("welcome")
+            f = T("Frame")()
+            f.telemetry.seq = 11
+            f.telemetry.raw = b"last words"
+            d.send(f)
+            time.sleep(0.3)  # read by the gateway; the hub's answer may still be on its way
+            gw.proc.terminate()
+            self.assertEqual(d.expect("ack").seq, 11)
+            self.assertEqual(d.expect("error").code, 13)  # ERROR_SHUTTING_DOWN
+            d.close()
+        finally:
+            gw.stop()  # exit status 0
+        self.assertIn("draining", gw.log_text())
+        gw.log.close()
+
     def test_second_connection_replaces_the_first(self):
         first = connect("spare1")
         second = connect("spare1")
