@@ -29,7 +29,7 @@ def fleet(n, prefix="dev"):
 class Driver:
     """upstream-driver as a process; summary() waits for its JSON line."""
 
-    def __init__(self, emu, devices, *args, extra_lines=()):
+    def __init__(self, emu, devices, *args, extra_lines=(), amqps=False):
         self.dir = tempfile.mkdtemp(prefix="upstream-driver-")
         path = os.path.join(self.dir, "devices.txt")
         with open(path, "w") as f:
@@ -38,8 +38,9 @@ class Driver:
         self.status = os.path.join(self.dir, "status.json")
         self.log = open(os.path.join(self.dir, "driver.log"), "w+")
         self.proc = subprocess.Popen(
-            WRAPPER + [DRIVER, "--host", HOST, "--port", str(emu.wss), "--ca", emu.ca, "--devices", path,
-                       "--status-file", self.status, *map(str, args)],
+            WRAPPER + [DRIVER, "--host", HOST, "--port", str(emu.amqps if amqps else emu.wss), "--ca", emu.ca,
+                       "--devices", path, "--status-file", self.status, *(["--amqps"] if amqps else []),
+                       *map(str, args)],
             stdout=subprocess.PIPE, stderr=self.log, text=True)
 
     def status_now(self):
@@ -257,6 +258,25 @@ class UpstreamPool(unittest.TestCase):
         self.assertEqual(summary["connections"][0]["reconnects"], 0)
         print(f"\nthrottling: {summary['throttled']} refusals for 600 messages in {summary['elapsed_s']:.1f} s",
               file=sys.stderr)
+        emu.stop()
+
+    def test_amqps_and_policy_signed_tokens(self):
+        # over AMQPS, with some devices' tokens signed by a DeviceConnect policy (skn)
+        # instead of their own keys, as for fleets too large to list keys
+        from emulator_lib import OWNER_KEY
+        devices = fleet(6)
+        emu = self.start_emulator(registry=fleet_registry(devices))
+        reader = StreamReader(emu)
+        by_policy = ["dev0004 " + OWNER_KEY + " iothubowner\n", "dev0005 " + OWNER_KEY + " iothubowner\n"]
+        summary, _ = Driver(emu, {d: k for d, k in devices.items() if d < "dev0004"}, "--messages", 10,
+                            "--auth-rate", -1, extra_lines=by_policy, amqps=True).summary()
+        self.assertEqual(summary["accepted"], 60, summary["per_device"])
+        deadline = time.time() + 10
+        while len(reader.events) < 60 and time.time() < deadline:
+            time.sleep(0.1)
+        reader.stop()
+        self.assertEqual(set(reader.ids()), expected_ids(devices, 10))
+        self.assertIn("amqps", emu.log_text())
         emu.stop()
 
     def test_hub_token_limit_opens_another_connection(self):
