@@ -123,6 +123,89 @@ int iotgw_gateway_drain(iotgw_gateway *g, int64_t deadline_ms)
     return g->sessions == NULL;
 }
 
+static int same_text(const char *a, const char *b)
+{
+    return a == b || (a && b && !strcmp(a, b));
+}
+
+static int same_hub(const iotgw_config *a, const iotgw_config *b)
+{
+    return same_text(a->hub_host, b->hub_host) && same_text(a->hub_connect_host, b->hub_connect_host) &&
+           same_text(a->hub_ca_file, b->hub_ca_file) && same_text(a->hub_proxy, b->hub_proxy) &&
+           a->hub_transport == b->hub_transport && a->hub_port == b->hub_port &&
+           a->token_lifetime_s == b->token_lifetime_s &&
+           a->devices_per_connection == b->devices_per_connection && a->auth_rate == b->auth_rate &&
+           a->tls_insecure == b->tls_insecure;
+}
+
+static int same_listen(const iotgw_config *a, const iotgw_config *b)
+{
+    if (a->nlisten != b->nlisten)
+        return 0;
+    for (size_t i = 0; i < a->nlisten; i++)
+        if (strcmp(a->listen[i].address, b->listen[i].address) || a->listen[i].port != b->listen[i].port)
+            return 0;
+    return 1;
+}
+
+#define SWAP(a, b)                                                                                           \
+    do {                                                                                                     \
+        __typeof__(a) t_ = (a);                                                                              \
+        (a) = (b);                                                                                           \
+        (b) = t_;                                                                                            \
+    } while (0)
+
+void iotgw_gateway_reload(iotgw_gateway *g, iotgw_config *cfg)
+{
+    iotgw_config *old = g->cfg;
+    if (!same_hub(old, cfg))
+        iotgw_log(IOTGW_LOG_WARN, "reload: hub settings changed in %s: they take effect at the next start",
+                  cfg->file);
+    if (!same_listen(old, cfg))
+        iotgw_log(IOTGW_LOG_WARN, "reload: devices.listen changed in %s: it takes effect at the next start",
+                  cfg->file);
+    gw_session **by_device = calloc(cfg->ndevices + 1, sizeof *by_device);
+    if (!by_device) {
+        iotgw_log(IOTGW_LOG_ERROR, "reload: out of memory; the running configuration stays");
+        iotgw_config_free(cfg);
+        return;
+    }
+    size_t kept = 0, closed = 0;
+    for (gw_session *s = g->sessions; s; s = s->next) {
+        if (!s->device || s->closing)
+            continue;
+        const iotgw_config_device *nd = iotgw_config_device_find(cfg, s->device->id);
+        size_t index = nd ? (size_t)(nd - cfg->devices) : 0;
+        gw_session_reconfigure(s, nd, index);
+        if (s->device) {
+            by_device[index] = s;
+            kept++;
+        } else {
+            closed++;
+        }
+    }
+    /* the running hub and listener settings stay what the gateway uses */
+    SWAP(cfg->hub_host, old->hub_host);
+    SWAP(cfg->hub_connect_host, old->hub_connect_host);
+    SWAP(cfg->hub_ca_file, old->hub_ca_file);
+    SWAP(cfg->hub_proxy, old->hub_proxy);
+    SWAP(cfg->listen, old->listen);
+    SWAP(cfg->nlisten, old->nlisten);
+    cfg->hub_transport = old->hub_transport;
+    cfg->hub_port = old->hub_port;
+    cfg->token_lifetime_s = old->token_lifetime_s;
+    cfg->devices_per_connection = old->devices_per_connection;
+    cfg->auth_rate = old->auth_rate;
+    cfg->tls_insecure = old->tls_insecure;
+    free(g->by_device);
+    g->by_device = by_device;
+    g->cfg = cfg;
+    iotgw_config_free(old);
+    iotgw_log(IOTGW_LOG_INFO,
+              "configuration reloaded: %zu devices in the fleet; %zu connected kept, %zu closed",
+              cfg->ndevices, kept, closed);
+}
+
 void iotgw_gateway_free(iotgw_gateway *g)
 {
     if (!g)

@@ -25,6 +25,11 @@ int iotgw_gateway_port(const iotgw_gateway *g, size_t i);
 /* Stop accepting devices, close every device connection with ERROR_SHUTTING_DOWN once
  * its pending work is answered or deadline_ms has passed; returns 1 when all are gone. */
 int iotgw_gateway_drain(iotgw_gateway *g, int64_t deadline_ms);
+/* Take a new configuration's fleet, methods and telemetry settings (the gateway then
+ * owns cfg): devices added can connect, removed or disabled ones are closed, ones whose
+ * key changed authenticate again at the hub, the others notice nothing. Hub and listener
+ * settings keep their running values until the next start (a warning says so). */
+void iotgw_gateway_reload(iotgw_gateway *g, iotgw_config *cfg);
 void iotgw_gateway_free(iotgw_gateway *g);
 
 #endif

@@ -24,7 +24,8 @@ typedef struct gw_method_call {
     struct gw_method_call *next;
     uint64_t id; /* the device sees this */
     uint8_t hub_id[16];
-    const iotgw_config_method *transcode; /* NULL: JSON both ways */
+    char *response_type; /* the device answers this protobuf type; NULL: JSON (a copy: reloads free the
+                            config) */
     int64_t deadline_ms;
 } gw_method_call;
 
@@ -71,6 +72,9 @@ struct iotgw_gateway {
 void gw_session_accept(iotgw_gateway *g, iotgw_stream *s);
 /* Close at once and forget (the gateway is going). */
 void gw_session_destroy(gw_session *s);
+/* After a reload: the device's entry in the new configuration (NULL: removed). A removed
+ * or disabled device is closed; one whose key changed authenticates again at the hub. */
+void gw_session_reconfigure(gw_session *s, const iotgw_config_device *nd, size_t index);
 /* Send an Error frame and close after it has left. */
 void gw_session_fail(gw_session *s, Iotgw__ErrorCode code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

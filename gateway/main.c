@@ -46,7 +46,10 @@ static void usage(FILE *f)
                "\n"
                "SIGTERM or SIGINT: stop accepting devices, wait up to 10 s for the hub's answers to\n"
                "what is in flight, close every device with ERROR_SHUTTING_DOWN, exit 0.\n"
-               "SIGHUP: reloading the configuration is not supported yet; it is logged and ignored.\n");
+               "SIGHUP: read the configuration again: devices added can connect, removed or\n"
+               "disabled ones are closed, ones whose key changed authenticate again; nobody else\n"
+               "notices. A file with an error changes nothing (the error is logged). Hub and\n"
+               "listener settings take effect at the next start.\n");
 }
 
 static void describe(const iotgw_config *c)
@@ -149,7 +152,11 @@ int main(int argc, char **argv)
             break;
         if (reload_asked) {
             reload_asked = 0;
-            iotgw_log(IOTGW_LOG_WARN, "SIGHUP: reloading the configuration is not supported yet; ignored");
+            iotgw_config *next = NULL;
+            if (iotgw_config_load(config, &next, &diag))
+                iotgw_log(IOTGW_LOG_ERROR, "reload failed, the running configuration stays: %s", diag.text);
+            else
+                iotgw_gateway_reload(g, next);
         }
     }
     int64_t deadline = iotgw_loop_now_ms(loop) + DRAIN_MS;

@@ -77,6 +77,12 @@ void gw_session_fail(gw_session *s, Iotgw__ErrorCode code, const char *fmt, ...)
 
 /* ------------------------------------------------------------------ answers to the hub */
 
+static void call_free(gw_method_call *c)
+{
+    free(c->response_type);
+    free(c);
+}
+
 static void answer_method(gw_session *s, gw_method_call *c, int status, const char *json)
 {
     if (s->up)
@@ -101,7 +107,7 @@ static void release_upstream(gw_session *s, const char *why)
         gw_method_call *c = s->calls;
         s->calls = c->next;
         answer_method(s, c, 503, body);
-        free(c);
+        call_free(c);
     }
     while (s->twin_calls) {
         gw_twin_call *t = s->twin_calls;
@@ -194,7 +200,7 @@ void gw_session_on_method(gw_session *s, const iotgw_method_request *req)
     }
     c->id = ++s->next_call_id;
     memcpy(c->hub_id, req->request_id, 16);
-    c->transcode = m;
+    c->response_type = m && m->response_type ? strdup(m->response_type) : NULL;
     c->deadline_ms = iotgw_loop_now_ms(s->g->loop) + METHOD_TIMEOUT_MS;
     c->next = s->calls;
     s->calls = c;
@@ -455,7 +461,7 @@ static void on_method_response(gw_session *s, const Iotgw__MethodResponse *r)
     int status = r->status;
     iotgw_diag diag = {0};
     if (r->payload_case == IOTGW__METHOD_RESPONSE__PAYLOAD_PROTOBUF) {
-        const char *type = c->transcode ? c->transcode->response_type : NULL;
+        const char *type = c->response_type;
         if (!type || gw_protobuf_to_json(type, r->protobuf.data, r->protobuf.len, &json, &diag)) {
             error_json(body, sizeof body,
                        type ? diag.text : "the device answered protobuf for a method with no response type");
@@ -474,7 +480,7 @@ static void on_method_response(gw_session *s, const Iotgw__MethodResponse *r)
     }
     answer_method(s, c, status, json ? json : status == 502 ? body : "");
     free(json);
-    free(c);
+    call_free(c);
 }
 
 static void on_twin_request(gw_session *s, uint64_t id, iotgw_twin_op op, const ProtobufCBinaryData *patch)
@@ -662,9 +668,38 @@ static void on_tick(iotgw_timer *t, void *ctx)
         *pp = c->next;
         error_json(body, sizeof body, "the device did not answer in time");
         answer_method(s, c, 504, body);
-        free(c);
+        call_free(c);
     }
     s->timer = iotgw_timer_start(s->g->loop, TICK_MS, on_tick, s);
+}
+
+void gw_session_reconfigure(gw_session *s, const iotgw_config_device *nd, size_t index)
+{
+    if (!s->device || s->closing)
+        return;
+    if (!nd || nd->disabled) {
+        char id[256];
+        snprintf(id, sizeof id, "%s", s->device->id);
+        release_upstream(s, "the device was removed from the gateway's fleet");
+        gw_session_fail(
+            s, nd ? IOTGW__ERROR_CODE__ERROR_DEVICE_DISABLED : IOTGW__ERROR_CODE__ERROR_UNKNOWN_DEVICE,
+            "device %s was %s by a configuration reload", id, nd ? "disabled" : "removed from the fleet");
+        s->device = NULL;
+        return;
+    }
+    int key_changed = strcmp(nd->key, s->device->key) != 0;
+    if (key_changed)
+        release_upstream(s, "the device's key changed");
+    s->device = nd;
+    s->device_index = index;
+    if (!key_changed)
+        return;
+    iotgw_diag diag = {0};
+    iotgw_device_credential cred = {.device_id = nd->id, .key = nd->key};
+    if (iotgw_upstream_device_add(s->g->up, &cred, s->capabilities, s, &s->up, &diag))
+        gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_INTERNAL, "%s", diag.text);
+    else
+        iotgw_log(IOTGW_LOG_INFO, "device %s: new key: authenticating again at the hub", nd->id);
 }
 
 void gw_session_destroy(gw_session *s)

@@ -30,11 +30,23 @@ def token(device, key=None, ttl=3600):
 
 
 class Gateway:
-    def __init__(self, emu, extra_yaml=""):
+    def __init__(self, emu, keys=None):
         self.dir = tempfile.mkdtemp(prefix="iotgw-test-")
         self.config = os.path.join(self.dir, "iotgw.yaml")
+        self.emu = emu
+        self.write_config(keys or KEYS)
+        self.log = open(os.path.join(self.dir, "iotgw.log"), "w+")
+        self.proc = subprocess.Popen(WRAPPER + [IOTGW, "--config", self.config], stdout=subprocess.PIPE,
+                                     stderr=self.log, text=True)
+        line = readline_within(self.proc, 20)
+        m = re.match(r"listening: devices \S+:(\d+)", line)
+        assert m, line
+        self.port = int(m.group(1))
+
+    def write_config(self, keys):
+        emu = self.emu
         fleet = "".join(f"    - id: {d}\n      key: {k}\n" + ("      disabled: true\n" if d == "off1" else "")
-                        for d, k in KEYS.items())
+                        for d, k in keys.items())
         with open(self.config, "w") as f:
             f.write(f"""gatewayId: test-gateway
 hub:
@@ -49,14 +61,7 @@ methods:
     request: iotgw.Parcel
 fleet:
   devices:
-{fleet}{extra_yaml}""")
-        self.log = open(os.path.join(self.dir, "iotgw.log"), "w+")
-        self.proc = subprocess.Popen(WRAPPER + [IOTGW, "--config", self.config], stdout=subprocess.PIPE,
-                                     stderr=self.log, text=True)
-        line = readline_within(self.proc, 20)
-        m = re.match(r"listening: devices \S+:(\d+)", line)
-        assert m, line
-        self.port = int(m.group(1))
+{fleet}""")
 
     def log_text(self):
         self.log.flush()
@@ -362,6 +367,52 @@ fleet:
             gw.stop()  # exit status 0
         self.assertIn("draining", gw.log_text())
         gw.log.close()
+
+    def test_reload_adds_and_removes_devices_while_others_keep_sending(self):
+        import signal
+        gw = Gateway(EMU, keys={"agent1": KEYS["agent1"], "spare1": KEYS["spare1"]})
+        try:
+            stay, leave = Device(gw.port), Device(gw.port)
+            stay.hello("agent1", token("agent1"))
+            stay.expect("welcome")
+            leave.hello("spare1", token("spare1"))
+            leave.expect("welcome")
+            refused = Device(gw.port)
+            refused.hello("twin1", token("twin1"))
+            self.assertEqual(refused.expect("error").code, 4)  # not in the fleet yet
+            gw.write_config({"agent1": KEYS["agent1"], "twin1": KEYS["twin1"]})
+            gw.proc.send_signal(signal.SIGHUP)
+            e = leave.expect("error")
+            self.assertEqual(e.code, 4)  # ERROR_UNKNOWN_DEVICE: removed from the fleet
+            self.assertIn("reload", e.message)
+            added = Device(gw.port)
+            added.hello("twin1", token("twin1"))
+            added.expect("welcome")
+            # the device that stayed never noticed: its telemetry is acknowledged as before
+            for seq in (1, 2, 3):
+                f = T("Frame")()
+                f.telemetry.seq = seq
+                f.telemetry.raw = b"still here"
+                stay.send(f)
+                self.assertEqual(stay.expect("ack").seq, seq)
+            # a broken file changes nothing
+            with open(gw.config, "w") as f:
+                f.write("hub: [")
+            gw.proc.send_signal(signal.SIGHUP)
+            time.sleep(0.5)
+            f = T("Frame")()
+            f.telemetry.seq = 4
+            f.telemetry.raw = b"after a bad reload"
+            stay.send(f)
+            self.assertEqual(stay.expect("ack").seq, 4)
+            for d in (stay, leave, refused, added):
+                d.close()
+        finally:
+            gw.stop()
+        log = gw.log_text()
+        gw.log.close()
+        self.assertIn("configuration reloaded: 2 devices in the fleet; 1 connected kept, 1 closed", log)
+        self.assertIn("reload failed, the running configuration stays", log)
 
     def test_second_connection_replaces_the_first(self):
         first = connect("spare1")
