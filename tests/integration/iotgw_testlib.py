@@ -17,12 +17,33 @@ def readline_within(proc, seconds):
     the pipe, so that lines already buffered are not missed."""
     if proc not in _readers:
         q = queue.Queue()
-        threading.Thread(target=lambda: [q.put(l) for l in proc.stdout], daemon=True).start()
+        threading.Thread(target=lambda: [q.put(l) for l in proc.stdout], daemon=True,
+                         name=f"reader-{proc.pid}").start()
         _readers[proc] = q
     try:
         return _readers[proc].get(timeout=seconds).strip()
     except queue.Empty:
         raise AssertionError("no output within %d s" % seconds) from None
+
+
+def output_of(proc, timeout):
+    """Wait for proc to end; everything it printed after what readline_within() took
+    (or all of it, if nothing was read that way)."""
+    if proc not in _readers:
+        out, _ = proc.communicate(timeout=timeout)
+        return out
+    proc.wait(timeout=timeout)
+    lines, q, end = [], _readers[proc], time.time() + 10
+    while time.time() < end:
+        try:
+            line = q.get(timeout=0.2)
+        except queue.Empty:
+            if proc.stdout.closed or not any(t.is_alive() for t in threading.enumerate()
+                                              if t.name == f"reader-{proc.pid}"):
+                break
+            continue
+        lines.append(line)
+    return "".join(lines)
 
 
 class OurServer:

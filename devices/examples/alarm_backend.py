@@ -1,0 +1,97 @@
+#!/usr/bin/python3
+"""alarm backend: reads the hub's telemetry stream and forwards every parcel addressed to
+a device (application property parcelDestination, which the gateway promotes) to that
+device as direct method ProcessMessage, with the parcel as its JSON payload. The gateway
+sends telemetry with JSON bodies (telemetry.encoding: json), so the body is forwarded as
+it came; the gateway turns it back into a protobuf Parcel for the monitor device.
+
+Uses Debian's python3-qpid-proton and the standard library: run it with /usr/bin/python3.
+
+  alarm_backend.py --connection-string "HostName=...;SharedAccessKeyName=...;SharedAccessKey=..."
+                   [--ca FILE] [--amqps-port 5671] [--rest-port 443] [--partitions 4]
+                   [--count N] [--timeout S]
+"""
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hub_service import Hub  # noqa: E402
+
+from proton import SSLDomain  # noqa: E402
+from proton.handlers import MessagingHandler  # noqa: E402
+from proton.reactor import Container, Selector  # noqa: E402
+
+
+class Backend(MessagingHandler):
+    def __init__(self, hub, args):
+        super().__init__()
+        self.hub, self.args = hub, args
+        self.forwarded = self.failed = 0
+
+    def on_start(self, event):
+        ssl = SSLDomain(SSLDomain.MODE_CLIENT)
+        if self.args.ca:
+            ssl.set_trusted_ca_db(self.args.ca)
+        ssl.set_peer_authentication(SSLDomain.VERIFY_PEER_NAME)
+        conn = event.container.connect(
+            f"amqps://{self.hub.host}:{self.args.amqps_port}", ssl_domain=ssl, sasl_enabled=True,
+            allowed_mechs="PLAIN", user=f"{self.hub.policy}@sas.root.{self.hub.host.split('.')[0]}",
+            password=self.hub.token(), virtual_host=self.hub.host, reconnect=False)
+        for n in range(self.args.partitions):  # from now on
+            event.container.create_receiver(conn, f"messages/events/ConsumerGroups/$Default/Partitions/{n}",
+                                            options=Selector("amqp.annotation.x-opt-offset > '@latest'"))
+        event.container.schedule(self.args.timeout, self)
+        print(f"backend: reading the telemetry stream of {self.hub.host}", flush=True)
+
+    def on_message(self, event):
+        m = event.message
+        props = m.properties or {}
+        dest = props.get("parcelDestination")
+        if not dest:
+            return
+        try:
+            parcel = json.loads(m.body if isinstance(m.body, str) else bytes(m.body).decode())
+        except ValueError:
+            print(f"backend: message {m.id} for {dest} is not JSON; is telemetry.encoding json?", flush=True)
+            return
+        status, answer = self.hub.invoke(dest, "ProcessMessage", parcel)
+        source = (m.annotations or {}).get("iothub-connection-device-id", "?")
+        code = answer.get("status") if status == 200 and answer else status
+        print(f"backend: {parcel.get('type')} from {source} -> {dest} ProcessMessage: {code}", flush=True)
+        if code == 200:
+            self.forwarded += 1
+        else:
+            self.failed += 1
+        if self.args.count and self.forwarded + self.failed >= self.args.count:
+            event.container.stop()
+
+    def on_timer_task(self, event):
+        print("backend: timed out", flush=True)
+        event.container.stop()
+
+    def on_transport_error(self, event):
+        print(f"backend: connection failed: {event.transport.condition}", flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--connection-string", default=os.environ.get("IOTHUB_CONNECTION_STRING"), required=False)
+    ap.add_argument("--ca")
+    ap.add_argument("--amqps-port", type=int, default=5671)
+    ap.add_argument("--rest-port", type=int, default=443)
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--count", type=int, default=0, help="stop after forwarding this many parcels")
+    ap.add_argument("--timeout", type=float, default=3600)
+    args = ap.parse_args()
+    if not args.connection_string:
+        ap.error("--connection-string (or IOTHUB_CONNECTION_STRING) is required")
+    b = Backend(Hub(args.connection_string, args.ca, args.rest_port), args)
+    Container(b).run()
+    print(f"backend: {b.forwarded} parcels forwarded, {b.failed} failed", flush=True)
+    return 0 if b.forwarded and not b.failed and (not args.count or b.forwarded == args.count) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
