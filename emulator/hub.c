@@ -23,8 +23,13 @@
 #define CREDIT_CBS       100
 #define CREDIT_TELEMETRY 1000
 #define CREDIT_REQUESTS  100
-/* Bytes a session may buffer from the peer: bounds memory per session. */
-#define SESSION_CAPACITY (4u * 1024 * 1024)
+/* Bytes a session may buffer from the peer. Proton turns it into the session's incoming
+ * window in frames (capacity / max-frame-size); 5000 x 64 KiB announces a window of 5000
+ * transfers, as IoT Hub does (observed). A smaller window (4 MiB gave 64) makes a
+ * gateway multiplexing hundreds of devices on one session hold thousands of transfers
+ * unsent, which Proton rescans on every turn. What is actually buffered stays bounded by
+ * link credit and the 1 MiB max-message-size, and the emulator consumes it at once. */
+#define SESSION_CAPACITY (5000u * IOTGW_MAX_FRAME_SIZE)
 
 uint64_t emu_now_s(void)
 {

@@ -1,0 +1,344 @@
+/* iotgw-devsim: simulates a fleet of devices against iotgw with libiotgw-device, one
+ * thread polling every session. Shows one live status line while it runs and prints a
+ * JSON summary at the end (the benchmarks read it). */
+#include <getopt.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "devices/iotgw_device.h"
+#include "schemas/alarm_status.pb-c.h"
+
+#define SEQ_SLOTS 4096 /* send times kept per device, by seq modulo this */
+
+typedef struct sim_device {
+    char id[64], key[128];
+    iotgw_device *d;
+    uint64_t sent, acked, nacked;
+    double next_send;          /* when the next message is due (rate mode) */
+    double sent_at[SEQ_SLOTS]; /* by seq % SEQ_SLOTS */
+    struct pending_method {
+        uint64_t id;
+        double due;
+    } methods[64];
+    int nmethods;
+} sim_device;
+
+typedef struct sim {
+    sim_device *devs;
+    int n, connected, errors;
+    uint64_t methods_answered;
+    double *lat; /* ack latencies, ms */
+    size_t nlat, caplat;
+    int status_line;
+} sim;
+
+static volatile sig_atomic_t stop;
+static void on_signal(int s)
+{
+    (void)s;
+    stop = 1;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double percentile(double *v, size_t n, double p)
+{
+    if (!n)
+        return 0;
+    qsort(v, n, sizeof *v, cmp_double);
+    size_t i = (size_t)(p * (double)(n - 1) + 0.5);
+    return v[i < n ? i : n - 1];
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: iotgw-devsim --gateway HOST:PORT --hub HUB_HOST --fleet FILE [options]\n"
+               "Simulates devices against iotgw, each sending alarm-status parcels. The fleet file\n"
+               "has one device per line: \"id key\" (its base64 key, as in iotgw's fleet).\n"
+               "\n"
+               "  --devices N          simulate the first N devices of the file (default: all)\n"
+               "  --connect-rate N     new sessions per second (default 500)\n"
+               "  --rate N             messages per second per device; 0: as fast as the window allows\n"
+               "                       (default 1)\n"
+               "  --messages N         stop each device after N messages (default: until --duration)\n"
+               "  --duration S         run for S seconds after every device is connected (default 10)\n"
+               "  --methods            handle direct methods: answer each after --method-latency-ms\n"
+               "                       (default 0) with --method-status (default 200)\n"
+               "  --quiet              no live status line\n"
+               "Prints a JSON summary on stdout at the end.\n");
+}
+
+static int load_fleet(sim *s, const char *path, int max)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    char line[512];
+    int cap = 0;
+    while ((max <= 0 || s->n < max) && fgets(line, sizeof line, f)) {
+        sim_device tmp;
+        if (sscanf(line, "%63s %127s", tmp.id, tmp.key) != 2 || tmp.id[0] == '#')
+            continue;
+        if (s->n == cap) {
+            cap = cap ? cap * 2 : 256;
+            sim_device *d = realloc(s->devs, (size_t)cap * sizeof *d);
+            if (!d)
+                return -1;
+            s->devs = d;
+        }
+        memset(&s->devs[s->n], 0, sizeof s->devs[s->n]);
+        memcpy(s->devs[s->n].id, tmp.id, sizeof tmp.id);
+        memcpy(s->devs[s->n].key, tmp.key, sizeof tmp.key);
+        s->n++;
+    }
+    fclose(f);
+    return 0;
+}
+
+static void add_latency(sim *s, double ms)
+{
+    if (s->nlat == s->caplat) {
+        size_t cap = s->caplat ? s->caplat * 2 : 65536;
+        double *l = realloc(s->lat, cap * sizeof *l);
+        if (!l)
+            return;
+        s->lat = l;
+        s->caplat = cap;
+    }
+    s->lat[s->nlat++] = ms;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {{"gateway", 1, 0, 'g'},       {"hub", 1, 0, 'H'},
+                                         {"fleet", 1, 0, 'f'},         {"devices", 1, 0, 'n'},
+                                         {"connect-rate", 1, 0, 'c'},  {"rate", 1, 0, 'r'},
+                                         {"messages", 1, 0, 'm'},      {"duration", 1, 0, 'D'},
+                                         {"methods", 0, 0, 'M'},       {"method-latency-ms", 1, 0, 'L'},
+                                         {"method-status", 1, 0, 'S'}, {"quiet", 0, 0, 'q'},
+                                         {"help", 0, 0, 'h'},          {0, 0, 0, 0}};
+    char host[256] = "";
+    int port = 0, max_devices = 0, methods = 0, method_status = 200, quiet = 0;
+    double connect_rate = 500, rate = 1, duration = 10, method_latency = 0;
+    uint64_t messages = 0;
+    const char *hub = NULL, *fleet = NULL;
+    int o;
+    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (o) {
+        case 'g': {
+            const char *c = strrchr(optarg, ':');
+            if (!c || (size_t)(c - optarg) >= sizeof host) {
+                fprintf(stderr, "iotgw-devsim: --gateway wants HOST:PORT\n");
+                return 2;
+            }
+            memcpy(host, optarg, (size_t)(c - optarg));
+            host[c - optarg] = '\0';
+            port = atoi(c + 1);
+            break;
+        }
+        case 'H': hub = optarg; break;
+        case 'f': fleet = optarg; break;
+        case 'n': max_devices = atoi(optarg); break;
+        case 'c': connect_rate = atof(optarg); break;
+        case 'r': rate = atof(optarg); break;
+        case 'm': messages = strtoull(optarg, NULL, 10); break;
+        case 'D': duration = atof(optarg); break;
+        case 'M': methods = 1; break;
+        case 'L': method_latency = atof(optarg); break;
+        case 'S': method_status = atoi(optarg); break;
+        case 'q': quiet = 1; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    sim s = {0};
+    if (!host[0] || !hub || !fleet) {
+        usage(stderr);
+        return 2;
+    }
+    if (load_fleet(&s, fleet, max_devices) || !s.n) {
+        fprintf(stderr, "iotgw-devsim: cannot read devices from %s\n", fleet);
+        return 1;
+    }
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    signal(SIGPIPE, SIG_IGN);
+
+    /* the payload: one alarm status parcel, packed once */
+    Iotgw__AlarmStatus st = IOTGW__ALARM_STATUS__INIT;
+    st.alarm_active = 1;
+    st.time_utc = "12:00:00";
+    st.date_utc = "2026-11-22";
+    uint8_t content[64];
+    Iotgw__Parcel parcel = IOTGW__PARCEL__INIT;
+    Iotgw__Address src = IOTGW__ADDRESS__INIT, dst = IOTGW__ADDRESS__INIT;
+    dst.name = "alarm-monitor-1";
+    parcel.source = &src;
+    parcel.destination = &dst;
+    parcel.type = "iotgw.AlarmStatus";
+    parcel.content = (ProtobufCBinaryData){.len = iotgw__alarm_status__pack(&st, content), .data = content};
+
+    double t0 = now_s();
+    for (int i = 0; i < s.n && !stop; i++) {
+        double due = t0 + (double)i / connect_rate;
+        while (now_s() < due)
+            usleep(200);
+        iotgw_device_options opt = {.host = host,
+                                    .port = port,
+                                    .device_id = s.devs[i].id,
+                                    .hub_host = hub,
+                                    .key = s.devs[i].key,
+                                    .methods = methods,
+                                    .client = "iotgw-devsim"};
+        iotgw_device_error err;
+        int rc = iotgw_device_open(&opt, &s.devs[i].d, &err);
+        if (rc) {
+            s.errors++;
+            if (s.errors <= 5)
+                fprintf(stderr, "iotgw-devsim: %s: %s: %s\n", s.devs[i].id, iotgw_device_strerror(rc),
+                        err.message);
+            continue;
+        }
+        s.connected++;
+    }
+    double t_connected = now_s();
+    if (!quiet)
+        fprintf(stderr, "iotgw-devsim: %d of %d devices connected in %.2f s\n", s.connected, s.n,
+                t_connected - t0);
+
+    struct pollfd *pfd = calloc((size_t)s.n, sizeof *pfd);
+    int *idx = calloc((size_t)s.n, sizeof *idx);
+    double end = t_connected + duration, last_status = t_connected, window_start = t_connected;
+    uint64_t acked_at_window = 0, total_acked = 0;
+    double t_last_ack = t_connected;
+    for (int i = 0; i < s.n; i++)
+        s.devs[i].next_send = t_connected;
+    while (!stop) {
+        double now = now_s();
+        int done = 1;
+        for (int i = 0; i < s.n; i++) {
+            sim_device *d = &s.devs[i];
+            if (!d->d)
+                continue;
+            if (!messages || d->sent < messages)
+                done = 0;
+            if (now >= end)
+                continue;
+            while ((!messages || d->sent < messages) && (rate <= 0 || now >= d->next_send)) {
+                uint64_t seq;
+                if (iotgw_device_send_parcel(d->d, &parcel, &seq) != IOTGW_DEVICE_OK)
+                    break;
+                d->sent_at[seq % SEQ_SLOTS] = now;
+                d->sent++;
+                if (rate > 0)
+                    d->next_send += 1.0 / rate;
+            }
+            for (int k = 0; k < d->nmethods;) {
+                if (now >= d->methods[k].due) {
+                    char body[64];
+                    snprintf(body, sizeof body, "{\"device\":\"%s\"}", d->id);
+                    iotgw_device_method_respond(d->d, d->methods[k].id, method_status, body);
+                    s.methods_answered++;
+                    d->methods[k] = d->methods[--d->nmethods];
+                } else {
+                    k++;
+                }
+            }
+        }
+        int idle = 1; /* nothing waits for an acknowledgement */
+        for (int i = 0; i < s.n && idle; i++)
+            idle = !s.devs[i].d || !iotgw_device_in_flight(s.devs[i].d);
+        if ((idle && ((messages && done) || now >= end)) || now >= end + 5)
+            break;
+        int np = 0;
+        for (int i = 0; i < s.n; i++)
+            if (s.devs[i].d) {
+                pfd[np] =
+                    (struct pollfd){.fd = iotgw_device_fd(s.devs[i].d),
+                                    .events = POLLIN | (iotgw_device_wants_write(s.devs[i].d) ? POLLOUT : 0)};
+                idx[np++] = i;
+            }
+        if (!np)
+            break;
+        poll(pfd, (nfds_t)np, rate > 0 ? 2 : 1);
+        now = now_s();
+        for (int k = 0; k < np; k++) {
+            if (!pfd[k].revents)
+                continue;
+            sim_device *d = &s.devs[idx[k]];
+            iotgw_device_process(d->d);
+            iotgw_device_event ev;
+            while (iotgw_device_next_event(d->d, &ev, 0) == IOTGW_DEVICE_OK) {
+                if (ev.kind == IOTGW_DEVICE_EVENT_ACK) {
+                    d->acked++;
+                    total_acked++;
+                    t_last_ack = now;
+                    add_latency(&s, (now - d->sent_at[ev.id % SEQ_SLOTS]) * 1000);
+                } else if (ev.kind == IOTGW_DEVICE_EVENT_NACK) {
+                    d->nacked++;
+                } else if (ev.kind == IOTGW_DEVICE_EVENT_METHOD && d->nmethods < 64) {
+                    d->methods[d->nmethods].id = ev.id;
+                    d->methods[d->nmethods++].due = now + method_latency / 1000;
+                } else if (ev.kind == IOTGW_DEVICE_EVENT_CLOSED) {
+                    s.errors++;
+                    fprintf(stderr, "\niotgw-devsim: %s: %s\n", d->id, ev.text);
+                    iotgw_device_close(d->d);
+                    d->d = NULL;
+                    s.connected--;
+                    break;
+                }
+            }
+        }
+        if (!quiet && now - last_status >= 1) {
+            uint64_t sent = 0, nacked = 0;
+            for (int i = 0; i < s.n; i++)
+                sent += s.devs[i].sent, nacked += s.devs[i].nacked;
+            double rate_now = (double)(total_acked - acked_at_window) / (now - window_start);
+            fprintf(stderr,
+                    "\rconnected %d  sent %" PRIu64 "  acked %" PRIu64 "  nacked %" PRIu64
+                    "  methods %" PRIu64 "  errors %d  %.0f msgs/s   ",
+                    s.connected, sent, total_acked, nacked, s.methods_answered, s.errors, rate_now);
+            last_status = window_start = now;
+            acked_at_window = total_acked;
+        }
+    }
+    double t_end = now_s();
+    uint64_t sent = 0, nacked = 0;
+    for (int i = 0; i < s.n; i++) {
+        sent += s.devs[i].sent;
+        nacked += s.devs[i].nacked;
+        iotgw_device_close(s.devs[i].d);
+    }
+    double run = t_end - t_connected, busy = t_last_ack - t_connected;
+    double p50 = percentile(s.lat, s.nlat, 0.5), p99 = percentile(s.lat, s.nlat, 0.99);
+    if (!quiet)
+        fputc('\n', stderr);
+    printf("{\"devices\":%d,\"connected\":%d,\"connect_s\":%.3f,\"sent\":%" PRIu64 ",\"acked\":%" PRIu64
+           ",\"nacked\":%" PRIu64 ",\"methods\":%" PRIu64
+           ",\"errors\":%d,\"run_s\":%.3f,\"acked_per_s\":%.0f,"
+           "\"ack_ms_p50\":%.3f,\"ack_ms_p99\":%.3f}\n",
+           s.n, s.connected, t_connected - t0, sent, total_acked, nacked, s.methods_answered, s.errors, run,
+           busy > 0 ? (double)total_acked / busy : 0, p50, p99);
+    free(pfd);
+    free(idx);
+    free(s.lat);
+    free(s.devs);
+    return s.errors ? 1 : 0;
+}
