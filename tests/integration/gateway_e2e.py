@@ -414,6 +414,15 @@ fleet:
         self.assertIn("configuration reloaded: 2 devices in the fleet; 1 connected kept, 1 closed", log)
         self.assertIn("reload failed, the running configuration stays", log)
 
+    def test_python_device_example(self):
+        example = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "devices", "examples",
+                               "python_device.py")
+        p = subprocess.run(["/usr/bin/python3", example, "--gateway", f"127.0.0.1:{GW.port}", "--device", "agent1",
+                            "--key", KEYS["agent1"], "--hub", HOST, "--schemas", SCHEMAS, "--count", "3"],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn("3 of 3 acknowledged", p.stdout)
+
     def test_second_connection_replaces_the_first(self):
         first = connect("spare1")
         second = connect("spare1")
