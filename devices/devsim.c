@@ -32,7 +32,7 @@ typedef struct sim_device {
 typedef struct sim {
     sim_device *devs;
     int n, connected, errors;
-    uint64_t methods_answered;
+    uint64_t methods_answered, twin_results, twin_failures;
     double *lat; /* ack latencies, ms */
     size_t nlat, caplat;
     int status_line;
@@ -79,6 +79,7 @@ static void usage(FILE *f)
                "                       (default 1)\n"
                "  --messages N         stop each device after N messages (default: until --duration)\n"
                "  --duration S         run for S seconds after every device is connected (default 10)\n"
+               "  --twin               each device reads its twin and reports devsim.connectedAt\n"
                "  --methods            handle direct methods: answer each after --method-latency-ms\n"
                "                       (default 0) with --method-status (default 200)\n"
                "  --quiet              no live status line\n"
@@ -127,15 +128,23 @@ static void add_latency(sim *s, double ms)
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {{"gateway", 1, 0, 'g'},       {"hub", 1, 0, 'H'},
-                                         {"fleet", 1, 0, 'f'},         {"devices", 1, 0, 'n'},
-                                         {"connect-rate", 1, 0, 'c'},  {"rate", 1, 0, 'r'},
-                                         {"messages", 1, 0, 'm'},      {"duration", 1, 0, 'D'},
-                                         {"methods", 0, 0, 'M'},       {"method-latency-ms", 1, 0, 'L'},
-                                         {"method-status", 1, 0, 'S'}, {"quiet", 0, 0, 'q'},
-                                         {"help", 0, 0, 'h'},          {0, 0, 0, 0}};
+    static const struct option opts[] = {{"gateway", 1, 0, 'g'},
+                                         {"hub", 1, 0, 'H'},
+                                         {"fleet", 1, 0, 'f'},
+                                         {"devices", 1, 0, 'n'},
+                                         {"connect-rate", 1, 0, 'c'},
+                                         {"rate", 1, 0, 'r'},
+                                         {"messages", 1, 0, 'm'},
+                                         {"duration", 1, 0, 'D'},
+                                         {"methods", 0, 0, 'M'},
+                                         {"twin", 0, 0, 'T'},
+                                         {"method-latency-ms", 1, 0, 'L'},
+                                         {"method-status", 1, 0, 'S'},
+                                         {"quiet", 0, 0, 'q'},
+                                         {"help", 0, 0, 'h'},
+                                         {0, 0, 0, 0}};
     char host[256] = "";
-    int port = 0, max_devices = 0, methods = 0, method_status = 200, quiet = 0;
+    int port = 0, max_devices = 0, methods = 0, method_status = 200, quiet = 0, twin = 0;
     double connect_rate = 500, rate = 1, duration = 10, method_latency = 0;
     uint64_t messages = 0;
     const char *hub = NULL, *fleet = NULL;
@@ -161,6 +170,7 @@ int main(int argc, char **argv)
         case 'm': messages = strtoull(optarg, NULL, 10); break;
         case 'D': duration = atof(optarg); break;
         case 'M': methods = 1; break;
+        case 'T': twin = 1; break;
         case 'L': method_latency = atof(optarg); break;
         case 'S': method_status = atoi(optarg); break;
         case 'q': quiet = 1; break;
@@ -206,6 +216,7 @@ int main(int argc, char **argv)
                                     .hub_host = hub,
                                     .key = s.devs[i].key,
                                     .methods = methods,
+                                    .twin = twin,
                                     .client = "iotgw-devsim"};
         iotgw_device_error err;
         int rc = iotgw_device_open(&opt, &s.devs[i].d, &err);
@@ -217,6 +228,12 @@ int main(int argc, char **argv)
             continue;
         }
         s.connected++;
+        if (twin) { /* read the twin and report when the simulation started */
+            char patch[96];
+            snprintf(patch, sizeof patch, "{\"devsim\":{\"connectedAt\":%.3f}}", now_s());
+            iotgw_device_twin_get(s.devs[i].d, NULL);
+            iotgw_device_report(s.devs[i].d, patch, NULL);
+        }
     }
     double t_connected = now_s();
     if (!quiet)
@@ -293,6 +310,11 @@ int main(int argc, char **argv)
                     add_latency(&s, (now - d->sent_at[ev.id % SEQ_SLOTS]) * 1000);
                 } else if (ev.kind == IOTGW_DEVICE_EVENT_NACK) {
                     d->nacked++;
+                } else if (ev.kind == IOTGW_DEVICE_EVENT_TWIN_RESULT) {
+                    if (ev.status >= 200 && ev.status < 300)
+                        s.twin_results++;
+                    else
+                        s.twin_failures++;
                 } else if (ev.kind == IOTGW_DEVICE_EVENT_METHOD && d->nmethods < 64) {
                     d->methods[d->nmethods].id = ev.id;
                     d->methods[d->nmethods++].due = now + method_latency / 1000;
@@ -331,11 +353,11 @@ int main(int argc, char **argv)
     if (!quiet)
         fputc('\n', stderr);
     printf("{\"devices\":%d,\"connected\":%d,\"connect_s\":%.3f,\"sent\":%" PRIu64 ",\"acked\":%" PRIu64
-           ",\"nacked\":%" PRIu64 ",\"methods\":%" PRIu64
+           ",\"nacked\":%" PRIu64 ",\"methods\":%" PRIu64 ",\"twin_ok\":%" PRIu64 ",\"twin_failed\":%" PRIu64
            ",\"errors\":%d,\"run_s\":%.3f,\"acked_per_s\":%.0f,"
            "\"ack_ms_p50\":%.3f,\"ack_ms_p99\":%.3f}\n",
-           s.n, s.connected, t_connected - t0, sent, total_acked, nacked, s.methods_answered, s.errors, run,
-           busy > 0 ? (double)total_acked / busy : 0, p50, p99);
+           s.n, s.connected, t_connected - t0, sent, total_acked, nacked, s.methods_answered, s.twin_results,
+           s.twin_failures, s.errors, run, busy > 0 ? (double)total_acked / busy : 0, p50, p99);
     free(pfd);
     free(idx);
     free(s.lat);

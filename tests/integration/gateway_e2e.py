@@ -414,6 +414,20 @@ fleet:
         self.assertIn("configuration reloaded: 2 devices in the fleet; 1 connected kept, 1 closed", log)
         self.assertIn("reload failed, the running configuration stays", log)
 
+    def test_devsim_drives_a_small_fleet(self):
+        devsim = os.path.join(os.path.dirname(os.path.dirname(IOTGW)), "devices", "iotgw-devsim")
+        fleet = os.path.join(GW.dir, "devsim-fleet.txt")
+        with open(fleet, "w") as f:
+            f.writelines(f"{d} {KEYS[d]}\n" for d in ("agent1", "monitor1", "twin1", "c2d1"))
+        p = subprocess.run(WRAPPER + [devsim, "--gateway", f"127.0.0.1:{GW.port}", "--hub", HOST, "--fleet", fleet,
+                                      "--messages", "20", "--rate", "50", "--twin", "--quiet"],
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        r = json.loads(p.stdout.strip().splitlines()[-1])
+        self.assertEqual((r["connected"], r["acked"], r["nacked"], r["errors"]), (4, 80, 0, 0), r)
+        self.assertEqual((r["twin_ok"], r["twin_failed"]), (8, 0), r)  # a get and a report each
+        self.assertGreater(r["ack_ms_p99"], 0)
+
     def test_python_device_example(self):
         example = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "devices", "examples",
                                "python_device.py")
