@@ -13,7 +13,7 @@ import tempfile
 import time
 import urllib.parse
 
-from iotgw_testlib import WRAPPER, readline_within
+from iotgw_testlib import WRAPPER, LoggedProcess, readline_within
 
 HOST = "localhost"
 DEVICE_KEYS = {
@@ -61,8 +61,9 @@ devices:
     "  - id: off\n    status: disabled\n"
 
 
-class Emulator:
+class Emulator(LoggedProcess):
     """iothub-emulator on 127.0.0.1 (ports chosen by the system unless given)."""
+    name = "iothub-emulator"
 
     def __init__(self, binary, certs, listen="127.0.0.1:0", amqps="127.0.0.1:0", extra=(), registry=REGISTRY):
         self.dir = tempfile.mkdtemp(prefix="iothub-emulator-test-")
@@ -99,17 +100,6 @@ class Emulator:
                 self.amqps = int(m.group(2))
             elif m:
                 self.wss = int(m.group(2))
-
-    def log_text(self):
-        self.log.flush()
-        with open(self.log.name) as f:
-            return f.read()
-
-    def stop(self):
-        self.proc.terminate()
-        rc = self.proc.wait(timeout=60)
-        self.proc.stdout.close()
-        assert rc == 0, "iothub-emulator exited %d:\n%s" % (rc, self.log_text()[-3000:])
 
     # ---------------------------------------------------------------- REST
 

@@ -13,7 +13,7 @@ import tempfile
 import time
 import unittest
 
-from iotgw_testlib import WRAPPER, readline_within, run_tests
+from iotgw_testlib import WRAPPER, LoggedProcess, readline_within, run_tests
 from emulator_lib import Emulator, StreamReader, fleet_registry, random_key, sas_token, HOST
 from device_lib import Device, T, load_schemas
 
@@ -29,7 +29,9 @@ def token(device, key=None, ttl=3600):
     return sas_token(f"{HOST}/devices/{device}", key or KEYS[device], ttl)
 
 
-class Gateway:
+class Gateway(LoggedProcess):
+    name = "iotgw"
+
     def __init__(self, emu, keys=None):
         self.dir = tempfile.mkdtemp(prefix="iotgw-test-")
         self.config = os.path.join(self.dir, "iotgw.yaml")
@@ -62,17 +64,6 @@ methods:
 fleet:
   devices:
 {fleet}""")
-
-    def log_text(self):
-        self.log.flush()
-        with open(self.log.name) as f:
-            return f.read()
-
-    def stop(self):
-        self.proc.terminate()
-        rc = self.proc.wait(timeout=60)
-        self.proc.stdout.close()
-        assert rc == 0, "iotgw exited %d:\n%s" % (rc, self.log_text()[-3000:])
 
 
 def setUpModule():

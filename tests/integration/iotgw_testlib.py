@@ -46,6 +46,23 @@ def output_of(proc, timeout):
     return "".join(lines)
 
 
+class LoggedProcess:
+    """A daemon under test whose stderr goes to self.log: its log text, and a stop that
+    insists on exit status 0 (valgrind or a sanitizer finding something exits 99)."""
+    name = "process"
+
+    def log_text(self):
+        self.log.flush()
+        with open(self.log.name) as f:
+            return f.read()
+
+    def stop(self):
+        self.proc.terminate()
+        rc = self.proc.wait(timeout=60)
+        self.proc.stdout.close()
+        assert rc == 0, "%s exited %d:\n%s" % (self.name, rc, self.log_text()[-3000:])
+
+
 class OurServer:
     """transport-peer serve: our WSS and AMQPS listeners on 127.0.0.1."""
 
