@@ -269,7 +269,7 @@ int main(int argc, char **argv)
             }
             for (int k = 0; k < d->nmethods;) {
                 if (now >= d->methods[k].due) {
-                    char body[64];
+                    char body[96];
                     snprintf(body, sizeof body, "{\"device\":\"%s\"}", d->id);
                     iotgw_device_method_respond(d->d, d->methods[k].id, method_status, body);
                     s.methods_answered++;
