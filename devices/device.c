@@ -93,7 +93,8 @@ static int send_frame(iotgw_device *d, Iotgw__Frame *f)
         return IOTGW_DEVICE_ERR_CLOSED;
     }
     if (d->out_len + len > d->out_cap) {
-        memmove(d->out, d->out + d->out_head, pending);
+        if (pending) /* slide what is unsent to the front (there is nothing to move at first) */
+            memmove(d->out, d->out + d->out_head, pending);
         d->out_len = pending;
         d->out_head = 0;
         size_t cap = d->out_cap ? d->out_cap : 4096;
