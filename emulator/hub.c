@@ -96,6 +96,12 @@ static void link_forget_session(emu_link *l)
     l->session = NULL;
 }
 
+void emu_identity_disconnect(emu_identity *id, const char *cond_name, const char *description)
+{
+    while (id->live.sessions)
+        emu_session_end(id->live.sessions, cond_name, description);
+}
+
 void emu_session_end(emu_session *s, const char *cond_name, const char *description)
 {
     emu_conn *c = s->conn;

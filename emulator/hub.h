@@ -141,6 +141,8 @@ emu_session *emu_session_find(emu_conn *c, emu_identity *id);
 emu_session *emu_session_get(emu_conn *c, emu_identity *id, uint64_t token_expiry);
 /* Detach every link of a session with a condition and forget it. */
 void emu_session_end(emu_session *s, const char *cond_name, const char *description);
+/* End every session of the identity (its links detach with the condition). */
+void emu_identity_disconnect(emu_identity *id, const char *cond_name, const char *description);
 /* Send msg on a link the hub sends answers on, or keep it until the client gives
  * credit (at most EMU_MAX_QUEUED; then it is dropped with a log line). 0 or -1. */
 #define EMU_MAX_QUEUED 1000
@@ -193,6 +195,8 @@ emu_method_call *emu_method_invoke(emu_hub *hub, emu_identity *id, const char *n
 /* The caller is gone: done will not be called. */
 void emu_method_cancel(emu_method_call *call);
 void emu_methods_on_response(emu_link *l, pn_delivery_t *d);
+/* The identity is being deleted: its waiting calls end with DeviceNotFound. */
+void emu_methods_identity_gone(emu_hub *hub, emu_identity *id);
 /* A session gained a method request link (pending calls may go) or lost it. */
 void emu_methods_session_changed(emu_hub *hub, emu_identity *id);
 

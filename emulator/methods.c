@@ -144,6 +144,15 @@ void emu_method_cancel(emu_method_call *call)
     call_free(call);
 }
 
+void emu_methods_identity_gone(emu_hub *hub, emu_identity *id)
+{
+    for (emu_method_call *call = hub->calls, *next; call; call = next) {
+        next = call->next;
+        if (call->id == id)
+            finish(call, 0, NULL, 0, "DeviceNotFound", "the device was deleted");
+    }
+}
+
 void emu_methods_session_changed(emu_hub *hub, emu_identity *id)
 {
     for (emu_method_call *call = hub->calls, *next; call; call = next) {

@@ -111,6 +111,23 @@ static void identity_free(emu_identity *id)
     free(id);
 }
 
+void emu_registry_remove(emu_registry *r, emu_identity *id)
+{
+    for (emu_identity **p = &r->buckets[hash_id(id->id)]; *p; p = &(*p)->hash_next)
+        if (*p == id) {
+            *p = id->hash_next;
+            break;
+        }
+    for (int i = 0; i < r->nids; i++)
+        if (r->ids[i] == id) {
+            memmove(&r->ids[i], &r->ids[i + 1], (size_t)(r->nids - i - 1) * sizeof *r->ids);
+            r->nids--;
+            break;
+        }
+    identity_free(id);
+}
+
+
 void emu_registry_free(emu_registry *r)
 {
     if (!r)

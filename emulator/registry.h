@@ -63,6 +63,7 @@ typedef struct emu_identity {
     /* twin: desired and reported property objects (each with no $version/$metadata) */
     json_t *tags, *desired, *reported;
     int64_t desired_version, reported_version, tags_version;
+    int64_t registry_version; /* grows with each change through the registry API: the device's etag */
     emu_live live;
     void *c2d; /* the hub's cloud-to-device queue, or NULL */
     struct emu_identity *hash_next;
@@ -89,6 +90,8 @@ emu_identity *emu_registry_find(emu_registry *r, const char *device_id, const ch
 /* Add a device or module; NULL keys are made up. Fails when it exists or an id is bad. */
 int emu_registry_add(emu_registry *r, const char *device_id, const char *module_id, const char *primary_key,
                      const char *secondary_key, int enabled, emu_identity **out, iotgw_diag *diag);
+/* Remove an identity and free it (the hub must hold no reference to it any more). */
+void emu_registry_remove(emu_registry *r, emu_identity *id);
 /* Every identity, in the order they were added. */
 int emu_registry_count(const emu_registry *r);
 emu_identity *emu_registry_at(emu_registry *r, int i);

@@ -12,24 +12,21 @@
 
 #define MAX_PATH_SEGMENTS 6
 
-typedef struct error_kind {
-    int http;
-    int code;
-    const char *name;
-} error_kind;
+const emu_rest_error E_UNAUTHORIZED = {401, 401002, "IotHubUnauthorizedAccess"};
+const emu_rest_error E_NOT_FOUND = {404, 404001, "DeviceNotFound"};
+const emu_rest_error E_ROUTE = {404, 404000, "NotFound"};
+const emu_rest_error E_BAD_ARGUMENT = {400, 400004, "ArgumentInvalid"};
+const emu_rest_error E_PRECONDITION = {412, 412001, "PreconditionFailed"};
+const emu_rest_error E_NOT_ONLINE = {404, 404103, "DeviceNotOnline"};
+const emu_rest_error E_TIMEOUT = {504, 504101, "GatewayTimeout"};
+const emu_rest_error E_TOO_LARGE = {413, 413001, "MessageTooLarge"};
+const emu_rest_error E_SERVER = {500, 500001, "ServerError"};
+const emu_rest_error E_METHOD = {405, 405000, "MethodNotAllowed"};
+const emu_rest_error E_CONFLICT = {409, 409001, "DeviceAlreadyExists"};
+/* not one of IoT Hub's codes: the emulator's answer to a body that is not JSON by its type */
+const emu_rest_error E_MEDIA_TYPE = {415, 415000, "UnsupportedMediaType"};
 
-static const error_kind E_UNAUTHORIZED = {401, 401002, "IotHubUnauthorizedAccess"};
-static const error_kind E_NOT_FOUND = {404, 404001, "DeviceNotFound"};
-static const error_kind E_ROUTE = {404, 404000, "NotFound"};
-static const error_kind E_BAD_ARGUMENT = {400, 400004, "ArgumentInvalid"};
-static const error_kind E_PRECONDITION = {412, 412001, "PreconditionFailed"};
-static const error_kind E_NOT_ONLINE = {404, 404103, "DeviceNotOnline"};
-static const error_kind E_TIMEOUT = {504, 504101, "GatewayTimeout"};
-static const error_kind E_TOO_LARGE = {413, 413001, "MessageTooLarge"};
-static const error_kind E_SERVER = {500, 500001, "ServerError"};
-static const error_kind E_METHOD = {405, 405000, "MethodNotAllowed"};
-
-static void respond_json(iotgw_http_request *req, int status, json_t *body, const char *extra)
+void emu_rest_json(iotgw_http_request *req, int status, json_t *body, const char *extra)
 {
     char *text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
@@ -38,7 +35,7 @@ static void respond_json(iotgw_http_request *req, int status, json_t *body, cons
     free(text);
 }
 
-static void respond_error(iotgw_http_request *req, const error_kind *e, const char *message)
+void emu_rest_fail(iotgw_http_request *req, const emu_rest_error *e, const char *message)
 {
     char when[40];
     time_t now = time(NULL);
@@ -55,11 +52,11 @@ static void respond_error(iotgw_http_request *req, const error_kind *e, const ch
     snprintf(header, sizeof header, "iothub-errorcode: %s\r\n", e->name);
     iotgw_log(IOTGW_LOG_INFO, "REST %s %s: %d %s: %s", iotgw_http_method(req), iotgw_http_path(req), e->http,
               e->name, message);
-    respond_json(req, e->http, body, header);
+    emu_rest_json(req, e->http, body, header);
 }
 
 /* A service token for this hub: sr names the hub, skn a policy, the signature matches. */
-static int authorize(emu_hub *hub, iotgw_http_request *req, unsigned need, char *why, size_t len)
+int emu_rest_authorize(emu_hub *hub, iotgw_http_request *req, unsigned need, char *why, size_t len)
 {
     const char *auth = iotgw_http_header(req, "authorization");
     if (!auth) {
@@ -100,18 +97,19 @@ static void method_done(void *ctx, int status, const uint8_t *payload, size_t le
 {
     iotgw_http_request *req = ctx;
     if (code) {
-        const error_kind *e = !strcmp(code, "DeviceNotOnline")   ? &E_NOT_ONLINE
-                              : !strcmp(code, "GatewayTimeout")  ? &E_TIMEOUT
-                              : !strcmp(code, "MessageTooLarge") ? &E_TOO_LARGE
-                                                                 : &E_SERVER;
-        respond_error(req, e, message);
+        const emu_rest_error *e = !strcmp(code, "DeviceNotOnline")   ? &E_NOT_ONLINE
+                                  : !strcmp(code, "DeviceNotFound")  ? &E_NOT_FOUND
+                                  : !strcmp(code, "GatewayTimeout")  ? &E_TIMEOUT
+                                  : !strcmp(code, "MessageTooLarge") ? &E_TOO_LARGE
+                                                                     : &E_SERVER;
+        emu_rest_fail(req, e, message);
         return;
     }
     json_t *body = payload && len ? json_loadb((const char *)payload, len, JSON_DECODE_ANY, NULL) : NULL;
     if (!body && payload && len)
         body = json_stringn((const char *)payload, len);
-    respond_json(req, 200, json_pack("{s:i,s:o}", "status", status, "payload", body ? body : json_null()),
-                 NULL);
+    emu_rest_json(req, 200, json_pack("{s:i,s:o}", "status", status, "payload", body ? body : json_null()),
+                  NULL);
 }
 
 static void method_request_gone(iotgw_http_request *req, void *ctx)
@@ -144,20 +142,20 @@ static void invoke_method(emu_hub *hub, iotgw_http_request *req, emu_identity *i
     char msg[300];
     if (!json_is_object(j)) {
         snprintf(msg, sizeof msg, "the body is not a JSON object: %s", jerr.text);
-        respond_error(req, &E_BAD_ARGUMENT, msg);
+        emu_rest_fail(req, &E_BAD_ARGUMENT, msg);
     } else if (!name || !*name || strlen(name) > 128) {
-        respond_error(req, &E_BAD_ARGUMENT, "methodName must be a string of 1 to 128 characters");
+        emu_rest_fail(req, &E_BAD_ARGUMENT, "methodName must be a string of 1 to 128 characters");
     } else if (timeout_field(j, "responseTimeoutInSeconds", 30, 5, 300, &response_timeout)) {
-        respond_error(req, &E_BAD_ARGUMENT, "responseTimeoutInSeconds must be a whole number from 5 to 300");
+        emu_rest_fail(req, &E_BAD_ARGUMENT, "responseTimeoutInSeconds must be a whole number from 5 to 300");
     } else if (timeout_field(j, "connectTimeoutInSeconds", 0, 0, 300, &connect_timeout)) {
-        respond_error(req, &E_BAD_ARGUMENT, "connectTimeoutInSeconds must be a whole number from 0 to 300");
+        emu_rest_fail(req, &E_BAD_ARGUMENT, "connectTimeoutInSeconds must be a whole number from 0 to 300");
     } else {
         json_t *payload = json_object_get(j, "payload");
         char *text = json_dumps(payload ? payload : json_null(), JSON_COMPACT | JSON_ENCODE_ANY);
         if (!text) {
-            respond_error(req, &E_SERVER, "out of memory");
+            emu_rest_fail(req, &E_SERVER, "out of memory");
         } else if (strlen(text) > EMU_METHOD_MAX_PAYLOAD) {
-            respond_error(req, &E_TOO_LARGE, "the method payload is larger than 128 KB");
+            emu_rest_fail(req, &E_TOO_LARGE, "the method payload is larger than 128 KB");
         } else {
             emu_method_call *call = emu_method_invoke(hub, id, name, (const uint8_t *)text, strlen(text),
                                                       response_timeout, connect_timeout, method_done, req);
@@ -171,12 +169,11 @@ static void invoke_method(emu_hub *hub, iotgw_http_request *req, emu_identity *i
 
 /* ------------------------------------------------------------------ twins */
 
-static int etag_matches(iotgw_http_request *req, json_t *twin)
+int emu_rest_etag_matches(iotgw_http_request *req, const char *etag)
 {
     const char *m = iotgw_http_header(req, "if-match");
     if (!m || !strcmp(m, "*") || !strcmp(m, "\"*\""))
         return 1;
-    const char *etag = json_string_value(json_object_get(twin, "etag"));
     size_t n = strlen(m);
     if (n >= 2 && m[0] == '"' && m[n - 1] == '"')
         return etag && strlen(etag) == n - 2 && !strncmp(m + 1, etag, n - 2);
@@ -194,11 +191,11 @@ static void patch_twin(emu_hub *hub, iotgw_http_request *req, emu_identity *id, 
     json_t *tags = json_object_get(j, "tags");
     const char *error = NULL;
     if (!json_is_object(j)) {
-        respond_error(req, &E_BAD_ARGUMENT, "the body is not a JSON object");
-    } else if (!etag_matches(req, twin)) {
-        respond_error(req, &E_PRECONDITION, "the twin's etag does not match If-Match");
+        emu_rest_fail(req, &E_BAD_ARGUMENT, "the body is not a JSON object");
+    } else if (!emu_rest_etag_matches(req, json_string_value(json_object_get(twin, "etag")))) {
+        emu_rest_fail(req, &E_PRECONDITION, "the twin's etag does not match If-Match");
     } else if ((desired && !json_is_object(desired)) || (tags && !json_is_object(tags))) {
-        respond_error(req, &E_BAD_ARGUMENT, "tags and properties.desired must be JSON objects");
+        emu_rest_fail(req, &E_BAD_ARGUMENT, "tags and properties.desired must be JSON objects");
     } else {
         /* Both parts are checked before either is applied. */
         json_t *new_tags = json_incref(id->tags), *new_desired = json_incref(id->desired);
@@ -208,7 +205,7 @@ static void patch_twin(emu_hub *hub, iotgw_http_request *req, emu_identity *id, 
         if (status) {
             json_decref(new_tags);
             json_decref(new_desired);
-            respond_error(req,
+            emu_rest_fail(req,
                           status == 413   ? &E_TOO_LARGE
                           : status == 400 ? &E_BAD_ARGUMENT
                                           : &E_SERVER,
@@ -224,7 +221,7 @@ static void patch_twin(emu_hub *hub, iotgw_http_request *req, emu_identity *id, 
                 id->desired_version++;
                 emu_twin_notify_desired(hub, id, replace ? id->desired : desired);
             }
-            respond_json(req, 200, emu_twin_json(hub, id), NULL);
+            emu_rest_json(req, 200, emu_twin_json(hub, id), NULL);
         }
     }
     json_decref(twin);
@@ -240,13 +237,26 @@ void emu_rest_on_request(iotgw_http_request *req, void *ctx)
     char *path = NULL;
     const char *raw = iotgw_http_path(req);
     if (iotgw_percent_decode(raw, strlen(raw), &path, NULL)) {
-        respond_error(req, &E_ROUTE, "the path is not validly percent-encoded");
+        emu_rest_fail(req, &E_ROUTE, "the path is not validly percent-encoded");
         return;
     }
     char *seg[MAX_PATH_SEGMENTS + 1] = {0}, *save = NULL;
     int n = 0;
     for (char *p = strtok_r(path, "/", &save); p && n <= MAX_PATH_SEGMENTS; p = strtok_r(NULL, "/", &save))
         seg[n++] = p;
+    const char *ctype = iotgw_http_header(req, "content-type");
+    size_t blen = 0;
+    iotgw_http_body(req, &blen);
+    if (blen && ctype && strncasecmp(ctype, "application/json", 16)) {
+        emu_rest_fail(req, &E_MEDIA_TYPE, "the body must be application/json");
+        free(path);
+        return;
+    }
+    if (n >= 1 && !strcmp(seg[0], "devices")) {
+        emu_rest_devices(hub, req, method, seg, n);
+        free(path);
+        return;
+    }
     int twins = n >= 2 && !strcmp(seg[0], "twins");
     const char *device = twins ? seg[1] : NULL, *module = NULL;
     int rest = 2;
@@ -258,24 +268,24 @@ void emu_rest_on_request(iotgw_http_request *req, void *ctx)
     int is_twin = twins && n == rest;
     char why[300];
     if (!is_methods && !is_twin) {
-        respond_error(req, &E_ROUTE, "no such resource");
+        emu_rest_fail(req, &E_ROUTE, "no such resource");
     } else if ((is_methods && strcmp(method, "POST")) ||
                (is_twin && strcmp(method, "GET") && strcmp(method, "PATCH") && strcmp(method, "PUT"))) {
-        respond_error(req, &E_METHOD, "this resource does not take that HTTP method");
-    } else if (authorize(hub, req,
-                         is_twin && !strcmp(method, "GET")
-                             ? EMU_RIGHT_SERVICE_CONNECT | EMU_RIGHT_REGISTRY_READ
-                             : EMU_RIGHT_SERVICE_CONNECT,
-                         why, sizeof why)) {
-        respond_error(req, &E_UNAUTHORIZED, why);
+        emu_rest_fail(req, &E_METHOD, "this resource does not take that HTTP method");
+    } else if (emu_rest_authorize(hub, req,
+                                  is_twin && !strcmp(method, "GET")
+                                      ? EMU_RIGHT_SERVICE_CONNECT | EMU_RIGHT_REGISTRY_READ
+                                      : EMU_RIGHT_SERVICE_CONNECT,
+                                  why, sizeof why)) {
+        emu_rest_fail(req, &E_UNAUTHORIZED, why);
     } else {
         emu_identity *id = emu_registry_find(hub->registry, device, module);
         if (!id)
-            respond_error(req, &E_NOT_FOUND, "no such device or module");
+            emu_rest_fail(req, &E_NOT_FOUND, "no such device or module");
         else if (is_methods)
             invoke_method(hub, req, id);
         else if (!strcmp(method, "GET"))
-            respond_json(req, 200, emu_twin_json(hub, id), NULL);
+            emu_rest_json(req, 200, emu_twin_json(hub, id), NULL);
         else
             patch_twin(hub, req, id, !strcmp(method, "PUT"));
     }

@@ -1,6 +1,6 @@
 /*
  * The service REST API on the HTTPS listener (shared/docs/iothub-amqp-protocol.md 7.2):
- * direct method invocation and twins so far. Requests carry a service SAS token in
+ * direct method invocation, twins and the device registry. Requests carry a service SAS token in
  * Authorization; errors have IoT Hub's shape: status, header iothub-errorcode and a JSON
  * body whose Message holds {"errorCode": n, ...} as text.
  *
@@ -13,5 +13,27 @@
 
 /* The listener's on_http callback; ctx is the emu_hub. */
 void emu_rest_on_request(iotgw_http_request *req, void *ctx);
+
+/* Shared by rest.c (methods, twins, routing) and registry_rest.c (devices). */
+typedef struct emu_rest_error {
+    int http;
+    int code;
+    const char *name;
+} emu_rest_error;
+
+extern const emu_rest_error E_UNAUTHORIZED, E_NOT_FOUND, E_ROUTE, E_BAD_ARGUMENT, E_PRECONDITION,
+    E_NOT_ONLINE, E_TIMEOUT, E_TOO_LARGE, E_SERVER, E_METHOD, E_CONFLICT, E_MEDIA_TYPE;
+
+/* Answer with a JSON body (the reference is taken) and optional extra header lines. */
+void emu_rest_json(iotgw_http_request *req, int status, json_t *body, const char *extra);
+/* Answer with IoT Hub's error shape, and log it. */
+void emu_rest_fail(iotgw_http_request *req, const emu_rest_error *e, const char *message);
+/* A service token for this hub with one of the rights in need; 0, or -1 with why. */
+int emu_rest_authorize(emu_hub *hub, iotgw_http_request *req, unsigned need, char *why, size_t len);
+/* Does If-Match (absent or "*" matches anything) match etag? */
+int emu_rest_etag_matches(iotgw_http_request *req, const char *etag);
+
+/* registry_rest.c: PUT/GET/DELETE /devices/{id}, GET /devices */
+void emu_rest_devices(emu_hub *hub, iotgw_http_request *req, const char *method, char **seg, int n);
 
 #endif

@@ -4,6 +4,7 @@ hostile input. After each refusal the emulator must keep serving everyone else.
 
 usage: emulator_amqp.py IOTHUB_EMULATOR CERT_DIR"""
 import base64
+import json
 import socket
 import ssl
 import sys
@@ -428,6 +429,62 @@ class RestTwin(unittest.TestCase):
         self.assertEqual(t3["etag"], t2["etag"])  # refused patches changed nothing
         status, headers, _ = EMU.rest("GET", "/twins/dev1", token="SharedAccessSignature sr=x&sig=y&se=1&skn=nobody")
         self.assertEqual((status, headers.get("iothub-errorcode")), (401, "IotHubUnauthorizedAccess"))
+
+
+class RestRegistry(unittest.TestCase):
+    def test_create_read_list_update_delete(self):
+        status, _, dev = EMU.rest("PUT", "/devices/new-1", {"deviceId": "new-1"})
+        self.assertEqual(status, 200, dev)
+        self.assertEqual((dev["deviceId"], dev["status"], dev["connectionState"]), ("new-1", "enabled", "Disconnected"))
+        key = dev["authentication"]["symmetricKey"]["primaryKey"]
+        self.assertEqual(len(base64.b64decode(key)), 32)  # made up for it
+        status, headers, body = EMU.rest("PUT", "/devices/new-1", {"deviceId": "new-1"})
+        self.assertEqual((status, headers.get("iothub-errorcode")), (409, "DeviceAlreadyExists"))
+        self.assertEqual(EMU.rest("GET", "/devices/new-1")[2]["authentication"], dev["authentication"])
+        self.assertIn("new-1", [d["deviceId"] for d in EMU.rest("GET", "/devices")[2]])
+        with open(EMU.registry) as f:
+            self.assertIn("new-1", f.read())  # saved
+        # it can connect with the key it was given
+        conn = connect(EMU)
+        self.assertEqual(Cbs(conn).put(sas_token(f"{HOST}/devices/new-1", key))[0], 200)
+        sender = conn.create_sender(events("new-1"))
+        sender.send(Message(body=b"hello"))
+        # a stale etag is refused; disabling with the right one detaches its links at once
+        status, _, _ = EMU.rest("PUT", "/devices/new-1", {"deviceId": "new-1", "status": "disabled"},
+                                headers={"If-Match": '"bm90LWl0"'})
+        self.assertEqual(status, 412)
+        status, _, upd = EMU.rest("PUT", "/devices/new-1", {"deviceId": "new-1", "status": "disabled"},
+                                  headers={"If-Match": f'"{dev["etag"]}"'})
+        self.assertEqual((status, upd["status"]), (200, "disabled"), upd)
+        self.assertNotEqual(upd["etag"], dev["etag"])
+        self.assertEqual(wait_detached(conn, sender), "amqp:unauthorized-access")
+        conn.close()
+        # delete needs If-Match; then it is gone, from the file too
+        self.assertEqual(EMU.rest("DELETE", "/devices/new-1")[0], 400)
+        self.assertEqual(EMU.rest("DELETE", "/devices/new-1", headers={"If-Match": "*"})[0], 204)
+        status, headers, _ = EMU.rest("GET", "/devices/new-1")
+        self.assertEqual((status, headers.get("iothub-errorcode")), (404, "DeviceNotFound"))
+        with open(EMU.registry) as f:
+            self.assertNotIn("new-1", f.read())
+
+    def test_refusals(self):
+        bad = [
+            ({"deviceId": "other"}, 400, "differs"),
+            ({"deviceId": "r1", "status": "sleeping"}, 400, "status"),
+            ({"deviceId": "r1", "authentication": {"type": "selfSigned"}}, 400, "sas"),
+            ({"deviceId": "r1", "authentication": {"symmetricKey": {"primaryKey": "short"}}}, 400, "base64"),
+        ]
+        for body, status, text in bad:
+            s, _, b = EMU.rest("PUT", "/devices/r1", body)
+            self.assertEqual(s, status, b)
+            self.assertIn(text, json.loads(b["Message"])["message"])
+        # read-only policy cannot write; a body that is not JSON by its type is refused
+        read_only = sas_token(HOST, SERVICE_KEY, policy="registryRead")
+        self.assertEqual(EMU.rest("PUT", "/devices/r1", {"deviceId": "r1"}, token=read_only)[0], 401)
+        self.assertEqual(EMU.rest("GET", "/devices/dev1", token=read_only)[0], 200)
+        s, headers, _ = EMU.rest("PUT", "/devices/r1", {"deviceId": "r1"}, headers={"Content-Type": "text/plain"})
+        self.assertEqual((s, headers.get("iothub-errorcode")), (415, "UnsupportedMediaType"))
+        self.assertEqual(EMU.rest("POST", "/devices/r1", {})[0], 405)
 
 
 class HostileInput(unittest.TestCase):
