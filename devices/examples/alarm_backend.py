@@ -19,7 +19,6 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hub_service import Hub  # noqa: E402
 
-from proton import SSLDomain  # noqa: E402
 from proton.handlers import MessagingHandler  # noqa: E402
 from proton.reactor import Container, Selector  # noqa: E402
 
@@ -31,14 +30,10 @@ class Backend(MessagingHandler):
         self.forwarded = self.failed = 0
 
     def on_start(self, event):
-        ssl = SSLDomain(SSLDomain.MODE_CLIENT)
-        if self.args.ca:
-            ssl.set_trusted_ca_db(self.args.ca)
-        ssl.set_peer_authentication(SSLDomain.VERIFY_PEER_NAME)
         conn = event.container.connect(
-            f"amqps://{self.hub.host}:{self.args.amqps_port}", ssl_domain=ssl, sasl_enabled=True,
-            allowed_mechs="PLAIN", user=f"{self.hub.policy}@sas.root.{self.hub.host.split('.')[0]}",
-            password=self.hub.token(), virtual_host=self.hub.host, reconnect=False)
+            f"amqps://{self.hub.host}:{self.args.amqps_port}", ssl_domain=self.hub.ssl_domain(), sasl_enabled=True,
+            allowed_mechs="PLAIN", user=self.hub.sasl_user(), password=self.hub.token(), virtual_host=self.hub.host,
+            reconnect=False)
         for n in range(self.args.partitions):  # from now on
             event.container.create_receiver(conn, f"messages/events/ConsumerGroups/$Default/Partitions/{n}",
                                             options=Selector("amqp.annotation.x-opt-offset > '@latest'"))

@@ -1,0 +1,185 @@
+#!/usr/bin/python3
+"""iothub-service: IoT Hub's service side from the command line, in the spirit of
+`az iot hub`, for iothub-emulator or a real IoT Hub (given its service connection
+string). Uses the Python standard library, and python3-qpid-proton for `c2d` and
+`monitor`.
+
+  iothub-service [--connection-string CS] [--ca FILE] [--rest-port 443] [--amqps-port 5671] COMMAND
+
+  device create ID | device show ID | device list | device delete ID
+  invoke ID METHOD [PAYLOAD_JSON] [--timeout S]
+  twin show ID | twin patch ID DESIRED_JSON
+  c2d ID TEXT [--property KEY=VALUE ...]
+  monitor [--count N] [--timeout S] [--partitions N]
+
+The connection string may also come from IOTHUB_CONNECTION_STRING. Results print as
+JSON; `device create` prints the new device's connection string too. Exit status: 0
+when the hub said yes, 1 when it said no (its answer is printed), 2 for a usage error.
+"""
+import argparse
+import base64
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# hub_service.py: installed beside the other service apps, or in the source tree
+for d in (os.path.join(HERE, "..", "share", "iotgw"), "@EXAMPLES_DIR@", os.path.join(HERE, "..", "devices", "examples")):
+    if os.path.exists(os.path.join(d, "hub_service.py")):
+        sys.path.insert(0, d)
+        break
+from hub_service import Hub  # noqa: E402
+
+
+def out(obj):
+    print(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def answer(status, body):
+    out(body if body is not None else {"status": status})
+    return 0 if 200 <= status < 300 else 1
+
+
+def cmd_device(hub, a):
+    if a.action == "list":
+        return answer(*hub.rest("GET", "/devices"))
+    if not a.id:
+        raise SystemExit("iothub-service: device %s needs an ID" % a.action)
+    path = f"/devices/{a.id}"
+    if a.action == "create":
+        status, body = hub.rest("PUT", path, {"deviceId": a.id})
+        rc = answer(status, body)
+        if rc == 0:
+            key = body["authentication"]["symmetricKey"]["primaryKey"]
+            print(f"HostName={hub.host};DeviceId={a.id};SharedAccessKey={key}")
+        return rc
+    if a.action == "show":
+        return answer(*hub.rest("GET", path))
+    status, body = hub.rest("DELETE", path, headers={"If-Match": "*"})
+    return answer(status, body if body is not None else {"deleted": a.id})
+
+
+def cmd_invoke(hub, a):
+    payload = json.loads(a.payload) if a.payload else None
+    return answer(*hub.invoke(a.id, a.method, payload, a.timeout))
+
+
+def cmd_twin(hub, a):
+    if a.action == "show":
+        return answer(*hub.twin(a.id))
+    if not a.patch:
+        raise SystemExit("iothub-service: twin patch needs DESIRED_JSON")
+    return answer(*hub.rest("PATCH", f"/twins/{a.id}", {"properties": {"desired": json.loads(a.patch)}},
+                            headers={"If-Match": "*"}))
+
+
+def cmd_c2d(hub, a):
+    from proton import Message
+    from proton.utils import BlockingConnection
+    props = dict(p.split("=", 1) for p in a.property)
+    conn = BlockingConnection(f"amqps://{hub.host}:{a.amqps_port}", ssl_domain=hub.ssl_domain(), sasl_enabled=True,
+                              allowed_mechs="PLAIN", user=hub.sasl_user(), password=hub.token(),
+                              virtual_host=hub.host, timeout=30)
+    try:
+        sender = conn.create_sender("/messages/devicebound")
+        sender.send(Message(address=f"/devices/{a.id}/messages/devicebound", body=a.text.encode(),
+                            properties=props or None))
+    finally:
+        conn.close()
+    out({"sent": a.id, "body": a.text, "properties": props})
+    return 0
+
+
+def decode_body(body):
+    raw = body if isinstance(body, (bytes, bytearray)) else (body.encode() if isinstance(body, str) else None)
+    if raw is None:
+        return body
+    try:
+        return json.loads(raw.decode())
+    except (UnicodeDecodeError, ValueError):
+        return {"base64": base64.b64encode(bytes(raw)).decode()}
+
+
+def cmd_monitor(hub, a):
+    from proton.handlers import MessagingHandler
+    from proton.reactor import Container, Selector
+
+    class Monitor(MessagingHandler):
+        def __init__(self):
+            super().__init__()
+            self.seen = 0
+
+        def on_start(self, event):
+            c = event.container.connect(f"amqps://{hub.host}:{a.amqps_port}", ssl_domain=hub.ssl_domain(),
+                                        sasl_enabled=True, allowed_mechs="PLAIN", user=hub.sasl_user(),
+                                        password=hub.token(), virtual_host=hub.host, reconnect=False)
+            for n in range(a.partitions):
+                event.container.create_receiver(c, f"messages/events/ConsumerGroups/$Default/Partitions/{n}",
+                                                options=Selector("amqp.annotation.x-opt-offset > '@latest'"))
+            if a.timeout:
+                event.container.schedule(a.timeout, self)
+
+        def on_message(self, event):
+            m = event.message
+            ann = {str(k): v for k, v in (m.annotations or {}).items()}
+            print(json.dumps({"device": ann.get("iothub-connection-device-id"), "messageId": str(m.id),
+                              "contentType": m.content_type, "properties": m.properties or {},
+                              "enqueuedTime": str(ann.get("iothub-enqueuedtime")), "body": decode_body(m.body)},
+                             sort_keys=True, default=str), flush=True)
+            self.seen += 1
+            if a.count and self.seen >= a.count:
+                event.container.stop()
+
+        def on_timer_task(self, event):
+            event.container.stop()
+
+    Container(Monitor()).run()
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser(prog="iothub-service", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--connection-string", default=os.environ.get("IOTHUB_CONNECTION_STRING"))
+    ap.add_argument("--ca", help="PEM CAs to trust (the emulator's ca.pem); default: the system's")
+    ap.add_argument("--rest-port", type=int, default=443)
+    ap.add_argument("--amqps-port", type=int, default=5671)
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("device", help="create, show, list or delete devices")
+    p.add_argument("action", choices=["create", "show", "list", "delete"])
+    p.add_argument("id", nargs="?")
+    p.set_defaults(fn=cmd_device)
+    p = sub.add_parser("invoke", help="invoke a direct method")
+    p.add_argument("id")
+    p.add_argument("method")
+    p.add_argument("payload", nargs="?", help="JSON")
+    p.add_argument("--timeout", type=int, default=30)
+    p.set_defaults(fn=cmd_invoke)
+    p = sub.add_parser("twin", help="show a twin or patch its desired properties")
+    p.add_argument("action", choices=["show", "patch"])
+    p.add_argument("id")
+    p.add_argument("patch", nargs="?", help="JSON of desired properties")
+    p.set_defaults(fn=cmd_twin)
+    p = sub.add_parser("c2d", help="send a cloud-to-device message")
+    p.add_argument("id")
+    p.add_argument("text")
+    p.add_argument("--property", action="append", default=[], help="KEY=VALUE")
+    p.set_defaults(fn=cmd_c2d)
+    p = sub.add_parser("monitor", help="print telemetry as JSON lines, from now on")
+    p.add_argument("--count", type=int, default=0)
+    p.add_argument("--timeout", type=float, default=0)
+    p.add_argument("--partitions", type=int, default=4)
+    p.set_defaults(fn=cmd_monitor)
+    a = ap.parse_args()
+    if not a.connection_string:
+        ap.error("--connection-string (or IOTHUB_CONNECTION_STRING) is required")
+    hub = Hub(a.connection_string, a.ca, a.rest_port)
+    a.amqps_port = a.amqps_port
+    try:
+        return a.fn(hub, a)
+    except (OSError, ValueError) as e:
+        print(f"iothub-service: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
