@@ -3,19 +3,24 @@ unchanged, with a device of the official device SDK: registry create/get/delete,
 direct methods (answered 200, offline 404 DeviceNotOnline, silent 504 GatewayTimeout),
 twin update received by the device, and C2D received by the device.
 
-usage: node_service_interop.py IOTHUB_EMULATOR CERT_DIR NODE_DIR   (inside a network
-namespace where 127.0.0.1:443 and :5671 are free)"""
+Also the reboot scenario's service flow with iothub-service (the CLI) against a device of
+the official SDK: invoke rebootDevice, poll the twin until rebootTime shows.
+
+usage: node_service_interop.py IOTHUB_EMULATOR CERT_DIR NODE_DIR IOTHUB_SERVICE   (inside a
+network namespace where 127.0.0.1:443 and :5671 are free)"""
+import json
 import os
 import subprocess
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from iotgw_testlib import run_tests  # noqa: E402
+from iotgw_testlib import readline_within, run_tests  # noqa: E402
 from emulator_lib import Emulator, HOST, OWNER_KEY  # noqa: E402
 
-BINARY, CERTS, NODE_DIR = sys.argv[1:4]
-del sys.argv[1:4]
+BINARY, CERTS, NODE_DIR, CLI = sys.argv[1:5]
+del sys.argv[1:5]
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "node_service.js")
 
 
@@ -41,6 +46,38 @@ class NodeService(unittest.TestCase):
             self.assertEqual(lines["C2D"], "open the door")
             self.assertEqual(lines["DELETED"], "gone")
             self.assertIn("DONE", out)
+        finally:
+            emu.stop()
+            emu.log.close()
+
+
+    def test_reboot_flow_with_the_cli(self):
+        emu = Emulator(BINARY, CERTS, listen="127.0.0.1:443", amqps="127.0.0.1:5671")
+        cs = f"HostName={HOST};SharedAccessKeyName=iothubowner;SharedAccessKey={OWNER_KEY}"
+
+        def cli(*args):
+            return subprocess.run(["/usr/bin/python3", CLI, "--connection-string", cs, "--ca", emu.ca, *args],
+                                  capture_output=True, text=True, timeout=60)
+        try:
+            p = cli("device", "create", "sdk-reboot-1")
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+            device_cs = p.stdout.strip().splitlines()[-1]
+            env = dict(os.environ, NODE_PATH=os.path.join(os.path.abspath(NODE_DIR), "node_modules"))
+            dev = subprocess.Popen(["node", os.path.join(os.path.dirname(SCRIPT), "node_reboot_device.js"), device_cs,
+                                    emu.ca], stdout=subprocess.PIPE, text=True, env=env)
+            self.assertEqual(readline_within(dev, 30), "READY")
+            p = cli("invoke", "sdk-reboot-1", "rebootDevice")
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+            self.assertEqual(json.loads(p.stdout)["status"], 200)
+            deadline, reported = time.time() + 20, None
+            while time.time() < deadline and not reported:
+                twin = json.loads(cli("twin", "show", "sdk-reboot-1").stdout)
+                reported = twin["properties"]["reported"].get("rebootTime")
+                time.sleep(0.5)
+            self.assertTrue(reported, "no rebootTime in the twin")
+            self.assertEqual(readline_within(dev, 10), "REBOOTING " + reported)
+            self.assertEqual(dev.wait(30), 0)
+            dev.stdout.close()
         finally:
             emu.stop()
             emu.log.close()

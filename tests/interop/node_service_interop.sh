@@ -12,4 +12,5 @@ if [ "$(id -u)" != 0 ] || ! command -v unshare >/dev/null 2>&1 || ! unshare -n t
 fi
 exec unshare -n sh -c 'ip link set lo up && exec /usr/bin/python3 "$0" "$@"' \
     "${srcdir:-.}/tests/interop/node_service_interop.py" \
-    "${builddir:-.}/emulator/iothub-emulator" "${IOTGW_TEST_CERTS:?}" "${builddir:-.}/tests/interop/node"
+    "${builddir:-.}/emulator/iothub-emulator" "${IOTGW_TEST_CERTS:?}" "${builddir:-.}/tests/interop/node" \
+    "${builddir:-.}/emulator/iothub-service"
