@@ -125,6 +125,8 @@ static int grant_token(emu_conn *c, const char *token, const char *plain_user, g
     } else if (r.device && !(id = emu_registry_find(hub->registry, r.device, r.module))) {
         rc = result(res, 404, "%s%s%s is not registered on this hub", r.device, r.module ? "/" : "",
                     r.module ? r.module : "");
+    } else if (id && emu_faults_rejects(hub, id->id)) {
+        rc = result(res, 401, "token rejected (fault injection)");
     } else if (t.skn && !p) {
         rc = result(res, 401, "no shared access policy named \"%s\"", t.skn);
     } else if (!t.skn && !id) {

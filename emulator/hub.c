@@ -96,6 +96,22 @@ static void link_forget_session(emu_link *l)
     l->session = NULL;
 }
 
+int emu_hub_drop_connections(emu_hub *hub, const char *cond_name, const char *description)
+{
+    int n = 0;
+    for (emu_conn *c = hub->conns; c; c = c->next, n++)
+        iotgw_conn_close(c->conn, cond_name, description);
+    return n;
+}
+
+int emu_faults_rejects(const emu_hub *hub, const char *identity)
+{
+    for (int i = 0; i < hub->faults.nreject; i++)
+        if (!strcmp(hub->faults.reject_tokens[i], identity))
+            return 1;
+    return 0;
+}
+
 void emu_identity_disconnect(emu_identity *id, const char *cond_name, const char *description)
 {
     while (id->live.sessions)
@@ -618,7 +634,10 @@ static void conn_free(emu_conn *c)
 static void conn_event(iotgw_conn *ic, pn_event_t *e, void *ctx)
 {
     emu_conn *c = ctx;
-    switch (pn_event_type(e)) {
+    pn_event_type_t type = pn_event_type(e);
+    if (c->refused && type != PN_TRANSPORT_CLOSED)
+        return;
+    switch (type) {
     case PN_CONNECTION_REMOTE_OPEN: {
         pn_connection_t *pc = pn_event_connection(e);
         uint8_t r[16];
@@ -689,6 +708,12 @@ static void on_accept(iotgw_listener *li, iotgw_conn *ic, void *ctx)
     hub->conns = c;
     iotgw_conn_set_handler(ic, conn_event, c);
     iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": accepted %s", c->serial, iotgw_conn_peer(ic));
+    if (emu_wall_ms() < hub->faults.refuse_until_ms) {
+        iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": refused (fault injection)", c->serial);
+        c->refused = 1;
+        iotgw_conn_close(ic, "amqp:connection:forced",
+                         "the hub refuses connections for now (fault injection)");
+    }
 }
 
 int emu_hub_new(iotgw_loop *loop, emu_registry *registry, const emu_hub_options *opt, emu_hub **out,
@@ -762,6 +787,9 @@ void emu_hub_free(emu_hub *hub)
     if (hub->scratch)
         pn_message_free(hub->scratch);
     emu_events_free(hub->events);
+    for (int i = 0; i < hub->faults.nreject; i++)
+        free(hub->faults.reject_tokens[i]);
+    free(hub->faults.reject_tokens);
     free((char *)hub->opt.hostname);
     free(hub);
 }

@@ -45,6 +45,7 @@ typedef struct emu_hub_options {
     const char *cert_file, *key_file;
     int max_tokens;                             /* per connection; 0: EMU_MAX_TOKENS_DEFAULT */
     int d2c_limit;                              /* device-to-cloud messages per second; 0: no limit */
+    int admin;                                  /* serve the fault-injection API (loopback clients only) */
     int partitions;                             /* of the telemetry stream; 0: EMU_PARTITIONS_DEFAULT */
     size_t retention_messages, retention_bytes; /* 0: the defaults above */
     uint32_t idle_timeout_ms;
@@ -109,8 +110,18 @@ struct emu_conn {
     uint64_t service_grant;  /* expiry of a ServiceConnect token; 0: none */
     unsigned service_rights; /* that policy's rights */
     iotgw_timer *expiry_timer;
+    int refused; /* fault injection: closed at accept; nothing it sends is served */
     emu_conn *prev, *next;
 };
+
+/* Faults set through the admin API (admin_rest.c); each is logged when set. */
+typedef struct emu_faults {
+    int64_t refuse_until_ms; /* wall clock: connections accepted before then are closed at once */
+    int method_delay_ms;     /* devices' method answers reach REST callers this much later */
+    int method_fail_status;  /* non-zero: REST callers get this HTTP error instead of the answer */
+    char **reject_tokens;    /* identities whose put-tokens are answered 401 */
+    int nreject;
+} emu_faults;
 
 struct emu_hub {
     iotgw_loop *loop;
@@ -123,7 +134,8 @@ struct emu_hub {
     emu_method_call *calls; /* direct methods waiting for a device */
     emu_events *events;     /* the telemetry stream */
     emu_link *streams;      /* its readers */
-    double d2c_tokens;      /* d2c_limit's bucket */
+    emu_faults faults;
+    double d2c_tokens; /* d2c_limit's bucket */
     int64_t d2c_refilled_ms;
 };
 
@@ -141,6 +153,10 @@ emu_session *emu_session_find(emu_conn *c, emu_identity *id);
 emu_session *emu_session_get(emu_conn *c, emu_identity *id, uint64_t token_expiry);
 /* Detach every link of a session with a condition and forget it. */
 void emu_session_end(emu_session *s, const char *cond_name, const char *description);
+/* Close every AMQP connection now; returns how many. */
+int emu_hub_drop_connections(emu_hub *hub, const char *cond_name, const char *description);
+/* Is the identity's put-token to be refused (admin fault)? */
+int emu_faults_rejects(const emu_hub *hub, const char *identity);
 /* End every session of the identity (its links detach with the condition). */
 void emu_identity_disconnect(emu_identity *id, const char *cond_name, const char *description);
 /* Send msg on a link the hub sends answers on, or keep it until the client gives

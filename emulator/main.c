@@ -66,6 +66,8 @@ static void usage(FILE *f)
                "  --retention-bytes N  bytes the stream keeps (default 67108864)\n"
                "  --d2c-limit N        device-to-cloud messages per second the hub accepts; beyond\n"
                "                       it telemetry is rejected as throttled (default: no limit)\n"
+               "  --admin              serve the fault-injection API under /admin to loopback\n"
+               "                       clients (docs/emulator.md)\n"
                "  --config FILE        the settings above from YAML (keys: hostname, listen, amqps,\n"
                "                       cert, key, registry, maxTokensPerConnection, partitions,\n"
                "                       retentionMessages, retentionBytes, d2cLimit); options given\n"
@@ -146,6 +148,7 @@ int main(int argc, char **argv)
 {
     settings s = {0};
     const char *config = NULL;
+    int admin = 0;
     static const struct option opts[] = {
         {"hostname", required_argument, 0, 'H'},
         {"listen", required_argument, 0, 'l'},
@@ -159,6 +162,7 @@ int main(int argc, char **argv)
         {"retention-bytes", required_argument, 0, NUMBER_OPTION + RETENTION_BYTES},
         {"d2c-limit", required_argument, 0, NUMBER_OPTION + D2C_LIMIT},
         {"config", required_argument, 0, 'f'},
+        {"admin", no_argument, 0, 'A'},
         {"version", no_argument, 0, 'V'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -190,6 +194,7 @@ int main(int argc, char **argv)
             break;
         }
         case 'f': config = optarg; break;
+        case 'A': admin = 1; break;
         case 'V': printf("iothub-emulator %s\n", PACKAGE_VERSION); return 0;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -217,6 +222,7 @@ int main(int argc, char **argv)
                           .retention_messages = (size_t)s.numbers[RETENTION_MESSAGES],
                           .retention_bytes = (size_t)s.numbers[RETENTION_BYTES],
                           .d2c_limit = (int)s.numbers[D2C_LIMIT],
+                          .admin = admin,
                           .on_http = emu_rest_on_request};
     char *listen_addr = NULL, *amqps_addr = NULL;
     if (strcmp(s.listen, "off") && split_addr(s.listen, &listen_addr, &ho.listen_port)) {

@@ -21,6 +21,8 @@ struct emu_method_call {
     pn_uuid_t uuid;
     int sent;
     int response_timeout_s;
+    int delayed_status; /* fault injection: the answer held back */
+    int answered;
     iotgw_timer *timer; /* connect timeout before sending, response timeout after */
     emu_method_done_fn done;
     void *ctx;
@@ -138,6 +140,33 @@ emu_method_call *emu_method_invoke(emu_hub *hub, emu_identity *id, const char *n
     return call;
 }
 
+/* Fault injection: hand the device's answer to the caller delay_ms later. */
+static void delayed_fired(iotgw_timer *t, void *ctx)
+{
+    (void)t;
+    emu_method_call *call = ctx;
+    call->timer = NULL;
+    finish(call, call->delayed_status, call->payload, call->len, NULL, NULL);
+}
+
+static void finish_later(emu_method_call *call, int status, const uint8_t *payload, size_t len, int delay_ms)
+{
+    uint8_t *copy = malloc(len ? len : 1);
+    if (!copy) {
+        finish(call, status, payload, len, NULL, NULL);
+        return;
+    }
+    memcpy(copy, payload ? payload : (const uint8_t *)"", len);
+    free(call->payload);
+    call->payload = copy;
+    call->len = len;
+    call->delayed_status = status;
+    call->answered = 1; /* a second answer for it finds no waiting call */
+    if (call->timer)
+        iotgw_timer_cancel(call->timer);
+    call->timer = iotgw_timer_start(call->hub->loop, delay_ms, delayed_fired, call);
+}
+
 void emu_method_cancel(emu_method_call *call)
 {
     call->done = NULL;
@@ -183,9 +212,16 @@ void emu_methods_on_response(emu_link *l, pn_delivery_t *d)
     size_t blen = 0;
     const char *body = iotgw_body_bytes(pn_message_body(m), &blen);
     for (emu_method_call *call = hub->calls; call; call = call->next) {
-        if (call->sent && call->id == id && !memcmp(call->uuid.bytes, corr.u.as_uuid.bytes, 16)) {
+        if (call->sent && !call->answered && call->id == id &&
+            !memcmp(call->uuid.bytes, corr.u.as_uuid.bytes, 16)) {
             if (blen > EMU_METHOD_MAX_PAYLOAD)
                 finish(call, 413, NULL, 0, "MessageTooLarge", "The device's response is larger than 128 KB.");
+            else if (hub->faults.method_fail_status)
+                finish(call, hub->faults.method_fail_status, NULL, 0, "InjectedFailure",
+                       "the hub failed the method call (fault injection)");
+            else if (hub->faults.method_delay_ms)
+                finish_later(call, (int)status, (const uint8_t *)body, body ? blen : 0,
+                             hub->faults.method_delay_ms);
             else
                 finish(call, (int)status, (const uint8_t *)body, body ? blen : 0, NULL, NULL);
             return;

@@ -127,7 +127,6 @@ void emu_registry_remove(emu_registry *r, emu_identity *id)
     identity_free(id);
 }
 
-
 void emu_registry_free(emu_registry *r)
 {
     if (!r)

@@ -96,6 +96,11 @@ static void method_done(void *ctx, int status, const uint8_t *payload, size_t le
                         const char *message)
 {
     iotgw_http_request *req = ctx;
+    if (code && !strcmp(code, "InjectedFailure")) {
+        emu_rest_error e = {status, status * 1000 + 1, "InjectedFailure"};
+        emu_rest_fail(req, &e, message);
+        return;
+    }
     if (code) {
         const emu_rest_error *e = !strcmp(code, "DeviceNotOnline")   ? &E_NOT_ONLINE
                                   : !strcmp(code, "DeviceNotFound")  ? &E_NOT_FOUND
@@ -249,6 +254,11 @@ void emu_rest_on_request(iotgw_http_request *req, void *ctx)
     iotgw_http_body(req, &blen);
     if (blen && ctype && strncasecmp(ctype, "application/json", 16)) {
         emu_rest_fail(req, &E_MEDIA_TYPE, "the body must be application/json");
+        free(path);
+        return;
+    }
+    if (n >= 1 && !strcmp(seg[0], "admin") && hub->opt.admin) {
+        emu_rest_admin(hub, req, method, seg, n);
         free(path);
         return;
     }

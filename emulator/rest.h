@@ -33,6 +33,9 @@ int emu_rest_authorize(emu_hub *hub, iotgw_http_request *req, unsigned need, cha
 /* Does If-Match (absent or "*" matches anything) match etag? */
 int emu_rest_etag_matches(iotgw_http_request *req, const char *etag);
 
+/* admin_rest.c: fault injection under /admin (with --admin, loopback clients only) */
+void emu_rest_admin(emu_hub *hub, iotgw_http_request *req, const char *method, char **seg, int n);
+
 /* registry_rest.c: PUT/GET/DELETE /devices/{id}, GET /devices */
 void emu_rest_devices(emu_hub *hub, iotgw_http_request *req, const char *method, char **seg, int n);
 

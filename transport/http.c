@@ -30,6 +30,7 @@ struct iotgw_http_request {
     char *content_type, *extra_headers;
     void *ctx;
     iotgw_http_gone_fn gone;
+    char peer[64]; /* the client's address */
 };
 
 struct http_pss {
@@ -66,6 +67,11 @@ const uint8_t *iotgw_http_body(const iotgw_http_request *r, size_t *len)
 {
     *len = r->body_len;
     return r->body ? r->body : (const uint8_t *)"";
+}
+
+const char *iotgw_http_peer(const iotgw_http_request *r)
+{
+    return r->peer;
 }
 
 void iotgw_http_set_context(iotgw_http_request *r, void *ctx, iotgw_http_gone_fn gone)
@@ -250,6 +256,7 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
             return -1;
         pss->req = r;
         r->wsi = wsi;
+        lws_get_peer_simple(wsi, r->peer, sizeof r->peer);
         r->listener = l;
         r->path = strdup(in ? (const char *)in : "/");
         r->query = copy_token(wsi, WSI_TOKEN_HTTP_URI_ARGS);

@@ -158,6 +158,8 @@ const char *iotgw_http_query(const iotgw_http_request *req); /* after '?', or ""
 /* A request header by lower-case name ("authorization"), or NULL. */
 const char *iotgw_http_header(const iotgw_http_request *req, const char *name);
 const uint8_t *iotgw_http_body(const iotgw_http_request *req, size_t *len);
+/* The client's address ("127.0.0.1", "::1"), for logs and loopback-only resources. */
+const char *iotgw_http_peer(const iotgw_http_request *req);
 void iotgw_http_set_context(iotgw_http_request *req, void *ctx, iotgw_http_gone_fn gone);
 /* Answer and release the request. extra_headers: "Name: value\r\n" lines or NULL. */
 int iotgw_http_respond(iotgw_http_request *req, int status, const char *content_type,
