@@ -17,9 +17,14 @@
 
 #define MAX_DELIVERY_COUNT 10
 
+enum { ACK_POSITIVE = 1, ACK_NEGATIVE = 2 }; /* iothub-ack: positive, negative, full (both) */
+
 typedef struct c2d_msg {
     uint8_t *buf; /* encoded, as the device gets it */
     size_t len;
+    int ack;
+    char *original_id; /* its message-id, for feedback */
+    int64_t enqueued_ms;
     uint8_t lock[16];
     int inflight;
     int delivery_count;
@@ -52,6 +57,7 @@ static void remove_msg(c2d_queue *q, c2d_msg *m)
         q->tail = prev;
     q->count--;
     free(m->buf);
+    free(m->original_id);
     free(m);
 }
 
@@ -80,6 +86,21 @@ int emu_c2d_enqueue(emu_hub *hub, emu_identity *id, pn_message_t *msg, iotgw_dia
         return iotgw_diag_fail(diag, IOTGW_ERR_NOMEM, "out of memory");
     }
     RAND_bytes(m->lock, sizeof m->lock);
+    char ack[16], mid[160];
+    if (iotgw_map_text(pn_message_properties(msg), "iothub-ack", ack, sizeof ack))
+        m->ack = !strcmp(ack, "full")       ? ACK_POSITIVE | ACK_NEGATIVE
+                 : !strcmp(ack, "positive") ? ACK_POSITIVE
+                 : !strcmp(ack, "negative") ? ACK_NEGATIVE
+                                            : 0;
+    pn_atom_t a = pn_message_get_id(msg);
+    if (a.type == PN_STRING)
+        snprintf(mid, sizeof mid, "%.*s", (int)a.u.as_bytes.size, a.u.as_bytes.start);
+    else if (a.type == PN_ULONG)
+        snprintf(mid, sizeof mid, "%" PRIu64, a.u.as_ulong);
+    else
+        mid[0] = '\0';
+    m->original_id = strdup(mid);
+    m->enqueued_ms = emu_wall_ms();
     if (q->tail)
         q->tail->next = m;
     else
@@ -144,14 +165,19 @@ void emu_c2d_on_disposition(emu_link *l, pn_delivery_t *d)
     if (!m || !m->inflight)
         return;
     emu_identity *id = s->id;
+    emu_hub *hub = l->conn->hub;
     switch (state) {
     case PN_ACCEPTED:
         id->live.c2d_completed++;
+        if (m->ack & ACK_POSITIVE)
+            emu_feedback_record(hub, id, m->original_id, m->enqueued_ms, "Success");
         remove_msg(q, m);
         break;
     case PN_REJECTED:
         id->live.c2d_rejected++;
         iotgw_log(IOTGW_LOG_INFO, "%s: C2D message rejected by the device (dead-lettered)", id->id);
+        if (m->ack & ACK_NEGATIVE)
+            emu_feedback_record(hub, id, m->original_id, m->enqueued_ms, "Rejected");
         remove_msg(q, m);
         break;
     default: /* released or modified: abandoned */
@@ -160,6 +186,8 @@ void emu_c2d_on_disposition(emu_link *l, pn_delivery_t *d)
         if (m->delivery_count >= MAX_DELIVERY_COUNT) {
             iotgw_log(IOTGW_LOG_INFO, "%s: C2D message abandoned %d times (dead-lettered)", id->id,
                       m->delivery_count);
+            if (m->ack & ACK_NEGATIVE)
+                emu_feedback_record(hub, id, m->original_id, m->enqueued_ms, "DeliveryCountExceeded");
             remove_msg(q, m);
         }
         break;

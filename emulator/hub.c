@@ -528,7 +528,14 @@ static void on_link_open(emu_conn *c, pn_link_t *link)
             open_link(l);
         break;
     case EMU_ADDR_SERVICE_FEEDBACK:
-        refuse(c, link, "amqp:not-implemented", "the feedback receiver is not available yet");
+        if (!we_send)
+            refuse(c, link, "amqp:not-allowed", "feedback is read, not written");
+        else if (!(c->service_grant > emu_now_s() && (c->service_rights & EMU_RIGHT_SERVICE_CONNECT)))
+            refuse(c, link, "amqp:unauthorized-access", "reading feedback needs a ServiceConnect token");
+        else if ((l = link_record(c, link, EMU_LINK_FEEDBACK))) {
+            open_link(l);
+            emu_feedback_pump(c->hub);
+        }
         break;
     case EMU_ADDR_EVENTS: attach_events(c, link, &a); break;
     default: attach_device_link(c, link, &a); break;
@@ -603,6 +610,8 @@ static void on_flow(emu_conn *c, pn_link_t *link)
     flush_answers(l);
     if (l->kind == EMU_LINK_EVENTS)
         emu_events_pump(l);
+    if (l->kind == EMU_LINK_FEEDBACK)
+        emu_feedback_pump(l->conn->hub);
     if (!l->session)
         return;
     if (l->kind == EMU_LINK_C2D)
@@ -787,6 +796,7 @@ void emu_hub_free(emu_hub *hub)
     if (hub->scratch)
         pn_message_free(hub->scratch);
     emu_events_free(hub->events);
+    json_decref(hub->feedback);
     for (int i = 0; i < hub->faults.nreject; i++)
         free(hub->faults.reject_tokens[i]);
     free(hub->faults.reject_tokens);

@@ -70,8 +70,9 @@ typedef enum emu_link_kind {
     EMU_LINK_TWIN_REQUESTS,    /* hub receives GET/PATCH/PUT */
     EMU_LINK_TWIN_RESPONSES,   /* hub sends answers and desired updates */
     EMU_LINK_SERVICE_C2D,
-    EMU_LINK_EVENTS,  /* hub sends the telemetry stream of one partition */
-    EMU_LINK_REFUSED, /* attached only to be detached with an error */
+    EMU_LINK_EVENTS,   /* hub sends the telemetry stream of one partition */
+    EMU_LINK_FEEDBACK, /* hub sends C2D delivery feedback to the service */
+    EMU_LINK_REFUSED,  /* attached only to be detached with an error */
 } emu_link_kind;
 
 struct emu_link {
@@ -135,6 +136,7 @@ struct emu_hub {
     emu_events *events;     /* the telemetry stream */
     emu_link *streams;      /* its readers */
     emu_faults faults;
+    json_t *feedback;  /* C2D feedback records waiting for a receiver */
     double d2c_tokens; /* d2c_limit's bucket */
     int64_t d2c_refilled_ms;
 };
@@ -185,6 +187,13 @@ void emu_events_publish(emu_hub *hub, emu_identity *id, const uint8_t *buf, size
 const char *emu_events_attach(emu_link *l, int partition, const char **why);
 void emu_events_detach(emu_link *l);
 void emu_events_pump(emu_link *l);
+
+/* feedback.c: C2D delivery feedback to service receivers */
+/* A record for a message whose sender asked for acknowledgement; status is IoT Hub's
+ * (Success, Rejected, DeliveryCountExceeded, Expired, Purged). */
+void emu_feedback_record(emu_hub *hub, emu_identity *id, const char *original_id, int64_t enqueued_ms,
+                         const char *status);
+void emu_feedback_pump(emu_hub *hub);
 
 /* telemetry.c */
 void emu_telemetry_on_delivery(emu_link *l, pn_delivery_t *d);

@@ -487,6 +487,43 @@ class RestRegistry(unittest.TestCase):
         self.assertEqual(EMU.rest("POST", "/devices/r1", {})[0], 405)
 
 
+class Feedback(unittest.TestCase):
+    def test_feedback_for_messages_that_ask_for_it(self):
+        svc = connect(EMU)
+        self.assertEqual(Cbs(svc).put(owner_token(), audience=HOST)[0], 200)
+        feedback = svc.create_receiver("/messages/serviceBound/feedback", credit=10)
+        sender = svc.create_sender("/messages/devicebound")
+        dev = connect(EMU)
+        self.assertEqual(Cbs(dev).put(device_token("dev1"))[0], 200)
+        c2d = dev.create_receiver("/devices/dev1/messages/devicebound", credit=10)
+        for mid, ack in (("fb-ok", "full"), ("fb-no", "negative"), ("fb-quiet", "positive")):
+            sender.send(Message(address="/devices/dev1/messages/devicebound", id=mid, body=mid.encode(),
+                                properties={"iothub-ack": ack}))
+        c2d.receive(timeout=20)
+        c2d.accept()  # fb-ok completed: Success (full asks for both)
+        c2d.receive(timeout=20)
+        c2d.reject()  # fb-no rejected: Rejected
+        c2d.receive(timeout=20)
+        c2d.reject()  # fb-quiet rejected, but only positive feedback was asked for
+        for _ in range(20):  # a blocking connection sends its dispositions only while it is pumped
+            dev.container.process()
+            time.sleep(0.01)
+        records = []
+        while len(records) < 2:
+            m = feedback.receive(timeout=10)
+            feedback.accept()
+            self.assertEqual(m.content_type, "application/vnd.microsoft.iothub.feedback.json")
+            self.assertEqual(bytes(m.user_id), HOST.encode())
+            records += json.loads(bytes(m.body))
+        self.assertEqual(sorted((r["originalMessageId"], r["statusCode"], r["deviceId"]) for r in records),
+                         [("fb-no", "Rejected", "dev1"), ("fb-ok", "Success", "dev1")])
+        self.assertTrue(all(r["enqueuedTimeUtc"].endswith("Z") and r["deviceGenerationId"] for r in records))
+        with self.assertRaises(Exception):
+            feedback.receive(timeout=1)  # nothing for fb-quiet
+        dev.close()
+        svc.close()
+
+
 class HostileInput(unittest.TestCase):
     def raw(self, data):
         ctx = ssl.create_default_context(cafile=EMU.ca)
