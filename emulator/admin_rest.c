@@ -5,7 +5,8 @@
  *   POST   /admin/drop-connections            close every AMQP connection now
  *   POST   /admin/refuse-connections {"seconds": N}   close new connections at once for N s
  *   POST   /admin/tokens {"device": ID, "action": "reject" | "expire" | "accept"}
- *   POST   /admin/throttle {"d2cPerSecond": N}    device-to-cloud rate limit (0: none)
+ *   POST   /admin/throttle {"d2cPerSecond": N, "restPerSecond": M}   D2C rejected as throttled,
+ *                                             service REST answered 429, over the rates (0: none)
  *   POST   /admin/methods {"delayMs": N, "failStatus": S}   hold or fail devices' answers
  *   GET    /admin/faults                      what is set
  *   DELETE /admin/faults                      clear everything */
@@ -26,9 +27,10 @@ static json_t *faults_json(emu_hub *hub)
     json_t *rejected = json_array();
     for (int i = 0; i < hub->faults.nreject; i++)
         json_array_append_new(rejected, json_string(hub->faults.reject_tokens[i]));
-    return json_pack("{s:I,s:o,s:i,s:i,s:i}", "refuseConnectionsForMs", (json_int_t)(left > 0 ? left : 0),
-                     "rejectedTokens", rejected, "d2cPerSecond", hub->opt.d2c_limit, "methodDelayMs",
-                     hub->faults.method_delay_ms, "methodFailStatus", hub->faults.method_fail_status);
+    return json_pack("{s:I,s:o,s:i,s:i,s:i,s:i}", "refuseConnectionsForMs", (json_int_t)(left > 0 ? left : 0),
+                     "rejectedTokens", rejected, "d2cPerSecond", hub->opt.d2c_limit, "restPerSecond",
+                     hub->faults.rest_limit, "methodDelayMs", hub->faults.method_delay_ms, "methodFailStatus",
+                     hub->faults.method_fail_status);
 }
 
 static void clear(emu_hub *hub)
@@ -129,14 +131,22 @@ void emu_rest_admin(emu_hub *hub, iotgw_http_request *req, const char *method, c
     } else if (!strcmp(what, "tokens")) {
         problem = tokens(hub, j);
     } else if (!strcmp(what, "throttle")) {
-        int rate = number(j, "d2cPerSecond", 1000000);
-        if (rate < 0)
-            problem = "d2cPerSecond must be 0 (no limit) to 1000000";
+        int rate =
+            json_object_get(j, "d2cPerSecond") ? number(j, "d2cPerSecond", 1000000) : hub->opt.d2c_limit;
+        int rest =
+            json_object_get(j, "restPerSecond") ? number(j, "restPerSecond", 100000) : hub->faults.rest_limit;
+        if (rate < 0 || rest < 0)
+            problem = "d2cPerSecond and restPerSecond must be 0 (no limit) or more";
         else {
             hub->opt.d2c_limit = rate;
             hub->d2c_tokens = rate;
-            iotgw_log(IOTGW_LOG_WARN, "fault injection: device-to-cloud limited to %d messages/s (0: none)",
-                      rate);
+            hub->faults.rest_limit = rest;
+            hub->faults.rest_tokens = rest;
+            hub->faults.rest_refilled_ms = emu_wall_ms();
+            iotgw_log(
+                IOTGW_LOG_WARN,
+                "fault injection: device-to-cloud limited to %d messages/s, REST to %d requests/s (0: none)",
+                rate, rest);
         }
     } else if (!strcmp(what, "methods")) {
         int delay = json_object_get(j, "delayMs") ? number(j, "delayMs", 300000) : 0;

@@ -120,7 +120,10 @@ typedef struct emu_faults {
     int64_t refuse_until_ms; /* wall clock: connections accepted before then are closed at once */
     int method_delay_ms;     /* devices' method answers reach REST callers this much later */
     int method_fail_status;  /* non-zero: REST callers get this HTTP error instead of the answer */
-    char **reject_tokens;    /* identities whose put-tokens are answered 401 */
+    int rest_limit;          /* service REST requests per second; 0: no limit (over it: 429) */
+    double rest_tokens;
+    int64_t rest_refilled_ms;
+    char **reject_tokens; /* identities whose put-tokens are answered 401 */
     int nreject;
 } emu_faults;
 

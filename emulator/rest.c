@@ -23,6 +23,7 @@ const emu_rest_error E_TOO_LARGE = {413, 413001, "MessageTooLarge"};
 const emu_rest_error E_SERVER = {500, 500001, "ServerError"};
 const emu_rest_error E_METHOD = {405, 405000, "MethodNotAllowed"};
 const emu_rest_error E_CONFLICT = {409, 409001, "DeviceAlreadyExists"};
+const emu_rest_error E_THROTTLED = {429, 429001, "ThrottlingException"};
 /* not one of IoT Hub's codes: the emulator's answer to a body that is not JSON by its type */
 const emu_rest_error E_MEDIA_TYPE = {415, 415000, "UnsupportedMediaType"};
 
@@ -235,6 +236,23 @@ static void patch_twin(emu_hub *hub, iotgw_http_request *req, emu_identity *id, 
 
 /* ------------------------------------------------------------------ routing */
 
+/* The admin throttle's REST part: a token bucket of one second's worth. */
+static int over_rest_limit(emu_hub *hub)
+{
+    emu_faults *f = &hub->faults;
+    if (f->rest_limit <= 0)
+        return 0;
+    int64_t now = emu_wall_ms();
+    f->rest_tokens += (double)(now - f->rest_refilled_ms) * f->rest_limit / 1000.0;
+    if (f->rest_tokens > f->rest_limit)
+        f->rest_tokens = f->rest_limit;
+    f->rest_refilled_ms = now;
+    if (f->rest_tokens < 1)
+        return 1;
+    f->rest_tokens -= 1;
+    return 0;
+}
+
 void emu_rest_on_request(iotgw_http_request *req, void *ctx)
 {
     emu_hub *hub = ctx;
@@ -254,6 +272,11 @@ void emu_rest_on_request(iotgw_http_request *req, void *ctx)
     iotgw_http_body(req, &blen);
     if (blen && ctype && strncasecmp(ctype, "application/json", 16)) {
         emu_rest_fail(req, &E_MEDIA_TYPE, "the body must be application/json");
+        free(path);
+        return;
+    }
+    if (n >= 1 && strcmp(seg[0], "admin") && over_rest_limit(hub)) {
+        emu_rest_fail(req, &E_THROTTLED, "the hub's request rate limit is exceeded (fault injection)");
         free(path);
         return;
     }

@@ -22,7 +22,7 @@ typedef struct emu_rest_error {
 } emu_rest_error;
 
 extern const emu_rest_error E_UNAUTHORIZED, E_NOT_FOUND, E_ROUTE, E_BAD_ARGUMENT, E_PRECONDITION,
-    E_NOT_ONLINE, E_TIMEOUT, E_TOO_LARGE, E_SERVER, E_METHOD, E_CONFLICT, E_MEDIA_TYPE;
+    E_NOT_ONLINE, E_TIMEOUT, E_TOO_LARGE, E_SERVER, E_METHOD, E_CONFLICT, E_MEDIA_TYPE, E_THROTTLED;
 
 /* Answer with a JSON body (the reference is taken) and optional extra header lines. */
 void emu_rest_json(iotgw_http_request *req, int status, json_t *body, const char *extra);

@@ -119,6 +119,16 @@ class Faults(unittest.TestCase):
         self.assertIn("ThrottlingException", EMU.log_text())
         conn.close()
 
+    def test_throttle_answers_rest_429_over_the_rate(self):
+        admin("throttle", {"restPerSecond": 3})
+        answers = [EMU.rest("GET", "/twins/dev1") for _ in range(10)]
+        codes = [a[0] for a in answers]
+        self.assertIn(200, codes)
+        self.assertGreaterEqual(codes.count(429), 5, codes)
+        self.assertEqual(next(a[1] for a in answers if a[0] == 429).get("iothub-errorcode"), "ThrottlingException")
+        admin("faults", method="DELETE")  # the admin API itself is never throttled
+        self.assertEqual(EMU.rest("GET", "/twins/dev1")[0], 200)
+
     def test_method_answers_delayed_then_failed(self):
         conn = connect(EMU)
         self.assertEqual(Cbs(conn).put(device_token("dev2"))[0], 200)
