@@ -39,6 +39,18 @@ static void on_c2d(iotgw_upstream_device *dev, const iotgw_c2d_message *m, void 
     gw_session_on_c2d(session_of(dev), m);
 }
 
+#define TICK_MS 1000
+
+static void tick_fired(iotgw_timer *t, void *ctx)
+{
+    (void)t;
+    iotgw_gateway *g = ctx;
+    g->tick = iotgw_timer_start(g->loop, TICK_MS, tick_fired, g);
+    int64_t now = iotgw_loop_now_ms(g->loop);
+    for (gw_session *s = g->sessions; s; s = s->next)
+        gw_session_tick(s, now); /* sessions close later, from the loop: the list stays valid */
+}
+
 static void on_accept(iotgw_stream_listener *l, iotgw_stream *s, void *ctx)
 {
     (void)l;
@@ -91,6 +103,7 @@ int iotgw_gateway_new(iotgw_loop *loop, iotgw_config *cfg, iotgw_gateway **out, 
         iotgw_gateway_free(g);
         return rc;
     }
+    g->tick = iotgw_timer_start(loop, TICK_MS, tick_fired, g);
     *out = g;
     return 0;
 }
@@ -211,6 +224,8 @@ void iotgw_gateway_free(iotgw_gateway *g)
     if (!g)
         return;
     close_listeners(g);
+    if (g->tick)
+        iotgw_timer_cancel(g->tick);
     while (g->sessions)
         gw_session_destroy(g->sessions);
     iotgw_upstream_free(g->up);

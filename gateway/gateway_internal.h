@@ -49,7 +49,7 @@ struct gw_session {
     gw_method_call *calls;
     uint64_t next_call_id;
     gw_twin_call *twin_calls;
-    iotgw_timer *timer; /* hello deadline, then keep-alive and method deadlines */
+    iotgw_timer *timer; /* the hello deadline, until Hello */
     int64_t last_rx_ms, ping_sent_ms;
     uint64_t next_message;
     gw_session *prev, *next; /* all sessions */
@@ -64,12 +64,15 @@ struct iotgw_gateway {
     gw_session **by_device; /* per cfg->devices index: its live session, or NULL */
     gw_session *sessions;
     int draining;
+    iotgw_timer *tick; /* every second: gw_session_tick for each session */
     pn_message_t *scratch;
     uint64_t boot_id; /* makes generated message ids unique across restarts */
 };
 
 /* session.c */
 void gw_session_accept(iotgw_gateway *g, iotgw_stream *s);
+/* Keep-alive and method deadlines; the gateway calls it for every session each second. */
+void gw_session_tick(gw_session *s, int64_t now);
 /* Close at once and forget (the gateway is going). */
 void gw_session_destroy(gw_session *s);
 /* After a reload: the device's entry in the new configuration (NULL: removed). A removed

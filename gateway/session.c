@@ -18,7 +18,6 @@
 #include "transport/messaging.h"
 
 #define PROTOCOL_VERSION  1
-#define TICK_MS           1000
 #define METHOD_TIMEOUT_MS 30000 /* what a device gets to answer; the hub's own timeout may be shorter */
 #define RETRY_AFTER_MS    1000
 
@@ -336,8 +335,6 @@ static int check_token(gw_session *s, const iotgw_config_device *dev, const char
     return rc;
 }
 
-static void on_tick(iotgw_timer *t, void *ctx);
-
 static void on_hello(gw_session *s, const Iotgw__Hello *h)
 {
     iotgw_gateway *g = s->g;
@@ -385,9 +382,10 @@ static void on_hello(gw_session *s, const Iotgw__Hello *h)
     }
     g->by_device[index] = s;
     s->ready = 1;
-    if (s->timer) /* from the hello deadline to keep-alive and method deadlines */
+    if (s->timer) { /* keep-alive and method deadlines come from the gateway's tick now */
         iotgw_timer_cancel(s->timer);
-    s->timer = iotgw_timer_start(g->loop, TICK_MS, on_tick, s);
+        s->timer = NULL;
+    }
     s->dec.max_frame_size = g->cfg->max_frame_size;
     Iotgw__Welcome w = IOTGW__WELCOME__INIT;
     w.protocol_version = PROTOCOL_VERSION;
@@ -629,20 +627,24 @@ static void on_closed(iotgw_stream *st, const char *reason, void *ctx)
 
 /* ------------------------------------------------------------------ time */
 
-static void on_tick(iotgw_timer *t, void *ctx)
+/* The hello deadline: a one-shot timer per connection until its Hello. */
+static void on_hello_deadline(iotgw_timer *t, void *ctx)
 {
     (void)t;
     gw_session *s = ctx;
     s->timer = NULL;
-    int64_t now = iotgw_loop_now_ms(s->g->loop);
-    const iotgw_config *cfg = s->g->cfg;
-    if (s->closing)
-        return;
-    if (!s->ready) {
+    if (!s->ready && !s->closing)
         gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_HELLO_TIMEOUT, "no Hello within %u ms",
-                        cfg->hello_timeout_ms);
+                        s->g->cfg->hello_timeout_ms);
+}
+
+/* Keep-alive and method deadlines, from the gateway's one tick for all sessions (one
+ * timer per session made libwebsockets' sorted timer list the cost at 10,000 devices). */
+void gw_session_tick(gw_session *s, int64_t now)
+{
+    const iotgw_config *cfg = s->g->cfg;
+    if (s->closing || !s->ready)
         return;
-    }
     int64_t keepalive = (int64_t)cfg->keepalive_s * 1000;
     if (now - s->last_rx_ms >= 2 * keepalive) {
         gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_KEEPALIVE_TIMEOUT, "nothing received for %" PRId64 " s",
@@ -670,7 +672,6 @@ static void on_tick(iotgw_timer *t, void *ctx)
         answer_method(s, c, 504, body);
         call_free(c);
     }
-    s->timer = iotgw_timer_start(s->g->loop, TICK_MS, on_tick, s);
 }
 
 void gw_session_reconfigure(gw_session *s, const iotgw_config_device *nd, size_t index)
@@ -731,5 +732,5 @@ void gw_session_accept(iotgw_gateway *g, iotgw_stream *st)
         gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_SHUTTING_DOWN, "the gateway is stopping");
         return;
     }
-    s->timer = iotgw_timer_start(g->loop, g->cfg->hello_timeout_ms, on_tick, s);
+    s->timer = iotgw_timer_start(g->loop, g->cfg->hello_timeout_ms, on_hello_deadline, s);
 }
