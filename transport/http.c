@@ -276,6 +276,8 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
     case LWS_CALLBACK_HTTP_BODY: {
         if (!r || !l || r->too_large)
             return 0;
+        if (!len || !in)
+            return 0; /* an empty piece (a POST without a body) */
         size_t max = l->opt.max_http_body ? l->opt.max_http_body : DEFAULT_MAX_BODY;
         if (r->body_len + len > max) {
             r->too_large = 1;
