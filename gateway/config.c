@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <openssl/crypto.h>
 
 #include "codecs/base64.h"
@@ -138,11 +139,49 @@ static int load_hub(reader *r, yaml_node_t *hub)
     return rc;
 }
 
+/* A readable file named in the configuration, relative to the config file's directory. */
+static int opt_path(reader *r, yaml_node_t *map, const char *key, const char *path, char **out)
+{
+    int rc = opt_text(r, map, key, path, out);
+    if (rc || !*out)
+        return rc;
+    if ((*out)[0] != '/') {
+        char full[2048];
+        snprintf(full, sizeof full, "%s/%s", r->dir, *out);
+        free(*out);
+        if (!(*out = strdup(full)))
+            return IOTGW_ERR_NOMEM;
+    }
+    if (access(*out, R_OK)) {
+        char p[160];
+        snprintf(p, sizeof p, "%s.%s", path, key);
+        return iotgw_yaml_fail(&r->y, iotgw_yaml_get(&r->y, map, key), p, r->diag, "cannot read %s: %s", *out,
+                               strerror(errno));
+    }
+    return 0;
+}
+
+static int load_tls(reader *r, yaml_node_t *t)
+{
+    static const char *const keys[] = {"cert", "key", "clientCa", NULL};
+    iotgw_config *c = r->c;
+    int rc = iotgw_yaml_check_keys(&r->y, t, "devices.tls", keys, r->diag);
+    if (!rc && !iotgw_yaml_get(&r->y, t, "cert"))
+        rc = iotgw_yaml_fail(&r->y, t, "devices.tls", r->diag,
+                             "cert (the server certificate, PEM) is required");
+    if (!rc)
+        rc = opt_path(r, t, "cert", "devices.tls", &c->tls_cert);
+    if (!rc)
+        rc = opt_path(r, t, "key", "devices.tls", &c->tls_key);
+    if (!rc)
+        rc = opt_path(r, t, "clientCa", "devices.tls", &c->tls_client_ca);
+    return rc;
+}
+
 static int load_devices_section(reader *r, yaml_node_t *d)
 {
-    static const char *const keys[] = {"listen",      "helloTimeoutMs",   "maxFrameSize",
-                                       "maxInFlight", "keepaliveSeconds", "queuePerDevice",
-                                       NULL};
+    static const char *const keys[] = {"listen",           "helloTimeoutMs", "maxFrameSize", "maxInFlight",
+                                       "keepaliveSeconds", "queuePerDevice", "tls",          NULL};
     iotgw_config *c = r->c;
     int rc = iotgw_yaml_check_keys(&r->y, d, "devices", keys, r->diag);
     yaml_node_t *ln = rc ? NULL : iotgw_yaml_get(&r->y, d, "listen");
@@ -172,6 +211,9 @@ static int load_devices_section(reader *r, yaml_node_t *d)
         rc = opt_uint(r, d, "keepaliveSeconds", "devices", 1, 3600, &c->keepalive_s);
     if (!rc)
         rc = opt_uint(r, d, "queuePerDevice", "devices", 1, 100000, &c->device_queue);
+    yaml_node_t *tn = rc ? NULL : iotgw_yaml_get(&r->y, d, "tls");
+    if (tn)
+        rc = load_tls(r, tn);
     return rc;
 }
 
@@ -434,6 +476,9 @@ void iotgw_config_free(iotgw_config *c)
     free(c->hub_connect_host);
     free(c->hub_ca_file);
     free(c->hub_proxy);
+    free(c->tls_cert);
+    free(c->tls_key);
+    free(c->tls_client_ca);
     free(c);
 }
 

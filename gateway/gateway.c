@@ -93,7 +93,11 @@ int iotgw_gateway_new(iotgw_loop *loop, iotgw_config *cfg, iotgw_gateway **out, 
     int rc = iotgw_upstream_new(loop, &uo, &g->up, diag);
     for (size_t i = 0; !rc && i < cfg->nlisten; i++) {
         iotgw_stream_listener_options lo = {
-            .address = cfg->listen[i].address, .port = cfg->listen[i].port, .on_accept = on_accept, .ctx = g};
+            .address = cfg->listen[i].address,
+            .port = cfg->listen[i].port,
+            .on_accept = on_accept,
+            .ctx = g,
+            .tls = {.cert_file = cfg->tls_cert, .key_file = cfg->tls_key, .ca_file = cfg->tls_client_ca}};
         rc = iotgw_stream_listener_new(loop, &lo, &g->listeners[i], diag);
         if (!rc)
             g->nlisteners++;

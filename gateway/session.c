@@ -313,8 +313,15 @@ static int check_token(gw_session *s, const iotgw_config_device *dev, const char
                        Iotgw__ErrorCode *code, iotgw_diag *diag)
 {
     *code = IOTGW__ERROR_CODE__ERROR_BAD_TOKEN;
-    if (!token || !*token)
-        return iotgw_diag_fail(diag, IOTGW_ERR_SAS_MALFORMED, "no token (this listener takes SAS tokens)");
+    if (!token || !*token) {
+        /* no token: a verified client certificate must name the device */
+        const char *cn = iotgw_stream_peer_cn(s->stream);
+        if (cn && !strcmp(cn, dev->id))
+            return 0;
+        return iotgw_diag_fail(diag, IOTGW_ERR_SAS_MALFORMED,
+                               "no token, and no client certificate naming the device%s%.64s",
+                               cn ? ": it names " : "", cn ? cn : "");
+    }
     iotgw_sas_token t;
     int rc = iotgw_sas_parse(token, &t, diag);
     if (rc)

@@ -13,7 +13,7 @@ struct iotgw_stream_listener {
     iotgw_loop *loop;
     struct lws_vhost *vhost;
     iotgw_stream_listener_options opt;
-    char *address;
+    char *address, *cert_file, *key_file, *ca_file;
     struct lws_protocols protocols[2];
 };
 
@@ -27,6 +27,8 @@ struct iotgw_stream {
     int close_after_flush, close_now, closed;
     char close_reason[120];
     char peer[64];
+    char peer_cn[128]; /* verified client certificate's CN, or "" */
+    int want_cn, cn_read;
 };
 
 static void finish(iotgw_stream *s, const char *reason)
@@ -96,6 +98,7 @@ static int stream_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
         s->wsi = wsi;
         s->max_output = l->opt.max_output ? l->opt.max_output : DEFAULT_STREAM_MAX_OUTPUT;
         lws_get_peer_simple(wsi, s->peer, sizeof s->peer);
+        s->want_cn = l->ca_file != NULL;
         lws_set_opaque_user_data(wsi, s);
         if (l->opt.on_accept)
             l->opt.on_accept(l, s, l->opt.ctx);
@@ -104,6 +107,13 @@ static int stream_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
     case LWS_CALLBACK_RAW_RX:
         if (!s || s->close_now)
             return -1;
+        if (s->want_cn && !s->cn_read) { /* the handshake is done once data arrives */
+            char big[sizeof(union lws_tls_cert_info_results) + 128];
+            union lws_tls_cert_info_results *info = (union lws_tls_cert_info_results *)big;
+            if (!lws_tls_peer_cert_info(wsi, LWS_TLS_CERT_INFO_COMMON_NAME, info, 127))
+                snprintf(s->peer_cn, sizeof s->peer_cn, "%.*s", info->ns.len, info->ns.name);
+            s->cn_read = 1;
+        }
         if (s->h.on_data && s->h.on_data(s, in, len, s->ctx) < 0)
             return -1;
         return s->close_now ? -1 : 0;
@@ -129,6 +139,11 @@ int iotgw_stream_listener_new(iotgw_loop *loop, const iotgw_stream_listener_opti
     l->opt = *opt;
     l->address = str_dup_or_null(opt->address);
     l->opt.address = l->address;
+    l->cert_file = str_dup_or_null(opt->tls.cert_file);
+    l->key_file = str_dup_or_null(opt->tls.key_file);
+    l->ca_file = str_dup_or_null(opt->tls.ca_file);
+    l->opt.tls =
+        (iotgw_tls_options){.cert_file = l->cert_file, .key_file = l->key_file, .ca_file = l->ca_file};
     l->protocols[0] = (struct lws_protocols){LWS_PROTOCOL_STREAM, stream_callback, 0, RX_CHUNK, 0, NULL, 0};
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
@@ -142,12 +157,23 @@ int iotgw_stream_listener_new(iotgw_loop *loop, const iotgw_stream_listener_opti
     info.listen_accept_protocol = LWS_PROTOCOL_STREAM;
     if (l->address && strchr(l->address, '.') && !strchr(l->address, ':'))
         info.options |= LWS_SERVER_OPTION_DISABLE_IPV6; /* else lws listens on every interface */
+    if (l->cert_file) {
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+        info.ssl_cert_filepath = l->cert_file;
+        info.ssl_private_key_filepath = l->key_file ? l->key_file : l->cert_file;
+        info.ssl_options_set = SSL_OP_NO_SSLv3 | SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1; /* TLS 1.2+ */
+        if (l->ca_file) { /* clients must present a certificate this CA signed */
+            info.ssl_ca_filepath = l->ca_file;
+            info.options |= LWS_SERVER_OPTION_REQUIRE_VALID_OPENSSL_CLIENT_CERT;
+        }
+    }
     l->vhost = lws_create_vhost(loop->ctx, &info);
     if (!l->vhost) {
         iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG,
-                        "could not listen on %s:%d (port in use or no permission)",
+                        "could not listen on %s:%d (port in use, no permission, or bad TLS certificate/key)",
                         l->address ? l->address : "*", opt->port);
         free(l->address);
+        free(l->cert_file), free(l->key_file), free(l->ca_file);
         free(l);
         return diag ? diag->code : IOTGW_ERR_INVALID_ARG;
     }
@@ -168,6 +194,7 @@ void iotgw_stream_listener_free(iotgw_stream_listener *l)
      * goes with the context, which lws keeps until the streams are closed. */
     lws_vhost_destroy(l->vhost);
     free(l->address);
+    free(l->cert_file), free(l->key_file), free(l->ca_file);
     free(l);
 }
 
@@ -241,4 +268,9 @@ void iotgw_stream_close(iotgw_stream *s, int flush)
 const char *iotgw_stream_peer(const iotgw_stream *s)
 {
     return s->peer;
+}
+
+const char *iotgw_stream_peer_cn(const iotgw_stream *s)
+{
+    return s->peer_cn[0] ? s->peer_cn : NULL;
 }

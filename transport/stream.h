@@ -39,7 +39,9 @@ typedef struct iotgw_stream_listener_options {
     int port;            /* 0: any free port (see iotgw_stream_listener_port) */
     iotgw_stream_accept_fn on_accept;
     void *ctx;
-    size_t max_output; /* per stream: unsent bytes before it is closed; 0: 1 MiB */
+    size_t max_output;     /* per stream: unsent bytes before it is closed; 0: 1 MiB */
+    iotgw_tls_options tls; /* cert_file and key_file: TLS 1.2+ on every stream; ca_file too:
+                              clients must present a certificate it signed */
 } iotgw_stream_listener_options;
 
 int iotgw_stream_listener_new(iotgw_loop *loop, const iotgw_stream_listener_options *opt,
@@ -59,5 +61,8 @@ void iotgw_stream_pause(iotgw_stream *s, int paused);
 void iotgw_stream_close(iotgw_stream *s, int flush);
 /* "127.0.0.1:50412", for logs. */
 const char *iotgw_stream_peer(const iotgw_stream *s);
+/* The common name of the client's verified certificate (listeners with tls.ca_file), or
+ * NULL. Known once the first bytes have arrived. */
+const char *iotgw_stream_peer_cn(const iotgw_stream *s);
 
 #endif

@@ -30,8 +30,11 @@ def T(name):
 class Device:
     """One device connection; frames are read with a deadline."""
 
-    def __init__(self, port, host="127.0.0.1"):
+    def __init__(self, port, host="127.0.0.1", tls=None):
+        """tls: an ssl.SSLContext for a gateway listener with TLS."""
         self.sock = socket.create_connection((host, port), timeout=10)
+        if tls:
+            self.sock = tls.wrap_socket(self.sock, server_hostname="localhost")
         self.buf = b""
 
     def send(self, frame):
@@ -61,7 +64,7 @@ class Device:
             self.sock.settimeout(left)
             try:
                 chunk = self.sock.recv(65536)
-            except ConnectionResetError:
+            except (ConnectionResetError, OSError):
                 return None
             if not chunk:
                 return None

@@ -32,7 +32,8 @@ def token(device, key=None, ttl=3600):
 class Gateway(LoggedProcess):
     name = "iotgw"
 
-    def __init__(self, emu, keys=None):
+    def __init__(self, emu, keys=None, tls=False):
+        self.tls = tls
         self.dir = tempfile.mkdtemp(prefix="iotgw-test-")
         self.config = os.path.join(self.dir, "iotgw.yaml")
         self.emu = emu
@@ -49,6 +50,9 @@ class Gateway(LoggedProcess):
         emu = self.emu
         fleet = "".join(f"    - id: {d}\n      key: {k}\n" + ("      disabled: true\n" if d == "off1" else "")
                         for d, k in keys.items())
+        certs = os.path.abspath(CERTS)
+        tls_yaml = (f"  tls:\n    cert: {certs}/server.pem\n    key: {certs}/server.key\n"
+                    f"    clientCa: {certs}/ca.pem\n") if self.tls else ""
         with open(self.config, "w") as f:
             f.write(f"""gatewayId: test-gateway
 hub:
@@ -58,6 +62,7 @@ hub:
 devices:
   listen: 127.0.0.1:0
   keepaliveSeconds: 5
+{tls_yaml}
 methods:
   ProcessMessage:
     request: iotgw.Parcel
@@ -427,6 +432,43 @@ fleet:
                            capture_output=True, text=True, timeout=60)
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         self.assertIn("3 of 3 acknowledged", p.stdout)
+
+    def test_tls_listener_with_client_certificates(self):
+        import ssl
+        certs = os.path.abspath(CERTS)
+        gw = Gateway(EMU, keys={"test-device": random_key(), "agent1": KEYS["agent1"]}, tls=True)
+        try:
+            ctx = ssl.create_default_context(cafile=os.path.join(certs, "ca.pem"))
+            ctx.load_cert_chain(os.path.join(certs, "client.pem"), os.path.join(certs, "client.key"))
+            # the certificate (CN=test-device) is the device's credential: no token needed
+            d = Device(gw.port, tls=ctx)
+            d.hello("test-device", "")
+            d.expect("welcome")
+            f = T("Frame")()
+            f.ping.nonce = 5
+            d.send(f)
+            self.assertEqual(d.expect("pong", skip=()).nonce, 5)
+            d.close()
+            # the certificate names another device: a token is needed, and is enough
+            d = Device(gw.port, tls=ctx)
+            d.hello("agent1", "")
+            e = d.expect("error")
+            self.assertEqual(e.code, 5)  # ERROR_BAD_TOKEN
+            self.assertIn("names test-device", e.message)
+            d.close()
+            d = Device(gw.port, tls=ctx)
+            d.hello("agent1", token("agent1"))
+            d.expect("welcome")
+            d.close()
+            # without a client certificate the TLS handshake itself fails
+            bare = ssl.create_default_context(cafile=os.path.join(certs, "ca.pem"))
+            with self.assertRaises((ssl.SSLError, ConnectionError, OSError, AssertionError)):
+                d = Device(gw.port, tls=bare)
+                d.hello("test-device", "")
+                d.expect("welcome", timeout=5)
+        finally:
+            gw.stop()
+            gw.log.close()
 
     def test_second_connection_replaces_the_first(self):
         first = connect("spare1")
