@@ -17,6 +17,7 @@
 
 #include "codecs/frame.h"
 #include "codecs/sas.h"
+#include "devices/device_tls.h"
 
 #define PROTOCOL_VERSION 1
 #define READ_CHUNK       16384
@@ -24,6 +25,7 @@
 
 struct iotgw_device {
     int fd;
+    dev_tls *tls; /* NULL: plain TCP */
     int closed, closed_reported;
     iotgw_device_error why;
     iotgw_frame_decoder dec;
@@ -66,7 +68,9 @@ static void mark_closed(iotgw_device *d, int gateway_code, const char *what, con
 static void flush(iotgw_device *d)
 {
     while (!d->closed && d->out_len > d->out_head) {
-        ssize_t n = send(d->fd, d->out + d->out_head, d->out_len - d->out_head, MSG_NOSIGNAL | MSG_DONTWAIT);
+        size_t want = d->out_len - d->out_head;
+        ssize_t n = d->tls ? dev_tls_write(d->tls, d->out + d->out_head, want)
+                           : send(d->fd, d->out + d->out_head, want, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
             return;
         if (n <= 0) {
@@ -170,7 +174,8 @@ int iotgw_device_process(iotgw_device *d)
     flush(d);
     uint8_t buf[READ_CHUNK];
     while (!d->closed) {
-        ssize_t n = recv(d->fd, buf, sizeof buf, MSG_DONTWAIT);
+        ssize_t n =
+            d->tls ? dev_tls_read(d->tls, buf, sizeof buf) : recv(d->fd, buf, sizeof buf, MSG_DONTWAIT);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             break;
         if (n < 0 && errno == EINTR)
@@ -361,13 +366,14 @@ int iotgw_device_open(const iotgw_device_options *o, iotgw_device **out, iotgw_d
         err = &scratch;
     memset(err, 0, sizeof *err);
     *out = NULL;
-    if (!o || !o->host || !o->device_id || (!o->token && (!o->key || !o->hub_host))) {
+    int by_certificate = o && o->tls && o->cert_file && !o->key && !o->token;
+    if (!o || !o->host || !o->device_id || (!by_certificate && !o->token && (!o->key || !o->hub_host))) {
         snprintf(err->message, sizeof err->message,
-                 "host, device_id and a token (or key and hub_host) are needed");
+                 "host, device_id and a token (or key and hub_host, or a TLS client certificate) are needed");
         return IOTGW_DEVICE_ERR_INVALID;
     }
     char *token = NULL;
-    if (!o->token) {
+    if (!o->token && !by_certificate) {
         char resource[512];
         snprintf(resource, sizeof resource, "%s/devices/%s", o->hub_host, o->device_id);
         iotgw_diag diag = {0};
@@ -391,6 +397,14 @@ int iotgw_device_open(const iotgw_device_options *o, iotgw_device **out, iotgw_d
     }
     d->fd = fd;
     d->max_frame = 8192; /* until Welcome says more */
+    if (o->tls && !(d->tls = dev_tls_start(fd, o->host, o->ca_file, o->cert_file, o->key_file, timeout,
+                                           err->message, sizeof err->message))) {
+        if (token)
+            OPENSSL_cleanse(token, strlen(token));
+        free(token);
+        iotgw_device_close(d);
+        return IOTGW_DEVICE_ERR_TLS;
+    }
     iotgw_frame_decoder_init(&d->dec, 16 * 1024 * 1024);
     Iotgw__Capabilities caps = IOTGW__CAPABILITIES__INIT;
     caps.methods = o->methods != 0;
@@ -399,7 +413,7 @@ int iotgw_device_open(const iotgw_device_options *o, iotgw_device **out, iotgw_d
     Iotgw__Hello h = IOTGW__HELLO__INIT;
     h.protocol_version = PROTOCOL_VERSION;
     h.device_id = (char *)o->device_id;
-    h.token = token ? token : (char *)o->token;
+    h.token = token ? token : (char *)(o->token ? o->token : "");
     h.capabilities = &caps;
     h.client = (char *)(o->client ? o->client : "libiotgw-device");
     Iotgw__Frame f = IOTGW__FRAME__INIT;
@@ -443,6 +457,7 @@ void iotgw_device_close(iotgw_device *d)
 {
     if (!d)
         return;
+    dev_tls_free(d->tls);
     if (d->fd >= 0)
         close(d->fd);
     iotgw_frame_decoder_free(&d->dec);
@@ -601,6 +616,7 @@ const char *iotgw_device_strerror(int code)
     case IOTGW_DEVICE_ERR_INVALID: return "invalid argument";
     case IOTGW_DEVICE_ERR_NOMEM: return "out of memory";
     case IOTGW_DEVICE_ERR_TOKEN: return "cannot make a token from the key";
+    case IOTGW_DEVICE_ERR_TLS: return "the TLS handshake with the gateway failed";
     default: return "unknown error";
     }
 }

@@ -83,6 +83,9 @@ static void usage(FILE *f)
                "  --methods            handle direct methods: answer each after --method-latency-ms\n"
                "                       (default 0) with --method-status (default 200)\n"
                "  --quiet              no live status line\n"
+               "  --tls [--ca FILE] [--cert FILE --cert-key FILE]\n"
+               "                       TLS to the gateway, trusting FILE; a client certificate;\n"
+               "                       a fleet line \"id -\" then authenticates by the certificate\n"
                "Prints a JSON summary on stdout at the end.\n");
 }
 
@@ -141,13 +144,18 @@ int main(int argc, char **argv)
                                          {"method-latency-ms", 1, 0, 'L'},
                                          {"method-status", 1, 0, 'S'},
                                          {"quiet", 0, 0, 'q'},
+                                         {"tls", 0, 0, 'X'},
+                                         {"ca", 1, 0, 'C'},
+                                         {"cert", 1, 0, 'E'},
+                                         {"cert-key", 1, 0, 'K'},
                                          {"help", 0, 0, 'h'},
                                          {0, 0, 0, 0}};
     char host[256] = "";
     int port = 0, max_devices = 0, methods = 0, method_status = 200, quiet = 0, twin = 0;
     double connect_rate = 500, rate = 1, duration = 10, method_latency = 0;
     uint64_t messages = 0;
-    const char *hub = NULL, *fleet = NULL;
+    const char *hub = NULL, *fleet = NULL, *ca = NULL, *cert = NULL, *cert_key = NULL;
+    int tls = 0;
     int o;
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (o) {
@@ -174,6 +182,10 @@ int main(int argc, char **argv)
         case 'L': method_latency = atof(optarg); break;
         case 'S': method_status = atoi(optarg); break;
         case 'q': quiet = 1; break;
+        case 'X': tls = 1; break;
+        case 'C': ca = optarg; break;
+        case 'E': cert = optarg; break;
+        case 'K': cert_key = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -214,10 +226,14 @@ int main(int argc, char **argv)
                                     .port = port,
                                     .device_id = s.devs[i].id,
                                     .hub_host = hub,
-                                    .key = s.devs[i].key,
+                                    .key = strcmp(s.devs[i].key, "-") ? s.devs[i].key : NULL,
                                     .methods = methods,
                                     .twin = twin,
-                                    .client = "iotgw-devsim"};
+                                    .client = "iotgw-devsim",
+                                    .tls = tls,
+                                    .ca_file = ca,
+                                    .cert_file = cert,
+                                    .key_file = cert_key};
         iotgw_device_error err;
         int rc = iotgw_device_open(&opt, &s.devs[i].d, &err);
         if (rc) {

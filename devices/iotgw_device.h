@@ -52,6 +52,7 @@ enum {
     IOTGW_DEVICE_ERR_INVALID = -7,  /* a bad argument */
     IOTGW_DEVICE_ERR_NOMEM = -8,
     IOTGW_DEVICE_ERR_TOKEN = -9, /* the key is not base64, or no token could be made */
+    IOTGW_DEVICE_ERR_TLS = -10,  /* the TLS handshake failed (certificate, name, version) */
 };
 
 typedef struct iotgw_device_options {
@@ -65,6 +66,10 @@ typedef struct iotgw_device_options {
     int methods, twin, c2d; /* capabilities: which cloud features the device handles */
     const char *client;     /* software name and version, for the gateway's logs */
     int timeout_ms;         /* for connecting and the handshake; 0: 10000 */
+    int tls;                /* TLS to the gateway (devices.tls in its configuration) */
+    const char *ca_file;    /* TLS: CAs to trust for the gateway's certificate; NULL: the system's */
+    const char *cert_file;  /* TLS: the device's certificate (its CN its id: then no key or token needed) */
+    const char *key_file;
 } iotgw_device_options;
 
 typedef struct iotgw_device_error {

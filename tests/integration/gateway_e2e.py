@@ -436,7 +436,11 @@ fleet:
     def test_tls_listener_with_client_certificates(self):
         import ssl
         certs = os.path.abspath(CERTS)
-        gw = Gateway(EMU, keys={"test-device": random_key(), "agent1": KEYS["agent1"]}, tls=True)
+        cert_device_key = random_key()  # the gateway signs test-device's hub tokens with it
+        EMU.rest("PUT", "/devices/test-device", {"deviceId": "test-device", "authentication": {
+            "type": "sas", "symmetricKey": {"primaryKey": cert_device_key, "secondaryKey": cert_device_key}}},
+            headers={"If-Match": "*"})
+        gw = Gateway(EMU, keys={"test-device": cert_device_key, "agent1": KEYS["agent1"]}, tls=True)
         try:
             ctx = ssl.create_default_context(cafile=os.path.join(certs, "ca.pem"))
             ctx.load_cert_chain(os.path.join(certs, "client.pem"), os.path.join(certs, "client.key"))
@@ -460,6 +464,26 @@ fleet:
             d.hello("agent1", token("agent1"))
             d.expect("welcome")
             d.close()
+            # libiotgw-device over TLS (through devsim): by certificate, and by token
+            devsim = os.path.join(os.path.dirname(os.path.dirname(IOTGW)), "devices", "iotgw-devsim")
+            fleet = os.path.join(gw.dir, "tls-fleet.txt")
+            with open(fleet, "w") as f:
+                f.write(f"test-device -\nagent1 {KEYS['agent1']}\n")
+            p = subprocess.run(WRAPPER + [devsim, "--gateway", f"localhost:{gw.port}", "--hub", HOST, "--fleet", fleet,
+                                          "--messages", "5", "--rate", "20", "--quiet", "--tls", "--ca",
+                                          os.path.join(certs, "ca.pem"), "--cert", os.path.join(certs, "client.pem"),
+                                          "--cert-key", os.path.join(certs, "client.key")],
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+            r = json.loads(p.stdout.strip().splitlines()[-1])
+            self.assertEqual((r["connected"], r["acked"]), (2, 10), r)
+            # a gateway certificate from another CA is refused by the library
+            p = subprocess.run([devsim, "--gateway", f"localhost:{gw.port}", "--hub", HOST, "--fleet", fleet,
+                                "--messages", "1", "--quiet", "--tls", "--ca", os.path.join(certs, "other-ca.pem"),
+                                "--cert", os.path.join(certs, "client.pem"), "--cert-key",
+                                os.path.join(certs, "client.key")], capture_output=True, text=True, timeout=60)
+            self.assertNotEqual(p.returncode, 0)
+            self.assertIn("TLS", p.stderr)
             # without a client certificate the TLS handshake itself fails
             bare = ssl.create_default_context(cafile=os.path.join(certs, "ca.pem"))
             with self.assertRaises((ssl.SSLError, ConnectionError, OSError, AssertionError)):
