@@ -19,6 +19,10 @@
  * CLOSED event says why), and the caller decides what to do (examples/reconnect shows
  * a loop with backoff). Pings from the gateway are answered inside the library.
  *
+ * Over TLS (opt.tls) the gateway's certificate is checked against opt.ca_file (or the
+ * system's CAs) and its name; a client certificate (opt.cert_file) whose common name is
+ * the device id authenticates the device without a key or token.
+ *
  * Two ways to drive it: blocking, with iotgw_device_next_event() waiting up to a
  * timeout; or from the caller's own poll loop: poll iotgw_device_fd() for reading (and
  * for writing while iotgw_device_wants_write()), call iotgw_device_process() when it is
