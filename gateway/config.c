@@ -180,8 +180,9 @@ static int load_tls(reader *r, yaml_node_t *t)
 
 static int load_devices_section(reader *r, yaml_node_t *d)
 {
-    static const char *const keys[] = {"listen",           "helloTimeoutMs", "maxFrameSize", "maxInFlight",
-                                       "keepaliveSeconds", "queuePerDevice", "tls",          NULL};
+    static const char *const keys[] = {
+        "listen",         "helloTimeoutMs",  "maxFrameSize", "maxInFlight", "keepaliveSeconds",
+        "queuePerDevice", "queueTotalBytes", "tls",          NULL};
     iotgw_config *c = r->c;
     int rc = iotgw_yaml_check_keys(&r->y, d, "devices", keys, r->diag);
     yaml_node_t *ln = rc ? NULL : iotgw_yaml_get(&r->y, d, "listen");
@@ -211,6 +212,12 @@ static int load_devices_section(reader *r, yaml_node_t *d)
         rc = opt_uint(r, d, "keepaliveSeconds", "devices", 1, 3600, &c->keepalive_s);
     if (!rc)
         rc = opt_uint(r, d, "queuePerDevice", "devices", 1, 100000, &c->device_queue);
+    yaml_node_t *qb = rc ? NULL : iotgw_yaml_get(&r->y, d, "queueTotalBytes");
+    if (qb) {
+        int64_t v = 0;
+        rc = iotgw_yaml_int(&r->y, qb, "devices.queueTotalBytes", 4096, INT64_C(1) << 40, &v, r->diag);
+        c->queue_total_bytes = (uint64_t)v;
+    }
     yaml_node_t *tn = rc ? NULL : iotgw_yaml_get(&r->y, d, "tls");
     if (tn)
         rc = load_tls(r, tn);

@@ -446,7 +446,7 @@ static void on_telemetry(gw_session *s, const Iotgw__Telemetry *t)
         send_nack(s, t->seq, IOTGW__NACK_REASON__NACK_UNAUTHORIZED, info.reason, 0);
     } else {
         send_nack(s, t->seq, IOTGW__NACK_REASON__NACK_RETRY_LATER,
-                  "the gateway's queue for this device is full", RETRY_AFTER_MS);
+                  "the gateway holds all it may for the hub (per device or in total)", RETRY_AFTER_MS);
     }
 }
 

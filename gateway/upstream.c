@@ -291,6 +291,8 @@ int iotgw_upstream_new(iotgw_loop *loop, const iotgw_upstream_options *opt, iotg
         o->device_window = 100;
     if (!o->device_queue)
         o->device_queue = 1000;
+    if (!o->queue_bytes)
+        o->queue_bytes = 64u * 1024 * 1024;
     if (o->device_queue < o->device_window)
         o->device_queue = o->device_window;
     if (!o->connection_window)

@@ -143,6 +143,7 @@ typedef struct iotgw_upstream_options {
     double auth_rate;           /* put-tokens per second for devices coming online; 0: 100; <0: unpaced */
     unsigned device_window;     /* telemetry in flight per device; 0: 100 */
     unsigned device_queue;      /* telemetry waiting or in flight per device; 0: 1000 */
+    size_t queue_bytes;         /* telemetry bytes waiting or in flight, all devices together; 0: 64 MiB */
     unsigned connection_window; /* telemetry in flight per connection; 0: 5000 */
     unsigned cbs_timeout_ms;    /* a put-token unanswered by then fails the connection; 0: 30000 */
     unsigned c2d_credit;        /* cloud-to-device messages delivered and not yet settled, per device; 0: 5 */
@@ -167,7 +168,8 @@ void *iotgw_upstream_device_context(const iotgw_upstream_device *dev);
 
 /* Queue an encoded AMQP message (pn_message_encode / iotgw_message_encode) for the
  * device. msg_ctx comes back with its outcome. IOTGW_ERR_UPSTREAM_FULL when the device
- * has device_queue messages pending; then no outcome will follow. */
+ * has device_queue messages pending, or all devices together queue_bytes; then no
+ * outcome will follow. */
 int iotgw_upstream_send(iotgw_upstream_device *dev, const uint8_t *encoded, size_t len, void *msg_ctx);
 
 /* Answer a direct method request. IOTGW_ERR_UPSTREAM_NOT_ONLINE when the device's

@@ -116,6 +116,7 @@ struct iotgw_upstream {
     iotgw_timer *tick;
     iotgw_backoff jitter; /* random draws for renewal points and seeds */
     pn_message_t *scratch;
+    size_t pending_bytes; /* telemetry held, all devices: bounded by opt.queue_bytes */
 };
 
 /* upstream.c */

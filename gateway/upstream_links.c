@@ -242,6 +242,7 @@ static void answer(iotgw_upstream_device *dev, up_msg *m, iotgw_outcome outcome,
     case IOTGW_OUTCOME_RETRY: dev->retried++; break;
     }
     void *ctx = m->ctx;
+    dev->up->pending_bytes -= m->len;
     free(m);
     if (dev->up->opt.cb.on_outcome)
         dev->up->opt.cb.on_outcome(dev, ctx, outcome, cond, description, dev->up->opt.ctx);
@@ -460,7 +461,8 @@ int iotgw_upstream_send(iotgw_upstream_device *dev, const uint8_t *encoded, size
     iotgw_upstream *up = dev->up;
     if (dev->state == IOTGW_DEVICE_FAILED)
         return IOTGW_ERR_UPSTREAM_NOT_ONLINE;
-    if (dev->queue.count + dev->in_flight.count >= up->opt.device_queue)
+    if (dev->queue.count + dev->in_flight.count >= up->opt.device_queue ||
+        up->pending_bytes + len > up->opt.queue_bytes)
         return IOTGW_ERR_UPSTREAM_FULL;
     up_msg *m = malloc(sizeof *m + len);
     if (!m)
@@ -469,6 +471,7 @@ int iotgw_upstream_send(iotgw_upstream_device *dev, const uint8_t *encoded, size
     m->delivery = NULL;
     m->len = len;
     memcpy(m->data, encoded, len);
+    up->pending_bytes += len;
     up_msg_push_back(&dev->queue, m);
     up_conn *c = dev->conn;
     if (c->conn && dev->state == IOTGW_DEVICE_ONLINE) {

@@ -32,8 +32,10 @@ def token(device, key=None, ttl=3600):
 class Gateway(LoggedProcess):
     name = "iotgw"
 
-    def __init__(self, emu, keys=None, tls=False):
+    def __init__(self, emu, keys=None, tls=False, hub_port=None, devices_yaml=""):
         self.tls = tls
+        self.hub_port = hub_port or emu.wss
+        self.devices_yaml = devices_yaml
         self.dir = tempfile.mkdtemp(prefix="iotgw-test-")
         self.config = os.path.join(self.dir, "iotgw.yaml")
         self.emu = emu
@@ -57,12 +59,12 @@ class Gateway(LoggedProcess):
             f.write(f"""gatewayId: test-gateway
 hub:
   hostName: {HOST}
-  port: {emu.wss}
+  port: {self.hub_port}
   caFile: {emu.ca}
 devices:
   listen: 127.0.0.1:0
   keepaliveSeconds: 5
-{tls_yaml}
+{tls_yaml}{self.devices_yaml}
 methods:
   ProcessMessage:
     request: iotgw.Parcel
@@ -490,6 +492,31 @@ fleet:
                 d = Device(gw.port, tls=bare)
                 d.hello("test-device", "")
                 d.expect("welcome", timeout=5)
+        finally:
+            gw.stop()
+            gw.log.close()
+
+    def test_buffering_is_bounded_when_the_hub_is_unreachable(self):
+        import socket
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+        s.close()  # nothing listens there: the hub is unreachable
+        gw = Gateway(EMU, keys={"agent1": KEYS["agent1"]}, hub_port=closed_port,
+                     devices_yaml="  queueTotalBytes: 4096\n")
+        try:
+            d = Device(gw.port)
+            d.hello("agent1", token("agent1"))
+            d.expect("welcome")
+            for seq in range(1, 31):
+                f = T("Frame")()
+                f.telemetry.seq = seq
+                f.telemetry.raw = b"x" * 200
+                d.send(f)
+            nacks = [d.expect("nack") for _ in range(10)]
+            self.assertTrue(all(n.reason == 5 and n.retry_after_ms > 0 for n in nacks), nacks)  # NACK_RETRY_LATER
+            self.assertTrue(all(n.seq > 10 for n in nacks), [n.seq for n in nacks])  # the first ones wait, held
+            d.close()
         finally:
             gw.stop()
             gw.log.close()
