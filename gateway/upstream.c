@@ -296,7 +296,7 @@ int iotgw_upstream_new(iotgw_loop *loop, const iotgw_upstream_options *opt, iotg
     if (o->device_queue < o->device_window)
         o->device_queue = o->device_window;
     if (!o->connection_window)
-        o->connection_window = 5000;
+        o->connection_window = 1000;
     if (!o->cbs_timeout_ms)
         o->cbs_timeout_ms = 30000;
     if (!o->c2d_credit)

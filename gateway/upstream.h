@@ -144,7 +144,7 @@ typedef struct iotgw_upstream_options {
     unsigned device_window;     /* telemetry in flight per device; 0: 100 */
     unsigned device_queue;      /* telemetry waiting or in flight per device; 0: 1000 */
     size_t queue_bytes;         /* telemetry bytes waiting or in flight, all devices together; 0: 64 MiB */
-    unsigned connection_window; /* telemetry in flight per connection; 0: 5000 */
+    unsigned connection_window; /* telemetry in flight per connection; 0: 1000 */
     unsigned cbs_timeout_ms;    /* a put-token unanswered by then fails the connection; 0: 30000 */
     unsigned c2d_credit;        /* cloud-to-device messages delivered and not yet settled, per device; 0: 5 */
     unsigned twin_timeout_ms;   /* a twin request unanswered by then gets status 0; 0: 30000 */
