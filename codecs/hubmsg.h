@@ -31,6 +31,8 @@
 
 /* IoT Hub's device-to-cloud message size limit. */
 #define IOTGW_HUBMSG_MAX_BODY (256 * 1024)
+/* IoT Hub's limit on a message-id or correlation-id string. */
+#define IOTGW_HUBMSG_MAX_ID_LEN 128
 
 #define IOTGW_CONTENT_TYPE_PROTOBUF "application/x-protobuf"
 #define IOTGW_CONTENT_TYPE_JSON     "application/json"

@@ -279,7 +279,7 @@ static void on_cbs_reply(up_conn *c, pn_delivery_t *d)
         return; /* its device left or moved meanwhile */
     dev->cbs_request = 0;
     int64_t status = 0;
-    char desc[200] = "";
+    char desc[512] = "";
     pn_data_t *props = pn_message_properties(m);
     iotgw_map_int(props, "status-code", &status);
     iotgw_map_text(props, "status-description", desc, sizeof desc);

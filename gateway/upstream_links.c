@@ -326,7 +326,8 @@ static void on_method_request(iotgw_upstream_device *dev, pn_delivery_t *d)
     }
     if (rc == 0 && !iotgw_map_text(pn_message_properties(m), "IoThub-methodname", name, sizeof name)) {
         rc = IOTGW_ERR_INVALID_ARG;
-        snprintf(diag.text, sizeof diag.text, "no IoThub-methodname");
+        snprintf(diag.text, sizeof diag.text,
+                 "IoThub-methodname is missing, not a string or over 128 characters");
     }
     if (rc == 0)
         payload = iotgw_body_bytes(pn_message_body(m), &payload_len);

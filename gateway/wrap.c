@@ -35,10 +35,13 @@ static void add_properties(pn_message_t *msg, Iotgw__Property **props, size_t n)
 int gw_wrap_telemetry(iotgw_gateway *g, gw_session *s, const Iotgw__Telemetry *t, pn_message_t *msg,
                       iotgw_diag *diag)
 {
-    char id[96];
-    if (t->message_id && *t->message_id)
+    char id[IOTGW_HUBMSG_MAX_ID_LEN + 1];
+    if (t->message_id && *t->message_id) {
+        if (strlen(t->message_id) > IOTGW_HUBMSG_MAX_ID_LEN)
+            return iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "message_id is longer than %d characters",
+                                   IOTGW_HUBMSG_MAX_ID_LEN);
         snprintf(id, sizeof id, "%s", t->message_id);
-    else
+    } else
         snprintf(id, sizeof id, "%016" PRIx64 "-%" PRIu64, g->boot_id, ++s->next_message);
     int64_t created = t->created_unix_ms ? (int64_t)t->created_unix_ms : 0;
     for (size_t i = 0; i < t->n_properties; i++)

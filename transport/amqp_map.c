@@ -31,7 +31,7 @@ const char *iotgw_map_text(pn_data_t *map, const char *key, char *buf, size_t le
     pn_bytes_t v = t == PN_STRING   ? pn_data_get_string(map)
                    : t == PN_SYMBOL ? pn_data_get_symbol(map)
                                     : pn_bytes(0, NULL);
-    if (!v.start)
+    if (!v.start || v.size >= len)
         return NULL;
     snprintf(buf, len, "%.*s", (int)v.size, v.start);
     return buf;

@@ -13,8 +13,8 @@
 
 /* Position data on the value under key in the map at its top level; 0 when found. */
 int iotgw_map_find(pn_data_t *map, const char *key);
-/* The string or symbol under key, copied into buf (truncated); NULL when absent or of
- * another type. */
+/* The string or symbol under key, copied into buf; NULL when absent, of another type or
+ * too long for buf (a cut value could pass for another). */
 const char *iotgw_map_text(pn_data_t *map, const char *key, char *buf, size_t len);
 /* The integer under key (any AMQP integer type); 0 when found. */
 int iotgw_map_int(pn_data_t *map, const char *key, int64_t *out);

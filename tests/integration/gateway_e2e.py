@@ -142,6 +142,14 @@ class GatewayEndToEnd(unittest.TestCase):
         reader = StreamReader(EMU, selector=None)
         d = connect("agent1")
         f = T("Frame")()
+        f.telemetry.seq = 6
+        f.telemetry.raw = b"{}"
+        f.telemetry.message_id = "m" * 129  # over IoT Hub's 128
+        d.send(f)
+        nack = d.expect("nack")
+        self.assertEqual((nack.seq, nack.reason), (6, 3))  # NACK_MALFORMED
+        self.assertIn("message_id", nack.detail)
+        f = T("Frame")()
         f.telemetry.seq = 7
         f.telemetry.raw = b'{"temperature": 21.5}'
         f.telemetry.content_type = "application/json"
