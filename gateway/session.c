@@ -244,21 +244,70 @@ void gw_session_on_twin(gw_session *s, const iotgw_twin_response *r)
     }
 }
 
-static char *atom_text(pn_atom_t a, char *buf, size_t len)
+/* A message or correlation id as text; NULL when out of memory. Free it. */
+static char *atom_text(pn_atom_t a)
 {
+    char num[40];
     switch (a.type) {
     case PN_STRING:
-    case PN_SYMBOL: snprintf(buf, len, "%.*s", (int)a.u.as_bytes.size, a.u.as_bytes.start); break;
-    case PN_ULONG: snprintf(buf, len, "%" PRIu64, a.u.as_ulong); break;
+    case PN_SYMBOL: return strndup(a.u.as_bytes.start, a.u.as_bytes.size);
+    case PN_ULONG: snprintf(num, sizeof num, "%" PRIu64, a.u.as_ulong); break;
     case PN_UUID: {
         const uint8_t *u = (const uint8_t *)a.u.as_uuid.bytes;
-        snprintf(buf, len, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1],
-                 u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
+        snprintf(num, sizeof num, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+                 u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13],
+                 u[14], u[15]);
         break;
     }
-    default: buf[0] = '\0';
+    default: num[0] = '\0';
     }
-    return buf;
+    return strdup(num);
+}
+
+/* The message's string application properties, as the hub sends them, copied into
+ * c (all of them: the hub bounds the message, 256 KiB here). 0, or -1 out of memory. */
+static int copy_properties(pn_message_t *msg, Iotgw__C2dMessage *c)
+{
+    pn_data_t *ap = pn_message_properties(msg);
+    pn_data_rewind(ap);
+    if (!pn_data_next(ap) || pn_data_type(ap) != PN_MAP)
+        return 0;
+    size_t n = pn_data_get_map(ap) / 2;
+    c->properties = calloc(n ? n : 1, sizeof *c->properties);
+    if (!c->properties)
+        return -1;
+    pn_data_enter(ap);
+    while (pn_data_next(ap)) {
+        pn_bytes_t k = pn_data_type(ap) == PN_STRING ? pn_data_get_string(ap) : pn_bytes(0, NULL);
+        if (!pn_data_next(ap))
+            break;
+        pn_bytes_t v = pn_data_type(ap) == PN_STRING ? pn_data_get_string(ap) : pn_bytes(0, NULL);
+        if (!k.start || !v.start || c->n_properties == n)
+            continue;
+        Iotgw__Property *p = malloc(sizeof *p);
+        if (!p)
+            return -1;
+        iotgw__property__init(p);
+        c->properties[c->n_properties++] = p;
+        p->key = strndup(k.start, k.size);
+        p->value = strndup(v.start, v.size);
+        if (!p->key || !p->value)
+            return -1;
+    }
+    pn_data_exit(ap);
+    return 0;
+}
+
+static void free_c2d_texts(Iotgw__C2dMessage *c)
+{
+    free(c->message_id);
+    free(c->correlation_id);
+    for (size_t i = 0; i < c->n_properties; i++) {
+        free(c->properties[i]->key);
+        free(c->properties[i]->value);
+        free(c->properties[i]);
+    }
+    free(c->properties);
 }
 
 void gw_session_on_c2d(gw_session *s, const iotgw_c2d_message *m)
@@ -272,39 +321,20 @@ void gw_session_on_c2d(gw_session *s, const iotgw_c2d_message *m)
     c.content_type = (char *)(pn_message_get_content_type(msg) ? pn_message_get_content_type(msg) : "");
     c.content_encoding =
         (char *)(pn_message_get_content_encoding(msg) ? pn_message_get_content_encoding(msg) : "");
-    char id[128], corr[128];
-    c.message_id = atom_text(pn_message_get_id(msg), id, sizeof id);
-    c.correlation_id = atom_text(pn_message_get_correlation_id(msg), corr, sizeof corr);
     c.expiry_unix_ms = pn_message_get_expiry_time(msg) > 0 ? (uint64_t)pn_message_get_expiry_time(msg) : 0;
-    /* application properties: string keys and values, as the hub sends them */
-    Iotgw__Property props[32], *pp[32];
-    char texts[32][2][256];
-    pn_data_t *ap = pn_message_properties(msg);
-    pn_data_rewind(ap);
-    if (pn_data_next(ap) && pn_data_type(ap) == PN_MAP) {
-        pn_data_enter(ap);
-        while (c.n_properties < 32 && pn_data_next(ap)) {
-            pn_bytes_t k = pn_data_type(ap) == PN_STRING ? pn_data_get_string(ap) : pn_bytes(0, NULL);
-            if (!pn_data_next(ap))
-                break;
-            pn_bytes_t v = pn_data_type(ap) == PN_STRING ? pn_data_get_string(ap) : pn_bytes(0, NULL);
-            if (!k.start || !v.start)
-                continue;
-            size_t i = c.n_properties++;
-            snprintf(texts[i][0], sizeof texts[i][0], "%.*s", (int)k.size, k.start);
-            snprintf(texts[i][1], sizeof texts[i][1], "%.*s", (int)v.size, v.start);
-            iotgw__property__init(&props[i]);
-            props[i].key = texts[i][0];
-            props[i].value = texts[i][1];
-            pp[i] = &props[i];
-        }
-        pn_data_exit(ap);
+    c.message_id = atom_text(pn_message_get_id(msg));
+    c.correlation_id = atom_text(pn_message_get_correlation_id(msg));
+    if (!c.message_id || !c.correlation_id || copy_properties(msg, &c)) {
+        /* the hub keeps it: released, it is offered again */
+        iotgw_log(IOTGW_LOG_ERROR, "device %s: cloud-to-device message released: out of memory", who(s));
+        iotgw_upstream_c2d_settle(s->up, m->id, IOTGW_OUTCOME_RETRY);
+    } else {
+        Iotgw__Frame f = IOTGW__FRAME__INIT;
+        f.body_case = IOTGW__FRAME__BODY_C2D_MESSAGE;
+        f.c2d_message = &c;
+        gw_session_send(s, &f);
     }
-    c.properties = pp;
-    Iotgw__Frame f = IOTGW__FRAME__INIT;
-    f.body_case = IOTGW__FRAME__BODY_C2D_MESSAGE;
-    f.c2d_message = &c;
-    gw_session_send(s, &f);
+    free_c2d_texts(&c);
 }
 
 /* ------------------------------------------------------------------ frames from the device */

@@ -280,11 +280,13 @@ class GatewayEndToEnd(unittest.TestCase):
         svc = amqp_connect(EMU)
         self.assertEqual(Cbs(svc).put(owner_token(), audience=HOST)[0], 200)
         sender = svc.create_sender("/messages/devicebound")
+        # every property arrives whole, however many and however long
+        props = {"priority": "high", "note": "n" * 300, **{f"p{i}": str(i) for i in range(40)}}
         sender.send(Message(address="/devices/c2d1/messages/devicebound", id="m1", body=b"open the door",
-                            properties={"priority": "high"}))
+                            properties=props))
         m = d.expect("c2d_message")
         self.assertEqual((m.body, m.message_id), (b"open the door", "m1"))
-        self.assertEqual({p.key: p.value for p in m.properties}, {"priority": "high"})
+        self.assertEqual({p.key: p.value for p in m.properties}, props)
         f = T("Frame")()
         f.c2d_settle.delivery_id = m.delivery_id
         f.c2d_settle.outcome = 2  # C2D_ABANDON: delivered again
