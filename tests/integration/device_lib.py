@@ -64,7 +64,9 @@ class Device:
             self.sock.settimeout(left)
             try:
                 chunk = self.sock.recv(65536)
-            except (ConnectionResetError, OSError):
+            except TimeoutError:
+                continue  # the deadline above decides
+            except OSError:  # reset, or a TLS alert
                 return None
             if not chunk:
                 return None
