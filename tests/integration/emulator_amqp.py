@@ -257,27 +257,23 @@ class DeviceLinks(unittest.TestCase):
 
     def test_batched_telemetry_is_accepted(self):
         inner = [Message(body=f"m{i}".encode(), properties={"k": str(i)}).encode() for i in range(3)]
-        # A batch body: data sections (descriptor 0x75) each holding an encoded message.
-        envelope = b"".join(b"\x00\x53\x75\xb0" + len(m).to_bytes(4, "big") + m for m in inner)
         snd = self.conn.create_sender(events("dev3"))
-        dlv = snd.link.delivery("batch1")
-        snd.link.send(envelope)
-        snd.link.advance()
-        deadline = time.time() + 10
-        while not dlv.remote_state and time.time() < deadline:
-            self.conn.container.process()
-            time.sleep(0.01)
+
+        def send_batch(tag, encoded):
+            # A batch body: data sections (descriptor 0x75) each holding an encoded message.
+            dlv = snd.link.delivery(tag)
+            snd.link.send(b"".join(b"\x00\x53\x75\xb0" + len(m).to_bytes(4, "big") + m for m in encoded))
+            snd.link.advance()
+            deadline = time.time() + 10
+            while not dlv.remote_state and time.time() < deadline:
+                self.conn.container.process()
+                time.sleep(0.01)
+            return dlv
+
+        dlv = send_batch("batch1", inner)
         self.assertEqual(dlv.remote_state, dlv.ACCEPTED)
         # One broken inner message fails the batch: it was unpacked, not taken as one body.
-        broken = inner[0][:-3]
-        envelope = b"".join(b"\x00\x53\x75\xb0" + len(m).to_bytes(4, "big") + m for m in (inner[1], broken))
-        dlv = snd.link.delivery("batch2")
-        snd.link.send(envelope)
-        snd.link.advance()
-        deadline = time.time() + 10
-        while not dlv.remote_state and time.time() < deadline:
-            self.conn.container.process()
-            time.sleep(0.01)
+        dlv = send_batch("batch2", [inner[1], inner[0][:-3]])
         self.assertEqual(dlv.remote_state, dlv.REJECTED)
         self.assertEqual(dlv.remote.condition.name, "amqp:decode-error")
 
