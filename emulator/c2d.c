@@ -86,20 +86,13 @@ int emu_c2d_enqueue(emu_hub *hub, emu_identity *id, pn_message_t *msg, iotgw_dia
         return iotgw_diag_fail(diag, IOTGW_ERR_NOMEM, "out of memory");
     }
     RAND_bytes(m->lock, sizeof m->lock);
-    char ack[16], mid[160];
+    char ack[16];
     if (iotgw_map_text(pn_message_properties(msg), "iothub-ack", ack, sizeof ack))
         m->ack = !strcmp(ack, "full")       ? ACK_POSITIVE | ACK_NEGATIVE
                  : !strcmp(ack, "positive") ? ACK_POSITIVE
                  : !strcmp(ack, "negative") ? ACK_NEGATIVE
                                             : 0;
-    pn_atom_t a = pn_message_get_id(msg);
-    if (a.type == PN_STRING)
-        snprintf(mid, sizeof mid, "%.*s", (int)a.u.as_bytes.size, a.u.as_bytes.start);
-    else if (a.type == PN_ULONG)
-        snprintf(mid, sizeof mid, "%" PRIu64, a.u.as_ulong);
-    else
-        mid[0] = '\0';
-    m->original_id = strdup(mid);
+    m->original_id = iotgw_atom_text(pn_message_get_id(msg)); /* feedback names it */
     m->enqueued_ms = emu_wall_ms();
     if (q->tail)
         q->tail->next = m;

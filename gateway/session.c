@@ -244,26 +244,6 @@ void gw_session_on_twin(gw_session *s, const iotgw_twin_response *r)
     }
 }
 
-/* A message or correlation id as text; NULL when out of memory. Free it. */
-static char *atom_text(pn_atom_t a)
-{
-    char num[40];
-    switch (a.type) {
-    case PN_STRING:
-    case PN_SYMBOL: return strndup(a.u.as_bytes.start, a.u.as_bytes.size);
-    case PN_ULONG: snprintf(num, sizeof num, "%" PRIu64, a.u.as_ulong); break;
-    case PN_UUID: {
-        const uint8_t *u = (const uint8_t *)a.u.as_uuid.bytes;
-        snprintf(num, sizeof num, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-                 u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13],
-                 u[14], u[15]);
-        break;
-    }
-    default: num[0] = '\0';
-    }
-    return strdup(num);
-}
-
 /* The message's string application properties, as the hub sends them, copied into
  * c (all of them: the hub bounds the message, 256 KiB here). 0, or -1 out of memory. */
 static int copy_properties(pn_message_t *msg, Iotgw__C2dMessage *c)
@@ -322,8 +302,8 @@ void gw_session_on_c2d(gw_session *s, const iotgw_c2d_message *m)
     c.content_encoding =
         (char *)(pn_message_get_content_encoding(msg) ? pn_message_get_content_encoding(msg) : "");
     c.expiry_unix_ms = pn_message_get_expiry_time(msg) > 0 ? (uint64_t)pn_message_get_expiry_time(msg) : 0;
-    c.message_id = atom_text(pn_message_get_id(msg));
-    c.correlation_id = atom_text(pn_message_get_correlation_id(msg));
+    c.message_id = iotgw_atom_text(pn_message_get_id(msg));
+    c.correlation_id = iotgw_atom_text(pn_message_get_correlation_id(msg));
     if (!c.message_id || !c.correlation_id || copy_properties(msg, &c)) {
         /* the hub keeps it: released, it is offered again */
         iotgw_log(IOTGW_LOG_ERROR, "device %s: cloud-to-device message released: out of memory", who(s));

@@ -1,6 +1,8 @@
 #include "transport/amqp_map.h"
 
+#include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 int iotgw_map_find(pn_data_t *map, const char *key)
@@ -51,6 +53,25 @@ int iotgw_map_int(pn_data_t *map, const char *key, int64_t *out)
     case PN_UBYTE: *out = pn_data_get_ubyte(map); return 0;
     default: return -1;
     }
+}
+
+char *iotgw_atom_text(pn_atom_t a)
+{
+    char text[40];
+    switch (a.type) {
+    case PN_STRING:
+    case PN_SYMBOL: return strndup(a.u.as_bytes.start ? a.u.as_bytes.start : "", a.u.as_bytes.size);
+    case PN_ULONG: snprintf(text, sizeof text, "%" PRIu64, a.u.as_ulong); break;
+    case PN_UUID: {
+        const uint8_t *u = (const uint8_t *)a.u.as_uuid.bytes;
+        snprintf(text, sizeof text, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+                 u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13],
+                 u[14], u[15]);
+        break;
+    }
+    default: text[0] = '\0';
+    }
+    return strdup(text);
 }
 
 const char *iotgw_body_bytes(pn_data_t *body, size_t *len)

@@ -18,6 +18,10 @@ int iotgw_map_find(pn_data_t *map, const char *key);
 const char *iotgw_map_text(pn_data_t *map, const char *key, char *buf, size_t len);
 /* The integer under key (any AMQP integer type); 0 when found. */
 int iotgw_map_int(pn_data_t *map, const char *key, int64_t *out);
+/* A message-id or correlation-id as text, newly allocated (free it): a string as is, a
+ * ulong in decimal, a uuid as 8-4-4-4-12 hex digits, "" for any other type; NULL when
+ * out of memory. */
+char *iotgw_atom_text(pn_atom_t a);
 /* The body as bytes: a data section, or an amqp-value string or binary. NULL: none. */
 const char *iotgw_body_bytes(pn_data_t *body, size_t *len);
 

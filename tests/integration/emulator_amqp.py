@@ -492,8 +492,11 @@ class Feedback(unittest.TestCase):
         dev = connect(EMU)
         self.assertEqual(Cbs(dev).put(device_token("dev1"))[0], 200)
         c2d = dev.create_receiver("/devices/dev1/messages/devicebound", credit=10)
-        for mid, ack in (("fb-ok", "full"), ("fb-no", "negative"), ("fb-quiet", "positive")):
-            sender.send(Message(address="/devices/dev1/messages/devicebound", id=mid, body=mid.encode(),
+        # a uuid message-id (the Node service SDK sends one for an id that looks like it)
+        # comes back as its text
+        uid = uuid.UUID("3f0a9c1e-7b2d-4e5f-8a6b-0c1d2e3f4a5b")
+        for mid, ack in (("fb-ok", "full"), (uid, "negative"), ("fb-quiet", "positive")):
+            sender.send(Message(address="/devices/dev1/messages/devicebound", id=mid, body=str(mid).encode(),
                                 properties={"iothub-ack": ack}))
         c2d.receive(timeout=20)
         c2d.accept()  # fb-ok completed: Success (full asks for both)
@@ -512,7 +515,7 @@ class Feedback(unittest.TestCase):
             self.assertEqual(bytes(m.user_id), HOST.encode())
             records += json.loads(bytes(m.body))
         self.assertEqual(sorted((r["originalMessageId"], r["statusCode"], r["deviceId"]) for r in records),
-                         [("fb-no", "Rejected", "dev1"), ("fb-ok", "Success", "dev1")])
+                         [(str(uid), "Rejected", "dev1"), ("fb-ok", "Success", "dev1")])
         self.assertTrue(all(r["enqueuedTimeUtc"].endswith("Z") and r["deviceGenerationId"] for r in records))
         with self.assertRaises(Exception):
             feedback.receive(timeout=1)  # nothing for fb-quiet

@@ -1,7 +1,9 @@
 /* transport/amqp_map: lookups in application properties and annotations find string
- * and symbol keys alike, and never hand back a value cut to fit the caller's buffer. */
+ * and symbol keys alike, and never hand back a value cut to fit the caller's buffer;
+ * message ids of every type IoT Hub allows read as text. */
 #include <check.h>
 #include <proton/codec.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tests/unit/check_main.h"
@@ -58,12 +60,34 @@ START_TEST(text_too_long_for_the_buffer_is_not_cut)
 }
 END_TEST
 
+START_TEST(message_ids_as_text)
+{
+    char *t = iotgw_atom_text((pn_atom_t){.type = PN_STRING, .u.as_bytes = pn_bytes(5, "m-001")});
+    ck_assert_str_eq(t, "m-001");
+    free(t);
+    t = iotgw_atom_text((pn_atom_t){.type = PN_ULONG, .u.as_ulong = 18446744073709551615u});
+    ck_assert_str_eq(t, "18446744073709551615");
+    free(t);
+    pn_atom_t u = {.type = PN_UUID};
+    const uint8_t b[16] = {0x3f, 0x0a, 0x9c, 0x1e, 0x7b, 0x2d, 0x4e, 0x5f,
+                           0x8a, 0x6b, 0x0c, 0x1d, 0x2e, 0x3f, 0x4a, 0x5b};
+    memcpy(u.u.as_uuid.bytes, b, 16);
+    t = iotgw_atom_text(u);
+    ck_assert_str_eq(t, "3f0a9c1e-7b2d-4e5f-8a6b-0c1d2e3f4a5b");
+    free(t);
+    t = iotgw_atom_text((pn_atom_t){.type = PN_NULL});
+    ck_assert_str_eq(t, "");
+    free(t);
+}
+END_TEST
+
 Suite *suite_under_test(void)
 {
     Suite *s = suite_create("amqp_map");
     TCase *tc = tcase_create("amqp_map");
     tcase_add_test(tc, text_found_under_string_and_symbol_keys);
     tcase_add_test(tc, text_too_long_for_the_buffer_is_not_cut);
+    tcase_add_test(tc, message_ids_as_text);
     suite_add_tcase(s, tc);
     return s;
 }
