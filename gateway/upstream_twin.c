@@ -179,6 +179,23 @@ int iotgw_upstream_twin_request(iotgw_upstream_device *dev, iotgw_twin_op op, co
     return 0;
 }
 
+/* The request id in a correlation id the gateway wrote: decimal digits only, no more
+ * than a uint64_t holds. */
+static int request_id_of(pn_bytes_t text, uint64_t *id)
+{
+    uint64_t v = 0;
+    if (!text.start || text.size == 0 || text.size > 20)
+        return -1;
+    for (size_t i = 0; i < text.size; i++) {
+        unsigned digit = (unsigned)(text.start[i] - '0');
+        if (digit > 9 || v > (UINT64_MAX - digit) / 10)
+            return -1;
+        v = v * 10 + digit;
+    }
+    *id = v;
+    return 0;
+}
+
 void up_twin_on_delivery(iotgw_upstream_device *dev, pn_delivery_t *d)
 {
     uint8_t *buf = NULL;
@@ -208,24 +225,25 @@ void up_twin_on_delivery(iotgw_upstream_device *dev, pn_delivery_t *d)
     pn_atom_t corr = pn_message_get_correlation_id(m);
     if (corr.type == PN_NULL) { /* a desired-property update */
         answer(dev, 0, 200, version, (const uint8_t *)body, body ? blen : 0, NULL);
-    } else if (corr.type == PN_STRING) {
-        char text[64];
-        snprintf(text, sizeof text, "%.*s", (int)corr.u.as_bytes.size, corr.u.as_bytes.start);
-        if (!strncmp(text, "subscribe-", 10)) {
-            if (status < 200 || status >= 300)
-                iotgw_log(IOTGW_LOG_WARN,
-                          "upstream: device %s: desired-property subscription answered %" PRId64, dev->id,
-                          status);
+    } else if (corr.type == PN_STRING && corr.u.as_bytes.size >= 10 &&
+               !memcmp(corr.u.as_bytes.start, "subscribe-", 10)) {
+        if (status < 200 || status >= 300)
+            iotgw_log(IOTGW_LOG_WARN, "upstream: device %s: desired-property subscription answered %" PRId64,
+                      dev->id, status);
+    } else {
+        uint64_t id = 0;
+        up_pending **pp = &dev->twin_requests;
+        if (corr.type == PN_STRING && request_id_of(corr.u.as_bytes, &id) == 0)
+            while (*pp && (*pp)->id != id)
+                pp = &(*pp)->next;
+        if (id && *pp) {
+            up_pending *p = *pp;
+            *pp = p->next;
+            pending_free(p);
+            answer(dev, id, (int)status, version, (const uint8_t *)body, body ? blen : 0, NULL);
         } else {
-            uint64_t id = strtoull(text, NULL, 10);
-            for (up_pending **pp = &dev->twin_requests; *pp; pp = &(*pp)->next)
-                if ((*pp)->id == id) {
-                    up_pending *p = *pp;
-                    *pp = p->next;
-                    pending_free(p);
-                    answer(dev, id, (int)status, version, (const uint8_t *)body, body ? blen : 0, NULL);
-                    break;
-                }
+            iotgw_log(IOTGW_LOG_WARN,
+                      "upstream: device %s: a twin answer to no request of the gateway's ignored", dev->id);
         }
     }
     pn_message_free(m);
