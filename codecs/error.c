@@ -47,6 +47,7 @@ static const struct err_entry err_table[] = {
     E(IOTGW_ERR_JSON_ONEOF, "more than one member of a oneof in JSON"),
     E(IOTGW_ERR_JSON_DEPTH, "JSON nested too deeply"),
     E(IOTGW_ERR_JSON_UTF8, "protobuf string is not valid UTF-8"),
+    E(IOTGW_ERR_JSON_DUPLICATE, "JSON gives a field twice"),
     E(IOTGW_ERR_HUBMSG_CONTENT_TYPE, "hub message content-type not supported"),
     E(IOTGW_ERR_HUBMSG_BODY, "hub message body missing or not binary data"),
     E(IOTGW_ERR_HUBMSG_PAYLOAD, "parcel content does not match its type"),

@@ -56,12 +56,13 @@ enum iotgw_err {
     /* JSON <-> protobuf: -300 .. -349 */
     IOTGW_ERR_JSON_SYNTAX = -300,
     IOTGW_ERR_JSON_UNKNOWN_FIELD = -301,
-    IOTGW_ERR_JSON_TYPE = -302,  /* JSON value of the wrong kind for the field */
-    IOTGW_ERR_JSON_RANGE = -303, /* number out of the field's range */
-    IOTGW_ERR_JSON_ENUM = -304,  /* unknown enum name or number */
-    IOTGW_ERR_JSON_ONEOF = -305, /* two members of one oneof */
-    IOTGW_ERR_JSON_DEPTH = -306, /* nesting deeper than IOTGW_JSON_MAX_DEPTH */
-    IOTGW_ERR_JSON_UTF8 = -307,  /* protobuf string field holding invalid UTF-8 */
+    IOTGW_ERR_JSON_TYPE = -302,      /* JSON value of the wrong kind for the field */
+    IOTGW_ERR_JSON_RANGE = -303,     /* number out of the field's range */
+    IOTGW_ERR_JSON_ENUM = -304,      /* unknown enum name or number */
+    IOTGW_ERR_JSON_ONEOF = -305,     /* two members of one oneof */
+    IOTGW_ERR_JSON_DEPTH = -306,     /* nesting deeper than IOTGW_JSON_MAX_DEPTH */
+    IOTGW_ERR_JSON_UTF8 = -307,      /* protobuf string field holding invalid UTF-8 */
+    IOTGW_ERR_JSON_DUPLICATE = -308, /* one field under both its JSON and its proto name */
 
     /* hub messages: -350 .. -399 */
     IOTGW_ERR_HUBMSG_CONTENT_TYPE = -350, /* content-type we cannot turn into a parcel */
@@ -74,8 +75,8 @@ enum iotgw_err {
     IOTGW_ERR_IO = -401,     /* a file could not be read or written */
 
     /* the gateway's upstream to the hub */
-    IOTGW_ERR_UPSTREAM_FULL = -450,        /* the device's queue is full: retry later */
-    IOTGW_ERR_UPSTREAM_NOT_ONLINE = -451,  /* the device is not online at the hub */
+    IOTGW_ERR_UPSTREAM_FULL = -450,       /* the device's queue is full: retry later */
+    IOTGW_ERR_UPSTREAM_NOT_ONLINE = -451, /* the device is not online at the hub */
 };
 
 /* Symbolic name of a code ("IOTGW_ERR_SAS_EXPIRED"), or "IOTGW_ERR_UNKNOWN". */

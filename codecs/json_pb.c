@@ -633,24 +633,33 @@ static int json_to_message(const ProtobufCMessageDescriptor *d, const json_t *j,
         return IOTGW_ERR_NOMEM;
     d->message_init(m);
     *out = m; /* the caller frees it, complete or not */
+    /* a field may come under its JSON name or its proto name, not both: the second
+     * value would silently replace the first */
+    unsigned char *seen = calloc(d->n_fields ? d->n_fields : 1, 1);
+    if (!seen)
+        return IOTGW_ERR_NOMEM;
 
     const char *key;
     json_t *val;
+    int rc = IOTGW_OK;
     json_object_foreach((json_t *)j, key, val)
     {
         size_t saved = path_push(path, key, -1);
         const ProtobufCFieldDescriptor *f = find_field(d, key);
-        int rc = IOTGW_OK;
         if (!f)
             rc = iotgw_diag_fail(diag, IOTGW_ERR_JSON_UNKNOWN_FIELD, "field %s: %s has no such field",
                                  path_name(path), d->name);
+        else if (seen[f - d->fields]++)
+            rc = iotgw_diag_fail(diag, IOTGW_ERR_JSON_DUPLICATE,
+                                 "field %s: given twice (as %s and as its other name)", path_name(path), key);
         else if (!json_is_null(val))
             rc = json_to_field(m, f, val, depth, path, diag);
         path_pop(path, saved);
         if (rc)
-            return rc;
+            break;
     }
-    return IOTGW_OK;
+    free(seen);
+    return rc;
 }
 
 int iotgw_pb_from_json(const ProtobufCMessageDescriptor *desc, const json_t *json, ProtobufCMessage **out,

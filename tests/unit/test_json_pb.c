@@ -225,6 +225,9 @@ START_TEST(errors_name_the_field_path)
     expect_error("[1]", IOTGW_ERR_JSON_TYPE, "field (message): expected an object");
     expect_error("{\"fInt32\":1,\"fInt32\":2}", IOTGW_ERR_JSON_SYNTAX,
                  "JSON syntax error at line 1 column 20: duplicate object key near '\"fInt32\"'");
+    /* the same field under both its names: refused, nothing of either value kept */
+    expect_error("{\"f_bytes\":\"AAEC\",\"fBytes\":\"AwQ=\"}", IOTGW_ERR_JSON_DUPLICATE,
+                 "field fBytes: given twice (as fBytes and as its other name)");
     expect_error("{\"fString\":\"a\\u0000b\"}", IOTGW_ERR_JSON_SYNTAX,
                  "JSON syntax error at line 1 column 21: \\u0000 is not allowed without JSON_ALLOW_NUL near "
                  "'\"a\\u0000b\"'");
