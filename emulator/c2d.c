@@ -3,7 +3,14 @@
  * queue of at most 50; a message goes to the device's active C2D link with a 16-byte
  * delivery tag (its lock token) and stays queued until the device completes (accepted),
  * rejects (rejected: dead-lettered) or abandons it (released or modified: queued again,
- * dead-lettered after the tenth delivery). */
+ * dead-lettered after the tenth delivery).
+ *
+ * Time: a delivery's lock lasts c2d_lock_timeout_s (60 s, as IoT Hub); a device that has
+ * not answered by then loses it: the hub settles that delivery and sends the message again
+ * under a new lock (the count is not raised, as the hub does). A message expires at its
+ * absolute-expiry-time, or c2d_ttl_s after it was queued (1 h), at most 2 days: it is
+ * dropped, queued or locked, with an Expired feedback record if negative feedback was
+ * asked for. One timer per queue waits for its earliest deadline. */
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,9 +31,10 @@ typedef struct c2d_msg {
     size_t len;
     int ack;
     char *original_id; /* its message-id, for feedback */
-    int64_t enqueued_ms;
+    int64_t enqueued_ms, expires_ms; /* wall clock */
     uint8_t lock[16];
-    int inflight;
+    pn_delivery_t *delivery; /* while locked: the delivery carrying it */
+    int64_t locked_until_ms;
     int delivery_count;
     struct c2d_msg *next;
 } c2d_msg;
@@ -34,13 +42,32 @@ typedef struct c2d_msg {
 typedef struct c2d_queue {
     c2d_msg *head, *tail;
     int count;
+    emu_hub *hub;
+    emu_identity *id;
+    iotgw_timer *timer; /* the earliest lock or expiry deadline */
 } c2d_queue;
 
-static c2d_queue *queue_of(emu_identity *id, int create)
+static c2d_queue *queue_of(emu_hub *hub, emu_identity *id)
 {
-    if (!id->c2d && create)
-        id->c2d = calloc(1, sizeof(c2d_queue));
+    if (!id->c2d && hub) {
+        c2d_queue *q = calloc(1, sizeof(c2d_queue));
+        if (q) {
+            q->hub = hub;
+            q->id = id;
+        }
+        id->c2d = q;
+    }
     return id->c2d;
+}
+
+/* End a delivery's lock from the hub's side: the device's later answer to it is ignored. */
+static void unlock(c2d_msg *m)
+{
+    if (!m->delivery)
+        return;
+    pn_delivery_settle(m->delivery);
+    m->delivery = NULL;
+    m->delivery_count--; /* the lock was lost, not abandoned: the count stays */
 }
 
 static void remove_msg(c2d_queue *q, c2d_msg *m)
@@ -56,6 +83,8 @@ static void remove_msg(c2d_queue *q, c2d_msg *m)
     if (q->tail == m)
         q->tail = prev;
     q->count--;
+    if (m->delivery) /* dead-lettered or expired while the device holds it */
+        pn_delivery_settle(m->delivery);
     free(m->buf);
     free(m->original_id);
     free(m);
@@ -66,15 +95,71 @@ void emu_c2d_free(emu_identity *id)
     c2d_queue *q = id->c2d;
     if (!q)
         return;
+    if (q->timer)
+        iotgw_timer_cancel(q->timer);
     while (q->head)
         remove_msg(q, q->head);
     free(q);
     id->c2d = NULL;
 }
 
+static void deadlines_fired(iotgw_timer *t, void *ctx);
+
+static void schedule(c2d_queue *q)
+{
+    int64_t next = INT64_MAX;
+    for (c2d_msg *m = q->head; m; m = m->next) {
+        if (m->expires_ms < next)
+            next = m->expires_ms;
+        if (m->delivery && m->locked_until_ms < next)
+            next = m->locked_until_ms;
+    }
+    if (q->timer)
+        iotgw_timer_cancel(q->timer);
+    q->timer = NULL;
+    if (next != INT64_MAX) {
+        int64_t delay = next - emu_wall_ms();
+        q->timer = iotgw_timer_start(q->hub->loop, delay > 0 ? delay : 0, deadlines_fired, q);
+    }
+}
+
+static void deadlines_fired(iotgw_timer *t, void *ctx)
+{
+    c2d_queue *q = ctx;
+    (void)t;
+    q->timer = NULL;
+    emu_identity *id = q->id;
+    int64_t now = emu_wall_ms();
+    int woke = 0;
+    for (c2d_msg *m = q->head, *next; m; m = next) {
+        next = m->next;
+        if (m->expires_ms <= now) {
+            iotgw_log(IOTGW_LOG_INFO, "%s: C2D message %s expired %s", id->id,
+                      m->original_id ? m->original_id : "(no id)",
+                      m->delivery ? "while the device held it" : "before delivery");
+            if (m->ack & ACK_NEGATIVE)
+                emu_feedback_record(q->hub, id, m->original_id, m->enqueued_ms, "Expired");
+            woke |= m->delivery != NULL;
+            remove_msg(q, m);
+        } else if (m->delivery && m->locked_until_ms <= now) {
+            iotgw_log(IOTGW_LOG_INFO, "%s: C2D message %s: lock expired after %d s without an answer; sent again",
+                      id->id, m->original_id ? m->original_id : "(no id)", q->hub->opt.c2d_lock_timeout_s);
+            unlock(m);
+            woke = 1;
+        }
+    }
+    emu_session *s = id->live.session;
+    if (s)
+        emu_c2d_pump(s); /* reschedules */
+    else
+        schedule(q);
+    if (woke && s && s->conn->conn)
+        iotgw_conn_wake(s->conn->conn);
+}
+
 int emu_c2d_enqueue(emu_hub *hub, emu_identity *id, pn_message_t *msg, iotgw_diag *diag)
 {
-    c2d_queue *q = queue_of(id, 1);
+    c2d_queue *q = queue_of(hub, id);
     if (!q)
         return iotgw_diag_fail(diag, IOTGW_ERR_NOMEM, "out of memory");
     if (q->count >= EMU_C2D_MAX_QUEUE)
@@ -94,6 +179,11 @@ int emu_c2d_enqueue(emu_hub *hub, emu_identity *id, pn_message_t *msg, iotgw_dia
                                             : 0;
     m->original_id = iotgw_atom_text(pn_message_get_id(msg)); /* feedback names it */
     m->enqueued_ms = emu_wall_ms();
+    /* the sender's absolute-expiry-time (ms since the epoch), within IoT Hub's 2 days */
+    int64_t latest = m->enqueued_ms + (int64_t)EMU_C2D_TTL_MAX * 1000;
+    m->expires_ms = pn_message_get_expiry_time(msg);
+    if (m->expires_ms <= 0 || m->expires_ms > latest)
+        m->expires_ms = m->enqueued_ms + (int64_t)hub->opt.c2d_ttl_s * 1000;
     if (q->tail)
         q->tail->next = m;
     else
@@ -103,41 +193,43 @@ int emu_c2d_enqueue(emu_hub *hub, emu_identity *id, pn_message_t *msg, iotgw_dia
     id->live.c2d_sent++;
     if (id->live.session)
         emu_c2d_pump(id->live.session);
-    (void)hub;
+    else
+        schedule(q);
     return 0;
 }
 
 void emu_c2d_pump(emu_session *s)
 {
     emu_identity *id = s->id;
-    c2d_queue *q = queue_of(id, 0);
-    if (!q || id->live.session != s || !s->c2d)
+    c2d_queue *q = queue_of(NULL, id);
+    if (!q || id->live.session != s)
         return;
-    pn_link_t *link = s->c2d->link;
     int sent = 0;
-    for (c2d_msg *m = q->head; m && pn_link_credit(link) > 0; m = m->next) {
-        if (m->inflight)
+    int64_t now = emu_wall_ms();
+    for (c2d_msg *m = q->head; s->c2d && m && pn_link_credit(s->c2d->link) > 0; m = m->next) {
+        if (m->delivery)
             continue;
-        if (!iotgw_link_send(link, m->lock, sizeof m->lock, m->buf, m->len))
+        RAND_bytes(m->lock, sizeof m->lock); /* a new lock token for every delivery */
+        m->delivery = iotgw_link_send(s->c2d->link, m->lock, sizeof m->lock, m->buf, m->len);
+        if (!m->delivery)
             break;
-        m->inflight = 1;
+        m->locked_until_ms = now + (int64_t)q->hub->opt.c2d_lock_timeout_s * 1000;
         m->delivery_count++;
         sent++;
     }
+    schedule(q);
     if (sent && s->conn->conn)
         iotgw_conn_wake(s->conn->conn);
 }
 
 void emu_c2d_requeue(emu_identity *id)
 {
-    c2d_queue *q = queue_of(id, 0);
+    c2d_queue *q = queue_of(NULL, id);
     if (!q)
         return;
     for (c2d_msg *m = q->head; m; m = m->next)
-        if (m->inflight) {
-            m->inflight = 0;
-            m->delivery_count--; /* the lock was lost, not abandoned: the count stays */
-        }
+        unlock(m);
+    schedule(q);
 }
 
 void emu_c2d_on_disposition(emu_link *l, pn_delivery_t *d)
@@ -146,17 +238,19 @@ void emu_c2d_on_disposition(emu_link *l, pn_delivery_t *d)
     if (!state || state == PN_RECEIVED)
         return;
     emu_session *s = l->session;
-    pn_delivery_tag_t tag = pn_delivery_tag(d);
+    c2d_queue *q = s ? queue_of(NULL, s->id) : NULL;
+    c2d_msg *m = q ? q->head : NULL;
+    while (m && m->delivery != d)
+        m = m->next;
+    if (m)
+        m->delivery = NULL; /* settled here, so not by remove_msg or unlock */
     if (!pn_delivery_settled(d))
         pn_delivery_settle(d);
-    c2d_queue *q = s ? queue_of(s->id, 0) : NULL;
-    if (!q || tag.size != 16)
+    if (!m) {
+        if (s)
+            iotgw_log(IOTGW_LOG_INFO, "%s: answer to a C2D delivery whose lock was lost: ignored", s->id->id);
         return;
-    c2d_msg *m = q->head;
-    while (m && memcmp(m->lock, tag.start, 16))
-        m = m->next;
-    if (!m || !m->inflight)
-        return;
+    }
     emu_identity *id = s->id;
     emu_hub *hub = l->conn->hub;
     switch (state) {
@@ -175,7 +269,6 @@ void emu_c2d_on_disposition(emu_link *l, pn_delivery_t *d)
         break;
     default: /* released or modified: abandoned */
         id->live.c2d_abandoned++;
-        m->inflight = 0;
         if (m->delivery_count >= MAX_DELIVERY_COUNT) {
             iotgw_log(IOTGW_LOG_INFO, "%s: C2D message abandoned %d times (dead-lettered)", id->id,
                       m->delivery_count);

@@ -161,12 +161,12 @@ static void annotate(pn_message_t *msg, emu_identity *id, uint64_t seq, uint64_t
         pn_data_enter(ann);
     }
     char text[64];
-    put_string(ann, "iothub-connection-device-id", id->id);
+    put_string(ann, "iothub-connection-device-id", id->device_id); /* a module's device */
     if (id->module_id)
         put_string(ann, "iothub-connection-module-id", id->module_id);
-    put_string(
-        ann, "iothub-connection-auth-method",
-        "{\"scope\":\"device\",\"type\":\"sas\",\"issuer\":\"iothub\",\"acceptingIpFilterRule\":null}");
+    put_string(ann, "iothub-connection-auth-method",
+               id->module_id ? "{\"scope\":\"module\",\"type\":\"sas\",\"issuer\":\"iothub\",\"acceptingIpFilterRule\":null}"
+                             : "{\"scope\":\"device\",\"type\":\"sas\",\"issuer\":\"iothub\",\"acceptingIpFilterRule\":null}");
     put_symbol_key(ann, "iothub-enqueuedtime");
     pn_data_put_timestamp(ann, now_ms);
     put_string(ann, "iothub-message-source", "Telemetry");
@@ -191,7 +191,7 @@ static void pump_partition(emu_hub *hub, int partition)
 void emu_events_publish(emu_hub *hub, emu_identity *id, const uint8_t *buf, size_t len)
 {
     emu_events *ev = hub->events;
-    int partition = partition_of(ev, id->id);
+    int partition = partition_of(ev, id->device_id); /* a device and its modules share one */
     emu_partition *p = &ev->p[partition];
     pn_message_t *msg = hub->scratch;
     if (iotgw_message_decode(msg, buf, len, NULL))

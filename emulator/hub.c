@@ -81,8 +81,11 @@ static void link_forget_session(emu_link *l)
         return;
     if (s->telemetry == l)
         s->telemetry = NULL;
-    if (s->c2d == l)
+    if (s->c2d == l) {
         s->c2d = NULL;
+        if (s->id->live.session == s)
+            emu_c2d_requeue(s->id); /* its locks go with the link */
+    }
     if (s->method_requests == l)
         s->method_requests = NULL;
     if (s->method_responses == l)
@@ -740,6 +743,10 @@ int emu_hub_new(iotgw_loop *loop, emu_registry *registry, const emu_hub_options 
     hub->opt.cert_file = hub->opt.key_file = NULL;
     if (!hub->opt.max_tokens)
         hub->opt.max_tokens = EMU_MAX_TOKENS_DEFAULT;
+    if (hub->opt.c2d_lock_timeout_s <= 0)
+        hub->opt.c2d_lock_timeout_s = EMU_C2D_LOCK_TIMEOUT_DEFAULT;
+    if (hub->opt.c2d_ttl_s <= 0 || hub->opt.c2d_ttl_s > EMU_C2D_TTL_MAX)
+        hub->opt.c2d_ttl_s = EMU_C2D_TTL_DEFAULT;
     hub->scratch = pn_message();
     if (!hub->opt.hostname || !hub->scratch ||
         emu_events_new(opt->partitions, opt->retention_messages, opt->retention_bytes, &hub->events)) {

@@ -31,6 +31,9 @@
 #define EMU_LINK_MAX_MESSAGE_SIZE      (1024 * 1024) /* advertised on attach (CBS links: observed) */
 #define EMU_C2D_MAX_QUEUE              50
 #define EMU_C2D_MAX_SIZE               (64 * 1024)
+#define EMU_C2D_LOCK_TIMEOUT_DEFAULT   60   /* seconds */
+#define EMU_C2D_TTL_DEFAULT            3600 /* seconds */
+#define EMU_C2D_TTL_MAX                (2 * 24 * 3600)
 #define EMU_METHOD_MAX_PAYLOAD         (128 * 1024)
 #define EMU_PARTITIONS_DEFAULT         4
 #define EMU_RETENTION_MESSAGES_DEFAULT 100000             /* the stream keeps at most this many */
@@ -45,6 +48,8 @@ typedef struct emu_hub_options {
     const char *cert_file, *key_file;
     int max_tokens;                             /* per connection; 0: EMU_MAX_TOKENS_DEFAULT */
     int d2c_limit;                              /* device-to-cloud messages per second; 0: no limit */
+    int c2d_lock_timeout_s;                     /* 0: EMU_C2D_LOCK_TIMEOUT_DEFAULT */
+    int c2d_ttl_s;                              /* 0: EMU_C2D_TTL_DEFAULT */
     int admin;                                  /* serve the fault-injection API (loopback clients only) */
     int partitions;                             /* of the telemetry stream; 0: EMU_PARTITIONS_DEFAULT */
     size_t retention_messages, retention_bytes; /* 0: the defaults above */

@@ -17,11 +17,6 @@
 #define PACKAGE_VERSION "dev"
 #endif
 
-typedef struct settings {
-    char *hostname, *listen, *amqps, *cert, *key, *registry;
-    int64_t numbers[5]; /* see number_options; 0: not set */
-} settings;
-
 /* Numeric settings: option, YAML key, range. */
 static const struct {
     const char *option, *key;
@@ -32,9 +27,16 @@ static const struct {
     {"retention-messages", "retentionMessages", 1, 100000000},
     {"retention-bytes", "retentionBytes", 1024, INT64_C(64) * 1024 * 1024 * 1024},
     {"d2c-limit", "d2cLimit", 1, 1000000},
+    {"c2d-lock-timeout", "c2dLockTimeout", 1, 3600},
+    {"c2d-ttl", "c2dDefaultTtl", 1, 2 * 24 * 3600}, /* IoT Hub's maximum: 2 days */
 };
-enum { MAX_TOKENS, PARTITIONS, RETENTION_MESSAGES, RETENTION_BYTES, D2C_LIMIT, NUMBERS };
+enum { MAX_TOKENS, PARTITIONS, RETENTION_MESSAGES, RETENTION_BYTES, D2C_LIMIT, C2D_LOCK, C2D_TTL, NUMBERS };
 #define NUMBER_OPTION 1000 /* getopt code of number_options[i]: NUMBER_OPTION + i */
+
+typedef struct settings {
+    char *hostname, *listen, *amqps, *cert, *key, *registry;
+    int64_t numbers[NUMBERS]; /* see number_options; 0: not set */
+} settings;
 
 static volatile sig_atomic_t stopping;
 
@@ -67,11 +69,17 @@ static void usage(FILE *f)
                "  --retention-bytes N  bytes the stream keeps (default 67108864)\n"
                "  --d2c-limit N        device-to-cloud messages per second the hub accepts; beyond\n"
                "                       it telemetry is rejected as throttled (default: no limit)\n"
+               "  --c2d-lock-timeout S a cloud-to-device message a device neither completes,\n"
+               "                       rejects nor abandons within S seconds is delivered again\n"
+               "                       (default 60, as IoT Hub)\n"
+               "  --c2d-ttl S          cloud-to-device messages without absolute-expiry-time expire\n"
+               "                       after S seconds (default 3600, as IoT Hub; at most 172800)\n"
                "  --admin              serve the fault-injection API under /admin to loopback\n"
                "                       clients (docs/emulator.md)\n"
                "  --config FILE        the settings above from YAML (keys: hostname, listen, amqps,\n"
                "                       cert, key, registry, maxTokensPerConnection, partitions,\n"
-               "                       retentionMessages, retentionBytes, d2cLimit); options given\n"
+               "                       retentionMessages, retentionBytes, d2cLimit,\n"
+               "                       c2dLockTimeout, c2dDefaultTtl); options given\n"
                "                       on the command line win\n"
                "  --version            print the version\n"
                "  -h, --help           this help\n"
@@ -119,6 +127,8 @@ static int load_config(const char *file, settings *s)
                                        "retentionMessages",
                                        "retentionBytes",
                                        "d2cLimit",
+                                       "c2dLockTimeout",
+                                       "c2dDefaultTtl",
                                        NULL};
     int rc = iotgw_yaml_load(&y, file, NULL, &diag);
     yaml_node_t *root = rc ? NULL : iotgw_yaml_root(&y);
@@ -162,6 +172,8 @@ int main(int argc, char **argv)
         {"retention-messages", required_argument, 0, NUMBER_OPTION + RETENTION_MESSAGES},
         {"retention-bytes", required_argument, 0, NUMBER_OPTION + RETENTION_BYTES},
         {"d2c-limit", required_argument, 0, NUMBER_OPTION + D2C_LIMIT},
+        {"c2d-lock-timeout", required_argument, 0, NUMBER_OPTION + C2D_LOCK},
+        {"c2d-ttl", required_argument, 0, NUMBER_OPTION + C2D_TTL},
         {"config", required_argument, 0, 'f'},
         {"admin", no_argument, 0, 'A'},
         {"version", no_argument, 0, 'V'},
@@ -177,12 +189,16 @@ int main(int argc, char **argv)
         case 'c': s.cert = strdup(optarg); break;
         case 'k': s.key = strdup(optarg); break;
         case 'r': s.registry = strdup(optarg); break;
-        case NUMBER_OPTION + MAX_TOKENS:
-        case NUMBER_OPTION + PARTITIONS:
-        case NUMBER_OPTION + RETENTION_MESSAGES:
-        case NUMBER_OPTION + RETENTION_BYTES:
-        case NUMBER_OPTION + D2C_LIMIT: {
+        case 'f': config = optarg; break;
+        case 'A': admin = 1; break;
+        case 'V': printf("iothub-emulator %s\n", PACKAGE_VERSION); return 0;
+        case 'h': usage(stdout); return 0;
+        default: {
             int i = o - NUMBER_OPTION;
+            if (i < 0 || i >= NUMBERS) {
+                usage(stderr);
+                return 2;
+            }
             char *end;
             errno = 0;
             s.numbers[i] = strtoll(optarg, &end, 10);
@@ -194,11 +210,6 @@ int main(int argc, char **argv)
             }
             break;
         }
-        case 'f': config = optarg; break;
-        case 'A': admin = 1; break;
-        case 'V': printf("iothub-emulator %s\n", PACKAGE_VERSION); return 0;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
         }
     }
     if (optind < argc) {
@@ -223,6 +234,8 @@ int main(int argc, char **argv)
                           .retention_messages = (size_t)s.numbers[RETENTION_MESSAGES],
                           .retention_bytes = (size_t)s.numbers[RETENTION_BYTES],
                           .d2c_limit = (int)s.numbers[D2C_LIMIT],
+                          .c2d_lock_timeout_s = (int)s.numbers[C2D_LOCK],
+                          .c2d_ttl_s = (int)s.numbers[C2D_TTL],
                           .admin = admin,
                           .on_http = emu_rest_on_request};
     char *listen_addr = NULL, *amqps_addr = NULL;

@@ -60,28 +60,16 @@ int iotgw_listener_new(iotgw_loop *loop, const iotgw_listener_options *opt, iotg
     }
     info.protocols = l->protocols;
 
-    /* Check the certificate now, so a bad file fails at start-up, not at the first client. */
-    if (opt->kind == IOTGW_TRANSPORT_AMQPS) {
-        FILE *f = fopen(l->cert_file, "r"), *g = fopen(l->key_file, "r");
-        if (f)
-            fclose(f);
-        if (g)
-            fclose(g);
-        if (!f || !g) {
-            iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "cannot read TLS %s file '%s'",
-                            !f ? "certificate" : "key", !f ? l->cert_file : l->key_file);
-            l->vhost = NULL;
-            iotgw_listener_free(l);
-            return diag ? diag->code : IOTGW_ERR_INVALID_ARG;
-        }
-    }
-    l->vhost = lws_create_vhost(loop->ctx, &info);
+    /* Check the files and address now: a bad certificate fails at start-up (for AMQPS it
+     * would only be read at the first client), with the reason. */
+    int rc = listen_check(l->address, opt->port, l->cert_file, l->key_file, diag);
+    l->vhost = rc ? NULL : lws_create_vhost(loop->ctx, &info);
     if (!l->vhost) {
-        iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG,
-                        "could not listen on %s:%d (port in use, no permission, or bad TLS certificate/key)",
-                        l->address ? l->address : "*", opt->port);
+        if (!rc)
+            rc = iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "cannot listen on %s:%d (libwebsockets refused)",
+                                 l->address ? l->address : "*", opt->port);
         iotgw_listener_free(l);
-        return diag ? diag->code : IOTGW_ERR_INVALID_ARG;
+        return rc;
     }
     l->next = loop->listeners;
     if (loop->listeners)

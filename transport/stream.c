@@ -167,15 +167,16 @@ int iotgw_stream_listener_new(iotgw_loop *loop, const iotgw_stream_listener_opti
             info.options |= LWS_SERVER_OPTION_REQUIRE_VALID_OPENSSL_CLIENT_CERT;
         }
     }
-    l->vhost = lws_create_vhost(loop->ctx, &info);
+    int rc = listen_check(l->address, opt->port, l->cert_file, l->key_file, diag);
+    l->vhost = rc ? NULL : lws_create_vhost(loop->ctx, &info);
     if (!l->vhost) {
-        iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG,
-                        "could not listen on %s:%d (port in use, no permission, or bad TLS certificate/key)",
-                        l->address ? l->address : "*", opt->port);
+        if (!rc)
+            rc = iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "cannot listen on %s:%d (libwebsockets refused)",
+                                 l->address ? l->address : "*", opt->port);
         free(l->address);
         free(l->cert_file), free(l->key_file), free(l->ca_file);
         free(l);
-        return diag ? diag->code : IOTGW_ERR_INVALID_ARG;
+        return rc;
     }
     *out = l;
     return 0;

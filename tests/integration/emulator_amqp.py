@@ -5,8 +5,11 @@ hostile input. After each refusal the emulator must keep serving everyone else.
 usage: emulator_amqp.py IOTHUB_EMULATOR CERT_DIR"""
 import base64
 import json
+import os
 import socket
 import ssl
+import subprocess
+import tempfile
 import sys
 import threading
 import time
@@ -15,9 +18,9 @@ import uuid
 from proton import Message, symbol, Endpoint
 from proton.utils import LinkDetached
 
-from iotgw_testlib import run_tests
-from emulator_lib import (Emulator, Cbs, HOST, connect, device_token, owner_token, sas_token, DEVICE_KEYS,
-                          SERVICE_KEY)
+from iotgw_testlib import readline_within, run_tests
+from emulator_lib import (Emulator, Cbs, HOST, StreamReader, connect, device_token, module_token, owner_token,
+                          pump, sas_token, DEVICE_KEYS, SERVICE_KEY)
 import unittest
 
 BINARY, CERTS = sys.argv[1:3]
@@ -397,6 +400,66 @@ class DeviceLinks(unittest.TestCase):
         other.close()
 
 
+class Modules(unittest.TestCase):
+    """A module (mod1 of dev3) is an identity of its own: its token, its links, its twin,
+    its methods, and its messages in the stream marked with its module id."""
+
+    def test_module_links_twin_methods_and_telemetry(self):
+        reader = StreamReader(EMU)
+        conn = connect(EMU)
+        try:
+            cbs = Cbs(conn)
+            base = "/devices/dev3/modules/mod1"
+            # dev3's own token does not cover its module
+            self.assertEqual(cbs.put(device_token("dev3"))[0], 200)
+            name, _ = detach_condition(lambda: conn.create_sender(base + "/messages/events"))
+            self.assertEqual(name, "amqp:unauthorized-access")
+            # a token signed with another key is refused
+            self.assertEqual(cbs.put(module_token("dev3", "mod1", key=DEVICE_KEYS["dev3"]))[0], 401)
+            self.assertEqual(cbs.put(module_token("dev3", "mod1"))[0], 200)
+            conn.create_sender(base + "/messages/events").send(Message(id="from-mod1", body=b"m"))
+            conn.create_sender("/devices/dev3/messages/events").send(Message(id="from-dev3", body=b"d"))
+            # its twin is not the device's
+            tw_snd = conn.create_sender(base + "/twin")
+            tw_rcv = conn.create_receiver(base + "/twin", credit=10)
+            tw_snd.send(Message(correlation_id="t1", annotations={"operation": "PATCH",
+                                                                 "resource": "/properties/reported"},
+                                body=b'{"role":"filter"}'))
+            self.assertEqual(tw_rcv.receive(timeout=20).annotations["status"], 204)
+            tw_rcv.accept()
+            status, _, twin = EMU.rest("GET", "/twins/dev3/modules/mod1")
+            self.assertEqual((status, twin["properties"]["reported"]["role"]), (200, "filter"))
+            status, _, twin = EMU.rest("GET", "/twins/dev3")
+            self.assertNotIn("role", twin["properties"]["reported"])
+            # a method called on the module reaches the module's link only
+            req_rcv = conn.create_receiver(base + "/methods/devicebound", credit=10)
+            rsp_snd = conn.create_sender(base + "/methods/devicebound")
+            result = {}
+            t = threading.Thread(target=lambda: result.setdefault("r", EMU.rest(
+                "POST", "/twins/dev3/modules/mod1/methods", {"methodName": "ping", "responseTimeoutInSeconds": 10})))
+            t.start()
+            req = req_rcv.receive(timeout=20)
+            req_rcv.accept()
+            self.assertEqual(req.properties["IoThub-methodname"], "ping")
+            rsp_snd.send(Message(correlation_id=req.correlation_id, properties={"IoThub-status": 200},
+                                 body=b'"pong"', inferred=True))
+            t.join(30)
+            self.assertEqual((result["r"][0], result["r"][2]), (200, {"status": 200, "payload": "pong"}))
+            status, headers, _ = EMU.rest("POST", "/twins/dev3/methods", {"methodName": "ping"})
+            self.assertEqual((status, headers.get("iothub-errorcode")), (404, "DeviceNotOnline"))
+            # the stream tells the module's messages from the device's
+            deadline = time.time() + 10
+            while time.time() < deadline and {"from-mod1", "from-dev3"} - {e[1] for e in reader.events}:
+                time.sleep(0.05)
+            seen = {e[1]: e[2] for e in reader.events if e[1] in ("from-mod1", "from-dev3")}
+            self.assertEqual(seen["from-mod1"].get("iothub-connection-module-id"), "mod1")
+            self.assertEqual(seen["from-mod1"].get("iothub-connection-device-id"), "dev3")
+            self.assertNotIn("iothub-connection-module-id", seen["from-dev3"])
+        finally:
+            conn.close()
+            reader.stop()
+
+
 class RestTwin(unittest.TestCase):
     def test_etag_merge_and_limits(self):
         status, _, t0 = EMU.rest("GET", "/twins/dev1")
@@ -504,9 +567,7 @@ class Feedback(unittest.TestCase):
         c2d.reject()  # fb-no rejected: Rejected
         c2d.receive(timeout=20)
         c2d.reject()  # fb-quiet rejected, but only positive feedback was asked for
-        for _ in range(20):  # a blocking connection sends its dispositions only while it is pumped
-            dev.container.process()
-            time.sleep(0.01)
+        pump(dev)
         records = []
         while len(records) < 2:
             m = feedback.receive(timeout=10)
@@ -521,6 +582,115 @@ class Feedback(unittest.TestCase):
             feedback.receive(timeout=1)  # nothing for fb-quiet
         dev.close()
         svc.close()
+
+
+class C2dDeadlines(unittest.TestCase):
+    """Locks a device does not answer, and messages that outlive their time to live."""
+
+    def test_lock_expires_and_messages_expire(self):
+        emu = Emulator(BINARY, CERTS, extra=["--c2d-lock-timeout", "1", "--c2d-ttl", "3"])
+        try:
+            svc = connect(emu)
+            self.assertEqual(Cbs(svc).put(owner_token(), audience=HOST)[0], 200)
+            feedback = svc.create_receiver("/messages/serviceBound/feedback", credit=10)
+            sender = svc.create_sender("/messages/devicebound")
+            dev = connect(emu)
+            self.assertEqual(Cbs(dev).put(device_token("dev1"))[0], 200)
+            c2d = dev.create_receiver("/devices/dev1/messages/devicebound", credit=10)
+            sender.send(Message(address="/devices/dev1/messages/devicebound", id="held", body=b"held",
+                                properties={"iothub-ack": "full"}))
+            first = c2d.receive(timeout=20)
+            held_since = time.time()
+            # not answered: after the 1 s lock the hub settles that delivery and sends the
+            # message again under a new lock token
+            again = c2d.receive(timeout=10)
+            self.assertGreater(time.time() - held_since, 0.8)
+            self.assertEqual((bytes(first.body), bytes(again.body)), (b"held", b"held"))
+            lost, current = c2d.fetcher.unsettled
+            self.assertTrue(lost.settled)  # settled by the hub
+            self.assertNotEqual(lost.tag, current.tag)
+            self.assertIn("dev1: C2D message held: lock expired after 1 s without an answer; sent again",
+                          emu.log_text())
+            c2d.accept()  # the lost lock: ignored
+            c2d.accept()  # the current one completes the message
+            pump(dev)
+            # dev2 is offline: one message with its own absolute-expiry-time, one with the
+            # hub's time to live (2 s); both expire, and negative feedback says so
+            sender.send(Message(address="/devices/dev2/messages/devicebound", id="own-expiry", body=b"x",
+                                expiry_time=time.time() + 1, properties={"iothub-ack": "negative"}))
+            sender.send(Message(address="/devices/dev2/messages/devicebound", id="hub-ttl", body=b"y",
+                                properties={"iothub-ack": "full"}))
+            records, deadline = [], time.time() + 15
+            while len(records) < 3 and time.time() < deadline:
+                try:
+                    m = feedback.receive(timeout=1)
+                except Exception:
+                    pump(dev)
+                    continue
+                feedback.accept()
+                records += json.loads(bytes(m.body))
+            self.assertEqual(sorted((r["originalMessageId"], r["statusCode"], r["deviceId"]) for r in records),
+                             [("held", "Success", "dev1"), ("hub-ttl", "Expired", "dev2"),
+                              ("own-expiry", "Expired", "dev2")])
+            dev2 = connect(emu)
+            self.assertEqual(Cbs(dev2).put(device_token("dev2"))[0], 200)
+            with self.assertRaises(Exception):
+                dev2.create_receiver("/devices/dev2/messages/devicebound", credit=10).receive(timeout=2)
+            self.assertIn("dev2: C2D message own-expiry expired before delivery", emu.log_text())
+            for c in (dev2, dev, svc):
+                c.close()
+        finally:
+            emu.stop()
+            emu.log.close()
+
+
+class Startup(unittest.TestCase):
+    """Settings from --config with the command line winning, and start-up failures that
+    say what is wrong and exit non-zero."""
+
+    def run_emulator(self, *args, timeout=20):
+        cert, key = os.path.join(CERTS, "server.pem"), os.path.join(CERTS, "server.key")
+        return subprocess.run([BINARY, "--cert", cert, "--key", key, *args], capture_output=True, text=True,
+                              timeout=timeout)
+
+    def test_config_file_and_command_line(self):
+        with tempfile.TemporaryDirectory() as d:
+            config = os.path.join(d, "emulator.yaml")
+            with open(config, "w") as f:
+                f.write("hostname: hub.example\nlisten: 127.0.0.1:0\namqps: 127.0.0.1:0\npartitions: 2\n"
+                        "c2dLockTimeout: 30\n")
+            emu = subprocess.Popen([BINARY, "--config", config, "--partitions", "3", "--cert",
+                                    os.path.join(CERTS, "server.pem"), "--key", os.path.join(CERTS, "server.key")],
+                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            try:
+                lines = [readline_within(emu, 20) for _ in range(5)]
+            finally:
+                emu.terminate()
+                emu.wait(30)
+                emu.stdout.close()
+            text = "\n".join(lines)
+            self.assertIn("hub: hub.example", text)
+            self.assertIn("Partitions/0..2", text)  # --partitions 3 won over the file's 2
+            self.assertRegex(text, r"listening: amqps 127\.0\.0\.1:\d+")
+            with open(config, "w") as f:
+                f.write("hostname: hub.example\nlisten: 127.0.0.1:0\nc2dLockTimout: 30\n")
+            r = self.run_emulator("--config", config)
+            self.assertEqual(r.returncode, 1)
+            self.assertIn(f"{config}:3: unknown key \"c2dLockTimout\"", r.stderr)
+
+    def test_failures_name_their_cause(self):
+        r = self.run_emulator("--listen", "127.0.0.1:0", "--amqps", f"127.0.0.1:{EMU.amqps}")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(f"cannot listen on 127.0.0.1:{EMU.amqps}: Address already in use", r.stderr)
+        r = self.run_emulator("--listen", "127.0.0.1:0", "--amqps", "off", "--key", os.path.join(CERTS, "ca.pem"))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(f"TLS key '{os.path.join(CERTS, 'ca.pem')}'", r.stderr)
+        r = self.run_emulator("--listen", "off", "--amqps", "127.0.0.1:0", "--cert", "/nonexistent.pem")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("TLS certificate '/nonexistent.pem': No such file or directory", r.stderr)
+        r = self.run_emulator("--c2d-ttl", "0")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--c2d-ttl must be 1..172800", r.stderr)
 
 
 class HostileInput(unittest.TestCase):

@@ -23,6 +23,7 @@ DEVICE_KEYS = {
 }
 OWNER_KEY = "YGFiY2RlZmdoaWprbG1ub3BxcnN0dXZ3eHl6e3x9fn8="
 SERVICE_KEY = "gIGCg4SFhoeIiYqLjI2Oj5CRkpOUlZaXmJmam5ydnp8="
+MODULE_KEY = "oKGio6SlpqeoqaqrrK2ur7CxsrO0tba3uLm6u7y9vr8="  # module mod1 of dev3
 
 
 def sas_token(resource, key, ttl=3600, policy=None, expiry=None):
@@ -36,6 +37,10 @@ def sas_token(resource, key, ttl=3600, policy=None, expiry=None):
 
 def device_token(device, ttl=3600, key=None, expiry=None):
     return sas_token(f"{HOST}/devices/{device}", key or DEVICE_KEYS[device], ttl, expiry=expiry)
+
+
+def module_token(device, module, ttl=3600, key=MODULE_KEY):
+    return sas_token(f"{HOST}/devices/{device}/modules/{module}", key, ttl)
 
 
 def owner_token(ttl=3600):
@@ -58,6 +63,7 @@ policies:
     rights: [RegistryRead]
 devices:
 """ + "".join(f"  - id: {d}\n    primaryKey: {k}\n    secondaryKey: {k}\n" for d, k in DEVICE_KEYS.items()) + \
+    f"    modules:\n      - id: mod1\n        primaryKey: {MODULE_KEY}\n        secondaryKey: {MODULE_KEY}\n" + \
     "  - id: off\n    status: disabled\n"
 
 
@@ -157,6 +163,18 @@ class Cbs:
         reply = self.receiver.receive(timeout=20)
         self.receiver.accept()
         return reply.properties["status-code"], reply.properties.get("status-description"), reply
+
+
+def pump(conn, seconds=0.3):
+    """Let a BlockingConnection send what it holds (dispositions are written only while
+    it is pumped) for a short while; a bare container.process() can wait its full timeout."""
+    saved, end = conn.container.timeout, time.time() + seconds
+    try:
+        while time.time() < end:
+            conn.container.timeout = 0.02
+            conn.container.process()
+    finally:
+        conn.container.timeout = saved
 
 
 def fleet_registry(devices, disabled=()):

@@ -89,9 +89,10 @@ class OurServer:
 
 def run_tests():
     """Run the calling module's tests verbosely, end with the "N passed, N failed" line
-    that quickstart sums, and exit non-zero on any failure."""
+    that quickstart sums, and exit non-zero on any failure. Test names left on the command
+    line (Class or Class.test) run only those."""
     import unittest
-    result = unittest.main(module="__main__", argv=[sys.argv[0], "-v"], exit=False).result
+    result = unittest.main(module="__main__", argv=[sys.argv[0], "-v"] + sys.argv[1:], exit=False).result
     failed = len(result.failures) + len(result.errors)
     print(f"{result.testsRun - failed} passed, {failed} failed")
     sys.exit(1 if failed else 0)

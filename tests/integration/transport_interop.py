@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from iotgw_testlib import WRAPPER, OurServer as _OurServer, readline_within, run_tests  # noqa: E402
 
 PEER, CERTS = sys.argv[1], sys.argv[2]
+del sys.argv[1:3]
 CA = os.path.join(CERTS, "ca.pem")
 
 

@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from iotgw_testlib import run_tests  # noqa: E402
 
 TOOL, DESCRIPTORS = sys.argv[1], sys.argv[2]
+del sys.argv[1:3]
 # IOTGW_WRAPPER runs the tool under e.g. valgrind (make check-valgrind sets it).
 WRAPPER = shlex.split(os.environ.get("IOTGW_WRAPPER", ""))
 

@@ -14,6 +14,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from iotgw_testlib import OurServer, run_tests  # noqa: E402
 
 PEER, CERTS, NODE_DIR = sys.argv[1], sys.argv[2], sys.argv[3]
+del sys.argv[1:4]
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rhea_wss_client.js")
 
 
