@@ -30,7 +30,7 @@ typedef struct c2d_msg {
     uint8_t *buf; /* encoded, as the device gets it */
     size_t len;
     int ack;
-    char *original_id; /* its message-id, for feedback */
+    char *original_id;               /* its message-id, for feedback */
     int64_t enqueued_ms, expires_ms; /* wall clock */
     uint8_t lock[16];
     pn_delivery_t *delivery; /* while locked: the delivery carrying it */
@@ -142,8 +142,9 @@ static void deadlines_fired(iotgw_timer *t, void *ctx)
             woke |= m->delivery != NULL;
             remove_msg(q, m);
         } else if (m->delivery && m->locked_until_ms <= now) {
-            iotgw_log(IOTGW_LOG_INFO, "%s: C2D message %s: lock expired after %d s without an answer; sent again",
-                      id->id, m->original_id ? m->original_id : "(no id)", q->hub->opt.c2d_lock_timeout_s);
+            iotgw_log(IOTGW_LOG_INFO,
+                      "%s: C2D message %s: lock expired after %d s without an answer; sent again", id->id,
+                      m->original_id ? m->original_id : "(no id)", q->hub->opt.c2d_lock_timeout_s);
             unlock(m);
             woke = 1;
         }

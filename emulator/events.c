@@ -164,9 +164,11 @@ static void annotate(pn_message_t *msg, emu_identity *id, uint64_t seq, uint64_t
     put_string(ann, "iothub-connection-device-id", id->device_id); /* a module's device */
     if (id->module_id)
         put_string(ann, "iothub-connection-module-id", id->module_id);
-    put_string(ann, "iothub-connection-auth-method",
-               id->module_id ? "{\"scope\":\"module\",\"type\":\"sas\",\"issuer\":\"iothub\",\"acceptingIpFilterRule\":null}"
-                             : "{\"scope\":\"device\",\"type\":\"sas\",\"issuer\":\"iothub\",\"acceptingIpFilterRule\":null}");
+    put_string(
+        ann, "iothub-connection-auth-method",
+        id->module_id
+            ? "{\"scope\":\"module\",\"type\":\"sas\",\"issuer\":\"iothub\",\"acceptingIpFilterRule\":null}"
+            : "{\"scope\":\"device\",\"type\":\"sas\",\"issuer\":\"iothub\",\"acceptingIpFilterRule\":null}");
     put_symbol_key(ann, "iothub-enqueuedtime");
     pn_data_put_timestamp(ann, now_ms);
     put_string(ann, "iothub-message-source", "Telemetry");

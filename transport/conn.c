@@ -357,10 +357,16 @@ int conn_on_writable(iotgw_conn *c, int ws)
             size_t cut = 1 + c->split_state % 4096;
             n = n < cut ? n : cut;
         }
-        static uint8_t buf[LWS_PRE + WRITE_CHUNK];
-        memcpy(buf + LWS_PRE, wb.start, n);
+        static uint8_t buf[LWS_PRE + WS_CLIENT_FRAME_HEADER_MAX + WRITE_CHUNK];
+        int w;
         /* lws keeps what the kernel does not take and sends it before anything else. */
-        int w = lws_write(c->wsi, buf + LWS_PRE, n, ws ? LWS_WRITE_BINARY : LWS_WRITE_RAW);
+        if (ws && !c->is_server) { /* framed and masked here: see ws_frame.c */
+            size_t len = ws_client_frame(buf + LWS_PRE, (const uint8_t *)wb.start, n);
+            w = len ? lws_write(c->wsi, buf + LWS_PRE, len, LWS_WRITE_RAW) : -1;
+        } else {
+            memcpy(buf + LWS_PRE, wb.start, n);
+            w = lws_write(c->wsi, buf + LWS_PRE, n, ws ? LWS_WRITE_BINARY : LWS_WRITE_RAW);
+        }
         if (w < 0) {
             pn_connection_driver_errorf(&c->driver, IOTGW_COND_IO, "write to %s failed", c->peer);
             pn_connection_driver_close(&c->driver);

@@ -123,10 +123,15 @@ void sasl_server_setup(iotgw_conn *c);
 /* libwebsockets states why a TLS handshake failed only in its log, just before it
  * fails that connection: the last such reason, or "". */
 const char *loop_tls_error(void);
+/* ws_frame.c: one masked binary frame (FIN set) of n payload bytes written to out, which
+ * has room for n + WS_CLIENT_FRAME_HEADER_MAX; returns its length, 0 if no masking key. */
+#define WS_CLIENT_FRAME_HEADER_MAX 14
+size_t ws_client_frame(uint8_t *out, const uint8_t *payload, size_t n);
 /* listen_check.c: before a listener is created, that its certificate and key load and
  * match (cert NULL: no TLS) and that its address can be bound (not in use, permitted, of
  * this host); 0, or an IOTGW_ERR_ code with the reason in diag. */
-int listen_check(const char *address, int port, const char *cert_file, const char *key_file, iotgw_diag *diag);
+int listen_check(const char *address, int port, const char *cert_file, const char *key_file,
+                 iotgw_diag *diag);
 void loop_tls_error_clear(void);
 struct lws_vhost *loop_client_vhost(iotgw_loop *loop, const iotgw_tls_options *tls, const char *proxy,
                                     iotgw_diag *diag);

@@ -78,8 +78,8 @@ int listen_check(const char *address, int port, const char *cert_file, const cha
     if (check_tls_files(cert_file, key_file, diag))
         return diag ? diag->code : IOTGW_ERR_INVALID_ARG;
     int err = bind_errno(address, port);
-    const char *hint = err == EADDRINUSE ? " (another program listens there)"
-                       : err == EACCES   ? " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+    const char *hint = err == EADDRINUSE      ? " (another program listens there)"
+                       : err == EACCES        ? " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
                        : err == EADDRNOTAVAIL ? " (not an address of this host)"
                                               : "";
     if (err)

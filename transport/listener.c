@@ -66,8 +66,9 @@ int iotgw_listener_new(iotgw_loop *loop, const iotgw_listener_options *opt, iotg
     l->vhost = rc ? NULL : lws_create_vhost(loop->ctx, &info);
     if (!l->vhost) {
         if (!rc)
-            rc = iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "cannot listen on %s:%d (libwebsockets refused)",
-                                 l->address ? l->address : "*", opt->port);
+            rc =
+                iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "cannot listen on %s:%d (libwebsockets refused)",
+                                l->address ? l->address : "*", opt->port);
         iotgw_listener_free(l);
         return rc;
     }

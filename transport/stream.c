@@ -171,8 +171,9 @@ int iotgw_stream_listener_new(iotgw_loop *loop, const iotgw_stream_listener_opti
     l->vhost = rc ? NULL : lws_create_vhost(loop->ctx, &info);
     if (!l->vhost) {
         if (!rc)
-            rc = iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "cannot listen on %s:%d (libwebsockets refused)",
-                                 l->address ? l->address : "*", opt->port);
+            rc =
+                iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "cannot listen on %s:%d (libwebsockets refused)",
+                                l->address ? l->address : "*", opt->port);
         free(l->address);
         free(l->cert_file), free(l->key_file), free(l->ca_file);
         free(l);

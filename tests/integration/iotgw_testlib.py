@@ -66,9 +66,9 @@ class LoggedProcess:
 class OurServer:
     """transport-peer serve: our WSS and AMQPS listeners on 127.0.0.1."""
 
-    def __init__(self, peer, certs, messages):
-        self.proc = subprocess.Popen(WRAPPER + [peer, "serve", certs, str(messages)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+    def __init__(self, peer, certs, messages, max_output=0, size=64):
+        args = [peer, "serve", certs, str(messages), str(max_output), str(size)]
+        self.proc = subprocess.Popen(WRAPPER + args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         line = readline_within(self.proc, 20).split()
         assert line and line[0] == "LISTENING", line
         self.wss, self.amqps = (int(x.split("=")[1]) for x in line[1:3])

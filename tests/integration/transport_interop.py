@@ -29,8 +29,8 @@ del sys.argv[1:3]
 CA = os.path.join(CERTS, "ca.pem")
 
 
-def OurServer(messages):
-    return _OurServer(PEER, CERTS, messages)
+def OurServer(messages, max_output=0, size=64):
+    return _OurServer(PEER, CERTS, messages, max_output, size)
 
 
 def pattern(seq, n=64):
@@ -69,6 +69,25 @@ def http(port, request):
         status = int(head.split(b" ")[1]) if head else 0
         return status, head.decode("latin-1"), body
 
+
+# Attaches a receiver with a huge session window and credit, then never reads again.
+STALLED_CLIENT = r'''
+import sys, time
+from proton import SSLDomain
+from proton.utils import BlockingConnection
+domain = SSLDomain(SSLDomain.MODE_CLIENT)
+domain.set_trusted_ca_db(sys.argv[2])
+domain.set_peer_authentication(SSLDomain.VERIFY_PEER_NAME)
+conn = BlockingConnection("amqps://localhost:%s" % sys.argv[1], ssl_domain=domain, timeout=20)
+rcv = conn.create_receiver("s2c-0-0", credit=0)
+rcv.link.session.incoming_capacity = 1 << 40  # window in frames: capacity / max-frame-size
+rcv.link.flow(5000)  # 80 MB of 16 kB messages: far more than socket buffers and max_output
+conn.container.timeout = 0.05
+for _ in range(20):  # send the flow frame, then stop
+    conn.container.process()
+print("STALLED", flush=True)
+time.sleep(120)
+'''
 
 PYTHON_SERVER = r'''
 import sys
@@ -272,6 +291,26 @@ class TransportInterop(unittest.TestCase):
             self.assertLess(waited, 10)
         finally:
             py.stop()
+
+    def test_peer_that_stops_reading_is_cut_at_max_output(self):
+        """A client that grants a huge window and credit, then stops reading its socket:
+        once the server's unsent output passes max_output the connection is failed with
+        iotgw:output-limit. Proton itself encodes only a few hundred kB ahead of a stalled
+        socket (measured: under 512 KiB with 16 kB messages; the rest waits as deliveries,
+        bounded by credit), so the default 64 MiB is a safety net and the test sets 128 KiB."""
+        server = OurServer(messages=10 ** 9, max_output=128 << 10, size=16000)
+        client = subprocess.Popen(["/usr/bin/python3", "-c", STALLED_CLIENT, str(server.amqps), CA],
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            self.assertEqual(readline_within(client, 20), "STALLED")
+            closed = server.next_closed(timeout=60)
+            self.assertEqual(closed["condition"], "iotgw:output-limit")
+            self.assertEqual(closed["received"], "0")
+        finally:
+            client.kill()
+            client.wait()
+            client.stdout.close()
+            server.stop()
 
     def test_http_on_other_paths_of_the_wss_port(self):
         server = OurServer(messages=1)

@@ -2,16 +2,16 @@
  * transport-peer: the transport's server or client role as a process, for interop
  * tests driven from Python and Node.
  *
- *   transport-peer serve CERTDIR MESSAGES
+ *   transport-peer serve CERTDIR MESSAGES [MAX_OUTPUT [SIZE]]
  *       WSS and AMQPS listeners on 127.0.0.1 (free ports), printed as
  *       "LISTENING wss=PORT amqps=PORT"; every connection gets the scripted server peer
  *       (tests/common/amqp_peer.h): it accepts whatever arrives and sends MESSAGES
- *       messages of 64 bytes on each link the client opens to receive. Other HTTP paths
+ *       messages of 64 bytes (or SIZE) on each link the client opens to receive. Other HTTP paths
  *       on the WSS port answer {"method":..,"path":..,"query":..,"bodyLength":..}; paths
  *       starting /slow are answered 500 ms later ("GONE path" if the client is seen to
  *       leave first).
  *       Each closed connection prints "CLOSED received=N sent=N bad=N disorder=N condition=NAME".
- *       Runs until stdin closes.
+ *       MAX_OUTPUT sets the listeners' max_output (bytes). Runs until stdin closes.
  *   transport-peer connect wss|amqps HOST PORT CAFILE MESSAGES [IDLE_MS [PROXY]]
  *       One client connection with the scripted client peer (one session, one link
  *       each way, MESSAGES each); prints "RESULT received=N settled=N condition=NAME
@@ -32,6 +32,7 @@
 static amqp_peer server_peers[MAX_CONNS];
 static int n_server_peers;
 static uint64_t per_link;
+static size_t msg_size = 64;
 
 static void server_event(iotgw_conn *c, pn_event_t *e, void *ctx)
 {
@@ -55,7 +56,7 @@ static void on_accept(iotgw_listener *l, iotgw_conn *c, void *ctx)
     p->is_server = 1;
     p->per_link = per_link;
     p->amqp_messages = 1;
-    p->msg_size = 64;
+    p->msg_size = msg_size;
     iotgw_conn_set_handler(c, server_event, p);
 }
 
@@ -98,7 +99,7 @@ static void answer(iotgw_http_request *req)
     iotgw_http_respond(req, 200, "application/json", "X-Iotgw-Test: yes\r\n", body, strlen(body));
 }
 
-static int serve(const char *certs)
+static int serve(const char *certs, size_t max_output)
 {
     char cert[600], key[600];
     snprintf(cert, sizeof cert, "%s/server.pem", certs);
@@ -111,7 +112,8 @@ static int serve(const char *certs)
                                  .tls = {.cert_file = cert, .key_file = key},
                                  .on_accept = on_accept,
                                  .on_http = on_http,
-                                 .max_http_body = 4096};
+                                 .max_http_body = 4096,
+                                 .max_output = max_output};
     lo.ctx = loop;
     if (!loop || iotgw_listener_new(loop, &lo, &wss, &d)) {
         fprintf(stderr, "transport-peer: %s\n", d.text);
@@ -181,11 +183,13 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc >= 4 && !strcmp(argv[1], "serve")) {
         per_link = strtoull(argv[3], NULL, 10);
-        return serve(argv[2]);
+        if (argc > 5)
+            msg_size = strtoull(argv[5], NULL, 10);
+        return serve(argv[2], argc > 4 ? strtoull(argv[4], NULL, 10) : 0);
     }
     if (argc >= 7 && !strcmp(argv[1], "connect"))
         return connect_once(argc, argv);
-    fprintf(stderr, "usage: transport-peer serve CERTDIR MESSAGES\n"
+    fprintf(stderr, "usage: transport-peer serve CERTDIR MESSAGES [MAX_OUTPUT [SIZE]]\n"
                     "       transport-peer connect wss|amqps HOST PORT CAFILE MESSAGES [IDLE_MS [PROXY]]\n");
     return 2;
 }
