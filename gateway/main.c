@@ -49,7 +49,10 @@ static void usage(FILE *f)
                "SIGHUP: read the configuration again: devices added can connect, removed or\n"
                "disabled ones are closed, ones whose key changed authenticate again; nobody else\n"
                "notices. A file with an error changes nothing (the error is logged). Hub and\n"
-               "listener settings take effect at the next start.\n");
+               "listener settings take effect at the next start.\n"
+               "\n"
+               "Environment: IOTGW_EVENT_LOOP=libuv (default) or poll picks the event loop's\n"
+               "backend (docs/event-loop.md).\n");
 }
 
 static void describe(const iotgw_config *c)
@@ -146,6 +149,7 @@ int main(int argc, char **argv)
         printf("listening: devices %s:%d\n", cfg->listen[i].address, iotgw_gateway_port(g, i));
     printf("hub: %s over %s, %zu devices in the fleet\n", cfg->hub_host,
            cfg->hub_transport == IOTGW_TRANSPORT_AMQPS ? "amqps" : "amqp-ws", cfg->ndevices);
+    printf("event loop: %s\n", iotgw_loop_backend_name(loop));
     fflush(stdout);
     while (!stopping) {
         if (iotgw_loop_run(loop, 1000) < 0)

@@ -4,6 +4,7 @@
 
 #include <string.h>
 #include <libwebsockets.h>
+#include <uv.h>
 #include <proton/connection_driver.h>
 #include <proton/logger.h>
 
@@ -31,6 +32,7 @@ struct iotgw_loop {
     iotgw_listener *listeners;
     lws_sorted_usec_list_t wake; /* bounds iotgw_loop_run's wait */
     int64_t wake_at;             /* when it fires; 0: not armed */
+    uv_loop_t *uv;               /* the libuv backend's loop; NULL: poll */
 };
 
 struct iotgw_conn {

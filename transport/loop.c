@@ -1,3 +1,4 @@
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -52,8 +53,25 @@ static void log_to_stderr(int level, const char *line)
     fprintf(stderr, "lws: %s", line);
 }
 
+/* The backend asked for, or IOTGW_EVENT_LOOP, or libuv; -1 for an unknown name. */
+static int choose_backend(const iotgw_loop_options *opt, iotgw_diag *diag)
+{
+    if (opt && opt->backend)
+        return opt->backend;
+    const char *env = getenv("IOTGW_EVENT_LOOP");
+    if (!env || !*env || !strcmp(env, "libuv"))
+        return IOTGW_LOOP_LIBUV;
+    if (!strcmp(env, "poll"))
+        return IOTGW_LOOP_POLL;
+    iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "IOTGW_EVENT_LOOP must be libuv or poll, not \"%s\"", env);
+    return -1;
+}
+
 iotgw_loop *iotgw_loop_new(const iotgw_loop_options *opt, iotgw_diag *diag)
 {
+    int backend = choose_backend(opt, diag);
+    if (backend < 0)
+        return NULL;
     iotgw_loop *loop = calloc(1, sizeof *loop);
     if (!loop)
         return NULL;
@@ -65,13 +83,42 @@ iotgw_loop *iotgw_loop_new(const iotgw_loop_options *opt, iotgw_diag *diag)
     /* lws reads sockets into this per-thread buffer; its 4 KiB default costs a read
      * (and a TLS read) per 4 KiB. */
     info.pt_serv_buf_size = RX_CHUNK;
+    /* libuv: the loop is ours (lws calls it foreign) so that iotgw_loop_run can run one
+     * round of it; lws_service would run it until stopped. */
+    void *foreign[1];
+    if (backend == IOTGW_LOOP_LIBUV) {
+        loop->uv = malloc(sizeof *loop->uv);
+        if (!loop->uv || uv_loop_init(loop->uv)) {
+            free(loop->uv);
+            free(loop);
+            iotgw_diag_fail(diag, IOTGW_ERR_INTERNAL, "could not create the libuv loop");
+            return NULL;
+        }
+        foreign[0] = loop->uv;
+        info.foreign_loops = foreign;
+        info.options |= LWS_SERVER_OPTION_LIBUV;
+    }
     loop->ctx = lws_create_context(&info);
     if (!loop->ctx) {
+        if (loop->uv) {
+            uv_loop_close(loop->uv);
+            free(loop->uv);
+        }
         free(loop);
-        iotgw_diag_fail(diag, IOTGW_ERR_INTERNAL, "could not create the event loop");
+        iotgw_diag_fail(
+            diag, IOTGW_ERR_INTERNAL,
+            backend == IOTGW_LOOP_LIBUV
+                ? "could not create the event loop on libuv (is libwebsockets' libuv plugin, "
+                  "Debian package libwebsockets-evlib-uv, installed? IOTGW_EVENT_LOOP=poll avoids it)"
+                : "could not create the event loop");
         return NULL;
     }
     return loop;
+}
+
+const char *iotgw_loop_backend_name(const iotgw_loop *loop)
+{
+    return loop->uv ? "libuv" : "poll";
 }
 
 static void wake_cb(lws_sorted_usec_list_t *sul)
@@ -94,6 +141,10 @@ int iotgw_loop_run(iotgw_loop *loop, int timeout_ms)
         lws_sul_schedule(loop->ctx, 0, &loop->wake, wake_cb,
                          (lws_usec_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000);
     }
+    if (loop->uv) { /* one round: blocks until a socket event or a timer (the wake-up at the latest) */
+        uv_run(loop->uv, UV_RUN_ONCE);
+        return IOTGW_OK;
+    }
     return lws_service(loop->ctx, timeout_ms > 0 ? timeout_ms : 0) < 0 ? IOTGW_ERR_INTERNAL : IOTGW_OK;
 }
 
@@ -114,6 +165,17 @@ void iotgw_loop_free(iotgw_loop *loop)
         iotgw_listener_free(loop->listeners);
     conn_free_all(loop);
     lws_context_destroy(loop->ctx);
+    if (loop->uv) {
+        /* On a foreign loop lws closes its handles asynchronously and finishes the
+         * context's destruction from the last close callback: run the loop until no
+         * handle is left (bounded, in case one never closes). */
+        for (int i = 0; i < 10000 && uv_run(loop->uv, UV_RUN_NOWAIT); i++)
+            ;
+        if (uv_loop_close(loop->uv) == 0)
+            free(loop->uv);
+        else
+            fprintf(stderr, "iotgw: the libuv loop still had handles at shutdown\n");
+    }
     for (client_vhost *cv = loop->client_vhosts, *next; cv; cv = next) {
         next = cv->next;
         free(cv->ca_file), free(cv->cert_file), free(cv->key_file), free(cv->proxy);

@@ -73,11 +73,24 @@ typedef struct iotgw_tls_options {
 
 /* ------------------------------------------------------------------ loop */
 
+/* The loop's backend (docs/event-loop.md): libuv (epoll) by default, whose cost per event
+ * does not grow with idle connections; poll() for comparison and as a fallback. DEFAULT
+ * takes the environment variable IOTGW_EVENT_LOOP ("libuv" or "poll") when set. libuv needs
+ * libwebsockets' plugin at run time (Debian: libwebsockets-evlib-uv). */
+typedef enum iotgw_loop_backend {
+    IOTGW_LOOP_DEFAULT = 0,
+    IOTGW_LOOP_LIBUV,
+    IOTGW_LOOP_POLL,
+} iotgw_loop_backend;
+
 typedef struct iotgw_loop_options {
     int log_level; /* libwebsockets' own log mask; 0: errors only */
+    iotgw_loop_backend backend;
 } iotgw_loop_options;
 
 iotgw_loop *iotgw_loop_new(const iotgw_loop_options *opt, iotgw_diag *diag);
+/* "libuv" or "poll". */
+const char *iotgw_loop_backend_name(const iotgw_loop *loop);
 /* Serve sockets and timers for at most timeout_ms; returns after any work. <0: the loop failed. */
 int iotgw_loop_run(iotgw_loop *loop, int timeout_ms);
 /* Close every connection and listener (handlers see PN_TRANSPORT_CLOSED) and free the loop. */

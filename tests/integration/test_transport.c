@@ -362,6 +362,31 @@ START_TEST(idle_loop_returns_in_time)
 }
 END_TEST
 
+/* The backend is libuv unless IOTGW_EVENT_LOOP or the options say otherwise; an unknown
+ * name is refused with a message that says what is allowed. */
+START_TEST(loop_backend_is_chosen_by_option_then_environment)
+{
+    const char *env = getenv("IOTGW_EVENT_LOOP");
+    ck_assert_str_eq(iotgw_loop_backend_name(loop), env && !strcmp(env, "poll") ? "poll" : "libuv");
+    iotgw_loop *other = iotgw_loop_new(&(iotgw_loop_options){.backend = IOTGW_LOOP_POLL}, NULL);
+    ck_assert_str_eq(iotgw_loop_backend_name(other), "poll");
+    iotgw_loop_free(other);
+    other = iotgw_loop_new(&(iotgw_loop_options){.backend = IOTGW_LOOP_LIBUV}, NULL);
+    ck_assert_str_eq(iotgw_loop_backend_name(other), "libuv");
+    iotgw_loop_free(other);
+    char *saved = env ? strdup(env) : NULL;
+    setenv("IOTGW_EVENT_LOOP", "epoll", 1);
+    iotgw_diag d = {0};
+    ck_assert_ptr_null(iotgw_loop_new(NULL, &d));
+    ck_assert_str_eq(d.text, "IOTGW_EVENT_LOOP must be libuv or poll, not \"epoll\"");
+    if (saved)
+        setenv("IOTGW_EVENT_LOOP", saved, 1);
+    else
+        unsetenv("IOTGW_EVENT_LOOP");
+    free(saved);
+}
+END_TEST
+
 /* tls.insecure connects to a server whose certificate names another host, and says so
  * loudly: the warning must be on stderr. */
 static void insecure_connects(iotgw_transport_kind kind)
@@ -610,6 +635,7 @@ Suite *suite_under_test(void)
     Suite *s = suite_create("transport");
     TCase *tc = add_case(s, "loopback");
     tcase_add_test(tc, idle_loop_returns_in_time);
+    tcase_add_test(tc, loop_backend_is_chosen_by_option_then_environment);
     tcase_add_test(tc, wss_100k_messages_each_way_with_random_frame_splits);
     tcase_add_test(tc, amqps_100k_messages_each_way_with_random_splits);
     tcase_add_test(tc, wss_ten_sessions_of_ten_link_pairs);
