@@ -53,16 +53,16 @@ static void log_to_stderr(int level, const char *line)
     fprintf(stderr, "lws: %s", line);
 }
 
-/* The backend asked for, or IOTGW_EVENT_LOOP, or libuv; -1 for an unknown name. */
+/* The backend asked for, or IOTGW_EVENT_LOOP, or poll; -1 for an unknown name. */
 static int choose_backend(const iotgw_loop_options *opt, iotgw_diag *diag)
 {
     if (opt && opt->backend)
         return opt->backend;
     const char *env = getenv("IOTGW_EVENT_LOOP");
-    if (!env || !*env || !strcmp(env, "libuv"))
-        return IOTGW_LOOP_LIBUV;
-    if (!strcmp(env, "poll"))
+    if (!env || !*env || !strcmp(env, "poll"))
         return IOTGW_LOOP_POLL;
+    if (!strcmp(env, "libuv"))
+        return IOTGW_LOOP_LIBUV;
     iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "IOTGW_EVENT_LOOP must be libuv or poll, not \"%s\"", env);
     return -1;
 }

@@ -73,10 +73,11 @@ typedef struct iotgw_tls_options {
 
 /* ------------------------------------------------------------------ loop */
 
-/* The loop's backend (docs/event-loop.md): libuv (epoll) by default, whose cost per event
- * does not grow with idle connections; poll() for comparison and as a fallback. DEFAULT
- * takes the environment variable IOTGW_EVENT_LOOP ("libuv" or "poll") when set. libuv needs
- * libwebsockets' plugin at run time (Debian: libwebsockets-evlib-uv). */
+/* The loop's backend (docs/event-loop.md): poll() costs less per event up to a few
+ * thousand connections, libuv (epoll) beyond, as its cost does not grow with idle
+ * connections. DEFAULT takes the environment variable IOTGW_EVENT_LOOP ("libuv" or "poll")
+ * when set, else poll. libuv needs libwebsockets' plugin at run time (Debian:
+ * libwebsockets-evlib-uv). */
 typedef enum iotgw_loop_backend {
     IOTGW_LOOP_DEFAULT = 0,
     IOTGW_LOOP_LIBUV,

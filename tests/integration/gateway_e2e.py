@@ -329,6 +329,14 @@ fleet:
         self.assertIn("method ProcessMessage: request iotgw.Parcel, response JSON", out)
         self.assertIn("devices: listen :::7000", out)
         self.assertNotIn(KEYS["agent1"], out)
+        # the event loop's backend: poll for a small fleet, libuv from 4,000 devices,
+        # IOTGW_EVENT_LOOP above both
+        env = {"TEST_A2_KEY": KEYS["twin1"], "IOTGW_EVENT_LOOP": ""}
+        self.assertIn("event loop: poll (fleet under 4000 devices)", check(good, env)[1])
+        big = good + "".join(f"    - {{id: d{i}, key: {KEYS['monitor1']}}}\n" for i in range(3997))
+        self.assertIn("event loop: libuv (fleet of 4000 devices or more)", check(big, env)[1])
+        env["IOTGW_EVENT_LOOP"] = "libuv"
+        self.assertIn("event loop: libuv (IOTGW_EVENT_LOOP)", check(good, env)[1])
         bad = [
             (good.replace("hostName", "hostname"), "check.yaml:2: hub: unknown key \"hostname\""),
             (good.replace("encoding: json", "encoding: xml"), "check.yaml:6: telemetry.encoding"),

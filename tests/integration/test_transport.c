@@ -362,12 +362,12 @@ START_TEST(idle_loop_returns_in_time)
 }
 END_TEST
 
-/* The backend is libuv unless IOTGW_EVENT_LOOP or the options say otherwise; an unknown
+/* The backend is poll unless IOTGW_EVENT_LOOP or the options say otherwise; an unknown
  * name is refused with a message that says what is allowed. */
 START_TEST(loop_backend_is_chosen_by_option_then_environment)
 {
     const char *env = getenv("IOTGW_EVENT_LOOP");
-    ck_assert_str_eq(iotgw_loop_backend_name(loop), env && !strcmp(env, "poll") ? "poll" : "libuv");
+    ck_assert_str_eq(iotgw_loop_backend_name(loop), env && !strcmp(env, "libuv") ? "libuv" : "poll");
     iotgw_loop *other = iotgw_loop_new(&(iotgw_loop_options){.backend = IOTGW_LOOP_POLL}, NULL);
     ck_assert_str_eq(iotgw_loop_backend_name(other), "poll");
     iotgw_loop_free(other);
