@@ -546,15 +546,21 @@ class RestRegistry(unittest.TestCase):
         self.assertEqual(EMU.rest("POST", "/devices/r1", {})[0], 405)
 
 
+def c2d_with_feedback(emu, device):
+    """A service connection with a feedback receiver and a C2D sender, and the device's
+    connection with its C2D receiver: (svc, feedback, sender, dev, c2d)."""
+    svc = connect(emu)
+    assert Cbs(svc).put(owner_token(), audience=HOST)[0] == 200
+    feedback = svc.create_receiver("/messages/serviceBound/feedback", credit=10)
+    sender = svc.create_sender("/messages/devicebound")
+    dev = connect(emu)
+    assert Cbs(dev).put(device_token(device))[0] == 200
+    return svc, feedback, sender, dev, dev.create_receiver(f"/devices/{device}/messages/devicebound", credit=10)
+
+
 class Feedback(unittest.TestCase):
     def test_feedback_for_messages_that_ask_for_it(self):
-        svc = connect(EMU)
-        self.assertEqual(Cbs(svc).put(owner_token(), audience=HOST)[0], 200)
-        feedback = svc.create_receiver("/messages/serviceBound/feedback", credit=10)
-        sender = svc.create_sender("/messages/devicebound")
-        dev = connect(EMU)
-        self.assertEqual(Cbs(dev).put(device_token("dev1"))[0], 200)
-        c2d = dev.create_receiver("/devices/dev1/messages/devicebound", credit=10)
+        svc, feedback, sender, dev, c2d = c2d_with_feedback(EMU, "dev1")
         # a uuid message-id (the Node service SDK sends one for an id that looks like it)
         # comes back as its text
         uid = uuid.UUID("3f0a9c1e-7b2d-4e5f-8a6b-0c1d2e3f4a5b")
@@ -590,13 +596,7 @@ class C2dDeadlines(unittest.TestCase):
     def test_lock_expires_and_messages_expire(self):
         emu = Emulator(BINARY, CERTS, extra=["--c2d-lock-timeout", "1", "--c2d-ttl", "3"])
         try:
-            svc = connect(emu)
-            self.assertEqual(Cbs(svc).put(owner_token(), audience=HOST)[0], 200)
-            feedback = svc.create_receiver("/messages/serviceBound/feedback", credit=10)
-            sender = svc.create_sender("/messages/devicebound")
-            dev = connect(emu)
-            self.assertEqual(Cbs(dev).put(device_token("dev1"))[0], 200)
-            c2d = dev.create_receiver("/devices/dev1/messages/devicebound", credit=10)
+            svc, feedback, sender, dev, c2d = c2d_with_feedback(emu, "dev1")
             sender.send(Message(address="/devices/dev1/messages/devicebound", id="held", body=b"held",
                                 properties={"iothub-ack": "full"}))
             first = c2d.receive(timeout=20)
