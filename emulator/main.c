@@ -155,11 +155,9 @@ static int load_config(const char *file, settings *s)
     return rc;
 }
 
-int main(int argc, char **argv)
+/* The command line into s; -1 to go on, else the exit status (help, version, errors). */
+static int parse_options(int argc, char **argv, settings *s, const char **config, int *admin)
 {
-    settings s = {0};
-    const char *config = NULL;
-    int admin = 0;
     static const struct option opts[] = {
         {"hostname", required_argument, 0, 'H'},
         {"listen", required_argument, 0, 'l'},
@@ -183,14 +181,14 @@ int main(int argc, char **argv)
     int o;
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (o) {
-        case 'H': s.hostname = strdup(optarg); break;
-        case 'l': s.listen = strdup(optarg); break;
-        case 'a': s.amqps = strdup(optarg); break;
-        case 'c': s.cert = strdup(optarg); break;
-        case 'k': s.key = strdup(optarg); break;
-        case 'r': s.registry = strdup(optarg); break;
-        case 'f': config = optarg; break;
-        case 'A': admin = 1; break;
+        case 'H': s->hostname = strdup(optarg); break;
+        case 'l': s->listen = strdup(optarg); break;
+        case 'a': s->amqps = strdup(optarg); break;
+        case 'c': s->cert = strdup(optarg); break;
+        case 'k': s->key = strdup(optarg); break;
+        case 'r': s->registry = strdup(optarg); break;
+        case 'f': *config = optarg; break;
+        case 'A': *admin = 1; break;
         case 'V': printf("iothub-emulator %s\n", PACKAGE_VERSION); return 0;
         case 'h': usage(stdout); return 0;
         default: {
@@ -201,9 +199,9 @@ int main(int argc, char **argv)
             }
             char *end;
             errno = 0;
-            s.numbers[i] = strtoll(optarg, &end, 10);
-            if (errno || *end || end == optarg || s.numbers[i] < number_options[i].min ||
-                s.numbers[i] > number_options[i].max) {
+            s->numbers[i] = strtoll(optarg, &end, 10);
+            if (errno || *end || end == optarg || s->numbers[i] < number_options[i].min ||
+                s->numbers[i] > number_options[i].max) {
                 fprintf(stderr, "iothub-emulator: --%s must be %" PRId64 "..%" PRId64 "\n",
                         number_options[i].option, number_options[i].min, number_options[i].max);
                 return 2;
@@ -216,11 +214,16 @@ int main(int argc, char **argv)
         fprintf(stderr, "iothub-emulator: unexpected argument \"%s\" (see --help)\n", argv[optind]);
         return 2;
     }
-    if (config && load_config(config, &s))
-        return 1;
-    set(&s.hostname, "localhost");
-    set(&s.listen, "127.0.0.1:443");
-    set(&s.amqps, "127.0.0.1:5671");
+    return -1;
+}
+
+/* Run the hub with the settings until SIGINT or SIGTERM; the exit status. */
+static int run(settings *sp, int admin)
+{
+    set(&sp->hostname, "localhost");
+    set(&sp->listen, "127.0.0.1:443");
+    set(&sp->amqps, "127.0.0.1:5671");
+    const settings s = *sp; /* main frees the strings */
     if (!s.cert || !s.key) {
         fprintf(stderr, "iothub-emulator: --cert and --key are required (make throw-away ones with "
                         "iothub-emulator-certs DIR)\n");
@@ -239,36 +242,39 @@ int main(int argc, char **argv)
                           .admin = admin,
                           .on_http = emu_rest_on_request};
     char *listen_addr = NULL, *amqps_addr = NULL;
+    emu_registry *reg = NULL;
+    iotgw_loop *loop = NULL;
+    emu_hub *hub = NULL;
+    int rc = 1;
     if (strcmp(s.listen, "off") && split_addr(s.listen, &listen_addr, &ho.listen_port)) {
         fprintf(stderr, "iothub-emulator: --listen wants ADDR:PORT, e.g. 127.0.0.1:443, not \"%s\"\n",
                 s.listen);
-        return 2;
+        rc = 2;
+        goto out;
     }
     if (strcmp(s.amqps, "off") && split_addr(s.amqps, &amqps_addr, &ho.amqps_port)) {
         fprintf(stderr, "iothub-emulator: --amqps wants ADDR:PORT, e.g. 127.0.0.1:5671, not \"%s\"\n",
                 s.amqps);
-        return 2;
+        rc = 2;
+        goto out;
     }
     ho.listen_addr = listen_addr;
     ho.amqps_addr = amqps_addr;
 
     iotgw_diag diag = {0};
-    emu_registry *reg = NULL;
     if (s.registry ? emu_registry_load(s.registry, &reg, &diag) : !(reg = emu_registry_new())) {
         fprintf(stderr, "iothub-emulator: registry: %s\n", s.registry ? diag.text : "out of memory");
-        return 1;
+        goto out;
     }
-    iotgw_loop *loop = iotgw_loop_new(&(iotgw_loop_options){0}, &diag);
+    loop = iotgw_loop_new(&(iotgw_loop_options){0}, &diag);
     if (!loop) {
         fprintf(stderr, "iothub-emulator: %s\n", diag.text);
-        return 1;
+        goto out;
     }
-    emu_hub *hub = NULL;
     if (emu_hub_new(loop, reg, &ho, &hub, &diag)) {
         fprintf(stderr, "iothub-emulator: cannot start: %s\n", diag.text);
-        iotgw_loop_free(loop);
-        emu_registry_free(reg);
-        return 1;
+        hub = NULL;
+        goto out;
     }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
@@ -291,13 +297,28 @@ int main(int argc, char **argv)
         if (iotgw_loop_run(loop, 1000) < 0)
             break;
     iotgw_log(IOTGW_LOG_INFO, "stopping");
-    emu_hub_free(hub);
+    rc = 0;
+out:
+    if (hub)
+        emu_hub_free(hub);
     iotgw_loop_free(loop);
-    emu_registry_free(reg);
+    if (reg)
+        emu_registry_free(reg);
     free(listen_addr);
     free(amqps_addr);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    settings s = {0};
+    const char *config = NULL;
+    int admin = 0;
+    int rc = parse_options(argc, argv, &s, &config, &admin);
+    if (rc < 0)
+        rc = config && load_config(config, &s) ? 1 : run(&s, admin);
     char **all[] = {&s.hostname, &s.listen, &s.amqps, &s.cert, &s.key, &s.registry};
     for (int i = 0; i < 6; i++)
         free(*all[i]);
-    return 0;
+    return rc;
 }

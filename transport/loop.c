@@ -1,3 +1,4 @@
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,6 +68,25 @@ static int choose_backend(const iotgw_loop_options *opt, iotgw_diag *diag)
     return -1;
 }
 
+/* lws loads its libuv plugin with each context and unloads it when the context is freed,
+ * but on a foreign loop the plugin's handles close (their callbacks run) after that: a
+ * reference of our own keeps the plugin's code mapped for the life of the process. */
+static int keep_uv_plugin_loaded(iotgw_diag *diag)
+{
+    static void *plugin;
+    if (!plugin)
+        plugin = dlopen("libwebsockets-evlib_uv.so", RTLD_NOW | RTLD_NODELETE);
+    if (!plugin) {
+        const char *why = dlerror();
+        iotgw_diag_fail(diag, IOTGW_ERR_INTERNAL,
+                        "the libuv event loop needs libwebsockets' libuv plugin (Debian package "
+                        "libwebsockets-evlib-uv): %s; IOTGW_EVENT_LOOP=poll avoids it",
+                        why ? why : "not found");
+        return 0;
+    }
+    return 1;
+}
+
 iotgw_loop *iotgw_loop_new(const iotgw_loop_options *opt, iotgw_diag *diag)
 {
     int backend = choose_backend(opt, diag);
@@ -86,6 +106,10 @@ iotgw_loop *iotgw_loop_new(const iotgw_loop_options *opt, iotgw_diag *diag)
     /* libuv: the loop is ours (lws calls it foreign) so that iotgw_loop_run can run one
      * round of it; lws_service would run it until stopped. */
     void *foreign[1];
+    if (backend == IOTGW_LOOP_LIBUV && !keep_uv_plugin_loaded(diag)) {
+        free(loop);
+        return NULL;
+    }
     if (backend == IOTGW_LOOP_LIBUV) {
         loop->uv = malloc(sizeof *loop->uv);
         if (!loop->uv || uv_loop_init(loop->uv)) {
@@ -96,6 +120,7 @@ iotgw_loop *iotgw_loop_new(const iotgw_loop_options *opt, iotgw_diag *diag)
         }
         foreign[0] = loop->uv;
         info.foreign_loops = foreign;
+        info.pcontext = &loop->ctx;
         info.options |= LWS_SERVER_OPTION_LIBUV;
     }
     loop->ctx = lws_create_context(&info);
@@ -105,12 +130,8 @@ iotgw_loop *iotgw_loop_new(const iotgw_loop_options *opt, iotgw_diag *diag)
             free(loop->uv);
         }
         free(loop);
-        iotgw_diag_fail(
-            diag, IOTGW_ERR_INTERNAL,
-            backend == IOTGW_LOOP_LIBUV
-                ? "could not create the event loop on libuv (is libwebsockets' libuv plugin, "
-                  "Debian package libwebsockets-evlib-uv, installed? IOTGW_EVENT_LOOP=poll avoids it)"
-                : "could not create the event loop");
+        iotgw_diag_fail(diag, IOTGW_ERR_INTERNAL, "could not create the event loop (%s)",
+                        backend == IOTGW_LOOP_LIBUV ? "libuv" : "poll");
         return NULL;
     }
     return loop;
@@ -166,9 +187,14 @@ void iotgw_loop_free(iotgw_loop *loop)
     conn_free_all(loop);
     lws_context_destroy(loop->ctx);
     if (loop->uv) {
-        /* On a foreign loop lws closes its handles asynchronously and finishes the
-         * context's destruction from the last close callback: run the loop until no
-         * handle is left (bounded, in case one never closes). */
+        /* On a foreign loop lws destroys the context in stages: each call of
+         * lws_context_destroy() advances it once the loop has run the close callbacks of
+         * the previous stage; lws clears loop->ctx (info.pcontext) when it is freed. */
+        for (int i = 0; i < 10000 && loop->ctx; i++) {
+            uv_run(loop->uv, UV_RUN_NOWAIT);
+            if (loop->ctx)
+                lws_context_destroy(loop->ctx);
+        }
         for (int i = 0; i < 10000 && uv_run(loop->uv, UV_RUN_NOWAIT); i++)
             ;
         if (uv_loop_close(loop->uv) == 0)
