@@ -106,6 +106,13 @@ static int split_addr(const char *text, char **addr, int *port)
     return *addr ? 0 : -1;
 }
 
+/* An option given again replaces the earlier value. */
+static void replace(char **slot, const char *value)
+{
+    free(*slot);
+    *slot = strdup(value);
+}
+
 static void set(char **slot, const char *value)
 {
     if (!*slot)
@@ -181,12 +188,12 @@ static int parse_options(int argc, char **argv, settings *s, const char **config
     int o;
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (o) {
-        case 'H': s->hostname = strdup(optarg); break;
-        case 'l': s->listen = strdup(optarg); break;
-        case 'a': s->amqps = strdup(optarg); break;
-        case 'c': s->cert = strdup(optarg); break;
-        case 'k': s->key = strdup(optarg); break;
-        case 'r': s->registry = strdup(optarg); break;
+        case 'H': replace(&s->hostname, optarg); break;
+        case 'l': replace(&s->listen, optarg); break;
+        case 'a': replace(&s->amqps, optarg); break;
+        case 'c': replace(&s->cert, optarg); break;
+        case 'k': replace(&s->key, optarg); break;
+        case 'r': replace(&s->registry, optarg); break;
         case 'f': *config = optarg; break;
         case 'A': *admin = 1; break;
         case 'V': printf("iothub-emulator %s\n", PACKAGE_VERSION); return 0;
