@@ -187,14 +187,15 @@ void iotgw_loop_free(iotgw_loop *loop)
     conn_free_all(loop);
     lws_context_destroy(loop->ctx);
     if (loop->uv) {
-        /* On a foreign loop lws destroys the context in stages: each call of
-         * lws_context_destroy() advances it once the loop has run the close callbacks of
-         * the previous stage; lws clears loop->ctx (info.pcontext) when it is freed. */
-        for (int i = 0; i < 10000 && loop->ctx; i++) {
-            uv_run(loop->uv, UV_RUN_NOWAIT);
-            if (loop->ctx)
-                lws_context_destroy(loop->ctx);
-        }
+        /* On a foreign loop lws_context_destroy() only starts: lws closes its handles,
+         * whose close callbacks the loop must run (some of those handles live in the
+         * context); once none is left, a second call frees the context, and lws clears
+         * loop->ctx (info.pcontext). Calling it again earlier frees handles the loop
+         * still holds. */
+        for (int i = 0; i < 10000 && uv_run(loop->uv, UV_RUN_NOWAIT); i++)
+            ;
+        for (int i = 0; i < 10 && loop->ctx; i++)
+            lws_context_destroy(loop->ctx);
         for (int i = 0; i < 10000 && uv_run(loop->uv, UV_RUN_NOWAIT); i++)
             ;
         if (uv_loop_close(loop->uv) == 0)
