@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "codecs/hostport.h"
 #include "devices/iotgw_device.h"
 #include "schemas/alarm_status.pb-c.h"
 
@@ -159,17 +160,12 @@ int main(int argc, char **argv)
     int o;
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (o) {
-        case 'g': {
-            const char *c = strrchr(optarg, ':');
-            if (!c || (size_t)(c - optarg) >= sizeof host) {
-                fprintf(stderr, "iotgw-devsim: --gateway wants HOST:PORT\n");
+        case 'g':
+            if (iotgw_hostport_parse(optarg, host, sizeof host, &port) || !port) {
+                fprintf(stderr, "iotgw-devsim: --gateway wants HOST:PORT, not \"%s\"\n", optarg);
                 return 2;
             }
-            memcpy(host, optarg, (size_t)(c - optarg));
-            host[c - optarg] = '\0';
-            port = atoi(c + 1);
             break;
-        }
         case 'H': hub = optarg; break;
         case 'f': fleet = optarg; break;
         case 'n': max_devices = atoi(optarg); break;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codecs/hostport.h"
 #include "codecs/yaml_doc.h"
 #include "emulator/hub.h"
 #include "emulator/registry.h"
@@ -90,19 +91,10 @@ static void usage(FILE *f)
 
 static int split_addr(const char *text, char **addr, int *port)
 {
-    const char *colon = strrchr(text, ':');
-    if (!colon || colon == text)
+    char host[256];
+    if (iotgw_hostport_parse(text, host, sizeof host, port))
         return -1;
-    char *end;
-    long p = strtol(colon + 1, &end, 10);
-    if (*end || p < 0 || p > 65535 || end == colon + 1)
-        return -1;
-    const char *a = text;
-    size_t n = (size_t)(colon - text);
-    if (a[0] == '[' && n >= 2 && a[n - 1] == ']') /* [::1]:443 */
-        a++, n -= 2;
-    *addr = strndup(a, n);
-    *port = (int)p;
+    *addr = strdup(host);
     return *addr ? 0 : -1;
 }
 

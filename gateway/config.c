@@ -11,6 +11,7 @@
 #include <openssl/crypto.h>
 
 #include "codecs/base64.h"
+#include "codecs/hostport.h"
 #include "codecs/identity.h"
 #include "codecs/types.h"
 #include "codecs/yaml_doc.h"
@@ -63,23 +64,16 @@ static int opt_uint(reader *r, yaml_node_t *map, const char *key, const char *pa
     return rc;
 }
 
-/* ADDR:PORT, [v6]:PORT */
 static int parse_listen(reader *r, yaml_node_t *n, const char *path, iotgw_config_listen *out)
 {
     const char *t = iotgw_yaml_text(&r->y, n, path, r->diag);
     if (!t)
         return IOTGW_ERR_CONFIG;
-    const char *colon = strrchr(t, ':');
-    char *end;
-    long port = colon ? strtol(colon + 1, &end, 10) : -1;
-    if (!colon || colon == t || end == colon + 1 || *end || port < 0 || port > 65535)
+    char address[256];
+    if (iotgw_hostport_parse(t, address, sizeof address, &out->port))
         return iotgw_yaml_fail(&r->y, n, path, r->diag,
-                               "expected ADDRESS:PORT (e.g. 0.0.0.0:7000), got \"%s\"", t);
-    size_t alen = (size_t)(colon - t);
-    if (t[0] == '[' && alen >= 2 && t[alen - 1] == ']')
-        t++, alen -= 2;
-    out->address = strndup(t, alen);
-    out->port = (int)port;
+                               "expected ADDRESS:PORT (e.g. 0.0.0.0:7000, [::]:7000), got \"%s\"", t);
+    out->address = strdup(address);
     return out->address ? 0 : IOTGW_ERR_NOMEM;
 }
 

@@ -7,6 +7,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "codecs/hostport.h"
+
 static void usage(const char *prog, const char *what)
 {
     fprintf(stderr,
@@ -31,18 +33,13 @@ void example_parse(int argc, char **argv, const char *what, example_args *a)
     int o;
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (o) {
-        case 'g': {
-            const char *colon = strrchr(optarg, ':');
-            if (!colon || (size_t)(colon - optarg) >= sizeof host) {
-                fprintf(stderr, "%s: --gateway wants HOST:PORT\n", argv[0]);
+        case 'g':
+            if (iotgw_hostport_parse(optarg, host, sizeof host, &a->opt.port) || !a->opt.port) {
+                fprintf(stderr, "%s: --gateway wants HOST:PORT, not \"%s\"\n", argv[0], optarg);
                 exit(2);
             }
-            memcpy(host, optarg, (size_t)(colon - optarg));
-            host[colon - optarg] = '\0';
             a->opt.host = host;
-            a->opt.port = atoi(colon + 1);
             break;
-        }
         case 'd': a->opt.device_id = optarg; break;
         case 'k': a->opt.key = optarg; break;
         case 'H': a->opt.hub_host = optarg; break;

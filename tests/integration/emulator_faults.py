@@ -134,32 +134,29 @@ class Faults(unittest.TestCase):
         self.assertEqual(Cbs(conn).put(device_token("dev2"))[0], 200)
         reqs = conn.create_receiver("/devices/dev2/methods/devicebound", credit=5)
         answers = conn.create_sender("/devices/dev2/methods/devicebound")
-        result = {}
 
-        def call(tag):
-            t0 = time.time()
-            result[tag] = (EMU.rest("POST", "/twins/dev2/methods", {"methodName": "ping", "responseTimeoutInSeconds": 10}),
-                           time.time() - t0)
+        def call_answered_by_the_device():
+            """A REST call the device answers at once: ((status, headers, body), seconds)."""
+            result = {}
 
-        def answer_one():
+            def call():
+                t0 = time.time()
+                result["r"] = (EMU.rest("POST", "/twins/dev2/methods",
+                                        {"methodName": "ping", "responseTimeoutInSeconds": 10}), time.time() - t0)
+            t = threading.Thread(target=call)
+            t.start()
             req = reqs.receive(timeout=20)
             reqs.accept()
             answers.send(Message(correlation_id=req.correlation_id, properties={"IoThub-status": 200}, body=b"{}"))
+            t.join(20)
+            return result["r"]
 
         admin("methods", {"delayMs": 800})
-        t = threading.Thread(target=call, args=("delayed",))
-        t.start()
-        answer_one()
-        t.join(20)
-        (status, _, body), took = result["delayed"]
+        (status, _, body), took = call_answered_by_the_device()
         self.assertEqual((status, body["status"]), (200, 200))
         self.assertGreaterEqual(took, 0.8)
         admin("methods", {"failStatus": 503})
-        t = threading.Thread(target=call, args=("failed",))
-        t.start()
-        answer_one()
-        t.join(20)
-        (status, headers, body), _ = result["failed"]
+        (status, headers, body), _ = call_answered_by_the_device()
         self.assertEqual((status, headers.get("iothub-errorcode")), (503, "InjectedFailure"))
         conn.close()
 

@@ -2,12 +2,14 @@
 process's output with a deadline."""
 import os
 import queue
+import shlex
 import sys
 import subprocess
 import threading
 import time
 
-WRAPPER = os.environ.get("IOTGW_WRAPPER", "").split()
+# IOTGW_WRAPPER runs our binaries under e.g. valgrind (make check-valgrind sets it).
+WRAPPER = shlex.split(os.environ.get("IOTGW_WRAPPER", ""))
 
 _readers = {}
 

@@ -12,32 +12,23 @@ Run with /usr/bin/python3 (Debian's protobuf is only visible there):
 """
 import json
 import os
-import shlex
 import subprocess
 import sys
 import unittest
 
-from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+from google.protobuf import json_format
 from google.protobuf.internal.decoder import _DecodeVarint32
 from google.protobuf.internal.encoder import _VarintBytes
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from iotgw_testlib import run_tests  # noqa: E402
+from iotgw_testlib import WRAPPER, run_tests  # noqa: E402
+from device_lib import load_schemas  # noqa: E402
 
 TOOL, DESCRIPTORS = sys.argv[1], sys.argv[2]
 del sys.argv[1:3]
-# IOTGW_WRAPPER runs the tool under e.g. valgrind (make check-valgrind sets it).
-WRAPPER = shlex.split(os.environ.get("IOTGW_WRAPPER", ""))
-
-with open(DESCRIPTORS, "rb") as f:
-    fds = descriptor_pb2.FileDescriptorSet.FromString(f.read())
-pool = descriptor_pool.DescriptorPool()
-for fd in fds.file:
-    pool.Add(fd)
-factory = message_factory.MessageFactory(pool)
-Frame = factory.GetPrototype(pool.FindMessageTypeByName("iotgw.Frame"))
-Parcel = factory.GetPrototype(pool.FindMessageTypeByName("iotgw.Parcel"))
-AlarmStatus = factory.GetPrototype(pool.FindMessageTypeByName("iotgw.AlarmStatus"))
+_types = load_schemas(DESCRIPTORS)
+Frame, Parcel, AlarmStatus = _types["Frame"], _types["Parcel"], _types["AlarmStatus"]
+pool = Frame.DESCRIPTOR.file.pool
 
 
 def sample_frames():

@@ -1,9 +1,11 @@
-/* Connection strings: each kind the SDKs accept, and errors that name the field. */
+/* Connection strings: each kind the SDKs accept, and errors that name the field; and the
+ * HOST:PORT addresses of command lines and configuration (codecs/hostport). */
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "codecs/connstr.h"
+#include "codecs/hostport.h"
 #include "tests/unit/check_main.h"
 
 #define KEY "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
@@ -148,6 +150,32 @@ START_TEST(oversize_string_is_refused)
 }
 END_TEST
 
+START_TEST(host_and_port)
+{
+    char host[16];
+    int port = -1;
+    ck_assert_int_eq(iotgw_hostport_parse("127.0.0.1:443", host, sizeof host, &port), 0);
+    ck_assert_str_eq(host, "127.0.0.1");
+    ck_assert_int_eq(port, 443);
+    ck_assert_int_eq(iotgw_hostport_parse("[::1]:0", host, sizeof host, &port), 0);
+    ck_assert_str_eq(host, "::1");
+    ck_assert_int_eq(port, 0);
+    ck_assert_int_eq(iotgw_hostport_parse("localhost:65535", host, sizeof host, &port), 0);
+    ck_assert_str_eq(host, "localhost");
+    static const char *const bad[] = {
+        "localhost", ":443",      "host:",     "host:65536",
+        "host:-1",   "host:44x3", "host: 443", "::1:443",
+        "[::1:443",  "[]:443",    NULL,        "a-name-longer-than-fifteen:1", /* does not fit host[16] */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        port = 7;
+        ck_assert_msg(iotgw_hostport_parse(bad[i], host, sizeof host, &port) == IOTGW_ERR_INVALID_ARG,
+                      "accepted \"%s\"", bad[i] ? bad[i] : "(null)");
+        ck_assert_int_eq(port, 7); /* nothing written on refusal */
+    }
+}
+END_TEST
+
 Suite *suite_under_test(void)
 {
     Suite *s = suite_create("connstr");
@@ -159,6 +187,7 @@ Suite *suite_under_test(void)
     tcase_add_test(tc, errors_name_the_field);
     tcase_add_test(tc, secrets_never_appear_in_errors);
     tcase_add_test(tc, oversize_string_is_refused);
+    tcase_add_test(tc, host_and_port);
     suite_add_tcase(s, tc);
     return s;
 }
