@@ -60,19 +60,30 @@ static void usage(FILE *f)
  * measured crossover between 2,000 and 5,000 idle next to 1,000 busy connections. */
 #define LIBUV_FROM_DEVICES 4000
 
-static iotgw_loop_backend loop_backend(const iotgw_config *c, const char **why)
+/* The backend for this fleet and why: IOTGW_EVENT_LOOP when set, else by fleet size. */
+static int loop_backend(const iotgw_config *c, iotgw_loop_backend *out, const char **why, iotgw_diag *diag)
 {
-    const char *env = getenv("IOTGW_EVENT_LOOP");
-    if (env && *env) {
+    int rc = iotgw_loop_backend_from_environment(out, diag);
+    if (rc || *out) {
         *why = "IOTGW_EVENT_LOOP";
-        return IOTGW_LOOP_DEFAULT; /* the transport reads (and checks) it */
+        return rc;
     }
-    *why = c->ndevices >= LIBUV_FROM_DEVICES ? "fleet of 4000 devices or more" : "fleet under 4000 devices";
-    return c->ndevices >= LIBUV_FROM_DEVICES ? IOTGW_LOOP_LIBUV : IOTGW_LOOP_POLL;
+    int big = c->ndevices >= LIBUV_FROM_DEVICES;
+    *why = big ? "fleet of 4000 devices or more" : "fleet under 4000 devices";
+    *out = big ? IOTGW_LOOP_LIBUV : IOTGW_LOOP_POLL;
+    return 0;
 }
 
-static void describe(const iotgw_config *c)
+/* What the configuration sets up; 0, or 1 when the gateway would not start with it. */
+static int describe(const iotgw_config *c)
 {
+    const char *why;
+    iotgw_loop_backend b;
+    iotgw_diag diag = {0};
+    if (loop_backend(c, &b, &why, &diag)) {
+        fprintf(stderr, "iotgw: %s\n", diag.text);
+        return 1;
+    }
     size_t disabled = 0;
     for (size_t i = 0; i < c->ndevices; i++)
         disabled += c->devices[i].disabled != 0;
@@ -84,18 +95,12 @@ static void describe(const iotgw_config *c)
         printf("devices: listen %s:%d\n", c->listen[i].address, c->listen[i].port);
     printf("fleet: %zu devices (%zu disabled)\n", c->ndevices, disabled);
     printf("telemetry: %s bodies\n", c->encoding == IOTGW_HUBMSG_JSON ? "JSON" : "protobuf");
-    const char *why;
-    iotgw_loop_backend b = loop_backend(c, &why);
-    const char *env = getenv("IOTGW_EVENT_LOOP");
-    printf("event loop: %s (%s)\n",
-           b == IOTGW_LOOP_LIBUV  ? "libuv"
-           : b == IOTGW_LOOP_POLL ? "poll"
-                                  : env,
-           why);
     for (size_t i = 0; i < c->nmethods; i++)
         printf("method %s: request %s, response %s\n", c->methods[i].name,
                c->methods[i].request_type ? c->methods[i].request_type : "JSON",
                c->methods[i].response_type ? c->methods[i].response_type : "JSON");
+    printf("event loop: %s (%s)\n", b == IOTGW_LOOP_LIBUV ? "libuv" : "poll", why);
+    return 0;
 }
 
 static int parse_level(const char *s, iotgw_log_level *out)
@@ -153,12 +158,15 @@ int main(int argc, char **argv)
         return 1;
     }
     if (check) {
-        describe(cfg);
+        int rc = describe(cfg);
         iotgw_config_free(cfg);
-        return 0;
+        return rc;
     }
     const char *why;
-    iotgw_loop *loop = iotgw_loop_new(&(iotgw_loop_options){.backend = loop_backend(cfg, &why)}, &diag);
+    iotgw_loop_backend backend;
+    iotgw_loop *loop = loop_backend(cfg, &backend, &why, &diag)
+                           ? NULL
+                           : iotgw_loop_new(&(iotgw_loop_options){.backend = backend}, &diag);
     iotgw_gateway *g = NULL;
     if (!loop || iotgw_gateway_new(loop, cfg, &g, &diag)) {
         fprintf(stderr, "iotgw: cannot start: %s\n", diag.text);

@@ -54,18 +54,28 @@ static void log_to_stderr(int level, const char *line)
     fprintf(stderr, "lws: %s", line);
 }
 
-/* The backend asked for, or IOTGW_EVENT_LOOP, or poll; -1 for an unknown name. */
+int iotgw_loop_backend_from_environment(iotgw_loop_backend *out, iotgw_diag *diag)
+{
+    const char *env = getenv("IOTGW_EVENT_LOOP");
+    *out = !env || !*env           ? IOTGW_LOOP_DEFAULT
+           : !strcmp(env, "poll")  ? IOTGW_LOOP_POLL
+           : !strcmp(env, "libuv") ? IOTGW_LOOP_LIBUV
+                                   : IOTGW_LOOP_DEFAULT;
+    if (env && *env && *out == IOTGW_LOOP_DEFAULT)
+        return iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG,
+                               "IOTGW_EVENT_LOOP must be libuv or poll, not \"%s\"", env);
+    return 0;
+}
+
+/* The backend asked for, or IOTGW_EVENT_LOOP's, or poll; -1 for an unknown name. */
 static int choose_backend(const iotgw_loop_options *opt, iotgw_diag *diag)
 {
     if (opt && opt->backend)
         return opt->backend;
-    const char *env = getenv("IOTGW_EVENT_LOOP");
-    if (!env || !*env || !strcmp(env, "poll"))
-        return IOTGW_LOOP_POLL;
-    if (!strcmp(env, "libuv"))
-        return IOTGW_LOOP_LIBUV;
-    iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "IOTGW_EVENT_LOOP must be libuv or poll, not \"%s\"", env);
-    return -1;
+    iotgw_loop_backend b;
+    if (iotgw_loop_backend_from_environment(&b, diag))
+        return -1;
+    return b ? (int)b : IOTGW_LOOP_POLL;
 }
 
 /* lws loads its libuv plugin with each context and unloads it when the context is freed,

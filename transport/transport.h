@@ -92,6 +92,9 @@ typedef struct iotgw_loop_options {
 iotgw_loop *iotgw_loop_new(const iotgw_loop_options *opt, iotgw_diag *diag);
 /* "libuv" or "poll". */
 const char *iotgw_loop_backend_name(const iotgw_loop *loop);
+/* IOTGW_EVENT_LOOP read: *out is IOTGW_LOOP_POLL or _LIBUV, or IOTGW_LOOP_DEFAULT when the
+ * variable is unset or empty; IOTGW_ERR_INVALID_ARG (and why, in diag) for another value. */
+int iotgw_loop_backend_from_environment(iotgw_loop_backend *out, iotgw_diag *diag);
 /* Serve sockets and timers for at most timeout_ms; returns after any work. <0: the loop failed. */
 int iotgw_loop_run(iotgw_loop *loop, int timeout_ms);
 /* Close every connection and listener (handlers see PN_TRANSPORT_CLOSED) and free the loop. */

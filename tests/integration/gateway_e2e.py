@@ -337,6 +337,11 @@ fleet:
         self.assertIn("event loop: libuv (fleet of 4000 devices or more)", check(big, env)[1])
         env["IOTGW_EVENT_LOOP"] = "libuv"
         self.assertIn("event loop: libuv (IOTGW_EVENT_LOOP)", check(good, env)[1])
+        env["IOTGW_EVENT_LOOP"] = "epoll"  # the gateway would not start: neither does the check pass
+        rc, out = check(good, env)
+        self.assertEqual(rc, 1, out)
+        self.assertIn('IOTGW_EVENT_LOOP must be libuv or poll, not "epoll"', out)
+        self.assertNotIn(": OK", out)
         bad = [
             (good.replace("hostName", "hostname"), "check.yaml:2: hub: unknown key \"hostname\""),
             (good.replace("encoding: json", "encoding: xml"), "check.yaml:6: telemetry.encoding"),
