@@ -285,13 +285,28 @@ static int load_methods(reader *r, yaml_node_t *ms)
     return 0;
 }
 
-/* key, keyFile or keyEnv: exactly one; the result must be base64 of 16 to 64 bytes. */
-static int device_key(reader *r, yaml_node_t *dn, const char *path, char **out)
+/* Whether t is the base64 of a key of 16 to 64 bytes. */
+static int key_is_valid(const char *t)
+{
+    uint8_t raw[132]; /* base64 of at most 172 characters decodes to at most 129 bytes */
+    size_t rlen = 0;
+    size_t tl = strlen(t);
+    int rc = tl > 172 || iotgw_base64_decode(t, tl, raw, &rlen, 0, NULL);
+    OPENSSL_cleanse(raw, sizeof raw);
+    return !rc && rlen >= 16 && rlen <= 64;
+}
+
+/* key, keyFile or keyEnv: at most one, exactly one when required (else *out stays NULL
+ * when none is given); the result must be base64 of 16 to 64 bytes. */
+static int read_key(reader *r, yaml_node_t *dn, const char *path, int required, char **out)
 {
     yaml_node_t *k = iotgw_yaml_get(&r->y, dn, "key"), *kf = iotgw_yaml_get(&r->y, dn, "keyFile"),
                 *ke = iotgw_yaml_get(&r->y, dn, "keyEnv");
-    if (!!k + !!kf + !!ke != 1)
+    int given = !!k + !!kf + !!ke;
+    if (given > 1 || (required && !given))
         return iotgw_yaml_fail(&r->y, dn, path, r->diag, "give exactly one of key, keyFile, keyEnv");
+    if (!given)
+        return 0;
     char p[200];
     yaml_node_t *n = k ? k : kf ? kf : ke;
     snprintf(p, sizeof p, "%s.%s", path, k ? "key" : kf ? "keyFile" : "keyEnv");
@@ -318,12 +333,7 @@ static int device_key(reader *r, yaml_node_t *dn, const char *path, char **out)
         snprintf(buf, sizeof buf, "%s", v);
         t = buf;
     }
-    uint8_t raw[132]; /* base64 of at most 172 characters decodes to at most 129 bytes */
-    size_t rlen = 0;
-    size_t tl = strlen(t);
-    int rc = tl > 172 || iotgw_base64_decode(t, tl, raw, &rlen, 0, NULL);
-    OPENSSL_cleanse(raw, sizeof raw);
-    if (rc || rlen < 16 || rlen > 64) {
+    if (!key_is_valid(t)) {
         OPENSSL_cleanse(buf, sizeof buf);
         return iotgw_yaml_fail(&r->y, n, p, r->diag, "not a base64 key of 16 to 64 bytes");
     }
@@ -337,52 +347,182 @@ static int compare_devices(const void *a, const void *b)
     return strcmp(((const iotgw_config_device *)a)->id, ((const iotgw_config_device *)b)->id);
 }
 
-static int load_fleet(reader *r, yaml_node_t *f)
+/* A slot for one more device; NULL when out of memory. */
+static iotgw_config_device *new_device(iotgw_config *c, size_t *cap)
 {
-    static const char *const keys[] = {"devices", NULL};
+    if (c->ndevices == *cap) {
+        size_t n = *cap ? *cap * 2 : 16;
+        iotgw_config_device *d = realloc(c->devices, n * sizeof *d);
+        if (!d)
+            return NULL;
+        c->devices = d;
+        *cap = n;
+    }
+    iotgw_config_device *d = &c->devices[c->ndevices++];
+    memset(d, 0, sizeof *d);
+    return d;
+}
+
+static const char NO_KEY_HELP[] = "a device without a key authenticates by client certificate only, which "
+                                  "needs devices.tls.clientCa and fleet.deviceConnectPolicy";
+
+static int keyless_allowed(const iotgw_config *c)
+{
+    return c->tls_client_ca && c->policy_key;
+}
+
+static int load_device_list(reader *r, yaml_node_t *ds, size_t *cap)
+{
     static const char *const dkeys[] = {"id", "key", "keyFile", "keyEnv", "disabled", NULL};
-    int rc = iotgw_yaml_check_keys(&r->y, f, "fleet", keys, r->diag);
-    yaml_node_t *ds = rc ? NULL : iotgw_yaml_get(&r->y, f, "devices");
-    if (rc || !ds)
-        return rc;
     int n = iotgw_yaml_seq_len(&r->y, ds, "fleet.devices", r->diag);
     if (n < 0)
         return IOTGW_ERR_CONFIG;
     iotgw_config *c = r->c;
-    c->devices = calloc((size_t)n + 1, sizeof *c->devices);
-    if (!c->devices)
-        return IOTGW_ERR_NOMEM;
     for (int i = 0; i < n; i++) {
         yaml_node_t *dn = iotgw_yaml_seq_item(&r->y, ds, i);
         char path[64];
         snprintf(path, sizeof path, "fleet.devices[%d]", i);
-        if ((rc = iotgw_yaml_check_keys(&r->y, dn, path, dkeys, r->diag)))
+        int rc = iotgw_yaml_check_keys(&r->y, dn, path, dkeys, r->diag);
+        if (rc)
             return rc;
         yaml_node_t *idn = iotgw_yaml_get(&r->y, dn, "id");
         if (!idn)
             return iotgw_yaml_fail(&r->y, dn, path, r->diag, "id is required");
-        iotgw_config_device *d = &c->devices[c->ndevices];
+        iotgw_config_device *d = new_device(c, cap);
+        if (!d)
+            return IOTGW_ERR_NOMEM;
         char idpath[80];
         snprintf(idpath, sizeof idpath, "%s.id", path);
         if (!(d->id = dup_text(r, idn, idpath)))
             return IOTGW_ERR_CONFIG;
-        c->ndevices++;
         iotgw_diag idd = {0};
         if (iotgw_identity_check(d->id, "device id", &idd))
             return iotgw_yaml_fail(&r->y, idn, idpath, r->diag, "%s", idd.text);
-        if ((rc = device_key(r, dn, path, &d->key)))
+        if ((rc = read_key(r, dn, path, !keyless_allowed(c), &d->key))) {
+            if (!iotgw_yaml_get(&r->y, dn, "key") && !iotgw_yaml_get(&r->y, dn, "keyFile") &&
+                !iotgw_yaml_get(&r->y, dn, "keyEnv"))
+                return iotgw_yaml_fail(&r->y, dn, path, r->diag, "no key (key, keyFile or keyEnv): %s",
+                                       NO_KEY_HELP);
             return rc;
+        }
         yaml_node_t *dis = iotgw_yaml_get(&r->y, dn, "disabled");
         char dpath[80];
         snprintf(dpath, sizeof dpath, "%s.disabled", path);
         if (dis && (rc = iotgw_yaml_bool(&r->y, dis, dpath, &d->disabled, r->diag)))
             return rc;
     }
+    return 0;
+}
+
+/* One line of a devices file: "ID KEY", "ID -" (no key) or either followed by
+ * "disabled". Returns a message for what is wrong, NULL when the device was added. */
+static const char *devices_file_line(reader *r, char *line, size_t *cap, char *why, size_t whylen)
+{
+    char *save = NULL, *id = strtok_r(line, " \t", &save), *key = strtok_r(NULL, " \t", &save),
+         *flag = strtok_r(NULL, " \t", &save), *extra = strtok_r(NULL, " \t", &save);
+    iotgw_diag idd = {0};
+    if (!key)
+        return "expected \"ID KEY\" (or \"ID -\" for a device without a key)";
+    if (extra || (flag && strcmp(flag, "disabled")))
+        return "expected \"ID KEY\", optionally followed by \"disabled\", and nothing else";
+    if (iotgw_identity_check(id, "device id", &idd)) {
+        snprintf(why, whylen, "%s", idd.text);
+        return why;
+    }
+    int keyless = !strcmp(key, "-");
+    if (keyless && !keyless_allowed(r->c)) {
+        snprintf(why, whylen, "device %s has no key: %s", id, NO_KEY_HELP);
+        return why;
+    }
+    if (!keyless && !key_is_valid(key)) {
+        snprintf(why, whylen, "device %s: the key is not base64 of 16 to 64 bytes", id);
+        return why;
+    }
+    iotgw_config_device *d = new_device(r->c, cap);
+    if (!d || !(d->id = strdup(id)) || (!keyless && !(d->key = strdup(key))))
+        return "out of memory";
+    d->disabled = flag != NULL;
+    return NULL;
+}
+
+/* fleet.devicesFile: the fleet's devices one per line, for fleets too large to list in
+ * YAML. Blank lines and lines starting with '#' are skipped. Errors name the file and line
+ * (never the key). */
+static int load_devices_file(reader *r, yaml_node_t *fn, size_t *cap)
+{
+    char *file = NULL;
+    int rc = opt_path(r, fn, "devicesFile", "fleet", &file);
+    if (rc)
+        return rc;
+    FILE *f = fopen(file, "r");
+    if (!f) {
+        rc = iotgw_diag_fail(r->diag, IOTGW_ERR_CONFIG, "%s: %s", file, strerror(errno));
+        free(file);
+        return rc;
+    }
+    char line[1024], why[300];
+    unsigned no = 0;
+    while (!rc && fgets(line, sizeof line, f)) {
+        no++;
+        size_t len = strlen(line);
+        const char *err = NULL;
+        if (len == sizeof line - 1 && line[len - 1] != '\n' && !feof(f))
+            err = "line too long";
+        while (len && isspace((unsigned char)line[len - 1]))
+            line[--len] = '\0';
+        char *start = line;
+        while (isspace((unsigned char)*start))
+            start++;
+        if (!err && *start && *start != '#')
+            err = devices_file_line(r, start, cap, why, sizeof why);
+        if (err)
+            rc = iotgw_diag_fail(r->diag, IOTGW_ERR_CONFIG, "%s:%u: %s", file, no, err);
+    }
+    if (!rc && ferror(f))
+        rc = iotgw_diag_fail(r->diag, IOTGW_ERR_CONFIG, "%s: %s", file, strerror(errno));
+    OPENSSL_cleanse(line, sizeof line);
+    fclose(f);
+    free(file);
+    return rc;
+}
+
+/* fleet.deviceConnectPolicy: a hub policy with DeviceConnect that signs every device's
+ * hub tokens (its name becomes the tokens' skn). */
+static int load_policy(reader *r, yaml_node_t *pn)
+{
+    static const char *const keys[] = {"name", "key", "keyFile", "keyEnv", NULL};
+    int rc = iotgw_yaml_check_keys(&r->y, pn, "fleet.deviceConnectPolicy", keys, r->diag);
+    if (!rc && !iotgw_yaml_get(&r->y, pn, "name"))
+        rc = iotgw_yaml_fail(&r->y, pn, "fleet.deviceConnectPolicy", r->diag,
+                             "name is required (the hub's shared access policy, e.g. device)");
+    if (!rc)
+        rc = opt_text(r, pn, "name", "fleet.deviceConnectPolicy", &r->c->policy_name);
+    if (!rc)
+        rc = read_key(r, pn, "fleet.deviceConnectPolicy", 1, &r->c->policy_key);
+    return rc;
+}
+
+static int load_fleet(reader *r, yaml_node_t *f)
+{
+    static const char *const keys[] = {"devices", "devicesFile", "deviceConnectPolicy", NULL};
+    int rc = iotgw_yaml_check_keys(&r->y, f, "fleet", keys, r->diag);
+    yaml_node_t *n;
+    size_t cap = 0;
+    if (!rc && (n = iotgw_yaml_get(&r->y, f, "deviceConnectPolicy")))
+        rc = load_policy(r, n);
+    if (!rc && (n = iotgw_yaml_get(&r->y, f, "devices")))
+        rc = load_device_list(r, n, &cap);
+    if (!rc && iotgw_yaml_get(&r->y, f, "devicesFile"))
+        rc = load_devices_file(r, f, &cap);
+    if (rc)
+        return rc;
+    iotgw_config *c = r->c;
     /* sorted by id: lookups at each device's hello are a binary search */
-    qsort(c->devices, c->ndevices, sizeof *c->devices, compare_devices);
+    if (c->ndevices)
+        qsort(c->devices, c->ndevices, sizeof *c->devices, compare_devices);
     for (size_t k = 1; k < c->ndevices; k++)
         if (!strcmp(c->devices[k - 1].id, c->devices[k].id))
-            return iotgw_yaml_fail(&r->y, ds, "fleet.devices", r->diag, "device \"%s\" is listed twice",
+            return iotgw_yaml_fail(&r->y, f, "fleet", r->diag, "device \"%s\" is listed twice",
                                    c->devices[k].id);
     return 0;
 }
@@ -480,6 +620,11 @@ void iotgw_config_free(iotgw_config *c)
     free(c->tls_cert);
     free(c->tls_key);
     free(c->tls_client_ca);
+    free(c->policy_name);
+    if (c->policy_key) {
+        OPENSSL_cleanse(c->policy_key, strlen(c->policy_key));
+        free(c->policy_key);
+    }
     free(c);
 }
 
@@ -495,4 +640,11 @@ const iotgw_config_method *iotgw_config_method_find(const iotgw_config *c, const
         if (!strcmp(c->methods[i].name, name))
             return &c->methods[i];
     return NULL;
+}
+
+void iotgw_config_hub_credential(const iotgw_config *c, const iotgw_config_device *d, const char **key,
+                                 const char **policy_name)
+{
+    *key = c->policy_key ? c->policy_key : d->key;
+    *policy_name = c->policy_key ? c->policy_name : NULL;
 }

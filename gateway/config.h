@@ -5,7 +5,9 @@
  * key, e.g. "iotgw.yaml:14: fleet.devices[2].key: not base64".
  *
  * Keys may be written inline (key), read from a file (keyFile, relative to the config
- * file's directory) or from an environment variable (keyEnv).
+ * file's directory) or from an environment variable (keyEnv). The fleet may also come
+ * from a devices file ("ID KEY" per line, for thousands of devices), and a DeviceConnect
+ * policy may sign every device's hub tokens instead of the devices' own keys.
  *
  * Ownership: iotgw_config_load returns a config the caller frees with
  * iotgw_config_free; every string in it belongs to it.
@@ -24,7 +26,7 @@
 
 typedef struct iotgw_config_device {
     char *id;
-    char *key; /* base64 */
+    char *key; /* base64; NULL: the device authenticates by client certificate only */
     int disabled;
 } iotgw_config_device;
 
@@ -63,13 +65,18 @@ typedef struct iotgw_config {
     iotgw_hubmsg_encoding encoding;
     iotgw_config_method *methods;
     size_t nmethods;
-    iotgw_config_device *devices;
+    iotgw_config_device *devices; /* fleet.devices and fleet.devicesFile, sorted by id */
     size_t ndevices;
+    char *policy_name, *policy_key; /* fleet.deviceConnectPolicy; NULL: each device's own key */
 } iotgw_config;
 
 int iotgw_config_load(const char *file, iotgw_config **out, iotgw_diag *diag);
 void iotgw_config_free(iotgw_config *c);
 const iotgw_config_device *iotgw_config_device_find(const iotgw_config *c, const char *id);
 const iotgw_config_method *iotgw_config_method_find(const iotgw_config *c, const char *name);
+/* The key and policy name that sign a device's hub tokens: the fleet's DeviceConnect
+ * policy when there is one, else the device's own key (policy name NULL). */
+void iotgw_config_hub_credential(const iotgw_config *c, const iotgw_config_device *d, const char **key,
+                                 const char **policy_name);
 
 #endif

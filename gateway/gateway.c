@@ -194,7 +194,7 @@ void iotgw_gateway_reload(iotgw_gateway *g, iotgw_config *cfg)
             continue;
         const iotgw_config_device *nd = iotgw_config_device_find(cfg, s->device->id);
         size_t index = nd ? (size_t)(nd - cfg->devices) : 0;
-        gw_session_reconfigure(s, nd, index);
+        gw_session_reconfigure(s, cfg, nd, index);
         if (s->device) {
             by_device[index] = s;
             kept++;

@@ -76,8 +76,10 @@ void gw_session_tick(gw_session *s, int64_t now);
 /* Close at once and forget (the gateway is going). */
 void gw_session_destroy(gw_session *s);
 /* After a reload: the device's entry in the new configuration (NULL: removed). A removed
- * or disabled device is closed; one whose key changed authenticates again at the hub. */
-void gw_session_reconfigure(gw_session *s, const iotgw_config_device *nd, size_t index);
+ * or disabled device is closed; one whose hub credential changed (its key, or the fleet's
+ * DeviceConnect policy) authenticates again at the hub. */
+void gw_session_reconfigure(gw_session *s, const iotgw_config *cfg, const iotgw_config_device *nd,
+                            size_t index);
 /* Send an Error frame and close after it has left. */
 void gw_session_fail(gw_session *s, Iotgw__ErrorCode code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

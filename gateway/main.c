@@ -84,16 +84,25 @@ static int describe(const iotgw_config *c)
         fprintf(stderr, "iotgw: %s\n", diag.text);
         return 1;
     }
-    size_t disabled = 0;
-    for (size_t i = 0; i < c->ndevices; i++)
+    size_t disabled = 0, keyless = 0;
+    for (size_t i = 0; i < c->ndevices; i++) {
         disabled += c->devices[i].disabled != 0;
+        keyless += c->devices[i].key == NULL;
+    }
     printf("%s: OK\n", c->file);
     printf("hub: %s over %s%s%s\n", c->hub_host,
            c->hub_transport == IOTGW_TRANSPORT_AMQPS ? "amqps" : "amqp-ws",
            c->hub_connect_host ? ", connecting to " : "", c->hub_connect_host ? c->hub_connect_host : "");
     for (size_t i = 0; i < c->nlisten; i++)
         printf("devices: listen %s:%d\n", c->listen[i].address, c->listen[i].port);
-    printf("fleet: %zu devices (%zu disabled)\n", c->ndevices, disabled);
+    printf("fleet: %zu devices (%zu disabled", c->ndevices, disabled);
+    if (keyless)
+        printf(", %zu by client certificate only", keyless);
+    printf(")\n");
+    if (c->policy_name)
+        printf("hub tokens: signed with policy %s\n", c->policy_name);
+    else
+        printf("hub tokens: signed with each device's key\n");
     printf("telemetry: %s bodies\n", c->encoding == IOTGW_HUBMSG_JSON ? "JSON" : "protobuf");
     for (size_t i = 0; i < c->nmethods; i++)
         printf("method %s: request %s, response %s\n", c->methods[i].name,

@@ -332,6 +332,10 @@ static int check_token(gw_session *s, const iotgw_config_device *dev, const char
                                "no token, and no client certificate naming the device%s%.64s",
                                cn ? ": it names " : "", cn ? cn : "");
     }
+    if (!dev->key)
+        return iotgw_diag_fail(
+            diag, IOTGW_ERR_SAS_RESOURCE,
+            "the device has no key in the fleet: it authenticates by client certificate only");
     iotgw_sas_token t;
     int rc = iotgw_sas_parse(token, &t, diag);
     if (rc)
@@ -392,7 +396,8 @@ static void on_hello(gw_session *s, const Iotgw__Hello *h)
         s->capabilities |= h->capabilities->twin ? IOTGW_UPSTREAM_TWIN : 0;
         s->capabilities |= h->capabilities->c2d ? IOTGW_UPSTREAM_C2D : 0;
     }
-    iotgw_device_credential cred = {.device_id = dev->id, .key = dev->key};
+    iotgw_device_credential cred = {.device_id = dev->id};
+    iotgw_config_hub_credential(g->cfg, dev, &cred.key, &cred.policy_name);
     if (iotgw_upstream_device_add(g->up, &cred, s->capabilities, s, &s->up, &diag)) {
         gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_INTERNAL, "%s", diag.text);
         return;
@@ -691,7 +696,14 @@ void gw_session_tick(gw_session *s, int64_t now)
     }
 }
 
-void gw_session_reconfigure(gw_session *s, const iotgw_config_device *nd, size_t index)
+/* Whether two strings, either of which may be NULL, differ. */
+static int differ(const char *a, const char *b)
+{
+    return (a == NULL) != (b == NULL) || (a && strcmp(a, b));
+}
+
+void gw_session_reconfigure(gw_session *s, const iotgw_config *cfg, const iotgw_config_device *nd,
+                            size_t index)
 {
     if (!s->device || s->closing)
         return;
@@ -705,15 +717,19 @@ void gw_session_reconfigure(gw_session *s, const iotgw_config_device *nd, size_t
         s->device = NULL;
         return;
     }
-    int key_changed = strcmp(nd->key, s->device->key) != 0;
+    /* s->g->cfg is still the configuration being replaced */
+    const char *old_key, *old_policy;
+    iotgw_device_credential cred = {.device_id = nd->id};
+    iotgw_config_hub_credential(s->g->cfg, s->device, &old_key, &old_policy);
+    iotgw_config_hub_credential(cfg, nd, &cred.key, &cred.policy_name);
+    int key_changed = differ(old_key, cred.key) || differ(old_policy, cred.policy_name);
     if (key_changed)
-        release_upstream(s, "the device's key changed");
+        release_upstream(s, "the key signing its hub tokens changed");
     s->device = nd;
     s->device_index = index;
     if (!key_changed)
         return;
     iotgw_diag diag = {0};
-    iotgw_device_credential cred = {.device_id = nd->id, .key = nd->key};
     if (iotgw_upstream_device_add(s->g->up, &cred, s->capabilities, s, &s->up, &diag))
         gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_INTERNAL, "%s", diag.text);
     else

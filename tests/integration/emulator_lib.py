@@ -24,6 +24,7 @@ DEVICE_KEYS = {
 OWNER_KEY = "YGFiY2RlZmdoaWprbG1ub3BxcnN0dXZ3eHl6e3x9fn8="
 SERVICE_KEY = "gIGCg4SFhoeIiYqLjI2Oj5CRkpOUlZaXmJmam5ydnp8="
 MODULE_KEY = "oKGio6SlpqeoqaqrrK2ur7CxsrO0tba3uLm6u7y9vr8="  # module mod1 of dev3
+DEVICE_POLICY_KEY = "wMHCw8TFxsfIycrLzM3Oz9DR0tPU1dbX2Nna29zd3t8="  # policy "device": DeviceConnect only
 
 
 def sas_token(resource, key, ttl=3600, policy=None, expiry=None):
@@ -61,6 +62,10 @@ policies:
     primaryKey: {SERVICE_KEY}
     secondaryKey: {SERVICE_KEY}
     rights: [RegistryRead]
+  - name: device
+    primaryKey: {DEVICE_POLICY_KEY}
+    secondaryKey: {DEVICE_POLICY_KEY}
+    rights: [DeviceConnect]
 devices:
 """ + "".join(f"  - id: {d}\n    primaryKey: {k}\n    secondaryKey: {k}\n" for d, k in DEVICE_KEYS.items()) + \
     f"    modules:\n      - id: mod1\n        primaryKey: {MODULE_KEY}\n        secondaryKey: {MODULE_KEY}\n" + \

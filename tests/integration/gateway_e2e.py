@@ -14,7 +14,7 @@ import time
 import unittest
 
 from iotgw_testlib import WRAPPER, LoggedProcess, readline_within, run_tests
-from emulator_lib import Emulator, StreamReader, fleet_registry, random_key, sas_token, HOST
+from emulator_lib import Emulator, StreamReader, fleet_registry, random_key, sas_token, DEVICE_POLICY_KEY, HOST
 from device_lib import Device, T, load_schemas
 
 EMULATOR, IOTGW, SCHEMAS, CERTS = sys.argv[1:5]
@@ -32,8 +32,9 @@ def token(device, key=None, ttl=3600):
 class Gateway(LoggedProcess):
     name = "iotgw"
 
-    def __init__(self, emu, keys=None, tls=False, hub_port=None, devices_yaml=""):
+    def __init__(self, emu, keys=None, tls=False, hub_port=None, devices_yaml="", fleet_yaml=None):
         self.tls = tls
+        self.fleet_yaml = fleet_yaml
         self.hub_port = hub_port or emu.wss
         self.devices_yaml = devices_yaml
         self.dir = tempfile.mkdtemp(prefix="iotgw-test-")
@@ -50,8 +51,10 @@ class Gateway(LoggedProcess):
 
     def write_config(self, keys):
         emu = self.emu
-        fleet = "".join(f"    - id: {d}\n      key: {k}\n" + ("      disabled: true\n" if d == "off1" else "")
-                        for d, k in keys.items())
+        fleet = "  devices:\n" + "".join(f"    - id: {d}\n      key: {k}\n" +
+                                          ("      disabled: true\n" if d == "off1" else "") for d, k in keys.items())
+        if self.fleet_yaml is not None:
+            fleet = self.fleet_yaml
         certs = os.path.abspath(CERTS)
         tls_yaml = (f"  tls:\n    cert: {certs}/server.pem\n    key: {certs}/server.key\n"
                     f"    clientCa: {certs}/ca.pem\n") if self.tls else ""
@@ -69,7 +72,6 @@ methods:
   ProcessMessage:
     request: iotgw.Parcel
 fleet:
-  devices:
 {fleet}""")
 
 
@@ -352,6 +354,58 @@ fleet:
             (good.replace(f"key: {KEYS['monitor1']}", "key: not*base64"), "fleet.devices[2].key: not a base64 key"),
             ("hub: [", "did not find expected node content"),
         ]
+        # a fleet too large for YAML: a devices file (10,000 devices, errors by file and line)
+        fleet_file = os.path.join(GW.dir, "fleet.txt")
+        lines = [f"d{i} {KEYS['monitor1']}\n" for i in range(10000)]
+        with open(fleet_file, "w") as f:
+            f.writelines(["# the test fleet\n"] + lines + ["a9 -\n", f"a8 {KEYS['twin1']} disabled\n"])
+        policy = f"  deviceConnectPolicy:\n    name: device\n    key: {KEYS['spare1']}\n"
+        tls = (f"  tls:\n    cert: {os.path.abspath(CERTS)}/server.pem\n    key: {os.path.abspath(CERTS)}/server.key\n"
+               f"    clientCa: {os.path.abspath(CERTS)}/ca.pem\n")
+        with_file = good.replace("telemetry:", tls + "telemetry:").replace("fleet:\n", f"fleet:\n{policy}"
+                                                                            f"  devicesFile: fleet.txt\n")
+        rc, out = check(with_file, {"TEST_A2_KEY": KEYS["twin1"]})
+        self.assertEqual(rc, 0, out)
+        self.assertIn("fleet: 10005 devices (2 disabled, 1 by client certificate only)", out)
+        self.assertIn("hub tokens: signed with policy device", out)
+        self.assertIn("hub tokens: signed with each device's key", check(good, {"TEST_A2_KEY": KEYS["twin1"]})[1])
+        file_bad = [
+            (lines[:3] + ["a9\n"], "fleet.txt:4: expected \"ID KEY\""),
+            (lines[:1] + ["a9 not*base64\n"], "fleet.txt:2: device a9: the key is not base64"),
+            (["a9 " + KEYS["twin1"] + " off\n"], "fleet.txt:1: expected \"ID KEY\", optionally followed by"),
+            (["a/9 " + KEYS["twin1"] + "\n"], "fleet.txt:1: device id"),
+            (["a1 " + KEYS["twin1"] + "\n"], "device \"a1\" is listed twice"),
+            (["x" * 2000 + "\n"], "fleet.txt:1: line too long"),
+        ]
+        for content, expect in file_bad:
+            with open(fleet_file, "w") as f:
+                f.writelines(content)
+            rc, out = check(with_file, {"TEST_A2_KEY": KEYS["twin1"]})
+            self.assertEqual(rc, 1, (expect, out))
+            self.assertIn(expect, out)
+            self.assertNotIn(KEYS["twin1"], out)
+        with open(fleet_file, "w") as f:
+            f.write("a9 -\n")
+        for text, expect in ((with_file.replace(policy, ""), "fleet.txt:1: device a9 has no key: a device without"),
+                             (with_file.replace(tls, ""), "needs devices.tls.clientCa and fleet.deviceConnectPolicy"),
+                             (with_file.replace("    - {id: a2, keyEnv: TEST_A2_KEY}\n", "    - {id: a2}\n"),
+                              None),
+                             (good.replace("    - {id: a2, keyEnv: TEST_A2_KEY}\n", "    - {id: a2}\n"),
+                              "fleet.devices[1]: no key (key, keyFile or keyEnv)"),
+                             (with_file.replace("name: device", "nam: device"),
+                              "fleet.deviceConnectPolicy: unknown key \"nam\""),
+                             (with_file.replace(f"    key: {KEYS['spare1']}\n", ""),
+                              "fleet.deviceConnectPolicy: give exactly one of key, keyFile, keyEnv"),
+                             (with_file.replace("devicesFile: fleet.txt", "devicesFile: none.txt"),
+                              "fleet.devicesFile: cannot read")):
+            rc, out = check(text, {"TEST_A2_KEY": KEYS["twin1"]})
+            if expect is None:
+                self.assertEqual(rc, 0, out)  # a keyless device in YAML, with a policy and client certificates
+                self.assertIn("2 by client certificate only", out)
+                continue
+            self.assertEqual(rc, 1, (expect, out))
+            self.assertIn(expect, out)
+            self.assertNotIn(KEYS["spare1"], out)
         for text, expect in bad:
             rc, out = check(text, {"TEST_A2_KEY": KEYS["twin1"]})
             self.assertEqual(rc, 1, (expect, out))
@@ -519,6 +573,63 @@ fleet:
             except (ssl.SSLError, ConnectionError):
                 frame = None
             self.assertIsNone(frame, "no frame may reach a client without a certificate")
+        finally:
+            gw.stop()
+            gw.log.close()
+
+    def test_devices_file_and_device_connect_policy(self):
+        """The fleet from a devices file, hub tokens signed by the hub's DeviceConnect
+        policy: the devices' keys are the gateway's own business (agent1's differs from
+        the hub's), and a device listed without a key comes in by its certificate."""
+        import ssl
+        certs = os.path.abspath(CERTS)
+        EMU.rest("PUT", "/devices/test-device", {"deviceId": "test-device", "authentication": {
+            "type": "sas", "symmetricKey": {"primaryKey": random_key(), "secondaryKey": random_key()}}},
+            headers={"If-Match": "*"})
+        local_key = random_key()
+        d = tempfile.mkdtemp(prefix="iotgw-fleet-")
+        with open(os.path.join(d, "fleet.txt"), "w") as f:
+            f.write(f"# id key\nagent1 {local_key}\n\ntest-device -\n  monitor1 {local_key} disabled\n")
+        fleet = (f"  devicesFile: {d}/fleet.txt\n"
+                 f"  deviceConnectPolicy: {{name: device, key: {DEVICE_POLICY_KEY}}}\n")
+        gw = Gateway(EMU, tls=True, fleet_yaml=fleet)
+        try:
+            ctx = ssl.create_default_context(cafile=os.path.join(certs, "ca.pem"))
+            ctx.load_cert_chain(os.path.join(certs, "client.pem"), os.path.join(certs, "client.key"))
+            reader = StreamReader(EMU, selector=None)
+            devices = []
+            for device, tok in (("agent1", token("agent1", local_key)), ("test-device", "")):
+                dev = Device(gw.port, tls=ctx)
+                dev.hello(device, tok)
+                dev.expect("welcome")
+                f = T("Frame")()
+                f.telemetry.seq = 1
+                f.telemetry.parcel.CopyFrom(alarm_parcel())
+                f.telemetry.message_id = f"{device}-policy"
+                dev.send(f)
+                self.assertEqual(dev.expect("ack").seq, 1)  # the hub accepted the policy's token
+                devices.append(dev)
+            end = time.time() + 10
+            while len({e[1] for e in reader.events} & {"agent1-policy", "test-device-policy"}) < 2 and \
+                    time.time() < end:
+                time.sleep(0.05)
+            reader.stop()
+            self.assertEqual({(e[0], e[1]) for e in reader.events if e[1].endswith("-policy")},
+                             {("agent1", "agent1-policy"), ("test-device", "test-device-policy")})
+            # agent1's key at the hub does not open the gateway; a token for the keyless device is refused
+            for device, tok, code in (("agent1", token("agent1"), 5), ("test-device", token("agent1", local_key), 5),
+                                      ("monitor1", token("monitor1", local_key), 7)):
+                dev = Device(gw.port, tls=ctx)
+                dev.hello(device, tok)
+                e = dev.expect("error")
+                self.assertEqual(e.code, code, e)
+                dev.close()
+            for dev in devices:
+                dev.close()
+            log = gw.log_text()
+            self.assertIn("client certificate only", log)
+            self.assertNotIn(DEVICE_POLICY_KEY, log)
+            self.assertNotIn(local_key, log)
         finally:
             gw.stop()
             gw.log.close()
