@@ -1,6 +1,7 @@
 /* iotgw-devsim: simulates a fleet of devices against iotgw with libiotgw-device, one
  * thread polling every session. Shows one live status line while it runs and prints a
  * JSON summary at the end (the benchmarks read it). */
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <poll.h>
@@ -11,14 +12,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "codecs/fleet_file.h"
 #include "codecs/hostport.h"
+#include "codecs/identity.h"
 #include "devices/iotgw_device.h"
 #include "schemas/alarm_status.pb-c.h"
 
 #define SEQ_SLOTS 4096 /* send times kept per device, by seq modulo this */
 
 typedef struct sim_device {
-    char id[64], key[128];
+    char id[IOTGW_IDENTITY_MAX_LEN + 1], key[176]; /* key "-": none (client certificate) */
     iotgw_device *d;
     uint64_t sent, acked, nacked;
     double next_send;          /* when the next message is due (rate mode) */
@@ -32,7 +35,7 @@ typedef struct sim_device {
 
 typedef struct sim {
     sim_device *devs;
-    int n, connected, errors;
+    int n, cap, max, disabled_skipped, connected, errors;
     uint64_t methods_answered, twin_results, twin_failures;
     double *lat; /* ack latencies, ms */
     size_t nlat, caplat;
@@ -71,9 +74,16 @@ static double percentile(double *v, size_t n, double p)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: iotgw-devsim --gateway HOST:PORT --hub HUB_HOST --fleet FILE [options]\n"
+               "       iotgw-devsim --generate N [--id-prefix P] --fleet FILE\n"
                "Simulates devices against iotgw, each sending alarm-status parcels. The fleet file\n"
-               "has one device per line: \"id key\" (its base64 key, as in iotgw's fleet).\n"
+               "has one device per line, \"ID KEY\" (its base64 key), the format of iotgw's\n"
+               "fleet.devicesFile: \"ID -\" for a device with a client certificate; lines ending in\n"
+               "\"disabled\" are skipped.\n"
                "\n"
+               "  --generate N         write a new fleet file of N devices, P1..PN (prefix --id-prefix,\n"
+               "                       default \"sim-\"), each with a fresh random key, and exit; give\n"
+               "                       it to iotgw (fleet.devicesFile) and to the hub (iothub-service\n"
+               "                       device import FILE), then simulate it with --fleet FILE\n"
                "  --devices N          simulate the first N devices of the file (default: all)\n"
                "  --connect-rate N     new sessions per second (default 500)\n"
                "  --rate N             messages per second per device; 0: as fast as the window allows\n"
@@ -86,34 +96,48 @@ static void usage(FILE *f)
                "  --quiet              no live status line\n"
                "  --tls [--ca FILE] [--cert FILE --cert-key FILE]\n"
                "                       TLS to the gateway, trusting FILE; a client certificate;\n"
-               "                       a fleet line \"id -\" then authenticates by the certificate\n"
-               "Prints a JSON summary on stdout at the end.\n");
+               "                       a fleet line \"ID -\" then authenticates by the certificate\n"
+               "Prints a JSON summary on stdout at the end. Exit status: 0; 1 when the fleet file\n"
+               "cannot be read or written; 2 for a usage error.\n");
 }
 
-static int load_fleet(sim *s, const char *path, int max)
+static int add_device(const iotgw_fleet_entry *e, void *ctx, char *why, size_t whylen)
 {
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    char line[512];
-    int cap = 0;
-    while ((max <= 0 || s->n < max) && fgets(line, sizeof line, f)) {
-        sim_device tmp;
-        if (sscanf(line, "%63s %127s", tmp.id, tmp.key) != 2 || tmp.id[0] == '#')
-            continue;
-        if (s->n == cap) {
-            cap = cap ? cap * 2 : 256;
-            sim_device *d = realloc(s->devs, (size_t)cap * sizeof *d);
-            if (!d)
-                return -1;
-            s->devs = d;
-        }
-        memset(&s->devs[s->n], 0, sizeof s->devs[s->n]);
-        memcpy(s->devs[s->n].id, tmp.id, sizeof tmp.id);
-        memcpy(s->devs[s->n].key, tmp.key, sizeof tmp.key);
-        s->n++;
+    sim *s = ctx;
+    if (e->disabled) {
+        s->disabled_skipped++;
+        return 0;
     }
-    fclose(f);
+    if (s->max > 0 && s->n >= s->max)
+        return 0;
+    if (s->n == s->cap) {
+        int cap = s->cap ? s->cap * 2 : 256;
+        sim_device *d = realloc(s->devs, (size_t)cap * sizeof *d);
+        if (!d) {
+            snprintf(why, whylen, "out of memory");
+            return IOTGW_ERR_NOMEM;
+        }
+        s->devs = d;
+        s->cap = cap;
+    }
+    sim_device *d = &s->devs[s->n++];
+    memset(d, 0, sizeof *d);
+    snprintf(d->id, sizeof d->id, "%s", e->id);
+    snprintf(d->key, sizeof d->key, "%s", e->key ? e->key : "-");
+    return 0;
+}
+
+/* A number option in [min, max]; -1 (after saying why) when it is not one. */
+static int number(const char *opt, const char *text, double min, double max, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (errno || end == text || *end || v < min || v > max) {
+        fprintf(stderr, "iotgw-devsim: --%s wants a number from %g to %g, not \"%s\"\n", opt, min, max, text);
+        return -1;
+    }
+    *out = v;
     return 0;
 }
 
@@ -149,16 +173,17 @@ int main(int argc, char **argv)
                                          {"ca", 1, 0, 'C'},
                                          {"cert", 1, 0, 'E'},
                                          {"cert-key", 1, 0, 'K'},
+                                         {"generate", 1, 0, 'G'},
+                                         {"id-prefix", 1, 0, 'P'},
                                          {"help", 0, 0, 'h'},
                                          {0, 0, 0, 0}};
     char host[256] = "";
-    int port = 0, max_devices = 0, methods = 0, method_status = 200, quiet = 0, twin = 0;
-    double connect_rate = 500, rate = 1, duration = 10, method_latency = 0;
-    uint64_t messages = 0;
-    const char *hub = NULL, *fleet = NULL, *ca = NULL, *cert = NULL, *cert_key = NULL;
-    int tls = 0;
-    int o;
-    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    int port = 0, methods = 0, quiet = 0, twin = 0, tls = 0;
+    double connect_rate = 500, rate = 1, duration = 10, method_latency = 0, max_devices = 0, status = 200,
+           max_messages = 0, generate = 0;
+    const char *hub = NULL, *fleet = NULL, *ca = NULL, *cert = NULL, *cert_key = NULL, *prefix = "sim-";
+    int o, bad = 0;
+    while (!bad && (o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (o) {
         case 'g':
             if (iotgw_hostport_parse(optarg, host, sizeof host, &port) || !port) {
@@ -168,31 +193,64 @@ int main(int argc, char **argv)
             break;
         case 'H': hub = optarg; break;
         case 'f': fleet = optarg; break;
-        case 'n': max_devices = atoi(optarg); break;
-        case 'c': connect_rate = atof(optarg); break;
-        case 'r': rate = atof(optarg); break;
-        case 'm': messages = strtoull(optarg, NULL, 10); break;
-        case 'D': duration = atof(optarg); break;
+        case 'n': bad = number("devices", optarg, 1, 1e7, &max_devices); break;
+        case 'c': bad = number("connect-rate", optarg, 0.001, 1e6, &connect_rate); break;
+        case 'r': bad = number("rate", optarg, 0, 1e6, &rate); break;
+        case 'm': bad = number("messages", optarg, 1, 1e15, &max_messages); break;
+        case 'D': bad = number("duration", optarg, 0, 1e7, &duration); break;
         case 'M': methods = 1; break;
         case 'T': twin = 1; break;
-        case 'L': method_latency = atof(optarg); break;
-        case 'S': method_status = atoi(optarg); break;
+        case 'L': bad = number("method-latency-ms", optarg, 0, 1e7, &method_latency); break;
+        case 'S': bad = number("method-status", optarg, 100, 999, &status); break;
         case 'q': quiet = 1; break;
         case 'X': tls = 1; break;
         case 'C': ca = optarg; break;
         case 'E': cert = optarg; break;
         case 'K': cert_key = optarg; break;
+        case 'G': bad = number("generate", optarg, 1, 1e7, &generate); break;
+        case 'P': prefix = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
-    sim s = {0};
+    if (bad)
+        return 2;
+    if (optind < argc) {
+        fprintf(stderr, "iotgw-devsim: unexpected argument \"%s\"\n", argv[optind]);
+        return 2;
+    }
+    iotgw_diag diag = {0};
+    if (generate) {
+        if (!fleet) {
+            fprintf(stderr, "iotgw-devsim: --generate needs --fleet FILE to write\n");
+            return 2;
+        }
+        unsigned n = (unsigned)generate;
+        if (iotgw_fleet_file_generate(fleet, prefix, n, &diag)) {
+            fprintf(stderr, "iotgw-devsim: %s\n", diag.text);
+            return 1;
+        }
+        fprintf(stderr,
+                "iotgw-devsim: wrote %u devices (%s%0*u to %s%u) to %s. Next: give it to iotgw as "
+                "fleet.devicesFile, create them in the hub (iothub-service device import %s), then run "
+                "iotgw-devsim --fleet %s --gateway HOST:PORT --hub HUB_HOST\n",
+                n, prefix, snprintf(NULL, 0, "%u", n), 1u, prefix, n, fleet, fleet, fleet);
+        return 0;
+    }
+    const int method_status = (int)status;
+    const uint64_t messages = (uint64_t)max_messages;
+    sim s = {.max = (int)max_devices};
     if (!host[0] || !hub || !fleet) {
         usage(stderr);
         return 2;
     }
-    if (load_fleet(&s, fleet, max_devices) || !s.n) {
-        fprintf(stderr, "iotgw-devsim: cannot read devices from %s\n", fleet);
+    if (iotgw_fleet_file_read(fleet, add_device, &s, &diag)) {
+        fprintf(stderr, "iotgw-devsim: %s\n", diag.text);
+        return 1;
+    }
+    if (!s.n) {
+        fprintf(stderr, "iotgw-devsim: no devices to simulate in %s%s\n", fleet,
+                s.disabled_skipped ? " (all are disabled)" : "");
         return 1;
     }
     signal(SIGINT, on_signal);
@@ -281,7 +339,7 @@ int main(int argc, char **argv)
             }
             for (int k = 0; k < d->nmethods;) {
                 if (now >= d->methods[k].due) {
-                    char body[96];
+                    char body[sizeof d->id + 16];
                     snprintf(body, sizeof body, "{\"device\":\"%s\"}", d->id);
                     iotgw_device_method_respond(d->d, d->methods[k].id, method_status, body);
                     s.methods_answered++;

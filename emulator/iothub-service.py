@@ -7,6 +7,7 @@ string). Uses the Python standard library, and python3-qpid-proton for `c2d` and
   iothub-service [--connection-string CS] [--ca FILE] [--rest-port 443] [--amqps-port 5671] COMMAND
 
   device create ID | device show ID | device list | device delete ID
+  device import FLEET_FILE     (iotgw's fleet.devicesFile format: "ID KEY" per line)
   invoke ID METHOD [PAYLOAD_JSON] [--timeout S]
   twin show ID | twin patch ID DESIRED_JSON
   c2d ID TEXT [--property KEY=VALUE ...]
@@ -15,12 +16,16 @@ string). Uses the Python standard library, and python3-qpid-proton for `c2d` and
 The connection string may also come from IOTHUB_CONNECTION_STRING. Results print as
 JSON; `device create` prints the new device's connection string too. Exit status: 0
 when the hub said yes, 1 when it said no (its answer is printed), 2 for a usage error.
+`device import` creates each device of a fleet file with its key as both primary and
+secondary key (hub-made keys for "ID -"), disabled where the line says so; devices that
+exist already are left as they are and listed; exit 1 when any other creation failed.
 """
 import argparse
 import base64
 import json
 import os
 import sys
+import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # hub_service.py: installed beside the other service apps, or in the source tree
@@ -40,9 +45,44 @@ def answer(status, body):
     return 0 if 200 <= status < 300 else 1
 
 
+def read_fleet_file(path):
+    """(id, key or None, disabled) for each device line of a fleet file."""
+    devices = []
+    with open(path) as f:
+        for no, line in enumerate(f, 1):
+            words = line.split()
+            if not words or words[0].startswith("#"):
+                continue
+            if len(words) not in (2, 3) or (len(words) == 3 and words[2] != "disabled"):
+                raise ValueError(f'{path}:{no}: expected "ID KEY", optionally followed by "disabled"')
+            devices.append((words[0], None if words[1] == "-" else words[1], len(words) == 3))
+    return devices
+
+
+def import_fleet(hub, path):
+    result = {"created": 0, "existed": [], "failed": {}}
+    for device, key, disabled in read_fleet_file(path):
+        body = {"deviceId": device, "status": "disabled" if disabled else "enabled"}
+        if key:
+            body["authentication"] = {"type": "sas", "symmetricKey": {"primaryKey": key, "secondaryKey": key}}
+        status, answer_body = hub.rest("PUT", f"/devices/{urllib.parse.quote(device, safe='')}", body)
+        if status == 200:
+            result["created"] += 1
+        elif status == 409:
+            result["existed"].append(device)
+        else:
+            result["failed"][device] = {"status": status, "answer": answer_body}
+    out(result)
+    return 1 if result["failed"] else 0
+
+
 def cmd_device(hub, a):
     if a.action == "list":
         return answer(*hub.rest("GET", "/devices"))
+    if a.action == "import":
+        if not a.id:
+            raise SystemExit("iothub-service: device import needs a FLEET_FILE")
+        return import_fleet(hub, a.id)
     if not a.id:
         raise SystemExit("iothub-service: device %s needs an ID" % a.action)
     path = f"/devices/{a.id}"
@@ -144,9 +184,9 @@ def main():
     ap.add_argument("--rest-port", type=int, default=443)
     ap.add_argument("--amqps-port", type=int, default=5671)
     sub = ap.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("device", help="create, show, list or delete devices")
-    p.add_argument("action", choices=["create", "show", "list", "delete"])
-    p.add_argument("id", nargs="?")
+    p = sub.add_parser("device", help="create, show, list, delete or import devices")
+    p.add_argument("action", choices=["create", "show", "list", "delete", "import"])
+    p.add_argument("id", nargs="?", help="the device's id (import: a fleet file)")
     p.set_defaults(fn=cmd_device)
     p = sub.add_parser("invoke", help="invoke a direct method")
     p.add_argument("id")

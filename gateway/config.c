@@ -10,7 +10,7 @@
 #include <unistd.h>
 #include <openssl/crypto.h>
 
-#include "codecs/base64.h"
+#include "codecs/fleet_file.h"
 #include "codecs/hostport.h"
 #include "codecs/identity.h"
 #include "codecs/types.h"
@@ -285,17 +285,6 @@ static int load_methods(reader *r, yaml_node_t *ms)
     return 0;
 }
 
-/* Whether t is the base64 of a key of 16 to 64 bytes. */
-static int key_is_valid(const char *t)
-{
-    uint8_t raw[132]; /* base64 of at most 172 characters decodes to at most 129 bytes */
-    size_t rlen = 0;
-    size_t tl = strlen(t);
-    int rc = tl > 172 || iotgw_base64_decode(t, tl, raw, &rlen, 0, NULL);
-    OPENSSL_cleanse(raw, sizeof raw);
-    return !rc && rlen >= 16 && rlen <= 64;
-}
-
 /* key, keyFile or keyEnv: at most one, exactly one when required (else *out stays NULL
  * when none is given); the result must be base64 of 16 to 64 bytes. */
 static int read_key(reader *r, yaml_node_t *dn, const char *path, int required, char **out)
@@ -333,7 +322,7 @@ static int read_key(reader *r, yaml_node_t *dn, const char *path, int required, 
         snprintf(buf, sizeof buf, "%s", v);
         t = buf;
     }
-    if (!key_is_valid(t)) {
+    if (!iotgw_key_is_valid(t)) {
         OPENSSL_cleanse(buf, sizeof buf);
         return iotgw_yaml_fail(&r->y, n, p, r->diag, "not a base64 key of 16 to 64 bytes");
     }
@@ -414,76 +403,38 @@ static int load_device_list(reader *r, yaml_node_t *ds, size_t *cap)
     return 0;
 }
 
-/* One line of a devices file: "ID KEY", "ID -" (no key) or either followed by
- * "disabled". Returns a message for what is wrong, NULL when the device was added. */
-static const char *devices_file_line(reader *r, char *line, size_t *cap, char *why, size_t whylen)
+typedef struct file_reader {
+    reader *r;
+    size_t *cap;
+} file_reader;
+
+static int add_file_device(const iotgw_fleet_entry *e, void *ctx, char *why, size_t whylen)
 {
-    char *save = NULL, *id = strtok_r(line, " \t", &save), *key = strtok_r(NULL, " \t", &save),
-         *flag = strtok_r(NULL, " \t", &save), *extra = strtok_r(NULL, " \t", &save);
-    iotgw_diag idd = {0};
-    if (!key)
-        return "expected \"ID KEY\" (or \"ID -\" for a device without a key)";
-    if (extra || (flag && strcmp(flag, "disabled")))
-        return "expected \"ID KEY\", optionally followed by \"disabled\", and nothing else";
-    if (iotgw_identity_check(id, "device id", &idd)) {
-        snprintf(why, whylen, "%s", idd.text);
-        return why;
+    file_reader *fr = ctx;
+    if (!e->key && !keyless_allowed(fr->r->c)) {
+        snprintf(why, whylen, "device %s has no key: %s", e->id, NO_KEY_HELP);
+        return IOTGW_ERR_CONFIG;
     }
-    int keyless = !strcmp(key, "-");
-    if (keyless && !keyless_allowed(r->c)) {
-        snprintf(why, whylen, "device %s has no key: %s", id, NO_KEY_HELP);
-        return why;
+    iotgw_config_device *d = new_device(fr->r->c, fr->cap);
+    if (!d || !(d->id = strdup(e->id)) || (e->key && !(d->key = strdup(e->key)))) {
+        snprintf(why, whylen, "out of memory");
+        return IOTGW_ERR_NOMEM;
     }
-    if (!keyless && !key_is_valid(key)) {
-        snprintf(why, whylen, "device %s: the key is not base64 of 16 to 64 bytes", id);
-        return why;
-    }
-    iotgw_config_device *d = new_device(r->c, cap);
-    if (!d || !(d->id = strdup(id)) || (!keyless && !(d->key = strdup(key))))
-        return "out of memory";
-    d->disabled = flag != NULL;
-    return NULL;
+    d->disabled = e->disabled;
+    return 0;
 }
 
-/* fleet.devicesFile: the fleet's devices one per line, for fleets too large to list in
- * YAML. Blank lines and lines starting with '#' are skipped. Errors name the file and line
- * (never the key). */
+/* fleet.devicesFile (codecs/fleet_file.h): the fleet's devices one per line, for fleets
+ * too large to list in YAML. */
 static int load_devices_file(reader *r, yaml_node_t *fn, size_t *cap)
 {
     char *file = NULL;
     int rc = opt_path(r, fn, "devicesFile", "fleet", &file);
-    if (rc)
-        return rc;
-    FILE *f = fopen(file, "r");
-    if (!f) {
-        rc = iotgw_diag_fail(r->diag, IOTGW_ERR_CONFIG, "%s: %s", file, strerror(errno));
-        free(file);
-        return rc;
-    }
-    char line[1024], why[300];
-    unsigned no = 0;
-    while (!rc && fgets(line, sizeof line, f)) {
-        no++;
-        size_t len = strlen(line);
-        const char *err = NULL;
-        if (len == sizeof line - 1 && line[len - 1] != '\n' && !feof(f))
-            err = "line too long";
-        while (len && isspace((unsigned char)line[len - 1]))
-            line[--len] = '\0';
-        char *start = line;
-        while (isspace((unsigned char)*start))
-            start++;
-        if (!err && *start && *start != '#')
-            err = devices_file_line(r, start, cap, why, sizeof why);
-        if (err)
-            rc = iotgw_diag_fail(r->diag, IOTGW_ERR_CONFIG, "%s:%u: %s", file, no, err);
-    }
-    if (!rc && ferror(f))
-        rc = iotgw_diag_fail(r->diag, IOTGW_ERR_CONFIG, "%s: %s", file, strerror(errno));
-    OPENSSL_cleanse(line, sizeof line);
-    fclose(f);
+    file_reader fr = {.r = r, .cap = cap};
+    if (!rc)
+        rc = iotgw_fleet_file_read(file, add_file_device, &fr, r->diag);
     free(file);
-    return rc;
+    return rc == IOTGW_ERR_IO ? IOTGW_ERR_CONFIG : rc;
 }
 
 /* fleet.deviceConnectPolicy: a hub policy with DeviceConnect that signs every device's

@@ -14,7 +14,8 @@ import time
 import unittest
 
 from iotgw_testlib import WRAPPER, LoggedProcess, readline_within, run_tests
-from emulator_lib import Emulator, StreamReader, fleet_registry, random_key, sas_token, DEVICE_POLICY_KEY, HOST
+from emulator_lib import (Emulator, StreamReader, fleet_registry, random_key, sas_token, DEVICE_POLICY_KEY,
+                          OWNER_KEY, HOST)
 from device_lib import Device, T, load_schemas
 
 EMULATOR, IOTGW, SCHEMAS, CERTS = sys.argv[1:5]
@@ -502,6 +503,48 @@ fleet:
         self.assertEqual((r["connected"], r["acked"], r["nacked"], r["errors"]), (4, 80, 0, 0), r)
         self.assertEqual((r["twin_ok"], r["twin_failed"]), (8, 0), r)  # a get and a report each
         self.assertGreater(r["ack_ms_p99"], 0)
+
+    def test_generated_fleet_imported_and_simulated(self):
+        """A new user's path to a simulated fleet: iotgw-devsim writes one, iothub-service
+        creates it in the hub, iotgw reads it as its devices file, iotgw-devsim runs it."""
+        build = os.path.dirname(os.path.dirname(IOTGW))
+        devsim = os.path.join(build, "devices", "iotgw-devsim")
+        service = os.path.join(build, "emulator", "iothub-service")
+        d = tempfile.mkdtemp(prefix="iotgw-generated-")
+        fleet = os.path.join(d, "fleet.txt")
+        p = subprocess.run(WRAPPER + [devsim, "--generate", "40", "--id-prefix", "gen-", "--fleet", fleet],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("wrote 40 devices (gen-01 to gen-40)", p.stderr)
+        self.assertEqual(os.stat(fleet).st_mode & 0o777, 0o600)  # keys: the owner's only
+        with open(fleet) as f:
+            before = f.read()
+        p = subprocess.run([devsim, "--generate", "5", "--fleet", fleet], capture_output=True, text=True)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("never overwritten", p.stderr)
+        with open(fleet) as f:
+            self.assertEqual(f.read(), before)
+        cs = f"HostName={HOST};SharedAccessKeyName=iothubowner;SharedAccessKey={OWNER_KEY}"
+        imp = [service, "--connection-string", cs, "--ca", EMU.ca, "--rest-port", str(EMU.wss), "device", "import",
+               fleet]
+        p = subprocess.run(imp, capture_output=True, text=True, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertEqual(json.loads(p.stdout)["created"], 40)
+        p = subprocess.run(imp, capture_output=True, text=True, timeout=120)  # again: all there already
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertEqual((json.loads(p.stdout)["created"], len(json.loads(p.stdout)["existed"])), (0, 40))
+        # without a policy the hub must know each device's key: the import gave it
+        gw = Gateway(EMU, fleet_yaml=f"  devicesFile: {fleet}\n")
+        try:
+            p = subprocess.run(WRAPPER + [devsim, "--gateway", f"127.0.0.1:{gw.port}", "--hub", HOST, "--fleet",
+                                          fleet, "--messages", "5", "--rate", "50", "--quiet"],
+                               capture_output=True, text=True, timeout=120)
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+            r = json.loads(p.stdout.strip().splitlines()[-1])
+            self.assertEqual((r["connected"], r["acked"], r["nacked"], r["errors"]), (40, 200, 0, 0), r)
+        finally:
+            gw.stop()
+            gw.log.close()
 
     def test_python_device_example(self):
         example = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "devices", "examples",
