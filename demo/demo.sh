@@ -84,7 +84,7 @@ devices:
 YAML
 "$BUILD/emulator/iothub-emulator" --cert "$WORK/certs/server.pem" --key "$WORK/certs/server.key" \
     --registry "$WORK/registry.yaml" --listen "127.0.0.1:$HUB_PORT" --amqps "127.0.0.1:$AMQPS_PORT" \
-    >"$WORK/emulator.out" 2>"$WORK/emulator.log" &
+    --stream-redirect >"$WORK/emulator.out" 2>"$WORK/emulator.log" &
 echo $! >"$WORK/emulator.pid"
 wait_for emulator "listening: amqps" 20
 HUB_PORT=$(sed -n 's/^listening: https+wss [^ ]*:\([0-9]*\).*/\1/p' "$WORK/emulator.out")

@@ -29,6 +29,7 @@ void emu_address_clear(emu_address *a)
     free(a->device_id);
     free(a->module_id);
     free(a->consumer_group);
+    free(a->event_hub);
     memset(a, 0, sizeof *a);
 }
 
@@ -50,13 +51,14 @@ static int word(const char *seg, size_t n, const char *w)
 static int parse_events(const char **seg, const size_t *len, const char *address, emu_address *out,
                         iotgw_diag *diag)
 {
+    /* seg: {name}/ConsumerGroups/{g}/Partitions/{n} */
     char digits[8];
-    if (len[5] == 0 || len[5] >= sizeof digits || strspn(seg[5], "0123456789") < len[5])
+    if (len[4] == 0 || len[4] >= sizeof digits || strspn(seg[4], "0123456789") < len[4])
         return iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "partition in \"%.100s\" is not a number",
                                address);
-    memcpy(digits, seg[5], len[5]);
-    digits[len[5]] = '\0';
-    int rc = iotgw_percent_decode(seg[3], len[3], &out->consumer_group, diag);
+    memcpy(digits, seg[4], len[4]);
+    digits[len[4]] = '\0';
+    int rc = iotgw_percent_decode(seg[2], len[2], &out->consumer_group, diag);
     if (rc)
         return rc;
     out->kind = EMU_ADDR_EVENTS;
@@ -107,7 +109,13 @@ int emu_address_parse(const char *address, emu_address *out, iotgw_diag *diag)
     }
     if (n == 6 && word(seg[0], len[0], "messages") && word(seg[1], len[1], "events") &&
         word(seg[2], len[2], "ConsumerGroups") && word(seg[4], len[4], "Partitions"))
-        return parse_events(seg, len, address, out, diag);
+        return parse_events(seg + 1, len + 1, address, out, diag);
+    if (n == 5 && word(seg[1], len[1], "ConsumerGroups") && word(seg[3], len[3], "Partitions")) {
+        int rc = parse_events(seg, len, address, out, diag);
+        if (!rc && (rc = iotgw_percent_decode(seg[0], len[0], &out->event_hub, diag)))
+            emu_address_clear(out);
+        return rc;
+    }
     if (n < 3 || !word(seg[0], len[0], "devices"))
         return iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "unknown address \"%.100s\"", address);
     int rest = 2;

@@ -9,6 +9,7 @@
  *   /messages/devicebound                             service: cloud-to-device send
  *   /messages/serviceBound/feedback                   service: delivery feedback
  *   /messages/events/ConsumerGroups/{g}/Partitions/{n} service: telemetry stream
+ *   /{event hub}/ConsumerGroups/{g}/Partitions/{n}     the same, at its Event Hub name
  *   $cbs                                              claims-based security
  *
  * Fixed words match case-insensitively (C# writes "deviceBound"); ids are
@@ -39,6 +40,7 @@ typedef struct emu_address {
     char *module_id;      /* NULL unless a module's */
     char *consumer_group; /* EMU_ADDR_EVENTS */
     int partition;        /* EMU_ADDR_EVENTS */
+    char *event_hub;      /* EMU_ADDR_EVENTS by the Event Hub name; NULL for /messages/events */
 } emu_address;
 
 int emu_address_parse(const char *address, emu_address *out, iotgw_diag *diag);

@@ -48,10 +48,11 @@ static int verify_keys(const iotgw_sas_token *t, const char *primary, const char
     return rc;
 }
 
-/* The resource of a token, percent-decoded and split: host, then "devices"/d/"modules"/m. */
+/* The resource of a token, percent-decoded and split: host, then "devices"/d/"modules"/m,
+ * or the Event Hub-compatible name (Event Hubs clients write "sb://{host}/{event hub}"). */
 typedef struct resource {
     char *decoded;
-    const char *host, *device, *module;
+    const char *host, *device, *module, *event_hub;
     int hub_level; /* "{host}" or "{host}/devices" */
 } resource;
 
@@ -60,9 +61,14 @@ static int parse_resource(const char *sr, resource *r)
     memset(r, 0, sizeof *r);
     if (iotgw_percent_decode(sr, strlen(sr), &r->decoded, NULL))
         return -1;
+    char *start = r->decoded;
+    static const char *const schemes[] = {"sb://", "amqps://", "amqp://"};
+    for (size_t i = 0; i < sizeof schemes / sizeof schemes[0]; i++)
+        if (!strncasecmp(start, schemes[i], strlen(schemes[i])))
+            start += strlen(schemes[i]);
     char *seg[6] = {0}, *save = NULL;
     int n = 0;
-    for (char *p = strtok_r(r->decoded, "/", &save); p; p = strtok_r(NULL, "/", &save)) {
+    for (char *p = strtok_r(start, "/", &save); p; p = strtok_r(NULL, "/", &save)) {
         if (n == 6)
             return -1;
         seg[n++] = p;
@@ -76,6 +82,8 @@ static int parse_resource(const char *sr, resource *r)
         r->device = seg[2];
     else if (n == 5 && !strcasecmp(seg[1], "devices") && !strcasecmp(seg[3], "modules"))
         r->device = seg[2], r->module = seg[4];
+    else if (n == 2)
+        r->event_hub = seg[1];
     else
         return -1;
     return 0;
@@ -117,9 +125,14 @@ static int grant_token(emu_conn *c, const char *token, const char *plain_user, g
     emu_identity *id = NULL;
     emu_policy *p = t.skn ? emu_registry_policy(hub->registry, t.skn) : NULL;
     if (parse_resource(t.sr, &r)) {
-        rc = result(res, 401, "the token's resource (sr) names no device, module or hub");
+        rc = result(res, 401, "the token's resource (sr) names no device, module, hub or event hub");
     } else if (strcasecmp(r.host, hub->opt.hostname)) {
         rc = result(res, 401, "the token is for another hub (%s)", r.host);
+    } else if (r.event_hub && strcmp(r.event_hub, hub->event_hub)) {
+        rc = result(res, 401, "the token is for another event hub (%s; this hub's stream is %s)", r.event_hub,
+                    hub->event_hub);
+    } else if (r.event_hub && !(p && (p->rights & EMU_RIGHT_SERVICE_CONNECT))) {
+        rc = result(res, 401, "a token for the event hub must be signed by a policy with ServiceConnect");
     } else if (plain_user && !plain_user_matches(plain_user, &t, &r)) {
         rc = result(res, 401, "the SASL user name does not match the token");
     } else if (r.device && !(id = emu_registry_find(hub->registry, r.device, r.module))) {

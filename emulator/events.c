@@ -3,8 +3,8 @@
  * one of the hub's partitions (chosen by a hash of the device id, so one device's
  * messages stay in order), and delivered to service receivers attached to
  *   [/]messages/events/ConsumerGroups/{group}/Partitions/{n}
- * on the emulator itself (IoT Hub would redirect to an Event Hubs namespace; the
- * emulator serves the partition directly). Receivers need a ServiceConnect token. They
+ * or at the Event Hub-compatible name, {event hub}/ConsumerGroups/... (hub.c redirects
+ * readers there with --stream-redirect, as IoT Hub does). Receivers need a ServiceConnect token. They
  * start where their selector filter says (x-opt-offset, x-opt-sequence-number or
  * x-opt-enqueued-time; offset "-1" is the start, "@latest" the end) or, without a
  * filter, at the end. Retention is bounded by count and bytes per partition; a reader

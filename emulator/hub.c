@@ -472,15 +472,56 @@ static void attach_device_link(emu_conn *c, pn_link_t *link, emu_address *a)
         emu_methods_session_changed(c->hub, id);
 }
 
+static void put_symbol_string(pn_data_t *d, const char *key, const char *value)
+{
+    pn_data_put_symbol(d, pn_bytes(strlen(key), key));
+    pn_data_put_string(d, pn_bytes(strlen(value), value));
+}
+
+/* IoT Hub sends readers of messages/events to its Event Hubs namespace: the link is
+ * detached with amqp:link:redirect and where to go in the error's info. Here that is
+ * the emulator itself, under the Event Hub-compatible name, on its AMQPS port. */
+static void redirect_events(emu_conn *c, pn_link_t *link, const emu_address *a)
+{
+    emu_hub *hub = c->hub;
+    int port = emu_hub_amqps_port(hub);
+    char address[600];
+    snprintf(address, sizeof address, "amqps://%s:%d/%s/ConsumerGroups/%s/Partitions/%d", hub->opt.hostname,
+             port, hub->event_hub, a->consumer_group, a->partition);
+    link_record(c, link, EMU_LINK_REFUSED);
+    pn_link_open(link);
+    pn_condition_t *cond = pn_link_condition(link);
+    pn_condition_set_name(cond, "amqp:link:redirect");
+    pn_condition_set_description(cond, "the telemetry stream is read from the Event Hub-compatible endpoint");
+    pn_data_t *info = pn_condition_info(cond);
+    pn_data_put_map(info);
+    pn_data_enter(info);
+    put_symbol_string(info, "hostname", hub->opt.hostname);
+    put_symbol_string(info, "network-host", hub->opt.hostname);
+    pn_data_put_symbol(info, pn_bytes(4, "port"));
+    pn_data_put_int(info, port);
+    put_symbol_string(info, "address", address);
+    pn_data_exit(info);
+    pn_link_close(link);
+    iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": reader of partition %d redirected to %s", c->serial,
+              a->partition, address);
+}
+
 static void attach_events(emu_conn *c, pn_link_t *link, const emu_address *a)
 {
     const char *why = NULL, *cond;
     emu_link *l;
+    emu_hub *hub = c->hub;
     if (!pn_link_is_sender(link))
         refuse(c, link, "amqp:not-allowed", "the telemetry stream is read, not written");
     else if (!(c->service_grant > emu_now_s() && (c->service_rights & EMU_RIGHT_SERVICE_CONNECT)))
         refuse(c, link, "amqp:unauthorized-access",
                "reading the telemetry stream needs a ServiceConnect token");
+    else if (a->event_hub && strcmp(a->event_hub, hub->event_hub))
+        refuse(c, link, "amqp:not-found", "no event hub \"%.100s\" here (this hub's stream is %s)",
+               a->event_hub, hub->event_hub);
+    else if (!a->event_hub && hub->opt.stream_redirect && emu_hub_amqps_port(hub))
+        redirect_events(c, link, a);
     else if (!(l = link_record(c, link, EMU_LINK_EVENTS)))
         pn_link_close(link);
     else if ((cond = emu_events_attach(l, a->partition, &why))) {
@@ -748,6 +789,9 @@ int emu_hub_new(iotgw_loop *loop, emu_registry *registry, const emu_hub_options 
     if (hub->opt.c2d_ttl_s <= 0 || hub->opt.c2d_ttl_s > EMU_C2D_TTL_MAX)
         hub->opt.c2d_ttl_s = EMU_C2D_TTL_DEFAULT;
     hub->scratch = pn_message();
+    if (hub->opt.hostname) /* IoT Hub names it after the hub's name, the host's first label */
+        snprintf(hub->event_hub, sizeof hub->event_hub, "iothub-ehub-%.*s-emulator",
+                 (int)strcspn(hub->opt.hostname, "."), hub->opt.hostname);
     if (!hub->opt.hostname || !hub->scratch ||
         emu_events_new(opt->partitions, opt->retention_messages, opt->retention_bytes, &hub->events)) {
         emu_hub_free(hub);

@@ -46,12 +46,13 @@ typedef struct emu_hub_options {
     const char *amqps_addr; /* NULL: no AMQPS listener */
     int amqps_port;
     const char *cert_file, *key_file;
-    int max_tokens;                             /* per connection; 0: EMU_MAX_TOKENS_DEFAULT */
-    int d2c_limit;                              /* device-to-cloud messages per second; 0: no limit */
-    int c2d_lock_timeout_s;                     /* 0: EMU_C2D_LOCK_TIMEOUT_DEFAULT */
-    int c2d_ttl_s;                              /* 0: EMU_C2D_TTL_DEFAULT */
-    int admin;                                  /* serve the fault-injection API (loopback clients only) */
-    int partitions;                             /* of the telemetry stream; 0: EMU_PARTITIONS_DEFAULT */
+    int max_tokens;         /* per connection; 0: EMU_MAX_TOKENS_DEFAULT */
+    int d2c_limit;          /* device-to-cloud messages per second; 0: no limit */
+    int c2d_lock_timeout_s; /* 0: EMU_C2D_LOCK_TIMEOUT_DEFAULT */
+    int c2d_ttl_s;          /* 0: EMU_C2D_TTL_DEFAULT */
+    int admin;              /* serve the fault-injection API (loopback clients only) */
+    int stream_redirect;    /* answer readers of messages/events with amqp:link:redirect, as IoT Hub does */
+    int partitions;         /* of the telemetry stream; 0: EMU_PARTITIONS_DEFAULT */
     size_t retention_messages, retention_bytes; /* 0: the defaults above */
     uint32_t idle_timeout_ms;
     iotgw_http_fn on_http; /* the service REST API; its ctx is the hub */
@@ -147,6 +148,7 @@ struct emu_hub {
     json_t *feedback;  /* C2D feedback records waiting for a receiver */
     double d2c_tokens; /* d2c_limit's bucket */
     int64_t d2c_refilled_ms;
+    char event_hub[160]; /* the stream's Event Hub-compatible name, "iothub-ehub-{hub}-emulator" */
 };
 
 int emu_hub_new(iotgw_loop *loop, emu_registry *registry, const emu_hub_options *opt, emu_hub **out,

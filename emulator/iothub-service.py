@@ -33,7 +33,7 @@ for d in (os.path.join(HERE, "..", "share", "iotgw"), "@EXAMPLES_DIR@", os.path.
     if os.path.exists(os.path.join(d, "hub_service.py")):
         sys.path.insert(0, d)
         break
-from hub_service import Hub  # noqa: E402
+from hub_service import Hub, stream_reader  # noqa: E402
 
 
 def out(obj):
@@ -141,25 +141,19 @@ def decode_body(body):
 
 
 def cmd_monitor(hub, a):
-    from proton.handlers import MessagingHandler
-    from proton.reactor import Container, Selector
+    from proton.reactor import Container
 
-    class Monitor(MessagingHandler):
+    class Monitor(stream_reader(hub, a.amqps_port, a.partitions)):
         def __init__(self):
             super().__init__()
             self.seen = 0
 
         def on_start(self, event):
-            c = event.container.connect(f"amqps://{hub.host}:{a.amqps_port}", ssl_domain=hub.ssl_domain(),
-                                        sasl_enabled=True, allowed_mechs="PLAIN", user=hub.sasl_user(),
-                                        password=hub.token(), virtual_host=hub.host, reconnect=False)
-            for n in range(a.partitions):
-                event.container.create_receiver(c, f"messages/events/ConsumerGroups/$Default/Partitions/{n}",
-                                                options=Selector("amqp.annotation.x-opt-offset > '@latest'"))
+            self.open_stream(event.container)  # from now on
             if a.timeout:
                 event.container.schedule(a.timeout, self)
 
-        def on_message(self, event):
+        def on_stream_message(self, event):
             m = event.message
             ann = {str(k): v for k, v in (m.annotations or {}).items()}
             print(json.dumps({"device": ann.get("iothub-connection-device-id"), "messageId": str(m.id),
@@ -170,11 +164,17 @@ def cmd_monitor(hub, a):
             if a.count and self.seen >= a.count:
                 event.container.stop()
 
+        def on_stream_error(self, text):
+            super().on_stream_error(text)
+            self.failed = True
+
         def on_timer_task(self, event):
             event.container.stop()
 
-    Container(Monitor()).run()
-    return 0
+    m = Monitor()
+    m.failed = False
+    Container(m).run()
+    return 1 if m.failed else 0
 
 
 def main():

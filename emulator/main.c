@@ -36,6 +36,7 @@ enum { MAX_TOKENS, PARTITIONS, RETENTION_MESSAGES, RETENTION_BYTES, D2C_LIMIT, C
 
 typedef struct settings {
     char *hostname, *listen, *amqps, *cert, *key, *registry;
+    int stream_redirect;      /* command line only */
     int64_t numbers[NUMBERS]; /* see number_options; 0: not set */
 } settings;
 
@@ -77,6 +78,10 @@ static void usage(FILE *f)
                "                       after S seconds (default 3600, as IoT Hub; at most 172800)\n"
                "  --admin              serve the fault-injection API under /admin to loopback\n"
                "                       clients (docs/emulator.md)\n"
+               "  --stream-redirect    as IoT Hub: readers of messages/events are redirected\n"
+               "                       (amqp:link:redirect) to the Event Hub-compatible endpoint,\n"
+               "                       iothub-ehub-{hub}-emulator on the AMQPS port; without it\n"
+               "                       they are served there directly (both names always work)\n"
                "  --config FILE        the settings above from YAML (keys: hostname, listen, amqps,\n"
                "                       cert, key, registry, maxTokensPerConnection, partitions,\n"
                "                       retentionMessages, retentionBytes, d2cLimit,\n"
@@ -173,6 +178,7 @@ static int parse_options(int argc, char **argv, settings *s, const char **config
         {"c2d-ttl", required_argument, 0, NUMBER_OPTION + C2D_TTL},
         {"config", required_argument, 0, 'f'},
         {"admin", no_argument, 0, 'A'},
+        {"stream-redirect", no_argument, 0, 'R'},
         {"version", no_argument, 0, 'V'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -188,6 +194,7 @@ static int parse_options(int argc, char **argv, settings *s, const char **config
         case 'r': replace(&s->registry, optarg); break;
         case 'f': *config = optarg; break;
         case 'A': *admin = 1; break;
+        case 'R': s->stream_redirect = 1; break;
         case 'V': printf("iothub-emulator %s\n", PACKAGE_VERSION); return 0;
         case 'h': usage(stdout); return 0;
         default: {
@@ -239,6 +246,7 @@ static int run(settings *sp, int admin)
                           .c2d_lock_timeout_s = (int)s.numbers[C2D_LOCK],
                           .c2d_ttl_s = (int)s.numbers[C2D_TTL],
                           .admin = admin,
+                          .stream_redirect = s.stream_redirect,
                           .on_http = emu_rest_on_request};
     char *listen_addr = NULL, *amqps_addr = NULL;
     emu_registry *reg = NULL;
@@ -286,8 +294,10 @@ static int run(settings *sp, int admin)
         printf("listening: amqps %s:%d\n", amqps_addr, emu_hub_amqps_port(hub));
     printf("hub: %s, %d devices and modules%s%s\n", s.hostname, emu_registry_count(reg),
            s.registry ? ", registry " : "", s.registry ? s.registry : " (in memory)");
-    printf("telemetry stream: messages/events/ConsumerGroups/$Default/Partitions/0..%d\n",
-           emu_events_partitions(hub->events) - 1);
+    printf("telemetry stream: messages/events/ConsumerGroups/$Default/Partitions/0..%d, %s event hub %s\n",
+           emu_events_partitions(hub->events) - 1,
+           s.stream_redirect && hub->amqps ? "redirected (amqp:link:redirect) to" : "also as",
+           hub->event_hub);
     if (owner)
         printf("service connection string: HostName=%s;SharedAccessKeyName=%s;SharedAccessKey=%s\n",
                s.hostname, owner->name, owner->primary_key);

@@ -17,57 +17,54 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hub_service import Hub  # noqa: E402
+from hub_service import Hub, stream_reader  # noqa: E402
 
-from proton.handlers import MessagingHandler  # noqa: E402
-from proton.reactor import Container, Selector  # noqa: E402
+from proton.reactor import Container  # noqa: E402
 
 
-class Backend(MessagingHandler):
-    def __init__(self, hub, args):
-        super().__init__()
-        self.hub, self.args = hub, args
-        self.forwarded = self.failed = 0
+def backend_class(hub, args):
+    class Backend(stream_reader(hub, args.amqps_port, args.partitions)):
+        def __init__(self):
+            super().__init__()
+            self.forwarded = self.failed = 0
 
-    def on_start(self, event):
-        conn = event.container.connect(
-            f"amqps://{self.hub.host}:{self.args.amqps_port}", ssl_domain=self.hub.ssl_domain(), sasl_enabled=True,
-            allowed_mechs="PLAIN", user=self.hub.sasl_user(), password=self.hub.token(), virtual_host=self.hub.host,
-            reconnect=False)
-        for n in range(self.args.partitions):  # from now on
-            event.container.create_receiver(conn, f"messages/events/ConsumerGroups/$Default/Partitions/{n}",
-                                            options=Selector("amqp.annotation.x-opt-offset > '@latest'"))
-        event.container.schedule(self.args.timeout, self)
-        print(f"backend: reading the telemetry stream of {self.hub.host}", flush=True)
+        def on_start(self, event):
+            self.open_stream(event.container)  # from now on
+            event.container.schedule(args.timeout, self)
 
-    def on_message(self, event):
-        m = event.message
-        props = m.properties or {}
-        dest = props.get("parcelDestination")
-        if not dest:
-            return
-        try:
-            parcel = json.loads(m.body if isinstance(m.body, str) else bytes(m.body).decode())
-        except ValueError:
-            print(f"backend: message {m.id} for {dest} is not JSON; is telemetry.encoding json?", flush=True)
-            return
-        status, answer = self.hub.invoke(dest, "ProcessMessage", parcel)
-        source = (m.annotations or {}).get("iothub-connection-device-id", "?")
-        code = answer.get("status") if status == 200 and answer else status
-        print(f"backend: {parcel.get('type')} from {source} -> {dest} ProcessMessage: {code}", flush=True)
-        if code == 200:
-            self.forwarded += 1
-        else:
-            self.failed += 1
-        if self.args.count and self.forwarded + self.failed >= self.args.count:
+        def on_stream_ready(self):
+            print(f"backend: reading the telemetry stream of {hub.host}", flush=True)
+
+        def on_stream_message(self, event):
+            m = event.message
+            props = m.properties or {}
+            dest = props.get("parcelDestination")
+            if not dest:
+                return
+            try:
+                parcel = json.loads(m.body if isinstance(m.body, str) else bytes(m.body).decode())
+            except ValueError:
+                print(f"backend: message {m.id} for {dest} is not JSON; is telemetry.encoding json?", flush=True)
+                return
+            status, answer = hub.invoke(dest, "ProcessMessage", parcel)
+            source = (m.annotations or {}).get("iothub-connection-device-id", "?")
+            code = answer.get("status") if status == 200 and answer else status
+            print(f"backend: {parcel.get('type')} from {source} -> {dest} ProcessMessage: {code}", flush=True)
+            if code == 200:
+                self.forwarded += 1
+            else:
+                self.failed += 1
+            if args.count and self.forwarded + self.failed >= args.count:
+                event.container.stop()
+
+        def on_timer_task(self, event):
+            print("backend: timed out", flush=True)
             event.container.stop()
 
-    def on_timer_task(self, event):
-        print("backend: timed out", flush=True)
-        event.container.stop()
+        def on_transport_error(self, event):
+            print(f"backend: connection failed: {event.transport.condition}", flush=True)
 
-    def on_transport_error(self, event):
-        print(f"backend: connection failed: {event.transport.condition}", flush=True)
+    return Backend
 
 
 def main():
@@ -82,7 +79,7 @@ def main():
     args = ap.parse_args()
     if not args.connection_string:
         ap.error("--connection-string (or IOTHUB_CONNECTION_STRING) is required")
-    b = Backend(Hub(args.connection_string, args.ca, args.rest_port), args)
+    b = backend_class(Hub(args.connection_string, args.ca, args.rest_port), args)()
     Container(b).run()
     print(f"backend: {b.forwarded} parcels forwarded, {b.failed} failed", flush=True)
     return 0 if b.forwarded and not b.failed and (not args.count or b.forwarded == args.count) else 1

@@ -20,7 +20,7 @@ from proton.utils import LinkDetached
 
 from iotgw_testlib import readline_within, run_tests
 from emulator_lib import (Emulator, Cbs, HOST, StreamReader, connect, device_token, module_token, owner_token,
-                          pump, sas_token, DEVICE_KEYS, SERVICE_KEY)
+                          pump, sas_token, DEVICE_KEYS, DEVICE_POLICY_KEY, SERVICE_KEY)
 import unittest
 
 BINARY, CERTS = sys.argv[1:3]
@@ -691,6 +691,73 @@ class Startup(unittest.TestCase):
         r = self.run_emulator("--c2d-ttl", "0")
         self.assertEqual(r.returncode, 2)
         self.assertIn("--c2d-ttl must be 1..172800", r.stderr)
+
+
+class StreamRedirect(unittest.TestCase):
+    """--stream-redirect: readers of messages/events are sent to the Event Hub-compatible
+    endpoint with amqp:link:redirect, as IoT Hub does, and authenticate there by CBS."""
+    EVENT_HUB = "iothub-ehub-localhost-emulator"
+
+    def test_redirect_then_event_hub_reading(self):
+        emu = Emulator(BINARY, CERTS, extra=["--stream-redirect"])
+        try:
+            svc = connect(emu, sasl="PLAIN", user="iothubowner@sas.root.localhost", password=owner_token())
+            try:
+                svc.create_receiver("messages/events/ConsumerGroups/$Default/Partitions/2")
+                raise AssertionError("the hub did not redirect")
+            except LinkDetached as e:
+                cond = e.link.remote_condition
+            svc.close()
+            self.assertEqual(cond.name, "amqp:link:redirect")
+            info = {str(k): v for k, v in cond.info.items()}
+            self.assertEqual(info["hostname"], "localhost")
+            self.assertEqual(info["port"], emu.amqps)
+            self.assertEqual(info["address"],
+                             f"amqps://localhost:{emu.amqps}/{self.EVENT_HUB}/ConsumerGroups/$Default/Partitions/2")
+            # the Event Hubs way in: SASL ANONYMOUS, then a put-token for sb://{host}/{event hub}
+            eh = connect(emu, sasl="ANONYMOUS")
+            cbs = Cbs(eh)
+            audience = f"sb://localhost/{self.EVENT_HUB}"
+            refusals = [
+                (sas_token(audience, SERVICE_KEY), "signed by a policy"),  # no skn: not a policy's
+                (sas_token("sb://localhost/other-hub", SERVICE_KEY, policy="service"), "another event hub"),
+                (sas_token(audience, DEVICE_POLICY_KEY, policy="device"), "ServiceConnect"),
+                (sas_token(audience, DEVICE_POLICY_KEY, policy="service"), "signature"),
+            ]
+            for token, expect in refusals:
+                status, text, _ = cbs.put(token, audience)
+                self.assertEqual(status, 401, (expect, text))
+                self.assertIn(expect.lower(), text.lower())
+            name, _ = detach_condition(lambda: eh.create_receiver(f"{self.EVENT_HUB}/ConsumerGroups/$Default/"
+                                                                  "Partitions/0"))
+            self.assertEqual(name, "amqp:unauthorized-access")  # nothing granted yet
+            eh.close()
+            eh = connect(emu, sasl="ANONYMOUS")
+            self.assertEqual(Cbs(eh).put(sas_token(audience, SERVICE_KEY, policy="service"), audience)[0], 200)
+            name, text = detach_condition(lambda: eh.create_receiver("other-hub/ConsumerGroups/$Default/Partitions/0"))
+            self.assertEqual(name, "amqp:not-found")
+            self.assertIn(self.EVENT_HUB, text)
+            # a device's message, read at the address the redirect named
+            dev = connect(emu)
+            self.assertEqual(Cbs(dev).put(device_token("dev1"))[0], 200)
+            dev.create_sender(events("dev1")).send(Message(id="via-event-hub", body=b"x"))
+            dev.close()
+            from proton.reactor import Selector
+            receivers = [eh.create_receiver(f"amqps://localhost:{emu.amqps}/{self.EVENT_HUB}/ConsumerGroups/"
+                                            f"$Default/Partitions/{n}", credit=10,
+                                            options=Selector("amqp.annotation.x-opt-offset > '-1'"))
+                         for n in range(4)]
+            pump(eh, 1.0)
+            got = []
+            for rcv in receivers:
+                while rcv.fetcher.incoming:
+                    m = rcv.receive(timeout=1)  # (sent settled: nothing to accept)
+                    got.append((m.id, m.annotations["iothub-connection-device-id"]))
+            eh.close()
+            self.assertEqual(got, [("via-event-hub", "dev1")])
+        finally:
+            emu.stop()
+            emu.log.close()
 
 
 class HostileInput(unittest.TestCase):

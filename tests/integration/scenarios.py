@@ -38,7 +38,9 @@ def start(args, name):
 
 def setUpModule():
     global EMU, GW, GW_PORT
-    EMU = Emulator(os.path.join(BUILD, "emulator/iothub-emulator"), CERTS, registry=fleet_registry(KEYS))
+    # as IoT Hub, the emulator sends stream readers to its Event Hub-compatible endpoint
+    EMU = Emulator(os.path.join(BUILD, "emulator/iothub-emulator"), CERTS, registry=fleet_registry(KEYS),
+                   extra=["--stream-redirect"])
     d = tempfile.mkdtemp(prefix="iotgw-scenarios-")
     config = os.path.join(d, "iotgw.yaml")
     with open(config, "w") as f:
@@ -105,10 +107,9 @@ class Scenarios(unittest.TestCase):
                                    {"methodName": "Shutdown", "payload": {}, "responseTimeoutInSeconds": 10})
         self.assertEqual(body["status"], 404, body)
 
-        backend, _ = start(service_app("alarm_backend.py", "--amqps-port", EMU.amqps, "--count", 6, "--timeout", 90),
+        backend, blog = start(service_app("alarm_backend.py", "--amqps-port", EMU.amqps, "--count", 6, "--timeout", 90),
                            "backend")
-        self.assertIn("reading the telemetry stream", readline_within(backend, 30))
-        time.sleep(0.5)  # its receivers attach
+        self.assertIn("reading the telemetry stream", readline_within(backend, 30))  # every partition attached
         agent, alog = device("alarm-agent", "alarm-agent-1", "--count", 6, "--interval-ms", 300)
         agent_out = output_of(agent, 120)
         self.assertEqual(agent.returncode, 0, agent_out)
@@ -116,6 +117,9 @@ class Scenarios(unittest.TestCase):
         backend_out = output_of(backend, 120)
         self.assertEqual(backend.returncode, 0, backend_out)
         self.assertEqual(backend_out.count("ProcessMessage: 200"), 6, backend_out)
+        blog.flush()
+        blog.seek(0)  # it followed the hub's redirect, as it must with IoT Hub
+        self.assertIn("redirected the stream to localhost", blog.read())
         monitor_out = output_of(monitor, 60)
         self.assertEqual(monitor.returncode, 0, monitor_out)
         sent = re.findall(r"alarm_active=(true|false), time_utc=(\S+), date_utc=(\S+)\}", agent_out)
