@@ -147,6 +147,7 @@ def cmd_monitor(hub, a):
         def __init__(self):
             super().__init__()
             self.seen = 0
+            self.failed = False
 
         def on_start(self, event):
             self.open_stream(event.container)  # from now on
@@ -172,7 +173,6 @@ def cmd_monitor(hub, a):
             event.container.stop()
 
     m = Monitor()
-    m.failed = False
     Container(m).run()
     return 1 if m.failed else 0
 

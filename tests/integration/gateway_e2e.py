@@ -530,6 +530,13 @@ fleet:
         p = subprocess.run(imp, capture_output=True, text=True, timeout=120)
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         self.assertEqual(json.loads(p.stdout)["created"], 40)
+        bad = os.path.join(d, "bad.txt")
+        with open(bad, "w") as f:
+            f.write(f"gen-x {KEYS['agent1']} maybe\n")
+        p = subprocess.run(imp[:-1] + [bad], capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertIn("bad.txt:1: expected", p.stderr)
+        self.assertNotIn(KEYS["agent1"], p.stdout + p.stderr)
         p = subprocess.run(imp, capture_output=True, text=True, timeout=120)  # again: all there already
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         self.assertEqual((json.loads(p.stdout)["created"], len(json.loads(p.stdout)["existed"])), (0, 40))
