@@ -37,6 +37,7 @@ struct iotgw_device {
     uint64_t next_seq, next_request;
     unsigned in_flight;
     uint32_t max_in_flight, max_frame;
+    int batching; /* between batch_begin and batch_end: frames wait in out for one write */
 };
 
 static int64_t now_ms(void)
@@ -115,7 +116,8 @@ static int send_frame(iotgw_device *d, Iotgw__Frame *f)
     memcpy(d->out + d->out_len, buf, len);
     d->out_len += len;
     free(buf);
-    flush(d);
+    if (!d->batching)
+        flush(d);
     return d->closed ? IOTGW_DEVICE_ERR_CLOSED : IOTGW_DEVICE_OK;
 }
 
@@ -209,6 +211,8 @@ int iotgw_device_process(iotgw_device *d)
             }
             on_frame(d, f);
         }
+        if (!d->tls && (size_t)n < sizeof buf)
+            break; /* the socket is drained: spare the recv that would say EAGAIN */
     }
     return d->closed ? IOTGW_DEVICE_ERR_CLOSED : IOTGW_DEVICE_OK;
 }
@@ -289,7 +293,8 @@ int iotgw_device_next_event(iotgw_device *d, iotgw_device_event *ev, int timeout
     }
     int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
     for (;;) {
-        iotgw_device_process(d);
+        if (!d->q_len) /* events already read go first: a read per event costs a system call */
+            iotgw_device_process(d);
         while (d->q_len) {
             Iotgw__Frame *f = d->queue[d->q_head];
             d->q_head = (d->q_head + 1) % d->q_cap;
@@ -507,6 +512,21 @@ int iotgw_device_send_raw(iotgw_device *d, const void *data, size_t len, const c
     t.raw = (ProtobufCBinaryData){.len = len, .data = (uint8_t *)data};
     t.content_type = (char *)(content_type ? content_type : "");
     return send_telemetry(d, &t, seq);
+}
+
+int iotgw_device_batch_begin(iotgw_device *d)
+{
+    if (d->closed)
+        return IOTGW_DEVICE_ERR_CLOSED;
+    d->batching = 1;
+    return IOTGW_DEVICE_OK;
+}
+
+int iotgw_device_batch_end(iotgw_device *d)
+{
+    d->batching = 0;
+    flush(d);
+    return d->closed ? IOTGW_DEVICE_ERR_CLOSED : IOTGW_DEVICE_OK;
 }
 
 unsigned iotgw_device_in_flight(const iotgw_device *d)

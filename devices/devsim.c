@@ -86,8 +86,9 @@ static void usage(FILE *f)
                "                       device import FILE), then simulate it with --fleet FILE\n"
                "  --devices N          simulate the first N devices of the file (default: all)\n"
                "  --connect-rate N     new sessions per second (default 500)\n"
-               "  --rate N             messages per second per device; 0: as fast as the window allows\n"
-               "                       (default 1)\n"
+               "  --rate N             messages per second per device (default 1); 0: as fast as the\n"
+               "                       window allows, refilling it in one write once half of it is\n"
+               "                       acknowledged\n"
                "  --messages N         stop each device after N messages (default: until --duration)\n"
                "  --duration S         run for S seconds after every device is connected (default 10)\n"
                "  --twin               each device reads its twin and reports devsim.connectedAt\n"
@@ -328,7 +329,12 @@ int main(int argc, char **argv)
                 done = 0;
             if (now >= end)
                 continue;
-            while ((!messages || d->sent < messages) && (rate <= 0 || now >= d->next_send)) {
+            /* Flat out, a device refills its window in bursts once half of it is
+             * acknowledged, rather than one message per acknowledgement. */
+            unsigned window = iotgw_device_max_in_flight(d->d);
+            int refill = rate > 0 || window < 2 || iotgw_device_in_flight(d->d) <= window / 2;
+            iotgw_device_batch_begin(d->d); /* what is due now goes out in one write */
+            while (refill && (!messages || d->sent < messages) && (rate <= 0 || now >= d->next_send)) {
                 uint64_t seq;
                 if (iotgw_device_send_parcel(d->d, &parcel, &seq) != IOTGW_DEVICE_OK)
                     break;
@@ -337,6 +343,7 @@ int main(int argc, char **argv)
                 if (rate > 0)
                     d->next_send += 1.0 / rate;
             }
+            iotgw_device_batch_end(d->d);
             for (int k = 0; k < d->nmethods;) {
                 if (now >= d->methods[k].due) {
                     char body[sizeof d->id + 16];

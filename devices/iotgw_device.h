@@ -113,6 +113,11 @@ void iotgw_device_close(iotgw_device *d);
 int iotgw_device_send_parcel(iotgw_device *d, const Iotgw__Parcel *parcel, uint64_t *seq);
 int iotgw_device_send_raw(iotgw_device *d, const void *data, size_t len, const char *content_type,
                           uint64_t *seq);
+/* A burst in one write: between these two calls every send only queues its frame, and
+ * batch_end writes them all at once (a device sending several messages together spares
+ * itself and the gateway a system call per message). */
+int iotgw_device_batch_begin(iotgw_device *d);
+int iotgw_device_batch_end(iotgw_device *d);
 /* Telemetry sent and not yet acknowledged. */
 unsigned iotgw_device_in_flight(const iotgw_device *d);
 

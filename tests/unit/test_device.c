@@ -1,5 +1,5 @@
 /* libiotgw-device against a scripted fake gateway on loopback: the handshake and its
- * refusal, acks, windows, methods, pings answered inside the library, truncated frames
+ * refusal, acks, batches, windows, methods, pings answered inside the library, truncated frames
  * and a gateway that disappears. */
 #include <check.h>
 #include <netinet/in.h>
@@ -176,6 +176,65 @@ START_TEST(hello_welcome_telemetry_ack)
 }
 END_TEST
 
+/* A batch leaves in one write: the first bytes the fake receives hold all three
+ * frames. Three acks in one write come back as three events, in order. */
+static void script_batch(fake *f)
+{
+    welcome(f, 8);
+    ssize_t n = recv(f->fd, f->buf, sizeof f->buf, 0);
+    ck_assert_int_gt(n, 0);
+    f->have = (size_t)n;
+    uint8_t acks[64];
+    size_t alen = 0;
+    for (int i = 0; i < 3; i++) {
+        size_t before = f->have;
+        Iotgw__Frame *t = fake_read(f);
+        ck_assert_int_eq(t->body_case, IOTGW__FRAME__BODY_TELEMETRY);
+        ck_assert_uint_lt(f->have, before); /* decoded from the bytes of that first recv */
+        Iotgw__Ack a = IOTGW__ACK__INIT;
+        a.seq = t->telemetry->seq;
+        Iotgw__Frame fr = IOTGW__FRAME__INIT;
+        fr.body_case = IOTGW__FRAME__BODY_ACK;
+        fr.ack = &a;
+        uint8_t *buf;
+        size_t len;
+        ck_assert_int_eq(iotgw_frame_pack(&fr.base, UINT32_MAX, &buf, &len), 0);
+        memcpy(acks + alen, buf, len);
+        alen += len;
+        free(buf);
+    }
+    ck_assert_uint_eq(f->have, 0);
+    ck_assert_int_eq(send(f->fd, acks, alen, MSG_NOSIGNAL), (ssize_t)alen);
+    fake_read(f); /* until the device closes */
+}
+
+START_TEST(batch_leaves_in_one_write)
+{
+    fake *f = fake_start(script_batch);
+    iotgw_device_options o = options(f);
+    iotgw_device *d;
+    ck_assert_int_eq(iotgw_device_open(&o, &d, NULL), IOTGW_DEVICE_OK);
+    ck_assert_int_eq(iotgw_device_batch_begin(d), IOTGW_DEVICE_OK);
+    uint64_t seq[3];
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(iotgw_device_send_raw(d, "x", 1, NULL, &seq[i]), IOTGW_DEVICE_OK);
+    ck_assert_int_eq(iotgw_device_wants_write(d), 1); /* held, not written */
+    ck_assert_uint_eq(iotgw_device_in_flight(d), 3);
+    ck_assert_int_eq(iotgw_device_batch_end(d), IOTGW_DEVICE_OK);
+    ck_assert_int_eq(iotgw_device_wants_write(d), 0);
+    iotgw_device_event ev;
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(iotgw_device_next_event(d, &ev, 3000), IOTGW_DEVICE_OK);
+        ck_assert_int_eq(ev.kind, IOTGW_DEVICE_EVENT_ACK);
+        ck_assert_uint_eq(ev.id, seq[i]);
+    }
+    ck_assert_uint_eq(iotgw_device_in_flight(d), 0);
+    ck_assert_int_eq(iotgw_device_next_event(d, &ev, 0), IOTGW_DEVICE_ERR_TIMEOUT);
+    iotgw_device_close(d);
+    fake_stop(f);
+}
+END_TEST
+
 static void script_refuse(fake *f)
 {
     fake_read(f);
@@ -318,6 +377,7 @@ Suite *suite_under_test(void)
     TCase *tc = tcase_create("device");
     tcase_set_timeout(tc, 20);
     tcase_add_test(tc, hello_welcome_telemetry_ack);
+    tcase_add_test(tc, batch_leaves_in_one_write);
     tcase_add_test(tc, refusal_is_reported_with_the_gateways_code);
     tcase_add_test(tc, window_method_and_ping);
     tcase_add_test(tc, truncated_frame_then_gone);
