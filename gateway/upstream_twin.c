@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <jansson.h>
 #include <proton/connection.h>
 #include <proton/delivery.h>
 
@@ -196,6 +197,16 @@ static int request_id_of(pn_bytes_t text, uint64_t *id)
     return 0;
 }
 
+/* Twins and desired patches are JSON objects; anything else from the hub is not passed
+ * on to a device as one. */
+static int is_json_object(const char *body, size_t len)
+{
+    json_t *j = body ? json_loadb(body, len, 0, NULL) : NULL;
+    int ok = json_is_object(j);
+    json_decref(j);
+    return ok;
+}
+
 void up_twin_on_delivery(iotgw_upstream_device *dev, pn_delivery_t *d)
 {
     uint8_t *buf = NULL;
@@ -206,6 +217,13 @@ void up_twin_on_delivery(iotgw_upstream_device *dev, pn_delivery_t *d)
     if (rc == 0)
         rc = iotgw_message_decode(m, buf, len, &diag);
     free(buf);
+    size_t blen = 0;
+    const char *body = rc ? NULL : iotgw_body_bytes(pn_message_body(m), &blen);
+    pn_atom_t corr = pn_message_get_correlation_id(m);
+    if (rc == 0 && corr.type == PN_NULL && !is_json_object(body, blen)) {
+        rc = IOTGW_ERR_INVALID_ARG;
+        snprintf(diag.text, sizeof diag.text, "a desired-property update that is not a JSON object");
+    }
     iotgw_delivery_settle(d, rc ? PN_REJECTED : PN_ACCEPTED, rc ? "amqp:decode-error" : NULL,
                           rc ? diag.text : NULL);
     if (dev->twin_in && pn_link_credit(dev->twin_in) < TWIN_CREDIT / 2)
@@ -218,11 +236,10 @@ void up_twin_on_delivery(iotgw_upstream_device *dev, pn_delivery_t *d)
     }
     pn_data_t *ann = pn_message_annotations(m);
     int64_t status = 0, version = -1;
-    iotgw_map_int(ann, "status", &status);
+    /* an HTTP status, or the device is told the answer had none (not a cut-down int) */
+    if (iotgw_map_int(ann, "status", &status) || status < 100 || status > 599)
+        status = 0;
     iotgw_map_int(ann, "version", &version);
-    size_t blen = 0;
-    const char *body = iotgw_body_bytes(pn_message_body(m), &blen);
-    pn_atom_t corr = pn_message_get_correlation_id(m);
     if (corr.type == PN_NULL) { /* a desired-property update */
         answer(dev, 0, 200, version, (const uint8_t *)body, body ? blen : 0, NULL);
     } else if (corr.type == PN_STRING && corr.u.as_bytes.size >= 10 &&
@@ -239,8 +256,17 @@ void up_twin_on_delivery(iotgw_upstream_device *dev, pn_delivery_t *d)
         if (id && *pp) {
             up_pending *p = *pp;
             *pp = p->next;
+            const char *bad = !status ? "the hub answered without a valid status"
+                              : p->op == IOTGW_TWIN_GET && status < 300 && !is_json_object(body, blen)
+                                  ? "the hub's twin is not a JSON object"
+                                  : NULL;
             pending_free(p);
-            answer(dev, id, (int)status, version, (const uint8_t *)body, body ? blen : 0, NULL);
+            if (bad) {
+                iotgw_log(IOTGW_LOG_WARN, "upstream: device %s: twin answer refused: %s", dev->id, bad);
+                answer(dev, id, 0, -1, NULL, 0, bad);
+            } else {
+                answer(dev, id, (int)status, version, (const uint8_t *)body, body ? blen : 0, NULL);
+            }
         } else {
             iotgw_log(IOTGW_LOG_WARN,
                       "upstream: device %s: a twin answer to no request of the gateway's ignored", dev->id);

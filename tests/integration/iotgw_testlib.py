@@ -14,6 +14,14 @@ WRAPPER = shlex.split(os.environ.get("IOTGW_WRAPPER", ""))
 _readers = {}
 
 
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def readline_within(proc, seconds):
     """The next line of proc's stdout, or AssertionError after seconds. A thread reads
     the pipe, so that lines already buffered are not missed."""

@@ -22,7 +22,7 @@ from proton import Message, SSLDomain
 from proton.utils import BlockingConnection
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from iotgw_testlib import WRAPPER, OurServer as _OurServer, readline_within, run_tests  # noqa: E402
+from iotgw_testlib import WRAPPER, OurServer as _OurServer, free_port, readline_within, run_tests  # noqa: E402
 
 PEER, CERTS = sys.argv[1], sys.argv[2]
 del sys.argv[1:3]
@@ -128,12 +128,6 @@ Container(Server()).run()
 
 
 _readers = {}
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PythonServer:
