@@ -369,7 +369,6 @@ int main(int argc, char **argv)
                     d->next_send += 1.0 / rate;
             }
             iotgw_device_batch_end(d->d);
-            watch(epfd, d, i);
             for (int k = 0; k < d->nmethods;) {
                 if (now >= d->methods[k].due) {
                     char body[sizeof d->id + 16];
@@ -381,6 +380,7 @@ int main(int argc, char **argv)
                     k++;
                 }
             }
+            watch(epfd, d, i);
         }
         int idle = 1; /* nothing waits for an acknowledgement */
         for (int i = 0; i < s.n && idle; i++)
