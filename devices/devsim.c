@@ -342,7 +342,9 @@ int main(int argc, char **argv)
     uint64_t acked_at_window = 0, total_acked = 0;
     double t_last_ack = t_connected;
     for (int i = 0; i < s.n; i++)
-        s.devs[i].next_send = t_connected;
+        /* phases spread over one period: a fleet at --rate N offers a steady load, not
+         * one burst of every device at once each 1/N s */
+        s.devs[i].next_send = t_connected + (rate > 0 ? (double)i / s.n / rate : 0);
     while (!stop) {
         double now = now_s();
         int done = 1;
