@@ -252,6 +252,26 @@ class GatewayEndToEnd(unittest.TestCase):
         self.assertEqual(result["r"][2]["status"], 404)
         d.close()
 
+    def test_method_to_a_device_that_leaves_is_answered_at_once(self):
+        """The device receives the call and disconnects without answering: the caller
+        gets a failure status at once, not after the hub's timeout."""
+        import threading
+        d = connect("monitor1", methods=True)
+        wait_online("monitor1")
+        result = {}
+        started = time.time()
+        t = threading.Thread(target=lambda: result.update(r=EMU.rest("POST", "/twins/monitor1/methods", {
+            "methodName": "rebootDevice", "payload": {}, "responseTimeoutInSeconds": 60})))
+        t.start()
+        self.assertEqual(d.expect("method_request").name, "rebootDevice")
+        d.close()
+        t.join(30)
+        elapsed = time.time() - started
+        status, _, body = result["r"]
+        self.assertEqual(body["status"], 503, body)
+        self.assertIn("disconnected", body["payload"]["error"])
+        self.assertLess(elapsed, 10, "the caller waited for the hub's timeout")
+
     def test_twin_get_patch_and_desired_update(self):
         d = connect("twin1", twin=True)
         wait_online("twin1")
