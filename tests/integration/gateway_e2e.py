@@ -33,8 +33,10 @@ def token(device, key=None, ttl=3600):
 class Gateway(LoggedProcess):
     name = "iotgw"
 
-    def __init__(self, emu, keys=None, tls=False, hub_port=None, devices_yaml="", fleet_yaml=None):
+    def __init__(self, emu, keys=None, tls=False, hub_port=None, devices_yaml="", fleet_yaml=None,
+                 listen=("127.0.0.1:0",)):
         self.tls = tls
+        self.listen = listen
         self.fleet_yaml = fleet_yaml
         self.hub_port = hub_port or emu.wss
         self.devices_yaml = devices_yaml
@@ -45,10 +47,13 @@ class Gateway(LoggedProcess):
         self.log = open(os.path.join(self.dir, "iotgw.log"), "w+")
         self.proc = subprocess.Popen(WRAPPER + [IOTGW, "--config", self.config], stdout=subprocess.PIPE,
                                      stderr=self.log, text=True)
-        line = readline_within(self.proc, 20)
-        m = re.match(r"listening: devices \S+:(\d+)", line)
-        assert m, line
-        self.port = int(m.group(1))
+        self.ports = []
+        for _ in listen:
+            line = readline_within(self.proc, 20)
+            m = re.match(r"listening: devices \S+:(\d+)", line)
+            assert m, line
+            self.ports.append(int(m.group(1)))
+        self.port = self.ports[0]
 
     def write_config(self, keys):
         emu = self.emu
@@ -66,7 +71,7 @@ hub:
   port: {self.hub_port}
   caFile: {emu.ca}
 devices:
-  listen: 127.0.0.1:0
+  listen: [{", ".join(f'"{a}"' for a in self.listen)}]
   keepaliveSeconds: 5
 {tls_yaml}{self.devices_yaml}
 methods:
@@ -722,6 +727,24 @@ fleet:
             self.assertTrue(all(n.reason == 5 and n.retry_after_ms > 0 for n in nacks), nacks)  # NACK_RETRY_LATER
             self.assertTrue(all(n.seq > 10 for n in nacks), [n.seq for n in nacks])  # the first ones wait, held
             d.close()
+        finally:
+            gw.stop()
+            gw.log.close()
+
+    def test_ipv4_and_ipv6_listeners(self):
+        gw = Gateway(EMU, listen=("127.0.0.1:0", "[::1]:0"))
+        try:
+            for seq, (host, port) in enumerate((("127.0.0.1", gw.ports[0]), ("::1", gw.ports[1])), 1):
+                d = Device(port, host=host)
+                d.hello("agent1", token("agent1"))
+                d.expect("welcome")
+                self.assertEqual(d.sock.family.name, "AF_INET6" if ":" in host else "AF_INET")
+                f = T("Frame")()
+                f.telemetry.seq = seq
+                f.telemetry.parcel.CopyFrom(alarm_parcel())
+                d.send(f)
+                self.assertEqual(d.expect("ack").seq, seq)
+                d.close()
         finally:
             gw.stop()
             gw.log.close()
