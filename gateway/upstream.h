@@ -105,11 +105,12 @@ typedef enum iotgw_twin_op {
 /* The hub's answer to a twin request, or a desired-property update (request_id 0). */
 typedef struct iotgw_twin_response {
     uint64_t request_id;
-    int status;          /* the hub's status (200, 204, 4xx...); 0: no answer, see error */
+    int status;          /* the hub's status (200, 204, 4xx...); 0: no usable answer, see error */
     int64_t version;     /* GET and updates: desired version; PATCH: new reported version; -1: none */
-    const uint8_t *body; /* JSON text, possibly empty */
+    const uint8_t *body; /* JSON text, possibly empty; a JSON object for a 2xx GET and an update */
     size_t len;
-    const char *error; /* status 0: why there is no answer (link lost, timeout, device removed) */
+    const char *error; /* status 0: why (link lost, timeout, device removed, the hub's answer had
+                          no valid status or its twin was not a JSON object) */
 } iotgw_twin_response;
 
 /* A cloud-to-device message, valid during the callback. The owner settles it later with

@@ -16,7 +16,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 from emulator_lib import Emulator, fleet_registry, random_key, sas_token, HOST  # noqa: E402
 from device_lib import T, load_schemas  # noqa: E402
-from iotgw_testlib import readline_within  # noqa: E402
+from iotgw_testlib import listening_ports  # noqa: E402
 from google.protobuf.internal.encoder import _VarintBytes  # noqa: E402
 
 EMULATOR, IOTGW, SCHEMAS, CERTS = sys.argv[1:5]
@@ -72,7 +72,7 @@ def start_fleet(n, gateway_yaml=""):
     log = open(os.path.join(d, "iotgw.log"), "w")
     gw = subprocess.Popen([IOTGW, "--config", config, "--log-level", "warn"], stdout=subprocess.PIPE,
                           stderr=log, text=True)
-    port = int(re.match(r"listening: devices \S+:(\d+)", readline_within(gw, 60)).group(1))
+    port = listening_ports(gw, seconds=60)[0]
     return emu, gw, port, keys, d
 
 

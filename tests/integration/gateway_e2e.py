@@ -3,17 +3,15 @@ speaking the downstream protocol with Debian's python3-protobuf. What the hub re
 is read back from the emulator's telemetry stream and REST API.
 
 usage: gateway_e2e.py IOTHUB_EMULATOR IOTGW SCHEMAS_DESC CERT_DIR"""
-import base64
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
 import time
 import unittest
 
-from iotgw_testlib import WRAPPER, LoggedProcess, readline_within, run_tests
+from iotgw_testlib import WRAPPER, LoggedProcess, listening_ports, run_tests
 from emulator_lib import (Emulator, StreamReader, fleet_registry, random_key, sas_token, DEVICE_POLICY_KEY,
                           OWNER_KEY, HOST)
 from device_lib import Device, T, load_schemas
@@ -47,12 +45,7 @@ class Gateway(LoggedProcess):
         self.log = open(os.path.join(self.dir, "iotgw.log"), "w+")
         self.proc = subprocess.Popen(WRAPPER + [IOTGW, "--config", self.config], stdout=subprocess.PIPE,
                                      stderr=self.log, text=True)
-        self.ports = []
-        for _ in listen:
-            line = readline_within(self.proc, 20)
-            m = re.match(r"listening: devices \S+:(\d+)", line)
-            assert m, line
-            self.ports.append(int(m.group(1)))
+        self.ports = listening_ports(self.proc, len(listen))
         self.port = self.ports[0]
 
     def write_config(self, keys):

@@ -25,7 +25,7 @@ from proton import Message
 from proton.handlers import MessagingHandler
 from proton.reactor import ApplicationEvent, Container, EventInjector
 
-from iotgw_testlib import WRAPPER, LoggedProcess, readline_within, run_tests, free_port
+from iotgw_testlib import WRAPPER, LoggedProcess, free_port, listening_ports, run_tests
 from emulator_lib import random_key, sas_token, HOST
 from device_lib import Device, T, load_schemas
 
@@ -176,10 +176,7 @@ fleet:
         self.log = open(os.path.join(self.dir, "iotgw.log"), "w+")
         self.proc = subprocess.Popen(WRAPPER + [IOTGW, "--config", config], stdout=subprocess.PIPE,
                                      stderr=self.log, text=True)
-        line = readline_within(self.proc, 20)
-        m = re.match(r"listening: devices \S+:(\d+)", line)
-        assert m, line
-        self.port = int(m.group(1))
+        self.port = listening_ports(self.proc)[0]
 
 
 def connect(device, **caps):

@@ -36,6 +36,19 @@ def readline_within(proc, seconds):
         raise AssertionError("no output within %d s" % seconds) from None
 
 
+def listening_ports(proc, count=1, seconds=20):
+    """The device ports iotgw prints at start, one "listening: devices ADDRESS:PORT" line
+    per listener, in the order of its configuration."""
+    import re
+    ports = []
+    for _ in range(count):
+        line = readline_within(proc, seconds)
+        m = re.match(r"listening: devices \S+:(\d+)$", line)
+        assert m, f"expected iotgw's listening line, got {line!r}"
+        ports.append(int(m.group(1)))
+    return ports
+
+
 def output_of(proc, timeout):
     """Wait for proc to end; everything it printed after what readline_within() took
     (or all of it, if nothing was read that way)."""

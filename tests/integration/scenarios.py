@@ -18,7 +18,7 @@ import tempfile
 import time
 import unittest
 
-from iotgw_testlib import WRAPPER, output_of, readline_within, run_tests
+from iotgw_testlib import WRAPPER, listening_ports, output_of, readline_within, run_tests
 from emulator_lib import Emulator, fleet_registry, random_key, HOST, OWNER_KEY
 
 BUILD, SRC, CERTS = sys.argv[1:4]
@@ -59,7 +59,7 @@ fleet:
   devices:
 """ + "".join(f"    - {{id: {dev}, key: {k}}}\n" for dev, k in KEYS.items()))
     GW, _ = start(WRAPPER + [os.path.join(BUILD, "gateway/iotgw"), "--config", config], "iotgw")
-    GW_PORT = int(re.match(r"listening: devices \S+:(\d+)", readline_within(GW, 20)).group(1))
+    GW_PORT = listening_ports(GW)[0]
 
 
 def tearDownModule():
