@@ -518,6 +518,13 @@ fleet:
         self.assertEqual((r["connected"], r["acked"], r["nacked"], r["errors"]), (4, 80, 0, 0), r)
         self.assertEqual((r["twin_ok"], r["twin_failed"]), (8, 0), r)  # a get and a report each
         self.assertGreater(r["ack_ms_p99"], 0)
+        # flat out: each device refills its window in one write (a batch) when half is acked
+        p = subprocess.run(WRAPPER + [devsim, "--gateway", f"127.0.0.1:{GW.port}", "--hub", HOST, "--fleet", fleet,
+                                      "--messages", "300", "--rate", "0", "--quiet"],
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        r = json.loads(p.stdout.strip().splitlines()[-1])
+        self.assertEqual((r["connected"], r["sent"], r["acked"], r["nacked"], r["errors"]), (4, 1200, 1200, 0, 0), r)
 
     def test_generated_fleet_imported_and_simulated(self):
         """A new user's path to a simulated fleet: iotgw-devsim writes one, iothub-service
