@@ -231,6 +231,8 @@ static int ws_upgrade_allowed(struct lws *wsi, iotgw_listener *l)
 
 int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
 {
+    if (reason == LWS_CALLBACK_OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION) /* user is OpenSSL's, not ours */
+        return tls_peer_verify(wsi, user, (int)len);
     struct http_pss *pss = user;
     iotgw_http_request *r = pss ? pss->req : NULL;
     iotgw_listener *l = NULL;

@@ -77,6 +77,14 @@ struct iotgw_listener {
     iotgw_listener *prev, *next;
 };
 
+/* tls_peer.c: client certificates on listeners. Protocol 0 of a listener that asks for
+ * client certificates answers LWS_CALLBACK_OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION with
+ * tls_peer_verify(wsi, user, (int)len): nonzero refuses the certificate (and logs why,
+ * rate-limited). tls_peer_verified_cn: the CN of the peer's certificate if OpenSSL
+ * verified it, else -1 and "". */
+int tls_peer_verify(struct lws *wsi, void *x509_store_ctx, int preverify_ok);
+int tls_peer_verified_cn(struct lws *wsi, char *out, size_t size);
+
 static inline char *str_dup_or_null(const char *s)
 {
     return s ? strdup(s) : NULL;

@@ -37,3 +37,63 @@ void iotgw_log(iotgw_log_level level, const char *fmt, ...)
     funlockfile(stderr);
     va_end(ap);
 }
+
+static int64_t monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* 1234567 as "1,234,567". */
+static void with_commas(uint64_t n, char *out, size_t size)
+{
+    char digits[32];
+    int len = snprintf(digits, sizeof digits, "%llu", (unsigned long long)n);
+    size_t o = 0;
+    for (int i = 0; i < len && o + 2 < size; i++) {
+        if (i && (len - i) % 3 == 0)
+            out[o++] = ',';
+        out[o++] = digits[i];
+    }
+    out[o] = '\0';
+}
+
+void iotgw_log_limited(iotgw_log_limit *lim, iotgw_log_level level, const char *fmt, ...)
+{
+    if (level > max_level)
+        return;
+    int64_t now = monotonic_ms();
+    if (!lim->window_start_ms || now - lim->window_start_ms >= IOTGW_LOG_LIMIT_WINDOW_MS) {
+        lim->window_start_ms = now;
+        lim->used = 0;
+    }
+    if (lim->used >= IOTGW_LOG_LIMIT_BURST) {
+        lim->suppressed++;
+        return;
+    }
+    lim->used++;
+    char text[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    if (lim->suppressed) {
+        char n[40];
+        with_commas(lim->suppressed, n, sizeof n);
+        lim->suppressed = 0;
+        iotgw_log(level, "%s (%s more like this not logged)", text, n);
+    } else {
+        iotgw_log(level, "%s", text);
+    }
+}
+
+void iotgw_log_limit_flush(iotgw_log_limit *lim, iotgw_log_level level, const char *who)
+{
+    if (!lim->suppressed)
+        return;
+    char n[40];
+    with_commas(lim->suppressed, n, sizeof n);
+    lim->suppressed = 0;
+    iotgw_log(level, "%s: %s more lines like the last one not logged", who, n);
+}

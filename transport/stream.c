@@ -84,7 +84,6 @@ static int on_writable(iotgw_stream *s)
 static int stream_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                            size_t len)
 {
-    (void)user;
     iotgw_stream *s = wsi ? lws_get_opaque_user_data(wsi) : NULL;
     switch (reason) {
     case LWS_CALLBACK_RAW_ADOPT: {
@@ -108,15 +107,13 @@ static int stream_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
         if (!s || s->close_now)
             return -1;
         if (s->want_cn && !s->cn_read) { /* the handshake is done once data arrives */
-            char big[sizeof(union lws_tls_cert_info_results) + 128];
-            union lws_tls_cert_info_results *info = (union lws_tls_cert_info_results *)big;
-            if (!lws_tls_peer_cert_info(wsi, LWS_TLS_CERT_INFO_COMMON_NAME, info, 127))
-                snprintf(s->peer_cn, sizeof s->peer_cn, "%.*s", info->ns.len, info->ns.name);
+            tls_peer_verified_cn(wsi, s->peer_cn, sizeof s->peer_cn);
             s->cn_read = 1;
         }
         if (s->h.on_data && s->h.on_data(s, in, len, s->ctx) < 0)
             return -1;
         return s->close_now ? -1 : 0;
+    case LWS_CALLBACK_OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION: return tls_peer_verify(wsi, user, (int)len);
     case LWS_CALLBACK_RAW_WRITEABLE: return s ? on_writable(s) : -1;
     case LWS_CALLBACK_RAW_CLOSE:
     case LWS_CALLBACK_WSI_DESTROY:

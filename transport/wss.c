@@ -29,12 +29,8 @@ int client_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void
 static iotgw_conn *accept_ws(struct lws *wsi)
 {
     iotgw_conn *c = conn_accept(wsi, IOTGW_TRANSPORT_WSS);
-    if (c && c->listener->opt.tls.ca_file) {
-        char big[sizeof(union lws_tls_cert_info_results) + 128];
-        union lws_tls_cert_info_results *info = (union lws_tls_cert_info_results *)big;
-        if (!lws_tls_peer_cert_info(wsi, LWS_TLS_CERT_INFO_COMMON_NAME, info, 127))
-            snprintf(c->peer_cn, sizeof c->peer_cn, "%.*s", info->ns.len, info->ns.name);
-    }
+    if (c && c->listener->opt.tls.ca_file)
+        tls_peer_verified_cn(wsi, c->peer_cn, sizeof c->peer_cn);
     return c;
 }
 

@@ -649,6 +649,66 @@ fleet:
             gw.stop()
             gw.log.close()
 
+    def test_forged_client_certificates_are_refused_at_the_handshake(self):
+        """A certificate naming a fleet device opens nothing unless the clientCa signed it,
+        it is valid now and it is meant for clients: a self-signed one, one from another CA,
+        an expired one and a server-only one from the right CA are each refused during the
+        TLS handshake with the reason in the log; the genuine device is undisturbed."""
+        import ssl
+        certs = os.path.abspath(CERTS)
+        cert_device_key = random_key()
+        EMU.rest("PUT", "/devices/test-device", {"deviceId": "test-device", "authentication": {
+            "type": "sas", "symmetricKey": {"primaryKey": cert_device_key, "secondaryKey": cert_device_key}}},
+            headers={"If-Match": "*"})
+        gw = Gateway(EMU, keys={"test-device": cert_device_key, "agent1": KEYS["agent1"]}, tls=True)
+
+        def context(name):
+            ctx = ssl.create_default_context(cafile=os.path.join(certs, "ca.pem"))
+            ctx.load_cert_chain(os.path.join(certs, f"{name}.pem"), os.path.join(certs, f"{name}.key"))
+            return ctx
+
+        try:
+            genuine = Device(gw.port, tls=context("client"))
+            genuine.hello("test-device", "")
+            genuine.expect("welcome")
+            reasons = {"forged-self": "self-signed certificate",
+                       "forged-other-ca": "unable to get local issuer certificate",
+                       "client-expired": "certificate has expired",
+                       "client-server-only": "unsuitable certificate purpose"}
+            for name, reason in reasons.items():
+                with self.subTest(certificate=name):
+                    try:
+                        d = Device(gw.port, tls=context(name))
+                        d.hello("test-device", "")  # no token: the certificate would be the credential
+                        frame = d.recv(timeout=5)
+                        d.close()
+                    except (ssl.SSLError, ConnectionError):
+                        frame = None  # TLS 1.2 clients see the alert at the handshake
+                    self.assertIsNone(frame, f"{name}: the gateway must answer no frame, got {frame}")
+                    gw.wait_for_log(f"client certificate from 127.0.0.1 refused: {reason}", timeout=5)
+            # a forged certificate is no use with the device's own token either: refused before Hello
+            try:
+                d = Device(gw.port, tls=context("forged-other-ca"))
+                d.hello("agent1", token("agent1"))
+                frame = d.recv(timeout=5)
+            except (ssl.SSLError, ConnectionError):
+                frame = None
+            self.assertIsNone(frame)
+            # the genuine device, connected all along, still works, and so does a new one
+            f = T("Frame")()
+            f.ping.nonce = 7
+            genuine.send(f)
+            self.assertEqual(genuine.expect("pong", skip=()).nonce, 7)
+            genuine.close()
+            again = Device(gw.port, tls=context("client"))
+            again.hello("test-device", "")
+            again.expect("welcome")
+            again.close()
+            self.assertEqual(gw.log_text().count("connected from"), 2, gw.log_text())
+        finally:
+            gw.stop()
+            gw.log.close()
+
     def test_devices_file_and_device_connect_policy(self):
         """The fleet from a devices file, hub tokens signed by the hub's DeviceConnect
         policy: the devices' keys are the gateway's own business (agent1's differs from

@@ -79,6 +79,15 @@ class LoggedProcess:
         with open(self.log.name) as f:
             return f.read()
 
+    def wait_for_log(self, text, timeout=10):
+        """Until text appears in the log; AssertionError with the log's end after timeout s."""
+        end = time.time() + timeout
+        while time.time() < end:
+            if text in self.log_text():
+                return
+            time.sleep(0.05)
+        raise AssertionError("%s never logged %r:\n%s" % (self.name, text, self.log_text()[-3000:]))
+
     def stop(self):
         self.proc.terminate()
         rc = self.proc.wait(timeout=60)

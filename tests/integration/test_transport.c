@@ -333,6 +333,25 @@ static void client_certificate(iotgw_transport_kind kind)
     run_until_closed(&good, 20);
     ck_assert_msg(good.cond_name[0] != '\0', "a client without a certificate got in");
     ck_assert_int_eq(good.remote_opened, 0);
+
+    /* certificates naming the same device that the CA did not sign, or signed for
+     * another purpose or expired: refused at the handshake, no name reaches the owner */
+    static const char *forged[] = {"forged-self", "forged-other-ca", "client-expired", "client-server-only"};
+    for (size_t i = 0; i < sizeof forged / sizeof *forged; i++) {
+        char pem[64], key[64];
+        snprintf(pem, sizeof pem, "%s.pem", forged[i]);
+        snprintf(key, sizeof key, "%s.key", forged[i]);
+        s->client_cn[0] = '\0';
+        amqp_peer forger = {.n_sessions = 1, .links_per_session = 1, .per_link = 1, .msg_size = 16};
+        client_cert = cert(pem);
+        client_key = cert(key);
+        start_client(&forger, kind, iotgw_listener_port(s->listener), "ca.pem", NULL, 0);
+        run_until_closed(&forger, 20);
+        ck_assert_msg(forger.cond_name[0] != '\0', "%s: a forged certificate got in", forged[i]);
+        ck_assert_int_eq(forger.remote_opened, 0);
+        ck_assert_str_eq(s->client_cn, "");
+    }
+    client_cert = client_key = NULL;
 }
 
 START_TEST(wss_listener_requires_client_certificate)

@@ -1,0 +1,60 @@
+/* TLS client certificates on listeners: the verification verdict and the verified name.
+ *
+ * libwebsockets runs OpenSSL's verification but then asks protocol 0 of the vhost,
+ * through LWS_CALLBACK_OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION, whether to accept the
+ * certificate; a callback that returns 0 (every default one) accepts it whatever
+ * OpenSSL found (lib/tls/openssl/openssl-server.c, OpenSSL_verify_callback: "return !n").
+ * So every listener that asks for client certificates answers that callback here, and
+ * a peer's name is read only from a certificate that OpenSSL verified. */
+#include <stdio.h>
+#include <string.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
+
+#include "transport/internal.h"
+#include "transport/log.h"
+
+/* One refusal line per few seconds at most, whatever a peer tries. */
+static iotgw_log_limit refusals;
+
+int tls_peer_verify(struct lws *wsi, void *x509_store_ctx, int preverify_ok)
+{
+    if (preverify_ok)
+        return 0;
+    X509_STORE_CTX *x = x509_store_ctx;
+    int err = X509_STORE_CTX_get_error(x);
+    int depth = X509_STORE_CTX_get_error_depth(x);
+    char subject[160] = "";
+    X509 *cert = X509_STORE_CTX_get_current_cert(x);
+    if (cert)
+        X509_NAME_oneline(X509_get_subject_name(cert), subject, sizeof subject);
+    char peer[64] = "";
+    if (wsi)
+        lws_get_peer_simple(wsi, peer, sizeof peer);
+    iotgw_log_limited(&refusals, IOTGW_LOG_WARN,
+                      "TLS: client certificate from %s refused: %s (certificate %s, depth %d)",
+                      peer[0] ? peer : "?", X509_verify_cert_error_string(err), subject[0] ? subject : "?",
+                      depth);
+    return 1; /* nonzero: lws tells OpenSSL to fail the handshake */
+}
+
+int tls_peer_verified_cn(struct lws *wsi, char *out, size_t size)
+{
+    out[0] = '\0';
+    SSL *ssl = lws_get_ssl(wsi);
+    if (!ssl || SSL_get_verify_result(ssl) != X509_V_OK)
+        return -1;
+    X509 *cert = SSL_get1_peer_certificate(ssl);
+    if (!cert)
+        return -1;
+    char big[sizeof(union lws_tls_cert_info_results) + 128];
+    union lws_tls_cert_info_results *info = (union lws_tls_cert_info_results *)big;
+    int rc = lws_tls_peer_cert_info(wsi, LWS_TLS_CERT_INFO_COMMON_NAME, info, 127);
+    X509_free(cert);
+    if (rc || !info->ns.len || memchr(info->ns.name, '\0', (size_t)info->ns.len) ||
+        (size_t)info->ns.len >= size)
+        return -1; /* a name with a NUL in it, or too long, names nobody */
+    snprintf(out, size, "%.*s", info->ns.len, info->ns.name);
+    return 0;
+}
