@@ -214,8 +214,8 @@ static const char *next_segment(const char **p, size_t *len)
     return s;
 }
 
-int iotgw_sas_covers(const iotgw_sas_token *t, const char *host, const char *device_id, const char *module_id,
-                     iotgw_diag *diag)
+static int covers(const iotgw_sas_token *t, const char *host, const char *device_id, const char *module_id,
+                  int exactly, iotgw_diag *diag)
 {
     if (!t || !t->sr || !host || !device_id)
         return IOTGW_ERR_INVALID_ARG;
@@ -242,9 +242,25 @@ int iotgw_sas_covers(const iotgw_sas_token *t, const char *host, const char *dev
         i++;
     }
     free(sr);
+    if (ok && exactly && i != nwant)
+        return iotgw_diag_fail(diag, IOTGW_ERR_SAS_RESOURCE,
+                               "SAS token resource '%s' is not %s/devices/%s%s%s", t->sr, host, device_id,
+                               module_id ? "/modules/" : "", module_id ? module_id : "");
     if (!ok)
         return iotgw_diag_fail(diag, IOTGW_ERR_SAS_RESOURCE,
                                "SAS token resource '%s' does not cover %s/devices/%s%s%s", t->sr, host,
                                device_id, module_id ? "/modules/" : "", module_id ? module_id : "");
     return IOTGW_OK;
+}
+
+int iotgw_sas_covers(const iotgw_sas_token *t, const char *host, const char *device_id, const char *module_id,
+                     iotgw_diag *diag)
+{
+    return covers(t, host, device_id, module_id, 0, diag);
+}
+
+int iotgw_sas_names(const iotgw_sas_token *t, const char *host, const char *device_id, const char *module_id,
+                    iotgw_diag *diag)
+{
+    return covers(t, host, device_id, module_id, 1, diag);
 }

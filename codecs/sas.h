@@ -49,5 +49,10 @@ int iotgw_sas_verify(const iotgw_sas_token *t, const char *key_base64, uint64_t 
  * "{host}/devices/{id}" covers the device and its modules. 0 or IOTGW_ERR_SAS_RESOURCE. */
 int iotgw_sas_covers(const iotgw_sas_token *t, const char *host, const char *device_id, const char *module_id,
                      iotgw_diag *diag);
+/* Is the token's resource exactly the identity's own, "{host}/devices/{id}" (with
+ * "/modules/{module}" when module_id is set), compared as iotgw_sas_covers does? A token
+ * a device signs for itself must name itself, not the whole hub. 0 or IOTGW_ERR_SAS_RESOURCE. */
+int iotgw_sas_names(const iotgw_sas_token *t, const char *host, const char *device_id, const char *module_id,
+                    iotgw_diag *diag);
 
 #endif

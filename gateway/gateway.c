@@ -2,6 +2,7 @@
  * routed to the session of the device they concern. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/random.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -67,9 +68,12 @@ int iotgw_gateway_new(iotgw_loop *loop, iotgw_config *cfg, iotgw_gateway **out, 
     g->scratch = pn_message();
     g->by_device = calloc(cfg->ndevices + 1, sizeof *g->by_device);
     g->listeners = calloc(cfg->nlisten, sizeof *g->listeners);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    g->boot_id = ((uint64_t)ts.tv_sec << 24) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 40);
+    /* 64 random bits per start: generated message ids never repeat across restarts */
+    if (getrandom(&g->boot_id, sizeof g->boot_id, 0) != (ssize_t)sizeof g->boot_id) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        g->boot_id = ((uint64_t)ts.tv_sec << 24) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 40);
+    }
     if (!g->scratch || !g->by_device || !g->listeners) {
         g->cfg = NULL;
         iotgw_gateway_free(g);

@@ -51,7 +51,6 @@ struct gw_session {
     gw_twin_call *twin_calls;
     iotgw_timer *timer; /* the hello deadline, until Hello */
     int64_t last_rx_ms, ping_sent_ms;
-    uint64_t next_message;
     gw_session *prev, *next; /* all sessions */
 };
 
@@ -66,7 +65,8 @@ struct iotgw_gateway {
     int draining;
     iotgw_timer *tick; /* every second: gw_session_tick for each session */
     pn_message_t *scratch;
-    uint64_t boot_id; /* makes generated message ids unique across restarts */
+    uint64_t boot_id;      /* random at start: generated message ids are unique across restarts */
+    uint64_t next_message; /* generated message ids: one counter for every device and connection */
 };
 
 /* session.c */
@@ -92,7 +92,7 @@ void gw_session_on_twin(gw_session *s, const iotgw_twin_response *r);
 void gw_session_on_c2d(gw_session *s, const iotgw_c2d_message *m);
 
 /* wrap.c: a Telemetry frame as the hub message to send (into msg) */
-int gw_wrap_telemetry(iotgw_gateway *g, gw_session *s, const Iotgw__Telemetry *t, pn_message_t *msg,
+int gw_wrap_telemetry(iotgw_gateway *g, const Iotgw__Telemetry *t, pn_message_t *msg,
                       iotgw_diag *diag);
 
 /* transcode.c */

@@ -11,6 +11,8 @@
 #include <jansson.h>
 #include <proton/codec.h>
 
+#include "codecs/identity.h"
+#include "codecs/pb_scan.h"
 #include "codecs/sas.h"
 #include "gateway/gateway_internal.h"
 #include "transport/amqp_map.h"
@@ -344,9 +346,11 @@ static int check_token(gw_session *s, const iotgw_config_device *dev, const char
     if (t.skn)
         rc = iotgw_diag_fail(diag, IOTGW_ERR_SAS_RESOURCE,
                              "the token must be signed with the device's own key");
-    if (!rc && iotgw_sas_covers(&t, cfg->hub_host, dev->id, NULL, NULL) &&
-        !(cfg->gateway_id && !iotgw_sas_covers(&t, cfg->gateway_id, dev->id, NULL, NULL)))
-        rc = iotgw_diag_fail(diag, IOTGW_ERR_SAS_RESOURCE, "the token's sr does not name %s/devices/%s",
+    /* exactly the device's resource, under the hub's name or the gateway's: a token for
+     * the whole hub, signed with a device key, names no device */
+    if (!rc && iotgw_sas_names(&t, cfg->hub_host, dev->id, NULL, NULL) &&
+        !(cfg->gateway_id && !iotgw_sas_names(&t, cfg->gateway_id, dev->id, NULL, NULL)))
+        rc = iotgw_diag_fail(diag, IOTGW_ERR_SAS_RESOURCE, "the token's sr is not %s/devices/%s",
                              cfg->hub_host, dev->id);
     if (!rc)
         rc = iotgw_sas_verify(&t, dev->key, (uint64_t)time(NULL), diag);
@@ -365,7 +369,14 @@ static void on_hello(gw_session *s, const Iotgw__Hello *h)
                         PROTOCOL_VERSION);
         return;
     }
-    const iotgw_config_device *dev = iotgw_config_device_find(g->cfg, h->device_id ? h->device_id : "");
+    iotgw_diag diag = {0};
+    /* checked before any lookup or log line: an id with control characters could
+     * forge log lines; one IoT Hub would refuse can be in no fleet */
+    if (iotgw_identity_check(h->device_id, "device_id", &diag)) {
+        gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_UNKNOWN_DEVICE, "%s", diag.text);
+        return;
+    }
+    const iotgw_config_device *dev = iotgw_config_device_find(g->cfg, h->device_id);
     if (!dev) {
         gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_UNKNOWN_DEVICE,
                         "device \"%.64s\" is not in this gateway's fleet", h->device_id ? h->device_id : "");
@@ -375,7 +386,6 @@ static void on_hello(gw_session *s, const Iotgw__Hello *h)
         gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_DEVICE_DISABLED, "device %s is disabled", dev->id);
         return;
     }
-    iotgw_diag diag = {0};
     Iotgw__ErrorCode code;
     if (check_token(s, dev, h->token, &code, &diag)) {
         gw_session_fail(s, code, "device %s: %s", dev->id, diag.text);
@@ -436,7 +446,7 @@ static void on_telemetry(gw_session *s, const Iotgw__Telemetry *t)
     }
     iotgw_diag diag = {0};
     pn_message_t *m = g->scratch;
-    if (gw_wrap_telemetry(g, s, t, m, &diag)) {
+    if (gw_wrap_telemetry(g, t, m, &diag)) {
         send_nack(s, t->seq, IOTGW__NACK_REASON__NACK_MALFORMED, diag.text, 0);
         return;
     }
@@ -529,11 +539,26 @@ static void on_twin_request(gw_session *s, uint64_t id, iotgw_twin_op op, const 
     s->twin_calls = t;
 }
 
-static void handle_frame(gw_session *s, const Iotgw__Frame *f)
+/* Whether the Hello in raw (a packed Frame) has a NUL inside the string field named
+ * field: protobuf-c's decoded strings end at the first one. */
+static int hello_string_has_nul(const uint8_t *raw, size_t len, const char *field)
+{
+    const ProtobufCFieldDescriptor *hello =
+        protobuf_c_message_descriptor_get_field_by_name(&iotgw__frame__descriptor, "hello");
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field_by_name(&iotgw__hello__descriptor, field);
+    return iotgw_pb_nested_field_has_nul(raw, len, hello->id, f->id) != 0;
+}
+
+static void handle_frame(gw_session *s, const Iotgw__Frame *f, const uint8_t *raw, size_t raw_len)
 {
     if (f->body_case == IOTGW__FRAME__BODY_HELLO) {
         if (s->ready)
             gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_UNEXPECTED_FRAME, "a second Hello");
+        else if (hello_string_has_nul(raw, raw_len, "device_id"))
+            gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_UNKNOWN_DEVICE, "device_id has a NUL character");
+        else if (hello_string_has_nul(raw, raw_len, "token"))
+            gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_BAD_TOKEN, "the token has a NUL character");
         else
             on_hello(s, f->hello);
         return;
@@ -615,7 +640,7 @@ static int on_data(iotgw_stream *st, const uint8_t *data, size_t len, void *ctx)
                             "a frame that does not parse as Frame");
             break;
         }
-        handle_frame(s, f);
+        handle_frame(s, f, frame, flen);
         iotgw__frame__free_unpacked(f, NULL);
     }
     return 0;

@@ -32,8 +32,7 @@ static void add_properties(pn_message_t *msg, Iotgw__Property **props, size_t n)
     pn_data_exit(p);
 }
 
-int gw_wrap_telemetry(iotgw_gateway *g, gw_session *s, const Iotgw__Telemetry *t, pn_message_t *msg,
-                      iotgw_diag *diag)
+int gw_wrap_telemetry(iotgw_gateway *g, const Iotgw__Telemetry *t, pn_message_t *msg, iotgw_diag *diag)
 {
     char id[IOTGW_HUBMSG_MAX_ID_LEN + 1];
     if (t->message_id && *t->message_id) {
@@ -42,7 +41,7 @@ int gw_wrap_telemetry(iotgw_gateway *g, gw_session *s, const Iotgw__Telemetry *t
                                    IOTGW_HUBMSG_MAX_ID_LEN);
         snprintf(id, sizeof id, "%s", t->message_id);
     } else
-        snprintf(id, sizeof id, "%016" PRIx64 "-%" PRIu64, g->boot_id, ++s->next_message);
+        snprintf(id, sizeof id, "%016" PRIx64 "-%" PRIu64, g->boot_id, ++g->next_message);
     int64_t created = t->created_unix_ms ? (int64_t)t->created_unix_ms : 0;
     for (size_t i = 0; i < t->n_properties; i++)
         if (!t->properties[i]->key || !*t->properties[i]->key)

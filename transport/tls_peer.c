@@ -32,10 +32,9 @@ int tls_peer_verify(struct lws *wsi, void *x509_store_ctx, int preverify_ok)
     char peer[64] = "";
     if (wsi)
         lws_get_peer_simple(wsi, peer, sizeof peer);
-    iotgw_log_limited(&refusals, IOTGW_LOG_WARN,
-                      "TLS: client certificate from %s refused: %s (certificate %s, depth %d)",
-                      peer[0] ? peer : "?", X509_verify_cert_error_string(err), subject[0] ? subject : "?",
-                      depth);
+    iotgw_log_limited(
+        &refusals, IOTGW_LOG_WARN, "TLS: client certificate from %s refused: %s (certificate %s, depth %d)",
+        peer[0] ? peer : "?", X509_verify_cert_error_string(err), subject[0] ? subject : "?", depth);
     return 1; /* nonzero: lws tells OpenSSL to fail the handshake */
 }
 

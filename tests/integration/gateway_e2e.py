@@ -164,6 +164,40 @@ class GatewayEndToEnd(unittest.TestCase):
         self.assertEqual([e[1] for e in reader.events], ["raw-7"])
         d.close()
 
+    def test_generated_message_ids_are_unique_across_devices_reconnects_and_restarts(self):
+        """Telemetry without a message_id gets one from the gateway: two devices, each
+        connecting three times, on two gateway runs, never share one (a consumer that
+        de-duplicates by message id would drop new messages)."""
+        reader = StreamReader(EMU, selector=None)
+        sent = 0
+        for run in range(2):
+            gw = Gateway(EMU) if run else GW
+            try:
+                for connection in range(3):
+                    for device in ("agent1", "monitor1"):
+                        d = Device(gw.port)
+                        d.hello(device, token(device))
+                        d.expect("welcome")
+                        for seq in range(1, 6):
+                            f = T("Frame")()
+                            f.telemetry.seq = seq
+                            f.telemetry.raw = b"{}"
+                            d.send(f)
+                        self.assertEqual(sorted(d.expect("ack").seq for _ in range(5)), [1, 2, 3, 4, 5])
+                        sent += 5
+                        d.close()
+            finally:
+                if run:
+                    gw.stop()
+                    gw.log.close()
+        end = time.time() + 10
+        while len(reader.events) < sent and time.time() < end:
+            time.sleep(0.05)
+        reader.stop()
+        ids = [e[1] for e in reader.events if e[0] in ("agent1", "monitor1")]
+        self.assertEqual(len(ids), sent)
+        self.assertEqual(len(set(ids)), sent, f"generated ids repeat: {sorted(ids)}")
+
     def test_unknown_device_bad_token_disabled_and_hello_required(self):
         cases = [
             ("stranger", token("agent1"), "ERROR_UNKNOWN_DEVICE"),
@@ -172,15 +206,29 @@ class GatewayEndToEnd(unittest.TestCase):
             ("agent1", sas_token(f"{HOST}/devices/agent1", KEYS["agent1"], expiry=time.time() - 10),
              "ERROR_TOKEN_EXPIRED"),
             ("off1", token("off1"), "ERROR_DEVICE_DISABLED"),
+            # an id that protobuf-c would cut at its NUL to a fleet device's, with a valid token
+            ("agent1\0monitor1", token("agent1"), "ERROR_UNKNOWN_DEVICE", "device_id has a NUL character"),
+            ("agent1", token("agent1") + "\0junk", "ERROR_BAD_TOKEN", "the token has a NUL character"),
+            # control characters never reach a lookup or a log line
+            ("agent1\nforged log line", token("agent1"), "ERROR_UNKNOWN_DEVICE", "character IoT Hub does not allow"),
+            ("a" * 129, token("agent1"), "ERROR_UNKNOWN_DEVICE", "129 characters long, maximum is 128"),
+            # a token signed with the device's key for the whole hub names no device
+            ("agent1", sas_token(HOST, KEYS["agent1"], 3600), "ERROR_BAD_TOKEN",
+             f"the token's sr is not {HOST}/devices/agent1"),
+            ("agent1", sas_token(f"{HOST}/devices", KEYS["agent1"], 3600), "ERROR_BAD_TOKEN", "sr is not"),
         ]
-        for device, tok, code in cases:
+        for device, tok, code, *detail in cases:
             d = Device(GW.port)
             d.hello(device, tok)
             e = d.expect("error")
             self.assertEqual(T("Frame").DESCRIPTOR.fields_by_name["error"].message_type.fields_by_name["code"]
                              .enum_type.values_by_number[e.code].name, code, (device, e.message))
+            if detail:
+                self.assertIn(detail[0], e.message)
             self.assertIsNone(d.recv(), "the connection must close after the error")
             d.close()
+        self.assertNotIn("\nforged log line", GW.log_text())
+        connect("agent1").close()  # the real device is undisturbed
         d = Device(GW.port)
         f = T("Frame")()
         f.ping.nonce = 1

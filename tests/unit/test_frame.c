@@ -4,6 +4,8 @@
 #include <string.h>
 
 #include "codecs/frame.h"
+#include "codecs/pb_scan.h"
+#include "schemas/gateway.pb-c.h"
 #include "tests/unit/check_main.h"
 #include "tests/unit/sample.h"
 
@@ -304,6 +306,43 @@ START_TEST(large_buffer_is_released_after_its_frame)
 }
 END_TEST
 
+/* A Hello whose device_id is "dev-1\0dev-2" decodes as "dev-1"; the scan sees the NUL. */
+START_TEST(nul_inside_a_nested_string_is_seen)
+{
+    Iotgw__Hello h = IOTGW__HELLO__INIT;
+    Iotgw__Frame f = IOTGW__FRAME__INIT;
+    f.body_case = IOTGW__FRAME__BODY_HELLO;
+    f.hello = &h;
+    h.device_id = "dev-1";
+    h.token = "tok";
+    uint8_t buf[128];
+    size_t n = iotgw__frame__pack(&f, buf);
+    ck_assert_int_eq(iotgw_pb_nested_field_has_nul(buf, n, 1, 2), 0);
+    ck_assert_int_eq(iotgw_pb_nested_field_has_nul(buf, n, 1, 3), 0);
+    /* the same bytes with device_id "dev-1\0dev-2": Frame{1: Hello{2: 11 bytes, 3: "tok"}} */
+    const uint8_t nul[] = {0x0a, 18,  0x12, 11,  'd', 'e',  'v', '-', '1', 0,
+                           'd',  'e', 'v',  '-', '2', 0x1a, 3,   't', 'o', 'k'};
+    ck_assert_int_eq(iotgw_pb_nested_field_has_nul(nul, sizeof nul, 1, 2), 1);
+    ck_assert_int_eq(iotgw_pb_nested_field_has_nul(nul, sizeof nul, 1, 3), 0);
+    Iotgw__Frame *d = iotgw__frame__unpack(NULL, sizeof nul, nul);
+    ck_assert_ptr_nonnull(d);
+    ck_assert_str_eq(d->hello->device_id, "dev-1"); /* why the scan exists */
+    iotgw__frame__free_unpacked(d, NULL);
+    /* a second Hello field, merged by the decoder, is scanned too */
+    uint8_t two[sizeof nul + 8];
+    const uint8_t first[] = {0x0a, 5, 0x12, 3, 'a', 'b', 'c'};
+    memcpy(two, first, sizeof first);
+    memcpy(two + sizeof first, nul, sizeof nul);
+    ck_assert_int_eq(iotgw_pb_nested_field_has_nul(two, sizeof first + sizeof nul, 1, 2), 1);
+    /* truncated or lying lengths are not well formed */
+    ck_assert_int_eq(iotgw_pb_nested_field_has_nul(nul, sizeof nul - 1, 1, 2), -1);
+    const uint8_t lying[] = {0x0a, 0x7f, 0x12};
+    ck_assert_int_eq(iotgw_pb_nested_field_has_nul(lying, sizeof lying, 1, 2), -1);
+    const uint8_t group[] = {0x0b};
+    ck_assert_int_eq(iotgw_pb_nested_field_has_nul(group, sizeof group, 1, 2), -1);
+}
+END_TEST
+
 Suite *suite_under_test(void)
 {
     Suite *s = suite_create("frame");
@@ -316,6 +355,7 @@ Suite *suite_under_test(void)
     suite_add_tcase(s, splits);
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, varint_sizes_and_bytes);
+    tcase_add_test(tc, nul_inside_a_nested_string_is_seen);
     tcase_add_test(tc, decoder_returns_whole_frames_without_copying);
     tcase_add_test(tc, decoder_refuses_oversize_frame_before_its_body_arrives);
     tcase_add_test(tc, decoder_reports_bad_varint);

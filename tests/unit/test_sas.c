@@ -218,6 +218,32 @@ START_TEST(resource_coverage_by_segments)
 }
 END_TEST
 
+static int names(const char *sr, const char *host, const char *dev, const char *mod)
+{
+    iotgw_sas_token t = {.sr = (char *)sr};
+    return iotgw_sas_names(&t, host, dev, mod, NULL);
+}
+
+/* A device's own token must name exactly its resource: what covers it is not enough. */
+START_TEST(resource_named_exactly)
+{
+    ck_assert_int_eq(names("myhub.azure-devices.net/devices/dev+1", HOST, "dev+1", NULL), 0);
+    ck_assert_int_eq(names("MyHub.Azure-Devices.NET%2fdevices%2fdev%2b1", HOST, "dev+1", NULL), 0);
+    ck_assert_int_eq(names("myhub.azure-devices.net/devices/d/modules/m1", HOST, "d", "m1"), 0);
+    ck_assert_int_eq(names("myhub.azure-devices.net", HOST, "d", NULL), IOTGW_ERR_SAS_RESOURCE);
+    ck_assert_int_eq(names("myhub.azure-devices.net/devices", HOST, "d", NULL), IOTGW_ERR_SAS_RESOURCE);
+    ck_assert_int_eq(names("myhub.azure-devices.net/devices/d", HOST, "d", "m1"), IOTGW_ERR_SAS_RESOURCE);
+    ck_assert_int_eq(names("myhub.azure-devices.net/devices/d/modules/m1", HOST, "d", NULL),
+                     IOTGW_ERR_SAS_RESOURCE);
+    ck_assert_int_eq(names("myhub.azure-devices.net/devices/dx", HOST, "d", NULL), IOTGW_ERR_SAS_RESOURCE);
+    iotgw_diag d = {0};
+    iotgw_sas_token t = {.sr = "myhub.azure-devices.net"};
+    ck_assert_int_eq(iotgw_sas_names(&t, HOST, "d", NULL, &d), IOTGW_ERR_SAS_RESOURCE);
+    ck_assert_str_eq(d.text,
+                     "SAS token resource 'myhub.azure-devices.net' is not myhub.azure-devices.net/devices/d");
+}
+END_TEST
+
 Suite *suite_under_test(void)
 {
     Suite *s = suite_create("sas");
@@ -232,6 +258,7 @@ Suite *suite_under_test(void)
     tcase_add_test(tc, malformed_tokens_name_the_problem);
     tcase_add_test(tc, unknown_fields_are_ignored);
     tcase_add_test(tc, resource_coverage_by_segments);
+    tcase_add_test(tc, resource_named_exactly);
     suite_add_tcase(s, tc);
     return s;
 }
