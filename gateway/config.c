@@ -175,8 +175,8 @@ static int load_tls(reader *r, yaml_node_t *t)
 static int load_devices_section(reader *r, yaml_node_t *d)
 {
     static const char *const keys[] = {
-        "listen",         "helloTimeoutMs",  "maxFrameSize", "maxInFlight", "keepaliveSeconds",
-        "queuePerDevice", "queueTotalBytes", "tls",          NULL};
+        "listen",         "helloTimeoutMs",  "maxFrameSize",           "maxInFlight", "keepaliveSeconds",
+        "queuePerDevice", "queueTotalBytes", "deliveryTimeoutSeconds", "tls",         NULL};
     iotgw_config *c = r->c;
     int rc = iotgw_yaml_check_keys(&r->y, d, "devices", keys, r->diag);
     yaml_node_t *ln = rc ? NULL : iotgw_yaml_get(&r->y, d, "listen");
@@ -206,6 +206,8 @@ static int load_devices_section(reader *r, yaml_node_t *d)
         rc = opt_uint(r, d, "keepaliveSeconds", "devices", 1, 3600, &c->keepalive_s);
     if (!rc)
         rc = opt_uint(r, d, "queuePerDevice", "devices", 1, 100000, &c->device_queue);
+    if (!rc)
+        rc = opt_uint(r, d, "deliveryTimeoutSeconds", "devices", 1, 86400, &c->delivery_timeout_s);
     yaml_node_t *qb = rc ? NULL : iotgw_yaml_get(&r->y, d, "queueTotalBytes");
     if (qb) {
         int64_t v = 0;
@@ -494,6 +496,8 @@ static void defaults(iotgw_config *c)
         c->keepalive_s = 30;
     if (!c->device_queue)
         c->device_queue = 1000;
+    if (!c->delivery_timeout_s)
+        c->delivery_timeout_s = 60;
 }
 
 int iotgw_config_load(const char *file, iotgw_config **out, iotgw_diag *diag)

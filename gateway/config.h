@@ -59,7 +59,9 @@ typedef struct iotgw_config {
     iotgw_config_listen *listen;
     size_t nlisten;
     unsigned hello_timeout_ms, max_frame_size, max_in_flight, keepalive_s, device_queue;
-    uint64_t queue_total_bytes; /* devices.queueTotalBytes: telemetry held for all devices together */
+    uint64_t queue_total_bytes;  /* devices.queueTotalBytes: telemetry held for all devices together */
+    unsigned delivery_timeout_s; /* devices.deliveryTimeoutSeconds: NACK_TIMEOUT for telemetry without an
+                                    outcome by then */
     char *tls_cert, *tls_key, *tls_client_ca; /* devices.tls: TLS on the listeners; client certificates */
 
     iotgw_hubmsg_encoding encoding;

@@ -92,6 +92,7 @@ int iotgw_gateway_new(iotgw_loop *loop, iotgw_config *cfg, iotgw_gateway **out, 
         .device_window = cfg->max_in_flight,
         .device_queue = cfg->device_queue,
         .queue_bytes = (size_t)cfg->queue_total_bytes,
+        .delivery_timeout_ms = cfg->delivery_timeout_s * 1000,
         .cb = {.on_outcome = on_outcome, .on_method = on_method, .on_twin = on_twin, .on_c2d = on_c2d},
         .ctx = g,
     };

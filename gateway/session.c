@@ -140,6 +140,18 @@ static void send_nack(gw_session *s, uint64_t seq, Iotgw__NackReason reason, con
     gw_session_send(s, &f);
 }
 
+/* When resending is worth it: at once if the device is online at the hub (its queue
+ * drains), else when the upstream next tries it. */
+static uint32_t retry_after(gw_session *s)
+{
+    iotgw_device_info info;
+    iotgw_upstream_device_info(s->up, &info);
+    int64_t wait = RETRY_AFTER_MS;
+    if (info.state == IOTGW_DEVICE_FAILED && info.next_retry_ms)
+        wait = info.next_retry_ms - iotgw_loop_now_ms(s->g->loop);
+    return wait < RETRY_AFTER_MS ? RETRY_AFTER_MS : wait > 60000 ? 60000 : (uint32_t)wait;
+}
+
 void gw_session_on_outcome(gw_session *s, uint64_t seq, iotgw_outcome outcome, const char *cond,
                            const char *description)
 {
@@ -156,19 +168,24 @@ void gw_session_on_outcome(gw_session *s, uint64_t seq, iotgw_outcome outcome, c
         gw_session_send(s, &f);
         return;
     }
+    /* docs/downstream-protocol.md, "Which nack": only a refusal the upstream holds to be
+     * for good is NACK_UNAUTHORIZED; what passes is worth resending */
     char detail[300];
     snprintf(detail, sizeof detail, "%s: %s", cond ? cond : "", description ? description : "");
-    if (cond && !strcmp(cond, "amqp:link:message-size-exceeded"))
-        send_nack(s, seq, IOTGW__NACK_REASON__NACK_TOO_LARGE, detail, 0);
-    else if (cond && (!strcmp(cond, "com.microsoft:device-container-throttled") ||
-                      !strcmp(cond, "amqp:resource-limit-exceeded")))
-        send_nack(s, seq, IOTGW__NACK_REASON__NACK_THROTTLED, detail, RETRY_AFTER_MS);
-    else if (cond && !strcmp(cond, "amqp:unauthorized-access"))
+    int has = cond != NULL;
+    if (outcome == IOTGW_OUTCOME_RETRY && has && !strcmp(cond, IOTGW_COND_DELIVERY_TIMEOUT))
+        send_nack(s, seq, IOTGW__NACK_REASON__NACK_TIMEOUT, detail, 0);
+    else if (outcome == IOTGW_OUTCOME_RETRY && has && !strcmp(cond, IOTGW_COND_REFUSED))
         send_nack(s, seq, IOTGW__NACK_REASON__NACK_UNAUTHORIZED, detail, 0);
-    else if (outcome == IOTGW_OUTCOME_REJECTED)
-        send_nack(s, seq, IOTGW__NACK_REASON__NACK_REJECTED, detail, 0);
+    else if (outcome == IOTGW_OUTCOME_RETRY || (has && !strcmp(cond, "amqp:unauthorized-access")))
+        send_nack(s, seq, IOTGW__NACK_REASON__NACK_RETRY_LATER, detail, retry_after(s));
+    else if (has && !strcmp(cond, "amqp:link:message-size-exceeded"))
+        send_nack(s, seq, IOTGW__NACK_REASON__NACK_TOO_LARGE, detail, 0);
+    else if (has && (!strcmp(cond, "com.microsoft:device-container-throttled") ||
+                     !strcmp(cond, "amqp:resource-limit-exceeded")))
+        send_nack(s, seq, IOTGW__NACK_REASON__NACK_THROTTLED, detail, RETRY_AFTER_MS);
     else
-        send_nack(s, seq, IOTGW__NACK_REASON__NACK_RETRY_LATER, detail, RETRY_AFTER_MS);
+        send_nack(s, seq, IOTGW__NACK_REASON__NACK_REJECTED, detail, 0);
 }
 
 void gw_session_on_method(gw_session *s, const iotgw_method_request *req)
@@ -471,7 +488,7 @@ static void on_telemetry(gw_session *s, const Iotgw__Telemetry *t)
         send_nack(s, t->seq, IOTGW__NACK_REASON__NACK_UNAUTHORIZED, info.reason, 0);
     } else {
         send_nack(s, t->seq, IOTGW__NACK_REASON__NACK_RETRY_LATER,
-                  "the gateway holds all it may for the hub (per device or in total)", RETRY_AFTER_MS);
+                  "the gateway holds all it may for the hub (per device or in total)", retry_after(s));
     }
 }
 

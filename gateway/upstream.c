@@ -35,8 +35,11 @@ void up_set_state(iotgw_upstream_device *dev, iotgw_device_state state)
     if (dev->conn && state == IOTGW_DEVICE_ONLINE)
         dev->conn->nonline++;
     dev->state = state;
-    if (state == IOTGW_DEVICE_ONLINE)
+    if (state == IOTGW_DEVICE_ONLINE) {
         dev->reason[0] = '\0';
+        dev->refused = 0;
+        dev->identity_refusals = 0;
+    }
     notify_state(dev);
 }
 
@@ -166,15 +169,15 @@ void up_device_move(iotgw_upstream_device *dev)
     dev->cbs_request = 0;
     dev->renew_at_ms = 0;
     if (place(dev) != 0)
-        up_device_fail(dev, "iotgw:no-memory", "no memory for another connection");
+        up_device_fail(dev, UP_REFUSAL_PASSING, "iotgw:no-memory", "no memory for another connection");
     else
         notify_state(dev);
 }
 
-void up_device_fail(iotgw_upstream_device *dev, const char *cond, const char *description)
+void up_device_fail(iotgw_upstream_device *dev, up_refusal kind, const char *cond, const char *description)
 {
     iotgw_upstream *up = dev->up;
-    up_links_detach(dev);
+    up_links_detach(dev); /* what was in flight goes back to the head of the queue */
     up_auth_dequeue(dev);
     up_ready_remove(dev);
     dev->authorized = 0;
@@ -182,12 +185,22 @@ void up_device_fail(iotgw_upstream_device *dev, const char *cond, const char *de
     dev->renew_at_ms = 0;
     snprintf(dev->reason, sizeof dev->reason, "%s: %s", cond ? cond : "iotgw:failed",
              description && *description ? description : "no description");
+    /* A token the hub refuses once may be a passing fault (its clock, a key being
+     * rolled over); refused again after a retry with a fresh one, the identity is
+     * refused for good. Not registered, or no usable key: for good at once. */
+    if (kind == UP_REFUSAL_PASSING)
+        dev->identity_refusals = 0;
+    else
+        dev->identity_refusals++;
+    dev->refused = kind == UP_REFUSAL_FOR_GOOD || dev->identity_refusals >= 2;
     int64_t wait = iotgw_backoff_next(&dev->backoff);
     dev->next_retry_ms = up_now_ms(up) + wait;
-    iotgw_log(IOTGW_LOG_WARN, "upstream: device %s refused by the hub (%s); retry in %lld ms", dev->id,
-              dev->reason, (long long)wait);
+    iotgw_log_limited(&dev->log, IOTGW_LOG_WARN,
+                      "upstream: device %s refused by the hub (%s)%s; retry in %lld ms", dev->id, dev->reason,
+                      dev->refused ? ", for good" : "", (long long)wait);
     up_set_state(dev, IOTGW_DEVICE_FAILED);
-    up_telemetry_flush(dev, cond, description);
+    if (dev->refused)
+        up_telemetry_flush(dev, IOTGW_COND_REFUSED, dev->reason);
 }
 
 /* ------------------------------------------------------------------ housekeeping */
@@ -218,6 +231,7 @@ static void housekeeping(iotgw_upstream *up)
             }
             if (dev->twin_requests)
                 up_twin_expire(dev, now);
+            up_telemetry_expire(dev, now);
             if (!open)
                 continue;
             if (dev->cbs_request && now >= dev->cbs_deadline_ms) {
@@ -284,7 +298,13 @@ int iotgw_upstream_new(iotgw_loop *loop, const iotgw_upstream_options *opt, iotg
     if (!o->backoff_base_ms)
         o->backoff_base_ms = 1000;
     if (!o->backoff_cap_ms)
-        o->backoff_cap_ms = 60000;
+        o->backoff_cap_ms = 30000;
+    if (!o->throttle_cap_ms)
+        o->throttle_cap_ms = 5000;
+    if (!o->delivery_timeout_ms)
+        o->delivery_timeout_ms = 60000;
+    if (!h->idle_timeout_ms)
+        h->idle_timeout_ms = 30000;
     if (o->auth_rate == 0)
         o->auth_rate = 100;
     if (!o->device_window)
@@ -293,8 +313,8 @@ int iotgw_upstream_new(iotgw_loop *loop, const iotgw_upstream_options *opt, iotg
         o->device_queue = 1000;
     if (!o->queue_bytes)
         o->queue_bytes = 64u * 1024 * 1024;
-    if (o->device_queue < o->device_window)
-        o->device_queue = o->device_window;
+    if (o->device_window > o->device_queue) /* the queue bound holds whatever the window */
+        o->device_window = o->device_queue;
     if (!o->connection_window)
         o->connection_window = 1000;
     if (!o->cbs_timeout_ms)
@@ -321,6 +341,7 @@ int iotgw_upstream_new(iotgw_loop *loop, const iotgw_upstream_options *opt, iotg
 
 static void device_free(iotgw_upstream_device *dev)
 {
+    iotgw_log_limit_flush(&dev->log, IOTGW_LOG_WARN, dev->id);
     if (dev->key)
         OPENSSL_cleanse(dev->key, strlen(dev->key));
     free(dev->id);
@@ -337,7 +358,7 @@ void iotgw_upstream_device_remove(iotgw_upstream_device *dev)
     up_links_detach(dev);
     up_auth_dequeue(dev);
     up_ready_remove(dev);
-    up_telemetry_flush(dev, "iotgw:device-removed", "the device left the gateway");
+    up_telemetry_flush(dev, IOTGW_COND_DEVICE_REMOVED, "the device left the gateway");
     up_conn *c = dev->conn;
     up_conn_member_remove(c, dev);
     up_conn_kick(c);
@@ -406,11 +427,13 @@ void iotgw_upstream_device_info(const iotgw_upstream_device *dev, iotgw_device_i
     info->connection = dev->conn ? dev->conn->id : 0;
     snprintf(info->reason, sizeof info->reason, "%s", dev->reason);
     info->next_retry_ms = dev->state == IOTGW_DEVICE_FAILED ? dev->next_retry_ms : 0;
+    info->refused = dev->refused;
     info->queued = dev->queue.count;
     info->in_flight = dev->in_flight.count;
     info->accepted = dev->accepted;
     info->rejected = dev->rejected;
     info->retried = dev->retried;
+    info->throttled = dev->throttled;
     info->authentications = dev->authentications;
 }
 

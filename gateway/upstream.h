@@ -16,9 +16,14 @@
  *
  * Telemetry: iotgw_upstream_send() queues an encoded message on the device. Its outcome
  * reaches on_outcome exactly once: ACCEPTED, REJECTED (with the hub's condition), or
- * RETRY (the hub released it, or the device was removed, or the upstream freed). A
- * message in flight when its connection is lost is sent again once the device is back
- * (at least once: the hub may see it twice, with the same message-id).
+ * RETRY with a condition saying why: IOTGW_COND_DELIVERY_TIMEOUT (no outcome within
+ * delivery_timeout_ms), IOTGW_COND_REFUSED (the hub refuses the device's identity for
+ * good, see iotgw_device_info.refused), the hub's own (it released the message), or
+ * "iotgw:device-removed" (the device was removed, or the upstream freed). A message in
+ * flight when its connection is lost, or while the hub briefly refuses the device (a
+ * token expired, put-token 401 once, 429, 503, a link detached) or throttles it, is
+ * kept and sent again once the device is back (at least once: the hub may see it
+ * twice, with the same message-id).
  *
  * Ownership: the upstream copies the options' strings and the credentials. Device
  * handles belong to the upstream; the owner keeps one from add to remove. Pointers
@@ -53,8 +58,14 @@ typedef struct iotgw_hub_settings {
     int port;                  /* 0: 443 for WSS, 5671 for AMQPS */
     const char *proxy;         /* WSS through an HTTPS proxy: "host:port"; NULL: direct */
     iotgw_tls_options tls;
-    uint32_t idle_timeout_ms; /* 0: transport default (240 s) */
+    uint32_t idle_timeout_ms; /* a hub silent this long is taken as lost; 0: 30000 (the hub is asked
+                                 for heartbeats well within it) */
 } iotgw_hub_settings;
+
+/* Conditions of RETRY outcomes the upstream makes itself. */
+#define IOTGW_COND_DELIVERY_TIMEOUT "iotgw:delivery-timeout"
+#define IOTGW_COND_REFUSED          "amqp:unauthorized-access"
+#define IOTGW_COND_DEVICE_REMOVED   "iotgw:device-removed"
 
 typedef enum iotgw_outcome {
     IOTGW_OUTCOME_ACCEPTED = 1, /* the hub has it */
@@ -140,7 +151,10 @@ typedef struct iotgw_upstream_options {
     unsigned devices_per_connection; /* 0: 500 over WSS, 995 over AMQPS (the hub's limits) */
     unsigned token_lifetime_s;       /* 0: 3600 */
     unsigned backoff_base_ms;        /* reconnect and device retry backoff; 0: 1000 */
-    unsigned backoff_cap_ms;         /* 0: 60000 */
+    unsigned backoff_cap_ms;         /* 0: 30000; a reconnect counts from the start of the last attempt */
+    unsigned throttle_cap_ms;        /* longest pause of a throttled device before a probe; 0: 5000 */
+    unsigned delivery_timeout_ms;    /* a message without an outcome by then gets RETRY with
+                                        IOTGW_COND_DELIVERY_TIMEOUT; 0: 60000 */
     double auth_rate;           /* put-tokens per second for devices coming online; 0: 100; <0: unpaced */
     unsigned device_window;     /* telemetry in flight per device; 0: 100 */
     unsigned device_queue;      /* telemetry waiting or in flight per device; 0: 1000 */
@@ -169,8 +183,10 @@ void *iotgw_upstream_device_context(const iotgw_upstream_device *dev);
 
 /* Queue an encoded AMQP message (pn_message_encode / iotgw_message_encode) for the
  * device. msg_ctx comes back with its outcome. IOTGW_ERR_UPSTREAM_FULL when the device
- * has device_queue messages pending, or all devices together queue_bytes; then no
- * outcome will follow. */
+ * has device_queue messages pending, or all devices together queue_bytes;
+ * IOTGW_ERR_UPSTREAM_NOT_ONLINE when the hub refuses the device for good (.refused);
+ * then no outcome will follow. A device that is waiting, authenticating or briefly
+ * refused queues the message. */
 int iotgw_upstream_send(iotgw_upstream_device *dev, const uint8_t *encoded, size_t len, void *msg_ctx);
 
 /* Answer a direct method request. IOTGW_ERR_UPSTREAM_NOT_ONLINE when the device's
@@ -192,9 +208,12 @@ typedef struct iotgw_device_info {
     iotgw_device_state state;
     int connection;             /* id of the connection it is on, 0 when none */
     char reason[160];           /* last failure: condition and description; "" when none */
+    int refused;                /* FAILED: the hub refuses the identity for good (not registered,
+                                   or its fresh token refused again after a retry); else passing */
     int64_t next_retry_ms;      /* FAILED: when (loop clock) it is retried */
     unsigned queued, in_flight; /* telemetry */
     uint64_t accepted, rejected, retried;
+    uint64_t throttled;       /* messages the hub refused as throttled, kept and sent again */
     uint64_t authentications; /* put-tokens answered 200, renewals included */
 } iotgw_device_info;
 

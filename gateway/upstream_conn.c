@@ -146,8 +146,14 @@ static void conn_lost(up_conn *c, const char *cond, const char *description)
         up_conn_free(c);
         return;
     }
-    int64_t wait = iotgw_backoff_next(&c->backoff);
-    c->next_retry_ms = up_now_ms(up) + wait;
+    /* The backoff counts from the start of the attempt that failed: an attempt that hung
+     * until its timeout (a frozen hub) is followed by the next one at once, so that one
+     * is always pending when the hub answers again; one refused at once waits it out. */
+    int64_t now = up_now_ms(up);
+    int64_t wait = iotgw_backoff_next(&c->backoff) - (now - c->attempt_started_ms);
+    if (wait < 0)
+        wait = 0;
+    c->next_retry_ms = now + wait;
     c->retry_timer = iotgw_timer_start(up->loop, wait, retry_fired, c);
     iotgw_log(IOTGW_LOG_WARN, "upstream: connection %d lost (%s); %u devices wait, reopening in %lld ms",
               c->id, c->reason, c->ndevices, (long long)wait);
@@ -178,6 +184,7 @@ int up_conn_start(up_conn *c)
     iotgw_diag diag = {0};
     c->state = IOTGW_CONNECTION_CONNECTING;
     c->reason[0] = '\0';
+    c->attempt_started_ms = up_now_ms(up);
     if (iotgw_conn_connect(up->loop, &o, on_event, c, &c->conn, &diag)) {
         c->conn = NULL;
         conn_lost(c, IOTGW_COND_CONNECT, diag.text);
@@ -214,14 +221,14 @@ int up_conn_put_token(up_conn *c, iotgw_upstream_device *dev)
     char resource[512];
     if (snprintf(resource, sizeof resource, "%s/devices/%s", up->opt.hub.host_name, dev->id) >=
         (int)sizeof resource) {
-        up_device_fail(dev, "iotgw:invalid-device", "device id too long for a token");
+        up_device_fail(dev, UP_REFUSAL_FOR_GOOD, "iotgw:invalid-device", "device id too long for a token");
         return -2;
     }
     char *token = NULL;
     iotgw_diag diag = {0};
     uint64_t expiry = (uint64_t)time(NULL) + up->opt.token_lifetime_s;
     if (iotgw_sas_build(resource, dev->key, expiry, dev->policy, &token, &diag)) {
-        up_device_fail(dev, "iotgw:bad-key", diag.text);
+        up_device_fail(dev, UP_REFUSAL_FOR_GOOD, "iotgw:bad-key", diag.text);
         return -2;
     }
     pn_message_t *m = up->scratch;
@@ -308,7 +315,10 @@ static void on_cbs_reply(up_conn *c, pn_delivery_t *d)
     }
     char text[300];
     snprintf(text, sizeof text, "put-token answered %" PRId64 "%s%s", status, *desc ? ": " : "", desc);
-    up_device_fail(dev, condition_for_status(status), text);
+    up_refusal kind = status == 404                    ? UP_REFUSAL_FOR_GOOD
+                      : status == 401 || status == 403 ? UP_REFUSAL_IDENTITY
+                                                       : UP_REFUSAL_PASSING;
+    up_device_fail(dev, kind, condition_for_status(status), text);
 }
 
 /* ------------------------------------------------------------------ events */

@@ -18,12 +18,14 @@
 
 #include "gateway/backoff.h"
 #include "gateway/upstream.h"
+#include "transport/log.h"
 
 /* A telemetry message waiting (queue) or sent and not yet settled (in flight). */
 typedef struct up_msg {
     struct up_msg *prev, *next;
     void *ctx;
     pn_delivery_t *delivery; /* in flight: its delivery, whose context points back here */
+    int64_t deadline_ms;     /* no outcome by then: RETRY with IOTGW_COND_DELIVERY_TIMEOUT */
     size_t len;
     uint8_t data[];
 } up_msg;
@@ -60,13 +62,18 @@ struct iotgw_upstream_device {
 
     iotgw_device_state state;
     char reason[160];
-    int64_t next_retry_ms;   /* FAILED */
-    int64_t renew_at_ms;     /* authorized: when to put a fresh token; 0: none due */
-    int64_t paused_until_ms; /* throttled: no telemetry before */
-    uint64_t cbs_request;    /* message-id of the put-token awaiting its reply; 0: none */
+    int64_t next_retry_ms;      /* FAILED */
+    int64_t renew_at_ms;        /* authorized: when to put a fresh token; 0: none due */
+    int64_t paused_until_ms;    /* throttled: no telemetry before */
+    uint32_t throttle_ms;       /* the last throttle pause; 0: not throttled since the last acceptance */
+    int probing;                /* after a throttle pause: one message in flight until it is accepted */
+    int refused;                /* FAILED: the hub refuses the identity for good (iotgw_device_info) */
+    unsigned identity_refusals; /* put-tokens refused 401/403/404 in a row since the device was online */
+    uint64_t cbs_request;       /* message-id of the put-token awaiting its reply; 0: none */
     int64_t cbs_deadline_ms;
     int authorized; /* a token was accepted on the current AMQP connection */
     iotgw_backoff backoff;
+    iotgw_log_limit log; /* this device's warnings */
 
     pn_link_t *tel, *meth_in, *meth_out, *twin_out, *twin_in, *c2d;
     up_pending *twin_requests, *c2d_pending;
@@ -74,7 +81,7 @@ struct iotgw_upstream_device {
     unsigned link_generation;
 
     up_msg_list queue, in_flight;
-    uint64_t accepted, rejected, retried, authentications;
+    uint64_t accepted, rejected, retried, throttled, authentications;
 };
 
 struct up_conn {
@@ -96,7 +103,8 @@ struct up_conn {
     iotgw_timer *retry_timer;
     iotgw_timer *kick_timer; /* pending work to send, from outside the connection's events */
     int64_t next_retry_ms;
-    int64_t empty_since_ms; /* closed when it stays empty */
+    int64_t attempt_started_ms; /* the reconnect backoff counts from here */
+    int64_t empty_since_ms;     /* closed when it stays empty */
     unsigned reconnects;
     char reason[160];
 };
@@ -127,9 +135,18 @@ void up_auth_dequeue(iotgw_upstream_device *dev);
 void up_auth_pump(iotgw_upstream *up);
 /* Take dev out of its connection and place it on another (the hub said full). */
 void up_device_move(iotgw_upstream_device *dev);
-/* The hub refused the device: links closed, pending telemetry answered RETRY, retried
- * after its backoff. */
-void up_device_fail(iotgw_upstream_device *dev, const char *cond, const char *description);
+/* The hub refused the device: links closed, retried after its backoff. A passing
+ * refusal keeps its telemetry for then; a refusal for good (dev->refused: the identity
+ * is not registered, or a fresh token was refused again after a retry) answers it RETRY
+ * with IOTGW_COND_REFUSED. */
+typedef enum up_refusal {
+    UP_REFUSAL_PASSING = 0,  /* throttled, a link detached, a token expired, a hub error */
+    UP_REFUSAL_IDENTITY = 1, /* put-token 401/403: for good if it happens again after a retry */
+    UP_REFUSAL_FOR_GOOD = 2, /* not registered (404), or no usable key */
+} up_refusal;
+void up_device_fail(iotgw_upstream_device *dev, up_refusal kind, const char *cond, const char *description);
+/* Messages past their delivery deadline get RETRY with IOTGW_COND_DELIVERY_TIMEOUT. */
+void up_telemetry_expire(iotgw_upstream_device *dev, int64_t now);
 
 /* upstream_conn.c */
 up_conn *up_conn_new(iotgw_upstream *up);

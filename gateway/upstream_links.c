@@ -173,9 +173,9 @@ void up_links_forget(iotgw_upstream_device *dev)
 
 static int can_send(const iotgw_upstream_device *dev)
 {
+    unsigned window = dev->probing ? 1 : dev->up->opt.device_window;
     return dev->state == IOTGW_DEVICE_ONLINE && dev->tel && dev->queue.count &&
-           dev->in_flight.count < dev->up->opt.device_window && !dev->paused_until_ms &&
-           pn_link_credit(dev->tel) > 0;
+           dev->in_flight.count < window && !dev->paused_until_ms && pn_link_credit(dev->tel) > 0;
 }
 
 void up_ready_add(iotgw_upstream_device *dev)
@@ -264,10 +264,65 @@ void up_telemetry_flush(iotgw_upstream_device *dev, const char *cond, const char
     }
 }
 
+/* Forget a message in flight: its delivery is settled here, so whatever the hub says of
+ * it later is not heard (it may still have arrived). */
+static void abandon_in_flight(iotgw_upstream_device *dev, up_msg *m)
+{
+    up_msg_unlink(&dev->in_flight, m);
+    if (m->delivery) {
+        pn_delivery_set_context(m->delivery, NULL);
+        pn_delivery_settle(m->delivery);
+        m->delivery = NULL;
+    }
+    if (dev->conn && dev->conn->in_flight)
+        dev->conn->in_flight--;
+}
+
+void up_telemetry_expire(iotgw_upstream_device *dev, int64_t now)
+{
+    char text[120];
+    snprintf(text, sizeof text, "no outcome from the hub within %u ms", dev->up->opt.delivery_timeout_ms);
+    /* both lists are in sending order, oldest first */
+    while (dev->in_flight.head && now >= dev->in_flight.head->deadline_ms) {
+        up_msg *m = dev->in_flight.head;
+        abandon_in_flight(dev, m);
+        answer(dev, m, IOTGW_OUTCOME_RETRY, IOTGW_COND_DELIVERY_TIMEOUT, text);
+    }
+    while (dev->queue.head && now >= dev->queue.head->deadline_ms) {
+        up_msg *m = dev->queue.head;
+        up_msg_unlink(&dev->queue, m);
+        answer(dev, m, IOTGW_OUTCOME_RETRY, IOTGW_COND_DELIVERY_TIMEOUT, text);
+    }
+}
+
 static int is_throttling(const char *cond)
 {
     return cond && (!strcmp(cond, "com.microsoft:device-container-throttled") ||
                     !strcmp(cond, "amqp:resource-limit-exceeded"));
+}
+
+#define THROTTLE_FIRST_PAUSE_MS 250
+
+/* The hub throttles the device: the message goes back to the head of its queue, and the
+ * device pauses, then probes with one message at a time until one is accepted. Pauses
+ * grow while the throttling lasts (up to throttle_cap_ms) and start short again once a
+ * message is accepted, so a device runs at full rate as soon as the hub lets it. */
+static void throttled(iotgw_upstream_device *dev, up_msg *m, const char *cond)
+{
+    iotgw_upstream *up = dev->up;
+    dev->throttled++;
+    /* what was sent after it will be refused too: all of it goes back, in order */
+    requeue_in_flight(dev, 1);
+    up_msg_push_front(&dev->queue, m);
+    uint32_t next = dev->throttle_ms ? dev->throttle_ms * 2 : THROTTLE_FIRST_PAUSE_MS;
+    dev->throttle_ms = next > up->opt.throttle_cap_ms ? up->opt.throttle_cap_ms : next;
+    int64_t pause = iotgw_backoff_uniform(&up->jitter, dev->throttle_ms * 3 / 4, dev->throttle_ms);
+    dev->paused_until_ms = up_now_ms(up) + (pause < 1 ? 1 : pause);
+    dev->probing = 1;
+    up_ready_remove(dev);
+    iotgw_log_limited(&dev->log, IOTGW_LOG_WARN,
+                      "upstream: device %s throttled by the hub (%s); paused %lld ms", dev->id, cond,
+                      (long long)pause);
 }
 
 static void on_outcome(up_conn *c, iotgw_upstream_device *dev, pn_delivery_t *d)
@@ -291,15 +346,20 @@ static void on_outcome(up_conn *c, iotgw_upstream_device *dev, pn_delivery_t *d)
              name && pn_condition_get_description(cond) ? pn_condition_get_description(cond) : "");
     pn_delivery_set_context(d, NULL);
     pn_delivery_settle(d);
+    m->delivery = NULL;
     switch (state) {
-    case PN_ACCEPTED: answer(dev, m, IOTGW_OUTCOME_ACCEPTED, NULL, NULL); break;
+    case PN_ACCEPTED:
+        dev->throttle_ms = 0;
+        dev->probing = 0;
+        answer(dev, m, IOTGW_OUTCOME_ACCEPTED, NULL, NULL);
+        break;
     case PN_REJECTED:
         if (is_throttling(namebuf)) {
-            int64_t wait = iotgw_backoff_next(&dev->backoff);
-            dev->paused_until_ms = up_now_ms(dev->up) + wait;
-            iotgw_log(IOTGW_LOG_WARN, "upstream: device %s throttled by the hub (%s); paused %lld ms",
-                      dev->id, namebuf, (long long)wait);
+            throttled(dev, m, namebuf);
+            break;
         }
+        if (!strcmp(namebuf, "amqp:unauthorized-access") && dev->authorized && !dev->cbs_request)
+            dev->renew_at_ms = up_now_ms(dev->up); /* the token may have lapsed: a fresh one now */
         answer(dev, m, IOTGW_OUTCOME_REJECTED, *namebuf ? namebuf : "amqp:rejected",
                *descbuf ? descbuf : "the hub rejected the message");
         break;
@@ -428,7 +488,7 @@ void up_links_on_event(up_conn *c, iotgw_upstream_device *dev, pn_event_t *e)
         const char *desc = name ? pn_condition_get_description(cond) : NULL;
         char text[300];
         snprintf(text, sizeof text, "link %s detached: %s", pn_link_name(l), desc ? desc : "no description");
-        up_device_fail(dev, name ? name : "amqp:link:detach-forced", text);
+        up_device_fail(dev, UP_REFUSAL_PASSING, name ? name : "amqp:link:detach-forced", text);
         break;
     }
     case PN_LINK_FLOW:
@@ -468,7 +528,7 @@ void up_links_on_event(up_conn *c, iotgw_upstream_device *dev, pn_event_t *e)
 int iotgw_upstream_send(iotgw_upstream_device *dev, const uint8_t *encoded, size_t len, void *msg_ctx)
 {
     iotgw_upstream *up = dev->up;
-    if (dev->state == IOTGW_DEVICE_FAILED)
+    if (dev->refused)
         return IOTGW_ERR_UPSTREAM_NOT_ONLINE;
     if (dev->queue.count + dev->in_flight.count >= up->opt.device_queue ||
         up->pending_bytes + len > up->opt.queue_bytes)
@@ -478,6 +538,7 @@ int iotgw_upstream_send(iotgw_upstream_device *dev, const uint8_t *encoded, size
         return IOTGW_ERR_NOMEM;
     m->ctx = msg_ctx;
     m->delivery = NULL;
+    m->deadline_ms = up_now_ms(up) + up->opt.delivery_timeout_ms;
     m->len = len;
     memcpy(m->data, encoded, len);
     up->pending_bytes += len;

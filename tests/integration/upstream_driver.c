@@ -205,7 +205,10 @@ static void summary(FILE *f, int done)
         ret += devs[i].retried;
         dup += devs[i].duplicates;
         meth += devs[i].methods;
-        thr += devs[i].throttled;
+        thr += devs[i].throttled; /* told "throttled" (the upstream keeps such messages itself) */
+        iotgw_device_info ti;
+        iotgw_upstream_device_info(devs[i].up, &ti);
+        thr += ti.throttled;
         twin += devs[i].twin_answers;
         desired += devs[i].desired_updates;
         c2d += devs[i].c2d;

@@ -251,8 +251,8 @@ class UpstreamPool(unittest.TestCase):
         emu.stop()
 
     def test_throttled_devices_slow_down(self):
-        # 10 devices offer 300 msgs/s to a hub that takes 100/s: each device told
-        # "throttled" pauses for its backoff instead of hammering the hub
+        # 10 devices offer 300 msgs/s to a hub that takes 100/s: a device the hub refuses
+        # as throttled keeps the message, pauses, then probes, instead of hammering the hub
         devices = fleet(10)
         emu = self.start_emulator("--d2c-limit", 100, registry=fleet_registry(devices))
         summary, log = Driver(emu, devices, "--messages", 60, "--rate", 30, "--auth-rate", -1, "--backoff-base",
