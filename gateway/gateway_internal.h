@@ -13,6 +13,7 @@
 #include "gateway/gateway.h"
 #include "gateway/upstream.h"
 #include "schemas/gateway.pb-c.h"
+#include "transport/log.h"
 #include "transport/stream.h"
 
 #define HELLO_MAX_FRAME 8192 /* frames accepted before the handshake */
@@ -51,6 +52,7 @@ struct gw_session {
     gw_twin_call *twin_calls;
     iotgw_timer *timer; /* the hello deadline, until Hello */
     int64_t last_rx_ms, ping_sent_ms;
+    iotgw_log_limit log;     /* this connection's lines, once Hello named the device */
     gw_session *prev, *next; /* all sessions */
 };
 
@@ -65,8 +67,9 @@ struct iotgw_gateway {
     int draining;
     iotgw_timer *tick; /* every second: gw_session_tick for each session */
     pn_message_t *scratch;
-    uint64_t boot_id;      /* random at start: generated message ids are unique across restarts */
-    uint64_t next_message; /* generated message ids: one counter for every device and connection */
+    iotgw_log_limit anonymous_log; /* lines about connections that named no device yet */
+    uint64_t boot_id;              /* random at start: generated message ids are unique across restarts */
+    uint64_t next_message;         /* generated message ids: one counter for every device and connection */
 };
 
 /* session.c */
@@ -92,8 +95,7 @@ void gw_session_on_twin(gw_session *s, const iotgw_twin_response *r);
 void gw_session_on_c2d(gw_session *s, const iotgw_c2d_message *m);
 
 /* wrap.c: a Telemetry frame as the hub message to send (into msg) */
-int gw_wrap_telemetry(iotgw_gateway *g, const Iotgw__Telemetry *t, pn_message_t *msg,
-                      iotgw_diag *diag);
+int gw_wrap_telemetry(iotgw_gateway *g, const Iotgw__Telemetry *t, pn_message_t *msg, iotgw_diag *diag);
 
 /* transcode.c */
 /* JSON text to the packed protobuf of type (a Parcel's content typed by its registry). */

@@ -63,8 +63,9 @@ void gw_session_fail(gw_session *s, Iotgw__ErrorCode code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
-    iotgw_log(IOTGW_LOG_WARN, "device %s (%s): %s: %s", who(s), iotgw_stream_peer(s->stream),
-              error_name(code), text);
+    /* before Hello anyone can cause this line: one budget for all of them */
+    iotgw_log_limited(s->device ? &s->log : &s->g->anonymous_log, IOTGW_LOG_WARN, "device %s (%s): %s: %s",
+                      who(s), iotgw_stream_peer(s->stream), error_name(code), text);
     Iotgw__Error e = IOTGW__ERROR__INIT;
     e.code = code;
     e.message = text;
@@ -200,7 +201,8 @@ void gw_session_on_method(gw_session *s, const iotgw_method_request *req)
             char body[400], text[300];
             snprintf(text, sizeof text, "payload is not a valid %s: %s", m->request_type, diag.text);
             error_json(body, sizeof body, text);
-            iotgw_log(IOTGW_LOG_WARN, "device %s: method %s refused: %s", who(s), req->name, text);
+            iotgw_log_limited(&s->log, IOTGW_LOG_WARN, "device %s: method %s refused: %s", who(s), req->name,
+                              text);
             iotgw_upstream_method_respond(s->up, req->request_id, 400, (const uint8_t *)body, strlen(body));
             return;
         }
@@ -499,8 +501,9 @@ static void on_method_response(gw_session *s, const Iotgw__MethodResponse *r)
         pp = &(*pp)->next;
     gw_method_call *c = *pp;
     if (!c) {
-        iotgw_log(IOTGW_LOG_INFO, "device %s: answer to method request %" PRIu64 " came too late; dropped",
-                  who(s), r->request_id);
+        iotgw_log_limited(&s->log, IOTGW_LOG_INFO,
+                          "device %s: answer to method request %" PRIu64 " came too late; dropped", who(s),
+                          r->request_id);
         return;
     }
     *pp = c->next;
@@ -599,8 +602,9 @@ static void handle_frame(gw_session *s, const Iotgw__Frame *f, const uint8_t *ra
                           : f->c2d_settle->outcome == IOTGW__C2D_OUTCOME__C2D_REJECT ? IOTGW_OUTCOME_REJECTED
                                                                                      : IOTGW_OUTCOME_RETRY;
         if (iotgw_upstream_c2d_settle(s->up, f->c2d_settle->delivery_id, o))
-            iotgw_log(IOTGW_LOG_INFO, "device %s: C2D delivery %" PRIu64 " was no longer pending", who(s),
-                      f->c2d_settle->delivery_id);
+            iotgw_log_limited(&s->log, IOTGW_LOG_INFO,
+                              "device %s: C2D delivery %" PRIu64 " was no longer pending", who(s),
+                              f->c2d_settle->delivery_id);
         break;
     }
     case IOTGW__FRAME__BODY_PING: {
@@ -666,6 +670,8 @@ static int on_data(iotgw_stream *st, const uint8_t *data, size_t len, void *ctx)
 static void session_free(gw_session *s)
 {
     iotgw_gateway *g = s->g;
+    if (s->device)
+        iotgw_log_limit_flush(&s->log, IOTGW_LOG_INFO, s->device->id);
     release_upstream(s, "the device disconnected");
     if (s->timer)
         iotgw_timer_cancel(s->timer);

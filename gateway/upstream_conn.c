@@ -109,6 +109,9 @@ void up_conn_kick(up_conn *c)
 
 /* ------------------------------------------------------------------ losing and reopening */
 
+/* An attempt that took this long before failing hung: nothing refused it. */
+#define HUNG_ATTEMPT_MS 4000
+
 static void retry_fired(iotgw_timer *t, void *ctx)
 {
     (void)t;
@@ -146,11 +149,15 @@ static void conn_lost(up_conn *c, const char *cond, const char *description)
         up_conn_free(c);
         return;
     }
-    /* The backoff counts from the start of the attempt that failed: an attempt that hung
-     * until its timeout (a frozen hub) is followed by the next one at once, so that one
-     * is always pending when the hub answers again; one refused at once waits it out. */
-    int64_t now = up_now_ms(up);
-    int64_t wait = iotgw_backoff_next(&c->backoff) - (now - c->attempt_started_ms);
+    /* The backoff counts from the start of the attempt that failed. An attempt that hung
+     * until a timeout (a frozen hub, a black hole: libwebsockets gives a TLS handshake
+     * 5 s) cost the hub nothing, so the next follows within half the base: one attempt is
+     * then nearly always pending, and served as soon as the hub answers again. One
+     * refused at once (a hub that is down) waits the backoff out. */
+    int64_t now = up_now_ms(up), tried = now - c->attempt_started_ms;
+    int64_t wait = iotgw_backoff_next(&c->backoff) - tried;
+    if (tried >= HUNG_ATTEMPT_MS)
+        wait = iotgw_backoff_uniform(&up->jitter, 0, up->opt.backoff_base_ms / 2);
     if (wait < 0)
         wait = 0;
     c->next_retry_ms = now + wait;

@@ -398,7 +398,8 @@ static void on_method_request(iotgw_upstream_device *dev, pn_delivery_t *d)
     if (rc == 0)
         payload = iotgw_body_bytes(pn_message_body(m), &payload_len);
     if (rc) {
-        iotgw_log(IOTGW_LOG_WARN, "upstream: device %s: method request refused: %s", dev->id, diag.text);
+        iotgw_log_limited(&dev->log, IOTGW_LOG_WARN, "upstream: device %s: method request refused: %s",
+                          dev->id, diag.text);
         iotgw_delivery_settle(d, PN_REJECTED, "amqp:decode-error", diag.text);
     } else {
         iotgw_delivery_settle(d, PN_ACCEPTED, NULL, NULL);

@@ -229,8 +229,8 @@ void up_twin_on_delivery(iotgw_upstream_device *dev, pn_delivery_t *d)
     if (dev->twin_in && pn_link_credit(dev->twin_in) < TWIN_CREDIT / 2)
         pn_link_flow(dev->twin_in, TWIN_CREDIT - pn_link_credit(dev->twin_in));
     if (rc) {
-        iotgw_log(IOTGW_LOG_WARN, "upstream: device %s: undecodable twin message refused: %s", dev->id,
-                  diag.text);
+        iotgw_log_limited(&dev->log, IOTGW_LOG_WARN,
+                          "upstream: device %s: undecodable twin message refused: %s", dev->id, diag.text);
         pn_message_free(m);
         return;
     }
@@ -262,14 +262,16 @@ void up_twin_on_delivery(iotgw_upstream_device *dev, pn_delivery_t *d)
                                   : NULL;
             pending_free(p);
             if (bad) {
-                iotgw_log(IOTGW_LOG_WARN, "upstream: device %s: twin answer refused: %s", dev->id, bad);
+                iotgw_log_limited(&dev->log, IOTGW_LOG_WARN, "upstream: device %s: twin answer refused: %s",
+                                  dev->id, bad);
                 answer(dev, id, 0, -1, NULL, 0, bad);
             } else {
                 answer(dev, id, (int)status, version, (const uint8_t *)body, body ? blen : 0, NULL);
             }
         } else {
-            iotgw_log(IOTGW_LOG_WARN,
-                      "upstream: device %s: a twin answer to no request of the gateway's ignored", dev->id);
+            iotgw_log_limited(&dev->log, IOTGW_LOG_WARN,
+                              "upstream: device %s: a twin answer to no request of the gateway's ignored",
+                              dev->id);
         }
     }
     pn_message_free(m);

@@ -2,6 +2,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/time.h>
 #include <time.h>
 
@@ -59,6 +60,17 @@ static void with_commas(uint64_t n, char *out, size_t size)
     out[o] = '\0';
 }
 
+static unsigned burst(void)
+{
+    static unsigned lines;
+    if (!lines) {
+        const char *env = getenv("IOTGW_LOG_BURST");
+        long n = env ? strtol(env, NULL, 10) : 0;
+        lines = n > 0 && n < 1000000 ? (unsigned)n : IOTGW_LOG_LIMIT_BURST;
+    }
+    return lines;
+}
+
 void iotgw_log_limited(iotgw_log_limit *lim, iotgw_log_level level, const char *fmt, ...)
 {
     if (level > max_level)
@@ -68,7 +80,7 @@ void iotgw_log_limited(iotgw_log_limit *lim, iotgw_log_level level, const char *
         lim->window_start_ms = now;
         lim->used = 0;
     }
-    if (lim->used >= IOTGW_LOG_LIMIT_BURST) {
+    if (lim->used >= burst()) {
         lim->suppressed++;
         return;
     }

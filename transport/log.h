@@ -23,8 +23,10 @@ void iotgw_log(iotgw_log_level level, const char *fmt, ...) __attribute__((forma
 
 /* A budget of lines for one source of events (a peer, a device, a listener), embedded
  * by its owner and zero-initialised: at most IOTGW_LOG_LIMIT_BURST lines each
- * IOTGW_LOG_LIMIT_WINDOW_MS; the lines over it are counted, and the first line logged
- * after them says how many were left out ("... (1,234 more like this not logged)"). */
+ * IOTGW_LOG_LIMIT_WINDOW_MS (the environment variable IOTGW_LOG_BURST, read once, sets
+ * another number of lines: for a test that must see every line); the lines over it are
+ * counted, and the first line logged after them says how many were left out
+ * ("... (1,234 more like this not logged)"). */
 #define IOTGW_LOG_LIMIT_BURST     5
 #define IOTGW_LOG_LIMIT_WINDOW_MS 10000
 typedef struct iotgw_log_limit {

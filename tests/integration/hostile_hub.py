@@ -174,7 +174,9 @@ fleet:
   devices:
 """ + "".join(f"    - id: {d}\n      key: {k}\n" for d, k in KEYS.items()))
         self.log = open(os.path.join(self.dir, "iotgw.log"), "w+")
-        self.proc = subprocess.Popen(WRAPPER + [IOTGW, "--config", config], stdout=subprocess.PIPE,
+        # every refusal's line is asserted below: lift the per-device budget of log lines
+        env = dict(os.environ, IOTGW_LOG_BURST="1000")
+        self.proc = subprocess.Popen(WRAPPER + [IOTGW, "--config", config], env=env, stdout=subprocess.PIPE,
                                      stderr=self.log, text=True)
         self.port = listening_ports(self.proc)[0]
 
