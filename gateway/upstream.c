@@ -395,6 +395,9 @@ int iotgw_upstream_device_add(iotgw_upstream *up, const iotgw_device_credential 
 {
     if (!cred || !cred->device_id || !*cred->device_id || !cred->key || !*cred->key)
         return iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "upstream: a device needs an id and a key");
+    int rc = iotgw_identity_check(cred->device_id, "upstream: device id", diag);
+    if (rc)
+        return rc; /* what the hub refuses; and its link addresses are sized for the longest legal id */
     iotgw_upstream_device *dev = calloc(1, sizeof *dev);
     if (!dev)
         return iotgw_diag_fail(diag, IOTGW_ERR_NOMEM, "upstream: out of memory");

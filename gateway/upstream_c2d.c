@@ -15,8 +15,8 @@
 
 void up_c2d_attach(iotgw_upstream_device *dev)
 {
-    char address[400];
-    snprintf(address, sizeof address, "/devices/%s/messages/devicebound", dev->id_encoded);
+    char address[UP_ADDRESS_MAX];
+    up_device_address(dev, "/messages/devicebound", address, sizeof address);
     dev->c2d = up_open_link(dev, 0, "c2d", address, NULL);
     pn_link_set_rcv_settle_mode(dev->c2d, PN_RCV_FIRST);
     pn_link_open(dev->c2d);

@@ -16,6 +16,7 @@
 #include <proton/link.h>
 #include <proton/session.h>
 
+#include "codecs/identity.h"
 #include "gateway/backoff.h"
 #include "gateway/upstream.h"
 #include "transport/log.h"
@@ -163,6 +164,12 @@ void up_conn_kick(up_conn *c);
 void up_conn_reset(up_conn *c, const char *cond, const char *description);
 
 /* upstream_links.c */
+/* Room for "/devices/{id}/{suffix}" with the longest legal id percent-encoded (128
+ * characters, 3 bytes each) and the longest suffix. */
+#define UP_ADDRESS_MAX (sizeof "/devices/" + 3 * IOTGW_IDENTITY_MAX_LEN + sizeof "/messages/devicebound" + 8)
+/* The device's link address "/devices/{encoded id}{suffix}" into out; 0, or -1 (and
+ * nothing usable in out) if it does not fit. */
+int up_device_address(const iotgw_upstream_device *dev, const char *suffix, char *out, size_t size);
 pn_link_t *up_open_link(iotgw_upstream_device *dev, int sender, const char *kind, const char *address,
                         const char *channel);
 void up_links_attach(iotgw_upstream_device *dev);

@@ -72,7 +72,7 @@ static void put_property(pn_data_t *p, const char *key, const char *value)
 pn_link_t *up_open_link(iotgw_upstream_device *dev, int sender, const char *kind, const char *address,
                         const char *channel)
 {
-    char name[300];
+    char name[sizeof "methods-responses--4294967295" + IOTGW_IDENTITY_MAX_LEN];
     snprintf(name, sizeof name, "%s-%s-%u", kind, dev->id, ++dev->link_generation);
     pn_session_t *ssn = dev->conn->ssn;
     pn_link_t *l = sender ? pn_sender(ssn, name) : pn_receiver(ssn, name);
@@ -91,18 +91,26 @@ pn_link_t *up_open_link(iotgw_upstream_device *dev, int sender, const char *kind
     return l;
 }
 
+int up_device_address(const iotgw_upstream_device *dev, const char *suffix, char *out, size_t size)
+{
+    int n = snprintf(out, size, "/devices/%s%s", dev->id_encoded, suffix);
+    return n < 0 || (size_t)n >= size ? -1 : 0;
+}
+
 void up_links_attach(iotgw_upstream_device *dev)
 {
     if (!dev->conn || !dev->conn->ssn)
         return;
-    char address[400], channel[300];
-    snprintf(address, sizeof address, "/devices/%s/messages/events", dev->id_encoded);
+    char address[UP_ADDRESS_MAX], channel[sizeof "methods:" + IOTGW_IDENTITY_MAX_LEN];
+    /* ids are checked when the device is added: these cannot be cut */
+    if (up_device_address(dev, "/messages/events", address, sizeof address))
+        abort();
     dev->tel = up_open_link(dev, 1, "telemetry", address, NULL);
     pn_link_set_snd_settle_mode(dev->tel, PN_SND_UNSETTLED);
     pn_link_set_rcv_settle_mode(dev->tel, PN_RCV_FIRST);
     pn_link_open(dev->tel);
     if (dev->features & IOTGW_UPSTREAM_METHODS) {
-        snprintf(address, sizeof address, "/devices/%s/methods/devicebound", dev->id_encoded);
+        up_device_address(dev, "/methods/devicebound", address, sizeof address);
         snprintf(channel, sizeof channel, "methods:%s", dev->id);
         dev->meth_in = up_open_link(dev, 0, "methods-requests", address, channel);
         pn_link_set_rcv_settle_mode(dev->meth_in, PN_RCV_FIRST);

@@ -23,8 +23,8 @@
 
 void up_twin_attach(iotgw_upstream_device *dev)
 {
-    char address[400], channel[300];
-    snprintf(address, sizeof address, "/devices/%s/twin", dev->id_encoded);
+    char address[UP_ADDRESS_MAX], channel[sizeof "twin:" + IOTGW_IDENTITY_MAX_LEN];
+    up_device_address(dev, "/twin", address, sizeof address);
     snprintf(channel, sizeof channel, "twin:%s", dev->id);
     dev->twin_out = up_open_link(dev, 1, "twin-requests", address, channel);
     pn_link_set_snd_settle_mode(dev->twin_out, PN_SND_SETTLED);

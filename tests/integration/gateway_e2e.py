@@ -198,6 +198,35 @@ class GatewayEndToEnd(unittest.TestCase):
         self.assertEqual(len(ids), sent)
         self.assertEqual(len(set(ids)), sent, f"generated ids repeat: {sorted(ids)}")
 
+    def test_longest_legal_device_id_works_end_to_end(self):
+        """128 '+' characters percent-encode to 384 in link addresses: the longest legal id
+        must reach the hub like any other (it overflowed a 400-byte address buffer)."""
+        long_id, key = "+" * 128, random_key()
+        status, _, _ = EMU.rest("PUT", "/devices/" + "%2B" * 128, {"deviceId": long_id, "authentication": {
+            "type": "sas", "symmetricKey": {"primaryKey": key, "secondaryKey": key}}})
+        self.assertEqual(status, 200)
+        reader = StreamReader(EMU, selector=None)
+        gw = Gateway(EMU, keys={long_id: key})
+        try:
+            d = Device(gw.port)
+            d.hello(long_id, token(long_id, key=key), methods=True, twin=True, c2d=True)
+            d.expect("welcome")
+            f = T("Frame")()
+            f.telemetry.seq = 1
+            f.telemetry.raw = b"{}"
+            f.telemetry.message_id = "longest-1"
+            d.send(f)
+            self.assertEqual(d.expect("ack").seq, 1)
+            end = time.time() + 10
+            while not reader.events and time.time() < end:
+                time.sleep(0.05)
+            self.assertEqual([(e[0], e[1]) for e in reader.events], [(long_id, "longest-1")])
+            d.close()
+        finally:
+            reader.stop()
+            gw.stop()
+            gw.log.close()
+
     def test_unknown_device_bad_token_disabled_and_hello_required(self):
         cases = [
             ("stranger", token("agent1"), "ERROR_UNKNOWN_DEVICE"),
