@@ -2,14 +2,18 @@
  * AMQP over TLS (AMQPS): libwebsockets carries plain TCP bytes ("raw" sockets) and
  * Proton's own TLS layer (pn_ssl) encrypts them, for clients and servers.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
 #include <proton/condition.h>
 #include <proton/ssl.h>
 #include <proton/transport.h>
 
 #include "transport/internal.h"
+#include "transport/tls_reason.h"
 
 /* Where Debian keeps the system's trusted CAs, used when no CA file is given. */
 #define SYSTEM_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
@@ -56,13 +60,90 @@ static pn_ssl_domain_t *make_domain(pn_ssl_mode_t mode, const iotgw_tls_options 
     return d;
 }
 
+/*
+ * Why a certificate was refused. Proton 0.37 reports every refusal as "certificate verify
+ * failed", logs only a name mismatch (at its SSL error level), and gives no access to its
+ * OpenSSL object, which alone knows OpenSSL's verdict. So OpenSSL tells us of each SSL
+ * object it creates (a "new" hook on an ex_data index of ours), the one created inside
+ * pn_ssl_init() is this transport's, and a verify callback of ours wraps Proton's on it and
+ * notes the first refusal: OpenSSL's error and depth, or Proton's own name check. Chosen
+ * over the alternatives because it reads OpenSSL's verdict on this very handshake through
+ * OpenSSL's public API only: no parsing of Proton's text or log (which never say which
+ * check failed), no reliance on Proton's private structures, no second handshake of our
+ * own (another connection may meet another server). Should Proton make its SSL object
+ * elsewhere or use another TLS library, nothing is noted and Proton's text is reported.
+ */
+static int ssl_index = -1;
+static pthread_once_t ssl_index_once = PTHREAD_ONCE_INIT;
+/* set around pn_ssl_init() on this thread: where the SSL objects made meanwhile go */
+static _Thread_local SSL *made_ssl;
+static _Thread_local int making, made_count;
+
+static void on_ssl_new(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+    (void)ptr, (void)ad, (void)idx, (void)argl, (void)argp;
+    if (making) {
+        made_ssl = parent;
+        made_count++;
+    }
+}
+
+static void make_ssl_index(void)
+{
+    ssl_index = SSL_get_ex_new_index(0, NULL, on_ssl_new, NULL, NULL);
+}
+
+static int verify_and_note(int ok, X509_STORE_CTX *x)
+{
+    SSL *ssl = X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx());
+    iotgw_conn *c = ssl ? SSL_get_ex_data(ssl, ssl_index) : NULL;
+    if (!c || !c->tls_next_verify)
+        return 0; /* cannot happen (set before the handshake); never skip Proton's checks */
+    int verdict = c->tls_next_verify(ok, x);
+    if (!verdict && !c->tls_verify_error) {
+        /* OpenSSL accepted what Proton refused: its host-name check, the only one it adds */
+        c->tls_verify_error = ok ? X509_V_ERR_HOSTNAME_MISMATCH : X509_STORE_CTX_get_error(x);
+        c->tls_verify_depth = X509_STORE_CTX_get_error_depth(x);
+    }
+    return verdict;
+}
+
+/* After pn_ssl_init(): wrap Proton's verify callback on the SSL object it made, if one. */
+static void watch_verification(iotgw_conn *c)
+{
+    SSL *ssl = made_count == 1 ? made_ssl : NULL;
+    making = made_count = 0;
+    made_ssl = NULL;
+    if (!ssl || ssl_index < 0 || !(SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER) ||
+        !SSL_get_verify_callback(ssl) || !SSL_set_ex_data(ssl, ssl_index, c))
+        return;
+    c->tls_next_verify = SSL_get_verify_callback(ssl);
+    SSL_set_verify(ssl, SSL_get_verify_mode(ssl), verify_and_note);
+}
+
+int amqps_tls_refusal(iotgw_conn *c, char *out, size_t size)
+{
+    if (!c->tls_verify_error)
+        return 0;
+    char host[256];
+    size_t n = sizeof host;
+    pn_ssl_t *ssl = pn_ssl(c->driver.transport);
+    int have_host = !c->is_server && ssl && !pn_ssl_get_peer_hostname(ssl, host, &n) && host[0];
+    tls_reason_describe(c->tls_verify_error, c->tls_verify_depth, !c->is_server, have_host ? host : NULL, out,
+                        size);
+    return 1;
+}
+
 int amqps_setup_tls(iotgw_conn *c, const iotgw_tls_options *tls, const char *host, iotgw_diag *diag)
 {
     pn_ssl_domain_t *d = make_domain(c->is_server ? PN_SSL_MODE_SERVER : PN_SSL_MODE_CLIENT, tls, diag);
     if (!d)
         return IOTGW_ERR_INVALID_ARG;
+    pthread_once(&ssl_index_once, make_ssl_index);
     pn_ssl_t *ssl = pn_ssl(c->driver.transport);
-    int rc = pn_ssl_init(ssl, d, NULL);
+    making = 1;
+    int rc = pn_ssl_init(ssl, d, NULL); /* makes the transport's SSL object */
+    watch_verification(c);
     pn_ssl_domain_free(d); /* the transport keeps its own reference */
     if (rc)
         return iotgw_diag_fail(diag, IOTGW_ERR_INTERNAL, "could not start TLS");

@@ -42,23 +42,6 @@ static void link_out(iotgw_conn *c)
     c->prev = c->next = NULL;
 }
 
-/* Proton logs why it refused a certificate (e.g. the host name) only at SSL error level:
- * keep that for the connection's condition, pass anything else to Proton's own sink. */
-static void proton_log(intptr_t ctx, pn_log_subsystem_t subsystem, pn_log_level_t level, const char *message)
-{
-    iotgw_conn *c = (iotgw_conn *)ctx;
-    if (subsystem == PN_SUBSYSTEM_SSL && level == PN_LEVEL_ERROR) {
-        const char *m = !strncmp(message, "Error: ", 7) ? message + 7 : message;
-        size_t n = strcspn(m, "-\n");
-        while (n && (m[n - 1] == ' ' || m[n - 1] == '.'))
-            n--;
-        snprintf(c->tls_detail, sizeof c->tls_detail, "%.*s", (int)n, m);
-        return;
-    }
-    if (c->proton_sink)
-        c->proton_sink(c->proton_sink_ctx, subsystem, level, message);
-}
-
 iotgw_conn *conn_new(iotgw_loop *loop, iotgw_transport_kind kind, int is_server, uint32_t idle_timeout_ms,
                      size_t max_output)
 {
@@ -79,13 +62,6 @@ iotgw_conn *conn_new(iotgw_loop *loop, iotgw_transport_kind kind, int is_server,
     /* Without a limit Proton buffers whatever frame size a peer announces (up to 4 GiB);
      * IoT Hub itself advertises 65536. A larger frame is a framing error. */
     pn_transport_set_max_frame(t, IOTGW_MAX_FRAME_SIZE);
-    pn_logger_t *logger = pn_transport_logger(t);
-    /* Only a user who asked for Proton's logs (PN_LOG, PN_TRACE_*) gets them on stderr. */
-    if (getenv("PN_LOG") || getenv("PN_TRACE_FRM") || getenv("PN_TRACE_RAW") || getenv("PN_TRACE_DRV"))
-        c->proton_sink = pn_logger_get_log_sink(logger);
-    c->proton_sink_ctx = pn_logger_get_log_sink_context(logger);
-    pn_logger_set_log_sink(logger, proton_log, (intptr_t)c);
-    pn_logger_set_mask(logger, PN_SUBSYSTEM_SSL, PN_LEVEL_ERROR);
     if (is_server) {
         pn_transport_set_server(t);
         /* Official SDKs either open a SASL layer or send the bare AMQP header: accept both.
@@ -233,21 +209,30 @@ static void close_socket_when_flushed(iotgw_conn *c)
 }
 
 /* Proton reports its TLS layer's failures as framing errors "SSL Failure: ...": give
- * them our TLS condition so that owners need not parse text. */
+ * them our TLS condition so that owners need not parse text, and say why a certificate
+ * was refused, which Proton's text does not (amqps.c notes OpenSSL's verdict). */
 static void name_tls_failure(iotgw_conn *c)
 {
     pn_condition_t *cond = pn_transport_condition(c->driver.transport);
     const char *desc = pn_condition_get_description(cond);
-    if (desc && !strncmp(desc, "SSL Failure: ", 13)) {
-        char text[512];
-        /* Proton does not say why a certificate was refused; name the usual reasons. */
-        snprintf(text, sizeof text, "TLS handshake failed: %s%s", desc + 13,
-                 strstr(desc, "certificate verify failed") ? " (the peer's certificate is not signed by a "
-                                                             "trusted CA, names another host, or has expired)"
-                                                           : "");
-        pn_condition_set_name(cond, IOTGW_COND_TLS);
-        pn_condition_set_description(cond, text);
-    }
+    if (!desc || strncmp(desc, "SSL Failure: ", 13))
+        return;
+    const char *why = desc + 13;
+    /* OpenSSL's "error:0A000086:SSL routines::certificate verify failed": the reason
+     * follows the code, library and function */
+    if (!strncmp(why, "error:", 6))
+        for (int i = 0; i < 4 && strchr(why, ':'); i++)
+            why = strchr(why, ':') + 1;
+    char refusal[192], text[320];
+    if (amqps_tls_refusal(c, refusal, sizeof refusal))
+        snprintf(text, sizeof text, "TLS handshake failed: %s", refusal);
+    else /* not a certificate refusal, or one we could not watch: the usual reasons */
+        snprintf(text, sizeof text, "TLS handshake failed: %s%s", why,
+                 strstr(why, "certificate verify failed") ? " (the peer's certificate is not signed by a "
+                                                            "trusted CA, names another host, or has expired)"
+                                                          : "");
+    pn_condition_set_name(cond, IOTGW_COND_TLS);
+    pn_condition_set_description(cond, text);
 }
 
 /* Run the owner's handler over every pending event, then settle what follows from them:

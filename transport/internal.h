@@ -6,7 +6,6 @@
 #include <libwebsockets.h>
 #include <uv.h>
 #include <proton/connection_driver.h>
-#include <proton/logger.h>
 
 #include "transport/transport.h"
 
@@ -59,10 +58,10 @@ struct iotgw_conn {
     int dispatching;
     int closed_seen; /* the owner has had PN_TRANSPORT_CLOSED */
     char peer[80];
-    char peer_cn[128];         /* verified peer certificate's CN, or "" */
-    char tls_detail[200];      /* Proton's own TLS complaint, if it logged one */
-    pn_log_sink_t proton_sink; /* Proton's sink, for everything else it logs */
-    intptr_t proton_sink_ctx;
+    char peer_cn[128]; /* verified peer certificate's CN, or "" */
+    /* AMQPS (amqps.c): OpenSSL's first refusal of the peer's certificate, 0: none */
+    int tls_verify_error, tls_verify_depth;
+    SSL_verify_cb tls_next_verify; /* Proton's verify callback, which ours wraps */
     iotgw_conn *prev, *next;
 };
 
@@ -123,6 +122,8 @@ int raw_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
 int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len);
 /* amqps.c: Proton's TLS layer on a connection's transport */
 int amqps_setup_tls(iotgw_conn *c, const iotgw_tls_options *tls, const char *host, iotgw_diag *diag);
+/* Why the peer's certificate was refused, if it was (1, the reason in out), else 0. */
+int amqps_tls_refusal(iotgw_conn *c, char *out, size_t size);
 /* http.c */
 size_t http_request_size(void);
 

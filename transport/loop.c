@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "transport/internal.h"
+#include "transport/tls_reason.h"
 
 /* A client vhost holds the TLS client context (CA, certificate) and proxy shared by
  * every client connection with the same settings. */
@@ -26,8 +27,9 @@ const struct lws_protocols *loop_client_protocols(void)
     return client_protocols;
 }
 
-/* Only the event-loop thread runs libwebsockets, so one buffer is enough. */
-static char last_tls_error[160];
+/* Only the event-loop thread runs libwebsockets, so one buffer is enough; wss.c puts
+ * it in a 200-byte description after "TLS handshake failed: ". */
+static char last_tls_error[176];
 
 const char *loop_tls_error(void)
 {
@@ -41,14 +43,22 @@ void loop_tls_error_clear(void)
 
 static void log_to_stderr(int level, const char *line)
 {
-    /* "... SSL error: certificate has expired (preverify_ok=0;err=10;depth=0)" */
+    /* "... SSL error: certificate has expired (preverify_ok=0;err=10;depth=0)": the
+     * verify error and depth, named as on AMQPS (tls_reason.c); the host is not known
+     * here. Without them, lws' own words. */
     const char *why = strstr(line, "SSL error: ");
     if (why) {
         why += strlen("SSL error: ");
-        size_t n = strcspn(why, "(\n");
-        while (n && why[n - 1] == ' ')
-            n--;
-        snprintf(last_tls_error, sizeof last_tls_error, "%.*s", (int)n, why);
+        const char *detail = strstr(why, "(preverify_ok=");
+        int ok, err, depth;
+        if (detail && sscanf(detail, "(preverify_ok=%d;err=%d;depth=%d)", &ok, &err, &depth) == 3 && err) {
+            tls_reason_describe(err, depth, 1, NULL, last_tls_error, sizeof last_tls_error);
+        } else {
+            size_t n = strcspn(why, "(\n");
+            while (n && why[n - 1] == ' ')
+                n--;
+            snprintf(last_tls_error, sizeof last_tls_error, "%.*s", (int)n, why);
+        }
         return; /* reported with the connection's failure instead */
     }
     fprintf(stderr, "lws: %s", line);

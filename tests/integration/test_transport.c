@@ -227,24 +227,41 @@ static void expect_failure(iotgw_transport_kind kind, const char *server_cert, c
     }
 }
 
+/* The texts of certificate refusals, the same on WSS and AMQPS (transport/tls_reason.c);
+ * only AMQPS knows the host there to name it. */
+#define UNTRUSTED_CA                                                                                         \
+    "TLS handshake failed: the server's certificate is not signed by a trusted CA (OpenSSL: unable to get "  \
+    "local issuer certificate)"
+#define EXPIRED                                                                                              \
+    "TLS handshake failed: the server's certificate has expired (OpenSSL: certificate has expired)"
+#define SELF_SIGNED                                                                                          \
+    "TLS handshake failed: the server's certificate is self-signed and not trusted (OpenSSL: self-signed "   \
+    "certificate)"
+
 START_TEST(wss_unknown_ca)
 {
-    expect_failure(IOTGW_TRANSPORT_WSS, "server.pem", "other-ca.pem", NULL, IOTGW_COND_TLS,
-                   "TLS handshake failed: unable to get local issuer certificate");
+    expect_failure(IOTGW_TRANSPORT_WSS, "server.pem", "other-ca.pem", NULL, IOTGW_COND_TLS, UNTRUSTED_CA);
 }
 END_TEST
 
 START_TEST(wss_wrong_hostname)
 {
     expect_failure(IOTGW_TRANSPORT_WSS, "wrongname.pem", "ca.pem", NULL, IOTGW_COND_TLS,
-                   "TLS handshake failed: hostname mismatch");
+                   "TLS handshake failed: the server's certificate is for another host (OpenSSL: hostname "
+                   "mismatch)");
 }
 END_TEST
 
 START_TEST(wss_expired_certificate)
 {
-    expect_failure(IOTGW_TRANSPORT_WSS, "expired.pem", "ca.pem", NULL, IOTGW_COND_TLS,
-                   "TLS handshake failed: certificate has expired");
+    expect_failure(IOTGW_TRANSPORT_WSS, "expired.pem", "ca.pem", NULL, IOTGW_COND_TLS, EXPIRED);
+}
+END_TEST
+
+/* other-ca.pem is a CA's own certificate: self-signed, and not the client's CA */
+START_TEST(wss_self_signed_certificate)
+{
+    expect_failure(IOTGW_TRANSPORT_WSS, "other-ca.pem", "ca.pem", NULL, IOTGW_COND_TLS, SELF_SIGNED);
 }
 END_TEST
 
@@ -255,28 +272,30 @@ START_TEST(wss_wrong_path_is_http_404)
 }
 END_TEST
 
-/* Proton's TLS layer (AMQPS) does not say which check failed. */
-#define AMQPS_VERIFY_FAILED                                                                                  \
-    "certificate verify failed (the peer's certificate is not signed by a trusted CA, names another host, "  \
-    "or has expired)"
-
+/* Proton's TLS layer (AMQPS) itself says only "certificate verify failed". */
 START_TEST(amqps_unknown_ca)
 {
-    expect_failure(IOTGW_TRANSPORT_AMQPS, "server.pem", "other-ca.pem", NULL, IOTGW_COND_TLS,
-                   AMQPS_VERIFY_FAILED);
+    expect_failure(IOTGW_TRANSPORT_AMQPS, "server.pem", "other-ca.pem", NULL, IOTGW_COND_TLS, UNTRUSTED_CA);
 }
 END_TEST
 
 START_TEST(amqps_wrong_hostname)
 {
     expect_failure(IOTGW_TRANSPORT_AMQPS, "wrongname.pem", "ca.pem", NULL, IOTGW_COND_TLS,
-                   AMQPS_VERIFY_FAILED);
+                   "TLS handshake failed: the server's certificate is not for localhost (OpenSSL: hostname "
+                   "mismatch)");
 }
 END_TEST
 
 START_TEST(amqps_expired_certificate)
 {
-    expect_failure(IOTGW_TRANSPORT_AMQPS, "expired.pem", "ca.pem", NULL, IOTGW_COND_TLS, AMQPS_VERIFY_FAILED);
+    expect_failure(IOTGW_TRANSPORT_AMQPS, "expired.pem", "ca.pem", NULL, IOTGW_COND_TLS, EXPIRED);
+}
+END_TEST
+
+START_TEST(amqps_self_signed_certificate)
+{
+    expect_failure(IOTGW_TRANSPORT_AMQPS, "other-ca.pem", "ca.pem", NULL, IOTGW_COND_TLS, SELF_SIGNED);
 }
 END_TEST
 
@@ -363,6 +382,54 @@ END_TEST
 START_TEST(amqps_listener_requires_client_certificate)
 {
     client_certificate(IOTGW_TRANSPORT_AMQPS);
+}
+END_TEST
+
+/* An AMQPS listener that refuses a client's certificate tells its owner why (the
+ * emulator logs it with the connection's close). */
+static void amqps_client_certificate_refused(const char *name, const char *why)
+{
+    server *s = &srv;
+    iotgw_listener_options lo = {
+        .kind = IOTGW_TRANSPORT_AMQPS,
+        .address = "127.0.0.1",
+        .tls = {.cert_file = cert("server.pem"), .key_file = cert("server.key"), .ca_file = cert("ca.pem")},
+        .on_accept = server_accept,
+        .ctx = s,
+    };
+    iotgw_diag d = {0};
+    ck_assert_msg(iotgw_listener_new(loop, &lo, &s->listener, &d) == 0, "listener: %s", d.text);
+    s->peer.is_server = 1;
+    char key[64] = "";
+    if (name)
+        snprintf(key, sizeof key, "%.*s.key", (int)(strlen(name) - 4), name);
+    client = (amqp_peer){.n_sessions = 1, .links_per_session = 1, .per_link = 1, .msg_size = 16};
+    client_cert = name ? cert(name) : NULL;
+    client_key = name ? cert(key) : NULL;
+    start_client(&client, IOTGW_TRANSPORT_AMQPS, iotgw_listener_port(s->listener), "ca.pem", NULL, 0);
+    run_until_closed(&client, 20);
+    run_until_closed(&s->peer, 20);
+    ck_assert_int_eq(s->accepted, 1);
+    ck_assert_str_eq(s->peer.cond_name, IOTGW_COND_TLS);
+    ck_assert_str_eq(s->peer.cond_desc, why);
+    /* Proton sends no TLS alert once it failed: the client hears only the close */
+    ck_assert_msg(client.cond_name[0] != '\0', "a refused client did not fail");
+    ck_assert_int_eq(client.remote_opened, 0);
+}
+
+START_TEST(amqps_listener_says_why_a_client_certificate_was_refused)
+{
+    amqps_client_certificate_refused("expired.pem",
+                                     "TLS handshake failed: the client's certificate has expired "
+                                     "(OpenSSL: certificate has expired)");
+    iotgw_listener_free(srv.listener);
+    memset(&srv, 0, sizeof srv);
+    amqps_client_certificate_refused("other-ca.pem",
+                                     "TLS handshake failed: the client's certificate is "
+                                     "self-signed and not trusted (OpenSSL: self-signed certificate)");
+    iotgw_listener_free(srv.listener);
+    memset(&srv, 0, sizeof srv);
+    amqps_client_certificate_refused(NULL, "TLS handshake failed: peer did not return a certificate");
 }
 END_TEST
 
@@ -502,13 +569,13 @@ static void system_store_refuses_test_ca(iotgw_transport_kind kind, const char *
 
 START_TEST(wss_default_trust_is_the_system_store)
 {
-    system_store_refuses_test_ca(IOTGW_TRANSPORT_WSS, "unable to get local issuer certificate");
+    system_store_refuses_test_ca(IOTGW_TRANSPORT_WSS, UNTRUSTED_CA);
 }
 END_TEST
 
 START_TEST(amqps_default_trust_is_the_system_store)
 {
-    system_store_refuses_test_ca(IOTGW_TRANSPORT_AMQPS, "certificate verify failed");
+    system_store_refuses_test_ca(IOTGW_TRANSPORT_AMQPS, UNTRUSTED_CA);
 }
 END_TEST
 
@@ -669,6 +736,7 @@ Suite *suite_under_test(void)
     tcase_add_test(wf, wss_unknown_ca);
     tcase_add_test(wf, wss_wrong_hostname);
     tcase_add_test(wf, wss_expired_certificate);
+    tcase_add_test(wf, wss_self_signed_certificate);
     tcase_add_test(wf, wss_wrong_path_is_http_404);
     tcase_add_test(wf, connection_refused_is_reported);
     tcase_add_test(wf, wss_silent_server_hits_connect_deadline);
@@ -678,12 +746,14 @@ Suite *suite_under_test(void)
     tcase_add_test(af, amqps_unknown_ca);
     tcase_add_test(af, amqps_wrong_hostname);
     tcase_add_test(af, amqps_expired_certificate);
+    tcase_add_test(af, amqps_self_signed_certificate);
     tcase_add_test(af, amqps_silent_server_hits_connect_deadline);
     tcase_add_test(af, amqps_default_trust_is_the_system_store);
 
     TCase *cc = add_case(s, "client-certificates");
     tcase_add_test(cc, wss_listener_requires_client_certificate);
     tcase_add_test(cc, amqps_listener_requires_client_certificate);
+    tcase_add_test(cc, amqps_listener_says_why_a_client_certificate_was_refused);
     tcase_add_test(cc, wss_insecure_option_skips_verification);
     tcase_add_test(cc, amqps_insecure_option_skips_verification);
     return s;

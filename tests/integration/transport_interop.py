@@ -222,7 +222,94 @@ class ConnectProxy:
         self.sock.close()
 
 
+DATED_CA_CONF = """[ca]
+default_ca = test
+[test]
+database = index.txt
+serial = serial
+new_certs_dir = .
+default_md = sha256
+policy = any
+unique_subject = no
+copy_extensions = none
+[any]
+commonName = supplied
+[leaf]
+subjectAltName = DNS:localhost
+basicConstraints = CA:FALSE
+[intermediate]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+"""
+
+
+def dated_certs(folder):
+    """Certificates for localhost that make-test-certs.sh does not make, from its CA:
+    future.pem, valid from 2090 only; under-expired.pem, from intermediate.pem, a CA
+    that expired in 2020. OpenSSL 3.0 sets explicit dates with 'openssl ca' only."""
+    def run(*args):
+        subprocess.run(args, cwd=folder, check=True, capture_output=True)
+    with open(os.path.join(folder, "ca.cnf"), "w") as f:
+        f.write(DATED_CA_CONF)
+    open(os.path.join(folder, "index.txt"), "w").close()
+    with open(os.path.join(folder, "serial"), "w") as f:
+        f.write("3000\n")
+
+    def sign(name, cn, ca, ext, *dates):
+        run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", name + ".key",
+            "-out", name + ".csr", "-subj", "/CN=" + cn)
+        run("openssl", "ca", "-batch", "-config", "ca.cnf", "-cert", ca + ".pem", "-keyfile", ca + ".key",
+            "-in", name + ".csr", "-out", name + ".pem", "-extensions", ext, "-notext", *dates)
+    ca = os.path.abspath(os.path.join(CERTS, "ca"))
+    sign("future", "localhost", ca, "leaf", "-startdate", "20900101000000Z", "-enddate", "20910101000000Z")
+    sign("intermediate", "expired intermediate", ca, "intermediate",
+         "-startdate", "20190101000000Z", "-enddate", "20200101000000Z")
+    sign("under-expired", "localhost", "intermediate", "leaf", "-days", "3650")
+
+
+class OpensslServer:
+    """openssl s_server on loopback with the given certificate (and chain)."""
+
+    def __init__(self, folder, name, chain=None):
+        self.port = free_port()
+        args = ["openssl", "s_server", "-accept", "127.0.0.1:%d" % self.port, "-cert", name + ".pem",
+                "-key", name + ".key"]
+        if chain:
+            args += ["-cert_chain", chain]
+        # stdin stays open: s_server stops at its end
+        self.proc = subprocess.Popen(args, cwd=folder, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True)
+        while readline_within(self.proc, 20) != "ACCEPT":
+            pass
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
 class TransportInterop(unittest.TestCase):
+    def test_certificate_refusals_name_dates_and_chain_depth(self):
+        """Against openssl s_server, both clients say why they refused its certificate,
+        in the same words: not valid yet; a CA of its chain (depth 1) has expired."""
+        import tempfile
+        cases = [("future", None,
+                  "the server's certificate is not valid yet (OpenSSL: certificate is not yet valid)"),
+                 ("under-expired", "intermediate.pem",
+                  "a CA certificate in the server's chain (depth 1) has expired "
+                  "(OpenSSL: certificate has expired)")]
+        with tempfile.TemporaryDirectory() as folder:
+            dated_certs(folder)
+            for name, chain, why in cases:
+                server = OpensslServer(folder, name, chain)
+                try:
+                    for kind in ("amqps", "wss"):
+                        rc, res = run_client(kind, server.port, 1, timeout=30)
+                        self.assertEqual((rc, res["condition"], res["description"]),
+                                         (1, "iotgw:tls-failed", "TLS handshake failed: " + why),
+                                         (name, kind))
+                finally:
+                    server.stop()
+
     def test_wss_client_through_an_https_proxy(self):
         server = OurServer(messages=50)
         proxy = ConnectProxy()
