@@ -14,6 +14,7 @@
 
 #include "transport/internal.h"
 #include "transport/log.h"
+#include "transport/tls_reason.h"
 
 /* One refusal line per few seconds at most, whatever a peer tries. */
 static iotgw_log_limit refusals;
@@ -23,18 +24,16 @@ int tls_peer_verify(struct lws *wsi, void *x509_store_ctx, int preverify_ok)
     if (preverify_ok)
         return 0;
     X509_STORE_CTX *x = x509_store_ctx;
-    int err = X509_STORE_CTX_get_error(x);
-    int depth = X509_STORE_CTX_get_error_depth(x);
-    char subject[160] = "";
+    char why[256], subject[160] = "", peer[64] = "";
+    tls_reason_describe(X509_STORE_CTX_get_error(x), X509_STORE_CTX_get_error_depth(x), 0, NULL, why,
+                        sizeof why);
     X509 *cert = X509_STORE_CTX_get_current_cert(x);
     if (cert)
         X509_NAME_oneline(X509_get_subject_name(cert), subject, sizeof subject);
-    char peer[64] = "";
     if (wsi)
         lws_get_peer_simple(wsi, peer, sizeof peer);
-    iotgw_log_limited(
-        &refusals, IOTGW_LOG_WARN, "TLS: client certificate from %s refused: %s (certificate %s, depth %d)",
-        peer[0] ? peer : "?", X509_verify_cert_error_string(err), subject[0] ? subject : "?", depth);
+    iotgw_log_limited(&refusals, IOTGW_LOG_WARN, "TLS: client certificate from %s refused: %s; subject %s",
+                      peer[0] ? peer : "?", why, subject[0] ? subject : "?");
     return 1; /* nonzero: lws tells OpenSSL to fail the handshake */
 }
 
