@@ -235,6 +235,8 @@ void emu_rest_devices(emu_hub *hub, iotgw_http_request *req, const char *method,
         list_devices(hub, req);
         return;
     }
+    if (!emu_rest_ids_valid(req, seg[1], NULL))
+        return;
     if (!strcmp(method, "PUT")) {
         put_device(hub, req, seg[1]);
         return;

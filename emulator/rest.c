@@ -7,6 +7,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "codecs/identity.h"
 #include "codecs/percent.h"
 #include "codecs/sas.h"
 
@@ -26,6 +27,10 @@ const emu_rest_error E_CONFLICT = {409, 409001, "DeviceAlreadyExists"};
 const emu_rest_error E_THROTTLED = {429, 429001, "ThrottlingException"};
 /* not one of IoT Hub's codes: the emulator's answer to a body that is not JSON by its type */
 const emu_rest_error E_MEDIA_TYPE = {415, 415000, "UnsupportedMediaType"};
+/* Nor these: IoT Hub's front end refuses such requests with pages of its own; the
+ * emulator answers them in the error shape of everything else. */
+static const emu_rest_error E_URI_TOO_LONG = {414, 414000, "RequestUriTooLong"};
+static const emu_rest_error E_HEADER_TOO_LARGE = {431, 431000, "RequestHeaderFieldsTooLarge"};
 
 void emu_rest_json(iotgw_http_request *req, int status, json_t *body, const char *extra)
 {
@@ -51,8 +56,16 @@ void emu_rest_fail(iotgw_http_request *req, const emu_rest_error *e, const char 
     free(inner_text);
     char header[128];
     snprintf(header, sizeof header, "iothub-errorcode: %s\r\n", e->name);
-    iotgw_log(IOTGW_LOG_INFO, "REST %s %s: %d %s: %s", iotgw_http_method(req), iotgw_http_path(req), e->http,
-              e->name, message);
+    /* The path is the client's: at most 200 bytes of it, control bytes shown as '?', so
+     * that it cannot flood the log or forge lines in it. */
+    char path[201];
+    const char *raw = iotgw_http_path(req);
+    size_t n = 0;
+    for (; raw[n] && n < sizeof path - 1; n++)
+        path[n] = (unsigned char)raw[n] < 0x20 || raw[n] == 0x7f ? '?' : raw[n];
+    path[n] = '\0';
+    iotgw_log(IOTGW_LOG_INFO, "REST %s %s%s: %d %s: %s", iotgw_http_method(req), path, raw[n] ? "..." : "",
+              e->http, e->name, message);
     emu_rest_json(req, e->http, body, header);
 }
 
@@ -89,6 +102,19 @@ int emu_rest_authorize(emu_hub *hub, iotgw_http_request *req, unsigned need, cha
     free(sr);
     iotgw_sas_token_clear(&t);
     return rc;
+}
+
+/* A device (and module) id from the path, checked before it is looked up: IoT Hub's
+ * characters and length (codecs/identity.c), so no control byte goes further. */
+int emu_rest_ids_valid(iotgw_http_request *req, const char *device, const char *module)
+{
+    iotgw_diag diag = {0};
+    if (iotgw_identity_check(device, "the device id", &diag) ||
+        (module && iotgw_identity_check(module, "the module id", &diag))) {
+        emu_rest_fail(req, &E_BAD_ARGUMENT, diag.text);
+        return 0;
+    }
+    return 1;
 }
 
 /* ------------------------------------------------------------------ methods */
@@ -253,14 +279,37 @@ static int over_rest_limit(emu_hub *hub)
     return 0;
 }
 
+/* What the transport refused (over a bound, a method it does not know), in IoT Hub's
+ * error shape; 1 if answered. */
+static int refused(iotgw_http_request *req)
+{
+    const char *why;
+    switch (iotgw_http_refused(req, &why)) {
+    case IOTGW_HTTP_ACCEPTED: return 0;
+    case IOTGW_HTTP_BODY_TOO_LARGE: emu_rest_fail(req, &E_TOO_LARGE, why); break;
+    case IOTGW_HTTP_URI_TOO_LONG: emu_rest_fail(req, &E_URI_TOO_LONG, why); break;
+    case IOTGW_HTTP_HEADER_TOO_LARGE: emu_rest_fail(req, &E_HEADER_TOO_LARGE, why); break;
+    /* 405, as for a known method that a resource does not take (below), rather than
+     * HTTP's 501 for a method the server does not know: to an IoT Hub client both mean
+     * "not this method here", and one ErrorCode keeps them alike. */
+    case IOTGW_HTTP_UNKNOWN_METHOD: emu_rest_fail(req, &E_METHOD, why); break;
+    case IOTGW_HTTP_BAD_REQUEST: /* fall through */
+    default: emu_rest_fail(req, &E_BAD_ARGUMENT, why); break;
+    }
+    return 1;
+}
+
 void emu_rest_on_request(iotgw_http_request *req, void *ctx)
 {
     emu_hub *hub = ctx;
+    if (refused(req))
+        return;
     const char *method = iotgw_http_method(req);
-    char *path = NULL;
-    const char *raw = iotgw_http_path(req);
-    if (iotgw_percent_decode(raw, strlen(raw), &path, NULL)) {
-        emu_rest_fail(req, &E_ROUTE, "the path is not validly percent-encoded");
+    /* libwebsockets has percent-decoded the path already: decoding it again would turn
+     * "%2531" into "1" and refuse ids that hold '%', which IoT Hub allows. */
+    char *path = strdup(iotgw_http_path(req));
+    if (!path) {
+        emu_rest_fail(req, &E_SERVER, "out of memory");
         return;
     }
     char *seg[MAX_PATH_SEGMENTS + 1] = {0}, *save = NULL;
@@ -311,7 +360,7 @@ void emu_rest_on_request(iotgw_http_request *req, void *ctx)
                                       : EMU_RIGHT_SERVICE_CONNECT,
                                   why, sizeof why)) {
         emu_rest_fail(req, &E_UNAUTHORIZED, why);
-    } else {
+    } else if (emu_rest_ids_valid(req, device, module)) {
         emu_identity *id = emu_registry_find(hub->registry, device, module);
         if (!id)
             emu_rest_fail(req, &E_NOT_FOUND, "no such device or module");

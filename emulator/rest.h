@@ -30,6 +30,9 @@ void emu_rest_json(iotgw_http_request *req, int status, json_t *body, const char
 void emu_rest_fail(iotgw_http_request *req, const emu_rest_error *e, const char *message);
 /* A service token for this hub with one of the rights in need; 0, or -1 with why. */
 int emu_rest_authorize(emu_hub *hub, iotgw_http_request *req, unsigned need, char *why, size_t len);
+/* Device and module (NULL: none) ids from a path are IoT Hub's; else answered 400
+ * ArgumentInvalid and 0. */
+int emu_rest_ids_valid(iotgw_http_request *req, const char *device, const char *module);
 /* Does If-Match (absent or "*" matches anything) match etag? */
 int emu_rest_etag_matches(iotgw_http_request *req, const char *etag);
 

@@ -2,8 +2,14 @@
  * Ordinary HTTP on a WSS listener's port: every path but the WebSocket one reaches the
  * owner's on_http as an iotgw_http_request, answered at once or later. The WebSocket
  * upgrade itself is checked here too: right path, subprotocol AMQPWSB10 offered.
+ *
+ * Requests over a bound, and those libwebsockets' parser hands over raw because it does
+ * not know their method, are refused (transport.h): they reach on_http marked so, and the
+ * connection closes after their answer.
  */
 #include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,17 +17,28 @@
 
 #define MAX_HEADERS      48
 #define DEFAULT_MAX_BODY (1024 * 1024)
+/* After a refusal, what the client still sends of its body is read and dropped, up to
+ * this, before closing: a close with unread input resets the connection, and the client
+ * may lose the answer with it. */
+#define MAX_DROPPED (4 * 1024 * 1024)
+/* Seconds a raw connection may take to send its method (libwebsockets' own timeouts
+ * are gone with the HTTP role). */
+#define RAW_LINE_TIMEOUT_S 5
 
 struct iotgw_http_request {
     struct lws *wsi; /* NULL once the client is gone */
     iotgw_listener *listener;
-    char method[8];
+    char method[24];
     char *path, *query;
     char *header_names[MAX_HEADERS], *header_values[MAX_HEADERS];
     int n_headers;
     uint8_t *body;
     size_t body_len;
-    int too_large, dispatched;
+    int dispatched;
+    iotgw_http_refusal refusal;
+    char why[160];
+    int raw; /* on a connection libwebsockets gave up as HTTP: the answer goes out as raw bytes */
+    int h2;  /* a stream of an HTTP/2 connection (ALPN h2), which has no request line */
     /* the answer */
     int responded, headers_sent;
     uint8_t *response; /* LWS_PRE bytes of room, then the body */
@@ -33,13 +50,26 @@ struct iotgw_http_request {
     char peer[64]; /* the client's address */
 };
 
+/* One per connection while it is HTTP, emptied by libwebsockets between requests. */
 struct http_pss {
     iotgw_http_request *req;
+    int body_done; /* the request's body, if it has one, is all read */
+    int closing;   /* a refusal was answered: close once it is out and the body dropped */
+    size_t dropped;
+    char line[256]; /* raw: the start of the request line */
+    size_t line_len;
 };
 
 size_t http_request_size(void)
 {
     return sizeof(struct http_pss);
+}
+
+iotgw_http_refusal iotgw_http_refused(const iotgw_http_request *r, const char **why)
+{
+    if (why)
+        *why = r->why;
+    return r->refusal;
 }
 
 const char *iotgw_http_method(const iotgw_http_request *r)
@@ -80,6 +110,22 @@ void iotgw_http_set_context(iotgw_http_request *r, void *ctx, iotgw_http_gone_fn
     r->gone = gone;
 }
 
+static size_t max_body(const iotgw_listener *l)
+{
+    return l->opt.max_http_body ? l->opt.max_http_body : DEFAULT_MAX_BODY;
+}
+
+static iotgw_http_request *request_new(struct lws *wsi, iotgw_listener *l)
+{
+    iotgw_http_request *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->wsi = wsi;
+    r->listener = l;
+    lws_get_peer_simple(wsi, r->peer, sizeof r->peer);
+    return r;
+}
+
 static void request_free(iotgw_http_request *r)
 {
     free(r->path), free(r->query), free(r->body), free(r->response);
@@ -87,6 +133,20 @@ static void request_free(iotgw_http_request *r)
     for (int i = 0; i < r->n_headers; i++)
         free(r->header_names[i]), free(r->header_values[i]);
     free(r);
+}
+
+/* The first refusal found is the one answered. */
+static void refuse(iotgw_http_request *r, iotgw_http_refusal why, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void refuse(iotgw_http_request *r, iotgw_http_refusal why, const char *fmt, ...)
+{
+    if (r->refusal)
+        return;
+    r->refusal = why;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->why, sizeof r->why, fmt, ap);
+    va_end(ap);
 }
 
 static char *copy_token(struct lws *wsi, enum lws_token_indexes t)
@@ -101,7 +161,9 @@ static char *copy_token(struct lws *wsi, enum lws_token_indexes t)
 }
 
 /* Copy the headers now: libwebsockets may reuse its header storage before an
- * asynchronous answer is sent. */
+ * asynchronous answer is sent. libwebsockets stores at most IOTGW_HTTP_MAX_HEADER + 1
+ * bytes of a header (loop.c's token limits), so one over the bound is seen as such
+ * whatever its real length; it is refused, not copied. */
 static void copy_headers(iotgw_http_request *r, struct lws *wsi)
 {
     static const struct {
@@ -117,11 +179,17 @@ static void copy_headers(iotgw_http_request *r, struct lws *wsi)
             snprintf(r->method, sizeof r->method, "%s", methods[i].method);
     for (int t = 0; t < WSI_TOKEN_COUNT && r->n_headers < MAX_HEADERS; t++) {
         const unsigned char *name = lws_token_to_string((enum lws_token_indexes)t);
-        if (!name || lws_hdr_total_length(wsi, (enum lws_token_indexes)t) <= 0)
+        int len = lws_hdr_total_length(wsi, (enum lws_token_indexes)t);
+        if (!name || len <= 0)
             continue;
         size_t n = strlen((const char *)name);
         if (n < 2 || name[n - 1] != ':') /* method lines ("get ") and pseudo headers */
             continue;
+        if (len > IOTGW_HTTP_MAX_HEADER) {
+            refuse(r, IOTGW_HTTP_HEADER_TOO_LARGE, "the %.*s header is longer than %d bytes", (int)n - 1,
+                   (const char *)name, IOTGW_HTTP_MAX_HEADER);
+            continue;
+        }
         char *value = copy_token(wsi, (enum lws_token_indexes)t);
         char *key = strndup((const char *)name, n - 1);
         if (!value || !key) {
@@ -140,6 +208,11 @@ static void copy_custom_header(iotgw_http_request *r, struct lws *wsi, const cha
 {
     char key[64], value[1024];
     snprintf(key, sizeof key, "%s:", name);
+    if (lws_hdr_custom_length(wsi, key, (int)strlen(key)) > IOTGW_HTTP_MAX_HEADER) {
+        refuse(r, IOTGW_HTTP_HEADER_TOO_LARGE, "the %s header is longer than %d bytes", name,
+               IOTGW_HTTP_MAX_HEADER);
+        return;
+    }
     int n = lws_hdr_custom_copy(wsi, value, sizeof value, key, (int)strlen(key));
     if (n > 0 && r->n_headers < MAX_HEADERS) {
         r->header_names[r->n_headers] = strdup(name);
@@ -147,20 +220,56 @@ static void copy_custom_header(iotgw_http_request *r, struct lws *wsi, const cha
     }
 }
 
+/* The bounds of transport.h, checked before the owner sees the request; returns the
+ * length of the body that follows (0: none). in/len: the path as libwebsockets decoded
+ * it, which is cut at IOTGW_HTTP_MAX_PATH + 1 bytes (loop.c's token limits). */
+static long long check_request(iotgw_http_request *r, struct lws *wsi, const char *in, size_t len)
+{
+    /* libwebsockets decodes %00 into the path and counts the bytes after it. */
+    if (in && strlen(in) < len)
+        refuse(r, IOTGW_HTTP_BAD_REQUEST, "the path holds an encoded NUL (%%00)");
+    if (len > IOTGW_HTTP_MAX_PATH)
+        refuse(r, IOTGW_HTTP_URI_TOO_LONG, "the path is longer than %d bytes", IOTGW_HTTP_MAX_PATH);
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS) > IOTGW_HTTP_MAX_PATH)
+        refuse(r, IOTGW_HTTP_URI_TOO_LONG, "the query is longer than %d bytes", IOTGW_HTTP_MAX_PATH);
+    /* libwebsockets ends the request line at an encoded CR or LF too (%0D, %0A), cutting
+     * the path short and taking the rest for a header: the version is missing then. */
+    if (!r->h2 && lws_hdr_total_length(wsi, WSI_TOKEN_HTTP) <= 0)
+        refuse(r, IOTGW_HTTP_BAD_REQUEST,
+               "the request line ends before its HTTP version (%%0D or %%0A in the path?)");
+    const char *cl = iotgw_http_header(r, "content-length");
+    if (!cl)
+        return 0;
+    size_t digits = strspn(cl, "0123456789");
+    if (!digits || digits > 18 || cl[digits + strspn(cl + digits, " \t")]) {
+        refuse(r, IOTGW_HTTP_BAD_REQUEST, "Content-Length is not a number of bytes");
+        return atoll(cl) > 0 ? atoll(cl) : 0; /* what libwebsockets will read of it */
+    }
+    long long n = atoll(cl);
+    if ((unsigned long long)n > max_body(r->listener))
+        refuse(r, IOTGW_HTTP_BODY_TOO_LARGE, "the body (Content-Length %lld) is larger than %zu bytes", n,
+               max_body(r->listener));
+    return n;
+}
+
+/* The transport's own answer: to a listener without on_http, and in place of an owner's
+ * answer below 400 to a refused request. */
+static int own_answer(iotgw_http_request *r)
+{
+    char msg[sizeof r->why + 32];
+    /* why holds only the transport's words, header names and numbers: nothing to escape */
+    snprintf(msg, sizeof msg, "{\"Message\":\"%s\"}", r->refusal ? r->why : "not found");
+    return iotgw_http_respond(r, r->refusal ? (int)r->refusal : 404, "application/json", NULL, msg,
+                              strlen(msg));
+}
+
 static void dispatch(iotgw_http_request *r)
 {
     r->dispatched = 1;
-    if (r->too_large) {
-        size_t max = r->listener->opt.max_http_body ? r->listener->opt.max_http_body : DEFAULT_MAX_BODY;
-        char msg[96];
-        snprintf(msg, sizeof msg, "{\"Message\":\"request body larger than %zu bytes\"}", max);
-        iotgw_http_respond(r, 413, "application/json", NULL, msg, strlen(msg));
-    } else if (r->listener->opt.on_http) {
+    if (r->listener->opt.on_http)
         r->listener->opt.on_http(r, r->listener->opt.ctx);
-    } else {
-        static const char msg[] = "{\"Message\":\"not found\"}";
-        iotgw_http_respond(r, 404, "application/json", NULL, msg, sizeof msg - 1);
-    }
+    else
+        own_answer(r);
 }
 
 int iotgw_http_respond(iotgw_http_request *r, int status, const char *content_type, const char *extra_headers,
@@ -168,6 +277,8 @@ int iotgw_http_respond(iotgw_http_request *r, int status, const char *content_ty
 {
     if (r->responded)
         return IOTGW_ERR_INVALID_ARG;
+    if (r->refusal && status < 400) /* the owner did not look: a refused request is never served */
+        return own_answer(r);
     r->responded = 1;
     if (!r->wsi) { /* the client left; nothing to send */
         request_free(r);
@@ -186,10 +297,14 @@ int iotgw_http_respond(iotgw_http_request *r, int status, const char *content_ty
     return IOTGW_OK;
 }
 
-static int write_headers(iotgw_http_request *r, struct lws *wsi)
+/* Status line and headers into [*p, end). */
+static int add_headers(iotgw_http_request *r, struct lws *wsi, uint8_t **p, uint8_t *end)
 {
-    uint8_t buf[LWS_PRE + 4096], *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf - 1;
-    if (lws_add_http_common_headers(wsi, (unsigned int)r->status, r->content_type, r->response_len, &p, end))
+    if (lws_add_http_common_headers(wsi, (unsigned int)r->status, r->content_type, r->response_len, p, end))
+        return -1;
+    /* HTTP/2 has no Connection header; its stream ends with the answer anyway */
+    if (r->refusal && !r->h2 &&
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close", 5, p, end))
         return -1;
     for (char *line = r->extra_headers; line && *line;) {
         char *eol = strstr(line, "\r\n"), *colon = strchr(line, ':');
@@ -201,14 +316,141 @@ static int write_headers(iotgw_http_request *r, struct lws *wsi)
             while (*v == ' ')
                 v++;
             if (lws_add_http_header_by_name(wsi, (const unsigned char *)name, (const unsigned char *)v,
-                                            (int)(n - (size_t)(v - line)), &p, end))
+                                            (int)(n - (size_t)(v - line)), p, end))
                 return -1;
         }
         line = eol ? eol + 2 : line + n;
     }
-    if (lws_finalize_write_http_header(wsi, start, &p, end))
+    return 0;
+}
+
+static int write_headers(iotgw_http_request *r, struct lws *wsi)
+{
+    uint8_t buf[LWS_PRE + 4096], *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf - 1;
+    if (add_headers(r, wsi, &p, end) || lws_finalize_write_http_header(wsi, start, &p, end))
         return -1;
     r->headers_sent = 1;
+    return 0;
+}
+
+/* The whole answer in one raw write: libwebsockets' HTTP writing is gone with the role. */
+static int write_raw(iotgw_http_request *r, struct lws *wsi)
+{
+    size_t size = LWS_PRE + 4096 + r->response_len;
+    uint8_t *buf = malloc(size), *start = buf + LWS_PRE, *p = start, *end = buf + size - 1;
+    int rc = -1;
+    if (buf && !add_headers(r, wsi, &p, end) && !lws_finalize_http_header(wsi, &p, end) &&
+        (size_t)(end - p) >= r->response_len) {
+        memcpy(p, r->response + LWS_PRE, r->response_len);
+        p += r->response_len;
+        rc = lws_write(wsi, start, (size_t)(p - start), LWS_WRITE_RAW) < 0 ? -1 : 0;
+    }
+    free(buf);
+    return rc;
+}
+
+/* The answer, in as many writable callbacks as it takes; then the next request, or the
+ * close that follows a refusal. */
+static int on_writable(struct http_pss *pss, struct lws *wsi)
+{
+    iotgw_http_request *r = pss->req;
+    if (pss->closing) /* libwebsockets sends what it buffered before calling this */
+        return pss->body_done ? -1 : 0;
+    if (!r || !r->responded)
+        return 0;
+    if (r->raw) {
+        if (write_raw(r, wsi))
+            return -1;
+    } else if (!r->headers_sent) {
+        if (write_headers(r, wsi))
+            return -1;
+        lws_callback_on_writable(wsi);
+        return 0;
+    } else if (lws_write(wsi, r->response + LWS_PRE, r->response_len, LWS_WRITE_HTTP_FINAL) < 0) {
+        return -1;
+    }
+    pss->req = NULL;
+    int refused = r->refusal != IOTGW_HTTP_ACCEPTED;
+    request_free(r);
+    if (refused) {
+        pss->closing = 1;
+        if (pss->body_done)
+            lws_callback_on_writable(wsi);
+        return 0;
+    }
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+/* The client is gone (or libwebsockets rebinds the connection): the owner may still
+ * hold the request. */
+static void detach(struct http_pss *pss)
+{
+    iotgw_http_request *r = pss ? pss->req : NULL;
+    if (!r)
+        return;
+    pss->req = NULL;
+    r->wsi = NULL;
+    if (r->responded || !r->dispatched) {
+        request_free(r);
+    } else if (r->gone) { /* the owner drops it in gone() */
+        r->gone(r, r->ctx);
+        request_free(r);
+    }
+    /* else the owner still holds it: iotgw_http_respond frees it, sending nothing */
+}
+
+static int is_tchar(unsigned char c)
+{
+    return isalnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+/* libwebsockets gave the request up because it does not know its method and handed the
+ * connection over raw (listener.c: LWS_SERVER_OPTION_FALLBACK_TO_APPLY_LISTEN_ACCEPT_CONFIG),
+ * in with the bytes from the start of the request. Read the method and the target, and
+ * refuse the request through on_http as any other. */
+static int raw_request(struct http_pss *pss, struct lws *wsi, const uint8_t *in, size_t len)
+{
+    if (pss->req || pss->closing) { /* the rest of the request */
+        pss->dropped += len;
+        return pss->dropped > MAX_DROPPED ? -1 : 0;
+    }
+    iotgw_listener *l = lws_get_vhost_user(lws_get_vhost(wsi));
+    size_t take = len < sizeof pss->line - 1 - pss->line_len ? len : sizeof pss->line - 1 - pss->line_len;
+    memcpy(pss->line + pss->line_len, in, take);
+    pss->line_len += take;
+    pss->line[pss->line_len] = '\0';
+    size_t m = 0;
+    while (m < pss->line_len && is_tchar((unsigned char)pss->line[m]))
+        m++;
+    if (m == pss->line_len && m < 16) { /* more of the method to come */
+        lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, RAW_LINE_TIMEOUT_S);
+        return 0;
+    }
+    lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+    iotgw_http_request *r = l ? request_new(wsi, l) : NULL;
+    if (!r)
+        return -1;
+    pss->req = r;
+    pss->body_done = 1; /* nothing more is read as a request */
+    r->raw = 1;
+    const char *target = "/";
+    if (m && m < sizeof r->method && pss->line[m] == ' ') {
+        snprintf(r->method, sizeof r->method, "%.*s", (int)m, pss->line);
+        target = pss->line + m + 1;
+        /* 405 rather than HTTP's 501: an owner's resources answer a known method they do
+         * not take 405 (the emulator: MethodNotAllowed), and an unknown one is no different. */
+        refuse(r, IOTGW_HTTP_UNKNOWN_METHOD, "the method %s is not allowed", r->method);
+    } else {
+        snprintf(r->method, sizeof r->method, "-");
+        refuse(r, IOTGW_HTTP_BAD_REQUEST, "the request line is not HTTP");
+    }
+    size_t t = 0; /* the target for the owner's logs, up to what arrived of it */
+    while (target[t] > ' ' && target[t] < 0x7f)
+        t++;
+    r->path = *target == '/' ? strndup(target, t) : strdup("/");
+    if (!r->path)
+        return -1; /* the close frees r */
+    dispatch(r);
     return 0;
 }
 
@@ -253,36 +495,35 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
     case LWS_CALLBACK_HTTP: {
         if (!l)
             return -1;
-        r = calloc(1, sizeof *r);
+        r = request_new(wsi, l);
         if (!r)
             return -1;
         pss->req = r;
-        r->wsi = wsi;
-        lws_get_peer_simple(wsi, r->peer, sizeof r->peer);
-        r->listener = l;
+        r->h2 = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_COLON_PATH) > 0;
         r->path = strdup(in ? (const char *)in : "/");
+        if (!r->path)
+            return -1; /* the close frees r */
         r->query = copy_token(wsi, WSI_TOKEN_HTTP_URI_ARGS);
         copy_headers(r, wsi);
         copy_custom_header(r, wsi, "request-id");
-        const char *cl = iotgw_http_header(r, "content-length");
-        if (cl && strtoul(cl, NULL, 10) > 0) {
-            size_t max = l->opt.max_http_body ? l->opt.max_http_body : DEFAULT_MAX_BODY;
-            if (strtoul(cl, NULL, 10) > max)
-                r->too_large = 1;
-            return 0; /* the body follows */
-        }
-        dispatch(r);
+        long long body = check_request(r, wsi, in, len);
+        pss->body_done = body <= 0;
+        /* A refusal is answered before its body is read, which is dropped as it comes. */
+        if (r->refusal || body <= 0)
+            dispatch(r);
         return 0;
     }
 
     case LWS_CALLBACK_HTTP_BODY: {
-        if (!r || !l || r->too_large)
+        if (!len || !in) /* an empty piece (a POST without a body) */
             return 0;
-        if (!len || !in)
-            return 0; /* an empty piece (a POST without a body) */
-        size_t max = l->opt.max_http_body ? l->opt.max_http_body : DEFAULT_MAX_BODY;
-        if (r->body_len + len > max) {
-            r->too_large = 1;
+        if (!r || !l || r->dispatched) { /* after a refusal */
+            pss->dropped += len;
+            return pss->dropped > MAX_DROPPED ? -1 : 0;
+        }
+        if (r->body_len + len > max_body(l)) { /* not from Content-Length, which was checked */
+            refuse(r, IOTGW_HTTP_BODY_TOO_LARGE, "the body is larger than %zu bytes", max_body(l));
+            dispatch(r);
             return 0;
         }
         uint8_t *nb = realloc(r->body, r->body_len + len + 1);
@@ -296,38 +537,22 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
     }
 
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
-        if (r && !r->dispatched)
+        pss->body_done = 1;
+        if (pss->closing)
+            lws_callback_on_writable(wsi);
+        else if (r && !r->dispatched)
             dispatch(r);
         return 0;
 
     case LWS_CALLBACK_HTTP_WRITEABLE:
-        if (!r || !r->responded)
-            return 0;
-        if (!r->headers_sent) {
-            if (write_headers(r, wsi))
-                return -1;
-            lws_callback_on_writable(wsi);
-            return 0;
-        }
-        if (lws_write(wsi, r->response + LWS_PRE, r->response_len, LWS_WRITE_HTTP_FINAL) < 0)
-            return -1;
-        pss->req = NULL;
-        request_free(r);
-        return lws_http_transaction_completed(wsi) ? -1 : 0;
+    case LWS_CALLBACK_RAW_WRITEABLE: return pss ? on_writable(pss, wsi) : 0;
 
+    case LWS_CALLBACK_RAW_ADOPT: return 0;
+    case LWS_CALLBACK_RAW_RX: return pss && in ? raw_request(pss, wsi, in, len) : 0;
+
+    case LWS_CALLBACK_HTTP_DROP_PROTOCOL: /* libwebsockets frees pss after this */
     case LWS_CALLBACK_CLOSED_HTTP:
-        if (r) {
-            pss->req = NULL;
-            r->wsi = NULL;
-            if (r->responded || !r->dispatched) {
-                request_free(r);
-            } else if (r->gone) { /* the owner drops it in gone() */
-                r->gone(r, r->ctx);
-                request_free(r);
-            }
-            /* else the owner still holds it: iotgw_http_respond frees it, sending nothing */
-        }
-        return 0;
+    case LWS_CALLBACK_RAW_CLOSE: detach(pss); return 0;
 
     default: return lws_callback_http_dummy(wsi, reason, user, in, len);
     }

@@ -40,6 +40,9 @@ int iotgw_listener_new(iotgw_loop *loop, const iotgw_listener_options *opt, iotg
         info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
     if (opt->kind == IOTGW_TRANSPORT_WSS) {
         info.vhost_name = "wss";
+        /* A request whose method lws does not know comes to http.c (protocols[0]) as raw
+         * bytes, to be answered in the owner's error shape, not with lws' own HTML 403. */
+        info.options |= LWS_SERVER_OPTION_FALLBACK_TO_APPLY_LISTEN_ACCEPT_CONFIG;
         l->protocols[0] =
             (struct lws_protocols){LWS_PROTOCOL_HTTP, http_callback, http_request_size(), 0, 0, NULL, 0};
         l->protocols[1] = (struct lws_protocols){IOTGW_WS_SUBPROTOCOL, wss_callback, 0, RX_CHUNK, 0, NULL, 0};

@@ -123,6 +123,22 @@ iotgw_loop *iotgw_loop_new(const iotgw_loop_options *opt, iotgw_diag *diag)
     /* lws reads sockets into this per-thread buffer; its 4 KiB default costs a read
      * (and a TLS read) per 4 KiB. */
     info.pt_serv_buf_size = RX_CHUNK;
+    /* HTTP on WSS listeners (http.c): lws stops storing a header at IOTGW_HTTP_MAX_HEADER
+     * + 1 bytes and the request line at IOTGW_HTTP_MAX_PATH + 1, skipping the rest, where
+     * it would fail the connection once its header space is full; http.c sees the length
+     * over the bound and answers 431 or 414. Only a request over
+     * IOTGW_HTTP_MAX_HEADER_BLOCK in all is still closed without an answer. */
+    static struct lws_token_limits http_limits;
+    static const enum lws_token_indexes request_lines[] = {
+        WSI_TOKEN_GET_URI,    WSI_TOKEN_POST_URI,    WSI_TOKEN_PUT_URI,  WSI_TOKEN_PATCH_URI,
+        WSI_TOKEN_DELETE_URI, WSI_TOKEN_OPTIONS_URI, WSI_TOKEN_HEAD_URI, WSI_TOKEN_CONNECT,
+    };
+    for (int t = 0; t < WSI_TOKEN_COUNT; t++)
+        http_limits.token_limit[t] = IOTGW_HTTP_MAX_HEADER + 1;
+    for (size_t i = 0; i < sizeof request_lines / sizeof request_lines[0]; i++)
+        http_limits.token_limit[request_lines[i]] = IOTGW_HTTP_MAX_PATH + 1;
+    info.token_limits = &http_limits;
+    info.max_http_header_data = IOTGW_HTTP_MAX_HEADER_BLOCK;
     /* libuv: the loop is ours (lws calls it foreign) so that iotgw_loop_run can run one
      * round of it; lws_service would run it until stopped. */
     void *foreign[1];

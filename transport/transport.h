@@ -169,6 +169,33 @@ typedef void (*iotgw_http_fn)(iotgw_http_request *req, void *ctx);
  * callback the request stays valid until the owner answers. */
 typedef void (*iotgw_http_gone_fn)(iotgw_http_request *req, void *ctx);
 
+/* Bounds of a request, in bytes: the path (as libwebsockets percent-decodes it) and the
+ * query each IOTGW_HTTP_MAX_PATH, one header's value IOTGW_HTTP_MAX_HEADER, all of the
+ * request line and headers as stored IOTGW_HTTP_MAX_HEADER_BLOCK (libwebsockets' header
+ * space: a request over it is closed by libwebsockets without an answer), the body the
+ * listener's max_http_body. */
+#define IOTGW_HTTP_MAX_PATH         2048
+#define IOTGW_HTTP_MAX_HEADER       8192
+#define IOTGW_HTTP_MAX_HEADER_BLOCK 32768
+
+/* Why the transport refuses a request. A refused request still reaches on_http, without
+ * its body, so that the owner answers it in its own error shape; the owner must check
+ * iotgw_http_refused() before anything else. The transport holds the status: an answer
+ * below 400 is replaced by the transport's own refusal, so a refused request is never
+ * served. The connection closes after the answer (what the client still sends of a body
+ * is read and dropped first, up to a bound, so that it can read the answer). */
+typedef enum iotgw_http_refusal {
+    IOTGW_HTTP_ACCEPTED = 0,
+    IOTGW_HTTP_BAD_REQUEST = 400,      /* not HTTP, a Content-Length not a number, a NUL in the path */
+    IOTGW_HTTP_UNKNOWN_METHOD = 405,   /* a method libwebsockets does not know (e.g. BREW) */
+    IOTGW_HTTP_BODY_TOO_LARGE = 413,   /* Content-Length over max_http_body: before the body is read */
+    IOTGW_HTTP_URI_TOO_LONG = 414,     /* the path or the query over IOTGW_HTTP_MAX_PATH */
+    IOTGW_HTTP_HEADER_TOO_LARGE = 431, /* a header over IOTGW_HTTP_MAX_HEADER */
+} iotgw_http_refusal;
+
+/* IOTGW_HTTP_ACCEPTED, or the refusal (its value is the HTTP status) with why: one line
+ * naming the bound or header, fit to return to the client; valid as long as req. */
+iotgw_http_refusal iotgw_http_refused(const iotgw_http_request *req, const char **why);
 const char *iotgw_http_method(const iotgw_http_request *req);
 const char *iotgw_http_path(const iotgw_http_request *req);  /* without the query */
 const char *iotgw_http_query(const iotgw_http_request *req); /* after '?', or "" */
@@ -201,7 +228,7 @@ typedef struct iotgw_listener_options {
     iotgw_sasl_plain_fn on_sasl_plain; /* NULL: PLAIN is not offered */
     void *ctx;
     uint32_t idle_timeout_ms; /* advertised; 0: IOTGW_DEFAULT_IDLE_TIMEOUT_MS */
-    size_t max_http_body;     /* 0: 1 MiB; larger bodies get 413 */
+    size_t max_http_body;     /* 0: 1 MiB; larger bodies are refused (413) */
     size_t max_output;        /* per connection, as for clients; 0: 64 MiB */
     uint32_t split_seed;      /* tests: as for clients */
 } iotgw_listener_options;
