@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "gateway/gateway_internal.h"
+#include "transport/heap.h"
 #include "transport/log.h"
 
 static gw_session *session_of(iotgw_upstream_device *dev)
@@ -50,12 +51,30 @@ static void tick_fired(iotgw_timer *t, void *ctx)
     int64_t now = iotgw_loop_now_ms(g->loop);
     for (gw_session *s = g->sessions; s; s = s->next)
         gw_session_tick(s, now); /* sessions close later, from the loop: the list stays valid */
+    /* what a burst of connections, now gone, left behind */
+    size_t released = iotgw_heap_release();
+    if (released)
+        iotgw_log(IOTGW_LOG_DEBUG, "%zu KiB of freed memory given back to the system", released / 1024);
 }
 
 static void on_accept(iotgw_stream_listener *l, iotgw_stream *s, void *ctx)
 {
     (void)l;
     gw_session_accept(ctx, s);
+}
+
+/* What a device refused at the open-file limit reads before the connection closes
+ * (transport/stream.h); NULL if it cannot be packed: then it is closed unanswered. */
+static uint8_t *overloaded_frame(size_t *len)
+{
+    Iotgw__Error e = IOTGW__ERROR__INIT;
+    e.code = IOTGW__ERROR_CODE__ERROR_OVERLOADED;
+    e.message = "the gateway has no room for another connection; retry later";
+    Iotgw__Frame f = IOTGW__FRAME__INIT;
+    f.body_case = IOTGW__FRAME__BODY_ERROR;
+    f.error = &e;
+    uint8_t *buf = NULL;
+    return iotgw_frame_pack(&f.base, UINT32_MAX, &buf, len) ? NULL : buf;
 }
 
 int iotgw_gateway_new(iotgw_loop *loop, iotgw_config *cfg, iotgw_gateway **out, iotgw_diag *diag)
@@ -97,17 +116,22 @@ int iotgw_gateway_new(iotgw_loop *loop, iotgw_config *cfg, iotgw_gateway **out, 
         .ctx = g,
     };
     int rc = iotgw_upstream_new(loop, &uo, &g->up, diag);
+    size_t refusal_len = 0;
+    uint8_t *refusal = overloaded_frame(&refusal_len);
     for (size_t i = 0; !rc && i < cfg->nlisten; i++) {
         iotgw_stream_listener_options lo = {
             .address = cfg->listen[i].address,
             .port = cfg->listen[i].port,
             .on_accept = on_accept,
             .ctx = g,
-            .tls = {.cert_file = cfg->tls_cert, .key_file = cfg->tls_key, .ca_file = cfg->tls_client_ca}};
+            .tls = {.cert_file = cfg->tls_cert, .key_file = cfg->tls_key, .ca_file = cfg->tls_client_ca},
+            .refusal = refusal,
+            .refusal_len = refusal ? refusal_len : 0};
         rc = iotgw_stream_listener_new(loop, &lo, &g->listeners[i], diag);
         if (!rc)
             g->nlisteners++;
     }
+    free(refusal);
     if (rc) {
         g->cfg = NULL; /* still the caller's */
         iotgw_gateway_free(g);

@@ -7,6 +7,7 @@
 
 #include "gateway/config.h"
 #include "gateway/gateway.h"
+#include "transport/fdlimit.h"
 #include "transport/log.h"
 
 #ifndef PACKAGE_VERSION
@@ -71,6 +72,47 @@ static int loop_backend(iotgw_loop_backend *out, const char **why, iotgw_diag *d
     return 0;
 }
 
+/* Descriptors the gateway holds besides device connections: in use from the start
+ * (stdio, the event loop's own: 8 on libuv and 2 on poll, measured; one per listener),
+ * and to come: a hub connection per devicesPerConnection devices of the fleet and one
+ * more while one is replaced, and a margin for a reload's files and DNS. The listeners
+ * keep the ones to come free (transport/fdlimit.h). */
+#define FDS_AT_START 11
+#define FDS_MARGIN   16
+
+static long fds_to_come(const iotgw_config *c, long limit)
+{
+    long per = c->devices_per_connection ? c->devices_per_connection : 500; /* upstream.h's lower default */
+    long fleet = (long)c->ndevices < limit ? (long)c->ndevices : limit;
+    return (fleet + per - 1) / per + 1 + FDS_MARGIN;
+}
+
+/* The open-file limit the gateway runs with (apply: raise it now, and keep its own
+ * share back from devices) and what it leaves room for, as one line in line. */
+static int fd_budget(const iotgw_config *c, int apply, char *line, size_t size, iotgw_diag *diag)
+{
+    iotgw_fd_limit fl;
+    if (iotgw_fd_limit_raise(apply, &fl, diag))
+        return -1;
+    long to_come = fds_to_come(c, fl.soft), own = FDS_AT_START + (long)c->nlisten + to_come;
+    long room = fl.soft > own ? fl.soft - own : 0;
+    if (apply)
+        iotgw_fd_reserve_set(to_come);
+    char raised[48] = "";
+    if (fl.soft != fl.before)
+        snprintf(raised, sizeof raised, " (raised from %ld at start)", fl.before);
+    size_t enabled = 0;
+    for (size_t i = 0; i < c->ndevices; i++)
+        enabled += !c->devices[i].disabled;
+    int n =
+        snprintf(line, size, "fd limit %ld%s: room for about %ld device connections", fl.soft, raised, room);
+    if ((size_t)room < enabled && n > 0 && (size_t)n < size)
+        snprintf(line + n, size - (size_t)n, "; fewer than the %zu devices of the fleet: %s", enabled,
+                 fl.hard > fl.soft ? "set a higher soft limit (LimitNOFILE=, ulimit -n)"
+                                   : "raise the hard limit (LimitNOFILE=, ulimit -Hn)");
+    return 0;
+}
+
 /* What the configuration sets up; 0, or 1 when the gateway would not start with it. */
 static int describe(const iotgw_config *c)
 {
@@ -106,6 +148,9 @@ static int describe(const iotgw_config *c)
                c->methods[i].request_type ? c->methods[i].request_type : "JSON",
                c->methods[i].response_type ? c->methods[i].response_type : "JSON");
     printf("event loop: %s (%s)\n", b == IOTGW_LOOP_LIBUV ? "libuv" : "poll", why);
+    char fds[300];
+    if (fd_budget(c, 0, fds, sizeof fds, &diag) == 0)
+        printf("%s\n", fds);
     return 0;
 }
 
@@ -168,6 +213,12 @@ int main(int argc, char **argv)
         iotgw_config_free(cfg);
         return rc;
     }
+    /* before the loop: libwebsockets sizes its descriptor table from the limit */
+    char fds[300];
+    if (fd_budget(cfg, 1, fds, sizeof fds, &diag)) {
+        iotgw_log(IOTGW_LOG_WARN, "%s", diag.text);
+        snprintf(fds, sizeof fds, "fd limit %ld (not raised)", iotgw_fd_limit_now());
+    }
     const char *why;
     iotgw_loop_backend backend;
     iotgw_loop *loop = loop_backend(&backend, &why, &diag)
@@ -189,6 +240,7 @@ int main(int argc, char **argv)
     printf("hub: %s over %s, %zu devices in the fleet\n", cfg->hub_host,
            cfg->hub_transport == IOTGW_TRANSPORT_AMQPS ? "amqps" : "amqp-ws", cfg->ndevices);
     printf("event loop: %s (%s)\n", iotgw_loop_backend_name(loop), why);
+    printf("%s\n", fds);
     fflush(stdout);
     while (!stopping) {
         if (iotgw_loop_run(loop, 1000) < 0)

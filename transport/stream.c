@@ -1,25 +1,67 @@
-/* iotgw_stream: plain TCP byte streams on libwebsockets' raw sockets. */
+/* iotgw_stream: TCP (and TLS) byte streams on libwebsockets' raw sockets, and their
+ * listener, which accepts by itself.
+ *
+ * Why not lws' listen role: when accept() fails with EMFILE it logs "accept: errno 24"
+ * and returns with the listening socket still readable, so the level-triggered loop spins
+ * (lib/roles/listen/ops-listen.c in 4.1.6: 100 % CPU, millions of lines). Here the
+ * listening socket is ours, watched through lws as a raw file on either backend, and each
+ * accepted socket is adopted on a vhost that holds the TLS settings and listens on nothing.
+ *
+ * At the limit:
+ * - a descriptor that leaves fewer than iotgw_fd_reserve() free is refused at once (a
+ *   plain-TCP peer reads opt.refusal first). The backlog keeps moving and the reserve
+ *   stays for the process's own connections; a spare descriptor kept to accept-and-refuse
+ *   with would be the same idea, one deep, and would leave the hub none;
+ * - accept() finding no descriptor (the reserve used up elsewhere, the limit lowered)
+ *   stops watching the socket; it tries again after 100 ms doubling to 1 s, and at once
+ *   when one of its streams closes. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include "transport/fdlimit.h"
 #include "transport/internal.h"
+#include "transport/listen_socket.h"
+#include "transport/log.h"
 #include "transport/stream.h"
 
-#define LWS_PROTOCOL_STREAM       "iotgw-stream"
-#define DEFAULT_STREAM_MAX_OUTPUT (1024 * 1024)
+#define LWS_PROTOCOL_STREAM        "iotgw-stream"
+#define LWS_PROTOCOL_STREAM_ACCEPT "iotgw-stream-accept"
+#define DEFAULT_STREAM_MAX_OUTPUT  (1024 * 1024)
+#define ACCEPT_BATCH               32 /* connections per wake-up: other sockets get their turn */
+#define PAUSE_FIRST_MS             100
+#define PAUSE_MAX_MS               1000
+#define MAX_REFUSAL                256
 
 struct iotgw_stream_listener {
     iotgw_loop *loop;
-    struct lws_vhost *vhost;
+    struct lws_vhost *vhost; /* TLS settings and protocols; listens on nothing itself */
+    struct lws *accept_wsi;  /* the listening socket, watched by lws as a raw file */
+    int fd, port;
+    long fd_limit; /* RLIMIT_NOFILE at the start, as lws sized its descriptor table */
     iotgw_stream_listener_options opt;
     char *address, *cert_file, *key_file, *ca_file;
-    struct lws_protocols protocols[2];
+    uint8_t *refusal;
+    struct lws_protocols protocols[3];
+    iotgw_stream *streams; /* accepted and open: one closing while paused frees a descriptor */
+    lws_sorted_usec_list_t retry;
+    int pause_ms; /* 0: accepting; else the wait before the next try */
+    int64_t paused_at_ms;
+    uint64_t failed_tries, refused;
+    iotgw_log_limit log;
+    char name[80]; /* "127.0.0.1:7000", for logs */
 };
 
 struct iotgw_stream {
     iotgw_loop *loop;
     struct lws *wsi;
+    iotgw_stream_listener *listener; /* NULL once the listener is freed */
+    iotgw_stream *lprev, *lnext;     /* the listener's streams */
     iotgw_stream_handler h;
     void *ctx;
     uint8_t *out; /* out[out_head .. out_len) waits for the socket */
@@ -28,14 +70,33 @@ struct iotgw_stream {
     char close_reason[120];
     char peer[64];
     char peer_cn[128]; /* verified client certificate's CN, or "" */
-    int want_cn, cn_read;
+    int want_cn, rx_started;
 };
+
+static void retry_accepting(lws_sorted_usec_list_t *sul);
+
+static void unlink_stream(iotgw_stream *s)
+{
+    iotgw_stream_listener *l = s->listener;
+    if (!l)
+        return;
+    if (s->lprev)
+        s->lprev->lnext = s->lnext;
+    else
+        l->streams = s->lnext;
+    if (s->lnext)
+        s->lnext->lprev = s->lprev;
+    s->listener = NULL;
+    if (l->pause_ms) /* its descriptor is about to be free: try now */
+        lws_sul_schedule(l->loop->ctx, 0, &l->retry, retry_accepting, 0);
+}
 
 static void finish(iotgw_stream *s, const char *reason)
 {
     if (s->closed)
         return;
     s->closed = 1;
+    unlink_stream(s);
     if (s->wsi)
         lws_set_opaque_user_data(s->wsi, NULL);
     s->wsi = NULL;
@@ -81,9 +142,16 @@ static int on_writable(iotgw_stream *s)
     return s->close_after_flush ? -1 : 0;
 }
 
+static int accept_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                           size_t len);
+
 static int stream_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                            size_t len)
 {
+    /* lws tells protocol 0 of every wsi's end (WSI_DESTROY), the listening socket's too */
+    const struct lws_protocols *p = wsi ? lws_get_protocol(wsi) : NULL;
+    if (p && p->callback == accept_callback)
+        return accept_callback(wsi, reason, user, in, len);
     iotgw_stream *s = wsi ? lws_get_opaque_user_data(wsi) : NULL;
     switch (reason) {
     case LWS_CALLBACK_RAW_ADOPT: {
@@ -95,6 +163,11 @@ static int stream_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
             return -1;
         s->loop = l->loop;
         s->wsi = wsi;
+        s->listener = l;
+        s->lnext = l->streams;
+        if (l->streams)
+            l->streams->lprev = s;
+        l->streams = s;
         s->max_output = l->opt.max_output ? l->opt.max_output : DEFAULT_STREAM_MAX_OUTPUT;
         lws_get_peer_simple(wsi, s->peer, sizeof s->peer);
         s->want_cn = l->ca_file != NULL;
@@ -106,9 +179,14 @@ static int stream_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
     case LWS_CALLBACK_RAW_RX:
         if (!s || s->close_now)
             return -1;
-        if (s->want_cn && !s->cn_read) { /* the handshake is done once data arrives */
-            tls_peer_verified_cn(wsi, s->peer_cn, sizeof s->peer_cn);
-            s->cn_read = 1;
+        if (!s->rx_started) { /* the TLS handshake, if any, is done once data arrives */
+            /* lws 4.1.6 gives a server connection 5 s once its handshake is done
+             * (PENDING_TIMEOUT_ESTABLISH_WITH_SERVER) and its raw-skt role never ends that:
+             * every TLS stream was cut after 5 s */
+            lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+            if (s->want_cn)
+                tls_peer_verified_cn(wsi, s->peer_cn, sizeof s->peer_cn);
+            s->rx_started = 1;
         }
         if (s->h.on_data && s->h.on_data(s, in, len, s->ctx) < 0)
             return -1;
@@ -124,15 +202,151 @@ static int stream_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
     }
 }
 
+/* ------------------------------------------------------------------ accepting */
+
+static void pause_accepting(iotgw_stream_listener *l, int err)
+{
+    if (!l->pause_ms) {
+        l->pause_ms = PAUSE_FIRST_MS;
+        l->paused_at_ms = iotgw_loop_now_ms(l->loop);
+        l->failed_tries = 0;
+        iotgw_log_limited(&l->log, IOTGW_LOG_WARN,
+                          "listener %s: cannot accept: %s (open-file limit %ld): not accepting until "
+                          "descriptors free up",
+                          l->name, strerror(err), iotgw_fd_limit_now());
+        if (l->accept_wsi)
+            lws_rx_flow_control(l->accept_wsi, 0);
+    } else if (l->pause_ms < PAUSE_MAX_MS) {
+        l->pause_ms = l->pause_ms * 2 < PAUSE_MAX_MS ? l->pause_ms * 2 : PAUSE_MAX_MS;
+    }
+    l->failed_tries++;
+    lws_sul_schedule(l->loop->ctx, 0, &l->retry, retry_accepting, (lws_usec_t)l->pause_ms * 1000);
+}
+
+/* Accepted past the reserve: say so to a plain-TCP peer, close. */
+static void refuse(iotgw_stream_listener *l, int fd)
+{
+    if (l->refusal && !l->cert_file) /* best effort: a few bytes fit any socket buffer */
+        (void)!send(fd, l->refusal, l->opt.refusal_len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    char peer[64] = "?";
+    lws_get_peer_simple_fd(fd, peer, sizeof peer);
+    close(fd);
+    l->refused++;
+    iotgw_log_limited(&l->log, IOTGW_LOG_WARN,
+                      "listener %s: connection from %s refused: too near the open-file limit (%ld, the "
+                      "last %ld kept free); %llu refused so far",
+                      l->name, peer, l->fd_limit, iotgw_fd_reserve(), (unsigned long long)l->refused);
+}
+
+/* lws takes the connection (RAW_ADOPT follows), or closes it: a TLS handshake that failed
+ * at once, or no memory. It would also refuse a descriptor past its table, which the
+ * reserve check keeps from coming here: such a peer is told ERROR_OVERLOADED instead. */
+static void hand_to_lws(iotgw_stream_listener *l, int fd)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* as lws' listener did */
+    lws_sock_file_fd_type d = {.sockfd = fd};
+    lws_adopt_descriptor_vhost(l->vhost, LWS_ADOPT_SOCKET | (l->cert_file ? LWS_ADOPT_ALLOW_SSL : 0), d,
+                               LWS_PROTOCOL_STREAM, NULL);
+}
+
+/* Up to ACCEPT_BATCH connections; 0, or -1 when accept() lacked resources (paused). */
+static int accept_some(iotgw_stream_listener *l)
+{
+    for (int i = 0; i < ACCEPT_BATCH && l->fd >= 0; i++) {
+        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            int err = errno;
+            if (err == EAGAIN || err == EWOULDBLOCK)
+                return 0;
+            if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM || err == EBADF ||
+                err == EINVAL) {
+                pause_accepting(l, err);
+                return -1;
+            }
+            continue; /* EINTR, ECONNABORTED, or a network error the new socket had (accept(2)) */
+        }
+        if ((long)fd >= l->fd_limit - iotgw_fd_reserve())
+            refuse(l, fd);
+        else
+            hand_to_lws(l, fd);
+    }
+    return 0;
+}
+
+static void retry_accepting(lws_sorted_usec_list_t *sul)
+{
+    iotgw_stream_listener *l = lws_container_of(sul, iotgw_stream_listener, retry);
+    if (!l->pause_ms || l->fd < 0 || accept_some(l))
+        return;
+    iotgw_log_limited(
+        &l->log, IOTGW_LOG_WARN, "listener %s: accepting again after %.1f s (%llu tries failed)", l->name,
+        (double)(iotgw_loop_now_ms(l->loop) - l->paused_at_ms) / 1000, (unsigned long long)l->failed_tries);
+    l->pause_ms = 0;
+    if (l->accept_wsi)
+        lws_rx_flow_control(l->accept_wsi, 1);
+}
+
+static int accept_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                           size_t len)
+{
+    (void)user, (void)in, (void)len;
+    iotgw_stream_listener *l = wsi ? lws_get_opaque_user_data(wsi) : NULL;
+    switch (reason) {
+    case LWS_CALLBACK_RAW_RX_FILE:
+        if (l && !l->pause_ms)
+            accept_some(l);
+        return 0;
+    case LWS_CALLBACK_RAW_CLOSE_FILE:
+    case LWS_CALLBACK_WSI_DESTROY: /* lws closes the descriptor */
+        if (l) {
+            l->accept_wsi = NULL;
+            l->fd = -1;
+            lws_set_opaque_user_data(wsi, NULL);
+        }
+        return 0;
+    default: return 0;
+    }
+}
+
+/* ------------------------------------------------------------------ listeners */
+
+static void listener_free(iotgw_stream_listener *l)
+{
+    lws_sul_cancel(&l->retry);
+    if (l->accept_wsi) {
+        lws_set_opaque_user_data(l->accept_wsi, NULL);
+        lws_set_timeout(l->accept_wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_SYNC);
+    } else if (l->fd >= 0) {
+        close(l->fd);
+    }
+    for (iotgw_stream *s = l->streams; s; s = s->lnext)
+        s->listener = NULL;
+    if (l->vhost) /* its streams keep it until they close (lws frees it with the context) */
+        lws_vhost_destroy(l->vhost);
+    char who[96];
+    snprintf(who, sizeof who, "listener %s", l->name);
+    iotgw_log_limit_flush(&l->log, IOTGW_LOG_WARN, who);
+    free(l->address);
+    free(l->cert_file), free(l->key_file), free(l->ca_file);
+    free(l->refusal);
+    free(l);
+}
+
 int iotgw_stream_listener_new(iotgw_loop *loop, const iotgw_stream_listener_options *opt,
                               iotgw_stream_listener **out, iotgw_diag *diag)
 {
     if (!loop || !opt || !opt->on_accept)
         return iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "a stream listener needs an accept callback");
+    if (opt->refusal_len > MAX_REFUSAL)
+        return iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "a stream listener's refusal is at most %d bytes",
+                               MAX_REFUSAL);
     iotgw_stream_listener *l = calloc(1, sizeof *l);
     if (!l)
         return iotgw_diag_fail(diag, IOTGW_ERR_NOMEM, "out of memory");
     l->loop = loop;
+    l->fd = -1;
+    l->fd_limit = iotgw_fd_limit_now();
     l->opt = *opt;
     l->address = str_dup_or_null(opt->address);
     l->opt.address = l->address;
@@ -141,19 +355,18 @@ int iotgw_stream_listener_new(iotgw_loop *loop, const iotgw_stream_listener_opti
     l->ca_file = str_dup_or_null(opt->tls.ca_file);
     l->opt.tls =
         (iotgw_tls_options){.cert_file = l->cert_file, .key_file = l->key_file, .ca_file = l->ca_file};
+    if (opt->refusal && opt->refusal_len && (l->refusal = malloc(opt->refusal_len)))
+        memcpy(l->refusal, opt->refusal, opt->refusal_len);
+    l->opt.refusal = l->refusal;
+    /* protocol 0 answers lws' per-connection callbacks, the client certificate check included */
     l->protocols[0] = (struct lws_protocols){LWS_PROTOCOL_STREAM, stream_callback, 0, RX_CHUNK, 0, NULL, 0};
+    l->protocols[1] = (struct lws_protocols){LWS_PROTOCOL_STREAM_ACCEPT, accept_callback, 0, 0, 0, NULL, 0};
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
     info.vhost_name = "stream";
-    info.port = opt->port;
-    info.iface = l->address;
+    info.port = CONTEXT_PORT_NO_LISTEN_SERVER; /* a server's TLS, no listening socket */
     info.user = l;
     info.protocols = l->protocols;
-    info.options = LWS_SERVER_OPTION_ADOPT_APPLY_LISTEN_ACCEPT_CONFIG;
-    info.listen_accept_role = "raw-skt";
-    info.listen_accept_protocol = LWS_PROTOCOL_STREAM;
-    if (l->address && strchr(l->address, '.') && !strchr(l->address, ':'))
-        info.options |= LWS_SERVER_OPTION_DISABLE_IPV6; /* else lws listens on every interface */
     if (l->cert_file) {
         info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
         info.ssl_cert_filepath = l->cert_file;
@@ -165,15 +378,27 @@ int iotgw_stream_listener_new(iotgw_loop *loop, const iotgw_stream_listener_opti
         }
     }
     int rc = listen_check(l->address, opt->port, l->cert_file, l->key_file, diag);
-    l->vhost = rc ? NULL : lws_create_vhost(loop->ctx, &info);
-    if (!l->vhost) {
-        if (!rc)
-            rc =
-                iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "cannot listen on %s:%d (libwebsockets refused)",
-                                l->address ? l->address : "*", opt->port);
-        free(l->address);
-        free(l->cert_file), free(l->key_file), free(l->ca_file);
-        free(l);
+    if (!rc && (l->fd = listen_socket_open(l->address, opt->port, &l->port, diag)) < 0)
+        rc = IOTGW_ERR_INVALID_ARG;
+    if (!rc) {
+        int v6 = l->address && strchr(l->address, ':');
+        snprintf(l->name, sizeof l->name, "%s%s%s:%d", v6 ? "[" : "", l->address ? l->address : "*",
+                 v6 ? "]" : "", l->port);
+        l->vhost = lws_create_vhost(loop->ctx, &info);
+    }
+    if (!rc && l->vhost) {
+        lws_adopt_desc_t ad = {.vh = l->vhost,
+                               .type = LWS_ADOPT_RAW_FILE_DESC,
+                               .fd = {.filefd = l->fd},
+                               .vh_prot_name = LWS_PROTOCOL_STREAM_ACCEPT,
+                               .opaque = l};
+        l->accept_wsi = lws_adopt_descriptor_vhost_via_info(&ad);
+    }
+    if (!rc && !l->accept_wsi)
+        rc = iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "cannot listen on %s (libwebsockets refused)",
+                             l->name);
+    if (rc) {
+        listener_free(l);
         return rc;
     }
     *out = l;
@@ -182,19 +407,13 @@ int iotgw_stream_listener_new(iotgw_loop *loop, const iotgw_stream_listener_opti
 
 int iotgw_stream_listener_port(const iotgw_stream_listener *l)
 {
-    return lws_get_vhost_listen_port(l->vhost);
+    return l->port;
 }
 
 void iotgw_stream_listener_free(iotgw_stream_listener *l)
 {
-    if (!l)
-        return;
-    /* Accepted streams keep working: their sockets are not the listener's. Their vhost
-     * goes with the context, which lws keeps until the streams are closed. */
-    lws_vhost_destroy(l->vhost);
-    free(l->address);
-    free(l->cert_file), free(l->key_file), free(l->ca_file);
-    free(l);
+    if (l)
+        listener_free(l); /* accepted streams keep working: their sockets are not the listener's */
 }
 
 void iotgw_stream_set_handler(iotgw_stream *s, const iotgw_stream_handler *h, void *ctx)

@@ -3,6 +3,12 @@
  * the owner and write what the owner gives them, with bounded output and read pausing.
  * The gateway's device endpoint runs on these; AMQP connections do not (transport.h).
  *
+ * At the open-file limit a listener neither spins nor floods the log: a connection that
+ * would eat into the descriptors the process keeps (transport/fdlimit.h) is refused at
+ * once, after opt.refusal is sent to a plain-TCP peer; when accept() itself fails for
+ * lack of descriptors, the listener stops accepting until some are free again (it tries
+ * after 100 ms to 1 s, and when one of its streams closes). Both are logged, rate-limited.
+ *
  * Ownership: the loop owns streams and stream listeners. A stream lives until its
  * on_closed has returned; the owner drops its pointer there. Bytes passed to
  * iotgw_stream_write() are copied.
@@ -39,15 +45,17 @@ typedef struct iotgw_stream_listener_options {
     int port;            /* 0: any free port (see iotgw_stream_listener_port) */
     iotgw_stream_accept_fn on_accept;
     void *ctx;
-    size_t max_output;     /* per stream: unsent bytes before it is closed; 0: 1 MiB */
-    iotgw_tls_options tls; /* cert_file and key_file: TLS 1.2+ on every stream; ca_file too:
-                              clients must present a certificate it signed */
+    size_t max_output;      /* per stream: unsent bytes before it is closed; 0: 1 MiB */
+    iotgw_tls_options tls;  /* cert_file and key_file: TLS 1.2+ on every stream; ca_file too:
+                               clients must present a certificate it signed */
+    const uint8_t *refusal; /* sent to a plain-TCP connection refused at the open-file limit, */
+    size_t refusal_len;     /* then closed (at most 256 bytes, copied); NULL: closed unanswered */
 } iotgw_stream_listener_options;
 
 int iotgw_stream_listener_new(iotgw_loop *loop, const iotgw_stream_listener_options *opt,
                               iotgw_stream_listener **out, iotgw_diag *diag);
 int iotgw_stream_listener_port(const iotgw_stream_listener *l);
-/* Stop listening; accepted streams go on. */
+/* Stop listening (not from inside on_accept); accepted streams go on. */
 void iotgw_stream_listener_free(iotgw_stream_listener *l);
 
 void iotgw_stream_set_handler(iotgw_stream *s, const iotgw_stream_handler *h, void *ctx);

@@ -128,3 +128,27 @@ def run_tests():
     failed = len(result.failures) + len(result.errors)
     print(f"{result.testsRun - failed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
+
+
+def with_fd_limit(soft, hard=None):
+    """A command prefix that runs the command with RLIMIT_NOFILE soft and hard (hard
+    defaults to soft, so that the process cannot raise it)."""
+    code = ("import os, resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, "
+            "(int(sys.argv[1]), int(sys.argv[2]))); os.execvp(sys.argv[3], sys.argv[3:])")
+    return [sys.executable, "-c", code, str(soft), str(hard or soft)]
+
+
+def cpu_seconds(pid):
+    """The user and system CPU time a process has used (/proc/PID/stat), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid):
+    """A process's resident memory (VmRSS in /proc/PID/status), in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for process {pid}")
