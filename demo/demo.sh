@@ -20,6 +20,7 @@ WORK=$(mktemp -d /tmp/iotgw-demo.XXXXXX)
 HUB_PORT=${DEMO_HUB_PORT:-8443}
 AMQPS_PORT=${DEMO_AMQPS_PORT:-5671}
 DEVICE_PORT=${DEMO_DEVICE_PORT:-7000}
+OPS_PORT=${DEMO_OPS_PORT:-9600}
 
 say() { printf '\n== %s\n' "$*"; }
 fail() { printf '\ndemo: FAILED: %s (logs in %s)\n' "$*" "$WORK"; exit 1; }
@@ -98,6 +99,8 @@ hub:
   hostName: localhost
   port: $HUB_PORT
   caFile: $WORK/certs/ca.pem
+ops:
+  listen: 127.0.0.1:$OPS_PORT   # /metrics, /healthz, /readyz, /devices
 devices:
   listen: 127.0.0.1:$DEVICE_PORT
 telemetry:
@@ -116,7 +119,8 @@ YAML
 echo $! >"$WORK/iotgw.pid"
 wait_for iotgw "listening: devices" 20
 DEVICE_PORT=$(sed -n 's/^listening: devices [^ ]*:\([0-9]*\)$/\1/p' "$WORK/iotgw.out")
-echo "gateway: devices connect to 127.0.0.1:$DEVICE_PORT (log: $WORK/iotgw.log)"
+OPS_PORT=$(sed -n 's/^listening: ops [^ ]*:\([0-9]*\)$/\1/p' "$WORK/iotgw.out")
+echo "gateway: devices connect to 127.0.0.1:$DEVICE_PORT, metrics at http://127.0.0.1:$OPS_PORT/metrics (log: $WORK/iotgw.log)"
 
 SERVICE="HostName=localhost;SharedAccessKeyName=iothubowner;SharedAccessKey=$OWNER_KEY"
 dev() { # dev PROGRAM ID KEY ARGS...: the example device, in place of this shell

@@ -77,6 +77,36 @@ static int parse_listen(reader *r, yaml_node_t *n, const char *path, iotgw_confi
     return out->address ? 0 : IOTGW_ERR_NOMEM;
 }
 
+/* A secret given in the file (n's text), in a file it names (relative to the
+ * configuration's folder), or in an environment variable it names, into buf
+ * (MAX_KEY_FILE + 1 bytes; the caller cleanses it). */
+static int read_secret(reader *r, yaml_node_t *n, const char *p, int is_file, int is_env, char *buf)
+{
+    const char *t = iotgw_yaml_text(&r->y, n, p, r->diag);
+    if (!t)
+        return IOTGW_ERR_CONFIG;
+    if (is_file) {
+        char file[2048];
+        snprintf(file, sizeof file, "%s%s%s", t[0] == '/' ? "" : r->dir, t[0] == '/' ? "" : "/", t);
+        FILE *f = fopen(file, "r");
+        if (!f)
+            return iotgw_yaml_fail(&r->y, n, p, r->diag, "cannot read %s: %s", file, strerror(errno));
+        size_t len = fread(buf, 1, MAX_KEY_FILE, f);
+        fclose(f);
+        buf[len] = '\0';
+        while (len && isspace((unsigned char)buf[len - 1]))
+            buf[--len] = '\0';
+    } else if (is_env) {
+        const char *v = getenv(t);
+        if (!v || !*v)
+            return iotgw_yaml_fail(&r->y, n, p, r->diag, "environment variable %s is not set", t);
+        snprintf(buf, MAX_KEY_FILE + 1, "%s", v);
+    } else {
+        snprintf(buf, MAX_KEY_FILE + 1, "%s", t);
+    }
+    return 0;
+}
+
 static int load_hub(reader *r, yaml_node_t *hub)
 {
     static const char *const keys[] = {"hostName",
@@ -220,6 +250,71 @@ static int load_devices_section(reader *r, yaml_node_t *d)
     return rc;
 }
 
+/* where the ops endpoint listens unless ops.listen says otherwise (edgeHub's metrics port) */
+#define OPS_DEFAULT_ADDRESS "127.0.0.1"
+#define OPS_DEFAULT_PORT    9600
+
+/* ops: {listen: ADDRESS:PORT | off, token | tokenFile | tokenEnv}. The device view
+ * (/devices) names devices and their addresses: off a loopback address it needs the
+ * token. */
+static int load_ops(reader *r, yaml_node_t *o)
+{
+    static const char *const keys[] = {"listen", "token", "tokenFile", "tokenEnv", NULL};
+    iotgw_config *c = r->c;
+    int rc = iotgw_yaml_check_keys(&r->y, o, "ops", keys, r->diag);
+    yaml_node_t *ln = rc ? NULL : iotgw_yaml_get(&r->y, o, "listen");
+    if (ln) {
+        const char *t = iotgw_yaml_text(&r->y, ln, "ops.listen", r->diag);
+        if (!t)
+            return IOTGW_ERR_CONFIG;
+        free(c->ops_listen.address);
+        c->ops_listen.address = NULL;
+        if (strcmp(t, "off") != 0)
+            rc = parse_listen(r, ln, "ops.listen", &c->ops_listen);
+    }
+    yaml_node_t *tk = iotgw_yaml_get(&r->y, o, "token"), *tf = iotgw_yaml_get(&r->y, o, "tokenFile"),
+                *te = iotgw_yaml_get(&r->y, o, "tokenEnv");
+    if (!rc && !!tk + !!tf + !!te > 1)
+        rc = iotgw_yaml_fail(&r->y, o, "ops", r->diag, "give at most one of token, tokenFile, tokenEnv");
+    if (!rc && (tk || tf || te)) {
+        char buf[MAX_KEY_FILE + 1];
+        rc = read_secret(r,
+                         tk   ? tk
+                         : tf ? tf
+                              : te,
+                         tk   ? "ops.token"
+                         : tf ? "ops.tokenFile"
+                              : "ops.tokenEnv",
+                         tf != NULL, te != NULL, buf);
+        if (!rc && strlen(buf) < 16)
+            rc = iotgw_yaml_fail(&r->y,
+                                 tk   ? tk
+                                 : tf ? tf
+                                      : te,
+                                 "ops.token", r->diag, "a token of at least 16 characters");
+        if (!rc && !(c->ops_token = strdup(buf)))
+            rc = IOTGW_ERR_NOMEM;
+        OPENSSL_cleanse(buf, sizeof buf);
+    }
+    return rc;
+}
+
+static int load_log(reader *r, yaml_node_t *l)
+{
+    static const char *const keys[] = {"format", NULL};
+    int rc = iotgw_yaml_check_keys(&r->y, l, "log", keys, r->diag);
+    yaml_node_t *fn = rc ? NULL : iotgw_yaml_get(&r->y, l, "format");
+    if (!fn)
+        return rc;
+    const char *f = iotgw_yaml_text(&r->y, fn, "log.format", r->diag);
+    if (!f)
+        return IOTGW_ERR_CONFIG;
+    if (strcmp(f, "text") && strcmp(f, "json"))
+        return iotgw_yaml_fail(&r->y, fn, "log.format", r->diag, "expected text or json, got \"%s\"", f);
+    r->c->log_json = !strcmp(f, "json");
+    return 0;
+}
+
 static int load_telemetry(reader *r, yaml_node_t *t)
 {
     static const char *const keys[] = {"encoding", NULL};
@@ -301,29 +396,11 @@ static int read_key(reader *r, yaml_node_t *dn, const char *path, int required, 
     char p[200];
     yaml_node_t *n = k ? k : kf ? kf : ke;
     snprintf(p, sizeof p, "%s.%s", path, k ? "key" : kf ? "keyFile" : "keyEnv");
-    const char *t = iotgw_yaml_text(&r->y, n, p, r->diag);
-    if (!t)
-        return IOTGW_ERR_CONFIG;
     char buf[MAX_KEY_FILE + 1];
-    if (kf) {
-        char file[2048];
-        snprintf(file, sizeof file, "%s%s%s", t[0] == '/' ? "" : r->dir, t[0] == '/' ? "" : "/", t);
-        FILE *f = fopen(file, "r");
-        if (!f)
-            return iotgw_yaml_fail(&r->y, n, p, r->diag, "cannot read %s: %s", file, strerror(errno));
-        size_t len = fread(buf, 1, MAX_KEY_FILE, f);
-        fclose(f);
-        buf[len] = '\0';
-        while (len && isspace((unsigned char)buf[len - 1]))
-            buf[--len] = '\0';
-        t = buf;
-    } else if (ke) {
-        const char *v = getenv(t);
-        if (!v || !*v)
-            return iotgw_yaml_fail(&r->y, n, p, r->diag, "environment variable %s is not set", t);
-        snprintf(buf, sizeof buf, "%s", v);
-        t = buf;
-    }
+    int rc = read_secret(r, n, p, kf != NULL, ke != NULL, buf);
+    if (rc)
+        return rc;
+    const char *t = buf;
     if (!iotgw_key_is_valid(t)) {
         OPENSSL_cleanse(buf, sizeof buf);
         return iotgw_yaml_fail(&r->y, n, p, r->diag, "not a base64 key of 16 to 64 bytes");
@@ -513,7 +590,8 @@ int iotgw_config_load(const char *file, iotgw_config **out, iotgw_diag *diag)
     snprintf(r.dir, sizeof r.dir, "%s", dirname(tmp));
     int rc = iotgw_yaml_load(&r.y, file, NULL, diag);
     yaml_node_t *root = rc ? NULL : iotgw_yaml_root(&r.y);
-    static const char *const keys[] = {"gatewayId", "hub", "devices", "telemetry", "methods", "fleet", NULL};
+    static const char *const keys[] = {"gatewayId", "hub", "devices", "telemetry", "methods",
+                                       "fleet",     "ops", "log",     NULL};
     if (!rc)
         rc = iotgw_yaml_check_keys(&r.y, root, "", keys, diag);
     yaml_node_t *hub = rc ? NULL : iotgw_yaml_get(&r.y, root, "hub");
@@ -532,6 +610,13 @@ int iotgw_config_load(const char *file, iotgw_config **out, iotgw_diag *diag)
         rc = load_methods(&r, n);
     if (!rc && (n = iotgw_yaml_get(&r.y, root, "fleet")))
         rc = load_fleet(&r, n);
+    c->ops_listen.port = OPS_DEFAULT_PORT;
+    if (!rc && !(c->ops_listen.address = strdup(OPS_DEFAULT_ADDRESS)))
+        rc = IOTGW_ERR_NOMEM;
+    if (!rc && (n = iotgw_yaml_get(&r.y, root, "ops")))
+        rc = load_ops(&r, n);
+    if (!rc && (n = iotgw_yaml_get(&r.y, root, "log")))
+        rc = load_log(&r, n);
     if (!rc && !c->nlisten)
         rc = iotgw_yaml_fail(&r.y, root, "devices.listen", diag,
                              "no listen address: devices.listen, e.g. \"0.0.0.0:7000\"");
@@ -549,6 +634,11 @@ void iotgw_config_free(iotgw_config *c)
 {
     if (!c)
         return;
+    free(c->ops_listen.address);
+    if (c->ops_token) {
+        OPENSSL_cleanse(c->ops_token, strlen(c->ops_token));
+        free(c->ops_token);
+    }
     for (size_t i = 0; i < c->ndevices; i++) {
         free(c->devices[i].id);
         if (c->devices[i].key) {

@@ -64,6 +64,11 @@ typedef struct iotgw_config {
                                     outcome by then */
     char *tls_cert, *tls_key, *tls_client_ca; /* devices.tls: TLS on the listeners; client certificates */
 
+    /* ops: the operations endpoint (metrics, health, readiness, the device view) */
+    iotgw_config_listen ops_listen; /* address NULL: off ("ops.listen: off") */
+    char *ops_token;                /* bearer token /devices needs; NULL: none (loopback only) */
+    int log_json;                   /* log.format: json */
+
     iotgw_hubmsg_encoding encoding;
     iotgw_config_method *methods;
     size_t nmethods;

@@ -49,6 +49,7 @@ static void tick_fired(iotgw_timer *t, void *ctx)
     iotgw_gateway *g = ctx;
     g->tick = iotgw_timer_start(g->loop, TICK_MS, tick_fired, g);
     int64_t now = iotgw_loop_now_ms(g->loop);
+    g->last_tick_ms = now;
     for (gw_session *s = g->sessions; s; s = s->next)
         gw_session_tick(s, now); /* sessions close later, from the loop: the list stays valid */
     /* what a burst of connections, now gone, left behind */
@@ -84,6 +85,8 @@ int iotgw_gateway_new(iotgw_loop *loop, iotgw_config *cfg, iotgw_gateway **out, 
         return iotgw_diag_fail(diag, IOTGW_ERR_NOMEM, "out of memory");
     g->loop = loop;
     g->cfg = cfg;
+    gw_stats_init(&g->stats);
+    g->last_tick_ms = iotgw_loop_now_ms(loop);
     g->scratch = pn_message();
     g->by_device = calloc(cfg->ndevices + 1, sizeof *g->by_device);
     g->listeners = calloc(cfg->nlisten, sizeof *g->listeners);
@@ -112,6 +115,7 @@ int iotgw_gateway_new(iotgw_loop *loop, iotgw_config *cfg, iotgw_gateway **out, 
         .device_queue = cfg->device_queue,
         .queue_bytes = (size_t)cfg->queue_total_bytes,
         .delivery_timeout_ms = cfg->delivery_timeout_s * 1000,
+        .keep_connection = 1, /* a wrong hub setting shows at start, and /readyz can tell */
         .cb = {.on_outcome = on_outcome, .on_method = on_method, .on_twin = on_twin, .on_c2d = on_c2d},
         .ctx = g,
     };
@@ -132,6 +136,8 @@ int iotgw_gateway_new(iotgw_loop *loop, iotgw_config *cfg, iotgw_gateway **out, 
             g->nlisteners++;
     }
     free(refusal);
+    if (!rc)
+        rc = gw_ops_start(g, diag);
     if (rc) {
         g->cfg = NULL; /* still the caller's */
         iotgw_gateway_free(g);
@@ -140,6 +146,11 @@ int iotgw_gateway_new(iotgw_loop *loop, iotgw_config *cfg, iotgw_gateway **out, 
     g->tick = iotgw_timer_start(loop, TICK_MS, tick_fired, g);
     *out = g;
     return 0;
+}
+
+int iotgw_gateway_ops_port(const iotgw_gateway *g)
+{
+    return gw_ops_port(g);
 }
 
 int iotgw_gateway_port(const iotgw_gateway *g, size_t i)
@@ -257,6 +268,7 @@ void iotgw_gateway_free(iotgw_gateway *g)
 {
     if (!g)
         return;
+    gw_ops_stop(g);
     close_listeners(g);
     if (g->tick)
         iotgw_timer_cancel(g->tick);

@@ -22,6 +22,8 @@ typedef struct iotgw_gateway iotgw_gateway;
 int iotgw_gateway_new(iotgw_loop *loop, iotgw_config *cfg, iotgw_gateway **out, iotgw_diag *diag);
 /* The port of listener i (as configured, or chosen by the system for port 0). */
 int iotgw_gateway_port(const iotgw_gateway *g, size_t i);
+/* The ops endpoint's port (ops.listen; the system's choice for port 0); 0 when off. */
+int iotgw_gateway_ops_port(const iotgw_gateway *g);
 /* Stop accepting devices, close every device connection with ERROR_SHUTTING_DOWN once
  * its pending work is answered or deadline_ms has passed; returns 1 when all are gone. */
 int iotgw_gateway_drain(iotgw_gateway *g, int64_t deadline_ms);

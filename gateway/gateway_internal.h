@@ -10,6 +10,7 @@
 #include <proton/message.h>
 
 #include "codecs/frame.h"
+#include "codecs/prom.h"
 #include "gateway/gateway.h"
 #include "gateway/upstream.h"
 #include "schemas/gateway.pb-c.h"
@@ -20,6 +21,21 @@
 
 typedef struct gw_session gw_session;
 
+/* What the gateway counts, rendered by gateway/ops.c at each scrape (docs/operations.md). */
+#define GW_ERROR_CODES   16 /* Iotgw__ErrorCode values */
+#define GW_NACK_REASONS  9  /* Iotgw__NackReason values */
+typedef struct gw_stats {
+    uint64_t connections, welcomed;          /* device connections accepted; Hellos answered Welcome */
+    uint64_t errors[GW_ERROR_CODES];         /* Error frames sent, by code */
+    uint64_t telemetry, telemetry_bytes;     /* Telemetry frames received, their frames' bytes */
+    uint64_t acked, nacked[GW_NACK_REASONS]; /* by NackReason */
+    uint64_t methods[6];                     /* direct methods answered to the hub, by status / 100 */
+    iotgw_histogram method_seconds;          /* the hub's request in, the answer out */
+    iotgw_histogram method_device_seconds;   /* the request to the device, its answer in */
+    uint64_t twin_requests, twin_ok, twin_failed, desired_updates;
+    uint64_t c2d_delivered, c2d_completed, c2d_rejected, c2d_abandoned;
+} gw_stats;
+
 /* A method request waiting for the device's answer. */
 typedef struct gw_method_call {
     struct gw_method_call *next;
@@ -27,7 +43,7 @@ typedef struct gw_method_call {
     uint8_t hub_id[16];
     char *response_type; /* the device answers this protobuf type; NULL: JSON (a copy: reloads free the
                             config) */
-    int64_t deadline_ms;
+    int64_t started_ms, deadline_ms; /* started: when the hub's request came */
 } gw_method_call;
 
 /* A device twin request: the device's id and the upstream's. */
@@ -68,6 +84,9 @@ struct iotgw_gateway {
     iotgw_timer *tick; /* every second: gw_session_tick for each session */
     pn_message_t *scratch;
     iotgw_log_limit anonymous_log; /* lines about connections that named no device yet */
+    gw_stats stats;
+    struct gw_ops *ops;    /* the ops endpoint; NULL: off */
+    int64_t last_tick_ms;  /* the 1 s tick's last run: /healthz */
     uint64_t boot_id;              /* random at start: generated message ids are unique across restarts */
     uint64_t next_message;         /* generated message ids: one counter for every device and connection */
 };
@@ -93,6 +112,12 @@ void gw_session_on_outcome(gw_session *s, uint64_t seq, iotgw_outcome outcome, c
 void gw_session_on_method(gw_session *s, const iotgw_method_request *req);
 void gw_session_on_twin(gw_session *s, const iotgw_twin_response *r);
 void gw_session_on_c2d(gw_session *s, const iotgw_c2d_message *m);
+
+/* ops.c: the ops endpoint (ops.listen): /metrics, /healthz, /readyz, /devices. */
+int gw_ops_start(iotgw_gateway *g, iotgw_diag *diag);
+int gw_ops_port(const iotgw_gateway *g);
+void gw_ops_stop(iotgw_gateway *g);
+void gw_stats_init(gw_stats *st);
 
 /* wrap.c: a Telemetry frame as the hub message to send (into msg) */
 int gw_wrap_telemetry(iotgw_gateway *g, const Iotgw__Telemetry *t, pn_message_t *msg, iotgw_diag *diag);

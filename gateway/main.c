@@ -134,6 +134,13 @@ static int describe(const iotgw_config *c)
            c->hub_connect_host ? ", connecting to " : "", c->hub_connect_host ? c->hub_connect_host : "");
     for (size_t i = 0; i < c->nlisten; i++)
         printf("devices: listen %s:%d\n", c->listen[i].address, c->listen[i].port);
+    if (c->ops_listen.address)
+        printf("ops: listen %s:%d (/metrics, /healthz, /readyz; /devices %s)\n", c->ops_listen.address,
+               c->ops_listen.port, c->ops_token ? "with ops.token" : "to loopback clients");
+    else
+        printf("ops: off\n");
+    if (c->log_json)
+        printf("log: JSON lines\n");
     printf("fleet: %zu devices (%zu disabled", c->ndevices, disabled);
     if (keyless)
         printf(", %zu by client certificate only", keyless);
@@ -237,6 +244,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     for (size_t i = 0; i < cfg->nlisten; i++)
         printf("listening: devices %s:%d\n", cfg->listen[i].address, iotgw_gateway_port(g, i));
+    if (iotgw_gateway_ops_port(g))
+        printf("listening: ops %s:%d\n", cfg->ops_listen.address, iotgw_gateway_ops_port(g));
     printf("hub: %s over %s, %zu devices in the fleet\n", cfg->hub_host,
            cfg->hub_transport == IOTGW_TRANSPORT_AMQPS ? "amqps" : "amqp-ws", cfg->ndevices);
     printf("event loop: %s (%s)\n", iotgw_loop_backend_name(loop), why);

@@ -75,6 +75,8 @@ void gw_session_fail(gw_session *s, Iotgw__ErrorCode code, const char *fmt, ...)
     gw_session_send(s, &f);
     s->closing = 1;
     iotgw_stream_close(s->stream, 1);
+    if ((unsigned)code < GW_ERROR_CODES)
+        s->g->stats.errors[code]++;
 }
 
 /* ------------------------------------------------------------------ answers to the hub */
@@ -87,6 +89,10 @@ static void call_free(gw_method_call *c)
 
 static void answer_method(gw_session *s, gw_method_call *c, int status, const char *json)
 {
+    gw_stats *st = &s->g->stats;
+    st->methods[status >= 100 && status < 600 ? status / 100 : 0]++;
+    iotgw_histogram_observe(&st->method_seconds,
+                            (double)(iotgw_loop_now_ms(s->g->loop) - c->started_ms) / 1000);
     if (s->up)
         iotgw_upstream_method_respond(s->up, c->hub_id, status, (const uint8_t *)json, strlen(json));
 }
@@ -130,6 +136,8 @@ static void release_upstream(gw_session *s, const char *why)
 static void send_nack(gw_session *s, uint64_t seq, Iotgw__NackReason reason, const char *detail,
                       uint32_t retry)
 {
+    if ((unsigned)reason < GW_NACK_REASONS)
+        s->g->stats.nacked[reason]++;
     Iotgw__Nack n = IOTGW__NACK__INIT;
     n.seq = seq;
     n.reason = reason;
@@ -161,6 +169,7 @@ void gw_session_on_outcome(gw_session *s, uint64_t seq, iotgw_outcome outcome, c
     if (s->closing || !s->up)
         return;
     if (outcome == IOTGW_OUTCOME_ACCEPTED) {
+        s->g->stats.acked++;
         Iotgw__Ack a = IOTGW__ACK__INIT;
         a.seq = seq;
         Iotgw__Frame f = IOTGW__FRAME__INIT;
@@ -221,7 +230,8 @@ void gw_session_on_method(gw_session *s, const iotgw_method_request *req)
     c->id = ++s->next_call_id;
     memcpy(c->hub_id, req->request_id, 16);
     c->response_type = m && m->response_type ? strdup(m->response_type) : NULL;
-    c->deadline_ms = iotgw_loop_now_ms(s->g->loop) + METHOD_TIMEOUT_MS;
+    c->started_ms = iotgw_loop_now_ms(s->g->loop);
+    c->deadline_ms = c->started_ms + METHOD_TIMEOUT_MS;
     c->next = s->calls;
     s->calls = c;
     r.request_id = c->id;
@@ -238,6 +248,7 @@ void gw_session_on_twin(gw_session *s, const iotgw_twin_response *r)
 {
     Iotgw__Frame f = IOTGW__FRAME__INIT;
     if (!r->request_id) {
+        s->g->stats.desired_updates++;
         Iotgw__DesiredUpdate u = IOTGW__DESIRED_UPDATE__INIT;
         u.version = r->version;
         u.patch_json = (ProtobufCBinaryData){.len = r->len, .data = (uint8_t *)r->body};
@@ -254,6 +265,10 @@ void gw_session_on_twin(gw_session *s, const iotgw_twin_response *r)
         Iotgw__TwinResult tr = IOTGW__TWIN_RESULT__INIT;
         tr.request_id = t->device_id;
         tr.status = r->status ? r->status : 503;
+        if (tr.status >= 200 && tr.status < 300)
+            s->g->stats.twin_ok++;
+        else
+            s->g->stats.twin_failed++;
         tr.version = r->version;
         tr.twin_json = (ProtobufCBinaryData){.len = r->len, .data = (uint8_t *)r->body};
         tr.detail = (char *)(r->error ? r->error : "");
@@ -333,7 +348,8 @@ void gw_session_on_c2d(gw_session *s, const iotgw_c2d_message *m)
         Iotgw__Frame f = IOTGW__FRAME__INIT;
         f.body_case = IOTGW__FRAME__BODY_C2D_MESSAGE;
         f.c2d_message = &c;
-        gw_session_send(s, &f);
+        if (gw_session_send(s, &f) == 0)
+            s->g->stats.c2d_delivered++;
     }
     free_c2d_texts(&c);
 }
@@ -433,6 +449,7 @@ static void on_hello(gw_session *s, const Iotgw__Hello *h)
     }
     g->by_device[index] = s;
     s->ready = 1;
+    g->stats.welcomed++;
     if (s->timer) { /* keep-alive and method deadlines come from the gateway's tick now */
         iotgw_timer_cancel(s->timer);
         s->timer = NULL;
@@ -507,6 +524,8 @@ static void on_method_response(gw_session *s, const Iotgw__MethodResponse *r)
         return;
     }
     *pp = c->next;
+    iotgw_histogram_observe(&s->g->stats.method_device_seconds,
+                            (double)(iotgw_loop_now_ms(s->g->loop) - c->started_ms) / 1000);
     char *json = NULL, body[400];
     int status = r->status;
     iotgw_diag diag = {0};
@@ -540,6 +559,7 @@ static void on_twin_request(gw_session *s, uint64_t id, iotgw_twin_op op, const 
                  ? IOTGW_ERR_INVALID_ARG
                  : iotgw_upstream_twin_request(s->up, op, patch ? patch->data : NULL, patch ? patch->len : 0,
                                                &upstream_id);
+    s->g->stats.twin_requests++;
     gw_twin_call *t = rc ? NULL : calloc(1, sizeof *t);
     if (!t) {
         Iotgw__TwinResult tr = IOTGW__TWIN_RESULT__INIT;
@@ -588,7 +608,11 @@ static void handle_frame(gw_session *s, const Iotgw__Frame *f, const uint8_t *ra
         return;
     }
     switch (f->body_case) {
-    case IOTGW__FRAME__BODY_TELEMETRY: on_telemetry(s, f->telemetry); break;
+    case IOTGW__FRAME__BODY_TELEMETRY:
+        s->g->stats.telemetry++;
+        s->g->stats.telemetry_bytes += raw_len;
+        on_telemetry(s, f->telemetry);
+        break;
     case IOTGW__FRAME__BODY_METHOD_RESPONSE: on_method_response(s, f->method_response); break;
     case IOTGW__FRAME__BODY_TWIN_GET:
         on_twin_request(s, f->twin_get->request_id, IOTGW_TWIN_GET, NULL);
@@ -601,6 +625,10 @@ static void handle_frame(gw_session *s, const Iotgw__Frame *f, const uint8_t *ra
         iotgw_outcome o = f->c2d_settle->outcome == IOTGW__C2D_OUTCOME__C2D_COMPLETE ? IOTGW_OUTCOME_ACCEPTED
                           : f->c2d_settle->outcome == IOTGW__C2D_OUTCOME__C2D_REJECT ? IOTGW_OUTCOME_REJECTED
                                                                                      : IOTGW_OUTCOME_RETRY;
+        gw_stats *st = &s->g->stats;
+        ++*(o == IOTGW_OUTCOME_ACCEPTED   ? &st->c2d_completed
+            : o == IOTGW_OUTCOME_REJECTED ? &st->c2d_rejected
+                                          : &st->c2d_abandoned);
         if (iotgw_upstream_c2d_settle(s->up, f->c2d_settle->delivery_id, o))
             iotgw_log_limited(&s->log, IOTGW_LOG_INFO,
                               "device %s: C2D delivery %" PRIu64 " was no longer pending", who(s),
@@ -801,6 +829,7 @@ void gw_session_accept(iotgw_gateway *g, iotgw_stream *st)
     }
     s->g = g;
     s->stream = st;
+    g->stats.connections++;
     iotgw_frame_decoder_init(&s->dec, HELLO_MAX_FRAME);
     static const iotgw_stream_handler handler = {.on_data = on_data, .on_closed = on_closed};
     iotgw_stream_set_handler(st, &handler, s);

@@ -188,6 +188,7 @@ void up_device_fail(iotgw_upstream_device *dev, up_refusal kind, const char *con
     /* A token the hub refuses once may be a passing fault (its clock, a key being
      * rolled over); refused again after a retry with a fresh one, the identity is
      * refused for good. Not registered, or no usable key: for good at once. */
+    up->refusals[kind]++;
     if (kind == UP_REFUSAL_PASSING)
         dev->identity_refusals = 0;
     else
@@ -212,7 +213,8 @@ static void housekeeping(iotgw_upstream *up)
     for (up_conn *c = up->conns, *next; c; c = next) {
         next = c->next;
         if (c->ndevices == 0) {
-            if (c->empty_since_ms && now - c->empty_since_ms >= EMPTY_CLOSE_MS) {
+            int kept = up->opt.keep_connection && up->conns == c && !c->next; /* the last one stays */
+            if (!kept && c->empty_since_ms && now - c->empty_since_ms >= EMPTY_CLOSE_MS) {
                 iotgw_log(IOTGW_LOG_INFO, "upstream: connection %d closes: no devices left", c->id);
                 up_conn_free(c);
             }
@@ -335,6 +337,14 @@ int iotgw_upstream_new(iotgw_loop *loop, const iotgw_upstream_options *opt, iotg
         return iotgw_diag_fail(diag, IOTGW_ERR_NOMEM, "upstream: out of memory");
     }
     up->tick = iotgw_timer_start(loop, TICK_MS, tick_fired, up);
+    if (o->keep_connection) {
+        up_conn *c = up_conn_new(up);
+        if (!c) {
+            iotgw_upstream_free(up);
+            return iotgw_diag_fail(diag, IOTGW_ERR_NOMEM, "upstream: out of memory");
+        }
+        up_conn_start(c);
+    }
     *out = up;
     return 0;
 }
@@ -459,6 +469,32 @@ int iotgw_upstream_connections(const iotgw_upstream *up, iotgw_connection_info *
         i->next_retry_ms = c->state == IOTGW_CONNECTION_BACKOFF ? c->next_retry_ms : 0;
     }
     return n;
+}
+
+void iotgw_upstream_totals_get(const iotgw_upstream *up, iotgw_upstream_totals *t)
+{
+    memset(t, 0, sizeof *t);
+    int64_t now = iotgw_loop_now_ms(up->loop), oldest_deadline = 0;
+    for (const up_conn *c = up->conns; c; c = c->next) {
+        t->connections_by_state[c->state]++;
+        for (const iotgw_upstream_device *d = c->members; d; d = d->member_next) {
+            t->devices_by_state[d->state]++;
+            t->queued += d->queue.count;
+            t->in_flight += d->in_flight.count;
+            /* the oldest of a device's messages heads its in-flight list, else its queue */
+            const up_msg *m = d->in_flight.head ? d->in_flight.head : d->queue.head;
+            if (m && (!oldest_deadline || m->deadline_ms < oldest_deadline))
+                oldest_deadline = m->deadline_ms;
+        }
+    }
+    t->queued_bytes = up->pending_bytes;
+    if (oldest_deadline)
+        t->oldest_ms = now - (oldest_deadline - (int64_t)up->opt.delivery_timeout_ms);
+    memcpy(t->refusals, up->refusals, sizeof t->refusals);
+    t->reconnects = up->reconnects;
+    t->tokens = up->tokens;
+    t->throttled = up->throttled;
+    snprintf(t->last_failure, sizeof t->last_failure, "%s", up->last_failure);
 }
 
 const char *iotgw_device_state_name(iotgw_device_state s)

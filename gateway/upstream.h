@@ -163,6 +163,8 @@ typedef struct iotgw_upstream_options {
     unsigned cbs_timeout_ms;    /* a put-token unanswered by then fails the connection; 0: 30000 */
     unsigned c2d_credit;        /* cloud-to-device messages delivered and not yet settled, per device; 0: 5 */
     unsigned twin_timeout_ms;   /* a twin request unanswered by then gets status 0; 0: 30000 */
+    int keep_connection;        /* hold one hub connection open even without devices, so that a wrong
+                                   host, port, CA or proxy shows at once */
     iotgw_upstream_callbacks cb;
     void *ctx;
 } iotgw_upstream_options;
@@ -231,6 +233,23 @@ typedef struct iotgw_connection_info {
 
 /* Fill up to max entries; returns how many connections there are. */
 int iotgw_upstream_connections(const iotgw_upstream *up, iotgw_connection_info *out, int max);
+
+/* The pool as a whole, for metrics and readiness. */
+typedef struct iotgw_upstream_totals {
+    unsigned devices_by_state[5]; /* indexed by iotgw_device_state */
+    unsigned connections_by_state[4]; /* indexed by iotgw_connection_state */
+    uint64_t queued, in_flight;       /* telemetry messages held now */
+    size_t queued_bytes;              /* bytes held (waiting and in flight) */
+    int64_t oldest_ms;                /* age of the oldest message held; 0: none */
+    /* since start */
+    uint64_t reconnects;   /* hub connections lost */
+    uint64_t tokens;       /* put-tokens answered 200, renewals included */
+    uint64_t throttled;    /* messages the hub refused as throttled (kept and sent again) */
+    uint64_t refusals[3];  /* devices refused by the hub: passing, identity, for good (up_refusal) */
+    char last_failure[200];           /* why the last connection attempt or connection failed; "" */
+} iotgw_upstream_totals;
+
+void iotgw_upstream_totals_get(const iotgw_upstream *up, iotgw_upstream_totals *t);
 
 const char *iotgw_device_state_name(iotgw_device_state s);
 const char *iotgw_connection_state_name(iotgw_connection_state s);

@@ -133,6 +133,7 @@ static void conn_lost(up_conn *c, const char *cond, const char *description)
         up_ready_remove(c->ready_head);
     c->state = IOTGW_CONNECTION_BACKOFF;
     c->reconnects++;
+    up->reconnects++;
     snprintf(c->reason, sizeof c->reason, "%s: %s", cond && *cond ? cond : "iotgw:closed",
              description && *description ? description : "closed");
     for (iotgw_upstream_device *dev = c->members; dev; dev = dev->member_next) {
@@ -144,8 +145,19 @@ static void conn_lost(up_conn *c, const char *cond, const char *description)
         if (dev->state != IOTGW_DEVICE_FAILED)
             up_set_state(dev, IOTGW_DEVICE_WAITING);
     }
-    if (!c->ndevices) {
-        iotgw_log(IOTGW_LOG_INFO, "upstream: connection %d closed (%s)", c->id, c->reason);
+    const iotgw_hub_settings *h = &up->opt.hub;
+    char where[300];
+    snprintf(where, sizeof where, "%s:%d (%s%s%s)", h->connect_host ? h->connect_host : h->host_name,
+             h->port                            ? h->port
+             : h->kind == IOTGW_TRANSPORT_AMQPS ? 5671
+                                                : 443,
+             h->kind == IOTGW_TRANSPORT_AMQPS ? "amqps" : "wss", h->proxy ? " through proxy " : "",
+             h->proxy ? h->proxy : "");
+    snprintf(up->last_failure, sizeof up->last_failure, "connection %d to %.80s: %.100s", c->id, where,
+             c->reason);
+    int kept = up->opt.keep_connection && up->conns == c && !c->next;
+    if (!c->ndevices && !kept) {
+        iotgw_log(IOTGW_LOG_INFO, "upstream: connection %d to %s closed (%s)", c->id, where, c->reason);
         up_conn_free(c);
         return;
     }
@@ -162,8 +174,9 @@ static void conn_lost(up_conn *c, const char *cond, const char *description)
         wait = 0;
     c->next_retry_ms = now + wait;
     c->retry_timer = iotgw_timer_start(up->loop, wait, retry_fired, c);
-    iotgw_log(IOTGW_LOG_WARN, "upstream: connection %d lost (%s); %u devices wait, reopening in %lld ms",
-              c->id, c->reason, c->ndevices, (long long)wait);
+    iotgw_log(IOTGW_LOG_WARN,
+              "upstream: connection %d to %s lost (%s); %u devices wait, reopening in %lld ms", c->id, where,
+              c->reason, c->ndevices, (long long)wait);
 }
 
 void up_conn_reset(up_conn *c, const char *cond, const char *description)
@@ -300,6 +313,7 @@ static void on_cbs_reply(up_conn *c, pn_delivery_t *d)
     if (status == 200) {
         dev->authorized = 1;
         dev->authentications++;
+        up->tokens++;
         /* renew at a jittered point near half-life: renewals of devices that came
          * online together spread out */
         int64_t life_ms = (int64_t)up->opt.token_lifetime_s * 1000;

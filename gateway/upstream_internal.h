@@ -126,6 +126,9 @@ struct iotgw_upstream {
     iotgw_backoff jitter; /* random draws for renewal points and seeds */
     pn_message_t *scratch;
     size_t pending_bytes; /* telemetry held, all devices: bounded by opt.queue_bytes */
+    uint64_t refusals[3]; /* by up_refusal kind, since start */
+    uint64_t reconnects, tokens, throttled; /* since start: iotgw_upstream_totals */
+    char last_failure[200];
 };
 
 /* upstream.c */

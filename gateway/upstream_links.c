@@ -319,6 +319,7 @@ static void throttled(iotgw_upstream_device *dev, up_msg *m, const char *cond)
 {
     iotgw_upstream *up = dev->up;
     dev->throttled++;
+    up->throttled++;
     /* what was sent after it will be refused too: all of it goes back, in order */
     requeue_in_flight(dev, 1);
     up_msg_push_front(&dev->queue, m);

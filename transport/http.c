@@ -488,8 +488,8 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 
     switch (reason) {
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
-        if (!l || strcmp((const char *)in, "websocket") != 0)
-            return 1;
+        if (!l || l->opt.kind == IOTGW_TRANSPORT_HTTP || strcmp((const char *)in, "websocket") != 0)
+            return 1; /* a plain HTTP listener has no WebSocket endpoint */
         return ws_upgrade_allowed(wsi, l) ? 0 : 1;
 
     case LWS_CALLBACK_HTTP: {

@@ -1,4 +1,4 @@
-/* iotgw_listener: a WSS (with HTTP) or AMQPS listening socket. */
+/* iotgw_listener: a WSS (with HTTP), AMQPS or plain HTTP listening socket. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -7,9 +7,11 @@
 int iotgw_listener_new(iotgw_loop *loop, const iotgw_listener_options *opt, iotgw_listener **out,
                        iotgw_diag *diag)
 {
-    if (!loop || !opt || (opt->kind != IOTGW_TRANSPORT_WSS && opt->kind != IOTGW_TRANSPORT_AMQPS))
+    if (!loop || !opt ||
+        (opt->kind != IOTGW_TRANSPORT_WSS && opt->kind != IOTGW_TRANSPORT_AMQPS && opt->kind != IOTGW_TRANSPORT_HTTP))
         return iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "a listener needs a transport kind");
-    if (!opt->tls.cert_file || !opt->tls.key_file)
+    int plain = opt->kind == IOTGW_TRANSPORT_HTTP;
+    if (!plain && (!opt->tls.cert_file || !opt->tls.key_file))
         return iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG,
                                "a listener needs a TLS certificate and key file");
     iotgw_listener *l = calloc(1, sizeof *l);
@@ -19,9 +21,9 @@ int iotgw_listener_new(iotgw_loop *loop, const iotgw_listener_options *opt, iotg
     l->opt = *opt;
     l->ws_path = strdup(opt->ws_path ? opt->ws_path : IOTGW_WS_DEFAULT_PATH);
     l->address = str_dup_or_null(opt->address);
-    l->cert_file = strdup(opt->tls.cert_file);
-    l->key_file = strdup(opt->tls.key_file);
-    l->ca_file = str_dup_or_null(opt->tls.ca_file);
+    l->cert_file = plain ? NULL : strdup(opt->tls.cert_file);
+    l->key_file = plain ? NULL : strdup(opt->tls.key_file);
+    l->ca_file = plain ? NULL : str_dup_or_null(opt->tls.ca_file);
     l->opt.ws_path = l->ws_path;
     l->opt.address = l->address;
     l->opt.tls.cert_file = l->cert_file;
@@ -33,12 +35,17 @@ int iotgw_listener_new(iotgw_loop *loop, const iotgw_listener_options *opt, iotg
     info.port = opt->port;
     info.iface = l->address;
     info.user = l;
-    info.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    info.options = plain ? 0 : LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     /* lws binds an IPv4 address only with IPv6 off for the vhost; otherwise it listens
      * on every interface, which a bind address must never mean. */
     if (l->address && strchr(l->address, '.') && !strchr(l->address, ':'))
         info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
-    if (opt->kind == IOTGW_TRANSPORT_WSS) {
+    if (plain) {
+        info.vhost_name = "http";
+        info.options |= LWS_SERVER_OPTION_FALLBACK_TO_APPLY_LISTEN_ACCEPT_CONFIG;
+        l->protocols[0] =
+            (struct lws_protocols){LWS_PROTOCOL_HTTP, http_callback, http_request_size(), 0, 0, NULL, 0};
+    } else if (opt->kind == IOTGW_TRANSPORT_WSS) {
         info.vhost_name = "wss";
         /* A request whose method lws does not know comes to http.c (protocols[0]) as raw
          * bytes, to be answered in the owner's error shape, not with lws' own HTML 403. */

@@ -405,6 +405,12 @@ int iotgw_stream_listener_new(iotgw_loop *loop, const iotgw_stream_listener_opti
     return 0;
 }
 
+void iotgw_stream_listener_refusals(const iotgw_stream_listener *l, uint64_t *near_limit, uint64_t *paused)
+{
+    *near_limit = l->refused;
+    *paused = l->failed_tries;
+}
+
 int iotgw_stream_listener_port(const iotgw_stream_listener *l)
 {
     return l->port;

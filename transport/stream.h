@@ -55,6 +55,11 @@ typedef struct iotgw_stream_listener_options {
 int iotgw_stream_listener_new(iotgw_loop *loop, const iotgw_stream_listener_options *opt,
                               iotgw_stream_listener **out, iotgw_diag *diag);
 int iotgw_stream_listener_port(const iotgw_stream_listener *l);
+/* What the listener refused: connections accepted and closed at once near the
+ * open-file limit, and times accept() failed for lack of descriptors (then it paused). */
+void iotgw_stream_listener_refusals(const iotgw_stream_listener *l, uint64_t *near_limit, uint64_t *paused);
+/* Client certificates refused at the TLS handshake, by every listener of the process. */
+uint64_t iotgw_tls_client_cert_refusals(void);
 /* Stop listening (not from inside on_accept); accepted streams go on. */
 void iotgw_stream_listener_free(iotgw_stream_listener *l);
 

@@ -14,16 +14,24 @@
 
 #include "transport/internal.h"
 #include "transport/log.h"
+#include "transport/stream.h"
 #include "transport/tls_reason.h"
 
 /* One refusal line per few seconds at most, whatever a peer tries. */
 static iotgw_log_limit refusals;
+static uint64_t refused; /* the event-loop thread only, as every listener */
+
+uint64_t iotgw_tls_client_cert_refusals(void)
+{
+    return refused;
+}
 
 int tls_peer_verify(struct lws *wsi, void *x509_store_ctx, int preverify_ok)
 {
     if (preverify_ok)
         return 0;
     X509_STORE_CTX *x = x509_store_ctx;
+    refused++; /* our nonzero answer ends the handshake: one call refuses once */
     char why[256], subject[160] = "", peer[64] = "";
     tls_reason_describe(X509_STORE_CTX_get_error(x), X509_STORE_CTX_get_error_depth(x), 0, NULL, why,
                         sizeof why);

@@ -61,6 +61,7 @@ typedef struct iotgw_http_request iotgw_http_request;
 typedef enum iotgw_transport_kind {
     IOTGW_TRANSPORT_WSS = 1,   /* AMQP over secure WebSocket, default port 443 */
     IOTGW_TRANSPORT_AMQPS = 2, /* AMQP over TLS, default port 5671 */
+    IOTGW_TRANSPORT_HTTP = 3,  /* listeners only: plain HTTP, no TLS, no WebSocket (an ops endpoint) */
 } iotgw_transport_kind;
 
 typedef struct iotgw_tls_options {

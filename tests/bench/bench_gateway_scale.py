@@ -67,7 +67,7 @@ def start_fleet(n, gateway_yaml=""):
     config = os.path.join(d, "iotgw.yaml")
     with open(config, "w") as f:
         f.write(f"hub:\n  hostName: {HOST}\n  port: {emu.wss}\n  caFile: {emu.ca}\n  authRate: 100000\n"
-                f"devices:\n  listen: 127.0.0.1:0\n  keepaliveSeconds: 600\n{gateway_yaml}fleet:\n  devices:\n")
+                f"ops:\n  listen: 127.0.0.1:0\ndevices:\n  listen: 127.0.0.1:0\n  keepaliveSeconds: 600\n{gateway_yaml}fleet:\n  devices:\n")
         f.writelines(f"    - {{id: {dev}, key: {k}}}\n" for dev, k in keys.items())
     log = open(os.path.join(d, "iotgw.log"), "w")
     gw = subprocess.Popen([IOTGW, "--config", config, "--log-level", "warn"], stdout=subprocess.PIPE,

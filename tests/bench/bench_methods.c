@@ -99,7 +99,7 @@ int main(int argc, char **argv)
     FILE *c = fopen(cfg, "w"), *f = fopen(fleet, "w");
     fprintf(c,
             "hub: {hostName: localhost, port: %d, caFile: %s, authRate: 100000}\n"
-            "devices: {listen: 127.0.0.1:0, keepaliveSeconds: 600}\nfleet:\n  devices:\n",
+            "ops: {listen: off}\ndevices: {listen: 127.0.0.1:0, keepaliveSeconds: 600}\nfleet:\n  devices:\n",
             emu_hub_wss_port(hub), ca);
     for (int i = 0; i < ndev; i++) {
         emu_identity *id = emu_registry_at(reg, i);

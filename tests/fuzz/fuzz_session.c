@@ -27,6 +27,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     char path[] = "/tmp/fuzz-session-XXXXXX.yaml";
     int fd = mkstemps(path, 5);
     const char *config = "hub: {hostName: localhost, connectHost: 127.0.0.1, port: 1}\n"
+                         "ops: {listen: off}\n"
                          "devices: {listen: 127.0.0.1:0, maxFrameSize: 4096, maxInFlight: 4}\n"
                          "methods: {ProcessMessage: {request: iotgw.Parcel, response: iotgw.Parcel}}\n"
                          "fleet:\n"

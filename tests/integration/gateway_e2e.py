@@ -59,6 +59,8 @@ class Gateway(LoggedProcess):
                     f"    clientCa: {certs}/ca.pem\n") if self.tls else ""
         with open(self.config, "w") as f:
             f.write(f"""gatewayId: test-gateway
+ops:
+  listen: 127.0.0.1:0
 hub:
   hostName: {HOST}
   port: {self.hub_port}

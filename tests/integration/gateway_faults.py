@@ -268,7 +268,7 @@ class GatewayFaults(unittest.TestCase):
             timed_out = time.time() - frozen
             self.assertEqual({s: r for s, (r, _) in nacks(got).items()}, {s: NACK_TIMEOUT for s in range(2, 7)})
             self.assertIn("no outcome from the hub within 60000 ms", got[2].detail)
-            lost = [line for line in gw.log_text().splitlines() if "connection 1 lost" in line]
+            lost = [line for line in gw.log_text().splitlines() if "connection 1 to " in line and " lost (" in line]
             self.assertTrue(lost, "the frozen hub went unnoticed")
             while time.time() - frozen < 90:
                 pump(d, 1)

@@ -168,6 +168,8 @@ hub:
   transport: amqps
   port: {hub_port}
   caFile: {os.path.join(CERTS, "ca.pem")}
+ops:
+  listen: 127.0.0.1:0
 devices:
   listen: 127.0.0.1:0
 fleet:

@@ -48,6 +48,8 @@ def setUpModule():
   hostName: {HOST}
   port: {EMU.wss}
   caFile: {EMU.ca}
+ops:
+  listen: 127.0.0.1:0
 devices:
   listen: 127.0.0.1:0
 telemetry:
