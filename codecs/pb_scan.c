@@ -24,7 +24,8 @@ static int next_field(const uint8_t **p, const uint8_t *end, uint32_t *number, c
                       size_t *len)
 {
     uint64_t key, n;
-    if (varint(p, end, &key) || key >> 3 == 0 || key >> 3 > UINT32_MAX)
+    /* field 0 is not valid protobuf, but protobuf-c skips it as an unknown field: so do we */
+    if (varint(p, end, &key) || key >> 3 > UINT32_MAX)
         return -1;
     *number = (uint32_t)(key >> 3);
     *data = NULL;
