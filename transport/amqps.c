@@ -196,8 +196,13 @@ int raw_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
         return conn_on_writable(c, 0);
 
     case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
-        if (c)
-            conn_on_socket_gone(c, wsi, IOTGW_COND_CONNECT, in ? (const char *)in : "connection failed");
+        if (c) {
+            char why[300];
+            snprintf(why, sizeof why, "%s", in ? (const char *)in : "connection failed");
+            if (c->host[0])
+                conn_connect_failure_words(c, why, sizeof why);
+            conn_on_socket_gone(c, wsi, IOTGW_COND_CONNECT, why);
+        }
         return 0;
 
     case LWS_CALLBACK_RAW_CLOSE:

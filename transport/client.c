@@ -6,6 +6,7 @@
 #include <proton/sasl.h>
 #include <proton/transport.h>
 
+#include "transport/connect_probe.h"
 #include "transport/internal.h"
 
 int iotgw_conn_connect(iotgw_loop *loop, const iotgw_client_options *opt, iotgw_conn_event_fn fn, void *ctx,
@@ -25,6 +26,8 @@ int iotgw_conn_connect(iotgw_loop *loop, const iotgw_client_options *opt, iotgw_
     if (!c)
         return IOTGW_ERR_NOMEM;
     c->split_state = opt->split_seed;
+    snprintf(c->host, sizeof c->host, "%s", opt->host);
+    c->port = port;
     snprintf(c->peer, sizeof c->peer, "%s %s:%d", opt->kind == IOTGW_TRANSPORT_WSS ? "wss" : "amqps",
              opt->host, port);
 
@@ -80,9 +83,13 @@ int iotgw_conn_connect(iotgw_loop *loop, const iotgw_client_options *opt, iotgw_
     c->in_connect = 0;
     if (!wsi || c->closed_seen) {
         pn_condition_t *cond = pn_transport_condition(c->driver.transport);
-        int rc = iotgw_diag_fail(
-            diag, IOTGW_ERR_INVALID_ARG, "could not connect to %s:%d: %s", opt->host, port,
-            pn_condition_is_set(cond) ? pn_condition_get_description(cond) : "refused before connecting");
+        char why[300];
+        if (pn_condition_is_set(cond))
+            snprintf(why, sizeof why, "%s", pn_condition_get_description(cond));
+        else /* libwebsockets says nothing; most often the name did not resolve */
+            connect_probe(opt->host, port, why, sizeof why);
+        int rc = iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "could not connect to %s:%d: %s", opt->host,
+                                 port, why);
         if (!c->closed_seen)
             conn_on_socket_gone(c, NULL, IOTGW_COND_CONNECT, "could not start connecting"); /* frees it */
         else
@@ -95,4 +102,12 @@ int iotgw_conn_connect(iotgw_loop *loop, const iotgw_client_options *opt, iotgw_
     conn_start_connect_deadline(c, opt->connect_timeout_ms);
     *out = c;
     return IOTGW_OK;
+}
+
+void conn_connect_failure_words(iotgw_conn *c, char *why, size_t size)
+{
+    char lws_words[120], os_words[300];
+    snprintf(lws_words, sizeof lws_words, "%s", why);
+    connect_probe(c->host, c->port, os_words, sizeof os_words);
+    snprintf(why, size, "%s (libwebsockets: %s)", os_words, lws_words);
 }

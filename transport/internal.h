@@ -58,6 +58,8 @@ struct iotgw_conn {
     int dispatching;
     int closed_seen; /* the owner has had PN_TRANSPORT_CLOSED */
     char peer[80];
+    char host[256]; /* clients: where it connects, for connect_probe */
+    int port;
     char peer_cn[128]; /* verified peer certificate's CN, or "" */
     /* AMQPS (amqps.c): OpenSSL's first refusal of the peer's certificate, 0: none */
     int tls_verify_error, tls_verify_depth;
@@ -120,6 +122,10 @@ void conn_free_all(iotgw_loop *loop);
 int wss_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len);
 int raw_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len);
 int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len);
+/* client.c: a connect failure libwebsockets named only vaguely ("closed before
+ * established"), in the system's words: why becomes "HOST:PORT: Connection refused
+ * (libwebsockets: closed before established)" or the like (connect_probe.h). */
+void conn_connect_failure_words(iotgw_conn *c, char *why, size_t size);
 /* amqps.c: Proton's TLS layer on a connection's transport */
 int amqps_setup_tls(iotgw_conn *c, const iotgw_tls_options *tls, const char *host, iotgw_diag *diag);
 /* Why the peer's certificate was refused, if it was (1, the reason in out), else 0. */

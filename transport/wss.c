@@ -78,6 +78,8 @@ int wss_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
             } else if (loop_tls_error()[0]) {
                 snprintf(why, sizeof why, "TLS handshake failed: %s", loop_tls_error());
                 cond = IOTGW_COND_TLS;
+            } else if (!strcmp(cond, IOTGW_COND_CONNECT) && c->host[0]) {
+                conn_connect_failure_words(c, why, sizeof why);
             }
             loop_tls_error_clear();
             conn_on_socket_gone(c, wsi, cond, why);

@@ -11,7 +11,7 @@ import tempfile
 import time
 import unittest
 
-from iotgw_testlib import WRAPPER, LoggedProcess, listening_ports, run_tests
+from iotgw_testlib import WRAPPER, LoggedProcess, listening_ports, readline_within, run_tests
 from emulator_lib import (Emulator, StreamReader, fleet_registry, random_key, sas_token, DEVICE_POLICY_KEY,
                           OWNER_KEY, HOST)
 from device_lib import Device, T, load_schemas
@@ -32,8 +32,9 @@ class Gateway(LoggedProcess):
     name = "iotgw"
 
     def __init__(self, emu, keys=None, tls=False, hub_port=None, devices_yaml="", fleet_yaml=None,
-                 listen=("127.0.0.1:0",)):
+                 listen=("127.0.0.1:0",), ops_yaml="", ca=None, host=None):
         self.tls = tls
+        self.ops_yaml, self.ca, self.host = ops_yaml, ca, host
         self.listen = listen
         self.fleet_yaml = fleet_yaml
         self.hub_port = hub_port or emu.wss
@@ -47,6 +48,9 @@ class Gateway(LoggedProcess):
                                      stderr=self.log, text=True)
         self.ports = listening_ports(self.proc, len(listen))
         self.port = self.ports[0]
+        line = readline_within(self.proc, 20)  # then the ops endpoint's
+        assert line.startswith("listening: ops "), line
+        self.ops_port = int(line.rsplit(":", 1)[1])
 
     def write_config(self, keys):
         emu = self.emu
@@ -61,10 +65,10 @@ class Gateway(LoggedProcess):
             f.write(f"""gatewayId: test-gateway
 ops:
   listen: 127.0.0.1:0
-hub:
-  hostName: {HOST}
+{self.ops_yaml}hub:
+  hostName: {self.host or HOST}
   port: {self.hub_port}
-  caFile: {emu.ca}
+  caFile: {self.ca or emu.ca}
 devices:
   listen: [{", ".join(f'"{a}"' for a in self.listen)}]
   keepaliveSeconds: 5
