@@ -16,7 +16,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 from emulator_lib import Emulator, fleet_registry, random_key, sas_token, HOST  # noqa: E402
 from device_lib import T, load_schemas  # noqa: E402
-from iotgw_testlib import listening_ports  # noqa: E402
+from iotgw_testlib import listening_ports, readline_within  # noqa: E402
 from google.protobuf.internal.encoder import _VarintBytes  # noqa: E402
 
 EMULATOR, IOTGW, SCHEMAS, CERTS = sys.argv[1:5]
