@@ -18,6 +18,10 @@
 #include "devices/iotgw_device.h"
 #include "schemas/alarm_status.pb-c.h"
 
+#ifndef PACKAGE_VERSION
+#define PACKAGE_VERSION "dev"
+#endif
+
 #define SEQ_SLOTS 4096 /* send times kept per device, by seq modulo this */
 
 typedef struct sim_device {
@@ -32,9 +36,15 @@ typedef struct sim_device {
     } methods[64];
     int nmethods;
     int watching_out; /* epoll also waits for the socket to take more output */
+    /* --reconnect: a lost connection is opened again after reopen_at, and what it had
+     * in flight is sent again (resend) as new messages, as a real device would */
+    double reopen_at, backoff;
+    uint64_t resend, resent, reconnects;
+    uint64_t lost; /* in flight when the connection went, never resent: their outcome is unknown */
 } sim_device;
 
 typedef struct sim {
+    iotgw_device_options opt; /* every device's, but for its id and key */
     sim_device *devs;
     int n, cap, max, disabled_skipped, connected, errors;
     uint64_t methods_answered, twin_results, twin_failures;
@@ -95,12 +105,17 @@ static void usage(FILE *f)
                "  --twin               each device reads its twin and reports devsim.connectedAt\n"
                "  --methods            handle direct methods: answer each after --method-latency-ms\n"
                "                       (default 0) with --method-status (default 200)\n"
+               "  --reconnect          a device whose connection is lost connects again (backoff 0.5 s\n"
+               "                       doubling to 10 s) and sends again what was unacknowledged\n"
                "  --quiet              no live status line\n"
                "  --tls [--ca FILE] [--cert FILE --cert-key FILE]\n"
                "                       TLS to the gateway, trusting FILE; a client certificate;\n"
                "                       a fleet line \"ID -\" then authenticates by the certificate\n"
-               "Prints a JSON summary on stdout at the end. Exit status: 0; 1 when the fleet file\n"
-               "cannot be read or written; 2 for a usage error.\n");
+               "Prints a JSON summary on stdout at the end (\"unresolved\": messages sent whose outcome\n"
+               "never came). Exit status: 0 when every device connected and every message sent got\n"
+               "an ack or a nack; 1 otherwise (a device could not connect, or lost its connection\n"
+               "without --reconnect, or messages are unresolved), or when the fleet file cannot be\n"
+               "read or written; 2 for a usage error.\n");
 }
 
 static int add_device(const iotgw_fleet_entry *e, void *ctx, char *why, size_t whylen)
@@ -156,6 +171,31 @@ static void add_latency(sim *s, double ms)
     s->lat[s->nlat++] = ms;
 }
 
+/* Open device i's session, as at start or again after a loss; 0 or the library's error. */
+static int open_device(sim *s, int i, int twin)
+{
+    sim_device *d = &s->devs[i];
+    iotgw_device_options opt = s->opt;
+    opt.device_id = d->id;
+    opt.key = strcmp(d->key, "-") ? d->key : NULL;
+    iotgw_device_error err;
+    int rc = iotgw_device_open(&opt, &d->d, &err);
+    if (rc) {
+        s->errors++;
+        if (s->errors <= 5)
+            fprintf(stderr, "iotgw-devsim: %s: %s: %s\n", d->id, iotgw_device_strerror(rc), err.message);
+        return rc;
+    }
+    s->connected++;
+    if (twin) { /* read the twin and report when the simulation started */
+        char patch[96];
+        snprintf(patch, sizeof patch, "{\"devsim\":{\"connectedAt\":%.3f}}", now_s());
+        iotgw_device_twin_get(d->d, NULL);
+        iotgw_device_report(d->d, patch, NULL);
+    }
+    return 0;
+}
+
 /* Wait for output room only while the session holds unsent bytes. */
 static void watch(int epfd, sim_device *d, int index)
 {
@@ -188,10 +228,12 @@ int main(int argc, char **argv)
                                          {"cert-key", 1, 0, 'K'},
                                          {"generate", 1, 0, 'G'},
                                          {"id-prefix", 1, 0, 'P'},
+                                         {"reconnect", 0, 0, 'R'},
+                                         {"version", 0, 0, 'V'},
                                          {"help", 0, 0, 'h'},
                                          {0, 0, 0, 0}};
     char host[256] = "";
-    int port = 0, methods = 0, quiet = 0, twin = 0, tls = 0;
+    int port = 0, methods = 0, quiet = 0, twin = 0, tls = 0, reconnect = 0;
     double connect_rate = 500, rate = 1, duration = 10, method_latency = 0, max_devices = 0, status = 200,
            max_messages = 0, generate = 0;
     const char *hub = NULL, *fleet = NULL, *ca = NULL, *cert = NULL, *cert_key = NULL, *prefix = "sim-";
@@ -222,6 +264,8 @@ int main(int argc, char **argv)
         case 'K': cert_key = optarg; break;
         case 'G': bad = number("generate", optarg, 1, 1e7, &generate); break;
         case 'P': prefix = optarg; break;
+        case 'R': reconnect = 1; break;
+        case 'V': printf("iotgw-devsim %s\n", PACKAGE_VERSION); return 0;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -284,39 +328,24 @@ int main(int argc, char **argv)
     parcel.type = "iotgw.AlarmStatus";
     parcel.content = (ProtobufCBinaryData){.len = iotgw__alarm_status__pack(&st, content), .data = content};
 
+    s.opt = (iotgw_device_options){.host = host,
+                                   .port = port,
+                                   .hub_host = hub,
+                                   .methods = methods,
+                                   .twin = twin,
+                                   .client = "iotgw-devsim",
+                                   .tls = tls,
+                                   .ca_file = ca,
+                                   .cert_file = cert,
+                                   .key_file = cert_key};
     double t0 = now_s();
+    int never_connected = 0;
     for (int i = 0; i < s.n && !stop; i++) {
         double due = t0 + (double)i / connect_rate;
         while (now_s() < due)
             usleep(200);
-        iotgw_device_options opt = {.host = host,
-                                    .port = port,
-                                    .device_id = s.devs[i].id,
-                                    .hub_host = hub,
-                                    .key = strcmp(s.devs[i].key, "-") ? s.devs[i].key : NULL,
-                                    .methods = methods,
-                                    .twin = twin,
-                                    .client = "iotgw-devsim",
-                                    .tls = tls,
-                                    .ca_file = ca,
-                                    .cert_file = cert,
-                                    .key_file = cert_key};
-        iotgw_device_error err;
-        int rc = iotgw_device_open(&opt, &s.devs[i].d, &err);
-        if (rc) {
-            s.errors++;
-            if (s.errors <= 5)
-                fprintf(stderr, "iotgw-devsim: %s: %s: %s\n", s.devs[i].id, iotgw_device_strerror(rc),
-                        err.message);
-            continue;
-        }
-        s.connected++;
-        if (twin) { /* read the twin and report when the simulation started */
-            char patch[96];
-            snprintf(patch, sizeof patch, "{\"devsim\":{\"connectedAt\":%.3f}}", now_s());
-            iotgw_device_twin_get(s.devs[i].d, NULL);
-            iotgw_device_report(s.devs[i].d, patch, NULL);
-        }
+        if (open_device(&s, i, twin))
+            never_connected++;
     }
     double t_connected = now_s();
     if (!quiet)
@@ -350,8 +379,35 @@ int main(int argc, char **argv)
         int done = 1;
         for (int i = 0; i < s.n; i++) {
             sim_device *d = &s.devs[i];
-            if (!d->d)
+            if (!d->d && d->reopen_at && now >= d->reopen_at && now < end) {
+                d->reopen_at = 0;
+                struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+                if (open_device(&s, i, twin) == 0 &&
+                    epoll_ctl(epfd, EPOLL_CTL_ADD, iotgw_device_fd(d->d), &ev) == 0) {
+                    d->reconnects++;
+                    d->backoff = 0;
+                    d->watching_out = 0;
+                } else {
+                    if (d->d) {
+                        iotgw_device_close(d->d);
+                        d->d = NULL;
+                        s.connected--;
+                    }
+                    d->backoff = d->backoff ? (d->backoff * 2 > 10 ? 10 : d->backoff * 2) : 0.5;
+                    d->reopen_at = now + d->backoff * (0.75 + 0.5 * (double)rand() / RAND_MAX);
+                }
+            }
+            if (!d->d) {
+                if (d->reopen_at || d->resend)
+                    done = 0;
                 continue;
+            }
+            if (d->resend && now < end) { /* what the lost connection had in flight, first */
+                while (d->resend && iotgw_device_send_parcel(d->d, &parcel, NULL) == IOTGW_DEVICE_OK) {
+                    d->resend--;
+                    d->resent++;
+                }
+            }
             if (!messages || d->sent < messages)
                 done = 0;
             if (now >= end)
@@ -384,12 +440,16 @@ int main(int argc, char **argv)
             }
             watch(epfd, d, i);
         }
-        int idle = 1; /* nothing waits for an acknowledgement */
+        int idle = 1; /* nothing waits for an acknowledgement, or a reconnection */
         for (int i = 0; i < s.n && idle; i++)
-            idle = !s.devs[i].d || !iotgw_device_in_flight(s.devs[i].d);
+            idle = (!s.devs[i].d || !iotgw_device_in_flight(s.devs[i].d)) &&
+                   !(s.devs[i].reopen_at && now < end) && !(s.devs[i].resend && now < end);
         if ((idle && ((messages && done) || now >= end)) || now >= end + 5)
             break;
-        if (!s.connected)
+        int waiting = 0;
+        for (int i = 0; i < s.n && !waiting; i++)
+            waiting = s.devs[i].reopen_at != 0;
+        if (!s.connected && !waiting)
             break;
         int nready = epoll_wait(epfd, ready, (int)(sizeof ready / sizeof *ready), rate > 0 ? 2 : 1);
         now = now_s();
@@ -416,11 +476,21 @@ int main(int argc, char **argv)
                     d->methods[d->nmethods].id = ev.id;
                     d->methods[d->nmethods++].due = now + method_latency / 1000;
                 } else if (ev.kind == IOTGW_DEVICE_EVENT_CLOSED) {
-                    s.errors++;
-                    fprintf(stderr, "\niotgw-devsim: %s: %s\n", d->id, ev.text);
+                    unsigned in_flight = iotgw_device_in_flight(d->d);
+                    if (!reconnect || d->reconnects < 3 || quiet == 0)
+                        fprintf(stderr, "\niotgw-devsim: %s: %s%s\n", d->id, ev.text,
+                                reconnect ? "; connecting again" : "");
                     iotgw_device_close(d->d); /* closing its socket takes it out of epoll */
                     d->d = NULL;
                     s.connected--;
+                    if (reconnect) {
+                        d->resend += in_flight;
+                        d->backoff = 0.5;
+                        d->reopen_at = now + d->backoff;
+                    } else {
+                        s.errors++;
+                        d->lost += in_flight;
+                    }
                     break;
                 }
             }
@@ -441,11 +511,15 @@ int main(int argc, char **argv)
         }
     }
     double t_end = now_s();
-    uint64_t sent = 0, nacked = 0;
+    uint64_t sent = 0, nacked = 0, resent = 0, reconnects = 0, unresolved = 0;
     for (int i = 0; i < s.n; i++) {
-        sent += s.devs[i].sent;
-        nacked += s.devs[i].nacked;
-        iotgw_device_close(s.devs[i].d);
+        sim_device *d = &s.devs[i];
+        sent += d->sent;
+        nacked += d->nacked;
+        resent += d->resent;
+        reconnects += d->reconnects;
+        unresolved += d->lost + d->resend + (d->d ? iotgw_device_in_flight(d->d) : 0);
+        iotgw_device_close(d->d);
     }
     double run = t_end - t_connected, busy = t_last_ack - t_connected;
     double p50 = percentile(s.lat, s.nlat, 0.5), p99 = percentile(s.lat, s.nlat, 0.99);
@@ -454,11 +528,15 @@ int main(int argc, char **argv)
     printf("{\"devices\":%d,\"connected\":%d,\"connect_s\":%.3f,\"sent\":%" PRIu64 ",\"acked\":%" PRIu64
            ",\"nacked\":%" PRIu64 ",\"methods\":%" PRIu64 ",\"twin_ok\":%" PRIu64 ",\"twin_failed\":%" PRIu64
            ",\"errors\":%d,\"run_s\":%.3f,\"acked_per_s\":%.0f,"
-           "\"ack_ms_p50\":%.3f,\"ack_ms_p99\":%.3f}\n",
+           "\"ack_ms_p50\":%.3f,\"ack_ms_p99\":%.3f,\"reconnects\":%" PRIu64 ",\"resent\":%" PRIu64
+           ",\"unresolved\":%" PRIu64 "}\n",
            s.n, s.connected, t_connected - t0, sent, total_acked, nacked, s.methods_answered, s.twin_results,
-           s.twin_failures, s.errors, run, busy > 0 ? (double)total_acked / busy : 0, p50, p99);
+           s.twin_failures, s.errors, run, busy > 0 ? (double)total_acked / busy : 0, p50, p99, reconnects,
+           resent, unresolved);
     close(epfd);
     free(s.lat);
     free(s.devs);
-    return s.errors ? 1 : 0;
+    if (unresolved)
+        fprintf(stderr, "iotgw-devsim: %" PRIu64 " messages sent never got an ack or a nack\n", unresolved);
+    return (s.errors && !reconnect) || never_connected || unresolved ? 1 : 0;
 }

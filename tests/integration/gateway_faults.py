@@ -250,6 +250,51 @@ class GatewayFaults(unittest.TestCase):
         print(f"\nfigures: 20,000 stray answers ({len(batch)} bytes) -> {lines} log lines", flush=True)
         self.assertLess(lines, 20)
 
+    def test_devsim_reconnects_through_a_gateway_restart(self):
+        """iotgw-devsim --reconnect through a gateway killed (SIGKILL) and started again on the
+        same port: every message gets an outcome (what was in flight is sent again); without
+        --reconnect the same run exits 1, saying how many were never resolved."""
+        import json
+        import subprocess
+        from iotgw_testlib import free_port
+        devsim = os.path.join(os.path.dirname(os.path.dirname(gateway_e2e.IOTGW)), "devices", "iotgw-devsim")
+        port = free_port()
+        keys = {"agent1": KEYS["agent1"], "monitor1": KEYS["monitor1"]}
+        fleet = os.path.join(GW.dir, "restart-fleet.txt")
+        with open(fleet, "w") as f:
+            f.writelines(f"{d} {k}\n" for d, k in keys.items())
+        for reconnect in (True, False):
+            gw = Gateway(EMU, keys=keys, listen=(f"127.0.0.1:{port}",))
+            p = subprocess.Popen([devsim, "--gateway", f"127.0.0.1:{port}", "--hub", "localhost", "--fleet", fleet,
+                                  "--rate", "1000", "--duration", "6", "--quiet"] + (["--reconnect"] if reconnect else []),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            time.sleep(2)
+            gw.proc.kill()  # gone at once: what it had not answered stays unanswered
+            gw.proc.wait(timeout=30)
+            gw.proc.stdout.close()
+            gw.log.close()
+            time.sleep(1)
+            gw = Gateway(EMU, keys=keys, listen=(f"127.0.0.1:{port}",))
+            try:
+                out, err = p.communicate(timeout=60)
+            finally:
+                gw.stop()
+                gw.log.close()
+            r = json.loads(out.strip().splitlines()[-1])
+            if reconnect:
+                self.assertEqual(p.returncode, 0, err)
+                self.assertEqual(r["unresolved"], 0, r)
+                self.assertGreaterEqual(r["reconnects"], 2, r)
+                # each message resolved once: itself, or (lost in the kill) the copy sent again
+                self.assertEqual(r["acked"] + r["nacked"], r["sent"], r)  # (often nothing is in flight)
+                print(f"\nfigures: devsim through a gateway restart: {r['sent']} sent, {r['resent']} sent again, "
+                      f"{r['acked']} acked, {r['reconnects']} reconnects, 0 unresolved", flush=True)
+            else:
+                self.assertEqual(p.returncode, 1, (r, err))
+                self.assertEqual(r["reconnects"], 0, r)
+                if r["unresolved"]:
+                    self.assertIn(f"{r['unresolved']} messages sent never got an ack or a nack", err)
+
     def test_frozen_hub_is_noticed_and_served_at_once_on_its_return(self):
         """The hub stops (SIGSTOP) for 90 s: messages sent meanwhile get NACK_TIMEOUT at the
         delivery deadline (60 s), the lost connection is noticed within the idle timeout
