@@ -16,11 +16,6 @@
 
 #include "emulator/rest.h"
 
-static int loopback(const char *peer)
-{
-    return !strncmp(peer, "127.", 4) || !strcmp(peer, "::1") || !strncmp(peer, "::ffff:127.", 11);
-}
-
 static json_t *faults_json(emu_hub *hub)
 {
     int64_t left = hub->faults.refuse_until_ms - emu_wall_ms();
@@ -92,9 +87,9 @@ static const char *tokens(emu_hub *hub, json_t *j)
 
 void emu_rest_admin(emu_hub *hub, iotgw_http_request *req, const char *method, char **seg, int n)
 {
-    if (!loopback(iotgw_http_peer(req))) {
+    if (!emu_rest_loopback(iotgw_http_peer(req))) {
         emu_rest_error forbidden = {403, 403000, "Forbidden"};
-        emu_rest_fail(req, &forbidden, "the admin API answers loopback clients only");
+        emu_rest_fail(hub, req, &forbidden, "the admin API answers loopback clients only");
         return;
     }
     const char *what = n == 2 ? seg[1] : "";
@@ -103,18 +98,18 @@ void emu_rest_admin(emu_hub *hub, iotgw_http_request *req, const char *method, c
     json_t *j = len ? json_loadb((const char *)body, len, 0, NULL) : json_object();
     const char *problem = NULL;
     if (!j) {
-        emu_rest_fail(req, &E_BAD_ARGUMENT, "the body is not JSON");
+        emu_rest_fail(hub, req, &E_BAD_ARGUMENT, "the body is not JSON");
         return;
     }
     if (!strcmp(what, "faults") && !strcmp(method, "GET")) {
-        emu_rest_json(req, 200, faults_json(hub), NULL);
+        emu_rest_json(hub, req, 200, faults_json(hub), NULL);
         json_decref(j);
         return;
     }
     if (!strcmp(what, "faults") && !strcmp(method, "DELETE")) {
         clear(hub);
     } else if (strcmp(method, "POST")) {
-        emu_rest_fail(req, &E_METHOD, "fault injection takes POST (and GET or DELETE on /admin/faults)");
+        emu_rest_fail(hub, req, &E_METHOD, "fault injection takes POST (and GET or DELETE on /admin/faults)");
         json_decref(j);
         return;
     } else if (!strcmp(what, "drop-connections")) {
@@ -160,13 +155,13 @@ void emu_rest_admin(emu_hub *hub, iotgw_http_request *req, const char *method, c
                       "fault injection: method answers delayed %d ms, failed with %d (0: not)", delay, fail);
         }
     } else {
-        emu_rest_fail(req, &E_ROUTE, "no such fault");
+        emu_rest_fail(hub, req, &E_ROUTE, "no such fault");
         json_decref(j);
         return;
     }
     json_decref(j);
     if (problem)
-        emu_rest_fail(req, &E_BAD_ARGUMENT, problem);
+        emu_rest_fail(hub, req, &E_BAD_ARGUMENT, problem);
     else
-        emu_rest_json(req, 200, faults_json(hub), NULL);
+        emu_rest_json(hub, req, 200, faults_json(hub), NULL);
 }

@@ -139,6 +139,7 @@ static void deadlines_fired(iotgw_timer *t, void *ctx)
                       m->delivery ? "while the device held it" : "before delivery");
             if (m->ack & ACK_NEGATIVE)
                 emu_feedback_record(q->hub, id, m->original_id, m->enqueued_ms, "Expired");
+            q->hub->metrics.c2d[EMU_C2D_EXPIRED]++;
             woke |= m->delivery != NULL;
             remove_msg(q, m);
         } else if (m->delivery && m->locked_until_ms <= now) {
@@ -192,6 +193,7 @@ int emu_c2d_enqueue(emu_hub *hub, emu_identity *id, pn_message_t *msg, iotgw_dia
     q->tail = m;
     q->count++;
     id->live.c2d_sent++;
+    hub->metrics.c2d[EMU_C2D_SENT]++;
     if (id->live.session)
         emu_c2d_pump(id->live.session);
     else
@@ -218,6 +220,7 @@ void emu_c2d_pump(emu_session *s)
         m->delivery_count++;
         sent++;
     }
+    q->hub->metrics.c2d[EMU_C2D_DELIVERED] += (uint64_t)sent;
     schedule(q);
     if (sent && s->conn->conn)
         iotgw_conn_wake(s->conn->conn);
@@ -257,12 +260,14 @@ void emu_c2d_on_disposition(emu_link *l, pn_delivery_t *d)
     switch (state) {
     case PN_ACCEPTED:
         id->live.c2d_completed++;
+        hub->metrics.c2d[EMU_C2D_COMPLETED]++;
         if (m->ack & ACK_POSITIVE)
             emu_feedback_record(hub, id, m->original_id, m->enqueued_ms, "Success");
         remove_msg(q, m);
         break;
     case PN_REJECTED:
         id->live.c2d_rejected++;
+        hub->metrics.c2d[EMU_C2D_REJECTED]++;
         iotgw_log(IOTGW_LOG_INFO, "%s: C2D message rejected by the device (dead-lettered)", id->id);
         if (m->ack & ACK_NEGATIVE)
             emu_feedback_record(hub, id, m->original_id, m->enqueued_ms, "Rejected");
@@ -270,6 +275,7 @@ void emu_c2d_on_disposition(emu_link *l, pn_delivery_t *d)
         break;
     default: /* released or modified: abandoned */
         id->live.c2d_abandoned++;
+        hub->metrics.c2d[EMU_C2D_ABANDONED]++;
         if (m->delivery_count >= MAX_DELIVERY_COUNT) {
             iotgw_log(IOTGW_LOG_INFO, "%s: C2D message abandoned %d times (dead-lettered)", id->id,
                       m->delivery_count);
@@ -289,14 +295,17 @@ static void refuse(emu_link *l, pn_delivery_t *d, const char *who, const char *c
     iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": C2D for %s refused: %s: %s", l->conn->serial, who, cond,
               why);
     iotgw_delivery_settle(d, PN_REJECTED, cond, why);
+    l->conn->hub->metrics.c2d[EMU_C2D_REFUSED]++;
 }
 
 void emu_service_c2d_on_delivery(emu_link *l, pn_delivery_t *d)
 {
     emu_hub *hub = l->conn->hub;
     pn_message_t *m = emu_take_request(l, d, "C2D send");
-    if (!m)
+    if (!m) {
+        hub->metrics.c2d[EMU_C2D_REFUSED]++;
         return;
+    }
     iotgw_diag diag = {0};
     const char *who = "?";
     int rc;

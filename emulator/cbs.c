@@ -235,6 +235,11 @@ void emu_cbs_on_request(emu_link *l, pn_delivery_t *d)
     if (res.status != 200)
         iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": put-token refused (%d): %s", c->serial, res.status,
                   res.description);
+    c->hub->metrics.put_tokens[res.status == 200   ? EMU_CBS_200
+                               : res.status == 400 ? EMU_CBS_400
+                               : res.status == 401 ? EMU_CBS_401
+                               : res.status == 404 ? EMU_CBS_404
+                                                   : EMU_CBS_500]++;
 
     pn_message_t *reply = pn_message();
     if (!reply)
@@ -266,7 +271,9 @@ int emu_cbs_sasl_plain(iotgw_conn *ic, const char *user, const char *password, v
     if (strlen(password) > MAX_TOKEN_LEN || grant_token(c, password, user, &res)) {
         iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": SASL PLAIN refused for %.100s: %s", c ? c->serial : 0,
                   user, res.description);
+        c->hub->metrics.sasl_plain[1]++;
         return -1;
     }
+    c->hub->metrics.sasl_plain[0]++;
     return 0;
 }

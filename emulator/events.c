@@ -226,7 +226,16 @@ void emu_events_pump(emu_link *l)
         pn_delivery_t *d = iotgw_link_send(l->link, NULL, 0, e->data, e->len);
         if (d && !pn_delivery_settled(d))
             pn_delivery_settle(d); /* the stream is read, not acknowledged */
+        l->conn->hub->metrics.stream_read += d != NULL;
     }
+}
+
+size_t emu_events_retained(const emu_events *ev)
+{
+    size_t n = 0;
+    for (int i = 0; i < ev->partitions; i++)
+        n += ev->p[i].count;
+    return n;
 }
 
 /* The selector filter's text, e.g. "amqp.annotation.x-opt-offset > '1234'", or NULL. */

@@ -681,6 +681,7 @@ static void conn_free(emu_conn *c)
         hub->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    hub->metrics.conns_open[c->listener]--;
     free(c);
 }
 
@@ -746,7 +747,6 @@ static void conn_event(iotgw_conn *ic, pn_event_t *e, void *ctx)
 static void on_accept(iotgw_listener *li, iotgw_conn *ic, void *ctx)
 {
     emu_hub *hub = ctx;
-    (void)li;
     emu_conn *c = calloc(1, sizeof *c);
     if (!c) {
         iotgw_conn_close(ic, "amqp:internal-error", "out of memory");
@@ -755,6 +755,9 @@ static void on_accept(iotgw_listener *li, iotgw_conn *ic, void *ctx)
     c->hub = hub;
     c->conn = ic;
     c->serial = ++hub->next_serial;
+    c->listener = li == hub->amqps ? EMU_LISTENER_AMQPS : EMU_LISTENER_WSS;
+    hub->metrics.conns_accepted[c->listener]++;
+    hub->metrics.conns_open[c->listener]++;
     c->next = hub->conns;
     if (hub->conns)
         hub->conns->prev = c;
@@ -764,6 +767,7 @@ static void on_accept(iotgw_listener *li, iotgw_conn *ic, void *ctx)
     if (emu_wall_ms() < hub->faults.refuse_until_ms) {
         iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": refused (fault injection)", c->serial);
         c->refused = 1;
+        hub->metrics.conns_refused++;
         iotgw_conn_close(ic, "amqp:connection:forced",
                          "the hub refuses connections for now (fault injection)");
     }

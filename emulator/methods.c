@@ -45,9 +45,23 @@ static void call_free(emu_method_call *call)
     free(call);
 }
 
+/* For the metrics: the class of the device's status, or the hub's error. */
+static int outcome(int status, const char *code)
+{
+    if (!code)
+        return status >= 100 && status < 600 ? status / 100 : 0;
+    return !strcmp(code, "DeviceNotOnline")   ? EMU_METHOD_NOT_ONLINE
+           : !strcmp(code, "GatewayTimeout")  ? EMU_METHOD_TIMEOUT
+           : !strcmp(code, "DeviceNotFound")  ? EMU_METHOD_NOT_FOUND
+           : !strcmp(code, "MessageTooLarge") ? EMU_METHOD_TOO_LARGE
+           : !strcmp(code, "InjectedFailure") ? EMU_METHOD_INJECTED
+                                              : EMU_METHOD_SERVER_ERROR;
+}
+
 static void finish(emu_method_call *call, int status, const uint8_t *payload, size_t len, const char *code,
                    const char *message)
 {
+    call->hub->metrics.methods[outcome(status, code)]++;
     emu_method_done_fn done = call->done;
     void *ctx = call->ctx;
     call_free(call);
@@ -113,6 +127,7 @@ emu_method_call *emu_method_invoke(emu_hub *hub, emu_identity *id, const char *n
         if (call)
             free(call->name);
         free(call);
+        hub->metrics.methods[EMU_METHOD_SERVER_ERROR]++;
         done(ctx, 500, NULL, 0, "ServerError", "out of memory");
         return NULL;
     }
@@ -146,7 +161,10 @@ static void delayed_fired(iotgw_timer *t, void *ctx)
     (void)t;
     emu_method_call *call = ctx;
     call->timer = NULL;
-    finish(call, call->delayed_status, call->payload, call->len, NULL, NULL);
+    uint8_t *payload = call->payload; /* finish frees the call: the answer must outlive it */
+    call->payload = NULL;
+    finish(call, call->delayed_status, payload, call->len, NULL, NULL);
+    free(payload);
 }
 
 static void finish_later(emu_method_call *call, int status, const uint8_t *payload, size_t len, int delay_ms)

@@ -96,7 +96,7 @@ static int save(emu_hub *hub, iotgw_http_request *req)
     iotgw_diag diag = {0};
     if (emu_registry_save(hub->registry, &diag)) {
         iotgw_log(IOTGW_LOG_WARN, "registry: saving failed: %s", diag.text);
-        emu_rest_fail(req, &E_SERVER, "the registry could not be saved");
+        emu_rest_fail(hub, req, &E_SERVER, "the registry could not be saved");
         return -1;
     }
     return 0;
@@ -115,21 +115,21 @@ static void put_device(emu_hub *hub, iotgw_http_request *req, const char *device
     if (id)
         device_etag(id, etag, sizeof etag);
     if (!j) {
-        emu_rest_fail(req, &E_BAD_ARGUMENT, "the body is not JSON");
+        emu_rest_fail(hub, req, &E_BAD_ARGUMENT, "the body is not JSON");
     } else if ((problem = read_body(j, device, &pk, &sk, &enabled))) {
-        emu_rest_fail(req, &E_BAD_ARGUMENT, problem);
+        emu_rest_fail(hub, req, &E_BAD_ARGUMENT, problem);
     } else if (id && !iotgw_http_header(req, "if-match")) {
-        emu_rest_fail(req, &E_CONFLICT, "the device already exists (update it with If-Match)");
+        emu_rest_fail(hub, req, &E_CONFLICT, "the device already exists (update it with If-Match)");
     } else if (id && !emu_rest_etag_matches(req, etag)) {
-        emu_rest_fail(req, &E_PRECONDITION, "the device's etag does not match If-Match");
+        emu_rest_fail(hub, req, &E_PRECONDITION, "the device's etag does not match If-Match");
     } else if (!id) {
         iotgw_diag diag = {0};
         if (emu_registry_add(hub->registry, device, NULL, pk, sk, enabled, &id, &diag))
-            emu_rest_fail(req, &E_BAD_ARGUMENT, diag.text);
+            emu_rest_fail(hub, req, &E_BAD_ARGUMENT, diag.text);
         else if (!save(hub, req)) {
             iotgw_log(IOTGW_LOG_INFO, "registry: device %s created (%s)", device,
                       enabled ? "enabled" : "disabled");
-            emu_rest_json(req, 200, device_json(id), NULL);
+            emu_rest_json(hub, req, 200, device_json(id), NULL);
         }
     } else {
         char *npk = pk ? strdup(pk) : NULL, *nsk = sk ? strdup(sk) : NULL;
@@ -151,7 +151,7 @@ static void put_device(emu_hub *hub, iotgw_http_request *req, const char *device
         if (!save(hub, req)) {
             iotgw_log(IOTGW_LOG_INFO, "registry: device %s updated (%s)", device,
                       enabled ? "enabled" : "disabled");
-            emu_rest_json(req, 200, device_json(id), NULL);
+            emu_rest_json(hub, req, 200, device_json(id), NULL);
         }
     }
     json_decref(j);
@@ -162,11 +162,11 @@ static void delete_device(emu_hub *hub, iotgw_http_request *req, emu_identity *i
     char etag[48];
     device_etag(id, etag, sizeof etag);
     if (!iotgw_http_header(req, "if-match")) {
-        emu_rest_fail(req, &E_BAD_ARGUMENT, "deleting a device needs If-Match (\"*\" or its etag)");
+        emu_rest_fail(hub, req, &E_BAD_ARGUMENT, "deleting a device needs If-Match (\"*\" or its etag)");
         return;
     }
     if (!emu_rest_etag_matches(req, etag)) {
-        emu_rest_fail(req, &E_PRECONDITION, "the device's etag does not match If-Match");
+        emu_rest_fail(hub, req, &E_PRECONDITION, "the device's etag does not match If-Match");
         return;
     }
     /* its modules go with it */
@@ -187,7 +187,7 @@ static void delete_device(emu_hub *hub, iotgw_http_request *req, emu_identity *i
     emu_registry_remove(hub->registry, id);
     if (!save(hub, req)) {
         iotgw_log(IOTGW_LOG_INFO, "registry: device %s deleted", name);
-        iotgw_http_respond(req, 204, NULL, NULL, NULL, 0);
+        emu_rest_answer(hub, req, 204, NULL, NULL, NULL, 0);
     }
 }
 
@@ -198,7 +198,7 @@ static void list_devices(emu_hub *hub, iotgw_http_request *req)
     if (q && (q == iotgw_http_query(req) || q[-1] == '&')) {
         top = atoi(q + 4);
         if (top < 1 || top > MAX_LIST) {
-            emu_rest_fail(req, &E_BAD_ARGUMENT, "top must be 1 to 1000");
+            emu_rest_fail(hub, req, &E_BAD_ARGUMENT, "top must be 1 to 1000");
             return;
         }
     }
@@ -210,7 +210,7 @@ static void list_devices(emu_hub *hub, iotgw_http_request *req)
             n++;
         }
     }
-    emu_rest_json(req, 200, list, NULL);
+    emu_rest_json(hub, req, 200, list, NULL);
 }
 
 void emu_rest_devices(emu_hub *hub, iotgw_http_request *req, const char *method, char **seg, int n)
@@ -218,24 +218,25 @@ void emu_rest_devices(emu_hub *hub, iotgw_http_request *req, const char *method,
     char why[300];
     int read = !strcmp(method, "GET");
     if (n > 2) {
-        emu_rest_fail(req, &E_ROUTE, "no such resource (modules are not served by the registry API here)");
+        emu_rest_fail(hub, req, &E_ROUTE,
+                      "no such resource (modules are not served by the registry API here)");
         return;
     }
     if ((n == 1 && !read) || (n == 2 && !read && strcmp(method, "PUT") && strcmp(method, "DELETE"))) {
-        emu_rest_fail(req, &E_METHOD, "this resource does not take that HTTP method");
+        emu_rest_fail(hub, req, &E_METHOD, "this resource does not take that HTTP method");
         return;
     }
     if (emu_rest_authorize(
             hub, req, read ? EMU_RIGHT_REGISTRY_READ | EMU_RIGHT_REGISTRY_WRITE : EMU_RIGHT_REGISTRY_WRITE,
             why, sizeof why)) {
-        emu_rest_fail(req, &E_UNAUTHORIZED, why);
+        emu_rest_fail(hub, req, &E_UNAUTHORIZED, why);
         return;
     }
     if (n == 1) {
         list_devices(hub, req);
         return;
     }
-    if (!emu_rest_ids_valid(req, seg[1], NULL))
+    if (!emu_rest_ids_valid(hub, req, seg[1], NULL))
         return;
     if (!strcmp(method, "PUT")) {
         put_device(hub, req, seg[1]);
@@ -243,9 +244,9 @@ void emu_rest_devices(emu_hub *hub, iotgw_http_request *req, const char *method,
     }
     emu_identity *id = emu_registry_find(hub->registry, seg[1], NULL);
     if (!id)
-        emu_rest_fail(req, &E_NOT_FOUND, "no such device");
+        emu_rest_fail(hub, req, &E_NOT_FOUND, "no such device");
     else if (read)
-        emu_rest_json(req, 200, device_json(id), NULL);
+        emu_rest_json(hub, req, 200, device_json(id), NULL);
     else
         delete_device(hub, req, id);
 }

@@ -32,16 +32,23 @@ const emu_rest_error E_MEDIA_TYPE = {415, 415000, "UnsupportedMediaType"};
 static const emu_rest_error E_URI_TOO_LONG = {414, 414000, "RequestUriTooLong"};
 static const emu_rest_error E_HEADER_TOO_LARGE = {431, 431000, "RequestHeaderFieldsTooLarge"};
 
-void emu_rest_json(iotgw_http_request *req, int status, json_t *body, const char *extra)
+void emu_rest_answer(emu_hub *hub, iotgw_http_request *req, int status, const char *content_type,
+                     const char *extra, const void *body, size_t len)
+{
+    hub->metrics.rest[status >= 100 && status < 600 ? status / 100 : 0]++;
+    iotgw_http_respond(req, status, content_type, extra, body, len);
+}
+
+void emu_rest_json(emu_hub *hub, iotgw_http_request *req, int status, json_t *body, const char *extra)
 {
     char *text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
-    iotgw_http_respond(req, status, "application/json; charset=utf-8", extra, text ? text : "{}",
-                       text ? strlen(text) : 2);
+    emu_rest_answer(hub, req, status, "application/json; charset=utf-8", extra, text ? text : "{}",
+                    text ? strlen(text) : 2);
     free(text);
 }
 
-void emu_rest_fail(iotgw_http_request *req, const emu_rest_error *e, const char *message)
+void emu_rest_fail(emu_hub *hub, iotgw_http_request *req, const emu_rest_error *e, const char *message)
 {
     char when[40];
     time_t now = time(NULL);
@@ -66,7 +73,7 @@ void emu_rest_fail(iotgw_http_request *req, const emu_rest_error *e, const char 
     path[n] = '\0';
     iotgw_log(IOTGW_LOG_INFO, "REST %s %s%s: %d %s: %s", iotgw_http_method(req), path, raw[n] ? "..." : "",
               e->http, e->name, message);
-    emu_rest_json(req, e->http, body, header);
+    emu_rest_json(hub, req, e->http, body, header);
 }
 
 /* A service token for this hub: sr names the hub, skn a policy, the signature matches. */
@@ -106,26 +113,41 @@ int emu_rest_authorize(emu_hub *hub, iotgw_http_request *req, unsigned need, cha
 
 /* A device (and module) id from the path, checked before it is looked up: IoT Hub's
  * characters and length (codecs/identity.c), so no control byte goes further. */
-int emu_rest_ids_valid(iotgw_http_request *req, const char *device, const char *module)
+int emu_rest_ids_valid(emu_hub *hub, iotgw_http_request *req, const char *device, const char *module)
 {
     iotgw_diag diag = {0};
     if (iotgw_identity_check(device, "the device id", &diag) ||
         (module && iotgw_identity_check(module, "the module id", &diag))) {
-        emu_rest_fail(req, &E_BAD_ARGUMENT, diag.text);
+        emu_rest_fail(hub, req, &E_BAD_ARGUMENT, diag.text);
         return 0;
     }
     return 1;
 }
 
+int emu_rest_loopback(const char *peer)
+{
+    return !strncmp(peer, "127.", 4) || !strcmp(peer, "::1") || !strncmp(peer, "::ffff:127.", 11);
+}
+
 /* ------------------------------------------------------------------ methods */
+
+/* A REST caller waiting for a device's answer; the hub is there for the answer's count. */
+typedef struct rest_call {
+    emu_hub *hub;
+    iotgw_http_request *req;
+    emu_method_call *call;
+} rest_call;
 
 static void method_done(void *ctx, int status, const uint8_t *payload, size_t len, const char *code,
                         const char *message)
 {
-    iotgw_http_request *req = ctx;
+    rest_call *rc = ctx;
+    emu_hub *hub = rc->hub;
+    iotgw_http_request *req = rc->req;
+    free(rc);
     if (code && !strcmp(code, "InjectedFailure")) {
         emu_rest_error e = {status, status * 1000 + 1, "InjectedFailure"};
-        emu_rest_fail(req, &e, message);
+        emu_rest_fail(hub, req, &e, message);
         return;
     }
     if (code) {
@@ -134,20 +156,22 @@ static void method_done(void *ctx, int status, const uint8_t *payload, size_t le
                                   : !strcmp(code, "GatewayTimeout")  ? &E_TIMEOUT
                                   : !strcmp(code, "MessageTooLarge") ? &E_TOO_LARGE
                                                                      : &E_SERVER;
-        emu_rest_fail(req, e, message);
+        emu_rest_fail(hub, req, e, message);
         return;
     }
     json_t *body = payload && len ? json_loadb((const char *)payload, len, JSON_DECODE_ANY, NULL) : NULL;
     if (!body && payload && len)
         body = json_stringn((const char *)payload, len);
-    emu_rest_json(req, 200, json_pack("{s:i,s:o}", "status", status, "payload", body ? body : json_null()),
-                  NULL);
+    emu_rest_json(hub, req, 200,
+                  json_pack("{s:i,s:o}", "status", status, "payload", body ? body : json_null()), NULL);
 }
 
 static void method_request_gone(iotgw_http_request *req, void *ctx)
 {
+    rest_call *rc = ctx;
     (void)req;
-    emu_method_cancel(ctx);
+    emu_method_cancel(rc->call);
+    free(rc);
 }
 
 static int timeout_field(json_t *req, const char *name, int def, int min, int max, int *out)
@@ -171,28 +195,37 @@ static void invoke_method(emu_hub *hub, iotgw_http_request *req, emu_identity *i
     json_t *j = json_loadb((const char *)body, len, JSON_REJECT_DUPLICATES, &jerr);
     const char *name = j ? json_string_value(json_object_get(j, "methodName")) : NULL;
     int response_timeout, connect_timeout;
+    rest_call *rc;
     char msg[300];
     if (!json_is_object(j)) {
         snprintf(msg, sizeof msg, "the body is not a JSON object: %s", jerr.text);
-        emu_rest_fail(req, &E_BAD_ARGUMENT, msg);
+        emu_rest_fail(hub, req, &E_BAD_ARGUMENT, msg);
     } else if (!name || !*name || strlen(name) > 128) {
-        emu_rest_fail(req, &E_BAD_ARGUMENT, "methodName must be a string of 1 to 128 characters");
+        emu_rest_fail(hub, req, &E_BAD_ARGUMENT, "methodName must be a string of 1 to 128 characters");
     } else if (timeout_field(j, "responseTimeoutInSeconds", 30, 5, 300, &response_timeout)) {
-        emu_rest_fail(req, &E_BAD_ARGUMENT, "responseTimeoutInSeconds must be a whole number from 5 to 300");
+        emu_rest_fail(hub, req, &E_BAD_ARGUMENT,
+                      "responseTimeoutInSeconds must be a whole number from 5 to 300");
     } else if (timeout_field(j, "connectTimeoutInSeconds", 0, 0, 300, &connect_timeout)) {
-        emu_rest_fail(req, &E_BAD_ARGUMENT, "connectTimeoutInSeconds must be a whole number from 0 to 300");
+        emu_rest_fail(hub, req, &E_BAD_ARGUMENT,
+                      "connectTimeoutInSeconds must be a whole number from 0 to 300");
     } else {
         json_t *payload = json_object_get(j, "payload");
         char *text = json_dumps(payload ? payload : json_null(), JSON_COMPACT | JSON_ENCODE_ANY);
         if (!text) {
-            emu_rest_fail(req, &E_SERVER, "out of memory");
+            emu_rest_fail(hub, req, &E_SERVER, "out of memory");
         } else if (strlen(text) > EMU_METHOD_MAX_PAYLOAD) {
-            emu_rest_fail(req, &E_TOO_LARGE, "the method payload is larger than 128 KB");
+            emu_rest_fail(hub, req, &E_TOO_LARGE, "the method payload is larger than 128 KB");
+        } else if (!(rc = malloc(sizeof *rc))) {
+            emu_rest_fail(hub, req, &E_SERVER, "out of memory");
         } else {
+            *rc = (rest_call){.hub = hub, .req = req};
+            /* NULL: done was called already, and rc is gone */
             emu_method_call *call = emu_method_invoke(hub, id, name, (const uint8_t *)text, strlen(text),
-                                                      response_timeout, connect_timeout, method_done, req);
-            if (call)
-                iotgw_http_set_context(req, call, method_request_gone);
+                                                      response_timeout, connect_timeout, method_done, rc);
+            if (call) {
+                rc->call = call;
+                iotgw_http_set_context(req, rc, method_request_gone);
+            }
         }
         free(text);
     }
@@ -222,12 +255,13 @@ static void patch_twin(emu_hub *hub, iotgw_http_request *req, emu_identity *id, 
     json_t *desired = props ? json_object_get(props, "desired") : NULL;
     json_t *tags = json_object_get(j, "tags");
     const char *error = NULL;
+    int failed = 1;
     if (!json_is_object(j)) {
-        emu_rest_fail(req, &E_BAD_ARGUMENT, "the body is not a JSON object");
+        emu_rest_fail(hub, req, &E_BAD_ARGUMENT, "the body is not a JSON object");
     } else if (!emu_rest_etag_matches(req, json_string_value(json_object_get(twin, "etag")))) {
-        emu_rest_fail(req, &E_PRECONDITION, "the twin's etag does not match If-Match");
+        emu_rest_fail(hub, req, &E_PRECONDITION, "the twin's etag does not match If-Match");
     } else if ((desired && !json_is_object(desired)) || (tags && !json_is_object(tags))) {
-        emu_rest_fail(req, &E_BAD_ARGUMENT, "tags and properties.desired must be JSON objects");
+        emu_rest_fail(hub, req, &E_BAD_ARGUMENT, "tags and properties.desired must be JSON objects");
     } else {
         /* Both parts are checked before either is applied. */
         json_t *new_tags = json_incref(id->tags), *new_desired = json_incref(id->desired);
@@ -237,7 +271,7 @@ static void patch_twin(emu_hub *hub, iotgw_http_request *req, emu_identity *id, 
         if (status) {
             json_decref(new_tags);
             json_decref(new_desired);
-            emu_rest_fail(req,
+            emu_rest_fail(hub, req,
                           status == 413   ? &E_TOO_LARGE
                           : status == 400 ? &E_BAD_ARGUMENT
                                           : &E_SERVER,
@@ -253,9 +287,11 @@ static void patch_twin(emu_hub *hub, iotgw_http_request *req, emu_identity *id, 
                 id->desired_version++;
                 emu_twin_notify_desired(hub, id, replace ? id->desired : desired);
             }
-            emu_rest_json(req, 200, emu_twin_json(hub, id), NULL);
+            emu_rest_json(hub, req, 200, emu_twin_json(hub, id), NULL);
+            failed = 0;
         }
     }
+    hub->metrics.twin[replace ? EMU_TWIN_SERVICE_REPLACE : EMU_TWIN_SERVICE_PATCH][failed]++;
     json_decref(twin);
     json_decref(j);
 }
@@ -281,20 +317,20 @@ static int over_rest_limit(emu_hub *hub)
 
 /* What the transport refused (over a bound, a method it does not know), in IoT Hub's
  * error shape; 1 if answered. */
-static int refused(iotgw_http_request *req)
+static int refused(emu_hub *hub, iotgw_http_request *req)
 {
     const char *why;
     switch (iotgw_http_refused(req, &why)) {
     case IOTGW_HTTP_ACCEPTED: return 0;
-    case IOTGW_HTTP_BODY_TOO_LARGE: emu_rest_fail(req, &E_TOO_LARGE, why); break;
-    case IOTGW_HTTP_URI_TOO_LONG: emu_rest_fail(req, &E_URI_TOO_LONG, why); break;
-    case IOTGW_HTTP_HEADER_TOO_LARGE: emu_rest_fail(req, &E_HEADER_TOO_LARGE, why); break;
+    case IOTGW_HTTP_BODY_TOO_LARGE: emu_rest_fail(hub, req, &E_TOO_LARGE, why); break;
+    case IOTGW_HTTP_URI_TOO_LONG: emu_rest_fail(hub, req, &E_URI_TOO_LONG, why); break;
+    case IOTGW_HTTP_HEADER_TOO_LARGE: emu_rest_fail(hub, req, &E_HEADER_TOO_LARGE, why); break;
     /* 405, as for a known method that a resource does not take (below), rather than
      * HTTP's 501 for a method the server does not know: to an IoT Hub client both mean
      * "not this method here", and one ErrorCode keeps them alike. */
-    case IOTGW_HTTP_UNKNOWN_METHOD: emu_rest_fail(req, &E_METHOD, why); break;
+    case IOTGW_HTTP_UNKNOWN_METHOD: emu_rest_fail(hub, req, &E_METHOD, why); break;
     case IOTGW_HTTP_BAD_REQUEST: /* fall through */
-    default: emu_rest_fail(req, &E_BAD_ARGUMENT, why); break;
+    default: emu_rest_fail(hub, req, &E_BAD_ARGUMENT, why); break;
     }
     return 1;
 }
@@ -302,14 +338,14 @@ static int refused(iotgw_http_request *req)
 void emu_rest_on_request(iotgw_http_request *req, void *ctx)
 {
     emu_hub *hub = ctx;
-    if (refused(req))
+    if (refused(hub, req))
         return;
     const char *method = iotgw_http_method(req);
     /* libwebsockets has percent-decoded the path already: decoding it again would turn
      * "%2531" into "1" and refuse ids that hold '%', which IoT Hub allows. */
     char *path = strdup(iotgw_http_path(req));
     if (!path) {
-        emu_rest_fail(req, &E_SERVER, "out of memory");
+        emu_rest_fail(hub, req, &E_SERVER, "out of memory");
         return;
     }
     char *seg[MAX_PATH_SEGMENTS + 1] = {0}, *save = NULL;
@@ -320,12 +356,19 @@ void emu_rest_on_request(iotgw_http_request *req, void *ctx)
     size_t blen = 0;
     iotgw_http_body(req, &blen);
     if (blen && ctype && strncasecmp(ctype, "application/json", 16)) {
-        emu_rest_fail(req, &E_MEDIA_TYPE, "the body must be application/json");
+        emu_rest_fail(hub, req, &E_MEDIA_TYPE, "the body must be application/json");
+        free(path);
+        return;
+    }
+    /* The emulator's own routes: not IoT Hub's, so never throttled as its API is. */
+    if (n == 1 && !strcmp(seg[0], "metrics")) {
+        emu_rest_metrics(hub, req, method);
         free(path);
         return;
     }
     if (n >= 1 && strcmp(seg[0], "admin") && over_rest_limit(hub)) {
-        emu_rest_fail(req, &E_THROTTLED, "the hub's request rate limit is exceeded (fault injection)");
+        hub->metrics.throttled_rest++;
+        emu_rest_fail(hub, req, &E_THROTTLED, "the hub's request rate limit is exceeded (fault injection)");
         free(path);
         return;
     }
@@ -350,25 +393,26 @@ void emu_rest_on_request(iotgw_http_request *req, void *ctx)
     int is_twin = twins && n == rest;
     char why[300];
     if (!is_methods && !is_twin) {
-        emu_rest_fail(req, &E_ROUTE, "no such resource");
+        emu_rest_fail(hub, req, &E_ROUTE, "no such resource");
     } else if ((is_methods && strcmp(method, "POST")) ||
                (is_twin && strcmp(method, "GET") && strcmp(method, "PATCH") && strcmp(method, "PUT"))) {
-        emu_rest_fail(req, &E_METHOD, "this resource does not take that HTTP method");
+        emu_rest_fail(hub, req, &E_METHOD, "this resource does not take that HTTP method");
     } else if (emu_rest_authorize(hub, req,
                                   is_twin && !strcmp(method, "GET")
                                       ? EMU_RIGHT_SERVICE_CONNECT | EMU_RIGHT_REGISTRY_READ
                                       : EMU_RIGHT_SERVICE_CONNECT,
                                   why, sizeof why)) {
-        emu_rest_fail(req, &E_UNAUTHORIZED, why);
-    } else if (emu_rest_ids_valid(req, device, module)) {
+        emu_rest_fail(hub, req, &E_UNAUTHORIZED, why);
+    } else if (emu_rest_ids_valid(hub, req, device, module)) {
         emu_identity *id = emu_registry_find(hub->registry, device, module);
         if (!id)
-            emu_rest_fail(req, &E_NOT_FOUND, "no such device or module");
+            emu_rest_fail(hub, req, &E_NOT_FOUND, "no such device or module");
         else if (is_methods)
             invoke_method(hub, req, id);
-        else if (!strcmp(method, "GET"))
-            emu_rest_json(req, 200, emu_twin_json(hub, id), NULL);
-        else
+        else if (!strcmp(method, "GET")) {
+            hub->metrics.twin[EMU_TWIN_SERVICE_GET][0]++;
+            emu_rest_json(hub, req, 200, emu_twin_json(hub, id), NULL);
+        } else
             patch_twin(hub, req, id, !strcmp(method, "PUT"));
     }
     free(path);

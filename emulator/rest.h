@@ -2,7 +2,8 @@
  * The service REST API on the HTTPS listener (shared/docs/iothub-amqp-protocol.md 7.2):
  * direct method invocation, twins and the device registry. Requests carry a service SAS token in
  * Authorization; errors have IoT Hub's shape: status, header iothub-errorcode and a JSON
- * body whose Message holds {"errorCode": n, ...} as text.
+ * body whose Message holds {"errorCode": n, ...} as text. Also the emulator's own routes,
+ * which IoT Hub does not have: /metrics (metrics_rest.c) and /admin (admin_rest.c).
  *
  * Threading: event-loop thread only.
  */
@@ -24,20 +25,30 @@ typedef struct emu_rest_error {
 extern const emu_rest_error E_UNAUTHORIZED, E_NOT_FOUND, E_ROUTE, E_BAD_ARGUMENT, E_PRECONDITION,
     E_NOT_ONLINE, E_TIMEOUT, E_TOO_LARGE, E_SERVER, E_METHOD, E_CONFLICT, E_MEDIA_TYPE, E_THROTTLED;
 
+/* Answer, counted in the hub's metrics by status class: every answer of the REST API
+ * goes through here (the metrics route's own 200s do not, so a scrape does not count
+ * itself). */
+void emu_rest_answer(emu_hub *hub, iotgw_http_request *req, int status, const char *content_type,
+                     const char *extra, const void *body, size_t len);
 /* Answer with a JSON body (the reference is taken) and optional extra header lines. */
-void emu_rest_json(iotgw_http_request *req, int status, json_t *body, const char *extra);
+void emu_rest_json(emu_hub *hub, iotgw_http_request *req, int status, json_t *body, const char *extra);
 /* Answer with IoT Hub's error shape, and log it. */
-void emu_rest_fail(iotgw_http_request *req, const emu_rest_error *e, const char *message);
+void emu_rest_fail(emu_hub *hub, iotgw_http_request *req, const emu_rest_error *e, const char *message);
 /* A service token for this hub with one of the rights in need; 0, or -1 with why. */
 int emu_rest_authorize(emu_hub *hub, iotgw_http_request *req, unsigned need, char *why, size_t len);
 /* Device and module (NULL: none) ids from a path are IoT Hub's; else answered 400
  * ArgumentInvalid and 0. */
-int emu_rest_ids_valid(iotgw_http_request *req, const char *device, const char *module);
+int emu_rest_ids_valid(emu_hub *hub, iotgw_http_request *req, const char *device, const char *module);
 /* Does If-Match (absent or "*" matches anything) match etag? */
 int emu_rest_etag_matches(iotgw_http_request *req, const char *etag);
+/* Is the client's address a loopback one (the emulator's own routes trust those)? */
+int emu_rest_loopback(const char *peer);
 
 /* admin_rest.c: fault injection under /admin (with --admin, loopback clients only) */
 void emu_rest_admin(emu_hub *hub, iotgw_http_request *req, const char *method, char **seg, int n);
+
+/* metrics_rest.c: GET /metrics, Prometheus text (loopback clients, or a service token) */
+void emu_rest_metrics(emu_hub *hub, iotgw_http_request *req, const char *method);
 
 /* registry_rest.c: PUT/GET/DELETE /devices/{id}, GET /devices */
 void emu_rest_devices(emu_hub *hub, iotgw_http_request *req, const char *method, char **seg, int n);

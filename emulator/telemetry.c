@@ -4,6 +4,7 @@
  * limit applies to the whole transfer, a batch included. */
 #include <inttypes.h>
 #include <stdlib.h>
+#include <string.h>
 #include <proton/codec.h>
 #include <proton/delivery.h>
 
@@ -143,7 +144,7 @@ void emu_telemetry_on_delivery(emu_link *l, pn_delivery_t *d)
     uint8_t *buf;
     size_t len;
     const char *why = NULL, *cond = NULL;
-    int count = 1;
+    int count = 1, throttled = 0;
     if (iotgw_delivery_take(d, EMU_LINK_MAX_MESSAGE_SIZE, &buf, &len)) {
         cond = "amqp:link:message-size-exceeded";
         why = "the message is larger than the link's max-message-size";
@@ -157,6 +158,7 @@ void emu_telemetry_on_delivery(emu_link *l, pn_delivery_t *d)
         if (!cond && over_quota(c->hub, count)) {
             cond = "com.microsoft:device-container-throttled";
             why = "ThrottlingException: the hub's device-to-cloud message rate limit is exceeded";
+            throttled = 1;
         }
         if (!cond)
             check_sections(c->hub, buf, len, &count, &why, id);
@@ -166,8 +168,12 @@ void emu_telemetry_on_delivery(emu_link *l, pn_delivery_t *d)
         iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": %s: telemetry rejected: %s (%zu bytes)", c->serial,
                   id->id, why, len);
         iotgw_delivery_settle(d, PN_REJECTED, cond, why);
+        c->hub->metrics.d2c_rejected[throttled                            ? EMU_D2C_THROTTLED
+                                     : !strcmp(cond, "amqp:decode-error") ? EMU_D2C_UNDECODABLE
+                                                                          : EMU_D2C_TOO_LARGE]++;
         return;
     }
+    c->hub->metrics.d2c_messages += (uint64_t)count;
     id->live.telemetry_in += (uint64_t)count;
     id->live.last_activity_ms = emu_wall_ms();
     iotgw_delivery_settle(d, PN_ACCEPTED, NULL, NULL);

@@ -180,17 +180,19 @@ void emu_twin_on_request(emu_link *l, pn_delivery_t *d)
     iotgw_map_text(ann, "operation", op, sizeof op);
     iotgw_map_text(ann, "resource", resource, sizeof resource);
     pn_msgid_t corr = pn_message_get_correlation_id(m);
-    int status = 400;
+    int status = 400, kind = EMU_TWIN_UNKNOWN;
     int64_t version = -1;
     char *answer = NULL;
     const char *error = NULL;
     if (!strcmp(op, "GET")) {
+        kind = EMU_TWIN_GET;
         json_t *doc = twin_document(id);
         answer = json_dumps(doc, JSON_COMPACT);
         json_decref(doc);
         status = 200;
         version = id->reported_version;
     } else if (!strcmp(op, "PATCH") && !strcmp(resource, "/properties/reported")) {
+        kind = EMU_TWIN_PATCH_REPORTED;
         size_t blen = 0;
         const char *body = iotgw_body_bytes(pn_message_body(m), &blen);
         json_error_t jerr;
@@ -206,6 +208,7 @@ void emu_twin_on_request(emu_link *l, pn_delivery_t *d)
     } else if ((!strcmp(op, "PUT") || !strcmp(op, "DELETE")) &&
                !strcmp(resource, "/notifications/twin/properties/desired")) {
         s->desired_subscribed = !strcmp(op, "PUT");
+        kind = s->desired_subscribed ? EMU_TWIN_SUBSCRIBE : EMU_TWIN_UNSUBSCRIBE;
         status = 200;
     } else {
         error = "unknown twin operation or resource";
@@ -217,16 +220,17 @@ void emu_twin_on_request(emu_link *l, pn_delivery_t *d)
         iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": %s: twin %s %s refused: %s", l->conn->serial, id->id, op,
                   resource, error);
     }
+    l->conn->hub->metrics.twin[kind][error != NULL]++;
     send_twin(s, corr, corr.type != PN_NULL, status, version, answer);
     free(answer);
 }
 
 void emu_twin_notify_desired(emu_hub *hub, emu_identity *id, json_t *patch)
 {
-    (void)hub;
     emu_session *s = id->live.session;
     if (!s || !s->desired_subscribed || !s->twin_responses)
         return;
+    hub->metrics.desired_pushes++;
     json_t *p = with_version(patch, id->desired_version);
     char *text = json_dumps(p, JSON_COMPACT);
     json_decref(p);

@@ -258,3 +258,24 @@ class StreamReader:
     def stop(self):
         self.stopping = True
         self.thread.join(20)
+
+
+def get_metrics(emu, token=None, source_address=None, method="GET"):
+    """The emulator's /metrics (its own route, so no api-version): (status, headers with
+    lower-case names, text). source_address: the client's (address, port), for a client
+    that is not loopback."""
+    ctx = ssl.create_default_context(cafile=emu.ca)
+    conn = http.client.HTTPSConnection("127.0.0.1", emu.wss, context=ctx, timeout=60, source_address=source_address)
+    conn.request(method, "/metrics", headers={"Authorization": token} if token else {})
+    resp = conn.getresponse()
+    text = resp.read().decode()
+    conn.close()
+    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, text
+
+
+def metric_samples(text):
+    """Prometheus text as python3-prometheus-client parses it:
+    {(sample name, ((label, value), ...) sorted): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
