@@ -12,6 +12,7 @@
 #include "emulator/hub.h"
 #include "emulator/registry.h"
 #include "emulator/rest.h"
+#include "transport/log.h"
 #include "transport/transport.h"
 
 #ifndef PACKAGE_VERSION
@@ -87,6 +88,8 @@ static void usage(FILE *f)
                "                       retentionMessages, retentionBytes, d2cLimit,\n"
                "                       c2dLockTimeout, c2dDefaultTtl); options given\n"
                "                       on the command line win\n"
+               "  --log-format FORMAT  text (default) or json: one JSON object per line on stderr\n"
+               "                       (time, level, event, message), as iotgw's\n"
                "  --version            print the version\n"
                "  -h, --help           this help\n"
                "\n"
@@ -179,6 +182,7 @@ static int parse_options(int argc, char **argv, settings *s, const char **config
         {"config", required_argument, 0, 'f'},
         {"admin", no_argument, 0, 'A'},
         {"stream-redirect", no_argument, 0, 'R'},
+        {"log-format", required_argument, 0, 'L'},
         {"version", no_argument, 0, 'V'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -195,6 +199,15 @@ static int parse_options(int argc, char **argv, settings *s, const char **config
         case 'f': *config = optarg; break;
         case 'A': *admin = 1; break;
         case 'R': s->stream_redirect = 1; break;
+        case 'L': {
+            iotgw_log_format format;
+            if (iotgw_log_format_parse(optarg, &format)) {
+                fprintf(stderr, "iothub-emulator: --log-format must be text or json\n");
+                return 2;
+            }
+            iotgw_log_set_format(format);
+            break;
+        }
         case 'V': printf("iothub-emulator %s\n", PACKAGE_VERSION); return 0;
         case 'h': usage(stdout); return 0;
         default: {

@@ -41,6 +41,43 @@ static void on_c2d(iotgw_upstream_device *dev, const iotgw_c2d_message *m, void 
     gw_session_on_c2d(session_of(dev), m);
 }
 
+/* A device's state at the hub changed: one line for each change an operator follows:
+ * online, failed (with the hub's reason), waiting (its connection was lost, it moved, or
+ * it is tried again after a failure). Authenticating is a step on the way to online and
+ * not logged, so a device coming online costs one line (10,000 lines for 10,000). */
+static void on_state(iotgw_upstream_device *dev, iotgw_device_state state, void *ctx)
+{
+    iotgw_gateway *g = ctx;
+    gw_session *s = session_of(dev);
+    if (state == IOTGW_DEVICE_AUTHENTICATING || !s || !s->device || !iotgw_log_enabled(IOTGW_LOG_INFO))
+        return;
+    const char *id = s->device->id, *name = iotgw_device_state_name(state);
+    if (state == IOTGW_DEVICE_ONLINE) {
+        iotgw_log_evf(IOTGW_LOG_INFO, "device_hub_state", id,
+                      IOTGW_LOG_FIELDS(IOTGW_FIELD_STR("state", name)), "device %s at the hub: %s", id, name);
+        return;
+    }
+    /* waiting and failed come again at each retry of a device the hub keeps refusing:
+     * they share the device's budget of lines */
+    if (state != IOTGW_DEVICE_FAILED) {
+        iotgw_log_ev_limited(&s->log, IOTGW_LOG_INFO, "device_hub_state", id,
+                             IOTGW_LOG_FIELDS(IOTGW_FIELD_STR("state", name)), "device %s at the hub: %s", id,
+                             name);
+        return;
+    }
+    iotgw_device_info info;
+    iotgw_upstream_device_info(dev, &info);
+    int64_t retry = info.next_retry_ms - iotgw_loop_now_ms(g->loop);
+    if (retry < 0)
+        retry = 0;
+    iotgw_log_ev_limited(
+        &s->log, IOTGW_LOG_INFO, "device_hub_state", id,
+        IOTGW_LOG_FIELDS(IOTGW_FIELD_STR("state", name), IOTGW_FIELD_STR("reason", info.reason),
+                         IOTGW_FIELD_BOOL("for_good", info.refused), IOTGW_FIELD_INT("retry_ms", retry)),
+        "device %s at the hub: failed (%s)%s; retry in %lld ms", id, info.reason,
+        info.refused ? ", for good" : "", (long long)retry);
+}
+
 #define TICK_MS 1000
 
 static void tick_fired(iotgw_timer *t, void *ctx)
@@ -55,7 +92,9 @@ static void tick_fired(iotgw_timer *t, void *ctx)
     /* what a burst of connections, now gone, left behind */
     size_t released = iotgw_heap_release();
     if (released)
-        iotgw_log(IOTGW_LOG_DEBUG, "%zu KiB of freed memory given back to the system", released / 1024);
+        iotgw_log_evf(IOTGW_LOG_DEBUG, "memory_released", NULL,
+                      IOTGW_LOG_FIELDS(IOTGW_FIELD_INT("kib", released / 1024)),
+                      "%zu KiB of freed memory given back to the system", released / 1024);
 }
 
 static void on_accept(iotgw_stream_listener *l, iotgw_stream *s, void *ctx)
@@ -116,7 +155,11 @@ int iotgw_gateway_new(iotgw_loop *loop, iotgw_config *cfg, iotgw_gateway **out, 
         .queue_bytes = (size_t)cfg->queue_total_bytes,
         .delivery_timeout_ms = cfg->delivery_timeout_s * 1000,
         .keep_connection = 1, /* a wrong hub setting shows at start, and /readyz can tell */
-        .cb = {.on_outcome = on_outcome, .on_method = on_method, .on_twin = on_twin, .on_c2d = on_c2d},
+        .cb = {.on_outcome = on_outcome,
+               .on_state = on_state,
+               .on_method = on_method,
+               .on_twin = on_twin,
+               .on_c2d = on_c2d},
         .ctx = g,
     };
     int rc = iotgw_upstream_new(loop, &uo, &g->up, diag);
@@ -172,7 +215,8 @@ int iotgw_gateway_drain(iotgw_gateway *g, int64_t deadline_ms)
     if (!g->draining) {
         g->draining = 1;
         close_listeners(g);
-        iotgw_log(IOTGW_LOG_INFO, "draining: no new devices; waiting for the hub's answers");
+        iotgw_log_ev(IOTGW_LOG_INFO, "draining", NULL,
+                     "draining: no new devices; waiting for the hub's answers");
     }
     int64_t now = iotgw_loop_now_ms(g->loop);
     for (gw_session *s = g->sessions; s; s = s->next)
@@ -217,14 +261,17 @@ void iotgw_gateway_reload(iotgw_gateway *g, iotgw_config *cfg)
 {
     iotgw_config *old = g->cfg;
     if (!same_hub(old, cfg))
-        iotgw_log(IOTGW_LOG_WARN, "reload: hub settings changed in %s: they take effect at the next start",
-                  cfg->file);
+        iotgw_log_evf(IOTGW_LOG_WARN, "reload_needs_restart", NULL,
+                      IOTGW_LOG_FIELDS(IOTGW_FIELD_STR("setting", "hub")),
+                      "reload: hub settings changed in %s: they take effect at the next start", cfg->file);
     if (!same_listen(old, cfg))
-        iotgw_log(IOTGW_LOG_WARN, "reload: devices.listen changed in %s: it takes effect at the next start",
-                  cfg->file);
+        iotgw_log_evf(IOTGW_LOG_WARN, "reload_needs_restart", NULL,
+                      IOTGW_LOG_FIELDS(IOTGW_FIELD_STR("setting", "devices.listen")),
+                      "reload: devices.listen changed in %s: it takes effect at the next start", cfg->file);
     gw_session **by_device = calloc(cfg->ndevices + 1, sizeof *by_device);
     if (!by_device) {
-        iotgw_log(IOTGW_LOG_ERROR, "reload: out of memory; the running configuration stays");
+        iotgw_log_ev(IOTGW_LOG_ERROR, "reload_failed", NULL,
+                     "reload: out of memory; the running configuration stays");
         iotgw_config_free(cfg);
         return;
     }
@@ -259,9 +306,11 @@ void iotgw_gateway_reload(iotgw_gateway *g, iotgw_config *cfg)
     g->by_device = by_device;
     g->cfg = cfg;
     iotgw_config_free(old);
-    iotgw_log(IOTGW_LOG_INFO,
-              "configuration reloaded: %zu devices in the fleet; %zu connected kept, %zu closed",
-              cfg->ndevices, kept, closed);
+    iotgw_log_evf(IOTGW_LOG_INFO, "config_reloaded", NULL,
+                  IOTGW_LOG_FIELDS(IOTGW_FIELD_INT("devices", cfg->ndevices), IOTGW_FIELD_INT("kept", kept),
+                                   IOTGW_FIELD_INT("closed", closed)),
+                  "configuration reloaded: %zu devices in the fleet; %zu connected kept, %zu closed",
+                  cfg->ndevices, kept, closed);
 }
 
 void iotgw_gateway_free(iotgw_gateway *g)

@@ -32,7 +32,7 @@ static void on_hup(int sig)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: iotgw --config FILE [--log-level LEVEL]\n"
+    fprintf(f, "usage: iotgw --config FILE [--log-level LEVEL] [--log-format FORMAT]\n"
                "       iotgw --check-config FILE\n"
                "An edge gateway for Azure IoT Hub: devices connect over TCP with protobuf frames\n"
                "(docs/downstream-protocol.md); each becomes its own identity on a pool of AMQP\n"
@@ -42,6 +42,9 @@ static void usage(FILE *f)
                "  --check-config FILE  read and check FILE, say what it sets up, exit 0 if it is\n"
                "                       good and 1 if not (the error names file, line and key)\n"
                "  --log-level LEVEL    error, warn, info (default) or debug\n"
+               "  --log-format FORMAT  text (default) or json: one JSON object per line on stderr\n"
+               "                       (time, level, event, device, message, fields); wins over\n"
+               "                       log.format in the configuration\n"
                "  --version            print the version\n"
                "  -h, --help           this help\n"
                "\n"
@@ -178,12 +181,14 @@ int main(int argc, char **argv)
         {"config", required_argument, 0, 'c'},
         {"check-config", required_argument, 0, 'C'},
         {"log-level", required_argument, 0, 'l'},
+        {"log-format", required_argument, 0, 'F'},
         {"version", no_argument, 0, 'V'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     const char *config = NULL, *check = NULL;
-    int o;
+    int o, format_given = 0; /* --log-format wins over log.format */
+    iotgw_log_format format = IOTGW_LOG_FORMAT_TEXT;
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (o) {
         case 'c': config = optarg; break;
@@ -197,6 +202,13 @@ int main(int argc, char **argv)
             iotgw_log_set_level(level);
             break;
         }
+        case 'F':
+            if (iotgw_log_format_parse(optarg, &format)) {
+                fprintf(stderr, "iotgw: --log-format must be text or json\n");
+                return 2;
+            }
+            format_given = 1;
+            break;
         case 'V': printf("iotgw %s\n", PACKAGE_VERSION); return 0;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -220,6 +232,9 @@ int main(int argc, char **argv)
         iotgw_config_free(cfg);
         return rc;
     }
+    iotgw_log_set_format(format_given    ? format
+                         : cfg->log_json ? IOTGW_LOG_FORMAT_JSON
+                                         : IOTGW_LOG_FORMAT_TEXT);
     /* before the loop: libwebsockets sizes its descriptor table from the limit */
     char fds[300];
     if (fd_budget(cfg, 1, fds, sizeof fds, &diag)) {
@@ -233,7 +248,10 @@ int main(int argc, char **argv)
                            : iotgw_loop_new(&(iotgw_loop_options){.backend = backend}, &diag);
     iotgw_gateway *g = NULL;
     if (!loop || iotgw_gateway_new(loop, cfg, &g, &diag)) {
-        fprintf(stderr, "iotgw: cannot start: %s\n", diag.text);
+        if (iotgw_log_get_format() == IOTGW_LOG_FORMAT_JSON)
+            iotgw_log_ev(IOTGW_LOG_ERROR, "start_failed", NULL, "cannot start: %s", diag.text);
+        else
+            fprintf(stderr, "iotgw: cannot start: %s\n", diag.text);
         iotgw_config_free(cfg);
         iotgw_loop_free(loop);
         return 1;
@@ -257,16 +275,20 @@ int main(int argc, char **argv)
         if (reload_asked) {
             reload_asked = 0;
             iotgw_config *next = NULL;
-            if (iotgw_config_load(config, &next, &diag))
-                iotgw_log(IOTGW_LOG_ERROR, "reload failed, the running configuration stays: %s", diag.text);
-            else
+            if (iotgw_config_load(config, &next, &diag)) {
+                iotgw_log_ev(IOTGW_LOG_ERROR, "reload_failed", NULL,
+                             "reload failed, the running configuration stays: %s", diag.text);
+            } else {
+                if (!format_given) /* log.format applies from the next line */
+                    iotgw_log_set_format(next->log_json ? IOTGW_LOG_FORMAT_JSON : IOTGW_LOG_FORMAT_TEXT);
                 iotgw_gateway_reload(g, next);
+            }
         }
     }
     int64_t deadline = iotgw_loop_now_ms(loop) + DRAIN_MS;
     while (!iotgw_gateway_drain(g, deadline) && iotgw_loop_now_ms(loop) < deadline + 2000)
         iotgw_loop_run(loop, 100);
-    iotgw_log(IOTGW_LOG_INFO, "stopped");
+    iotgw_log_ev(IOTGW_LOG_INFO, "stopped", NULL, "stopped");
     iotgw_gateway_free(g);
     for (int i = 0; i < 10; i++) /* let the hub connections' close frames leave */
         iotgw_loop_run(loop, 20);

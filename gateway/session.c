@@ -28,6 +28,12 @@ static const char *who(const gw_session *s)
     return s->device ? s->device->id : "(no hello yet)";
 }
 
+/* The device a line is about, for the log's "device": NULL before Hello named one. */
+static const char *device_of(const gw_session *s)
+{
+    return s->device ? s->device->id : NULL;
+}
+
 static const char *error_name(Iotgw__ErrorCode code)
 {
     const ProtobufCEnumValue *v =
@@ -46,26 +52,32 @@ int gw_session_send(gw_session *s, Iotgw__Frame *f)
     int rc = iotgw_stream_write(s->stream, buf, len);
     free(buf);
     if (rc) {
-        iotgw_log(IOTGW_LOG_WARN, "device %s (%s): closed: it does not read what the gateway sends", who(s),
-                  iotgw_stream_peer(s->stream));
+        iotgw_log_evf(IOTGW_LOG_WARN, "device_not_reading", device_of(s),
+                      IOTGW_LOG_FIELDS(IOTGW_FIELD_STR("peer", iotgw_stream_peer(s->stream))),
+                      "device %s (%s): closed: it does not read what the gateway sends", who(s),
+                      iotgw_stream_peer(s->stream));
         s->closing = 1;
         return -1;
     }
     return 0;
 }
 
-void gw_session_fail(gw_session *s, Iotgw__ErrorCode code, const char *fmt, ...)
+/* Send Error{code, text} and close. device: the id the line is about (a Hello's, once
+ * it is known to be a valid id), or NULL. */
+static void session_vfail(gw_session *s, const char *device, Iotgw__ErrorCode code, const char *fmt,
+                          va_list ap)
 {
     if (s->closing)
         return;
     char text[300];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
-    va_end(ap);
     /* before Hello anyone can cause this line: one budget for all of them */
-    iotgw_log_limited(s->device ? &s->log : &s->g->anonymous_log, IOTGW_LOG_WARN, "device %s (%s): %s: %s",
-                      who(s), iotgw_stream_peer(s->stream), error_name(code), text);
+    const char *peer = iotgw_stream_peer(s->stream);
+    iotgw_log_ev_limited(s->device ? &s->log : &s->g->anonymous_log, IOTGW_LOG_WARN,
+                         s->ready ? "device_error_sent" : "device_refused", device,
+                         IOTGW_LOG_FIELDS(IOTGW_FIELD_STR("code", error_name(code)),
+                                          IOTGW_FIELD_STR("peer", peer), IOTGW_FIELD_STR("detail", text)),
+                         "device %s (%s): %s: %s", who(s), peer, error_name(code), text);
     Iotgw__Error e = IOTGW__ERROR__INIT;
     e.code = code;
     e.message = text;
@@ -77,6 +89,25 @@ void gw_session_fail(gw_session *s, Iotgw__ErrorCode code, const char *fmt, ...)
     iotgw_stream_close(s->stream, 1);
     if ((unsigned)code < GW_ERROR_CODES)
         s->g->stats.errors[code]++;
+}
+
+void gw_session_fail(gw_session *s, Iotgw__ErrorCode code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    session_vfail(s, device_of(s), code, fmt, ap);
+    va_end(ap);
+}
+
+/* A Hello refused, naming the device it claimed to be (an id already checked). */
+static void hello_fail(gw_session *s, const char *device, Iotgw__ErrorCode code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void hello_fail(gw_session *s, const char *device, Iotgw__ErrorCode code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    session_vfail(s, device, code, fmt, ap);
+    va_end(ap);
 }
 
 /* ------------------------------------------------------------------ answers to the hub */
@@ -210,8 +241,9 @@ void gw_session_on_method(gw_session *s, const iotgw_method_request *req)
             char body[400], text[300];
             snprintf(text, sizeof text, "payload is not a valid %s: %s", m->request_type, diag.text);
             error_json(body, sizeof body, text);
-            iotgw_log_limited(&s->log, IOTGW_LOG_WARN, "device %s: method %s refused: %s", who(s), req->name,
-                              text);
+            iotgw_log_ev_limited(&s->log, IOTGW_LOG_WARN, "method_payload_refused", device_of(s),
+                                 IOTGW_LOG_FIELDS(IOTGW_FIELD_STR("method", req->name)),
+                                 "device %s: method %s refused: %s", who(s), req->name, text);
             iotgw_upstream_method_respond(s->up, req->request_id, 400, (const uint8_t *)body, strlen(body));
             return;
         }
@@ -342,7 +374,8 @@ void gw_session_on_c2d(gw_session *s, const iotgw_c2d_message *m)
     c.correlation_id = iotgw_atom_text(pn_message_get_correlation_id(msg));
     if (!c.message_id || !c.correlation_id || copy_properties(msg, &c)) {
         /* the hub keeps it: released, it is offered again */
-        iotgw_log(IOTGW_LOG_ERROR, "device %s: cloud-to-device message released: out of memory", who(s));
+        iotgw_log_ev(IOTGW_LOG_ERROR, "c2d_released", device_of(s),
+                     "device %s: cloud-to-device message released: out of memory", who(s));
         iotgw_upstream_c2d_settle(s->up, m->id, IOTGW_OUTCOME_RETRY);
     } else {
         Iotgw__Frame f = IOTGW__FRAME__INIT;
@@ -413,17 +446,17 @@ static void on_hello(gw_session *s, const Iotgw__Hello *h)
     }
     const iotgw_config_device *dev = iotgw_config_device_find(g->cfg, h->device_id);
     if (!dev) {
-        gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_UNKNOWN_DEVICE,
-                        "device \"%.64s\" is not in this gateway's fleet", h->device_id ? h->device_id : "");
+        hello_fail(s, h->device_id, IOTGW__ERROR_CODE__ERROR_UNKNOWN_DEVICE,
+                   "device \"%.64s\" is not in this gateway's fleet", h->device_id ? h->device_id : "");
         return;
     }
     if (dev->disabled) {
-        gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_DEVICE_DISABLED, "device %s is disabled", dev->id);
+        hello_fail(s, dev->id, IOTGW__ERROR_CODE__ERROR_DEVICE_DISABLED, "device %s is disabled", dev->id);
         return;
     }
     Iotgw__ErrorCode code;
     if (check_token(s, dev, h->token, &code, &diag)) {
-        gw_session_fail(s, code, "device %s: %s", dev->id, diag.text);
+        hello_fail(s, dev->id, code, "device %s: %s", dev->id, diag.text);
         return;
     }
     size_t index = (size_t)(dev - g->cfg->devices);
@@ -444,7 +477,7 @@ static void on_hello(gw_session *s, const Iotgw__Hello *h)
     iotgw_device_credential cred = {.device_id = dev->id};
     iotgw_config_hub_credential(g->cfg, dev, &cred.key, &cred.policy_name);
     if (iotgw_upstream_device_add(g->up, &cred, s->capabilities, s, &s->up, &diag)) {
-        gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_INTERNAL, "%s", diag.text);
+        hello_fail(s, dev->id, IOTGW__ERROR_CODE__ERROR_INTERNAL, "%s", diag.text);
         return;
     }
     g->by_device[index] = s;
@@ -465,11 +498,16 @@ static void on_hello(gw_session *s, const Iotgw__Hello *h)
     f.body_case = IOTGW__FRAME__BODY_WELCOME;
     f.welcome = &w;
     gw_session_send(s, &f);
-    iotgw_log(IOTGW_LOG_INFO, "device %s connected from %s (%s)%s%s%s", dev->id, iotgw_stream_peer(s->stream),
-              h->client && *h->client ? h->client : "client unnamed",
-              s->capabilities & IOTGW_UPSTREAM_METHODS ? " methods" : "",
-              s->capabilities & IOTGW_UPSTREAM_TWIN ? " twin" : "",
-              s->capabilities & IOTGW_UPSTREAM_C2D ? " c2d" : "");
+    char caps[32];
+    snprintf(caps, sizeof caps, "%s%s%s", s->capabilities & IOTGW_UPSTREAM_METHODS ? " methods" : "",
+             s->capabilities & IOTGW_UPSTREAM_TWIN ? " twin" : "",
+             s->capabilities & IOTGW_UPSTREAM_C2D ? " c2d" : "");
+    const char *peer = iotgw_stream_peer(s->stream);
+    iotgw_log_evf(IOTGW_LOG_INFO, "device_connected", dev->id,
+                  IOTGW_LOG_FIELDS(IOTGW_FIELD_STR("peer", peer), IOTGW_FIELD_STR("client", h->client),
+                                   IOTGW_FIELD_STR("capabilities", caps[0] ? caps + 1 : "")),
+                  "device %s connected from %s (%s)%s", dev->id, peer,
+                  h->client && *h->client ? h->client : "client unnamed", caps);
 }
 
 static void on_telemetry(gw_session *s, const Iotgw__Telemetry *t)
@@ -518,9 +556,10 @@ static void on_method_response(gw_session *s, const Iotgw__MethodResponse *r)
         pp = &(*pp)->next;
     gw_method_call *c = *pp;
     if (!c) {
-        iotgw_log_limited(&s->log, IOTGW_LOG_INFO,
-                          "device %s: answer to method request %" PRIu64 " came too late; dropped", who(s),
-                          r->request_id);
+        iotgw_log_ev_limited(&s->log, IOTGW_LOG_INFO, "method_answer_late", device_of(s),
+                             IOTGW_LOG_FIELDS(IOTGW_FIELD_UINT("request_id", r->request_id)),
+                             "device %s: answer to method request %" PRIu64 " came too late; dropped", who(s),
+                             r->request_id);
         return;
     }
     *pp = c->next;
@@ -630,9 +669,11 @@ static void handle_frame(gw_session *s, const Iotgw__Frame *f, const uint8_t *ra
             : o == IOTGW_OUTCOME_REJECTED ? &st->c2d_rejected
                                           : &st->c2d_abandoned);
         if (iotgw_upstream_c2d_settle(s->up, f->c2d_settle->delivery_id, o))
-            iotgw_log_limited(&s->log, IOTGW_LOG_INFO,
-                              "device %s: C2D delivery %" PRIu64 " was no longer pending", who(s),
-                              f->c2d_settle->delivery_id);
+            iotgw_log_ev_limited(
+                &s->log, IOTGW_LOG_INFO, "c2d_settle_stale", device_of(s),
+                IOTGW_LOG_FIELDS(IOTGW_FIELD_UINT("delivery_id", f->c2d_settle->delivery_id)),
+                "device %s: C2D delivery %" PRIu64 " was no longer pending", who(s),
+                f->c2d_settle->delivery_id);
         break;
     }
     case IOTGW__FRAME__BODY_PING: {
@@ -646,8 +687,11 @@ static void handle_frame(gw_session *s, const Iotgw__Frame *f, const uint8_t *ra
     }
     case IOTGW__FRAME__BODY_PONG: s->ping_sent_ms = 0; break;
     case IOTGW__FRAME__BODY_ERROR:
-        iotgw_log(IOTGW_LOG_INFO, "device %s closes: %s: %s", who(s), error_name(f->error->code),
-                  f->error->message ? f->error->message : "");
+        iotgw_log_evf(IOTGW_LOG_INFO, "device_error_received", device_of(s),
+                      IOTGW_LOG_FIELDS(IOTGW_FIELD_STR("code", error_name(f->error->code)),
+                                       IOTGW_FIELD_STR("detail", f->error->message ? f->error->message : "")),
+                      "device %s closes: %s: %s", who(s), error_name(f->error->code),
+                      f->error->message ? f->error->message : "");
         s->closing = 1;
         iotgw_stream_close(s->stream, 0);
         break;
@@ -699,7 +743,7 @@ static void session_free(gw_session *s)
 {
     iotgw_gateway *g = s->g;
     if (s->device)
-        iotgw_log_limit_flush(&s->log, IOTGW_LOG_INFO, s->device->id);
+        iotgw_log_limit_flush_device(&s->log, IOTGW_LOG_INFO, s->device->id);
     release_upstream(s, "the device disconnected");
     if (s->timer)
         iotgw_timer_cancel(s->timer);
@@ -718,8 +762,10 @@ static void on_closed(iotgw_stream *st, const char *reason, void *ctx)
     (void)st;
     gw_session *s = ctx;
     if (s->device)
-        iotgw_log(IOTGW_LOG_INFO, "device %s (%s) disconnected: %s", s->device->id, iotgw_stream_peer(st),
-                  reason);
+        iotgw_log_evf(IOTGW_LOG_INFO, "device_disconnected", s->device->id,
+                      IOTGW_LOG_FIELDS(IOTGW_FIELD_STR("peer", iotgw_stream_peer(st)),
+                                       IOTGW_FIELD_STR("reason", reason)),
+                      "device %s (%s) disconnected: %s", s->device->id, iotgw_stream_peer(st), reason);
     session_free(s);
 }
 
@@ -809,7 +855,8 @@ void gw_session_reconfigure(gw_session *s, const iotgw_config *cfg, const iotgw_
     if (iotgw_upstream_device_add(s->g->up, &cred, s->capabilities, s, &s->up, &diag))
         gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_INTERNAL, "%s", diag.text);
     else
-        iotgw_log(IOTGW_LOG_INFO, "device %s: new key: authenticating again at the hub", nd->id);
+        iotgw_log_ev(IOTGW_LOG_INFO, "device_key_changed", nd->id,
+                     "device %s: new key: authenticating again at the hub", nd->id);
 }
 
 void gw_session_destroy(gw_session *s)

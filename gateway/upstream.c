@@ -196,9 +196,12 @@ void up_device_fail(iotgw_upstream_device *dev, up_refusal kind, const char *con
     dev->refused = kind == UP_REFUSAL_FOR_GOOD || dev->identity_refusals >= 2;
     int64_t wait = iotgw_backoff_next(&dev->backoff);
     dev->next_retry_ms = up_now_ms(up) + wait;
-    iotgw_log_limited(&dev->log, IOTGW_LOG_WARN,
-                      "upstream: device %s refused by the hub (%s)%s; retry in %lld ms", dev->id, dev->reason,
-                      dev->refused ? ", for good" : "", (long long)wait);
+    iotgw_log_ev_limited(&dev->log, IOTGW_LOG_WARN, "device_hub_refused", dev->id,
+                         IOTGW_LOG_FIELDS(IOTGW_FIELD_STR("reason", dev->reason),
+                                          IOTGW_FIELD_BOOL("for_good", dev->refused),
+                                          IOTGW_FIELD_INT("retry_ms", wait)),
+                         "upstream: device %s refused by the hub (%s)%s; retry in %lld ms", dev->id,
+                         dev->reason, dev->refused ? ", for good" : "", (long long)wait);
     up_set_state(dev, IOTGW_DEVICE_FAILED);
     if (dev->refused)
         up_telemetry_flush(dev, IOTGW_COND_REFUSED, dev->reason);
@@ -215,7 +218,9 @@ static void housekeeping(iotgw_upstream *up)
         if (c->ndevices == 0) {
             int kept = up->opt.keep_connection && up->conns == c && !c->next; /* the last one stays */
             if (!kept && c->empty_since_ms && now - c->empty_since_ms >= EMPTY_CLOSE_MS) {
-                iotgw_log(IOTGW_LOG_INFO, "upstream: connection %d closes: no devices left", c->id);
+                iotgw_log_evf(IOTGW_LOG_INFO, "hub_connection_closed", NULL,
+                              IOTGW_LOG_FIELDS(IOTGW_FIELD_INT("connection", c->id)),
+                              "upstream: connection %d closes: no devices left", c->id);
                 up_conn_free(c);
             }
             continue;
@@ -351,7 +356,7 @@ int iotgw_upstream_new(iotgw_loop *loop, const iotgw_upstream_options *opt, iotg
 
 static void device_free(iotgw_upstream_device *dev)
 {
-    iotgw_log_limit_flush(&dev->log, IOTGW_LOG_WARN, dev->id);
+    iotgw_log_limit_flush_device(&dev->log, IOTGW_LOG_WARN, dev->id);
     if (dev->key)
         OPENSSL_cleanse(dev->key, strlen(dev->key));
     free(dev->id);

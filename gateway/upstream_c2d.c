@@ -45,9 +45,9 @@ void up_c2d_on_delivery(iotgw_upstream_device *dev, pn_delivery_t *d)
     free(buf);
     up_pending *p = rc ? NULL : calloc(1, sizeof *p);
     if (!p) {
-        iotgw_log_limited(&dev->log, IOTGW_LOG_WARN,
-                          "upstream: device %s: cloud-to-device message refused: %s", dev->id,
-                          rc ? diag.text : "out of memory");
+        iotgw_log_ev_limited(&dev->log, IOTGW_LOG_WARN, "c2d_refused", dev->id, NULL,
+                             "upstream: device %s: cloud-to-device message refused: %s", dev->id,
+                             rc ? diag.text : "out of memory");
         iotgw_delivery_settle(d, PN_REJECTED, "amqp:decode-error", rc ? diag.text : "out of memory");
         pn_link_flow(dev->c2d, 1);
         pn_message_free(m);

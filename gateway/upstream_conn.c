@@ -157,7 +157,10 @@ static void conn_lost(up_conn *c, const char *cond, const char *description)
              c->reason);
     int kept = up->opt.keep_connection && up->conns == c && !c->next;
     if (!c->ndevices && !kept) {
-        iotgw_log(IOTGW_LOG_INFO, "upstream: connection %d to %s closed (%s)", c->id, where, c->reason);
+        iotgw_log_evf(IOTGW_LOG_INFO, "hub_connection_closed", NULL,
+                      IOTGW_LOG_FIELDS(IOTGW_FIELD_INT("connection", c->id), IOTGW_FIELD_STR("hub", where),
+                                       IOTGW_FIELD_STR("reason", c->reason)),
+                      "upstream: connection %d to %s closed (%s)", c->id, where, c->reason);
         up_conn_free(c);
         return;
     }
@@ -174,9 +177,13 @@ static void conn_lost(up_conn *c, const char *cond, const char *description)
         wait = 0;
     c->next_retry_ms = now + wait;
     c->retry_timer = iotgw_timer_start(up->loop, wait, retry_fired, c);
-    iotgw_log(IOTGW_LOG_WARN,
-              "upstream: connection %d to %s lost (%s); %u devices wait, reopening in %lld ms", c->id, where,
-              c->reason, c->ndevices, (long long)wait);
+    iotgw_log_evf(IOTGW_LOG_WARN, "hub_connection_lost", NULL,
+                  IOTGW_LOG_FIELDS(IOTGW_FIELD_INT("connection", c->id), IOTGW_FIELD_STR("hub", where),
+                                   IOTGW_FIELD_STR("reason", c->reason),
+                                   IOTGW_FIELD_INT("devices", c->ndevices),
+                                   IOTGW_FIELD_INT("retry_ms", wait)),
+                  "upstream: connection %d to %s lost (%s); %u devices wait, reopening in %lld ms", c->id,
+                  where, c->reason, c->ndevices, (long long)wait);
 }
 
 void up_conn_reset(up_conn *c, const char *cond, const char *description)
@@ -293,7 +300,9 @@ static void on_cbs_reply(up_conn *c, pn_delivery_t *d)
     if (pn_link_credit(c->cbs_in) < CBS_CREDIT / 2)
         pn_link_flow(c->cbs_in, CBS_CREDIT - pn_link_credit(c->cbs_in));
     if (rc) {
-        iotgw_log(IOTGW_LOG_WARN, "upstream: connection %d: undecodable CBS reply ignored", c->id);
+        iotgw_log_evf(IOTGW_LOG_WARN, "hub_cbs_reply_undecodable", NULL,
+                      IOTGW_LOG_FIELDS(IOTGW_FIELD_INT("connection", c->id)),
+                      "upstream: connection %d: undecodable CBS reply ignored", c->id);
         return;
     }
     pn_atom_t corr = pn_message_get_correlation_id(m);
@@ -328,9 +337,10 @@ static void on_cbs_reply(up_conn *c, pn_delivery_t *d)
         for (iotgw_upstream_device *o = c->members; o; o = o->member_next)
             held += o->authorized;
         c->capacity = held ? held : 1;
-        iotgw_log(IOTGW_LOG_INFO,
-                  "upstream: connection %d is full at the hub (%u tokens); device %s moves to another", c->id,
-                  held, dev->id);
+        iotgw_log_evf(IOTGW_LOG_INFO, "hub_connection_full", dev->id,
+                      IOTGW_LOG_FIELDS(IOTGW_FIELD_INT("connection", c->id), IOTGW_FIELD_INT("tokens", held)),
+                      "upstream: connection %d is full at the hub (%u tokens); device %s moves to another",
+                      c->id, held, dev->id);
         up_device_move(dev);
         return;
     }
@@ -355,9 +365,13 @@ static void on_open(up_conn *c)
     iotgw_upstream *up = c->up;
     c->state = IOTGW_CONNECTION_OPEN;
     iotgw_backoff_reset(&c->backoff);
-    iotgw_log(IOTGW_LOG_INFO, "upstream: connection %d open to %s (%s), %u devices", c->id,
-              up->opt.hub.connect_host ? up->opt.hub.connect_host : up->opt.hub.host_name,
-              iotgw_conn_peer(c->conn), c->ndevices);
+    const char *host = up->opt.hub.connect_host ? up->opt.hub.connect_host : up->opt.hub.host_name;
+    iotgw_log_evf(IOTGW_LOG_INFO, "hub_connection_open", NULL,
+                  IOTGW_LOG_FIELDS(IOTGW_FIELD_INT("connection", c->id), IOTGW_FIELD_STR("hub", host),
+                                   IOTGW_FIELD_STR("peer", iotgw_conn_peer(c->conn)),
+                                   IOTGW_FIELD_INT("devices", c->ndevices)),
+                  "upstream: connection %d open to %s (%s), %u devices", c->id, host,
+                  iotgw_conn_peer(c->conn), c->ndevices);
     for (iotgw_upstream_device *dev = c->members; dev; dev = dev->member_next)
         if (dev->state == IOTGW_DEVICE_WAITING)
             up_auth_enqueue(dev);

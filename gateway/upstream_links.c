@@ -329,9 +329,10 @@ static void throttled(iotgw_upstream_device *dev, up_msg *m, const char *cond)
     dev->paused_until_ms = up_now_ms(up) + (pause < 1 ? 1 : pause);
     dev->probing = 1;
     up_ready_remove(dev);
-    iotgw_log_limited(&dev->log, IOTGW_LOG_WARN,
-                      "upstream: device %s throttled by the hub (%s); paused %lld ms", dev->id, cond,
-                      (long long)pause);
+    iotgw_log_ev_limited(
+        &dev->log, IOTGW_LOG_WARN, "device_hub_throttled", dev->id,
+        IOTGW_LOG_FIELDS(IOTGW_FIELD_STR("condition", cond), IOTGW_FIELD_INT("pause_ms", pause)),
+        "upstream: device %s throttled by the hub (%s); paused %lld ms", dev->id, cond, (long long)pause);
 }
 
 static void on_outcome(up_conn *c, iotgw_upstream_device *dev, pn_delivery_t *d)
@@ -407,8 +408,8 @@ static void on_method_request(iotgw_upstream_device *dev, pn_delivery_t *d)
     if (rc == 0)
         payload = iotgw_body_bytes(pn_message_body(m), &payload_len);
     if (rc) {
-        iotgw_log_limited(&dev->log, IOTGW_LOG_WARN, "upstream: device %s: method request refused: %s",
-                          dev->id, diag.text);
+        iotgw_log_ev_limited(&dev->log, IOTGW_LOG_WARN, "method_request_refused", dev->id, NULL,
+                             "upstream: device %s: method request refused: %s", dev->id, diag.text);
         iotgw_delivery_settle(d, PN_REJECTED, "amqp:decode-error", diag.text);
     } else {
         iotgw_delivery_settle(d, PN_ACCEPTED, NULL, NULL);

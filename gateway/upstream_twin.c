@@ -141,7 +141,8 @@ static void send_unsent(iotgw_upstream_device *dev, up_pending *p)
 void up_twin_on_online(iotgw_upstream_device *dev)
 {
     if (send_request(dev, "PUT", DESIRED_RESOURCE, NULL, 0, SUBSCRIPTION_ID))
-        iotgw_log(IOTGW_LOG_WARN, "upstream: device %s: could not subscribe to desired properties", dev->id);
+        iotgw_log_ev(IOTGW_LOG_WARN, "twin_subscribe_failed", dev->id,
+                     "upstream: device %s: could not subscribe to desired properties", dev->id);
     send_unsent(dev, dev->twin_requests);
 }
 
@@ -229,8 +230,8 @@ void up_twin_on_delivery(iotgw_upstream_device *dev, pn_delivery_t *d)
     if (dev->twin_in && pn_link_credit(dev->twin_in) < TWIN_CREDIT / 2)
         pn_link_flow(dev->twin_in, TWIN_CREDIT - pn_link_credit(dev->twin_in));
     if (rc) {
-        iotgw_log_limited(&dev->log, IOTGW_LOG_WARN,
-                          "upstream: device %s: undecodable twin message refused: %s", dev->id, diag.text);
+        iotgw_log_ev_limited(&dev->log, IOTGW_LOG_WARN, "twin_message_refused", dev->id, NULL,
+                             "upstream: device %s: undecodable twin message refused: %s", dev->id, diag.text);
         pn_message_free(m);
         return;
     }
@@ -245,8 +246,10 @@ void up_twin_on_delivery(iotgw_upstream_device *dev, pn_delivery_t *d)
     } else if (corr.type == PN_STRING && corr.u.as_bytes.size >= 10 &&
                !memcmp(corr.u.as_bytes.start, "subscribe-", 10)) {
         if (status < 200 || status >= 300)
-            iotgw_log(IOTGW_LOG_WARN, "upstream: device %s: desired-property subscription answered %" PRId64,
-                      dev->id, status);
+            iotgw_log_evf(IOTGW_LOG_WARN, "twin_subscribe_failed", dev->id,
+                          IOTGW_LOG_FIELDS(IOTGW_FIELD_INT("status", status)),
+                          "upstream: device %s: desired-property subscription answered %" PRId64, dev->id,
+                          status);
     } else {
         uint64_t id = 0;
         up_pending **pp = &dev->twin_requests;
@@ -262,16 +265,16 @@ void up_twin_on_delivery(iotgw_upstream_device *dev, pn_delivery_t *d)
                                   : NULL;
             pending_free(p);
             if (bad) {
-                iotgw_log_limited(&dev->log, IOTGW_LOG_WARN, "upstream: device %s: twin answer refused: %s",
-                                  dev->id, bad);
+                iotgw_log_ev_limited(&dev->log, IOTGW_LOG_WARN, "twin_answer_refused", dev->id, NULL,
+                                     "upstream: device %s: twin answer refused: %s", dev->id, bad);
                 answer(dev, id, 0, -1, NULL, 0, bad);
             } else {
                 answer(dev, id, (int)status, version, (const uint8_t *)body, body ? blen : 0, NULL);
             }
         } else {
-            iotgw_log_limited(&dev->log, IOTGW_LOG_WARN,
-                              "upstream: device %s: a twin answer to no request of the gateway's ignored",
-                              dev->id);
+            iotgw_log_ev_limited(&dev->log, IOTGW_LOG_WARN, "twin_answer_unmatched", dev->id, NULL,
+                                 "upstream: device %s: a twin answer to no request of the gateway's ignored",
+                                 dev->id);
         }
     }
     pn_message_free(m);

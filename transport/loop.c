@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "transport/internal.h"
+#include "transport/log.h"
 #include "transport/tls_reason.h"
 
 /* A client vhost holds the TLS client context (CA, certificate) and proxy shared by
@@ -61,7 +62,7 @@ static void log_to_stderr(int level, const char *line)
         }
         return; /* reported with the connection's failure instead */
     }
-    fprintf(stderr, "lws: %s", line);
+    iotgw_log_library(level & LLL_ERR ? IOTGW_LOG_ERROR : IOTGW_LOG_WARN, "lws", line);
 }
 
 int iotgw_loop_backend_from_environment(iotgw_loop_backend *out, iotgw_diag *diag)
