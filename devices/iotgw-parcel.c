@@ -23,9 +23,12 @@
 #include "codecs/json_text.h"
 #include "codecs/parcel_json.h"
 #include "codecs/types.h"
-#include "config.h"
 #include "schemas/alarm_status.pb-c.h"
 #include "schemas/gateway.pb-c.h"
+
+#ifndef PACKAGE_VERSION /* the build gives it (configure, with git describe) */
+#define PACKAGE_VERSION "dev"
+#endif
 
 #define DEFAULT_MAX_FRAME (1024 * 1024)
 #define MAX_JSON_LINE     (4 * 1024 * 1024)

@@ -351,7 +351,8 @@ class Counts(unittest.TestCase):
         for policy in ("service", "registryRead"):  # ServiceConnect, RegistryRead
             status, _, text = get_metrics(EMU, token=sas_token(HOST, SERVICE_KEY, policy=policy), source_address=src)
             self.assertEqual(status, 200, text)
-            self.assertIn(("iothub_emulator_build_info", (("version", "dev"),)), metric_samples(text))
+            version = subprocess.run([BINARY, "--version"], capture_output=True, text=True).stdout.split()[-1]
+            self.assertIn(("iothub_emulator_build_info", (("version", version),)), metric_samples(text))
         # the admin API's rule is the same without the token
         ctx = ssl.create_default_context(cafile=EMU.ca)
         c = http.client.HTTPSConnection("127.0.0.1", EMU.wss, context=ctx, timeout=30, source_address=src)
