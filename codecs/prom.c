@@ -117,6 +117,18 @@ void iotgw_prom_value(iotgw_prom *w, const char *name, const char *label, const 
     iotgw_prom_sample(w, name, &l, label ? 1 : 0, value);
 }
 
+void iotgw_prom_counter(iotgw_prom *w, const char *name, const char *help, double value)
+{
+    iotgw_prom_family(w, name, "counter", help);
+    iotgw_prom_value(w, name, NULL, NULL, value);
+}
+
+void iotgw_prom_gauge(iotgw_prom *w, const char *name, const char *help, double value)
+{
+    iotgw_prom_family(w, name, "gauge", help);
+    iotgw_prom_value(w, name, NULL, NULL, value);
+}
+
 void iotgw_histogram_init(iotgw_histogram *h, const double *bounds, size_t nbounds)
 {
     memset(h, 0, sizeof *h);

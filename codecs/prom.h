@@ -30,6 +30,9 @@ typedef struct iotgw_prom_label {
 void iotgw_prom_family(iotgw_prom *w, const char *name, const char *type, const char *help);
 void iotgw_prom_sample(iotgw_prom *w, const char *name, const iotgw_prom_label *labels, size_t nlabels,
                        double value);
+/* A family of one unlabelled sample: its HELP, TYPE and value. */
+void iotgw_prom_counter(iotgw_prom *w, const char *name, const char *help, double value);
+void iotgw_prom_gauge(iotgw_prom *w, const char *name, const char *help, double value);
 /* A counter or gauge with at most one label, the common case. */
 void iotgw_prom_value(iotgw_prom *w, const char *name, const char *label, const char *label_value,
                       double value);

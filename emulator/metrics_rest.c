@@ -23,18 +23,6 @@
 #define PACKAGE_VERSION "dev"
 #endif
 
-static void counter(iotgw_prom *w, const char *name, const char *help, double v)
-{
-    iotgw_prom_family(w, name, "counter", help);
-    iotgw_prom_value(w, name, NULL, NULL, v);
-}
-
-static void gauge(iotgw_prom *w, const char *name, const char *help, double v)
-{
-    iotgw_prom_family(w, name, "gauge", help);
-    iotgw_prom_value(w, name, NULL, NULL, v);
-}
-
 /* A family with one label over a fixed list of values. */
 static void by(iotgw_prom *w, const char *name, const char *type, const char *help, const char *label,
                const char *const *values, const uint64_t *counts, int n)
@@ -47,9 +35,10 @@ static void by(iotgw_prom *w, const char *name, const char *type, const char *he
 static void render_d2c(emu_hub *hub, iotgw_prom *w)
 {
     const emu_metrics *m = &hub->metrics;
-    counter(w, "iothub_emulator_d2c_messages_total",
-            "device-to-cloud messages accepted (stored in the telemetry stream), each message of a batch",
-            (double)m->d2c_messages);
+    iotgw_prom_counter(
+        w, "iothub_emulator_d2c_messages_total",
+        "device-to-cloud messages accepted (stored in the telemetry stream), each message of a batch",
+        (double)m->d2c_messages);
     const char *name = "iothub_emulator_device_d2c_messages_total";
     iotgw_prom_family(w, name, "counter",
                       "device-to-cloud messages accepted, per registered device (and module)");
@@ -62,11 +51,11 @@ static void render_d2c(emu_hub *hub, iotgw_prom *w)
     by(w, "iothub_emulator_d2c_rejected_total", "counter",
        "device-to-cloud transfers rejected, by reason (a batch is one transfer)", "reason", reasons,
        m->d2c_rejected, EMU_D2C_REJECT_REASONS);
-    counter(w, "iothub_emulator_stream_messages_read_total",
-            "messages sent to readers of the telemetry stream (each reader counts its own)",
-            (double)m->stream_read);
-    gauge(w, "iothub_emulator_stream_messages", "messages the telemetry stream retains",
-          (double)emu_events_retained(hub->events));
+    iotgw_prom_counter(w, "iothub_emulator_stream_messages_read_total",
+                       "messages sent to readers of the telemetry stream (each reader counts its own)",
+                       (double)m->stream_read);
+    iotgw_prom_gauge(w, "iothub_emulator_stream_messages", "messages the telemetry stream retains",
+                     (double)emu_events_retained(hub->events));
 }
 
 static void render_cloud(emu_hub *hub, iotgw_prom *w)
@@ -112,8 +101,8 @@ static void render_cloud(emu_hub *hub, iotgw_prom *w)
                 iotgw_prom_label l[2] = {{"operation", ops[op]}, {"result", results[r]}};
                 iotgw_prom_sample(w, name, l, 2, (double)m->twin[op][r]);
             }
-    counter(w, "iothub_emulator_twin_desired_pushes_total",
-            "desired-property changes pushed to subscribed devices", (double)m->desired_pushes);
+    iotgw_prom_counter(w, "iothub_emulator_twin_desired_pushes_total",
+                       "desired-property changes pushed to subscribed devices", (double)m->desired_pushes);
 }
 
 static void render_connections(emu_hub *hub, iotgw_prom *w)
@@ -122,16 +111,16 @@ static void render_connections(emu_hub *hub, iotgw_prom *w)
     unsigned connected = 0;
     for (int i = 0; i < emu_registry_count(hub->registry); i++)
         connected += emu_registry_at(hub->registry, i)->live.session != NULL;
-    gauge(w, "iothub_emulator_identities_connected",
-          "devices and modules with links attached (IoT Hub's Connected)", connected);
+    iotgw_prom_gauge(w, "iothub_emulator_identities_connected",
+                     "devices and modules with links attached (IoT Hub's Connected)", connected);
     static const char *const listeners[] = {"wss", "amqps"};
     by(w, "iothub_emulator_amqp_connections", "gauge", "AMQP connections open, by listener", "listener",
        listeners, m->conns_open, EMU_LISTENERS);
     by(w, "iothub_emulator_amqp_connections_accepted_total", "counter",
        "AMQP connections accepted, by listener", "listener", listeners, m->conns_accepted, EMU_LISTENERS);
-    counter(w, "iothub_emulator_amqp_connections_refused_total",
-            "connections closed at once while refuse-connections (fault injection) was set",
-            (double)m->conns_refused);
+    iotgw_prom_counter(w, "iothub_emulator_amqp_connections_refused_total",
+                       "connections closed at once while refuse-connections (fault injection) was set",
+                       (double)m->conns_refused);
     static const char *const statuses[] = {"200", "400", "401", "404", "500"};
     by(w, "iothub_emulator_cbs_put_tokens_total", "counter",
        "CBS put-token requests by the status answered (200: accepted)", "status", statuses, m->put_tokens,

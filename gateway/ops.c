@@ -62,18 +62,6 @@ static long open_fds(void)
     return n - 3; /* ".", ".." and the directory's own */
 }
 
-static void counter(iotgw_prom *w, const char *name, const char *help, double v)
-{
-    iotgw_prom_family(w, name, "counter", help);
-    iotgw_prom_value(w, name, NULL, NULL, v);
-}
-
-static void gauge(iotgw_prom *w, const char *name, const char *help, double v)
-{
-    iotgw_prom_family(w, name, "gauge", help);
-    iotgw_prom_value(w, name, NULL, NULL, v);
-}
-
 static void render_metrics(iotgw_gateway *g, iotgw_prom *w)
 {
     const gw_stats *st = &g->stats;
@@ -86,10 +74,12 @@ static void render_metrics(iotgw_gateway *g, iotgw_prom *w)
         open++;
         ready += s->ready && !s->closing;
     }
-    gauge(w, "iotgw_device_connections", "device connections open, Hello or not", open);
-    gauge(w, "iotgw_devices_connected", "devices connected downstream (Welcome sent)", ready);
-    counter(w, "iotgw_device_connections_total", "device connections accepted", (double)st->connections);
-    counter(w, "iotgw_device_welcomes_total", "Hellos answered with Welcome", (double)st->welcomed);
+    iotgw_prom_gauge(w, "iotgw_device_connections", "device connections open, Hello or not", open);
+    iotgw_prom_gauge(w, "iotgw_devices_connected", "devices connected downstream (Welcome sent)", ready);
+    iotgw_prom_counter(w, "iotgw_device_connections_total", "device connections accepted",
+                       (double)st->connections);
+    iotgw_prom_counter(w, "iotgw_device_welcomes_total", "Hellos answered with Welcome",
+                       (double)st->welcomed);
     iotgw_prom_family(w, "iotgw_device_errors_total", "counter",
                       "Error frames the gateway sent to devices (each ends a connection), by code");
     for (int code = 0; code < GW_ERROR_CODES; code++)
@@ -110,12 +100,12 @@ static void render_metrics(iotgw_gateway *g, iotgw_prom *w)
                      (double)iotgw_tls_client_cert_refusals());
 
     /* telemetry */
-    counter(w, "iotgw_telemetry_received_total", "Telemetry frames received from devices",
-            (double)st->telemetry);
-    counter(w, "iotgw_telemetry_received_bytes_total", "bytes of the Telemetry frames received",
-            (double)st->telemetry_bytes);
-    counter(w, "iotgw_telemetry_acknowledged_total", "telemetry acknowledged to devices: the hub has it",
-            (double)st->acked);
+    iotgw_prom_counter(w, "iotgw_telemetry_received_total", "Telemetry frames received from devices",
+                       (double)st->telemetry);
+    iotgw_prom_counter(w, "iotgw_telemetry_received_bytes_total", "bytes of the Telemetry frames received",
+                       (double)st->telemetry_bytes);
+    iotgw_prom_counter(w, "iotgw_telemetry_acknowledged_total",
+                       "telemetry acknowledged to devices: the hub has it", (double)st->acked);
     iotgw_prom_family(w, "iotgw_telemetry_nacked_total", "counter", "telemetry nacked to devices, by reason");
     for (int r = 1; r < GW_NACK_REASONS; r++)
         iotgw_prom_value(w, "iotgw_telemetry_nacked_total", "reason",
@@ -126,11 +116,12 @@ static void render_metrics(iotgw_gateway *g, iotgw_prom *w)
                       "telemetry held for the hub: waiting, or sent and not yet settled");
     iotgw_prom_value(w, "iotgw_telemetry_held_messages", "where", "queued", (double)t.queued);
     iotgw_prom_value(w, "iotgw_telemetry_held_messages", "where", "in_flight", (double)t.in_flight);
-    gauge(w, "iotgw_telemetry_held_bytes", "bytes of the telemetry held for the hub", (double)t.queued_bytes);
-    gauge(w, "iotgw_telemetry_oldest_held_seconds", "age of the oldest telemetry held; 0 when none",
-          (double)t.oldest_ms / 1000);
-    counter(w, "iotgw_telemetry_throttled_total",
-            "messages the hub refused as throttled, kept and sent again", (double)t.throttled);
+    iotgw_prom_gauge(w, "iotgw_telemetry_held_bytes", "bytes of the telemetry held for the hub",
+                     (double)t.queued_bytes);
+    iotgw_prom_gauge(w, "iotgw_telemetry_oldest_held_seconds",
+                     "age of the oldest telemetry held; 0 when none", (double)t.oldest_ms / 1000);
+    iotgw_prom_counter(w, "iotgw_telemetry_throttled_total",
+                       "messages the hub refused as throttled, kept and sent again", (double)t.throttled);
 
     /* the hub */
     static const char *const dev_states[] = {NULL, "waiting", "authenticating", "online", "failed"};
@@ -141,9 +132,10 @@ static void render_metrics(iotgw_gateway *g, iotgw_prom *w)
     iotgw_prom_family(w, "iotgw_hub_connections", "gauge", "AMQP connections to the hub, by state");
     for (int i = 1; i <= 3; i++)
         iotgw_prom_value(w, "iotgw_hub_connections", "state", conn_states[i], t.connections_by_state[i]);
-    counter(w, "iotgw_hub_reconnects_total", "hub connections lost (then reopened)", (double)t.reconnects);
-    counter(w, "iotgw_hub_tokens_accepted_total", "put-tokens the hub accepted, renewals included",
-            (double)t.tokens);
+    iotgw_prom_counter(w, "iotgw_hub_reconnects_total", "hub connections lost (then reopened)",
+                       (double)t.reconnects);
+    iotgw_prom_counter(w, "iotgw_hub_tokens_accepted_total", "put-tokens the hub accepted, renewals included",
+                       (double)t.tokens);
     iotgw_prom_family(
         w, "iotgw_hub_refusals_total", "counter",
         "devices the hub refused: passing (throttled, a link detached, a token expired), identity "
@@ -166,13 +158,13 @@ static void render_metrics(iotgw_gateway *g, iotgw_prom *w)
     iotgw_prom_family(w, "iotgw_direct_method_device_seconds", "histogram",
                       "from the request to the device to its answer (the device's share)");
     iotgw_prom_histogram(w, "iotgw_direct_method_device_seconds", NULL, 0, &st->method_device_seconds);
-    counter(w, "iotgw_twin_requests_total", "twin GETs and reported patches from devices",
-            (double)st->twin_requests);
+    iotgw_prom_counter(w, "iotgw_twin_requests_total", "twin GETs and reported patches from devices",
+                       (double)st->twin_requests);
     iotgw_prom_family(w, "iotgw_twin_results_total", "counter", "twin answers to devices, by result");
     iotgw_prom_value(w, "iotgw_twin_results_total", "result", "ok", (double)st->twin_ok);
     iotgw_prom_value(w, "iotgw_twin_results_total", "result", "failed", (double)st->twin_failed);
-    counter(w, "iotgw_twin_desired_updates_total", "desired-property updates passed to devices",
-            (double)st->desired_updates);
+    iotgw_prom_counter(w, "iotgw_twin_desired_updates_total", "desired-property updates passed to devices",
+                       (double)st->desired_updates);
     iotgw_prom_family(w, "iotgw_c2d_messages_total", "counter", "cloud-to-device messages, by what happened");
     iotgw_prom_value(w, "iotgw_c2d_messages_total", "event", "delivered", (double)st->c2d_delivered);
     iotgw_prom_value(w, "iotgw_c2d_messages_total", "event", "completed", (double)st->c2d_completed);
@@ -181,9 +173,9 @@ static void render_metrics(iotgw_gateway *g, iotgw_prom *w)
 
     /* the process */
     struct rlimit rl;
-    gauge(w, "iotgw_open_fds", "file descriptors open", (double)open_fds());
-    gauge(w, "iotgw_fd_limit", "the soft RLIMIT_NOFILE",
-          getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (double)rl.rlim_cur : -1);
+    iotgw_prom_gauge(w, "iotgw_open_fds", "file descriptors open", (double)open_fds());
+    iotgw_prom_gauge(w, "iotgw_fd_limit", "the soft RLIMIT_NOFILE",
+                     getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (double)rl.rlim_cur : -1);
 }
 
 /* ------------------------------------------------------------------ /readyz, /devices */
