@@ -428,7 +428,7 @@ def gateway_series():
     families = {}
     for name, type_ in re.findall(r'iotgw_prom_family\(\s*w,\s*"(iotgw_\w+)",\s*"(\w+)"', src):
         families[name] = (type_, set())
-    for type_, name in re.findall(r'\b(counter|gauge)\(\s*w,\s*"(iotgw_\w+)"', src):
+    for type_, name in re.findall(r'\biotgw_prom_(counter|gauge)\(\s*w,\s*"(iotgw_\w+)"', src):
         families[name] = (type_, set())
     for name, label in re.findall(r'iotgw_prom_value\(\s*w,\s*"(iotgw_\w+)",\s*"(\w+)"', src):
         families[name][1].add(label)
