@@ -20,7 +20,7 @@ import urllib.request
 import gateway_e2e  # noqa: F401 (takes the four arguments above and loads the schemas)
 from gateway_e2e import CERTS, EMULATOR, IOTGW, KEYS, Gateway, token
 from device_lib import Device, T
-from emulator_lib import Emulator, fleet_registry
+from emulator_lib import Emulator, fleet_registry, get_metrics, metric_samples
 from iotgw_testlib import LoggedProcess, free_port, run_tests
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -184,6 +184,15 @@ class GatewayOps(unittest.TestCase):
             self.assertEqual(value(m, "iotgw_telemetry_acknowledged_total"), 10)
             self.assertGreaterEqual(value(m, "iotgw_hub_reconnects_total"), 1)
             self.assertGreaterEqual(value(m, "iotgw_hub_tokens_accepted_total"), 2)
+            # the hub's side of the same story: what it received from agent1 (at least once:
+            # a message in flight at the drop may have arrived twice)
+            status, _, text = get_metrics(emu)
+            self.assertEqual(status, 200, text)
+            hub_got = metric_samples(text)[("iothub_emulator_device_d2c_messages_total", (("device", "agent1"),))]
+            self.assertGreaterEqual(hub_got, 10)
+            self.assertLessEqual(hub_got, 10 + value(m, "iotgw_hub_reconnects_total") * 64)
+            print(f"\nfigures: across a dropped hub connection: iotgw acknowledged 10, the hub received "
+                  f"{hub_got:.0f}", flush=True)
             d.close()
         finally:
             gw.stop()
