@@ -23,6 +23,12 @@ int iotgw_stream_listener_port(const iotgw_stream_listener *l)
     return 0;
 }
 
+void iotgw_stream_listener_refusals(const iotgw_stream_listener *l, uint64_t *near_limit, uint64_t *paused)
+{
+    (void)l;
+    *near_limit = *paused = 0;
+}
+
 void iotgw_stream_listener_free(iotgw_stream_listener *l)
 {
     free(l);
