@@ -25,6 +25,7 @@ import base64
 import json
 import os
 import sys
+import time
 import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -61,7 +62,12 @@ def read_fleet_file(path):
 
 def import_fleet(hub, path):
     result = {"created": 0, "existed": [], "failed": {}}
-    for device, key, disabled in read_fleet_file(path):
+    devices = read_fleet_file(path)
+    last = time.monotonic()
+    for done, (device, key, disabled) in enumerate(devices, 1):
+        if sys.stderr.isatty() or time.monotonic() - last >= 2 or done == len(devices):
+            print(f"iothub-service: device import: {done} of {len(devices)}", file=sys.stderr, flush=True)
+            last = time.monotonic()
         body = {"deviceId": device, "status": "disabled" if disabled else "enabled"}
         if key:
             body["authentication"] = {"type": "sas", "symmetricKey": {"primaryKey": key, "secondaryKey": key}}
@@ -174,6 +180,9 @@ def cmd_monitor(hub, a):
 
     m = Monitor()
     Container(m).run()
+    if a.count and m.seen < a.count:
+        print(f"iothub-service: monitor: {m.seen} of {a.count} messages" + (f" within {a.timeout:g} s" if a.timeout else ""), file=sys.stderr)
+        return 1
     return 1 if m.failed else 0
 
 
@@ -216,7 +225,11 @@ def main():
     a.amqps_port = a.amqps_port
     try:
         return a.fn(hub, a)
-    except (OSError, ValueError) as e:
+    except OSError as e:  # say where: 'Connection refused' alone names no host or port
+        where = f"{hub.host}:{a.amqps_port if a.command in ('c2d', 'monitor') else a.rest_port}"
+        print(f"iothub-service: {where}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    except ValueError as e:
         print(f"iothub-service: {e}", file=sys.stderr)
         return 1
 

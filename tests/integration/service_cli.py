@@ -14,7 +14,7 @@ import unittest
 
 from proton import Message
 
-from iotgw_testlib import run_tests
+from iotgw_testlib import free_port, run_tests
 from emulator_lib import Emulator, Cbs, HOST, OWNER_KEY, connect, sas_token
 
 BINARY, CLI, CERTS = sys.argv[1:4]
@@ -93,6 +93,19 @@ class ServiceCli(unittest.TestCase):
         conn.close()
         self.assertEqual(cli("device", "delete", "cli-1").returncode, 0)
         self.assertEqual(cli("device", "show", "cli-1").returncode, 1)
+
+    def test_errors_say_where_and_monitor_counts(self):
+        # nothing listens on the port: the error names the host and port
+        p = subprocess.run(["/usr/bin/python3", CLI, "--connection-string",
+                            f"HostName={HOST};SharedAccessKeyName=iothubowner;SharedAccessKey={OWNER_KEY}",
+                            "--ca", EMU.ca, "--rest-port", str(free_port()), "device", "list"],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 1)
+        self.assertRegex(p.stderr, rf"iothub-service: {HOST}:\d+: Connection refused")
+        # fewer messages than --count within --timeout: exit 1, saying so
+        p = cli("monitor", "--count", "1", "--timeout", "2")
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("monitor: 0 of 1 messages within 2 s", p.stderr)
 
 
 if __name__ == "__main__":
