@@ -54,14 +54,19 @@ wait_for() {
     done
 }
 
-# wait_exit NAME SECONDS: fails the demo unless NAME ends with status 0 in time
+# wait_exit NAME SECONDS: fails the demo unless NAME ends with status 0 in time. It
+# polls instead of keeping a watchdog in the background: nothing of it outlives the wait
+# to signal a PID that may be another process's by then.
 wait_exit() {
     pid=$(cat "$WORK/$1.pid")
-    (sleep "$2" && kill "$pid" 2>/dev/null) &
-    dog=$!
+    i=0
+    while kill -0 "$pid" 2>/dev/null && [ "$i" -lt $(($2 * 10)) ]; do
+        i=$((i + 1))
+        sleep 0.1
+    done
+    kill "$pid" 2>/dev/null || true # still running after SECONDS: it failed
     rc=0
     wait "$pid" || rc=$?
-    kill "$dog" 2>/dev/null || true
     rm -f "$WORK/$1.pid"
     sleep 0.2 # the last lines reach the terminal
     [ "$rc" -eq 0 ] || fail "$1 exited with status $rc"
