@@ -15,6 +15,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The Content-Type of the text this writes. */
+#define IOTGW_PROM_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
+
 typedef struct iotgw_prom {
     char *buf;
     size_t len, cap;

@@ -173,7 +173,7 @@ void emu_rest_metrics(emu_hub *hub, iotgw_http_request *req, const char *method)
     size_t len = 0;
     char *text = iotgw_prom_take(&w, &len);
     if (text)
-        iotgw_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, text, len);
+        iotgw_http_respond(req, 200, IOTGW_PROM_CONTENT_TYPE, NULL, text, len);
     else
         emu_rest_fail(hub, req, &E_SERVER, "out of memory");
     free(text);

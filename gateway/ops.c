@@ -270,7 +270,7 @@ static void on_http(iotgw_http_request *req, void *ctx)
         size_t len = 0;
         char *text = iotgw_prom_take(&w, &len);
         if (text)
-            iotgw_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, text, len);
+            iotgw_http_respond(req, 200, IOTGW_PROM_CONTENT_TYPE, NULL, text, len);
         else
             answer_text(req, 500, "out of memory\n");
         free(text);

@@ -319,8 +319,8 @@ START_TEST(connection_refused_is_reported)
 }
 END_TEST
 
-/* A listener with a CA requires client certificates and tells the owner whose it is. */
-static void client_certificate(iotgw_transport_kind kind)
+/* The test server listening on kind with the test CA: clients must present a certificate it signed. */
+static server *listen_with_client_ca(iotgw_transport_kind kind)
 {
     server *s = &srv;
     iotgw_listener_options lo = {
@@ -333,6 +333,13 @@ static void client_certificate(iotgw_transport_kind kind)
     iotgw_diag d = {0};
     ck_assert_msg(iotgw_listener_new(loop, &lo, &s->listener, &d) == 0, "listener: %s", d.text);
     s->peer.is_server = 1;
+    return s;
+}
+
+/* A listener with a CA requires client certificates and tells the owner whose it is. */
+static void client_certificate(iotgw_transport_kind kind)
+{
+    server *s = listen_with_client_ca(kind);
     s->peer.per_link = 3;
     s->peer.msg_size = 16;
 
@@ -389,17 +396,7 @@ END_TEST
  * emulator logs it with the connection's close). */
 static void amqps_client_certificate_refused(const char *name, const char *why)
 {
-    server *s = &srv;
-    iotgw_listener_options lo = {
-        .kind = IOTGW_TRANSPORT_AMQPS,
-        .address = "127.0.0.1",
-        .tls = {.cert_file = cert("server.pem"), .key_file = cert("server.key"), .ca_file = cert("ca.pem")},
-        .on_accept = server_accept,
-        .ctx = s,
-    };
-    iotgw_diag d = {0};
-    ck_assert_msg(iotgw_listener_new(loop, &lo, &s->listener, &d) == 0, "listener: %s", d.text);
-    s->peer.is_server = 1;
+    server *s = listen_with_client_ca(IOTGW_TRANSPORT_AMQPS);
     char key[64] = "";
     if (name)
         snprintf(key, sizeof key, "%.*s.key", (int)(strlen(name) - 4), name);
