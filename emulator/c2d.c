@@ -44,8 +44,10 @@ typedef struct c2d_queue {
     int count;
     emu_hub *hub;
     emu_identity *id;
-    iotgw_timer *timer; /* the earliest lock or expiry deadline */
+    iotgw_timer timer; /* the earliest lock or expiry deadline */
 } c2d_queue;
+
+static void deadlines_fired(iotgw_timer *t, void *ctx);
 
 static c2d_queue *queue_of(emu_hub *hub, emu_identity *id)
 {
@@ -54,6 +56,7 @@ static c2d_queue *queue_of(emu_hub *hub, emu_identity *id)
         if (q) {
             q->hub = hub;
             q->id = id;
+            iotgw_timer_init(hub->loop, &q->timer, deadlines_fired, q);
         }
         id->c2d = q;
     }
@@ -95,15 +98,12 @@ void emu_c2d_free(emu_identity *id)
     c2d_queue *q = id->c2d;
     if (!q)
         return;
-    if (q->timer)
-        iotgw_timer_cancel(q->timer);
+    iotgw_timer_stop(&q->timer);
     while (q->head)
         remove_msg(q, q->head);
     free(q);
     id->c2d = NULL;
 }
-
-static void deadlines_fired(iotgw_timer *t, void *ctx);
 
 static void schedule(c2d_queue *q)
 {
@@ -114,12 +114,10 @@ static void schedule(c2d_queue *q)
         if (m->delivery && m->locked_until_ms < next)
             next = m->locked_until_ms;
     }
-    if (q->timer)
-        iotgw_timer_cancel(q->timer);
-    q->timer = NULL;
+    iotgw_timer_stop(&q->timer);
     if (next != INT64_MAX) {
         int64_t delay = next - emu_wall_ms();
-        q->timer = iotgw_timer_start(q->hub->loop, delay > 0 ? delay : 0, deadlines_fired, q);
+        iotgw_timer_start(&q->timer, delay > 0 ? delay : 0, 0);
     }
 }
 
@@ -127,7 +125,6 @@ static void deadlines_fired(iotgw_timer *t, void *ctx)
 {
     c2d_queue *q = ctx;
     (void)t;
-    q->timer = NULL;
     emu_identity *id = q->id;
     int64_t now = emu_wall_ms();
     int woke = 0;

@@ -161,7 +161,6 @@ static void expiry_fired(iotgw_timer *t, void *ctx)
 {
     emu_conn *c = ctx;
     (void)t;
-    c->expiry_timer = NULL;
     uint64_t now = emu_now_s();
     if (c->device_grant && c->device_grant <= now) {
         iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": hub-level device token expired", c->serial);
@@ -202,17 +201,14 @@ void emu_conn_schedule_expiry(emu_conn *c)
     for (emu_session *s = c->sessions; s; s = s->next_in_conn)
         if (s->token_expiry && (!next || s->token_expiry < next))
             next = s->token_expiry;
-    if (c->expiry_timer) {
-        iotgw_timer_cancel(c->expiry_timer);
-        c->expiry_timer = NULL;
-    }
+    iotgw_timer_stop(&c->expiry_timer);
     if (!next)
         return;
     uint64_t now = emu_now_s();
     /* se comes from a client's token and may be far away: wake at least daily and look again. */
     uint64_t wait_s = next > now ? next - now : 0;
     int64_t delay = (int64_t)(wait_s < 86400 ? wait_s : 86400) * 1000;
-    c->expiry_timer = iotgw_timer_start(c->hub->loop, delay, expiry_fired, c);
+    iotgw_timer_start(&c->expiry_timer, delay, 0);
 }
 
 /* ------------------------------------------------------------------ links */
@@ -673,8 +669,7 @@ static void conn_free(emu_conn *c)
         emu_session_end(c->sessions, NULL, NULL);
     while (c->links)
         link_record_free(c->links);
-    if (c->expiry_timer)
-        iotgw_timer_cancel(c->expiry_timer);
+    iotgw_timer_stop(&c->expiry_timer);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -753,6 +748,7 @@ static void on_accept(iotgw_listener *li, iotgw_conn *ic, void *ctx)
         return;
     }
     c->hub = hub;
+    iotgw_timer_init(hub->loop, &c->expiry_timer, expiry_fired, c);
     c->conn = ic;
     c->serial = ++hub->next_serial;
     c->listener = li == hub->amqps ? EMU_LISTENER_AMQPS : EMU_LISTENER_WSS;

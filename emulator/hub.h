@@ -116,7 +116,7 @@ struct emu_conn {
     uint64_t device_grant;   /* expiry of a hub-level DeviceConnect token; 0: none */
     uint64_t service_grant;  /* expiry of a ServiceConnect token; 0: none */
     unsigned service_rights; /* that policy's rights */
-    iotgw_timer *expiry_timer;
+    iotgw_timer expiry_timer;
     int refused;  /* fault injection: closed at accept; nothing it sends is served */
     int listener; /* EMU_LISTENER_WSS or _AMQPS: where it came in (metrics) */
     emu_conn *prev, *next;

@@ -23,7 +23,7 @@ struct emu_method_call {
     int response_timeout_s;
     int delayed_status; /* fault injection: the answer held back */
     int answered;
-    iotgw_timer *timer; /* connect timeout before sending, response timeout after */
+    iotgw_timer timer; /* connect timeout before sending, response timeout after; the fault's delay */
     emu_method_done_fn done;
     void *ctx;
     emu_method_call *prev, *next;
@@ -32,8 +32,7 @@ struct emu_method_call {
 static void call_free(emu_method_call *call)
 {
     emu_hub *hub = call->hub;
-    if (call->timer)
-        iotgw_timer_cancel(call->timer);
+    iotgw_timer_stop(&call->timer);
     if (call->prev)
         call->prev->next = call->next;
     else
@@ -73,7 +72,6 @@ static void timed_out(iotgw_timer *t, void *ctx)
 {
     emu_method_call *call = ctx;
     (void)t;
-    call->timer = NULL;
     iotgw_log(IOTGW_LOG_INFO, "%s: method %s: %s", call->id->id, call->name,
               call->sent ? "no answer in time" : "the device did not come online in time");
     if (call->sent)
@@ -107,10 +105,7 @@ static int try_send(emu_method_call *call)
         return -1;
     call->sent = 1;
     call->id->live.methods_invoked++;
-    if (call->timer)
-        iotgw_timer_cancel(call->timer);
-    call->timer =
-        iotgw_timer_start(call->hub->loop, (int64_t)call->response_timeout_s * 1000, timed_out, call);
+    iotgw_timer_start(&call->timer, (int64_t)call->response_timeout_s * 1000, 0);
     iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": %s: method %s sent", s->conn->serial, call->id->id,
               call->name);
     if (s->conn->conn)
@@ -134,6 +129,7 @@ emu_method_call *emu_method_invoke(emu_hub *hub, emu_identity *id, const char *n
     memcpy(call->payload, payload, len);
     call->len = len;
     call->hub = hub;
+    iotgw_timer_init(hub->loop, &call->timer, timed_out, call);
     call->id = id;
     call->response_timeout_s = response_timeout_s;
     call->done = done;
@@ -151,7 +147,7 @@ emu_method_call *emu_method_invoke(emu_hub *hub, emu_identity *id, const char *n
         finish(call, 404, NULL, 0, "DeviceNotOnline", "The device is not online.");
         return NULL;
     }
-    call->timer = iotgw_timer_start(hub->loop, (int64_t)connect_timeout_s * 1000, timed_out, call);
+    iotgw_timer_start(&call->timer, (int64_t)connect_timeout_s * 1000, 0);
     return call;
 }
 
@@ -160,7 +156,6 @@ static void delayed_fired(iotgw_timer *t, void *ctx)
 {
     (void)t;
     emu_method_call *call = ctx;
-    call->timer = NULL;
     uint8_t *payload = call->payload; /* finish frees the call: the answer must outlive it */
     call->payload = NULL;
     finish(call, call->delayed_status, payload, call->len, NULL, NULL);
@@ -180,9 +175,9 @@ static void finish_later(emu_method_call *call, int status, const uint8_t *paylo
     call->len = len;
     call->delayed_status = status;
     call->answered = 1; /* a second answer for it finds no waiting call */
-    if (call->timer)
-        iotgw_timer_cancel(call->timer);
-    call->timer = iotgw_timer_start(call->hub->loop, delay_ms, delayed_fired, call);
+    iotgw_timer_stop(&call->timer); /* the response deadline: replaced by the delay */
+    iotgw_timer_init(call->hub->loop, &call->timer, delayed_fired, call);
+    iotgw_timer_start(&call->timer, delay_ms, 0);
 }
 
 void emu_method_cancel(emu_method_call *call)

@@ -84,7 +84,6 @@ static void tick_fired(iotgw_timer *t, void *ctx)
 {
     (void)t;
     iotgw_gateway *g = ctx;
-    g->tick = iotgw_timer_start(g->loop, TICK_MS, tick_fired, g);
     int64_t now = iotgw_loop_now_ms(g->loop);
     g->last_tick_ms = now;
     for (gw_session *s = g->sessions; s; s = s->next)
@@ -123,6 +122,7 @@ int iotgw_gateway_new(iotgw_loop *loop, iotgw_config *cfg, iotgw_gateway **out, 
     if (!g)
         return iotgw_diag_fail(diag, IOTGW_ERR_NOMEM, "out of memory");
     g->loop = loop;
+    iotgw_timer_init(loop, &g->tick, tick_fired, g);
     g->cfg = cfg;
     gw_stats_init(&g->stats);
     g->last_tick_ms = iotgw_loop_now_ms(loop);
@@ -186,7 +186,7 @@ int iotgw_gateway_new(iotgw_loop *loop, iotgw_config *cfg, iotgw_gateway **out, 
         iotgw_gateway_free(g);
         return rc;
     }
-    g->tick = iotgw_timer_start(loop, TICK_MS, tick_fired, g);
+    iotgw_timer_start(&g->tick, TICK_MS, TICK_MS);
     *out = g;
     return 0;
 }
@@ -319,8 +319,7 @@ void iotgw_gateway_free(iotgw_gateway *g)
         return;
     gw_ops_stop(g);
     close_listeners(g);
-    if (g->tick)
-        iotgw_timer_cancel(g->tick);
+    iotgw_timer_stop(&g->tick);
     while (g->sessions)
         gw_session_destroy(g->sessions);
     iotgw_upstream_free(g->up);

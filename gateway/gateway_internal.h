@@ -66,7 +66,7 @@ struct gw_session {
     gw_method_call *calls;
     uint64_t next_call_id;
     gw_twin_call *twin_calls;
-    iotgw_timer *timer; /* the hello deadline, until Hello */
+    iotgw_timer hello_timer; /* the hello deadline, until Hello */
     int64_t last_rx_ms, ping_sent_ms;
     iotgw_log_limit log;     /* this connection's lines, once Hello named the device */
     gw_session *prev, *next; /* all sessions */
@@ -81,7 +81,7 @@ struct iotgw_gateway {
     gw_session **by_device; /* per cfg->devices index: its live session, or NULL */
     gw_session *sessions;
     int draining;
-    iotgw_timer *tick; /* every second: gw_session_tick for each session */
+    iotgw_timer tick; /* every second: gw_session_tick for each session */
     pn_message_t *scratch;
     iotgw_log_limit anonymous_log; /* lines about connections that named no device yet */
     gw_stats stats;

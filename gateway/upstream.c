@@ -15,109 +15,26 @@
 #define EMPTY_CLOSE_MS     10000 /* an empty connection lingers this long before it closes */
 #define PACE_BURST_SECONDS 0.1   /* pacing allows bursts of this many seconds' worth */
 
-int64_t up_now_ms(iotgw_upstream *up)
-{
-    return iotgw_loop_now_ms(up->loop);
-}
-
-static void notify_state(iotgw_upstream_device *dev)
-{
-    if (dev->up->opt.cb.on_state)
-        dev->up->opt.cb.on_state(dev, dev->state, dev->up->opt.ctx);
-}
-
-void up_set_state(iotgw_upstream_device *dev, iotgw_device_state state)
-{
-    if (dev->state == state)
-        return;
-    if (dev->conn && dev->state == IOTGW_DEVICE_ONLINE)
-        dev->conn->nonline--;
-    if (dev->conn && state == IOTGW_DEVICE_ONLINE)
-        dev->conn->nonline++;
-    dev->state = state;
-    if (state == IOTGW_DEVICE_ONLINE) {
-        dev->reason[0] = '\0';
-        dev->refused = 0;
-        dev->identity_refusals = 0;
-    }
-    notify_state(dev);
-}
-
 /* ------------------------------------------------------------------ paced authentication */
-
-void up_auth_enqueue(iotgw_upstream_device *dev)
-{
-    iotgw_upstream *up = dev->up;
-    if (dev->in_auth_queue)
-        return;
-    dev->in_auth_queue = 1;
-    dev->auth_next = NULL;
-    dev->auth_prev = up->auth_tail;
-    if (up->auth_tail)
-        up->auth_tail->auth_next = dev;
-    else
-        up->auth_head = dev;
-    up->auth_tail = dev;
-}
-
-void up_auth_dequeue(iotgw_upstream_device *dev)
-{
-    iotgw_upstream *up = dev->up;
-    if (!dev->in_auth_queue)
-        return;
-    if (dev->auth_prev)
-        dev->auth_prev->auth_next = dev->auth_next;
-    else
-        up->auth_head = dev->auth_next;
-    if (dev->auth_next)
-        dev->auth_next->auth_prev = dev->auth_prev;
-    else
-        up->auth_tail = dev->auth_prev;
-    dev->auth_prev = dev->auth_next = NULL;
-    dev->in_auth_queue = 0;
-}
-
-static void pace_timer_fired(iotgw_timer *t, void *ctx)
-{
-    (void)t;
-    iotgw_upstream *up = ctx;
-    up->pace_timer = NULL;
-    up_auth_pump(up);
-}
 
 /* Token bucket: auth_rate put-tokens per second for devices coming online (the hub
  * counts them against its new-connection allowance); renewals are not paced. */
-void up_auth_pump(iotgw_upstream *up)
+static void auth_pump(iotgw_upstream *up)
 {
-    double rate = up->opt.auth_rate;
+    int paced = up->opt.auth_rate > 0;
     int64_t now = up_now_ms(up);
-    if (rate > 0) {
-        double burst = rate * PACE_BURST_SECONDS < 1 ? 1 : rate * PACE_BURST_SECONDS;
-        up->pace_tokens += (double)(now - up->pace_last_ms) * rate / 1000.0;
-        if (up->pace_tokens > burst)
-            up->pace_tokens = burst;
+    iotgw_upstream_device *dev;
+    IOTGW_LIST_FOREACH(dev, &up->auth_queue, iotgw_upstream_device, pool_node)
+    {
+        if (paced && !iotgw_token_bucket_take(&up->pace, 1, now))
+            break;
+        /* no CBS credit: it stays queued; the credit's arrival schedules the pool again */
+        if (up_conn_put_token(dev->conn, dev) == -1 && paced)
+            up->pace.tokens += 1; /* not spent */
     }
-    up->pace_last_ms = now;
-
-    iotgw_upstream_device *dev = up->auth_head;
-    while (dev && (rate < 0 || up->pace_tokens >= 1)) {
-        iotgw_upstream_device *next = dev->auth_next;
-        up_conn *c = dev->conn;
-        if (c->state != IOTGW_CONNECTION_OPEN) {
-            up_auth_dequeue(dev); /* queued again when its connection opens */
-        } else if (up_conn_put_token(c, dev) == 0) {
-            up_auth_dequeue(dev);
-            up_set_state(dev, IOTGW_DEVICE_AUTHENTICATING);
-            if (rate > 0)
-                up->pace_tokens -= 1;
-            up_conn_kick(c);
-        }
-        /* no CBS credit: it stays queued; the credit's arrival pumps again */
-        dev = next;
-    }
-    if (up->auth_head && rate > 0 && !up->pace_timer) {
-        int64_t wait = (int64_t)((1.0 - up->pace_tokens) * 1000.0 / rate) + 1;
-        up->pace_timer = iotgw_timer_start(up->loop, wait < 1 ? 1 : wait, pace_timer_fired, up);
+    if (paced && !iotgw_list_empty(&up->auth_queue) && !iotgw_timer_active(&up->work)) {
+        int64_t wait = iotgw_token_bucket_wait_ms(&up->pace, 1);
+        iotgw_timer_start(&up->work, wait < 1 ? 1 : wait, 0);
     }
 }
 
@@ -125,8 +42,9 @@ void up_auth_pump(iotgw_upstream *up)
 
 static up_conn *conn_with_room(iotgw_upstream *up)
 {
-    up_conn *best = NULL;
-    for (up_conn *c = up->conns; c; c = c->next) {
+    up_conn *best = NULL, *c;
+    IOTGW_LIST_FOREACH(c, &up->conns, up_conn, pool_node)
+    {
         if (c->ndevices >= c->capacity)
             continue;
         /* prefer an open connection, then the fullest: fewer connections overall */
@@ -137,74 +55,35 @@ static up_conn *conn_with_room(iotgw_upstream *up)
     return best;
 }
 
-static int place(iotgw_upstream_device *dev)
+static void place(iotgw_upstream_device *dev)
 {
     iotgw_upstream *up = dev->up;
     up_conn *c = conn_with_room(up);
-    if (!c) {
-        c = up_conn_new(up);
-        if (!c)
-            return IOTGW_ERR_NOMEM;
-        up_conn_member_add(c, dev);
-        dev->state = IOTGW_DEVICE_WAITING;
+    int fresh = !c;
+    if (fresh && !(c = up_conn_new(up))) {
+        up_device_event(dev, UP_EV_REFUSED,
+                        &(up_event_args){.kind = UP_REFUSAL_PASSING,
+                                         .cond = "iotgw:no-memory",
+                                         .description = "no memory for another connection"});
+        return;
+    }
+    up_device_event(dev, UP_EV_PLACED, &(up_event_args){.conn = c});
+    if (fresh)
         up_conn_start(c); /* a connection that cannot start goes into backoff and retries */
-        return 0;
-    }
-    up_conn_member_add(c, dev);
-    dev->state = IOTGW_DEVICE_WAITING;
-    if (c->state == IOTGW_CONNECTION_OPEN) {
-        up_auth_enqueue(dev);
-        up_auth_pump(up);
-    }
-    return 0;
 }
 
-void up_device_move(iotgw_upstream_device *dev)
+/* The pool's deferred work (up_pool_schedule): devices to place, put-tokens to send. */
+static void pool_work(iotgw_timer *t, void *ctx)
 {
-    up_links_detach(dev);
-    up_auth_dequeue(dev);
-    up_ready_remove(dev);
-    up_conn_member_remove(dev->conn, dev);
-    dev->authorized = 0;
-    dev->cbs_request = 0;
-    dev->renew_at_ms = 0;
-    if (place(dev) != 0)
-        up_device_fail(dev, UP_REFUSAL_PASSING, "iotgw:no-memory", "no memory for another connection");
-    else
-        notify_state(dev);
-}
-
-void up_device_fail(iotgw_upstream_device *dev, up_refusal kind, const char *cond, const char *description)
-{
-    iotgw_upstream *up = dev->up;
-    up_links_detach(dev); /* what was in flight goes back to the head of the queue */
-    up_auth_dequeue(dev);
-    up_ready_remove(dev);
-    dev->authorized = 0;
-    dev->cbs_request = 0;
-    dev->renew_at_ms = 0;
-    snprintf(dev->reason, sizeof dev->reason, "%s: %s", cond ? cond : "iotgw:failed",
-             description && *description ? description : "no description");
-    /* A token the hub refuses once may be a passing fault (its clock, a key being
-     * rolled over); refused again after a retry with a fresh one, the identity is
-     * refused for good. Not registered, or no usable key: for good at once. */
-    up->refusals[kind]++;
-    if (kind == UP_REFUSAL_PASSING)
-        dev->identity_refusals = 0;
-    else
-        dev->identity_refusals++;
-    dev->refused = kind == UP_REFUSAL_FOR_GOOD || dev->identity_refusals >= 2;
-    int64_t wait = iotgw_backoff_next(&dev->backoff);
-    dev->next_retry_ms = up_now_ms(up) + wait;
-    iotgw_log_ev_limited(&dev->log, IOTGW_LOG_WARN, "device_hub_refused", dev->id,
-                         IOTGW_LOG_FIELDS(IOTGW_FIELD_STR("reason", dev->reason),
-                                          IOTGW_FIELD_BOOL("for_good", dev->refused),
-                                          IOTGW_FIELD_INT("retry_ms", wait)),
-                         "upstream: device %s refused by the hub (%s)%s; retry in %lld ms", dev->id,
-                         dev->reason, dev->refused ? ", for good" : "", (long long)wait);
-    up_set_state(dev, IOTGW_DEVICE_FAILED);
-    if (dev->refused)
-        up_telemetry_flush(dev, IOTGW_COND_REFUSED, dev->reason);
+    (void)t;
+    iotgw_upstream *up = ctx;
+    iotgw_list *n;
+    while ((n = iotgw_list_first(&up->unplaced))) {
+        iotgw_upstream_device *dev = iotgw_list_entry(n, iotgw_upstream_device, pool_node);
+        place(dev); /* it leaves the list, whatever happens */
+        IOTGW_ASSERT(iotgw_list_first(&up->unplaced) != n);
+    }
+    auth_pump(up);
 }
 
 /* ------------------------------------------------------------------ housekeeping */
@@ -212,11 +91,12 @@ void up_device_fail(iotgw_upstream_device *dev, up_refusal kind, const char *con
 static void housekeeping(iotgw_upstream *up)
 {
     int64_t now = up_now_ms(up);
-    int want_pump = 0;
-    for (up_conn *c = up->conns, *next; c; c = next) {
-        next = c->next;
+    up_conn *c;
+    IOTGW_LIST_FOREACH(c, &up->conns, up_conn, pool_node)
+    {
         if (c->ndevices == 0) {
-            int kept = up->opt.keep_connection && up->conns == c && !c->next; /* the last one stays */
+            int kept = up->opt.keep_connection && up->conns.next == &c->pool_node &&
+                       up->conns.prev == &c->pool_node; /* the last one stays */
             if (!kept && c->empty_since_ms && now - c->empty_since_ms >= EMPTY_CLOSE_MS) {
                 iotgw_log_evf(IOTGW_LOG_INFO, "hub_connection_closed", NULL,
                               IOTGW_LOG_FIELDS(IOTGW_FIELD_INT("connection", c->id)),
@@ -226,19 +106,12 @@ static void housekeeping(iotgw_upstream *up)
             continue;
         }
         int open = c->state == IOTGW_CONNECTION_OPEN;
-        int renewed = 0;
-        for (iotgw_upstream_device *dev = c->members; dev; dev = dev->member_next) {
-            if (dev->state == IOTGW_DEVICE_FAILED && now >= dev->next_retry_ms) {
-                dev->state = IOTGW_DEVICE_WAITING;
-                notify_state(dev);
-                if (open) {
-                    up_auth_enqueue(dev);
-                    want_pump = 1;
-                }
-            }
-            if (dev->twin_requests)
-                up_twin_expire(dev, now);
-            up_telemetry_expire(dev, now);
+        unsigned online = 0;
+        iotgw_upstream_device *dev;
+        IOTGW_LIST_FOREACH(dev, &c->members, iotgw_upstream_device, member_node)
+        {
+            up_device_tick(dev, now);
+            online += dev->st == UP_DEV_ONLINE;
             if (!open)
                 continue;
             if (dev->cbs_request && now >= dev->cbs_deadline_ms) {
@@ -246,29 +119,22 @@ static void housekeeping(iotgw_upstream *up)
                 snprintf(text, sizeof text, "no answer to the put-token of device %s within %u ms", dev->id,
                          up->opt.cbs_timeout_ms);
                 up_conn_reset(c, "iotgw:cbs-timeout", text);
+                online = c->nonline; /* the walk stops here */
                 break;
             }
-            if (dev->authorized && !dev->cbs_request && dev->renew_at_ms && now >= dev->renew_at_ms &&
-                up_conn_put_token(c, dev) == 0)
-                renewed = 1;
-            if (dev->paused_until_ms && now >= dev->paused_until_ms) {
-                dev->paused_until_ms = 0;
-                up_ready_add(dev);
-            }
+            if (dev->authorized && !dev->cbs_request && dev->renew_at_ms && now >= dev->renew_at_ms)
+                up_conn_put_token(c, dev); /* renewals are not paced */
         }
-        if (c->conn && c->state == IOTGW_CONNECTION_OPEN && (renewed || c->ready_head))
-            up_conn_kick(c);
+        IOTGW_ASSERT(online == c->nonline); /* the count of online members is kept right */
+        if (open && !iotgw_list_empty(&c->ready))
+            up_conn_wake(c);
     }
-    if (want_pump)
-        up_auth_pump(up);
 }
 
 static void tick_fired(iotgw_timer *t, void *ctx)
 {
     (void)t;
-    iotgw_upstream *up = ctx;
-    up->tick = iotgw_timer_start(up->loop, TICK_MS, tick_fired, up);
-    housekeeping(up);
+    housekeeping(ctx);
 }
 
 /* ------------------------------------------------------------------ public API */
@@ -287,6 +153,11 @@ int iotgw_upstream_new(iotgw_loop *loop, const iotgw_upstream_options *opt, iotg
     if (!up)
         return iotgw_diag_fail(diag, IOTGW_ERR_NOMEM, "upstream: out of memory");
     up->loop = loop;
+    iotgw_list_init(&up->conns);
+    iotgw_list_init(&up->auth_queue);
+    iotgw_list_init(&up->unplaced);
+    iotgw_timer_init(loop, &up->tick, tick_fired, up);
+    iotgw_timer_init(loop, &up->work, pool_work, up);
     up->opt = *opt;
     iotgw_hub_settings *h = &up->opt.hub;
     h->host_name = up->host_name = strdup(opt->hub.host_name);
@@ -335,13 +206,14 @@ int iotgw_upstream_new(iotgw_loop *loop, const iotgw_upstream_options *opt, iotg
     clock_gettime(CLOCK_REALTIME, &ts);
     iotgw_backoff_init(&up->jitter, 1, 1,
                        (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^ (uint64_t)getpid());
-    up->pace_last_ms = up_now_ms(up);
-    up->pace_tokens = 1;
+    double rate = o->auth_rate > 0 ? o->auth_rate : 0;
+    iotgw_token_bucket_init(&up->pace, rate, rate * PACE_BURST_SECONDS < 1 ? 1 : rate * PACE_BURST_SECONDS, 1,
+                            up_now_ms(up));
     if (!up->host_name || !up->scratch || (opt->hub.connect_host && !up->connect_host)) {
         iotgw_upstream_free(up);
         return iotgw_diag_fail(diag, IOTGW_ERR_NOMEM, "upstream: out of memory");
     }
-    up->tick = iotgw_timer_start(loop, TICK_MS, tick_fired, up);
+    iotgw_timer_start(&up->tick, TICK_MS, TICK_MS);
     if (o->keep_connection) {
         up_conn *c = up_conn_new(up);
         if (!c) {
@@ -370,13 +242,7 @@ void iotgw_upstream_device_remove(iotgw_upstream_device *dev)
 {
     if (!dev)
         return;
-    up_links_detach(dev);
-    up_auth_dequeue(dev);
-    up_ready_remove(dev);
-    up_telemetry_flush(dev, IOTGW_COND_DEVICE_REMOVED, "the device left the gateway");
-    up_conn *c = dev->conn;
-    up_conn_member_remove(c, dev);
-    up_conn_kick(c);
+    up_device_event(dev, UP_EV_REMOVED, NULL);
     device_free(dev);
 }
 
@@ -384,16 +250,18 @@ void iotgw_upstream_free(iotgw_upstream *up)
 {
     if (!up)
         return;
-    while (up->conns) {
-        up_conn *c = up->conns;
-        while (c->members)
-            iotgw_upstream_device_remove(c->members);
+    iotgw_list *n;
+    while ((n = iotgw_list_first(&up->unplaced)))
+        iotgw_upstream_device_remove(iotgw_list_entry(n, iotgw_upstream_device, pool_node));
+    while ((n = iotgw_list_first(&up->conns))) {
+        up_conn *c = iotgw_list_entry(n, up_conn, pool_node);
+        iotgw_list *m;
+        while ((m = iotgw_list_first(&c->members)))
+            iotgw_upstream_device_remove(iotgw_list_entry(m, iotgw_upstream_device, member_node));
         up_conn_free(c);
     }
-    if (up->tick)
-        iotgw_timer_cancel(up->tick);
-    if (up->pace_timer)
-        iotgw_timer_cancel(up->pace_timer);
+    iotgw_timer_stop(&up->tick);
+    iotgw_timer_stop(&up->work);
     if (up->scratch)
         pn_message_free(up->scratch);
     free(up->host_name);
@@ -423,12 +291,18 @@ int iotgw_upstream_device_add(iotgw_upstream *up, const iotgw_device_credential 
     dev->policy = dup_or_null(cred->policy_name);
     dev->features = features;
     dev->ctx = ctx;
+    iotgw_list_init(&dev->member_node);
+    iotgw_list_init(&dev->pool_node);
+    iotgw_list_init(&dev->ready_node);
+    iotgw_list_init(&dev->queue.head);
+    iotgw_list_init(&dev->in_flight.head);
     iotgw_backoff_init(&dev->backoff, up->opt.backoff_base_ms, up->opt.backoff_cap_ms,
                        (uint64_t)iotgw_backoff_uniform(&up->jitter, 1, INT64_MAX));
-    if (!dev->id || !dev->id_encoded || !dev->key || (cred->policy_name && !dev->policy) || place(dev)) {
+    if (!dev->id || !dev->id_encoded || !dev->key || (cred->policy_name && !dev->policy)) {
         device_free(dev);
         return iotgw_diag_fail(diag, IOTGW_ERR_NOMEM, "upstream: out of memory");
     }
+    up_device_event(dev, UP_EV_ADDED, NULL); /* placed and authenticated from the next turn */
     *out = dev;
     return 0;
 }
@@ -441,10 +315,10 @@ void *iotgw_upstream_device_context(const iotgw_upstream_device *dev)
 void iotgw_upstream_device_info(const iotgw_upstream_device *dev, iotgw_device_info *info)
 {
     memset(info, 0, sizeof *info);
-    info->state = dev->state;
+    info->state = up_device_public_state(dev->st);
     info->connection = dev->conn ? dev->conn->id : 0;
     snprintf(info->reason, sizeof info->reason, "%s", dev->reason);
-    info->next_retry_ms = dev->state == IOTGW_DEVICE_FAILED ? dev->next_retry_ms : 0;
+    info->next_retry_ms = dev->st == UP_DEV_FAILED ? dev->next_retry_ms : 0;
     info->refused = dev->refused;
     info->queued = dev->queue.count;
     info->in_flight = dev->in_flight.count;
@@ -458,10 +332,12 @@ void iotgw_upstream_device_info(const iotgw_upstream_device *dev, iotgw_device_i
 int iotgw_upstream_connections(const iotgw_upstream *up, iotgw_connection_info *out, int max)
 {
     int n = 0;
-    for (const up_conn *c = up->conns; c; c = c->next, n++) {
-        if (n >= max)
+    const up_conn *c;
+    IOTGW_LIST_FOREACH(c, &up->conns, up_conn, pool_node)
+    {
+        if (n++ >= max)
             continue;
-        iotgw_connection_info *i = &out[n];
+        iotgw_connection_info *i = &out[n - 1];
         memset(i, 0, sizeof *i);
         i->id = c->id;
         i->state = c->state;
@@ -480,14 +356,20 @@ void iotgw_upstream_totals_get(const iotgw_upstream *up, iotgw_upstream_totals *
 {
     memset(t, 0, sizeof *t);
     int64_t now = iotgw_loop_now_ms(up->loop), oldest_deadline = 0;
-    for (const up_conn *c = up->conns; c; c = c->next) {
+    const up_conn *c;
+    const iotgw_upstream_device *d;
+    IOTGW_LIST_FOREACH(d, &up->unplaced, iotgw_upstream_device, pool_node)
+    t->devices_by_state[IOTGW_DEVICE_WAITING]++;
+    IOTGW_LIST_FOREACH(c, &up->conns, up_conn, pool_node)
+    {
         t->connections_by_state[c->state]++;
-        for (const iotgw_upstream_device *d = c->members; d; d = d->member_next) {
-            t->devices_by_state[d->state]++;
+        IOTGW_LIST_FOREACH(d, &c->members, iotgw_upstream_device, member_node)
+        {
+            t->devices_by_state[up_device_public_state(d->st)]++;
             t->queued += d->queue.count;
             t->in_flight += d->in_flight.count;
             /* the oldest of a device's messages heads its in-flight list, else its queue */
-            const up_msg *m = d->in_flight.head ? d->in_flight.head : d->queue.head;
+            const up_msg *m = d->in_flight.count ? up_msg_first(&d->in_flight) : up_msg_first(&d->queue);
             if (m && (!oldest_deadline || m->deadline_ms < oldest_deadline))
                 oldest_deadline = m->deadline_ms;
         }
@@ -500,6 +382,28 @@ void iotgw_upstream_totals_get(const iotgw_upstream *up, iotgw_upstream_totals *
     t->tokens = up->tokens;
     t->throttled = up->throttled;
     snprintf(t->last_failure, sizeof t->last_failure, "%s", up->last_failure);
+}
+
+int iotgw_upstream_send(iotgw_upstream_device *dev, const uint8_t *encoded, size_t len, void *msg_ctx)
+{
+    return up_telemetry_queue(dev, encoded, len, msg_ctx);
+}
+
+int iotgw_upstream_method_respond(iotgw_upstream_device *dev, const uint8_t request_id[16], int status,
+                                  const uint8_t *payload, size_t len)
+{
+    return up_method_respond(dev, request_id, status, payload, len);
+}
+
+int iotgw_upstream_twin_request(iotgw_upstream_device *dev, iotgw_twin_op op, const uint8_t *body, size_t len,
+                                uint64_t *request_id)
+{
+    return up_twin_request(dev, op, body, len, request_id);
+}
+
+int iotgw_upstream_c2d_settle(iotgw_upstream_device *dev, uint64_t id, iotgw_outcome outcome)
+{
+    return up_c2d_settle(dev, id, outcome);
 }
 
 const char *iotgw_device_state_name(iotgw_device_state s)

@@ -18,8 +18,8 @@
  * reaches on_outcome exactly once: ACCEPTED, REJECTED (with the hub's condition), or
  * RETRY with a condition saying why: IOTGW_COND_DELIVERY_TIMEOUT (no outcome within
  * delivery_timeout_ms), IOTGW_COND_REFUSED (the hub refuses the device's identity for
- * good, see iotgw_device_info.refused), the hub's own (it released the message), or
- * "iotgw:device-removed" (the device was removed, or the upstream freed). A message in
+ * good, see iotgw_device_info.refused), or the hub's own (it released the message); a
+ * device that is removed gets none (see iotgw_upstream_device_remove). A message in
  * flight when its connection is lost, or while the hub briefly refuses the device (a
  * token expired, put-token 401 once, 429, 503, a link detached) or throttles it, is
  * kept and sent again once the device is back (at least once: the hub may see it
@@ -30,8 +30,13 @@
  * passed to callbacks are valid during the call only.
  *
  * Threading: everything runs on the thread of the iotgw_loop given at creation;
- * callbacks come from that loop. Callbacks may call iotgw_upstream_send() and
- * iotgw_upstream_method_respond() but must not remove devices or free the upstream.
+ * callbacks come from that loop, never from inside a call of this API (as libuv's rule):
+ * iotgw_upstream_device_add() returns before the device is placed or tells its first
+ * state, and a removed device, or a freed upstream, makes no callback at all (its
+ * pending messages and twin requests are dropped unanswered: the owner is leaving).
+ * Inside a callback the owner may call iotgw_upstream_send(), _method_respond(),
+ * _twin_request(), _c2d_settle() and the _info functions, but must not remove a device
+ * or free the upstream: it does that from its own events.
  *
  * Errors: functions return 0 or a negative IOTGW_ERR_* code with a message in the diag.
  * What the hub says about a device is in its state (iotgw_upstream_device_info).
@@ -65,7 +70,6 @@ typedef struct iotgw_hub_settings {
 /* Conditions of RETRY outcomes the upstream makes itself. */
 #define IOTGW_COND_DELIVERY_TIMEOUT "iotgw:delivery-timeout"
 #define IOTGW_COND_REFUSED          "amqp:unauthorized-access"
-#define IOTGW_COND_DEVICE_REMOVED   "iotgw:device-removed"
 
 typedef enum iotgw_outcome {
     IOTGW_OUTCOME_ACCEPTED = 1, /* the hub has it */
@@ -171,15 +175,16 @@ typedef struct iotgw_upstream_options {
 
 int iotgw_upstream_new(iotgw_loop *loop, const iotgw_upstream_options *opt, iotgw_upstream **out,
                        iotgw_diag *diag);
-/* Remove every device (pending messages get RETRY) and close every connection. */
+/* Remove every device (as iotgw_upstream_device_remove: no callbacks) and close every
+ * connection. */
 void iotgw_upstream_free(iotgw_upstream *up);
 
 /* Bring a device online at the hub. features: IOTGW_UPSTREAM_* flags. ctx is the
  * owner's, returned by iotgw_upstream_device_context(). */
 int iotgw_upstream_device_add(iotgw_upstream *up, const iotgw_device_credential *cred, unsigned features,
                               void *ctx, iotgw_upstream_device **out, iotgw_diag *diag);
-/* Take the device offline: its links are detached and its pending messages get RETRY.
- * The handle is invalid afterwards. */
+/* Take the device offline: its links are detached; its pending messages and twin
+ * requests are dropped without a callback. The handle is invalid afterwards. */
 void iotgw_upstream_device_remove(iotgw_upstream_device *dev);
 void *iotgw_upstream_device_context(const iotgw_upstream_device *dev);
 

@@ -16,7 +16,7 @@
 void up_c2d_attach(iotgw_upstream_device *dev)
 {
     char address[UP_ADDRESS_MAX];
-    up_device_address(dev, "/messages/devicebound", address, sizeof address);
+    up_device_address_checked(dev, "/messages/devicebound", address, sizeof address);
     dev->c2d = up_open_link(dev, 0, "c2d", address, NULL);
     pn_link_set_rcv_settle_mode(dev->c2d, PN_RCV_FIRST);
     pn_link_open(dev->c2d);
@@ -64,7 +64,7 @@ void up_c2d_on_delivery(iotgw_upstream_device *dev, pn_delivery_t *d)
     pn_message_free(m);
 }
 
-int iotgw_upstream_c2d_settle(iotgw_upstream_device *dev, uint64_t id, iotgw_outcome outcome)
+int up_c2d_settle(iotgw_upstream_device *dev, uint64_t id, iotgw_outcome outcome)
 {
     for (up_pending **pp = &dev->c2d_pending; *pp; pp = &(*pp)->next) {
         up_pending *p = *pp;
@@ -78,7 +78,7 @@ int iotgw_upstream_c2d_settle(iotgw_upstream_device *dev, uint64_t id, iotgw_out
         free(p);
         if (dev->c2d)
             pn_link_flow(dev->c2d, 1);
-        up_conn_kick(dev->conn);
+        up_conn_wake(dev->conn);
         return 0;
     }
     return IOTGW_ERR_UPSTREAM_NOT_ONLINE;

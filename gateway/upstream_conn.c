@@ -23,6 +23,8 @@
 /* The hub's answer when a connection holds as many tokens as it allows (status 500). */
 #define TOKEN_LIMIT_TEXT "maximum number of tokens"
 
+static void retry_fired(iotgw_timer *t, void *ctx);
+
 up_conn *up_conn_new(iotgw_upstream *up)
 {
     up_conn *c = calloc(1, sizeof *c);
@@ -32,79 +34,26 @@ up_conn *up_conn_new(iotgw_upstream *up)
     c->id = ++up->next_conn_id;
     c->capacity = up->opt.devices_per_connection;
     c->state = IOTGW_CONNECTION_CONNECTING;
+    iotgw_list_init(&c->pool_node);
+    iotgw_list_init(&c->members);
+    iotgw_list_init(&c->ready);
+    iotgw_timer_init(up->loop, &c->retry_timer, retry_fired, c);
     iotgw_backoff_init(&c->backoff, up->opt.backoff_base_ms, up->opt.backoff_cap_ms,
                        (uint64_t)iotgw_backoff_uniform(&up->jitter, 1, INT64_MAX));
-    up_conn **p = &up->conns;
-    while (*p)
-        p = &(*p)->next;
-    *p = c;
+    iotgw_list_push_back(&up->conns, &c->pool_node);
     return c;
 }
 
 void up_conn_free(up_conn *c)
 {
-    iotgw_upstream *up = c->up;
-    for (up_conn **p = &up->conns; *p; p = &(*p)->next)
-        if (*p == c) {
-            *p = c->next;
-            break;
-        }
-    if (c->retry_timer)
-        iotgw_timer_cancel(c->retry_timer);
-    if (c->kick_timer)
-        iotgw_timer_cancel(c->kick_timer);
+    IOTGW_ASSERT(iotgw_list_empty(&c->members) && c->ndevices == 0);
+    iotgw_list_remove(&c->pool_node);
+    iotgw_timer_stop(&c->retry_timer);
     if (c->conn) {
         iotgw_conn_set_handler(c->conn, NULL, NULL);
         iotgw_conn_close(c->conn, NULL, NULL);
     }
     free(c);
-}
-
-void up_conn_member_add(up_conn *c, iotgw_upstream_device *dev)
-{
-    dev->conn = c;
-    dev->member_prev = NULL;
-    dev->member_next = c->members;
-    if (c->members)
-        c->members->member_prev = dev;
-    c->members = dev;
-    c->ndevices++;
-    c->empty_since_ms = 0;
-}
-
-void up_conn_member_remove(up_conn *c, iotgw_upstream_device *dev)
-{
-    if (dev->member_prev)
-        dev->member_prev->member_next = dev->member_next;
-    else
-        c->members = dev->member_next;
-    if (dev->member_next)
-        dev->member_next->member_prev = dev->member_prev;
-    dev->member_prev = dev->member_next = NULL;
-    c->ndevices--;
-    if (dev->state == IOTGW_DEVICE_ONLINE)
-        c->nonline--;
-    if (!c->ndevices)
-        c->empty_since_ms = up_now_ms(c->up);
-    dev->conn = NULL;
-}
-
-static void kick_fired(iotgw_timer *t, void *ctx)
-{
-    (void)t;
-    up_conn *c = ctx;
-    c->kick_timer = NULL;
-    if (!c->conn)
-        return;
-    if (c->state == IOTGW_CONNECTION_OPEN)
-        up_telemetry_pump(c);
-    iotgw_conn_wake(c->conn);
-}
-
-void up_conn_kick(up_conn *c)
-{
-    if (c->conn && !c->kick_timer)
-        c->kick_timer = iotgw_timer_start(c->up->loop, 0, kick_fired, c);
 }
 
 /* ------------------------------------------------------------------ losing and reopening */
@@ -116,7 +65,6 @@ static void retry_fired(iotgw_timer *t, void *ctx)
 {
     (void)t;
     up_conn *c = ctx;
-    c->retry_timer = NULL;
     up_conn_start(c);
 }
 
@@ -129,22 +77,15 @@ static void conn_lost(up_conn *c, const char *cond, const char *description)
     c->ssn = NULL;
     c->cbs_out = c->cbs_in = NULL;
     c->in_flight = 0;
-    while (c->ready_head)
-        up_ready_remove(c->ready_head);
     c->state = IOTGW_CONNECTION_BACKOFF;
     c->reconnects++;
     up->reconnects++;
     snprintf(c->reason, sizeof c->reason, "%s: %s", cond && *cond ? cond : "iotgw:closed",
              description && *description ? description : "closed");
-    for (iotgw_upstream_device *dev = c->members; dev; dev = dev->member_next) {
-        up_links_forget(dev);
-        up_auth_dequeue(dev);
-        dev->authorized = 0;
-        dev->cbs_request = 0;
-        dev->renew_at_ms = 0;
-        if (dev->state != IOTGW_DEVICE_FAILED)
-            up_set_state(dev, IOTGW_DEVICE_WAITING);
-    }
+    iotgw_upstream_device *dev;
+    IOTGW_LIST_FOREACH(dev, &c->members, iotgw_upstream_device, member_node)
+        up_device_event(dev, UP_EV_CONN_LOST, NULL);
+    IOTGW_ASSERT(c->nonline == 0 && iotgw_list_empty(&c->ready));
     const iotgw_hub_settings *h = &up->opt.hub;
     char where[300];
     snprintf(where, sizeof where, "%s:%d (%s%s%s)", h->connect_host ? h->connect_host : h->host_name,
@@ -155,7 +96,7 @@ static void conn_lost(up_conn *c, const char *cond, const char *description)
              h->proxy ? h->proxy : "");
     snprintf(up->last_failure, sizeof up->last_failure, "connection %d to %.80s: %.100s", c->id, where,
              c->reason);
-    int kept = up->opt.keep_connection && up->conns == c && !c->next;
+    int kept = up->opt.keep_connection && up->conns.next == &c->pool_node && up->conns.prev == &c->pool_node;
     if (!c->ndevices && !kept) {
         iotgw_log_evf(IOTGW_LOG_INFO, "hub_connection_closed", NULL,
                       IOTGW_LOG_FIELDS(IOTGW_FIELD_INT("connection", c->id), IOTGW_FIELD_STR("hub", where),
@@ -176,7 +117,7 @@ static void conn_lost(up_conn *c, const char *cond, const char *description)
     if (wait < 0)
         wait = 0;
     c->next_retry_ms = now + wait;
-    c->retry_timer = iotgw_timer_start(up->loop, wait, retry_fired, c);
+    iotgw_timer_start(&c->retry_timer, wait, 0);
     iotgw_log_evf(IOTGW_LOG_WARN, "hub_connection_lost", NULL,
                   IOTGW_LOG_FIELDS(IOTGW_FIELD_INT("connection", c->id), IOTGW_FIELD_STR("hub", where),
                                    IOTGW_FIELD_STR("reason", c->reason),
@@ -248,14 +189,18 @@ int up_conn_put_token(up_conn *c, iotgw_upstream_device *dev)
     char resource[512];
     if (snprintf(resource, sizeof resource, "%s/devices/%s", up->opt.hub.host_name, dev->id) >=
         (int)sizeof resource) {
-        up_device_fail(dev, UP_REFUSAL_FOR_GOOD, "iotgw:invalid-device", "device id too long for a token");
+        up_device_event(dev, UP_EV_REFUSED,
+                        &(up_event_args){.kind = UP_REFUSAL_FOR_GOOD,
+                                         .cond = "iotgw:invalid-device",
+                                         .description = "device id too long for a token"});
         return -2;
     }
     char *token = NULL;
     iotgw_diag diag = {0};
     uint64_t expiry = (uint64_t)time(NULL) + up->opt.token_lifetime_s;
     if (iotgw_sas_build(resource, dev->key, expiry, dev->policy, &token, &diag)) {
-        up_device_fail(dev, UP_REFUSAL_FOR_GOOD, "iotgw:bad-key", diag.text);
+        up_device_event(dev, UP_EV_REFUSED,
+                        &(up_event_args){.kind = UP_REFUSAL_FOR_GOOD, .cond = "iotgw:bad-key", .description = diag.text});
         return -2;
     }
     pn_message_t *m = up->scratch;
@@ -267,8 +212,8 @@ int up_conn_put_token(up_conn *c, iotgw_upstream_device *dev)
     pn_data_clear(pn_message_body(m)); /* the token must not linger in the scratch message */
     if (!d)
         return -1;
-    dev->cbs_request = id;
-    dev->cbs_deadline_ms = up_now_ms(up) + up->opt.cbs_timeout_ms;
+    up_device_event(dev, UP_EV_TOKEN_SENT, &(up_event_args){.request = id});
+    up_conn_wake(c);
     return 0;
 }
 
@@ -308,40 +253,33 @@ static void on_cbs_reply(up_conn *c, pn_delivery_t *d)
     pn_atom_t corr = pn_message_get_correlation_id(m);
     if (corr.type != PN_ULONG)
         return;
-    iotgw_upstream_device *dev = c->members;
-    while (dev && dev->cbs_request != corr.u.as_ulong)
-        dev = dev->member_next;
+    iotgw_upstream_device *dev = NULL, *o;
+    IOTGW_LIST_FOREACH(o, &c->members, iotgw_upstream_device, member_node)
+        if (o->cbs_request == corr.u.as_ulong) {
+            dev = o;
+            break;
+        }
     if (!dev)
         return; /* its device left or moved meanwhile */
-    dev->cbs_request = 0;
     int64_t status = 0;
     char desc[512] = "";
     pn_data_t *props = pn_message_properties(m);
     iotgw_map_int(props, "status-code", &status);
     iotgw_map_text(props, "status-description", desc, sizeof desc);
     if (status == 200) {
-        dev->authorized = 1;
-        dev->authentications++;
-        up->tokens++;
-        /* renew at a jittered point near half-life: renewals of devices that came
-         * online together spread out */
-        int64_t life_ms = (int64_t)up->opt.token_lifetime_s * 1000;
-        dev->renew_at_ms =
-            up_now_ms(up) + iotgw_backoff_uniform(&up->jitter, life_ms * 45 / 100, life_ms * 55 / 100);
-        if (!dev->tel)
-            up_links_attach(dev);
+        up_device_event(dev, UP_EV_TOKEN_ACCEPTED, NULL);
         return;
     }
     if (status == 500 && strstr(desc, TOKEN_LIMIT_TEXT)) {
         unsigned held = 0;
-        for (iotgw_upstream_device *o = c->members; o; o = o->member_next)
-            held += o->authorized;
+        IOTGW_LIST_FOREACH(o, &c->members, iotgw_upstream_device, member_node)
+            held += (unsigned)o->authorized;
         c->capacity = held ? held : 1;
         iotgw_log_evf(IOTGW_LOG_INFO, "hub_connection_full", dev->id,
                       IOTGW_LOG_FIELDS(IOTGW_FIELD_INT("connection", c->id), IOTGW_FIELD_INT("tokens", held)),
                       "upstream: connection %d is full at the hub (%u tokens); device %s moves to another",
                       c->id, held, dev->id);
-        up_device_move(dev);
+        up_device_event(dev, UP_EV_CONN_FULL, NULL);
         return;
     }
     char text[300];
@@ -349,7 +287,8 @@ static void on_cbs_reply(up_conn *c, pn_delivery_t *d)
     up_refusal kind = status == 404                    ? UP_REFUSAL_FOR_GOOD
                       : status == 401 || status == 403 ? UP_REFUSAL_IDENTITY
                                                        : UP_REFUSAL_PASSING;
-    up_device_fail(dev, kind, condition_for_status(status), text);
+    up_device_event(dev, UP_EV_REFUSED,
+                    &(up_event_args){.kind = kind, .cond = condition_for_status(status), .description = text});
 }
 
 /* ------------------------------------------------------------------ events */
@@ -372,10 +311,9 @@ static void on_open(up_conn *c)
                                    IOTGW_FIELD_INT("devices", c->ndevices)),
                   "upstream: connection %d open to %s (%s), %u devices", c->id, host,
                   iotgw_conn_peer(c->conn), c->ndevices);
-    for (iotgw_upstream_device *dev = c->members; dev; dev = dev->member_next)
-        if (dev->state == IOTGW_DEVICE_WAITING)
-            up_auth_enqueue(dev);
-    up_auth_pump(up);
+    iotgw_upstream_device *dev;
+    IOTGW_LIST_FOREACH(dev, &c->members, iotgw_upstream_device, member_node)
+        up_device_event(dev, UP_EV_CONN_OPEN, NULL);
 }
 
 static void on_event(iotgw_conn *ic, pn_event_t *e, void *ctx)
@@ -384,6 +322,10 @@ static void on_event(iotgw_conn *ic, pn_event_t *e, void *ctx)
     up_conn *c = ctx;
     const char *name, *desc;
     switch (pn_event_type(e)) {
+    case PN_CONNECTION_WAKE:
+        if (c->state == IOTGW_CONNECTION_OPEN)
+            up_telemetry_pump(c);
+        break;
     case PN_CONNECTION_REMOTE_OPEN: on_open(c); break;
     case PN_CONNECTION_REMOTE_CLOSE:
         remote_condition(pn_connection_remote_condition(pn_event_connection(e)), &name, &desc);
@@ -401,19 +343,19 @@ static void on_event(iotgw_conn *ic, pn_event_t *e, void *ctx)
             remote_condition(pn_link_remote_condition(l), &name, &desc);
             up_conn_reset(c, name ? name : "amqp:link:detach-forced", desc ? desc : "the hub detached CBS");
         } else {
-            up_links_on_event(c, pn_link_get_context(l), e);
+            up_device_on_link_event(c, pn_link_get_context(l), e);
         }
         break;
     }
     case PN_LINK_FLOW:
         if (pn_event_link(e) == c->cbs_out)
-            up_auth_pump(c->up);
+            up_pool_schedule(c->up); /* credit for the put-tokens that wait */
         else if (pn_event_link(e) != c->cbs_in)
-            up_links_on_event(c, pn_link_get_context(pn_event_link(e)), e);
+            up_device_on_link_event(c, pn_link_get_context(pn_event_link(e)), e);
         break;
     case PN_LINK_REMOTE_OPEN:
         if (pn_event_link(e) != c->cbs_out && pn_event_link(e) != c->cbs_in)
-            up_links_on_event(c, pn_link_get_context(pn_event_link(e)), e);
+            up_device_on_link_event(c, pn_link_get_context(pn_event_link(e)), e);
         break;
     case PN_DELIVERY: {
         pn_delivery_t *d = pn_event_delivery(e);
@@ -425,7 +367,7 @@ static void on_event(iotgw_conn *ic, pn_event_t *e, void *ctx)
             if (pn_delivery_remote_state(d))
                 pn_delivery_settle(d);
         } else {
-            up_links_on_event(c, pn_link_get_context(l), e);
+            up_device_on_link_event(c, pn_link_get_context(l), e);
         }
         break;
     }

@@ -25,39 +25,20 @@
 
 void up_msg_push_back(up_msg_list *l, up_msg *m)
 {
-    m->next = NULL;
-    m->prev = l->tail;
-    if (l->tail)
-        l->tail->next = m;
-    else
-        l->head = m;
-    l->tail = m;
+    iotgw_list_push_back(&l->head, &m->node);
     l->count++;
 }
 
 void up_msg_push_front(up_msg_list *l, up_msg *m)
 {
-    m->prev = NULL;
-    m->next = l->head;
-    if (l->head)
-        l->head->prev = m;
-    else
-        l->tail = m;
-    l->head = m;
+    iotgw_list_push_front(&l->head, &m->node);
     l->count++;
 }
 
 void up_msg_unlink(up_msg_list *l, up_msg *m)
 {
-    if (m->prev)
-        m->prev->next = m->next;
-    else
-        l->head = m->next;
-    if (m->next)
-        m->next->prev = m->prev;
-    else
-        l->tail = m->prev;
-    m->prev = m->next = NULL;
+    IOTGW_ASSERT(l->count > 0 && iotgw_list_linked(&m->node));
+    iotgw_list_remove(&m->node);
     l->count--;
 }
 
@@ -97,20 +78,24 @@ int up_device_address(const iotgw_upstream_device *dev, const char *suffix, char
     return n < 0 || (size_t)n >= size ? -1 : 0;
 }
 
+void up_device_address_checked(const iotgw_upstream_device *dev, const char *suffix, char *out, size_t size)
+{
+    int rc = up_device_address(dev, suffix, out, size);
+    IOTGW_ASSERT(rc == 0); /* ids are checked when the device is added: UP_ADDRESS_MAX holds the longest */
+}
+
 void up_links_attach(iotgw_upstream_device *dev)
 {
     if (!dev->conn || !dev->conn->ssn)
         return;
     char address[UP_ADDRESS_MAX], channel[sizeof "methods:" + IOTGW_IDENTITY_MAX_LEN];
-    /* ids are checked when the device is added: these cannot be cut */
-    if (up_device_address(dev, "/messages/events", address, sizeof address))
-        abort();
+    up_device_address_checked(dev, "/messages/events", address, sizeof address);
     dev->tel = up_open_link(dev, 1, "telemetry", address, NULL);
     pn_link_set_snd_settle_mode(dev->tel, PN_SND_UNSETTLED);
     pn_link_set_rcv_settle_mode(dev->tel, PN_RCV_FIRST);
     pn_link_open(dev->tel);
     if (dev->features & IOTGW_UPSTREAM_METHODS) {
-        up_device_address(dev, "/methods/devicebound", address, sizeof address);
+        up_device_address_checked(dev, "/methods/devicebound", address, sizeof address);
         snprintf(channel, sizeof channel, "methods:%s", dev->id);
         dev->meth_in = up_open_link(dev, 0, "methods-requests", address, channel);
         pn_link_set_rcv_settle_mode(dev->meth_in, PN_RCV_FIRST);
@@ -120,18 +105,14 @@ void up_links_attach(iotgw_upstream_device *dev)
         pn_link_set_snd_settle_mode(dev->meth_out, PN_SND_SETTLED);
         pn_link_open(dev->meth_out);
     }
-    if (dev->features & IOTGW_UPSTREAM_TWIN)
-        up_twin_attach(dev);
-    if (dev->features & IOTGW_UPSTREAM_C2D)
-        up_c2d_attach(dev);
 }
 
 /* In-flight messages go back to the head of the queue, in their order. */
 static void requeue_in_flight(iotgw_upstream_device *dev, int settle)
 {
     unsigned n = dev->in_flight.count;
-    while (dev->in_flight.tail) {
-        up_msg *m = dev->in_flight.tail;
+    up_msg *m;
+    while ((m = up_msg_last(&dev->in_flight))) {
         up_msg_unlink(&dev->in_flight, m);
         if (settle && m->delivery) {
             pn_delivery_set_context(m->delivery, NULL);
@@ -154,27 +135,21 @@ static void close_link(pn_link_t *l)
         pn_link_free(l);
 }
 
-#define LINKS_LOST "the device's links to the hub were lost"
-
 void up_links_detach(iotgw_upstream_device *dev)
 {
     requeue_in_flight(dev, 1);
-    up_c2d_forget(dev);
     pn_link_t **links[] = {&dev->tel,      &dev->meth_in, &dev->meth_out,
                            &dev->twin_out, &dev->twin_in, &dev->c2d};
     for (size_t i = 0; i < sizeof links / sizeof *links; i++) {
         close_link(*links[i]);
         *links[i] = NULL;
     }
-    up_twin_fail_pending(dev, LINKS_LOST);
 }
 
 void up_links_forget(iotgw_upstream_device *dev)
 {
     requeue_in_flight(dev, 0);
-    up_c2d_forget(dev);
     dev->tel = dev->meth_in = dev->meth_out = dev->twin_out = dev->twin_in = dev->c2d = NULL;
-    up_twin_fail_pending(dev, LINKS_LOST);
 }
 
 /* ------------------------------------------------------------------ telemetry */
@@ -182,40 +157,21 @@ void up_links_forget(iotgw_upstream_device *dev)
 static int can_send(const iotgw_upstream_device *dev)
 {
     unsigned window = dev->probing ? 1 : dev->up->opt.device_window;
-    return dev->state == IOTGW_DEVICE_ONLINE && dev->tel && dev->queue.count &&
+    return dev->st == UP_DEV_ONLINE && dev->tel && dev->queue.count &&
            dev->in_flight.count < window && !dev->paused_until_ms && pn_link_credit(dev->tel) > 0;
 }
 
 void up_ready_add(iotgw_upstream_device *dev)
 {
     up_conn *c = dev->conn;
-    if (!c || dev->in_ready || !can_send(dev))
+    if (!c || iotgw_list_linked(&dev->ready_node) || !can_send(dev))
         return;
-    dev->in_ready = 1;
-    dev->ready_next = NULL;
-    dev->ready_prev = c->ready_tail;
-    if (c->ready_tail)
-        c->ready_tail->ready_next = dev;
-    else
-        c->ready_head = dev;
-    c->ready_tail = dev;
+    iotgw_list_push_back(&c->ready, &dev->ready_node);
 }
 
 void up_ready_remove(iotgw_upstream_device *dev)
 {
-    up_conn *c = dev->conn;
-    if (!c || !dev->in_ready)
-        return;
-    if (dev->ready_prev)
-        dev->ready_prev->ready_next = dev->ready_next;
-    else
-        c->ready_head = dev->ready_next;
-    if (dev->ready_next)
-        dev->ready_next->ready_prev = dev->ready_prev;
-    else
-        c->ready_tail = dev->ready_prev;
-    dev->ready_prev = dev->ready_next = NULL;
-    dev->in_ready = 0;
+    iotgw_list_remove(&dev->ready_node);
 }
 
 /* Messages a device sends in its turn. More than one, so that the hub's dispositions
@@ -229,11 +185,12 @@ void up_ready_remove(iotgw_upstream_device *dev)
 void up_telemetry_pump(up_conn *c)
 {
     unsigned window = c->up->opt.connection_window;
-    while (c->in_flight < window && c->ready_head) {
-        iotgw_upstream_device *dev = c->ready_head;
+    iotgw_list *n;
+    while (c->in_flight < window && (n = iotgw_list_first(&c->ready))) {
+        iotgw_upstream_device *dev = iotgw_list_entry(n, iotgw_upstream_device, ready_node);
         up_ready_remove(dev);
-        for (int n = 0; n < TURN_MESSAGES && c->in_flight < window && can_send(dev); n++) {
-            up_msg *m = dev->queue.head;
+        for (int k = 0; k < TURN_MESSAGES && c->in_flight < window && can_send(dev); k++) {
+            up_msg *m = up_msg_first(&dev->queue);
             pn_delivery_t *d = iotgw_link_send(dev->tel, NULL, 0, m->data, m->len);
             if (!d)
                 break;
@@ -265,10 +222,21 @@ static void answer(iotgw_upstream_device *dev, up_msg *m, iotgw_outcome outcome,
 void up_telemetry_flush(iotgw_upstream_device *dev, const char *cond, const char *description)
 {
     requeue_in_flight(dev, 1);
-    while (dev->queue.head) {
-        up_msg *m = dev->queue.head;
+    up_msg *m;
+    while ((m = up_msg_first(&dev->queue))) {
         up_msg_unlink(&dev->queue, m);
         answer(dev, m, IOTGW_OUTCOME_RETRY, cond, description);
+    }
+}
+
+void up_telemetry_drop(iotgw_upstream_device *dev)
+{
+    requeue_in_flight(dev, 1);
+    up_msg *m;
+    while ((m = up_msg_first(&dev->queue))) {
+        up_msg_unlink(&dev->queue, m);
+        dev->up->pending_bytes -= m->len;
+        free(m);
     }
 }
 
@@ -291,13 +259,12 @@ void up_telemetry_expire(iotgw_upstream_device *dev, int64_t now)
     char text[120];
     snprintf(text, sizeof text, "no outcome from the hub within %u ms", dev->up->opt.delivery_timeout_ms);
     /* both lists are in sending order, oldest first */
-    while (dev->in_flight.head && now >= dev->in_flight.head->deadline_ms) {
-        up_msg *m = dev->in_flight.head;
+    up_msg *m;
+    while ((m = up_msg_first(&dev->in_flight)) && now >= m->deadline_ms) {
         abandon_in_flight(dev, m);
         answer(dev, m, IOTGW_OUTCOME_RETRY, IOTGW_COND_DELIVERY_TIMEOUT, text);
     }
-    while (dev->queue.head && now >= dev->queue.head->deadline_ms) {
-        up_msg *m = dev->queue.head;
+    while ((m = up_msg_first(&dev->queue)) && now >= m->deadline_ms) {
         up_msg_unlink(&dev->queue, m);
         answer(dev, m, IOTGW_OUTCOME_RETRY, IOTGW_COND_DELIVERY_TIMEOUT, text);
     }
@@ -335,15 +302,15 @@ static void throttled(iotgw_upstream_device *dev, up_msg *m, const char *cond)
         "upstream: device %s throttled by the hub (%s); paused %lld ms", dev->id, cond, (long long)pause);
 }
 
-static void on_outcome(up_conn *c, iotgw_upstream_device *dev, pn_delivery_t *d)
+up_tel_result up_telemetry_on_delivery(up_conn *c, iotgw_upstream_device *dev, pn_delivery_t *d)
 {
     uint64_t state = pn_delivery_remote_state(d);
     up_msg *m = pn_delivery_get_context(d);
     if (!state)
-        return;
+        return UP_TEL_DONE;
     if (!m) {
         pn_delivery_settle(d);
-        return;
+        return UP_TEL_DONE;
     }
     up_msg_unlink(&dev->in_flight, m);
     if (c->in_flight)
@@ -357,6 +324,7 @@ static void on_outcome(up_conn *c, iotgw_upstream_device *dev, pn_delivery_t *d)
     pn_delivery_set_context(d, NULL);
     pn_delivery_settle(d);
     m->delivery = NULL;
+    up_tel_result result = UP_TEL_DONE;
     switch (state) {
     case PN_ACCEPTED:
         dev->throttle_ms = 0;
@@ -368,8 +336,8 @@ static void on_outcome(up_conn *c, iotgw_upstream_device *dev, pn_delivery_t *d)
             throttled(dev, m, namebuf);
             break;
         }
-        if (!strcmp(namebuf, "amqp:unauthorized-access") && dev->authorized && !dev->cbs_request)
-            dev->renew_at_ms = up_now_ms(dev->up); /* the token may have lapsed: a fresh one now */
+        if (!strcmp(namebuf, "amqp:unauthorized-access"))
+            result = UP_TEL_RENEW_TOKEN; /* the token may have lapsed */
         answer(dev, m, IOTGW_OUTCOME_REJECTED, *namebuf ? namebuf : "amqp:rejected",
                *descbuf ? descbuf : "the hub rejected the message");
         break;
@@ -378,11 +346,20 @@ static void on_outcome(up_conn *c, iotgw_upstream_device *dev, pn_delivery_t *d)
                *descbuf ? descbuf : "the hub released the message");
         break;
     }
+    return result;
+}
+
+void up_telemetry_unpause(iotgw_upstream_device *dev, int64_t now)
+{
+    if (!dev->paused_until_ms || now < dev->paused_until_ms)
+        return;
+    dev->paused_until_ms = 0;
+    up_ready_add(dev);
 }
 
 /* ------------------------------------------------------------------ direct methods */
 
-static void on_method_request(iotgw_upstream_device *dev, pn_delivery_t *d)
+void up_method_on_request(iotgw_upstream_device *dev, pn_delivery_t *d)
 {
     uint8_t *buf = NULL;
     size_t len = 0;
@@ -425,11 +402,11 @@ static void on_method_request(iotgw_upstream_device *dev, pn_delivery_t *d)
     pn_message_free(m);
 }
 
-int iotgw_upstream_method_respond(iotgw_upstream_device *dev, const uint8_t request_id[16], int status,
-                                  const uint8_t *payload, size_t len)
+int up_method_respond(iotgw_upstream_device *dev, const uint8_t request_id[16], int status,
+                      const uint8_t *payload, size_t len)
 {
     pn_link_t *l = dev->meth_out;
-    if (!l || !(pn_link_state(l) & PN_REMOTE_ACTIVE) || dev->state != IOTGW_DEVICE_ONLINE)
+    if (!l || !(pn_link_state(l) & PN_REMOTE_ACTIVE) || dev->st != UP_DEV_ONLINE)
         return IOTGW_ERR_UPSTREAM_NOT_ONLINE;
     pn_message_t *m = dev->up->scratch;
     pn_message_clear(m);
@@ -445,7 +422,7 @@ int iotgw_upstream_method_respond(iotgw_upstream_device *dev, const uint8_t requ
     pn_data_put_binary(pn_message_body(m), pn_bytes(len, (const char *)payload));
     if (!iotgw_link_send_message(l, m))
         return IOTGW_ERR_UPSTREAM_FULL;
-    up_conn_kick(dev->conn);
+    up_conn_wake(dev->conn);
     return 0;
 }
 
@@ -462,81 +439,31 @@ static int remote_attached(pn_link_t *l)
     return pn_terminus_get_address(t) != NULL;
 }
 
-void up_links_on_event(up_conn *c, iotgw_upstream_device *dev, pn_event_t *e)
+int up_links_all_attached(const iotgw_upstream_device *dev)
+{
+    return remote_attached(dev->tel) && remote_attached(dev->meth_in) && remote_attached(dev->meth_out) &&
+           remote_attached(dev->twin_out) && remote_attached(dev->twin_in) && remote_attached(dev->c2d);
+}
+
+void up_links_orphan_event(pn_event_t *e)
 {
     pn_link_t *l = pn_event_link(e);
-    if (!dev) { /* a link of a device that left or failed */
-        pn_event_type_t t = pn_event_type(e);
-        if (t == PN_LINK_REMOTE_CLOSE || t == PN_LINK_REMOTE_DETACH) {
-            pn_link_close(l);
-            pn_link_free(l);
-        } else if (t == PN_DELIVERY) {
-            pn_delivery_t *d = pn_event_delivery(e);
-            if (pn_link_is_receiver(l) && !pn_delivery_partial(d))
-                iotgw_delivery_settle(d, PN_RELEASED, NULL, NULL);
-            else if (pn_delivery_remote_state(d))
-                pn_delivery_settle(d);
-        }
-        return;
-    }
-    switch (pn_event_type(e)) {
-    case PN_LINK_REMOTE_OPEN:
-        if (dev->state == IOTGW_DEVICE_AUTHENTICATING && remote_attached(dev->tel) &&
-            remote_attached(dev->meth_in) && remote_attached(dev->meth_out) &&
-            remote_attached(dev->twin_out) && remote_attached(dev->twin_in) && remote_attached(dev->c2d)) {
-            iotgw_backoff_reset(&dev->backoff);
-            up_set_state(dev, IOTGW_DEVICE_ONLINE);
-            if (dev->twin_out && dev->state == IOTGW_DEVICE_ONLINE)
-                up_twin_on_online(dev);
-            up_ready_add(dev);
-            up_telemetry_pump(c);
-        }
-        break;
-    case PN_LINK_REMOTE_CLOSE:
-    case PN_LINK_REMOTE_DETACH: {
-        pn_condition_t *cond = pn_link_remote_condition(l);
-        const char *name = pn_condition_is_set(cond) ? pn_condition_get_name(cond) : NULL;
-        const char *desc = name ? pn_condition_get_description(cond) : NULL;
-        char text[300];
-        snprintf(text, sizeof text, "link %s detached: %s", pn_link_name(l), desc ? desc : "no description");
-        up_device_fail(dev, UP_REFUSAL_PASSING, name ? name : "amqp:link:detach-forced", text);
-        break;
-    }
-    case PN_LINK_FLOW:
-        if (l == dev->tel) {
-            up_ready_add(dev);
-            up_telemetry_pump(c);
-        }
-        break;
-    case PN_DELIVERY: {
+    pn_event_type_t t = pn_event_type(e);
+    if (t == PN_LINK_REMOTE_CLOSE || t == PN_LINK_REMOTE_DETACH) {
+        pn_link_close(l);
+        pn_link_free(l);
+    } else if (t == PN_DELIVERY) {
         pn_delivery_t *d = pn_event_delivery(e);
-        if (l == dev->tel) {
-            on_outcome(c, dev, d);
-            up_ready_add(dev);
-            /* Refill the window once this batch of dispositions is read, not after each:
-             * one slot at a time would send one message per device per turn. */
-            up_conn_kick(c);
-        } else if (l == dev->meth_in || l == dev->twin_in || l == dev->c2d) {
-            if (pn_delivery_partial(d) || !pn_delivery_readable(d))
-                break;
-            if (l == dev->meth_in)
-                on_method_request(dev, d);
-            else if (l == dev->twin_in)
-                up_twin_on_delivery(dev, d);
-            else
-                up_c2d_on_delivery(dev, d);
-        } else if (pn_delivery_remote_state(d)) {
+        if (pn_link_is_receiver(l) && !pn_delivery_partial(d))
+            iotgw_delivery_settle(d, PN_RELEASED, NULL, NULL);
+        else if (pn_delivery_remote_state(d))
             pn_delivery_settle(d);
-        }
-        break;
-    }
-    default: break;
     }
 }
 
 /* ------------------------------------------------------------------ sending */
 
-int iotgw_upstream_send(iotgw_upstream_device *dev, const uint8_t *encoded, size_t len, void *msg_ctx)
+int up_telemetry_queue(iotgw_upstream_device *dev, const uint8_t *encoded, size_t len, void *msg_ctx)
 {
     iotgw_upstream *up = dev->up;
     if (dev->refused)
@@ -547,6 +474,7 @@ int iotgw_upstream_send(iotgw_upstream_device *dev, const uint8_t *encoded, size
     up_msg *m = malloc(sizeof *m + len);
     if (!m)
         return IOTGW_ERR_NOMEM;
+    iotgw_list_init(&m->node);
     m->ctx = msg_ctx;
     m->delivery = NULL;
     m->deadline_ms = up_now_ms(up) + up->opt.delivery_timeout_ms;
@@ -554,10 +482,9 @@ int iotgw_upstream_send(iotgw_upstream_device *dev, const uint8_t *encoded, size
     memcpy(m->data, encoded, len);
     up->pending_bytes += len;
     up_msg_push_back(&dev->queue, m);
-    up_conn *c = dev->conn;
-    if (c->conn && dev->state == IOTGW_DEVICE_ONLINE) {
+    if (dev->st == UP_DEV_ONLINE) {
         up_ready_add(dev);
-        up_conn_kick(c);
+        up_conn_wake(dev->conn);
     }
     return 0;
 }

@@ -24,7 +24,7 @@
 void up_twin_attach(iotgw_upstream_device *dev)
 {
     char address[UP_ADDRESS_MAX], channel[sizeof "twin:" + IOTGW_IDENTITY_MAX_LEN];
-    up_device_address(dev, "/twin", address, sizeof address);
+    up_device_address_checked(dev, "/twin", address, sizeof address);
     snprintf(channel, sizeof channel, "twin:%s", dev->id);
     dev->twin_out = up_open_link(dev, 1, "twin-requests", address, channel);
     pn_link_set_snd_settle_mode(dev->twin_out, PN_SND_SETTLED);
@@ -67,6 +67,15 @@ void up_twin_fail_pending(iotgw_upstream_device *dev, const char *why)
     }
 }
 
+void up_twin_drop_pending(iotgw_upstream_device *dev)
+{
+    while (dev->twin_requests) {
+        up_pending *p = dev->twin_requests;
+        dev->twin_requests = p->next;
+        pending_free(p);
+    }
+}
+
 void up_twin_expire(iotgw_upstream_device *dev, int64_t now)
 {
     for (up_pending **pp = &dev->twin_requests; *pp;) {
@@ -95,7 +104,7 @@ static int send_request(iotgw_upstream_device *dev, const char *op, const char *
                         size_t len, uint64_t id)
 {
     pn_link_t *l = dev->twin_out;
-    if (!l || !(pn_link_state(l) & PN_REMOTE_ACTIVE) || dev->state != IOTGW_DEVICE_ONLINE)
+    if (!l || !(pn_link_state(l) & PN_REMOTE_ACTIVE) || dev->st != UP_DEV_ONLINE)
         return IOTGW_ERR_UPSTREAM_NOT_ONLINE;
     pn_message_t *m = dev->up->scratch;
     pn_message_clear(m);
@@ -146,14 +155,14 @@ void up_twin_on_online(iotgw_upstream_device *dev)
     send_unsent(dev, dev->twin_requests);
 }
 
-int iotgw_upstream_twin_request(iotgw_upstream_device *dev, iotgw_twin_op op, const uint8_t *body, size_t len,
-                                uint64_t *request_id)
+int up_twin_request(iotgw_upstream_device *dev, iotgw_twin_op op, const uint8_t *body, size_t len,
+                    uint64_t *request_id)
 {
     if (!(dev->features & IOTGW_UPSTREAM_TWIN))
         return IOTGW_ERR_INVALID_ARG;
     if (op != IOTGW_TWIN_GET && op != IOTGW_TWIN_PATCH_REPORTED)
         return IOTGW_ERR_INVALID_ARG;
-    if (dev->state == IOTGW_DEVICE_FAILED)
+    if (dev->st == UP_DEV_FAILED)
         return IOTGW_ERR_UPSTREAM_NOT_ONLINE;
     up_pending *p = calloc(1, sizeof *p);
     if (!p)
@@ -168,7 +177,7 @@ int iotgw_upstream_twin_request(iotgw_upstream_device *dev, iotgw_twin_op op, co
         memcpy(p->body, body, len);
     p->len = len;
     /* not online yet: sent when it is (or answered with status 0 at the deadline) */
-    int rc = dev->state == IOTGW_DEVICE_ONLINE ? send_pending(dev, p) : 0;
+    int rc = dev->st == UP_DEV_ONLINE ? send_pending(dev, p) : 0;
     if (rc) {
         pending_free(p);
         return rc;
@@ -177,7 +186,7 @@ int iotgw_upstream_twin_request(iotgw_upstream_device *dev, iotgw_twin_op op, co
     p->next = dev->twin_requests;
     dev->twin_requests = p;
     *request_id = p->id;
-    up_conn_kick(dev->conn);
+    up_conn_wake(dev->conn);
     return 0;
 }
 

@@ -17,10 +17,13 @@
 #include <string.h>
 #include <proton/condition.h>
 #include <proton/connection.h>
+#include <proton/event.h>
+#include <proton/object.h>
 #include <proton/sasl.h>
 #include <proton/ssl.h>
 #include <proton/transport.h>
 
+#include "transport/failure_text.h"
 #include "transport/internal.h"
 
 static void link_in(iotgw_loop *loop, iotgw_conn *c)
@@ -53,6 +56,7 @@ iotgw_conn *conn_new(iotgw_loop *loop, iotgw_transport_kind kind, int is_server,
         return NULL;
     }
     c->loop = loop;
+    iotgw_list_init(&c->wake_node);
     c->kind = kind;
     c->is_server = is_server;
     c->max_output = max_output ? max_output : DEFAULT_MAX_OUTPUT;
@@ -149,6 +153,7 @@ size_t iotgw_conn_pending_output(iotgw_conn *c)
 
 static void destroy(iotgw_conn *c)
 {
+    iotgw_list_remove(&c->wake_node);
     lws_sul_cancel(&c->tick_sul);
     lws_sul_cancel(&c->grace_sul);
     lws_sul_cancel(&c->connect_sul);
@@ -214,21 +219,15 @@ static void close_socket_when_flushed(iotgw_conn *c)
 static void name_tls_failure(iotgw_conn *c)
 {
     pn_condition_t *cond = pn_transport_condition(c->driver.transport);
-    const char *desc = pn_condition_get_description(cond);
-    if (!desc || strncmp(desc, "SSL Failure: ", 13))
+    const char *why = failure_text_proton_tls_reason(pn_condition_get_description(cond));
+    if (!why)
         return;
-    const char *why = desc + 13;
-    /* OpenSSL's "error:0A000086:SSL routines::certificate verify failed": the reason
-     * follows the code, library and function */
-    if (!strncmp(why, "error:", 6))
-        for (int i = 0; i < 4 && strchr(why, ':'); i++)
-            why = strchr(why, ':') + 1;
     char refusal[192], text[320];
     if (amqps_tls_refusal(c, refusal, sizeof refusal))
         snprintf(text, sizeof text, "TLS handshake failed: %s", refusal);
     else /* not a certificate refusal, or one we could not watch: the usual reasons */
         snprintf(text, sizeof text, "TLS handshake failed: %s%s", why,
-                 strstr(why, "certificate verify failed") ? " (the peer's certificate is not signed by a "
+                 failure_text_is_verify_failure(why) ? " (the peer's certificate is not signed by a "
                                                             "trusted CA, names another host, or has expired)"
                                                           : "");
     pn_condition_set_name(cond, IOTGW_COND_TLS);
@@ -404,9 +403,48 @@ int conn_callback_prologue(struct lws *wsi, enum lws_callback_reasons reason, io
     }
 }
 
+/* Deferred: the next turn of the loop serves it (loop_serve_wakes). */
+static void schedule_wake(iotgw_conn *c)
+{
+    iotgw_loop *loop = c->loop;
+    if (!iotgw_list_linked(&c->wake_node))
+        iotgw_list_push_back(&loop->wakes, &c->wake_node);
+    if (!iotgw_timer_active(&loop->wake_timer))
+        iotgw_timer_start(&loop->wake_timer, 0, 0);
+}
+
 void iotgw_conn_wake(iotgw_conn *c)
 {
-    conn_process(c);
+    c->wake_event = 1;
+    schedule_wake(c);
+}
+
+/* The connections woken before this turn began, each once; a wake asked for while
+ * serving waits for the next turn. */
+void loop_serve_wakes(iotgw_timer *t, void *ctx)
+{
+    (void)t;
+    iotgw_loop *loop = ctx;
+    iotgw_list batch;
+    iotgw_list_init(&batch);
+    if (iotgw_list_empty(&loop->wakes))
+        return;
+    /* move the whole list to batch */
+    batch.next = loop->wakes.next;
+    batch.prev = loop->wakes.prev;
+    batch.next->prev = &batch;
+    batch.prev->next = &batch;
+    iotgw_list_init(&loop->wakes);
+    iotgw_list *n;
+    while ((n = iotgw_list_first(&batch))) {
+        iotgw_conn *c = iotgw_list_entry(n, iotgw_conn, wake_node);
+        iotgw_list_remove(n);
+        if (c->wake_event && !c->closed_seen) {
+            c->wake_event = 0;
+            pn_collector_put(c->driver.collector, PN_OBJECT, c->driver.connection, PN_CONNECTION_WAKE);
+        }
+        conn_process(c); /* may free c */
+    }
 }
 
 static void connect_deadline_cb(lws_sorted_usec_list_t *sul)
@@ -449,7 +487,7 @@ void iotgw_conn_close(iotgw_conn *c, const char *cond_name, const char *descript
     if (!(pn_connection_state(pc) & PN_LOCAL_CLOSED))
         pn_connection_close(pc);
     lws_sul_schedule(c->loop->ctx, 0, &c->grace_sul, grace_cb, (lws_usec_t)CLOSE_GRACE_MS * 1000);
-    conn_process(c);
+    schedule_wake(c); /* its events reach the handler on the next turn, not inside this call */
 }
 
 void conn_free_all(iotgw_loop *loop)

@@ -7,6 +7,8 @@
 #include <uv.h>
 #include <proton/connection_driver.h>
 
+#include "codecs/assert.h"
+#include "codecs/list.h"
 #include "transport/transport.h"
 
 #define LWS_PROTOCOL_HTTP "iotgw-http"
@@ -32,7 +34,18 @@ struct iotgw_loop {
     lws_sorted_usec_list_t wake; /* bounds iotgw_loop_run's wait */
     int64_t wake_at;             /* when it fires; 0: not armed */
     uv_loop_t *uv;               /* the libuv backend's loop; NULL: poll */
+    /* timers (timer.c): a heap, and one lws callback armed for its earliest */
+    iotgw_timer *timer_root;
+    lws_sorted_usec_list_t timer_sul;
+    int64_t timer_armed_ms; /* the due time timer_sul is armed for; 0: not armed */
+    uint64_t timer_order;
+    /* connections woken (iotgw_conn_wake, iotgw_conn_close), served on the next turn */
+    iotgw_list wakes;
+    iotgw_timer wake_timer;
 };
+
+/* timer.c: forget the armed callback before the lws context goes */
+void loop_timers_shutdown(iotgw_loop *loop);
 
 struct iotgw_conn {
     iotgw_loop *loop;
@@ -64,6 +77,8 @@ struct iotgw_conn {
     /* AMQPS (amqps.c): OpenSSL's first refusal of the peer's certificate, 0: none */
     int tls_verify_error, tls_verify_depth;
     SSL_verify_cb tls_next_verify; /* Proton's verify callback, which ours wraps */
+    iotgw_list wake_node;          /* in loop->wakes while a wake is pending */
+    int wake_event;                /* the owner asked for PN_CONNECTION_WAKE (iotgw_conn_wake) */
     iotgw_conn *prev, *next;
 };
 
@@ -117,6 +132,8 @@ int client_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void
 /* Clients: fail the connection unless the server's AMQP open arrives within ms (0: default). */
 void conn_start_connect_deadline(iotgw_conn *c, uint32_t ms);
 void conn_free_all(iotgw_loop *loop);
+/* The wake timer's callback: serves loop->wakes. */
+void loop_serve_wakes(iotgw_timer *t, void *ctx);
 
 /* wss.c and amqps.c: the libwebsockets protocol callbacks */
 int wss_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len);

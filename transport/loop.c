@@ -4,6 +4,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "transport/failure_text.h"
 #include "transport/internal.h"
 #include "transport/log.h"
 #include "transport/tls_reason.h"
@@ -47,19 +48,14 @@ static void log_to_stderr(int level, const char *line)
     /* "... SSL error: certificate has expired (preverify_ok=0;err=10;depth=0)": the
      * verify error and depth, named as on AMQPS (tls_reason.c); the host is not known
      * here. Without them, lws' own words. */
-    const char *why = strstr(line, "SSL error: ");
-    if (why) {
-        why += strlen("SSL error: ");
-        const char *detail = strstr(why, "(preverify_ok=");
-        int ok, err, depth;
-        if (detail && sscanf(detail, "(preverify_ok=%d;err=%d;depth=%d)", &ok, &err, &depth) == 3 && err) {
+    int err, depth;
+    const char *words;
+    size_t words_len;
+    if (failure_text_lws_ssl_error(line, &err, &depth, &words, &words_len)) {
+        if (err)
             tls_reason_describe(err, depth, 1, NULL, last_tls_error, sizeof last_tls_error);
-        } else {
-            size_t n = strcspn(why, "(\n");
-            while (n && why[n - 1] == ' ')
-                n--;
-            snprintf(last_tls_error, sizeof last_tls_error, "%.*s", (int)n, why);
-        }
+        else
+            snprintf(last_tls_error, sizeof last_tls_error, "%.*s", (int)words_len, words);
         return; /* reported with the connection's failure instead */
     }
     iotgw_log_library(level & LLL_ERR ? IOTGW_LOG_ERROR : IOTGW_LOG_WARN, "lws", line);
@@ -160,6 +156,8 @@ iotgw_loop *iotgw_loop_new(const iotgw_loop_options *opt, iotgw_diag *diag)
         info.pcontext = &loop->ctx;
         info.options |= LWS_SERVER_OPTION_LIBUV;
     }
+    iotgw_list_init(&loop->wakes);
+    iotgw_timer_init(loop, &loop->wake_timer, loop_serve_wakes, loop);
     loop->ctx = lws_create_context(&info);
     if (!loop->ctx) {
         if (loop->uv) {
@@ -222,6 +220,8 @@ void iotgw_loop_free(iotgw_loop *loop)
     while (loop->listeners)
         iotgw_listener_free(loop->listeners);
     conn_free_all(loop);
+    iotgw_timer_stop(&loop->wake_timer);
+    loop_timers_shutdown(loop);
     lws_context_destroy(loop->ctx);
     if (loop->uv) {
         /* On a foreign loop lws_context_destroy() only starts: lws closes its handles,
@@ -246,40 +246,6 @@ void iotgw_loop_free(iotgw_loop *loop)
         free(cv);
     }
     free(loop);
-}
-
-/* ------------------------------------------------------------------ timers */
-
-struct iotgw_timer {
-    lws_sorted_usec_list_t sul;
-    iotgw_timer_fn fn;
-    void *ctx;
-};
-
-static void timer_cb(lws_sorted_usec_list_t *sul)
-{
-    iotgw_timer *t = lws_container_of(sul, iotgw_timer, sul);
-    t->fn(t, t->ctx);
-    free(t);
-}
-
-iotgw_timer *iotgw_timer_start(iotgw_loop *loop, int64_t delay_ms, iotgw_timer_fn fn, void *ctx)
-{
-    iotgw_timer *t = calloc(1, sizeof *t);
-    if (!t)
-        return NULL;
-    t->fn = fn;
-    t->ctx = ctx;
-    lws_sul_schedule(loop->ctx, 0, &t->sul, timer_cb, (lws_usec_t)(delay_ms > 0 ? delay_ms : 0) * 1000);
-    return t;
-}
-
-void iotgw_timer_cancel(iotgw_timer *t)
-{
-    if (!t)
-        return;
-    lws_sul_cancel(&t->sul);
-    free(t);
 }
 
 /* ------------------------------------------------------------------ client vhosts */

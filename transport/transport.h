@@ -105,13 +105,29 @@ int64_t iotgw_loop_now_ms(iotgw_loop *loop);
 
 /* ------------------------------------------------------------------ timers */
 
+/* A timer lives inside its owner (as libuv's uv_timer_t): init once, start and stop as
+ * often as needed, no allocation. Its fields are the loop's; read them only through the
+ * functions below. The owner stops it before freeing the memory it lives in. */
 typedef struct iotgw_timer iotgw_timer;
 typedef void (*iotgw_timer_fn)(iotgw_timer *t, void *ctx);
+struct iotgw_timer {
+    iotgw_loop *loop;
+    iotgw_timer_fn fn;
+    void *ctx;
+    int64_t due_ms, repeat_ms;
+    uint64_t order; /* start order: timers due at the same time fire in it */
+    iotgw_timer *heap_child, *heap_sibling, *heap_prev;
+    int active;
+};
 
-/* Run fn(t, ctx) once, delay_ms from now. The owner keeps the returned timer until it
- * fires or is cancelled; it is freed after firing or by cancel. */
-iotgw_timer *iotgw_timer_start(iotgw_loop *loop, int64_t delay_ms, iotgw_timer_fn fn, void *ctx);
-void iotgw_timer_cancel(iotgw_timer *t);
+void iotgw_timer_init(iotgw_loop *loop, iotgw_timer *t, iotgw_timer_fn fn, void *ctx);
+/* (Re)start: fn(t, ctx) runs delay_ms from now, then every repeat_ms while repeat_ms > 0.
+ * fn never runs inside this call, even at 0 ms: a 0 ms timer defers work to the next turn
+ * of the loop. A repeating timer is rearmed before fn runs, so fn may stop it. */
+void iotgw_timer_start(iotgw_timer *t, int64_t delay_ms, int64_t repeat_ms);
+/* Safe on a timer that is not running, twice, and from its own fn. */
+void iotgw_timer_stop(iotgw_timer *t);
+int iotgw_timer_active(const iotgw_timer *t);
 
 /* ------------------------------------------------------------------ connections */
 
@@ -145,10 +161,15 @@ void iotgw_conn_set_handler(iotgw_conn *c, iotgw_conn_event_fn fn, void *ctx);
 /* The ctx given with the handler. */
 void *iotgw_conn_context(iotgw_conn *c);
 /* After changing the connection's Proton state outside its own handler (from a timer,
- * another connection's event), call this so that the change is processed and sent. */
+ * another connection's event, an owner's API call), call this so that the change is
+ * processed and sent. As Proton's pn_connection_wake: deferred to the next turn of the
+ * loop and coalesced (many calls, one pass), the handler then gets PN_CONNECTION_WAKE
+ * before the other events that are pending. The handler never runs inside this call. */
 void iotgw_conn_wake(iotgw_conn *c);
 /* Close with an AMQP error condition (name may be NULL for a clean close); the socket
- * closes once the peer has been told or after a short grace period. */
+ * closes once the peer has been told or after a short grace period. The handler sees
+ * the events that follow (PN_TRANSPORT_CLOSED last) from the next turn of the loop, never
+ * inside this call, so the connection stays valid when it returns. */
 void iotgw_conn_close(iotgw_conn *c, const char *cond_name, const char *description);
 /* Bytes produced by Proton and not yet written to the socket: a sender can slow down. */
 size_t iotgw_conn_pending_output(iotgw_conn *c);

@@ -2,20 +2,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "transport/failure_text.h"
 #include "transport/internal.h"
-
-/* libwebsockets reports client failures as text; sort them into our conditions. */
-static const char *classify_client_error(const char *why)
-{
-    if (!why)
-        return IOTGW_COND_CONNECT;
-    if (strstr(why, "ssl") || strstr(why, "SSL") || strstr(why, "tls") || strstr(why, "TLS") ||
-        strstr(why, "certificate") || strstr(why, "verify"))
-        return IOTGW_COND_TLS;
-    if (strstr(why, "HS:") || strstr(why, "upgrade") || strstr(why, "protocol") || strstr(why, "101"))
-        return IOTGW_COND_WEBSOCKET;
-    return IOTGW_COND_CONNECT;
-}
 
 /* Protocol 0 of client vhosts: a WSS client belongs to it until the upgrade is done. */
 int client_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
@@ -71,7 +59,7 @@ int wss_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
         if (c) {
             snprintf(why, sizeof why, "%s", in ? (const char *)in : "connection failed");
             int status = (int)lws_http_client_http_response(wsi);
-            const char *cond = classify_client_error(why);
+            const char *cond = failure_text_wss_client_condition(why);
             if (status && status != 101) {
                 snprintf(why, sizeof why, "WebSocket upgrade refused with HTTP status %d", status);
                 cond = IOTGW_COND_WEBSOCKET;

@@ -62,16 +62,26 @@ static void on_accept(iotgw_listener *l, iotgw_conn *c, void *ctx)
 
 static void answer(iotgw_http_request *req);
 
+/* A request answered later, as a method call would be. */
+typedef struct slow_request {
+    iotgw_timer timer;
+    iotgw_http_request *req;
+} slow_request;
+
 static void slow_gone(iotgw_http_request *req, void *ctx)
 {
-    iotgw_timer_cancel(ctx);
+    slow_request *s = ctx;
+    iotgw_timer_stop(&s->timer);
+    free(s);
     printf("GONE %s\n", iotgw_http_path(req));
 }
 
 static void slow_answer(iotgw_timer *t, void *ctx)
 {
     (void)t;
-    iotgw_http_request *req = ctx;
+    slow_request *s = ctx;
+    iotgw_http_request *req = s->req;
+    free(s);
     iotgw_http_set_context(req, NULL, NULL);
     answer(req);
 }
@@ -80,8 +90,15 @@ static void on_http(iotgw_http_request *req, void *ctx)
 {
     iotgw_loop *loop = ctx;
     if (!strncmp(iotgw_http_path(req), "/slow", 5)) { /* answered later, as a method call would be */
-        iotgw_timer *t = iotgw_timer_start(loop, 500, slow_answer, req);
-        iotgw_http_set_context(req, t, slow_gone);
+        slow_request *s = calloc(1, sizeof *s);
+        if (!s) {
+            answer(req);
+            return;
+        }
+        s->req = req;
+        iotgw_timer_init(loop, &s->timer, slow_answer, s);
+        iotgw_timer_start(&s->timer, 500, 0);
+        iotgw_http_set_context(req, s, slow_gone);
         return;
     }
     answer(req);
