@@ -15,6 +15,7 @@
 #include "codecs/fleet_file.h"
 #include "codecs/hostport.h"
 #include "codecs/identity.h"
+#include "codecs/shard.h"
 #include "devices/iotgw_device.h"
 #include "schemas/alarm_status.pb-c.h"
 
@@ -47,6 +48,8 @@ typedef struct sim {
     iotgw_device_options opt; /* every device's, but for its id and key */
     sim_device *devs;
     int n, cap, max, disabled_skipped, connected, errors;
+    unsigned shard_index, shard_count; /* --shard I/N; count 0: every device */
+    int other_shard_skipped;
     uint64_t methods_answered, twin_results, twin_failures;
     double *lat; /* ack latencies, ms */
     size_t nlat, caplat;
@@ -96,6 +99,9 @@ static void usage(FILE *f)
                "                       it to iotgw (fleet.devicesFile) and to the hub (iothub-service\n"
                "                       device import FILE), then simulate it with --fleet FILE\n"
                "  --devices N          simulate the first N devices of the file (default: all)\n"
+               "  --shard I/N          only the file's devices whose home is shard I of N, as iotgw's\n"
+               "                       fleet.shard decides it (FNV-1a of the id, modulo N): the devices\n"
+               "                       of the gateway that serves shard I (N at most 1024)\n"
                "  --connect-rate N     new sessions per second (default 500)\n"
                "  --rate N             messages per second per device (default 1); 0: as fast as the\n"
                "                       window allows, refilling it in one write once half of it is\n"
@@ -123,6 +129,10 @@ static int add_device(const iotgw_fleet_entry *e, void *ctx, char *why, size_t w
     sim *s = ctx;
     if (e->disabled) {
         s->disabled_skipped++;
+        return 0;
+    }
+    if (s->shard_count && iotgw_shard_of(e->id, s->shard_count) != s->shard_index) {
+        s->other_shard_skipped++;
         return 0;
     }
     if (s->max > 0 && s->n >= s->max)
@@ -156,6 +166,32 @@ static int number(const char *opt, const char *text, double min, double max, dou
     }
     *out = v;
     return 0;
+}
+
+/* --shard I/N: two whole numbers, N from 1 to IOTGW_SHARD_MAX and I below it; -1 (after
+ * saying why) otherwise. */
+static int shard_option(const char *text, unsigned *index, unsigned *count)
+{
+    unsigned long v[2] = {0, 0};
+    const char *p = text;
+    for (int k = 0; k < 2; k++) {
+        const char *start = p;
+        while (*p >= '0' && *p <= '9' && p - start < 5)
+            v[k] = v[k] * 10 + (unsigned long)(*p++ - '0');
+        if (p == start || (k == 0 ? *p != '/' : *p != '\0'))
+            goto bad;
+        p++;
+    }
+    if (v[1] < 1 || v[1] > IOTGW_SHARD_MAX || v[0] >= v[1])
+        goto bad;
+    *index = (unsigned)v[0];
+    *count = (unsigned)v[1];
+    return 0;
+bad:
+    fprintf(stderr,
+            "iotgw-devsim: --shard wants I/N, shard I of N (N from 1 to %d, I from 0 to N-1), not \"%s\"\n",
+            IOTGW_SHARD_MAX, text);
+    return -1;
 }
 
 static void add_latency(sim *s, double ms)
@@ -209,34 +245,24 @@ static void watch(int epfd, sim_device *d, int index)
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {{"gateway", 1, 0, 'g'},
-                                         {"hub", 1, 0, 'H'},
-                                         {"fleet", 1, 0, 'f'},
-                                         {"devices", 1, 0, 'n'},
-                                         {"connect-rate", 1, 0, 'c'},
-                                         {"rate", 1, 0, 'r'},
-                                         {"messages", 1, 0, 'm'},
-                                         {"duration", 1, 0, 'D'},
-                                         {"methods", 0, 0, 'M'},
-                                         {"twin", 0, 0, 'T'},
-                                         {"method-latency-ms", 1, 0, 'L'},
-                                         {"method-status", 1, 0, 'S'},
-                                         {"quiet", 0, 0, 'q'},
-                                         {"tls", 0, 0, 'X'},
-                                         {"ca", 1, 0, 'C'},
-                                         {"cert", 1, 0, 'E'},
-                                         {"cert-key", 1, 0, 'K'},
-                                         {"generate", 1, 0, 'G'},
-                                         {"id-prefix", 1, 0, 'P'},
-                                         {"reconnect", 0, 0, 'R'},
-                                         {"version", 0, 0, 'V'},
-                                         {"help", 0, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {{"gateway", 1, 0, 'g'},       {"hub", 1, 0, 'H'},
+                                         {"fleet", 1, 0, 'f'},         {"devices", 1, 0, 'n'},
+                                         {"shard", 1, 0, 's'},         {"connect-rate", 1, 0, 'c'},
+                                         {"rate", 1, 0, 'r'},          {"messages", 1, 0, 'm'},
+                                         {"duration", 1, 0, 'D'},      {"methods", 0, 0, 'M'},
+                                         {"twin", 0, 0, 'T'},          {"method-latency-ms", 1, 0, 'L'},
+                                         {"method-status", 1, 0, 'S'}, {"quiet", 0, 0, 'q'},
+                                         {"tls", 0, 0, 'X'},           {"ca", 1, 0, 'C'},
+                                         {"cert", 1, 0, 'E'},          {"cert-key", 1, 0, 'K'},
+                                         {"generate", 1, 0, 'G'},      {"id-prefix", 1, 0, 'P'},
+                                         {"reconnect", 0, 0, 'R'},     {"version", 0, 0, 'V'},
+                                         {"help", 0, 0, 'h'},          {0, 0, 0, 0}};
     char host[256] = "";
     int port = 0, methods = 0, quiet = 0, twin = 0, tls = 0, reconnect = 0;
     double connect_rate = 500, rate = 1, duration = 10, method_latency = 0, max_devices = 0, status = 200,
            max_messages = 0, generate = 0;
     const char *hub = NULL, *fleet = NULL, *ca = NULL, *cert = NULL, *cert_key = NULL, *prefix = "sim-";
+    unsigned shard_index = 0, shard_count = 0;
     int o, bad = 0;
     while (!bad && (o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (o) {
@@ -249,6 +275,7 @@ int main(int argc, char **argv)
         case 'H': hub = optarg; break;
         case 'f': fleet = optarg; break;
         case 'n': bad = number("devices", optarg, 1, 1e7, &max_devices); break;
+        case 's': bad = shard_option(optarg, &shard_index, &shard_count); break;
         case 'c': bad = number("connect-rate", optarg, 0.001, 1e6, &connect_rate); break;
         case 'r': bad = number("rate", optarg, 0, 1e6, &rate); break;
         case 'm': bad = number("messages", optarg, 1, 1e15, &max_messages); break;
@@ -296,7 +323,7 @@ int main(int argc, char **argv)
     }
     const int method_status = (int)status;
     const uint64_t messages = (uint64_t)max_messages;
-    sim s = {.max = (int)max_devices};
+    sim s = {.max = (int)max_devices, .shard_index = shard_index, .shard_count = shard_count};
     if (!host[0] || !hub || !fleet) {
         usage(stderr);
         return 2;
@@ -306,10 +333,19 @@ int main(int argc, char **argv)
         return 1;
     }
     if (!s.n) {
-        fprintf(stderr, "iotgw-devsim: no devices to simulate in %s%s\n", fleet,
-                s.disabled_skipped ? " (all are disabled)" : "");
+        if (shard_count)
+            fprintf(stderr,
+                    "iotgw-devsim: no devices of shard %u of %u to simulate in %s (%d in other shards, %d "
+                    "disabled)\n",
+                    shard_index, shard_count, fleet, s.other_shard_skipped, s.disabled_skipped);
+        else
+            fprintf(stderr, "iotgw-devsim: no devices to simulate in %s%s\n", fleet,
+                    s.disabled_skipped ? " (all are disabled)" : "");
         return 1;
     }
+    if (shard_count && !quiet)
+        fprintf(stderr, "iotgw-devsim: shard %u of %u: %d devices (%d of the file's are other shards')\n",
+                shard_index, shard_count, s.n, s.other_shard_skipped);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     signal(SIGPIPE, SIG_IGN);

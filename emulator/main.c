@@ -93,6 +93,9 @@ static void usage(FILE *f)
                "  --version            print the version\n"
                "  -h, --help           this help\n"
                "\n"
+               "On start it prints on stdout where it listens and, when the registry has an\n"
+               "iothubowner policy, that policy's service connection string; logs go to stderr.\n"
+               "SIGINT or SIGTERM stops it.\n"
                "Throw-away certificates: iothub-emulator-certs DIR. Registry format and behaviour:\n"
                "docs/emulator.md.\n");
 }

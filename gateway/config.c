@@ -13,6 +13,7 @@
 #include "codecs/fleet_file.h"
 #include "codecs/hostport.h"
 #include "codecs/identity.h"
+#include "codecs/shard.h"
 #include "codecs/types.h"
 #include "codecs/yaml_doc.h"
 
@@ -532,14 +533,137 @@ static int load_policy(reader *r, yaml_node_t *pn)
     return rc;
 }
 
+/* An environment variable's name as it may appear in messages: 1 to 128 of A-Z, a-z,
+ * 0-9 and '_', not starting with a digit. */
+static int env_name_ok(const char *t)
+{
+    size_t n = strlen(t);
+    if (!n || n > 128 || isdigit((unsigned char)t[0]))
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)t[i]) && t[i] != '_')
+            return 0;
+    return 1;
+}
+
+/* fleet.shard.index: {podNameEnv: VAR}: the ordinal at the end of the pod name VAR holds
+ * (a StatefulSet's pod iotgw-2 serves shard 2); on Kubernetes VAR comes from the
+ * downward API (fieldRef: metadata.name). */
+static int shard_index_from_pod_name(reader *r, yaml_node_t *in, unsigned count, unsigned *index)
+{
+    static const char *const keys[] = {"podNameEnv", NULL};
+    static const char path[] = "fleet.shard.index.podNameEnv";
+    int rc = iotgw_yaml_check_keys(&r->y, in, "fleet.shard.index", keys, r->diag);
+    yaml_node_t *en = rc ? NULL : iotgw_yaml_get(&r->y, in, "podNameEnv");
+    if (!rc && !en)
+        rc = iotgw_yaml_fail(&r->y, in, "fleet.shard.index", r->diag,
+                             "a number, or podNameEnv: the environment variable that holds the pod's name "
+                             "(e.g. {podNameEnv: POD_NAME})");
+    const char *var = rc ? NULL : iotgw_yaml_text(&r->y, en, path, r->diag);
+    if (rc || !var)
+        return IOTGW_ERR_CONFIG;
+    if (!env_name_ok(var))
+        return iotgw_yaml_fail(&r->y, en, path, r->diag,
+                               "not an environment variable's name (1 to 128 of A-Z, a-z, 0-9, _)");
+    const char *value = getenv(var);
+    if (!value)
+        return iotgw_yaml_fail(&r->y, en, path, r->diag,
+                               "environment variable %s is not set (on Kubernetes: env %s from the downward "
+                               "API, fieldRef metadata.name)",
+                               var, var);
+    iotgw_diag d = {0};
+    unsigned ordinal = 0;
+    if (iotgw_shard_ordinal(value, &ordinal, &d))
+        return iotgw_yaml_fail(&r->y, en, path, r->diag, "environment variable %s %s", var, d.text);
+    if (ordinal >= count)
+        return iotgw_yaml_fail(
+            &r->y, en, path, r->diag,
+            "environment variable %s is \"%s\": ordinal %u is not below fleet.shard.count %u "
+            "(more replicas than shards?)",
+            var, value, ordinal, count);
+    size_t n = strlen(var) + 1 + strlen(value) + 1;
+    if (!(r->c->shard_from = malloc(n)))
+        return IOTGW_ERR_NOMEM;
+    snprintf(r->c->shard_from, n, "%s=%s", var, value);
+    *index = ordinal;
+    return 0;
+}
+
+/* fleet.shard: {count: N, index: I | {podNameEnv: VAR}}: the fleet is split over N
+ * gateways and this one serves shard I (codecs/shard.h). */
+static int load_shard(reader *r, yaml_node_t *sn)
+{
+    static const char *const keys[] = {"count", "index", NULL};
+    iotgw_config *c = r->c;
+    int rc = iotgw_yaml_check_keys(&r->y, sn, "fleet.shard", keys, r->diag);
+    if (rc)
+        return rc;
+    yaml_node_t *cn = iotgw_yaml_get(&r->y, sn, "count"), *in = iotgw_yaml_get(&r->y, sn, "index");
+    if (!cn || !in)
+        return iotgw_yaml_fail(&r->y, sn, "fleet.shard", r->diag,
+                               "%s is required (e.g. {count: 3, index: {podNameEnv: POD_NAME}})",
+                               cn ? "index" : "count");
+    int64_t count, index;
+    if ((rc = iotgw_yaml_int(&r->y, cn, "fleet.shard.count", 1, IOTGW_SHARD_MAX, &count, r->diag)))
+        return rc;
+    if (in->type == YAML_MAPPING_NODE) {
+        unsigned ordinal = 0;
+        if ((rc = shard_index_from_pod_name(r, in, (unsigned)count, &ordinal)))
+            return rc;
+        index = ordinal;
+    } else {
+        if ((rc = iotgw_yaml_int(&r->y, in, "fleet.shard.index", 0, IOTGW_SHARD_MAX - 1, &index, r->diag)))
+            return rc;
+        if (index >= count)
+            return iotgw_yaml_fail(&r->y, in, "fleet.shard.index", r->diag,
+                                   "%lld is not below fleet.shard.count %lld (shards are 0..count-1)",
+                                   (long long)index, (long long)count);
+    }
+    c->shard_count = (unsigned)count;
+    c->shard_index = (unsigned)index;
+    c->shard_given = 1;
+    return 0;
+}
+
+/* With fleet.shard: keep this gateway's devices in c->devices (still sorted), and of the
+ * others only their ids, in c->elsewhere (sorted too); their keys are wiped. */
+static int keep_shard(iotgw_config *c)
+{
+    c->fleet_size = c->ndevices;
+    if (c->shard_count <= 1)
+        return 0;
+    size_t others = 0;
+    for (size_t i = 0; i < c->ndevices; i++)
+        others += iotgw_shard_of(c->devices[i].id, c->shard_count) != c->shard_index;
+    if (others && !(c->elsewhere = malloc(others * sizeof *c->elsewhere)))
+        return IOTGW_ERR_NOMEM;
+    size_t kept = 0;
+    for (size_t i = 0; i < c->ndevices; i++) {
+        iotgw_config_device *d = &c->devices[i];
+        if (iotgw_shard_of(d->id, c->shard_count) == c->shard_index) {
+            c->devices[kept++] = *d;
+            continue;
+        }
+        c->elsewhere[c->nelsewhere++] = d->id;
+        if (d->key) {
+            OPENSSL_cleanse(d->key, strlen(d->key));
+            free(d->key);
+        }
+    }
+    c->ndevices = kept;
+    return 0;
+}
+
 static int load_fleet(reader *r, yaml_node_t *f)
 {
-    static const char *const keys[] = {"devices", "devicesFile", "deviceConnectPolicy", NULL};
+    static const char *const keys[] = {"devices", "devicesFile", "deviceConnectPolicy", "shard", NULL};
     int rc = iotgw_yaml_check_keys(&r->y, f, "fleet", keys, r->diag);
     yaml_node_t *n;
     size_t cap = 0;
     if (!rc && (n = iotgw_yaml_get(&r->y, f, "deviceConnectPolicy")))
         rc = load_policy(r, n);
+    if (!rc && (n = iotgw_yaml_get(&r->y, f, "shard")))
+        rc = load_shard(r, n);
     if (!rc && (n = iotgw_yaml_get(&r->y, f, "devices")))
         rc = load_device_list(r, n, &cap);
     if (!rc && iotgw_yaml_get(&r->y, f, "devicesFile"))
@@ -554,7 +678,7 @@ static int load_fleet(reader *r, yaml_node_t *f)
         if (!strcmp(c->devices[k - 1].id, c->devices[k].id))
             return iotgw_yaml_fail(&r->y, f, "fleet", r->diag, "device \"%s\" is listed twice",
                                    c->devices[k].id);
-    return 0;
+    return keep_shard(c);
 }
 
 static void defaults(iotgw_config *c)
@@ -575,6 +699,8 @@ static void defaults(iotgw_config *c)
         c->device_queue = 1000;
     if (!c->delivery_timeout_s)
         c->delivery_timeout_s = 60;
+    if (!c->shard_count)
+        c->shard_count = 1;
 }
 
 int iotgw_config_load(const char *file, iotgw_config **out, iotgw_diag *diag)
@@ -646,6 +772,10 @@ void iotgw_config_free(iotgw_config *c)
             free(c->devices[i].key);
         }
     }
+    for (size_t i = 0; i < c->nelsewhere; i++)
+        free(c->elsewhere[i]);
+    free(c->elsewhere);
+    free(c->shard_from);
     for (size_t i = 0; c->methods && c->methods[i].name; i++) {
         free(c->methods[i].name);
         free(c->methods[i].request_type);
@@ -677,6 +807,19 @@ const iotgw_config_device *iotgw_config_device_find(const iotgw_config *c, const
 {
     iotgw_config_device key = {.id = (char *)id};
     return c->ndevices ? bsearch(&key, c->devices, c->ndevices, sizeof key, compare_devices) : NULL;
+}
+
+static int compare_ids(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+int iotgw_config_device_elsewhere(const iotgw_config *c, const char *id)
+{
+    if (!c->nelsewhere || !id)
+        return -1;
+    char *const *hit = bsearch(&id, c->elsewhere, c->nelsewhere, sizeof *c->elsewhere, compare_ids);
+    return hit ? (int)iotgw_shard_of(*hit, c->shard_count) : -1;
 }
 
 const iotgw_config_method *iotgw_config_method_find(const iotgw_config *c, const char *name)

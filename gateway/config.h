@@ -7,7 +7,9 @@
  * Keys may be written inline (key), read from a file (keyFile, relative to the config
  * file's directory) or from an environment variable (keyEnv). The fleet may also come
  * from a devices file ("ID KEY" per line, for thousands of devices), and a DeviceConnect
- * policy may sign every device's hub tokens instead of the devices' own keys.
+ * policy may sign every device's hub tokens instead of the devices' own keys. With
+ * fleet.shard the fleet is split over several gateways and this one keeps only its
+ * shard's devices (codecs/shard.h).
  *
  * Ownership: iotgw_config_load returns a config the caller frees with
  * iotgw_config_free; every string in it belongs to it.
@@ -75,12 +77,26 @@ typedef struct iotgw_config {
     iotgw_config_device *devices; /* fleet.devices and fleet.devicesFile, sorted by id */
     size_t ndevices;
     char *policy_name, *policy_key; /* fleet.deviceConnectPolicy; NULL: each device's own key */
+
+    /* fleet.shard: the fleet is split over shard_count gateways and this one serves the
+     * devices whose home (codecs/shard.h) is shard_index: devices holds only those. The
+     * ids of the others stay (without their keys), so that one of them that connects
+     * here is told where it belongs. Without fleet.shard: 1 and 0, every device. */
+    unsigned shard_count, shard_index;
+    int shard_given;   /* fleet.shard is in the file */
+    char *shard_from;  /* "POD_NAME=iotgw-1" when the index came from a pod name; else NULL */
+    size_t fleet_size; /* the whole fleet's devices, every shard's */
+    char **elsewhere;  /* ids of the fleet's devices that other shards serve, sorted */
+    size_t nelsewhere;
 } iotgw_config;
 
 int iotgw_config_load(const char *file, iotgw_config **out, iotgw_diag *diag);
 void iotgw_config_free(iotgw_config *c);
 const iotgw_config_device *iotgw_config_device_find(const iotgw_config *c, const char *id);
 const iotgw_config_method *iotgw_config_method_find(const iotgw_config *c, const char *name);
+/* The home shard of a device of the fleet that another gateway serves (fleet.shard), or
+ * -1 when id is not one (it is this gateway's, or in no shard of the fleet). */
+int iotgw_config_device_elsewhere(const iotgw_config *c, const char *id);
 /* The key and policy name that sign a device's hub tokens: the fleet's DeviceConnect
  * policy when there is one, else the device's own key (policy name NULL). */
 void iotgw_config_hub_credential(const iotgw_config *c, const iotgw_config_device *d, const char **key,

@@ -260,6 +260,15 @@ static int same_listen(const iotgw_config *a, const iotgw_config *b)
 void iotgw_gateway_reload(iotgw_gateway *g, iotgw_config *cfg)
 {
     iotgw_config *old = g->cfg;
+    if (old->shard_count != cfg->shard_count || old->shard_index != cfg->shard_index) {
+        iotgw_log_ev(IOTGW_LOG_ERROR, "reload_failed", NULL,
+                     "reload refused: fleet.shard changed in %s (shard %u of %u, now %u of %u): that moves "
+                     "devices between gateways and needs a restart of every one; the running "
+                     "configuration stays",
+                     cfg->file, old->shard_index, old->shard_count, cfg->shard_index, cfg->shard_count);
+        iotgw_config_free(cfg);
+        return;
+    }
     if (!same_hub(old, cfg))
         iotgw_log_evf(IOTGW_LOG_WARN, "reload_needs_restart", NULL,
                       IOTGW_LOG_FIELDS(IOTGW_FIELD_STR("setting", "hub")),

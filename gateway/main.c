@@ -52,8 +52,8 @@ static void usage(FILE *f)
                "what is in flight, close every device with ERROR_SHUTTING_DOWN, exit 0.\n"
                "SIGHUP: read the configuration again: devices added can connect, removed or\n"
                "disabled ones are closed, ones whose key changed authenticate again; nobody else\n"
-               "notices. A file with an error changes nothing (the error is logged). Hub and\n"
-               "listener settings take effect at the next start.\n"
+               "notices. A file with an error, or one that changes fleet.shard, changes nothing\n"
+               "(it is logged). Hub and listener settings take effect at the next start.\n"
                "\n"
                "Environment: IOTGW_EVENT_LOOP=poll or libuv sets the event loop's backend\n"
                "(default libuv, which costs less per message at every fleet size measured:\n"
@@ -148,6 +148,10 @@ static int describe(const iotgw_config *c)
     if (keyless)
         printf(", %zu by client certificate only", keyless);
     printf(")\n");
+    if (c->shard_given)
+        printf("shard: %u of %u%s%s%s: serves %zu of the fleet's %zu devices\n", c->shard_index,
+               c->shard_count, c->shard_from ? " (from " : "", c->shard_from ? c->shard_from : "",
+               c->shard_from ? ")" : "", c->ndevices, c->fleet_size);
     if (c->policy_name)
         printf("hub tokens: signed with policy %s\n", c->policy_name);
     else
@@ -266,6 +270,10 @@ int main(int argc, char **argv)
         printf("listening: ops %s:%d\n", cfg->ops_listen.address, iotgw_gateway_ops_port(g));
     printf("hub: %s over %s, %zu devices in the fleet\n", cfg->hub_host,
            cfg->hub_transport == IOTGW_TRANSPORT_AMQPS ? "amqps" : "amqp-ws", cfg->ndevices);
+    if (cfg->shard_given)
+        printf("shard: %u of %u%s%s%s: serves %zu of the fleet's %zu devices\n", cfg->shard_index,
+               cfg->shard_count, cfg->shard_from ? " (from " : "", cfg->shard_from ? cfg->shard_from : "",
+               cfg->shard_from ? ")" : "", cfg->ndevices, cfg->fleet_size);
     printf("event loop: %s (%s)\n", iotgw_loop_backend_name(loop), why);
     printf("%s\n", fds);
     fflush(stdout);

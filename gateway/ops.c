@@ -5,7 +5,8 @@
  *                      costs an increment where it happens and nothing else
  *   GET /healthz       200 while the loop turns (its 1 s tick ran lately)
  *   GET /readyz        200 once the listeners are up and a hub connection is open; 503
- *                      with the reason otherwise (draining, the hub's last failure)
+ *                      with the reason otherwise (draining, the hub's last failure);
+ *                      with fleet.shard, the shard this gateway serves
  *   GET /devices       the connected devices as JSON; /devices/{id} one of them. They name
  *                      devices and addresses: with ops.token set, only with
  *                      "Authorization: Bearer {token}"; without, only to loopback clients.
@@ -67,6 +68,13 @@ static void render_metrics(iotgw_gateway *g, iotgw_prom *w)
     const gw_stats *st = &g->stats;
     iotgw_prom_family(w, "iotgw_build_info", "gauge", "the gateway's version");
     iotgw_prom_value(w, "iotgw_build_info", "version", PACKAGE_VERSION, 1);
+    /* fleet.shard: the part of the fleet this gateway serves */
+    iotgw_prom_gauge(w, "iotgw_shard_index", "the fleet's shard this gateway serves (fleet.shard; 0 without)",
+                     g->cfg->shard_index);
+    iotgw_prom_gauge(w, "iotgw_shard_count", "the gateways the fleet is split over (fleet.shard; 1 without)",
+                     g->cfg->shard_count);
+    iotgw_prom_gauge(w, "iotgw_fleet_devices", "devices of the fleet this gateway serves (its shard's)",
+                     (double)g->cfg->ndevices);
 
     /* downstream */
     unsigned open = 0, ready = 0;
@@ -281,9 +289,12 @@ static void on_http(iotgw_http_request *req, void *ctx)
                  (long long)late);
         answer_text(req, late > HEALTH_LATE_MS ? 503 : 200, text);
     } else if (!strcmp(path, "/readyz")) {
-        char buf[300], text[320];
+        char buf[300], text[360], shard[64] = "";
         const char *no = not_ready(g, buf, sizeof buf);
-        snprintf(text, sizeof text, "%s%s\n", no ? "not ready: " : "ready", no ? no : "");
+        if (g->cfg->shard_given)
+            snprintf(shard, sizeof shard, " (shard %u of %u)", g->cfg->shard_index, g->cfg->shard_count);
+        snprintf(text, sizeof text, "%s%s%s%s\n", no ? "not ready" : "ready", shard, no ? ": " : "",
+                 no ? no : "");
         answer_text(req, no ? 503 : 200, text);
     } else if (!strcmp(path, "/devices") || !strncmp(path, "/devices/", 9)) {
         if (!may_see_devices(g, req)) {

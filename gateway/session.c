@@ -445,6 +445,13 @@ static void on_hello(gw_session *s, const Iotgw__Hello *h)
         return;
     }
     const iotgw_config_device *dev = iotgw_config_device_find(g->cfg, h->device_id);
+    int home = dev ? -1 : iotgw_config_device_elsewhere(g->cfg, h->device_id);
+    if (home >= 0) { /* fleet.shard: the device's home is another gateway */
+        hello_fail(s, h->device_id, IOTGW__ERROR_CODE__ERROR_UNKNOWN_DEVICE,
+                   "device %s belongs to shard %d of %u; this gateway serves shard %u", h->device_id, home,
+                   g->cfg->shard_count, g->cfg->shard_index);
+        return;
+    }
     if (!dev) {
         hello_fail(s, h->device_id, IOTGW__ERROR_CODE__ERROR_UNKNOWN_DEVICE,
                    "device \"%.64s\" is not in this gateway's fleet", h->device_id ? h->device_id : "");
