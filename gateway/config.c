@@ -16,6 +16,7 @@
 #include "codecs/shard.h"
 #include "codecs/types.h"
 #include "codecs/yaml_doc.h"
+#include "gateway/settings.h"
 
 #define MAX_KEY_FILE 1024
 
@@ -50,18 +51,77 @@ static int opt_text(reader *r, yaml_node_t *map, const char *key, const char *pa
     return *out ? 0 : IOTGW_ERR_CONFIG;
 }
 
-static int opt_uint(reader *r, yaml_node_t *map, const char *key, const char *path, int64_t min, int64_t max,
-                    unsigned *out)
+static int resolve_path(reader *r, yaml_node_t *n, const char *p, char **out);
+
+/* One setting of the table (gateway/settings.h), when the file has it. */
+static int load_setting(reader *r, yaml_node_t *map, const iotgw_setting *s)
 {
-    yaml_node_t *n = iotgw_yaml_get(&r->y, map, key);
+    yaml_node_t *n = iotgw_yaml_get(&r->y, map, iotgw_setting_key(s));
     if (!n)
         return 0;
-    char p[160];
-    snprintf(p, sizeof p, "%s.%s", path, key);
+    char *field = (char *)r->c + s->offset;
     int64_t v;
-    int rc = iotgw_yaml_int(&r->y, n, p, min, max, &v, r->diag);
-    if (!rc)
-        *out = (unsigned)v;
+    int rc;
+    switch (s->type) {
+    case IOTGW_SETTING_UINT:
+    case IOTGW_SETTING_INT:
+    case IOTGW_SETTING_UINT64:
+    case IOTGW_SETTING_RATE:
+        rc = iotgw_yaml_int(&r->y, n, s->name, s->min, s->max, &v, r->diag);
+        if (rc)
+            return rc;
+        if (s->type == IOTGW_SETTING_UINT)
+            *(unsigned *)(void *)field = (unsigned)v;
+        else if (s->type == IOTGW_SETTING_INT)
+            *(int *)(void *)field = (int)v;
+        else if (s->type == IOTGW_SETTING_UINT64)
+            *(uint64_t *)(void *)field = (uint64_t)v;
+        else
+            *(double *)(void *)field = (double)v;
+        return 0;
+    case IOTGW_SETTING_BOOL: return iotgw_yaml_bool(&r->y, n, s->name, (int *)(void *)field, r->diag);
+    case IOTGW_SETTING_CHOICE: {
+        const char *t = iotgw_yaml_text(&r->y, n, s->name, r->diag);
+        if (!t)
+            return IOTGW_ERR_CONFIG;
+        for (size_t k = 0; s->words[k]; k++)
+            if (!strcmp(t, s->words[k])) {
+                *(int *)(void *)field = s->values[k];
+                return 0;
+            }
+        char expected[128] = "";
+        for (size_t k = 0; s->words[k]; k++)
+            snprintf(expected + strlen(expected), sizeof expected - strlen(expected), "%s%s",
+                     k == 0 ? "" : s->words[k + 1] ? ", " : " or ", s->words[k]);
+        return iotgw_yaml_fail(&r->y, n, s->name, r->diag, "expected %s, got \"%s\"", expected, t);
+    }
+    case IOTGW_SETTING_TEXT:
+    case IOTGW_SETTING_PATH: {
+        char **out = (char **)(void *)field;
+        free(*out);
+        if (!(*out = dup_text(r, n, s->name)))
+            return IOTGW_ERR_CONFIG;
+        return s->type == IOTGW_SETTING_PATH ? resolve_path(r, n, s->name, out) : 0;
+    }
+    }
+    return 0;
+}
+
+/* A section's settings from the table, after checking that the section holds only
+ * those keys and the extra ones (its structured settings, read by the caller). */
+static int load_section(reader *r, yaml_node_t *map, const char *section, const char *const *extra)
+{
+    const char *keys[64];
+    size_t n = 0, i = 0;
+    for (const iotgw_setting *st; (st = iotgw_settings_next(section, &i)) && n < 48;)
+        keys[n++] = iotgw_setting_key(st);
+    for (size_t k = 0; extra && extra[k] && n < 63; k++)
+        keys[n++] = extra[k];
+    keys[n] = NULL;
+    int rc = iotgw_yaml_check_keys(&r->y, map, section, keys, r->diag);
+    i = 0;
+    for (const iotgw_setting *st; !rc && (st = iotgw_settings_next(section, &i));)
+        rc = load_setting(r, map, st);
     return rc;
 }
 
@@ -110,58 +170,25 @@ static int read_secret(reader *r, yaml_node_t *n, const char *p, int is_file, in
 
 static int load_hub(reader *r, yaml_node_t *hub)
 {
-    static const char *const keys[] = {"hostName",
-                                       "connectHost",
-                                       "transport",
-                                       "port",
-                                       "caFile",
-                                       "proxy",
-                                       "tokenLifetimeSeconds",
-                                       "devicesPerConnection",
-                                       "authRate",
-                                       "insecureSkipVerify",
-                                       NULL};
-    iotgw_config *c = r->c;
-    int rc = iotgw_yaml_check_keys(&r->y, hub, "hub", keys, r->diag);
-    if (!rc && !iotgw_yaml_get(&r->y, hub, "hostName"))
+    int rc = load_section(r, hub, "hub", NULL);
+    if (!rc && !r->c->hub_host)
         rc = iotgw_yaml_fail(&r->y, hub, "hub", r->diag, "hostName is required (the IoT Hub's host name)");
-    if (!rc)
-        rc = opt_text(r, hub, "hostName", "hub", &c->hub_host);
-    if (!rc)
-        rc = opt_text(r, hub, "connectHost", "hub", &c->hub_connect_host);
-    if (!rc)
-        rc = opt_text(r, hub, "caFile", "hub", &c->hub_ca_file);
-    if (!rc)
-        rc = opt_text(r, hub, "proxy", "hub", &c->hub_proxy);
-    yaml_node_t *tn = rc ? NULL : iotgw_yaml_get(&r->y, hub, "transport");
-    if (tn) {
-        const char *t = iotgw_yaml_text(&r->y, tn, "hub.transport", r->diag);
-        if (!t)
-            rc = IOTGW_ERR_CONFIG;
-        else if (!strcmp(t, "amqp-ws"))
-            c->hub_transport = IOTGW_TRANSPORT_WSS;
-        else if (!strcmp(t, "amqps"))
-            c->hub_transport = IOTGW_TRANSPORT_AMQPS;
-        else
-            rc = iotgw_yaml_fail(&r->y, tn, "hub.transport", r->diag, "expected amqp-ws or amqps, got \"%s\"",
-                                 t);
-    }
-    unsigned port = 0, rate = 0;
-    if (!rc)
-        rc = opt_uint(r, hub, "port", "hub", 1, 65535, &port);
-    c->hub_port = (int)port;
-    if (!rc)
-        rc = opt_uint(r, hub, "tokenLifetimeSeconds", "hub", 60, 86400 * 365, &c->token_lifetime_s);
-    if (!rc)
-        rc = opt_uint(r, hub, "devicesPerConnection", "hub", 1, 1000, &c->devices_per_connection);
-    if (!rc && iotgw_yaml_get(&r->y, hub, "authRate")) {
-        rc = opt_uint(r, hub, "authRate", "hub", 1, 100000, &rate);
-        c->auth_rate = rate;
-    }
-    yaml_node_t *in = rc ? NULL : iotgw_yaml_get(&r->y, hub, "insecureSkipVerify");
-    if (in)
-        rc = iotgw_yaml_bool(&r->y, in, "hub.insecureSkipVerify", &c->tls_insecure, r->diag);
     return rc;
+}
+
+/* *out names a file: relative to the config file's directory, and readable. */
+static int resolve_path(reader *r, yaml_node_t *n, const char *p, char **out)
+{
+    if ((*out)[0] != '/') {
+        char full[2048];
+        snprintf(full, sizeof full, "%s/%s", r->dir, *out);
+        free(*out);
+        if (!(*out = strdup(full)))
+            return IOTGW_ERR_NOMEM;
+    }
+    if (access(*out, R_OK))
+        return iotgw_yaml_fail(&r->y, n, p, r->diag, "cannot read %s: %s", *out, strerror(errno));
+    return 0;
 }
 
 /* A readable file named in the configuration, relative to the config file's directory. */
@@ -170,20 +197,9 @@ static int opt_path(reader *r, yaml_node_t *map, const char *key, const char *pa
     int rc = opt_text(r, map, key, path, out);
     if (rc || !*out)
         return rc;
-    if ((*out)[0] != '/') {
-        char full[2048];
-        snprintf(full, sizeof full, "%s/%s", r->dir, *out);
-        free(*out);
-        if (!(*out = strdup(full)))
-            return IOTGW_ERR_NOMEM;
-    }
-    if (access(*out, R_OK)) {
-        char p[160];
-        snprintf(p, sizeof p, "%s.%s", path, key);
-        return iotgw_yaml_fail(&r->y, iotgw_yaml_get(&r->y, map, key), p, r->diag, "cannot read %s: %s", *out,
-                               strerror(errno));
-    }
-    return 0;
+    char p[160];
+    snprintf(p, sizeof p, "%s.%s", path, key);
+    return resolve_path(r, iotgw_yaml_get(&r->y, map, key), p, out);
 }
 
 static int load_tls(reader *r, yaml_node_t *t)
@@ -205,11 +221,9 @@ static int load_tls(reader *r, yaml_node_t *t)
 
 static int load_devices_section(reader *r, yaml_node_t *d)
 {
-    static const char *const keys[] = {
-        "listen",         "helloTimeoutMs",  "maxFrameSize",           "maxInFlight", "keepaliveSeconds",
-        "queuePerDevice", "queueTotalBytes", "deliveryTimeoutSeconds", "tls",         NULL};
+    static const char *const structured[] = {"listen", "tls", NULL};
     iotgw_config *c = r->c;
-    int rc = iotgw_yaml_check_keys(&r->y, d, "devices", keys, r->diag);
+    int rc = load_section(r, d, "devices", structured);
     yaml_node_t *ln = rc ? NULL : iotgw_yaml_get(&r->y, d, "listen");
     if (ln) {
         int n = ln->type == YAML_SCALAR_NODE ? 1 : iotgw_yaml_seq_len(&r->y, ln, "devices.listen", r->diag);
@@ -226,24 +240,6 @@ static int load_devices_section(reader *r, yaml_node_t *d)
             if (!rc)
                 c->nlisten++;
         }
-    }
-    if (!rc)
-        rc = opt_uint(r, d, "helloTimeoutMs", "devices", 100, 600000, &c->hello_timeout_ms);
-    if (!rc)
-        rc = opt_uint(r, d, "maxFrameSize", "devices", 1024, 16 * 1024 * 1024, &c->max_frame_size);
-    if (!rc)
-        rc = opt_uint(r, d, "maxInFlight", "devices", 1, 10000, &c->max_in_flight);
-    if (!rc)
-        rc = opt_uint(r, d, "keepaliveSeconds", "devices", 1, 3600, &c->keepalive_s);
-    if (!rc)
-        rc = opt_uint(r, d, "queuePerDevice", "devices", 1, 100000, &c->device_queue);
-    if (!rc)
-        rc = opt_uint(r, d, "deliveryTimeoutSeconds", "devices", 1, 86400, &c->delivery_timeout_s);
-    yaml_node_t *qb = rc ? NULL : iotgw_yaml_get(&r->y, d, "queueTotalBytes");
-    if (qb) {
-        int64_t v = 0;
-        rc = iotgw_yaml_int(&r->y, qb, "devices.queueTotalBytes", 4096, INT64_C(1) << 40, &v, r->diag);
-        c->queue_total_bytes = (uint64_t)v;
     }
     yaml_node_t *tn = rc ? NULL : iotgw_yaml_get(&r->y, d, "tls");
     if (tn)
@@ -298,42 +294,6 @@ static int load_ops(reader *r, yaml_node_t *o)
         OPENSSL_cleanse(buf, sizeof buf);
     }
     return rc;
-}
-
-static int load_log(reader *r, yaml_node_t *l)
-{
-    static const char *const keys[] = {"format", NULL};
-    int rc = iotgw_yaml_check_keys(&r->y, l, "log", keys, r->diag);
-    yaml_node_t *fn = rc ? NULL : iotgw_yaml_get(&r->y, l, "format");
-    if (!fn)
-        return rc;
-    const char *f = iotgw_yaml_text(&r->y, fn, "log.format", r->diag);
-    if (!f)
-        return IOTGW_ERR_CONFIG;
-    if (strcmp(f, "text") && strcmp(f, "json"))
-        return iotgw_yaml_fail(&r->y, fn, "log.format", r->diag, "expected text or json, got \"%s\"", f);
-    r->c->log_json = !strcmp(f, "json");
-    return 0;
-}
-
-static int load_telemetry(reader *r, yaml_node_t *t)
-{
-    static const char *const keys[] = {"encoding", NULL};
-    int rc = iotgw_yaml_check_keys(&r->y, t, "telemetry", keys, r->diag);
-    yaml_node_t *en = rc ? NULL : iotgw_yaml_get(&r->y, t, "encoding");
-    if (!en)
-        return rc;
-    const char *e = iotgw_yaml_text(&r->y, en, "telemetry.encoding", r->diag);
-    if (!e)
-        return IOTGW_ERR_CONFIG;
-    if (!strcmp(e, "protobuf"))
-        r->c->encoding = IOTGW_HUBMSG_PROTOBUF;
-    else if (!strcmp(e, "json"))
-        r->c->encoding = IOTGW_HUBMSG_JSON;
-    else
-        return iotgw_yaml_fail(&r->y, en, "telemetry.encoding", r->diag,
-                               "expected protobuf or json, got \"%s\"", e);
-    return 0;
 }
 
 static int method_type(reader *r, yaml_node_t *m, const char *key, const char *path, char **out)
@@ -681,27 +641,6 @@ static int load_fleet(reader *r, yaml_node_t *f)
     return keep_shard(c);
 }
 
-static void defaults(iotgw_config *c)
-{
-    if (!c->hub_transport)
-        c->hub_transport = IOTGW_TRANSPORT_WSS;
-    if (!c->token_lifetime_s)
-        c->token_lifetime_s = 3600;
-    if (!c->hello_timeout_ms)
-        c->hello_timeout_ms = 10000;
-    if (!c->max_frame_size)
-        c->max_frame_size = 65536;
-    if (!c->max_in_flight)
-        c->max_in_flight = 32;
-    if (!c->keepalive_s)
-        c->keepalive_s = 30;
-    if (!c->device_queue)
-        c->device_queue = 1000;
-    if (!c->delivery_timeout_s)
-        c->delivery_timeout_s = 60;
-    if (!c->shard_count)
-        c->shard_count = 1;
-}
 
 int iotgw_config_load(const char *file, iotgw_config **out, iotgw_diag *diag)
 {
@@ -710,6 +649,8 @@ int iotgw_config_load(const char *file, iotgw_config **out, iotgw_diag *diag)
     if (!c)
         return iotgw_diag_fail(diag, IOTGW_ERR_NOMEM, "out of memory");
     r.c = c;
+    iotgw_settings_defaults(c);
+    c->shard_count = 1;
     c->file = strdup(file);
     char tmp[1024];
     snprintf(tmp, sizeof tmp, "%s", file);
@@ -725,13 +666,14 @@ int iotgw_config_load(const char *file, iotgw_config **out, iotgw_diag *diag)
         rc = iotgw_yaml_fail(&r.y, root, "hub", diag, "the hub section is required");
     if (!rc)
         rc = load_hub(&r, hub);
-    if (!rc)
-        rc = opt_text(&r, root, "gatewayId", "", &c->gateway_id);
+    size_t i = 0;
+    for (const iotgw_setting *st; !rc && (st = iotgw_settings_next("", &i));)
+        rc = load_setting(&r, root, st);
     yaml_node_t *n;
     if (!rc && (n = iotgw_yaml_get(&r.y, root, "devices")))
         rc = load_devices_section(&r, n);
     if (!rc && (n = iotgw_yaml_get(&r.y, root, "telemetry")))
-        rc = load_telemetry(&r, n);
+        rc = load_section(&r, n, "telemetry", NULL);
     if (!rc && (n = iotgw_yaml_get(&r.y, root, "methods")))
         rc = load_methods(&r, n);
     if (!rc && (n = iotgw_yaml_get(&r.y, root, "fleet")))
@@ -742,7 +684,7 @@ int iotgw_config_load(const char *file, iotgw_config **out, iotgw_diag *diag)
     if (!rc && (n = iotgw_yaml_get(&r.y, root, "ops")))
         rc = load_ops(&r, n);
     if (!rc && (n = iotgw_yaml_get(&r.y, root, "log")))
-        rc = load_log(&r, n);
+        rc = load_section(&r, n, "log", NULL);
     if (!rc && !c->nlisten)
         rc = iotgw_yaml_fail(&r.y, root, "devices.listen", diag,
                              "no listen address: devices.listen, e.g. \"0.0.0.0:7000\"");
@@ -751,7 +693,6 @@ int iotgw_config_load(const char *file, iotgw_config **out, iotgw_diag *diag)
         iotgw_config_free(c);
         return rc == IOTGW_ERR_NOMEM ? iotgw_diag_fail(diag, rc, "out of memory") : rc;
     }
-    defaults(c);
     *out = c;
     return 0;
 }

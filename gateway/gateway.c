@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "gateway/gateway_internal.h"
+#include "gateway/settings.h"
 #include "transport/heap.h"
 #include "transport/log.h"
 
@@ -225,19 +226,13 @@ int iotgw_gateway_drain(iotgw_gateway *g, int64_t deadline_ms)
     return g->sessions == NULL;
 }
 
-static int same_text(const char *a, const char *b)
+/* A setting a reload does not apply changed: say so, once per setting. */
+static void needs_restart(const iotgw_setting *st, void *ctx)
 {
-    return a == b || (a && b && !strcmp(a, b));
-}
-
-static int same_hub(const iotgw_config *a, const iotgw_config *b)
-{
-    return same_text(a->hub_host, b->hub_host) && same_text(a->hub_connect_host, b->hub_connect_host) &&
-           same_text(a->hub_ca_file, b->hub_ca_file) && same_text(a->hub_proxy, b->hub_proxy) &&
-           a->hub_transport == b->hub_transport && a->hub_port == b->hub_port &&
-           a->token_lifetime_s == b->token_lifetime_s &&
-           a->devices_per_connection == b->devices_per_connection && a->auth_rate == b->auth_rate &&
-           a->tls_insecure == b->tls_insecure;
+    const iotgw_config *cfg = ctx;
+    iotgw_log_evf(IOTGW_LOG_WARN, "reload_needs_restart", NULL,
+                  IOTGW_LOG_FIELDS(IOTGW_FIELD_STR("setting", st->name)),
+                  "reload: %s changed in %s: it takes effect at the next start", st->name, cfg->file);
 }
 
 static int same_listen(const iotgw_config *a, const iotgw_config *b)
@@ -269,10 +264,6 @@ void iotgw_gateway_reload(iotgw_gateway *g, iotgw_config *cfg)
         iotgw_config_free(cfg);
         return;
     }
-    if (!same_hub(old, cfg))
-        iotgw_log_evf(IOTGW_LOG_WARN, "reload_needs_restart", NULL,
-                      IOTGW_LOG_FIELDS(IOTGW_FIELD_STR("setting", "hub")),
-                      "reload: hub settings changed in %s: they take effect at the next start", cfg->file);
     if (!same_listen(old, cfg))
         iotgw_log_evf(IOTGW_LOG_WARN, "reload_needs_restart", NULL,
                       IOTGW_LOG_FIELDS(IOTGW_FIELD_STR("setting", "devices.listen")),
@@ -298,19 +289,11 @@ void iotgw_gateway_reload(iotgw_gateway *g, iotgw_config *cfg)
             closed++;
         }
     }
-    /* the running hub and listener settings stay what the gateway uses */
-    SWAP(cfg->hub_host, old->hub_host);
-    SWAP(cfg->hub_connect_host, old->hub_connect_host);
-    SWAP(cfg->hub_ca_file, old->hub_ca_file);
-    SWAP(cfg->hub_proxy, old->hub_proxy);
+    /* what a reload does not apply stays what the gateway runs with (gateway/settings.c),
+     * and so do the listeners */
+    iotgw_settings_keep_running(cfg, old, needs_restart, cfg);
     SWAP(cfg->listen, old->listen);
     SWAP(cfg->nlisten, old->nlisten);
-    cfg->hub_transport = old->hub_transport;
-    cfg->hub_port = old->hub_port;
-    cfg->token_lifetime_s = old->token_lifetime_s;
-    cfg->devices_per_connection = old->devices_per_connection;
-    cfg->auth_rate = old->auth_rate;
-    cfg->tls_insecure = old->tls_insecure;
     free(g->by_device);
     g->by_device = by_device;
     g->cfg = cfg;

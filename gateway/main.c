@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "gateway/config.h"
+#include "gateway/settings.h"
 #include "gateway/gateway.h"
 #include "transport/fdlimit.h"
 #include "transport/log.h"
@@ -161,6 +162,18 @@ static int describe(const iotgw_config *c)
         printf("method %s: request %s, response %s\n", c->methods[i].name,
                c->methods[i].request_type ? c->methods[i].request_type : "JSON",
                c->methods[i].response_type ? c->methods[i].response_type : "JSON");
+    /* the settings table's, as the file sets them; the rest are at their defaults */
+    char line[1024] = "", value[300];
+    size_t nset = 0;
+    for (size_t i = 0; i < iotgw_settings_count; i++) {
+        const iotgw_setting *st = &iotgw_settings[i];
+        if (iotgw_setting_is_default(st, c) || !strcmp(st->name, "hub.hostName"))
+            continue;
+        iotgw_setting_format(st, c, value, sizeof value);
+        snprintf(line + strlen(line), sizeof line - strlen(line), "%s%s %s%s", nset++ ? ", " : "", st->name, value,
+                 st->reload ? "" : " (read at start)");
+    }
+    printf("settings not at their defaults: %s\n", nset ? line : "none");
     printf("event loop: %s (%s)\n", b == IOTGW_LOOP_LIBUV ? "libuv" : "poll", why);
     char fds[300];
     if (fd_budget(c, 0, fds, sizeof fds, &diag) == 0)

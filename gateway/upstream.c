@@ -172,7 +172,7 @@ int iotgw_upstream_new(iotgw_loop *loop, const iotgw_upstream_options *opt, iotg
     if (!o->devices_per_connection)
         o->devices_per_connection = h->kind == IOTGW_TRANSPORT_AMQPS ? 995 : 500;
     if (!o->token_lifetime_s)
-        o->token_lifetime_s = 3600;
+        o->token_lifetime_s = IOTGW_UPSTREAM_DEFAULT_TOKEN_LIFETIME_S;
     if (!o->backoff_base_ms)
         o->backoff_base_ms = 1000;
     if (!o->backoff_cap_ms)
@@ -180,17 +180,17 @@ int iotgw_upstream_new(iotgw_loop *loop, const iotgw_upstream_options *opt, iotg
     if (!o->throttle_cap_ms)
         o->throttle_cap_ms = 5000;
     if (!o->delivery_timeout_ms)
-        o->delivery_timeout_ms = 60000;
+        o->delivery_timeout_ms = IOTGW_UPSTREAM_DEFAULT_DELIVERY_TIMEOUT_MS;
     if (!h->idle_timeout_ms)
         h->idle_timeout_ms = 30000;
     if (o->auth_rate == 0)
-        o->auth_rate = 100;
+        o->auth_rate = IOTGW_UPSTREAM_DEFAULT_AUTH_RATE;
     if (!o->device_window)
-        o->device_window = 100;
+        o->device_window = IOTGW_UPSTREAM_DEFAULT_DEVICE_WINDOW;
     if (!o->device_queue)
-        o->device_queue = 1000;
+        o->device_queue = IOTGW_UPSTREAM_DEFAULT_DEVICE_QUEUE;
     if (!o->queue_bytes)
-        o->queue_bytes = 64u * 1024 * 1024;
+        o->queue_bytes = IOTGW_UPSTREAM_DEFAULT_QUEUE_BYTES;
     if (o->device_window > o->device_queue) /* the queue bound holds whatever the window */
         o->device_window = o->device_queue;
     if (!o->connection_window)

@@ -150,6 +150,15 @@ typedef struct iotgw_upstream_callbacks {
     void (*on_c2d)(iotgw_upstream_device *dev, const iotgw_c2d_message *msg, void *ctx);
 } iotgw_upstream_callbacks;
 
+/* Defaults of the options below, which iotgw.yaml's settings table (gateway/settings.c)
+ * also uses for the settings that set them. */
+#define IOTGW_UPSTREAM_DEFAULT_TOKEN_LIFETIME_S    3600
+#define IOTGW_UPSTREAM_DEFAULT_AUTH_RATE           100
+#define IOTGW_UPSTREAM_DEFAULT_DEVICE_WINDOW       100
+#define IOTGW_UPSTREAM_DEFAULT_DEVICE_QUEUE        1000
+#define IOTGW_UPSTREAM_DEFAULT_QUEUE_BYTES         (64 * 1024 * 1024)
+#define IOTGW_UPSTREAM_DEFAULT_DELIVERY_TIMEOUT_MS 60000
+
 typedef struct iotgw_upstream_options {
     iotgw_hub_settings hub;
     unsigned devices_per_connection; /* 0: 500 over WSS, 995 over AMQPS (the hub's limits) */

@@ -554,7 +554,10 @@ fleet:
             refused = Device(gw.port)
             refused.hello("twin1", token("twin1"))
             self.assertEqual(refused.expect("error").code, 4)  # not in the fleet yet
+            running_port = gw.hub_port
+            gw.hub_port = 1  # a hub setting: read at start, so the running one stays
             gw.write_config({"agent1": KEYS["agent1"], "twin1": KEYS["twin1"]})
+            gw.hub_port = running_port
             gw.proc.send_signal(signal.SIGHUP)
             e = leave.expect("error")
             self.assertEqual(e.code, 4)  # ERROR_UNKNOWN_DEVICE: removed from the fleet
@@ -569,6 +572,12 @@ fleet:
                 f.telemetry.raw = b"still here"
                 stay.send(f)
                 self.assertEqual(stay.expect("ack").seq, seq)
+            # the device the reload added reaches the hub on the running hub.port, not port 1
+            f = T("Frame")()
+            f.telemetry.seq = 9
+            f.telemetry.raw = b"new here"
+            added.send(f)
+            self.assertEqual(added.expect("ack").seq, 9)
             # a broken file changes nothing
             with open(gw.config, "w") as f:
                 f.write("hub: [")
@@ -586,6 +595,7 @@ fleet:
         log = gw.log_text()
         gw.log.close()
         self.assertIn("configuration reloaded: 2 devices in the fleet; 1 connected kept, 1 closed", log)
+        self.assertIn("reload: hub.port changed in %s: it takes effect at the next start" % gw.config, log)
         self.assertIn("reload failed, the running configuration stays", log)
 
     def test_devsim_drives_a_small_fleet(self):
