@@ -61,20 +61,10 @@ static void usage(FILE *f)
                "docs/event-loop.md).\n");
 }
 
-/* The backend and why: IOTGW_EVENT_LOOP when set, else libuv (epoll), which since
- * acknowledgements leave in batches costs the gateway less per message than poll() with
- * 10, 100 and 1,000 devices, busy or not (docs/event-loop.md). */
-static int loop_backend(iotgw_loop_backend *out, const char **why, iotgw_diag *diag)
-{
-    int rc = iotgw_loop_backend_from_environment(out, diag);
-    if (rc || *out) {
-        *why = "IOTGW_EVENT_LOOP";
-        return rc;
-    }
-    *why = "the default";
-    *out = IOTGW_LOOP_LIBUV;
-    return 0;
-}
+/* iotgw's choice of backend, unless IOTGW_EVENT_LOOP says otherwise: libuv (epoll),
+ * which since acknowledgements leave in batches costs the gateway less per message than
+ * poll() with 10, 100 and 1,000 devices, busy or not (docs/event-loop.md). */
+static const iotgw_loop_options loop_options = {.default_backend = IOTGW_LOOP_LIBUV};
 
 /* Descriptors the gateway holds besides device connections: in use from the start
  * (stdio, the event loop's own: 8 on libuv and 2 on poll, measured; one per listener),
@@ -123,7 +113,7 @@ static int describe(const iotgw_config *c)
     const char *why;
     iotgw_loop_backend b;
     iotgw_diag diag = {0};
-    if (loop_backend(&b, &why, &diag)) {
+    if (iotgw_loop_backend_choose(&loop_options, &b, &why, &diag)) {
         fprintf(stderr, "iotgw: %s\n", diag.text);
         return 1;
     }
@@ -260,9 +250,9 @@ int main(int argc, char **argv)
     }
     const char *why;
     iotgw_loop_backend backend;
-    iotgw_loop *loop = loop_backend(&backend, &why, &diag)
+    iotgw_loop *loop = iotgw_loop_backend_choose(&loop_options, &backend, &why, &diag)
                            ? NULL
-                           : iotgw_loop_new(&(iotgw_loop_options){.backend = backend}, &diag);
+                           : iotgw_loop_new(&loop_options, &diag);
     iotgw_gateway *g = NULL;
     if (!loop || iotgw_gateway_new(loop, cfg, &g, &diag)) {
         if (iotgw_log_get_format() == IOTGW_LOG_FORMAT_JSON)

@@ -74,15 +74,25 @@ int iotgw_loop_backend_from_environment(iotgw_loop_backend *out, iotgw_diag *dia
     return 0;
 }
 
-/* The backend asked for, or IOTGW_EVENT_LOOP's, or poll; -1 for an unknown name. */
-static int choose_backend(const iotgw_loop_options *opt, iotgw_diag *diag)
+int iotgw_loop_backend_choose(const iotgw_loop_options *opt, iotgw_loop_backend *out, const char **why,
+                              iotgw_diag *diag)
 {
-    if (opt && opt->backend)
-        return opt->backend;
-    iotgw_loop_backend b;
-    if (iotgw_loop_backend_from_environment(&b, diag))
-        return -1;
-    return b ? (int)b : IOTGW_LOOP_POLL;
+    const char *reason = "the options";
+    iotgw_loop_backend b = opt ? opt->backend : IOTGW_LOOP_DEFAULT;
+    if (!b) {
+        int rc = iotgw_loop_backend_from_environment(&b, diag);
+        if (rc)
+            return rc;
+        reason = "IOTGW_EVENT_LOOP";
+    }
+    if (!b) {
+        b = opt && opt->default_backend ? opt->default_backend : IOTGW_LOOP_POLL;
+        reason = "the default";
+    }
+    *out = b;
+    if (why)
+        *why = reason;
+    return 0;
 }
 
 /* lws loads its libuv plugin with each context and unloads it when the context is freed,
@@ -106,8 +116,8 @@ static int keep_uv_plugin_loaded(iotgw_diag *diag)
 
 iotgw_loop *iotgw_loop_new(const iotgw_loop_options *opt, iotgw_diag *diag)
 {
-    int backend = choose_backend(opt, diag);
-    if (backend < 0)
+    iotgw_loop_backend backend;
+    if (iotgw_loop_backend_choose(opt, &backend, NULL, diag))
         return NULL;
     iotgw_loop *loop = calloc(1, sizeof *loop);
     if (!loop)

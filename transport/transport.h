@@ -74,11 +74,9 @@ typedef struct iotgw_tls_options {
 
 /* ------------------------------------------------------------------ loop */
 
-/* The loop's backend (docs/event-loop.md): poll() costs less per event up to a few
- * thousand connections, libuv (epoll) beyond, as its cost does not grow with idle
- * connections. DEFAULT takes the environment variable IOTGW_EVENT_LOOP ("libuv" or "poll")
- * when set, else poll. libuv needs libwebsockets' plugin at run time (Debian:
- * libwebsockets-evlib-uv). */
+/* The loop's backend (docs/event-loop.md): libuv (epoll), whose cost does not grow with
+ * idle connections, or poll(). libuv needs libwebsockets' plugin at run time (Debian:
+ * libwebsockets-evlib-uv). iotgw_loop_backend_choose() is the one place that decides. */
 typedef enum iotgw_loop_backend {
     IOTGW_LOOP_DEFAULT = 0,
     IOTGW_LOOP_LIBUV,
@@ -86,9 +84,17 @@ typedef enum iotgw_loop_backend {
 } iotgw_loop_backend;
 
 typedef struct iotgw_loop_options {
-    int log_level; /* libwebsockets' own log mask; 0: errors only */
-    iotgw_loop_backend backend;
+    int log_level;              /* libwebsockets' own log mask; 0: errors only */
+    iotgw_loop_backend backend; /* DEFAULT: IOTGW_EVENT_LOOP when set, else default_backend */
+    iotgw_loop_backend default_backend; /* the program's own choice; DEFAULT: poll (the emulator's
+                                           and the tests', as measured in docs/event-loop.md) */
 } iotgw_loop_options;
+
+/* The backend iotgw_loop_new(opt) runs on, and why: "the options", "IOTGW_EVENT_LOOP" or
+ * "the default". IOTGW_ERR_INVALID_ARG (and what is allowed, in diag) for an unknown
+ * IOTGW_EVENT_LOOP. opt may be NULL. */
+int iotgw_loop_backend_choose(const iotgw_loop_options *opt, iotgw_loop_backend *out, const char **why,
+                              iotgw_diag *diag);
 
 iotgw_loop *iotgw_loop_new(const iotgw_loop_options *opt, iotgw_diag *diag);
 /* "libuv" or "poll". */

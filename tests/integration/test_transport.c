@@ -445,8 +445,9 @@ START_TEST(idle_loop_returns_in_time)
 }
 END_TEST
 
-/* The backend is poll unless IOTGW_EVENT_LOOP or the options say otherwise; an unknown
- * name is refused with a message that says what is allowed. */
+/* The options' backend wins, then IOTGW_EVENT_LOOP, then the program's default (poll
+ * when it names none); an unknown name is refused with a message that says what is
+ * allowed. */
 START_TEST(loop_backend_is_chosen_by_option_then_environment)
 {
     const char *env = getenv("IOTGW_EVENT_LOOP");
@@ -457,6 +458,16 @@ START_TEST(loop_backend_is_chosen_by_option_then_environment)
     other = iotgw_loop_new(&(iotgw_loop_options){.backend = IOTGW_LOOP_LIBUV}, NULL);
     ck_assert_str_eq(iotgw_loop_backend_name(other), "libuv");
     iotgw_loop_free(other);
+    iotgw_loop_backend b;
+    const char *why;
+    iotgw_loop_options prefers_libuv = {.default_backend = IOTGW_LOOP_LIBUV};
+    ck_assert_int_eq(iotgw_loop_backend_choose(&prefers_libuv, &b, &why, NULL), 0);
+    ck_assert_int_eq(b, env && !strcmp(env, "poll") ? IOTGW_LOOP_POLL : IOTGW_LOOP_LIBUV);
+    ck_assert_str_eq(why, env && *env ? "IOTGW_EVENT_LOOP" : "the default");
+    iotgw_loop_options forced = {.backend = IOTGW_LOOP_POLL, .default_backend = IOTGW_LOOP_LIBUV};
+    ck_assert_int_eq(iotgw_loop_backend_choose(&forced, &b, &why, NULL), 0);
+    ck_assert_int_eq(b, IOTGW_LOOP_POLL);
+    ck_assert_str_eq(why, "the options");
     char *saved = env ? strdup(env) : NULL;
     setenv("IOTGW_EVENT_LOOP", "epoll", 1);
     iotgw_diag d = {0};
