@@ -50,9 +50,9 @@ static void on_state(iotgw_upstream_device *dev, iotgw_device_state state, void 
 {
     iotgw_gateway *g = ctx;
     gw_session *s = session_of(dev);
-    if (state == IOTGW_DEVICE_AUTHENTICATING || !s || !s->device || !iotgw_log_enabled(IOTGW_LOG_INFO))
+    if (state == IOTGW_DEVICE_AUTHENTICATING || !s || !s->device_id || !iotgw_log_enabled(IOTGW_LOG_INFO))
         return;
-    const char *id = s->device->id, *name = iotgw_device_state_name(state);
+    const char *id = s->device_id, *name = iotgw_device_state_name(state);
     if (state == IOTGW_DEVICE_ONLINE) {
         iotgw_log_evf(IOTGW_LOG_INFO, "device_hub_state", id,
                       IOTGW_LOG_FIELDS(IOTGW_FIELD_STR("state", name)), "device %s at the hub: %s", id, name);
@@ -277,12 +277,12 @@ void iotgw_gateway_reload(iotgw_gateway *g, iotgw_config *cfg)
     }
     size_t kept = 0, closed = 0;
     for (gw_session *s = g->sessions; s; s = s->next) {
-        if (!s->device || s->closing)
+        if (!s->device_id || s->closing)
             continue;
-        const iotgw_config_device *nd = iotgw_config_device_find(cfg, s->device->id);
+        const iotgw_config_device *nd = iotgw_config_device_find(cfg, s->device_id);
         size_t index = nd ? (size_t)(nd - cfg->devices) : 0;
         gw_session_reconfigure(s, cfg, nd, index);
-        if (s->device) {
+        if (s->device_id) {
             by_device[index] = s;
             kept++;
         } else {

@@ -58,8 +58,9 @@ struct gw_session {
     iotgw_frame_decoder dec;
     int ready;           /* Welcome sent */
     int closing;         /* Error sent or the stream is going */
-    size_t device_index; /* in g->cfg->devices, when ready */
-    const iotgw_config_device *device;
+    char *device_id;     /* its own copy, once Hello named a device of the fleet (a reload frees
+                            the configuration, not this) */
+    size_t device_index; /* of that device in g->cfg->devices: set again by every reload */
     unsigned capabilities; /* IOTGW_UPSTREAM_* */
     iotgw_upstream_device *up;
     unsigned in_flight; /* telemetry frames without Ack or Nack yet */

@@ -206,7 +206,7 @@ static const char *not_ready(iotgw_gateway *g, char *why, size_t size)
 
 static json_t *device_json(gw_session *s)
 {
-    json_t *j = json_pack("{s:s,s:s,s:b,s:I}", "id", s->device->id, "address", iotgw_stream_peer(s->stream),
+    json_t *j = json_pack("{s:s,s:s,s:b,s:I}", "id", s->device_id, "address", iotgw_stream_peer(s->stream),
                           "closing", s->closing, "inFlight", (json_int_t)s->in_flight);
     if (s->up && j) {
         iotgw_device_info info;
@@ -307,7 +307,7 @@ static void on_http(iotgw_http_request *req, void *ctx)
         if (!path[8]) {
             json_t *list = json_array();
             for (gw_session *s = g->sessions; s && list; s = s->next)
-                if (s->device && s->ready)
+                if (s->device_id && s->ready)
                     json_array_append_new(list, device_json(s));
             answer_json(req, 200, list);
             return;

@@ -25,13 +25,13 @@
 
 static const char *who(const gw_session *s)
 {
-    return s->device ? s->device->id : "(no hello yet)";
+    return s->device_id ? s->device_id : "(no hello yet)";
 }
 
 /* The device a line is about, for the log's "device": NULL before Hello named one. */
 static const char *device_of(const gw_session *s)
 {
-    return s->device ? s->device->id : NULL;
+    return s->device_id;
 }
 
 static const char *error_name(Iotgw__ErrorCode code)
@@ -73,7 +73,7 @@ static void session_vfail(gw_session *s, const char *device, Iotgw__ErrorCode co
     vsnprintf(text, sizeof text, fmt, ap);
     /* before Hello anyone can cause this line: one budget for all of them */
     const char *peer = iotgw_stream_peer(s->stream);
-    iotgw_log_ev_limited(s->device ? &s->log : &s->g->anonymous_log, IOTGW_LOG_WARN,
+    iotgw_log_ev_limited(s->device_id ? &s->log : &s->g->anonymous_log, IOTGW_LOG_WARN,
                          s->ready ? "device_error_sent" : "device_refused", device,
                          IOTGW_LOG_FIELDS(IOTGW_FIELD_STR("code", error_name(code)),
                                           IOTGW_FIELD_STR("peer", peer), IOTGW_FIELD_STR("detail", text)),
@@ -158,7 +158,7 @@ static void release_upstream(gw_session *s, const char *why)
         s->up = NULL;
         iotgw_upstream_device_remove(up); /* pending telemetry gets RETRY: ignored, we are leaving */
     }
-    if (s->device && s->g->by_device[s->device_index] == s)
+    if (s->device_id && s->g->by_device[s->device_index] == s)
         s->g->by_device[s->device_index] = NULL;
 }
 
@@ -473,7 +473,11 @@ static void on_hello(gw_session *s, const Iotgw__Hello *h)
         gw_session_fail(old, IOTGW__ERROR_CODE__ERROR_REPLACED, "a newer connection for %s took over",
                         dev->id);
     }
-    s->device = dev;
+    free(s->device_id);
+    if (!(s->device_id = strdup(dev->id))) {
+        hello_fail(s, dev->id, IOTGW__ERROR_CODE__ERROR_INTERNAL, "out of memory");
+        return;
+    }
     s->device_index = index;
     s->capabilities = 0;
     if (h->capabilities) {
@@ -746,11 +750,12 @@ static int on_data(iotgw_stream *st, const uint8_t *data, size_t len, void *ctx)
 static void session_free(gw_session *s)
 {
     iotgw_gateway *g = s->g;
-    if (s->device)
-        iotgw_log_limit_flush_device(&s->log, IOTGW_LOG_INFO, s->device->id);
+    if (s->device_id)
+        iotgw_log_limit_flush_device(&s->log, IOTGW_LOG_INFO, s->device_id);
     release_upstream(s, "the device disconnected");
     iotgw_timer_stop(&s->hello_timer);
     iotgw_frame_decoder_free(&s->dec);
+    free(s->device_id);
     if (s->prev)
         s->prev->next = s->next;
     else
@@ -764,11 +769,11 @@ static void on_closed(iotgw_stream *st, const char *reason, void *ctx)
 {
     (void)st;
     gw_session *s = ctx;
-    if (s->device)
-        iotgw_log_evf(IOTGW_LOG_INFO, "device_disconnected", s->device->id,
+    if (s->device_id)
+        iotgw_log_evf(IOTGW_LOG_INFO, "device_disconnected", s->device_id,
                       IOTGW_LOG_FIELDS(IOTGW_FIELD_STR("peer", iotgw_stream_peer(st)),
                                        IOTGW_FIELD_STR("reason", reason)),
-                      "device %s (%s) disconnected: %s", s->device->id, iotgw_stream_peer(st), reason);
+                      "device %s (%s) disconnected: %s", s->device_id, iotgw_stream_peer(st), reason);
     session_free(s);
 }
 
@@ -829,27 +834,25 @@ static int differ(const char *a, const char *b)
 void gw_session_reconfigure(gw_session *s, const iotgw_config *cfg, const iotgw_config_device *nd,
                             size_t index)
 {
-    if (!s->device || s->closing)
+    if (!s->device_id || s->closing)
         return;
     if (!nd || nd->disabled) {
-        char id[256];
-        snprintf(id, sizeof id, "%s", s->device->id);
         release_upstream(s, "the device was removed from the gateway's fleet");
         gw_session_fail(
             s, nd ? IOTGW__ERROR_CODE__ERROR_DEVICE_DISABLED : IOTGW__ERROR_CODE__ERROR_UNKNOWN_DEVICE,
-            "device %s was %s by a configuration reload", id, nd ? "disabled" : "removed from the fleet");
-        s->device = NULL;
+            "device %s was %s by a configuration reload", s->device_id, nd ? "disabled" : "removed from the fleet");
+        free(s->device_id);
+        s->device_id = NULL;
         return;
     }
-    /* s->g->cfg is still the configuration being replaced */
+    /* s->g->cfg is still the configuration being replaced: the device's entry there */
     const char *old_key, *old_policy;
     iotgw_device_credential cred = {.device_id = nd->id};
-    iotgw_config_hub_credential(s->g->cfg, s->device, &old_key, &old_policy);
+    iotgw_config_hub_credential(s->g->cfg, &s->g->cfg->devices[s->device_index], &old_key, &old_policy);
     iotgw_config_hub_credential(cfg, nd, &cred.key, &cred.policy_name);
     int key_changed = differ(old_key, cred.key) || differ(old_policy, cred.policy_name);
     if (key_changed)
         release_upstream(s, "the key signing its hub tokens changed");
-    s->device = nd;
     s->device_index = index;
     if (!key_changed)
         return;
