@@ -7,7 +7,17 @@
 set -eu
 usage() { echo "usage: iothub-emulator-certs DIR [HOSTNAME]" >&2; exit 2; }
 [ $# -ge 1 ] && [ $# -le 2 ] || usage
-case "$1" in -h|--help) echo "usage: iothub-emulator-certs DIR [HOSTNAME]"; exit 0;; esac
+case "$1" in
+    -h|--help)
+        cat <<'EOF'
+usage: iothub-emulator-certs DIR [HOSTNAME]
+Makes a throw-away CA and a server certificate for iothub-emulator: DIR/ca.pem (give it
+to clients as their trusted CA), DIR/ca.key, and DIR/server.pem and DIR/server.key (for
+the emulator's --cert and --key), valid for localhost, 127.0.0.1, ::1 and HOSTNAME when
+given. Never use these outside development and tests. Needs the openssl command.
+EOF
+        exit 0;;
+esac
 dir=$1
 host=${2:-}
 command -v openssl >/dev/null 2>&1 || { echo "iothub-emulator-certs: the openssl command is needed (apt-get install openssl)" >&2; exit 1; }
