@@ -80,12 +80,12 @@ static inline iotgw_list *iotgw_list_next(const iotgw_list *head, const iotgw_li
 }
 
 /* The struct that holds node ptr as its member. */
-#define iotgw_list_entry(ptr, type, member) ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+#define iotgw_list_entry(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
 /* For each entry; the loop body may remove (and free) the current one. */
-#define IOTGW_LIST_FOREACH(var, head, type, member)                                                        \
-    for (iotgw_list *var##_node_ = (head)->next, *var##_next_ = var##_node_->next;                         \
-         var##_node_ != (head) && ((var) = iotgw_list_entry(var##_node_, type, member), 1);                \
+#define IOTGW_LIST_FOREACH(var, head, type, member)                                                          \
+    for (iotgw_list *var##_node_ = (head)->next, *var##_next_ = var##_node_->next;                           \
+         var##_node_ != (head) && ((var) = iotgw_list_entry(var##_node_, type, member), 1);                  \
          var##_node_ = var##_next_, var##_next_ = var##_node_->next)
 
 #endif

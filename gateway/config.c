@@ -92,7 +92,10 @@ static int load_setting(reader *r, yaml_node_t *map, const iotgw_setting *s)
         char expected[128] = "";
         for (size_t k = 0; s->words[k]; k++)
             snprintf(expected + strlen(expected), sizeof expected - strlen(expected), "%s%s",
-                     k == 0 ? "" : s->words[k + 1] ? ", " : " or ", s->words[k]);
+                     k == 0            ? ""
+                     : s->words[k + 1] ? ", "
+                                       : " or ",
+                     s->words[k]);
         return iotgw_yaml_fail(&r->y, n, s->name, r->diag, "expected %s, got \"%s\"", expected, t);
     }
     case IOTGW_SETTING_TEXT:
@@ -640,7 +643,6 @@ static int load_fleet(reader *r, yaml_node_t *f)
                                    c->devices[k].id);
     return keep_shard(c);
 }
-
 
 int iotgw_config_load(const char *file, iotgw_config **out, iotgw_diag *diag)
 {

@@ -87,8 +87,9 @@ static void tick_fired(iotgw_timer *t, void *ctx)
     iotgw_gateway *g = ctx;
     int64_t now = iotgw_loop_now_ms(g->loop);
     g->last_tick_ms = now;
-    for (gw_session *s = g->sessions; s; s = s->next)
-        gw_session_tick(s, now); /* sessions close later, from the loop: the list stays valid */
+    gw_session *s;
+    IOTGW_LIST_FOREACH (s, &g->sessions, gw_session, node)
+        gw_session_tick(s, now); /* sessions close later, from the loop */
     /* what a burst of connections, now gone, left behind */
     size_t released = iotgw_heap_release();
     if (released)
@@ -123,6 +124,7 @@ int iotgw_gateway_new(iotgw_loop *loop, iotgw_config *cfg, iotgw_gateway **out, 
     if (!g)
         return iotgw_diag_fail(diag, IOTGW_ERR_NOMEM, "out of memory");
     g->loop = loop;
+    iotgw_list_init(&g->sessions);
     iotgw_timer_init(loop, &g->tick, tick_fired, g);
     g->cfg = cfg;
     gw_stats_init(&g->stats);
@@ -220,10 +222,11 @@ int iotgw_gateway_drain(iotgw_gateway *g, int64_t deadline_ms)
                      "draining: no new devices; waiting for the hub's answers");
     }
     int64_t now = iotgw_loop_now_ms(g->loop);
-    for (gw_session *s = g->sessions; s; s = s->next)
+    gw_session *s;
+    IOTGW_LIST_FOREACH (s, &g->sessions, gw_session, node)
         if (!s->closing && ((!s->in_flight && !s->calls && !s->twin_calls) || now >= deadline_ms))
             gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_SHUTTING_DOWN, "the gateway is stopping");
-    return g->sessions == NULL;
+    return iotgw_list_empty(&g->sessions);
 }
 
 /* A setting a reload does not apply changed: say so, once per setting. */
@@ -276,7 +279,8 @@ void iotgw_gateway_reload(iotgw_gateway *g, iotgw_config *cfg)
         return;
     }
     size_t kept = 0, closed = 0;
-    for (gw_session *s = g->sessions; s; s = s->next) {
+    gw_session *s;
+    IOTGW_LIST_FOREACH (s, &g->sessions, gw_session, node) {
         if (!s->device_id || s->closing)
             continue;
         const iotgw_config_device *nd = iotgw_config_device_find(cfg, s->device_id);
@@ -312,8 +316,9 @@ void iotgw_gateway_free(iotgw_gateway *g)
     gw_ops_stop(g);
     close_listeners(g);
     iotgw_timer_stop(&g->tick);
-    while (g->sessions)
-        gw_session_destroy(g->sessions);
+    iotgw_list *n;
+    while ((n = iotgw_list_first(&g->sessions)))
+        gw_session_destroy(iotgw_list_entry(n, gw_session, node));
     iotgw_upstream_free(g->up);
     if (g->scratch)
         pn_message_free(g->scratch);

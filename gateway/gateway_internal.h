@@ -10,6 +10,7 @@
 #include <proton/message.h>
 
 #include "codecs/frame.h"
+#include "codecs/list.h"
 #include "codecs/prom.h"
 #include "gateway/gateway.h"
 #include "gateway/upstream.h"
@@ -70,7 +71,7 @@ struct gw_session {
     iotgw_timer hello_timer; /* the hello deadline, until Hello */
     int64_t last_rx_ms, ping_sent_ms;
     iotgw_log_limit log;     /* this connection's lines, once Hello named the device */
-    gw_session *prev, *next; /* all sessions */
+    iotgw_list node; /* in g->sessions */
 };
 
 struct iotgw_gateway {
@@ -80,7 +81,7 @@ struct iotgw_gateway {
     iotgw_stream_listener **listeners;
     size_t nlisteners;
     gw_session **by_device; /* per cfg->devices index: its live session, or NULL */
-    gw_session *sessions;
+    iotgw_list sessions; /* every session, newest first */
     int draining;
     iotgw_timer tick; /* every second: gw_session_tick for each session */
     pn_message_t *scratch;

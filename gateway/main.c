@@ -160,8 +160,8 @@ static int describe(const iotgw_config *c)
         if (iotgw_setting_is_default(st, c) || !strcmp(st->name, "hub.hostName"))
             continue;
         iotgw_setting_format(st, c, value, sizeof value);
-        snprintf(line + strlen(line), sizeof line - strlen(line), "%s%s %s%s", nset++ ? ", " : "", st->name, value,
-                 st->reload ? "" : " (read at start)");
+        snprintf(line + strlen(line), sizeof line - strlen(line), "%s%s %s%s", nset++ ? ", " : "", st->name,
+                 value, st->reload ? "" : " (read at start)");
     }
     printf("settings not at their defaults: %s\n", nset ? line : "none");
     printf("event loop: %s (%s)\n", b == IOTGW_LOOP_LIBUV ? "libuv" : "poll", why);

@@ -78,7 +78,8 @@ static void render_metrics(iotgw_gateway *g, iotgw_prom *w)
 
     /* downstream */
     unsigned open = 0, ready = 0;
-    for (gw_session *s = g->sessions; s; s = s->next) {
+    gw_session *s;
+    IOTGW_LIST_FOREACH (s, &g->sessions, gw_session, node) {
         open++;
         ready += s->ready && !s->closing;
     }
@@ -306,8 +307,9 @@ static void on_http(iotgw_http_request *req, void *ctx)
         }
         if (!path[8]) {
             json_t *list = json_array();
-            for (gw_session *s = g->sessions; s && list; s = s->next)
-                if (s->device_id && s->ready)
+            gw_session *s;
+            IOTGW_LIST_FOREACH (s, &g->sessions, gw_session, node)
+                if (list && s->device_id && s->ready)
                     json_array_append_new(list, device_json(s));
             answer_json(req, 200, list);
             return;

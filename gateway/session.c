@@ -749,19 +749,13 @@ static int on_data(iotgw_stream *st, const uint8_t *data, size_t len, void *ctx)
 
 static void session_free(gw_session *s)
 {
-    iotgw_gateway *g = s->g;
     if (s->device_id)
         iotgw_log_limit_flush_device(&s->log, IOTGW_LOG_INFO, s->device_id);
     release_upstream(s, "the device disconnected");
     iotgw_timer_stop(&s->hello_timer);
     iotgw_frame_decoder_free(&s->dec);
     free(s->device_id);
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        g->sessions = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
+    iotgw_list_remove(&s->node);
     free(s);
 }
 
@@ -840,7 +834,8 @@ void gw_session_reconfigure(gw_session *s, const iotgw_config *cfg, const iotgw_
         release_upstream(s, "the device was removed from the gateway's fleet");
         gw_session_fail(
             s, nd ? IOTGW__ERROR_CODE__ERROR_DEVICE_DISABLED : IOTGW__ERROR_CODE__ERROR_UNKNOWN_DEVICE,
-            "device %s was %s by a configuration reload", s->device_id, nd ? "disabled" : "removed from the fleet");
+            "device %s was %s by a configuration reload", s->device_id,
+            nd ? "disabled" : "removed from the fleet");
         free(s->device_id);
         s->device_id = NULL;
         return;
@@ -880,16 +875,14 @@ void gw_session_accept(iotgw_gateway *g, iotgw_stream *st)
         return;
     }
     s->g = g;
+    iotgw_list_init(&s->node);
     s->stream = st;
     iotgw_timer_init(g->loop, &s->hello_timer, on_hello_deadline, s);
     g->stats.connections++;
     iotgw_frame_decoder_init(&s->dec, HELLO_MAX_FRAME);
     static const iotgw_stream_handler handler = {.on_data = on_data, .on_closed = on_closed};
     iotgw_stream_set_handler(st, &handler, s);
-    s->next = g->sessions;
-    if (g->sessions)
-        g->sessions->prev = s;
-    g->sessions = s;
+    iotgw_list_push_front(&g->sessions, &s->node);
     s->last_rx_ms = iotgw_loop_now_ms(g->loop);
     if (g->draining) {
         gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_SHUTTING_DOWN, "the gateway is stopping");

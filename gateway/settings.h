@@ -32,10 +32,10 @@ typedef struct iotgw_setting {
     iotgw_setting_type type;
     size_t offset; /* of the value in iotgw_config */
     int64_t min, max;
-    int64_t def;                /* numbers, bools, a choice's value; texts default to none */
-    const char *const *words;   /* CHOICE: the words, NULL-terminated */
-    const int *values;          /* CHOICE: the value of each word */
-    int reload;                 /* 1: a reload applies it; 0: the running value stays until restart */
+    int64_t def;              /* numbers, bools, a choice's value; texts default to none */
+    const char *const *words; /* CHOICE: the words, NULL-terminated */
+    const int *values;        /* CHOICE: the value of each word */
+    int reload;               /* 1: a reload applies it; 0: the running value stays until restart */
 } iotgw_setting;
 
 extern const iotgw_setting iotgw_settings[];

@@ -8,6 +8,7 @@
 #include <openssl/crypto.h>
 
 #include "codecs/percent.h"
+#include "codecs/text.h"
 #include "gateway/upstream_internal.h"
 #include "transport/log.h"
 
@@ -24,8 +25,7 @@ static void auth_pump(iotgw_upstream *up)
     int paced = up->opt.auth_rate > 0;
     int64_t now = up_now_ms(up);
     iotgw_upstream_device *dev;
-    IOTGW_LIST_FOREACH(dev, &up->auth_queue, iotgw_upstream_device, pool_node)
-    {
+    IOTGW_LIST_FOREACH (dev, &up->auth_queue, iotgw_upstream_device, pool_node) {
         if (paced && !iotgw_token_bucket_take(&up->pace, 1, now))
             break;
         /* no CBS credit: it stays queued; the credit's arrival schedules the pool again */
@@ -43,8 +43,7 @@ static void auth_pump(iotgw_upstream *up)
 static up_conn *conn_with_room(iotgw_upstream *up)
 {
     up_conn *best = NULL, *c;
-    IOTGW_LIST_FOREACH(c, &up->conns, up_conn, pool_node)
-    {
+    IOTGW_LIST_FOREACH (c, &up->conns, up_conn, pool_node) {
         if (c->ndevices >= c->capacity)
             continue;
         /* prefer an open connection, then the fullest: fewer connections overall */
@@ -92,8 +91,7 @@ static void housekeeping(iotgw_upstream *up)
 {
     int64_t now = up_now_ms(up);
     up_conn *c;
-    IOTGW_LIST_FOREACH(c, &up->conns, up_conn, pool_node)
-    {
+    IOTGW_LIST_FOREACH (c, &up->conns, up_conn, pool_node) {
         if (c->ndevices == 0) {
             int kept = up->opt.keep_connection && up->conns.next == &c->pool_node &&
                        up->conns.prev == &c->pool_node; /* the last one stays */
@@ -108,8 +106,7 @@ static void housekeeping(iotgw_upstream *up)
         int open = c->state == IOTGW_CONNECTION_OPEN;
         unsigned online = 0;
         iotgw_upstream_device *dev;
-        IOTGW_LIST_FOREACH(dev, &c->members, iotgw_upstream_device, member_node)
-        {
+        IOTGW_LIST_FOREACH (dev, &c->members, iotgw_upstream_device, member_node) {
             up_device_tick(dev, now);
             online += dev->st == UP_DEV_ONLINE;
             if (!open)
@@ -139,11 +136,6 @@ static void tick_fired(iotgw_timer *t, void *ctx)
 
 /* ------------------------------------------------------------------ public API */
 
-static char *dup_or_null(const char *s)
-{
-    return s ? strdup(s) : NULL;
-}
-
 int iotgw_upstream_new(iotgw_loop *loop, const iotgw_upstream_options *opt, iotgw_upstream **out,
                        iotgw_diag *diag)
 {
@@ -161,11 +153,11 @@ int iotgw_upstream_new(iotgw_loop *loop, const iotgw_upstream_options *opt, iotg
     up->opt = *opt;
     iotgw_hub_settings *h = &up->opt.hub;
     h->host_name = up->host_name = strdup(opt->hub.host_name);
-    h->connect_host = up->connect_host = dup_or_null(opt->hub.connect_host);
-    h->proxy = up->proxy = dup_or_null(opt->hub.proxy);
-    h->tls.ca_file = up->ca_file = dup_or_null(opt->hub.tls.ca_file);
-    h->tls.cert_file = up->cert_file = dup_or_null(opt->hub.tls.cert_file);
-    h->tls.key_file = up->key_file = dup_or_null(opt->hub.tls.key_file);
+    h->connect_host = up->connect_host = iotgw_strdup_or_null(opt->hub.connect_host);
+    h->proxy = up->proxy = iotgw_strdup_or_null(opt->hub.proxy);
+    h->tls.ca_file = up->ca_file = iotgw_strdup_or_null(opt->hub.tls.ca_file);
+    h->tls.cert_file = up->cert_file = iotgw_strdup_or_null(opt->hub.tls.cert_file);
+    h->tls.key_file = up->key_file = iotgw_strdup_or_null(opt->hub.tls.key_file);
     if (!h->kind)
         h->kind = IOTGW_TRANSPORT_WSS;
     iotgw_upstream_options *o = &up->opt;
@@ -288,7 +280,7 @@ int iotgw_upstream_device_add(iotgw_upstream *up, const iotgw_device_credential 
     dev->id = strdup(cred->device_id);
     dev->id_encoded = iotgw_percent_encode(cred->device_id);
     dev->key = strdup(cred->key);
-    dev->policy = dup_or_null(cred->policy_name);
+    dev->policy = iotgw_strdup_or_null(cred->policy_name);
     dev->features = features;
     dev->ctx = ctx;
     iotgw_list_init(&dev->member_node);
@@ -333,8 +325,7 @@ int iotgw_upstream_connections(const iotgw_upstream *up, iotgw_connection_info *
 {
     int n = 0;
     const up_conn *c;
-    IOTGW_LIST_FOREACH(c, &up->conns, up_conn, pool_node)
-    {
+    IOTGW_LIST_FOREACH (c, &up->conns, up_conn, pool_node) {
         if (n++ >= max)
             continue;
         iotgw_connection_info *i = &out[n - 1];
@@ -358,13 +349,11 @@ void iotgw_upstream_totals_get(const iotgw_upstream *up, iotgw_upstream_totals *
     int64_t now = iotgw_loop_now_ms(up->loop), oldest_deadline = 0;
     const up_conn *c;
     const iotgw_upstream_device *d;
-    IOTGW_LIST_FOREACH(d, &up->unplaced, iotgw_upstream_device, pool_node)
-    t->devices_by_state[IOTGW_DEVICE_WAITING]++;
-    IOTGW_LIST_FOREACH(c, &up->conns, up_conn, pool_node)
-    {
+    IOTGW_LIST_FOREACH (d, &up->unplaced, iotgw_upstream_device, pool_node)
+        t->devices_by_state[IOTGW_DEVICE_WAITING]++;
+    IOTGW_LIST_FOREACH (c, &up->conns, up_conn, pool_node) {
         t->connections_by_state[c->state]++;
-        IOTGW_LIST_FOREACH(d, &c->members, iotgw_upstream_device, member_node)
-        {
+        IOTGW_LIST_FOREACH (d, &c->members, iotgw_upstream_device, member_node) {
             t->devices_by_state[up_device_public_state(d->st)]++;
             t->queued += d->queue.count;
             t->in_flight += d->in_flight.count;

@@ -83,7 +83,7 @@ static void conn_lost(up_conn *c, const char *cond, const char *description)
     snprintf(c->reason, sizeof c->reason, "%s: %s", cond && *cond ? cond : "iotgw:closed",
              description && *description ? description : "closed");
     iotgw_upstream_device *dev;
-    IOTGW_LIST_FOREACH(dev, &c->members, iotgw_upstream_device, member_node)
+    IOTGW_LIST_FOREACH (dev, &c->members, iotgw_upstream_device, member_node)
         up_device_event(dev, UP_EV_CONN_LOST, NULL);
     IOTGW_ASSERT(c->nonline == 0 && iotgw_list_empty(&c->ready));
     const iotgw_hub_settings *h = &up->opt.hub;
@@ -199,8 +199,9 @@ int up_conn_put_token(up_conn *c, iotgw_upstream_device *dev)
     iotgw_diag diag = {0};
     uint64_t expiry = (uint64_t)time(NULL) + up->opt.token_lifetime_s;
     if (iotgw_sas_build(resource, dev->key, expiry, dev->policy, &token, &diag)) {
-        up_device_event(dev, UP_EV_REFUSED,
-                        &(up_event_args){.kind = UP_REFUSAL_FOR_GOOD, .cond = "iotgw:bad-key", .description = diag.text});
+        up_device_event(
+            dev, UP_EV_REFUSED,
+            &(up_event_args){.kind = UP_REFUSAL_FOR_GOOD, .cond = "iotgw:bad-key", .description = diag.text});
         return -2;
     }
     pn_message_t *m = up->scratch;
@@ -254,7 +255,7 @@ static void on_cbs_reply(up_conn *c, pn_delivery_t *d)
     if (corr.type != PN_ULONG)
         return;
     iotgw_upstream_device *dev = NULL, *o;
-    IOTGW_LIST_FOREACH(o, &c->members, iotgw_upstream_device, member_node)
+    IOTGW_LIST_FOREACH (o, &c->members, iotgw_upstream_device, member_node)
         if (o->cbs_request == corr.u.as_ulong) {
             dev = o;
             break;
@@ -272,7 +273,7 @@ static void on_cbs_reply(up_conn *c, pn_delivery_t *d)
     }
     if (status == 500 && strstr(desc, TOKEN_LIMIT_TEXT)) {
         unsigned held = 0;
-        IOTGW_LIST_FOREACH(o, &c->members, iotgw_upstream_device, member_node)
+        IOTGW_LIST_FOREACH (o, &c->members, iotgw_upstream_device, member_node)
             held += (unsigned)o->authorized;
         c->capacity = held ? held : 1;
         iotgw_log_evf(IOTGW_LOG_INFO, "hub_connection_full", dev->id,
@@ -287,8 +288,9 @@ static void on_cbs_reply(up_conn *c, pn_delivery_t *d)
     up_refusal kind = status == 404                    ? UP_REFUSAL_FOR_GOOD
                       : status == 401 || status == 403 ? UP_REFUSAL_IDENTITY
                                                        : UP_REFUSAL_PASSING;
-    up_device_event(dev, UP_EV_REFUSED,
-                    &(up_event_args){.kind = kind, .cond = condition_for_status(status), .description = text});
+    up_device_event(
+        dev, UP_EV_REFUSED,
+        &(up_event_args){.kind = kind, .cond = condition_for_status(status), .description = text});
 }
 
 /* ------------------------------------------------------------------ events */
@@ -312,7 +314,7 @@ static void on_open(up_conn *c)
                   "upstream: connection %d open to %s (%s), %u devices", c->id, host,
                   iotgw_conn_peer(c->conn), c->ndevices);
     iotgw_upstream_device *dev;
-    IOTGW_LIST_FOREACH(dev, &c->members, iotgw_upstream_device, member_node)
+    IOTGW_LIST_FOREACH (dev, &c->members, iotgw_upstream_device, member_node)
         up_device_event(dev, UP_EV_CONN_OPEN, NULL);
 }
 

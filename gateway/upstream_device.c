@@ -175,7 +175,8 @@ static void token_accepted(iotgw_upstream_device *dev)
     /* renew at a jittered point near half-life: renewals of devices that came online
      * together spread out */
     int64_t life_ms = (int64_t)up->opt.token_lifetime_s * 1000;
-    dev->renew_at_ms = up_now_ms(up) + iotgw_backoff_uniform(&up->jitter, life_ms * 45 / 100, life_ms * 55 / 100);
+    dev->renew_at_ms =
+        up_now_ms(up) + iotgw_backoff_uniform(&up->jitter, life_ms * 45 / 100, life_ms * 55 / 100);
     if (dev->st != UP_DEV_AUTHENTICATING)
         return; /* a renewal */
     set_state(dev, UP_DEV_ATTACHING);
@@ -275,7 +276,8 @@ void up_device_on_link_event(up_conn *c, iotgw_upstream_device *dev, pn_event_t 
     case PN_DELIVERY: {
         pn_delivery_t *d = pn_event_delivery(e);
         if (l == dev->tel) {
-            if (up_telemetry_on_delivery(c, dev, d) == UP_TEL_RENEW_TOKEN && dev->authorized && !dev->cbs_request)
+            if (up_telemetry_on_delivery(c, dev, d) == UP_TEL_RENEW_TOKEN && dev->authorized &&
+                !dev->cbs_request)
                 dev->renew_at_ms = up_now_ms(dev->up); /* a fresh token on the next tick */
             if (dev->st == UP_DEV_ONLINE)
                 up_ready_add(dev);

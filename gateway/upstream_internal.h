@@ -77,10 +77,10 @@ typedef enum up_dev_state {
 
 struct iotgw_upstream_device {
     iotgw_upstream *up;
-    up_conn *conn;           /* NULL when UNPLACED or REMOVED */
-    iotgw_list member_node;  /* in conn->members */
-    iotgw_list pool_node;    /* in up->auth_queue (QUEUED) or up->unplaced (UNPLACED) */
-    iotgw_list ready_node;   /* in conn->ready: has telemetry it can send now */
+    up_conn *conn;          /* NULL when UNPLACED or REMOVED */
+    iotgw_list member_node; /* in conn->members */
+    iotgw_list pool_node;   /* in up->auth_queue (QUEUED) or up->unplaced (UNPLACED) */
+    iotgw_list ready_node;  /* in conn->ready: has telemetry it can send now */
 
     char *id, *id_encoded, *key, *policy;
     unsigned features;
@@ -95,7 +95,7 @@ struct iotgw_upstream_device {
     int authorized;             /* a token was accepted on the current AMQP connection */
     uint64_t cbs_request;       /* message-id of the put-token awaiting its reply; 0: none */
     int64_t cbs_deadline_ms;
-    int64_t renew_at_ms;        /* authorized: when to put a fresh token; 0: none due */
+    int64_t renew_at_ms; /* authorized: when to put a fresh token; 0: none due */
     iotgw_backoff backoff;
     iotgw_log_limit log; /* this device's warnings */
 
@@ -152,8 +152,8 @@ struct iotgw_upstream {
     iotgw_timer tick;
     iotgw_backoff jitter; /* random draws for renewal points and seeds */
     pn_message_t *scratch;
-    size_t pending_bytes; /* telemetry held, all devices: bounded by opt.queue_bytes */
-    uint64_t refusals[3]; /* by up_refusal kind, since start */
+    size_t pending_bytes;                   /* telemetry held, all devices: bounded by opt.queue_bytes */
+    uint64_t refusals[3];                   /* by up_refusal kind, since start */
     uint64_t reconnects, tokens, throttled; /* since start: iotgw_upstream_totals */
     char last_failure[200];
 };

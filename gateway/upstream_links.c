@@ -157,8 +157,8 @@ void up_links_forget(iotgw_upstream_device *dev)
 static int can_send(const iotgw_upstream_device *dev)
 {
     unsigned window = dev->probing ? 1 : dev->up->opt.device_window;
-    return dev->st == UP_DEV_ONLINE && dev->tel && dev->queue.count &&
-           dev->in_flight.count < window && !dev->paused_until_ms && pn_link_credit(dev->tel) > 0;
+    return dev->st == UP_DEV_ONLINE && dev->tel && dev->queue.count && dev->in_flight.count < window &&
+           !dev->paused_until_ms && pn_link_credit(dev->tel) > 0;
 }
 
 void up_ready_add(iotgw_upstream_device *dev)

@@ -228,8 +228,8 @@ static void name_tls_failure(iotgw_conn *c)
     else /* not a certificate refusal, or one we could not watch: the usual reasons */
         snprintf(text, sizeof text, "TLS handshake failed: %s%s", why,
                  failure_text_is_verify_failure(why) ? " (the peer's certificate is not signed by a "
-                                                            "trusted CA, names another host, or has expired)"
-                                                          : "");
+                                                       "trusted CA, names another host, or has expired)"
+                                                     : "");
     pn_condition_set_name(cond, IOTGW_COND_TLS);
     pn_condition_set_description(cond, text);
 }

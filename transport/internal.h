@@ -9,6 +9,7 @@
 
 #include "codecs/assert.h"
 #include "codecs/list.h"
+#include "codecs/text.h"
 #include "transport/transport.h"
 
 #define LWS_PROTOCOL_HTTP "iotgw-http"
@@ -100,11 +101,6 @@ struct iotgw_listener {
  * verified it, else -1 and "". */
 int tls_peer_verify(struct lws *wsi, void *x509_store_ctx, int preverify_ok);
 int tls_peer_verified_cn(struct lws *wsi, char *out, size_t size);
-
-static inline char *str_dup_or_null(const char *s)
-{
-    return s ? strdup(s) : NULL;
-}
 
 /* conn.c: the bridge between a socket and a Proton connection driver */
 iotgw_conn *conn_new(iotgw_loop *loop, iotgw_transport_kind kind, int is_server, uint32_t idle_timeout_ms,

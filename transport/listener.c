@@ -20,10 +20,10 @@ int iotgw_listener_new(iotgw_loop *loop, const iotgw_listener_options *opt, iotg
     l->loop = loop;
     l->opt = *opt;
     l->ws_path = strdup(opt->ws_path ? opt->ws_path : IOTGW_WS_DEFAULT_PATH);
-    l->address = str_dup_or_null(opt->address);
+    l->address = iotgw_strdup_or_null(opt->address);
     l->cert_file = plain ? NULL : strdup(opt->tls.cert_file);
     l->key_file = plain ? NULL : strdup(opt->tls.key_file);
-    l->ca_file = plain ? NULL : str_dup_or_null(opt->tls.ca_file);
+    l->ca_file = plain ? NULL : iotgw_strdup_or_null(opt->tls.ca_file);
     l->opt.ws_path = l->ws_path;
     l->opt.address = l->address;
     l->opt.tls.cert_file = l->cert_file;

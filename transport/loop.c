@@ -305,10 +305,10 @@ struct lws_vhost *loop_client_vhost(iotgw_loop *loop, const iotgw_tls_options *t
         iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "proxy '%s' is not host:port", proxy);
         return NULL;
     }
-    cv->ca_file = str_dup_or_null(tls->ca_file);
-    cv->cert_file = str_dup_or_null(tls->cert_file);
-    cv->key_file = str_dup_or_null(tls->key_file);
-    cv->proxy = str_dup_or_null(proxy);
+    cv->ca_file = iotgw_strdup_or_null(tls->ca_file);
+    cv->cert_file = iotgw_strdup_or_null(tls->cert_file);
+    cv->key_file = iotgw_strdup_or_null(tls->key_file);
+    cv->proxy = iotgw_strdup_or_null(proxy);
     cv->next = loop->client_vhosts;
     loop->client_vhosts = cv;
     return cv->vhost;

@@ -348,11 +348,11 @@ int iotgw_stream_listener_new(iotgw_loop *loop, const iotgw_stream_listener_opti
     l->fd = -1;
     l->fd_limit = iotgw_fd_limit_now();
     l->opt = *opt;
-    l->address = str_dup_or_null(opt->address);
+    l->address = iotgw_strdup_or_null(opt->address);
     l->opt.address = l->address;
-    l->cert_file = str_dup_or_null(opt->tls.cert_file);
-    l->key_file = str_dup_or_null(opt->tls.key_file);
-    l->ca_file = str_dup_or_null(opt->tls.ca_file);
+    l->cert_file = iotgw_strdup_or_null(opt->tls.cert_file);
+    l->key_file = iotgw_strdup_or_null(opt->tls.key_file);
+    l->ca_file = iotgw_strdup_or_null(opt->tls.ca_file);
     l->opt.tls =
         (iotgw_tls_options){.cert_file = l->cert_file, .key_file = l->key_file, .ca_file = l->ca_file};
     if (opt->refusal && opt->refusal_len && (l->refusal = malloc(opt->refusal_len)))

@@ -113,7 +113,7 @@ static void fire_due(lws_sorted_usec_list_t *sul)
         t->active = 0;
         if (t->repeat_ms > 0)
             iotgw_timer_start(t, t->repeat_ms, t->repeat_ms); /* before fn, which may stop it */
-        t->fn(t, t->ctx); /* may free t's owner: t is not touched after */
+        t->fn(t, t->ctx);                                     /* may free t's owner: t is not touched after */
     }
     arm(loop);
 }

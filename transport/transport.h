@@ -84,8 +84,8 @@ typedef enum iotgw_loop_backend {
 } iotgw_loop_backend;
 
 typedef struct iotgw_loop_options {
-    int log_level;              /* libwebsockets' own log mask; 0: errors only */
-    iotgw_loop_backend backend; /* DEFAULT: IOTGW_EVENT_LOOP when set, else default_backend */
+    int log_level;                      /* libwebsockets' own log mask; 0: errors only */
+    iotgw_loop_backend backend;         /* DEFAULT: IOTGW_EVENT_LOOP when set, else default_backend */
     iotgw_loop_backend default_backend; /* the program's own choice; DEFAULT: poll (the emulator's
                                            and the tests', as measured in docs/event-loop.md) */
 } iotgw_loop_options;

@@ -33,9 +33,10 @@ static const struct {
 START_TEST(wss_client_errors_map_to_conditions)
 {
     for (size_t i = 0; i < sizeof client_errors / sizeof *client_errors; i++)
-        ck_assert_msg(!strcmp(failure_text_wss_client_condition(client_errors[i].text), client_errors[i].cond),
-                      "\"%s\" gave %s, not %s", client_errors[i].text,
-                      failure_text_wss_client_condition(client_errors[i].text), client_errors[i].cond);
+        ck_assert_msg(
+            !strcmp(failure_text_wss_client_condition(client_errors[i].text), client_errors[i].cond),
+            "\"%s\" gave %s, not %s", client_errors[i].text,
+            failure_text_wss_client_condition(client_errors[i].text), client_errors[i].cond);
     ck_assert_str_eq(failure_text_wss_client_condition(NULL), IOTGW_COND_CONNECT);
 }
 END_TEST
@@ -47,8 +48,8 @@ START_TEST(lws_ssl_error_line_gives_openssl_error_and_depth)
     const char *words;
     size_t n;
     ck_assert(failure_text_lws_ssl_error(
-        "[2026/12/02 05:00:00:0000] E: SSL error: certificate has expired (preverify_ok=0;err=10;depth=0)\n", &err,
-        &depth, &words, &n));
+        "[2026/12/02 05:00:00:0000] E: SSL error: certificate has expired (preverify_ok=0;err=10;depth=0)\n",
+        &err, &depth, &words, &n));
     ck_assert_int_eq(err, 10);
     ck_assert_int_eq(depth, 0);
     ck_assert_int_eq((int)n, (int)strlen("certificate has expired"));
@@ -62,7 +63,8 @@ START_TEST(lws_ssl_error_line_gives_openssl_error_and_depth)
     ck_assert(failure_text_lws_ssl_error("SSL error: handshake failure\n", &err, &depth, &words, &n));
     ck_assert_int_eq(err, 0);
     ck_assert(!strncmp(words, "handshake failure", n) && n == strlen("handshake failure"));
-    ck_assert(!failure_text_lws_ssl_error("E: lws_client_connect_2: getaddrinfo failed", &err, &depth, &words, &n));
+    ck_assert(
+        !failure_text_lws_ssl_error("E: lws_client_connect_2: getaddrinfo failed", &err, &depth, &words, &n));
     ck_assert(!failure_text_lws_ssl_error(NULL, &err, &depth, &words, &n));
 }
 END_TEST
@@ -70,14 +72,16 @@ END_TEST
 START_TEST(proton_tls_failure_reason_without_openssl_prefix)
 {
     /* Proton's ssl layer: "SSL Failure: " then OpenSSL's ERR_error_string_n text */
-    ck_assert_str_eq(failure_text_proton_tls_reason("SSL Failure: error:0A000086:SSL routines::certificate verify "
-                                                    "failed"),
-                     "certificate verify failed");
+    ck_assert_str_eq(
+        failure_text_proton_tls_reason("SSL Failure: error:0A000086:SSL routines::certificate verify "
+                                       "failed"),
+        "certificate verify failed");
     ck_assert_str_eq(failure_text_proton_tls_reason(
                          "SSL Failure: error:0A00010B:SSL routines:ssl3_get_record:wrong version number"),
                      "wrong version number");
     ck_assert_str_eq(failure_text_proton_tls_reason("SSL Failure: Unknown error"), "Unknown error");
-    ck_assert_ptr_null(failure_text_proton_tls_reason("AMQP header mismatch: 'HTTP/1.1 ' (connection aborted)"));
+    ck_assert_ptr_null(
+        failure_text_proton_tls_reason("AMQP header mismatch: 'HTTP/1.1 ' (connection aborted)"));
     ck_assert_ptr_null(failure_text_proton_tls_reason(NULL));
     ck_assert(failure_text_is_verify_failure("certificate verify failed"));
     ck_assert(!failure_text_is_verify_failure("wrong version number"));

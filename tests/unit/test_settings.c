@@ -37,8 +37,9 @@ START_TEST(every_setting_has_its_row_in_the_docs)
         const char *end = strchr(at + 1, '\n');
         size_t len = end ? (size_t)(end - at) : strlen(at);
         int says_start = memmem(at, len, "read at start", 13) != NULL;
-        ck_assert_msg(says_start == !s->reload, "%s: a reload %s it, but its row %s \"read at start\"", s->name,
-                      s->reload ? "applies" : "does not apply", says_start ? "says" : "does not say");
+        ck_assert_msg(says_start == !s->reload, "%s: a reload %s it, but its row %s \"read at start\"",
+                      s->name, s->reload ? "applies" : "does not apply",
+                      says_start ? "says" : "does not say");
     }
 }
 END_TEST
@@ -99,8 +100,8 @@ START_TEST(each_number_is_bounded_one_over_each_end)
 {
     for (size_t i = 0; i < iotgw_settings_count; i++) {
         const iotgw_setting *s = &iotgw_settings[i];
-        if (s->type != IOTGW_SETTING_UINT && s->type != IOTGW_SETTING_INT && s->type != IOTGW_SETTING_UINT64 &&
-            s->type != IOTGW_SETTING_RATE)
+        if (s->type != IOTGW_SETTING_UINT && s->type != IOTGW_SETTING_INT &&
+            s->type != IOTGW_SETTING_UINT64 && s->type != IOTGW_SETTING_RATE)
             continue;
         int is_hub = !strncmp(s->name, "hub.", 4);
         const int64_t tries[4] = {s->min, s->max, s->min - 1, s->max + 1};
@@ -130,7 +131,8 @@ START_TEST(choices_name_the_words_allowed)
     iotgw_config *c = NULL;
     iotgw_diag d = {0};
     ck_assert_int_eq(load(", transport: mqtt", "", &c, &d), IOTGW_ERR_CONFIG);
-    ck_assert_msg(strstr(d.text, "hub.transport: expected amqp-ws or amqps, got \"mqtt\"") != NULL, "%s", d.text);
+    ck_assert_msg(strstr(d.text, "hub.transport: expected amqp-ws or amqps, got \"mqtt\"") != NULL, "%s",
+                  d.text);
     ck_assert_int_eq(load(", transport: amqps", "", &c, &d), 0);
     ck_assert_int_eq(c->hub_transport, IOTGW_TRANSPORT_AMQPS);
     iotgw_config_free(c);
@@ -164,16 +166,17 @@ START_TEST(reload_keeps_what_it_does_not_apply_and_names_it)
 {
     iotgw_config *running = NULL, *next = NULL;
     iotgw_diag d = {0};
-    ck_assert_int_eq(load(", tokenLifetimeSeconds: 600, proxy: proxy.example:3128", ", maxInFlight: 8", &running, &d),
+    ck_assert_int_eq(
+        load(", tokenLifetimeSeconds: 600, proxy: proxy.example:3128", ", maxInFlight: 8", &running, &d), 0);
+    ck_assert_int_eq(load(", tokenLifetimeSeconds: 900", ", maxInFlight: 16, queuePerDevice: 5", &next, &d),
                      0);
-    ck_assert_int_eq(load(", tokenLifetimeSeconds: 900", ", maxInFlight: 16, queuePerDevice: 5", &next, &d), 0);
     nchanged = 0;
     iotgw_settings_keep_running(next, running, on_changed, NULL);
-    ck_assert_uint_eq(next->token_lifetime_s, 600);  /* read at start */
+    ck_assert_uint_eq(next->token_lifetime_s, 600); /* read at start */
     ck_assert_str_eq(next->hub_proxy, "proxy.example:3128");
-    ck_assert_uint_eq(next->device_queue, 1000);   /* read at start: the running default stays */
-    ck_assert_uint_eq(next->max_in_flight, 16);    /* a reload applies it */
-    ck_assert_int_eq(nchanged, 3);                 /* tokenLifetimeSeconds, proxy, queuePerDevice */
+    ck_assert_uint_eq(next->device_queue, 1000); /* read at start: the running default stays */
+    ck_assert_uint_eq(next->max_in_flight, 16);  /* a reload applies it */
+    ck_assert_int_eq(nchanged, 3);               /* tokenLifetimeSeconds, proxy, queuePerDevice */
     for (int i = 0; i < nchanged; i++)
         ck_assert(!iotgw_settings[changed[i]].reload);
     iotgw_config_free(running);

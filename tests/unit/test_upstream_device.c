@@ -120,7 +120,8 @@ static void hub_events(void)
         }
     }
     if (detach_link_named) {
-        for (pn_link_t *l = pn_link_head(hub_side.connection, PN_LOCAL_ACTIVE); l; l = pn_link_next(l, PN_LOCAL_ACTIVE))
+        for (pn_link_t *l = pn_link_head(hub_side.connection, PN_LOCAL_ACTIVE); l;
+             l = pn_link_next(l, PN_LOCAL_ACTIVE))
             if (!strncmp(pn_link_name(l), detach_link_named, strlen(detach_link_named))) {
                 pn_condition_set_name(pn_link_condition(l), "amqp:link:detach-forced");
                 pn_condition_set_description(pn_link_condition(l), "the test detaches it");
@@ -198,7 +199,7 @@ START_TEST(add_calls_back_nothing_and_places_on_the_next_turn)
     turn();
     ck_assert_ptr_eq(dev->conn, c);
     ck_assert_int_eq(dev->st, UP_DEV_QUEUED); /* its connection is open: its turn comes */
-    ck_assert_int_eq(nstates, 0);            /* still "waiting" to the owner */
+    ck_assert_int_eq(nstates, 0);             /* still "waiting" to the owner */
     ck_assert_uint_eq(c->ndevices, 1);
 }
 END_TEST
@@ -231,7 +232,8 @@ START_TEST(identity_refused_twice_is_for_good_and_its_telemetry_answered)
     for (int i = 0; i < 3; i++)
         ck_assert_int_eq(iotgw_upstream_send(dev, (const uint8_t *)"m", 1, NULL), 0);
     up_device_event(dev, UP_EV_TOKEN_SENT, &(up_event_args){.request = 1});
-    up_event_args refusal = {.kind = UP_REFUSAL_IDENTITY, .cond = "amqp:unauthorized-access", .description = "401"};
+    up_event_args refusal = {
+        .kind = UP_REFUSAL_IDENTITY, .cond = "amqp:unauthorized-access", .description = "401"};
     up_device_event(dev, UP_EV_REFUSED, &refusal);
     ck_assert_int_eq(dev->st, UP_DEV_FAILED);
     ck_assert_int_eq(dev->refused, 0); /* once may be passing: the telemetry waits */
