@@ -64,10 +64,14 @@ def import_fleet(hub, path):
     result = {"created": 0, "existed": [], "failed": {}}
     devices = read_fleet_file(path)
     last = time.monotonic()
+    live = sys.stderr.isatty()  # a terminal: one line rewritten in place; else a line every 2 s
     for done, (device, key, disabled) in enumerate(devices, 1):
-        if sys.stderr.isatty() or time.monotonic() - last >= 2 or done == len(devices):
-            print(f"iothub-service: device import: {done} of {len(devices)}", file=sys.stderr, flush=True)
-            last = time.monotonic()
+        now = time.monotonic()
+        if now - last >= (0.2 if live else 2) or done == len(devices):
+            text = f"iothub-service: device import: {done} of {len(devices)}"
+            print(("\r" + text) if live else text, end="\n" if not live or done == len(devices) else "",
+                  file=sys.stderr, flush=True)
+            last = now
         body = {"deviceId": device, "status": "disabled" if disabled else "enabled"}
         if key:
             body["authentication"] = {"type": "sas", "symmetricKey": {"primaryKey": key, "secondaryKey": key}}
