@@ -62,6 +62,18 @@ static inline void iotgw_list_remove(iotgw_list *n)
     iotgw_list_init(n);
 }
 
+/* Every node of src moves to the end of dst, in order; src is left empty. */
+static inline void iotgw_list_move_all(iotgw_list *dst, iotgw_list *src)
+{
+    if (iotgw_list_empty(src))
+        return;
+    src->next->prev = dst->prev;
+    dst->prev->next = src->next;
+    src->prev->next = dst;
+    dst->prev = src->prev;
+    iotgw_list_init(src);
+}
+
 /* The first node, or NULL when empty. */
 static inline iotgw_list *iotgw_list_first(const iotgw_list *head)
 {

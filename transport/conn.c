@@ -28,21 +28,12 @@
 
 static void link_in(iotgw_loop *loop, iotgw_conn *c)
 {
-    c->next = loop->conns;
-    if (loop->conns)
-        loop->conns->prev = c;
-    loop->conns = c;
+    iotgw_list_push_front(&loop->conns, &c->loop_node);
 }
 
 static void link_out(iotgw_conn *c)
 {
-    if (c->prev)
-        c->prev->next = c->next;
-    else if (c->loop->conns == c)
-        c->loop->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->prev = c->next = NULL;
+    iotgw_list_remove(&c->loop_node);
 }
 
 iotgw_conn *conn_new(iotgw_loop *loop, iotgw_transport_kind kind, int is_server, uint32_t idle_timeout_ms,
@@ -57,6 +48,7 @@ iotgw_conn *conn_new(iotgw_loop *loop, iotgw_transport_kind kind, int is_server,
     }
     c->loop = loop;
     iotgw_list_init(&c->wake_node);
+    iotgw_list_init(&c->loop_node);
     c->kind = kind;
     c->is_server = is_server;
     c->max_output = max_output ? max_output : DEFAULT_MAX_OUTPUT;
@@ -427,14 +419,7 @@ void loop_serve_wakes(iotgw_timer *t, void *ctx)
     iotgw_loop *loop = ctx;
     iotgw_list batch;
     iotgw_list_init(&batch);
-    if (iotgw_list_empty(&loop->wakes))
-        return;
-    /* move the whole list to batch */
-    batch.next = loop->wakes.next;
-    batch.prev = loop->wakes.prev;
-    batch.next->prev = &batch;
-    batch.prev->next = &batch;
-    iotgw_list_init(&loop->wakes);
+    iotgw_list_move_all(&batch, &loop->wakes);
     iotgw_list *n;
     while ((n = iotgw_list_first(&batch))) {
         iotgw_conn *c = iotgw_list_entry(n, iotgw_conn, wake_node);
@@ -492,8 +477,9 @@ void iotgw_conn_close(iotgw_conn *c, const char *cond_name, const char *descript
 
 void conn_free_all(iotgw_loop *loop)
 {
-    while (loop->conns) {
-        iotgw_conn *c = loop->conns;
+    iotgw_list *n;
+    while ((n = iotgw_list_first(&loop->conns))) {
+        iotgw_conn *c = iotgw_list_entry(n, iotgw_conn, loop_node);
         if (c->wsi) {
             lws_set_opaque_user_data(c->wsi, NULL);
             c->wsi = NULL;
@@ -503,8 +489,8 @@ void conn_free_all(iotgw_loop *loop)
             pn_condition_set_name(cond, IOTGW_COND_IO),
                 pn_condition_set_description(cond, "event loop shut down");
         pn_connection_driver_close(&c->driver);
-        conn_process(c);      /* the owner sees PN_TRANSPORT_CLOSED; destroy() unlinks it */
-        if (loop->conns == c) /* already finished before: free it here */
+        conn_process(c); /* the owner sees PN_TRANSPORT_CLOSED; destroy() unlinks it */
+        if (iotgw_list_first(&loop->conns) == n) /* already finished before: free it here */
             destroy(c);
     }
 }

@@ -30,8 +30,8 @@ typedef struct client_vhost client_vhost;
 struct iotgw_loop {
     struct lws_context *ctx;
     client_vhost *client_vhosts;
-    iotgw_conn *conns; /* every live connection, doubly linked */
-    iotgw_listener *listeners;
+    iotgw_list conns; /* every live connection */
+    iotgw_list listeners;
     lws_sorted_usec_list_t wake; /* bounds iotgw_loop_run's wait */
     int64_t wake_at;             /* when it fires; 0: not armed */
     uv_loop_t *uv;               /* the libuv backend's loop; NULL: poll */
@@ -80,7 +80,7 @@ struct iotgw_conn {
     SSL_verify_cb tls_next_verify; /* Proton's verify callback, which ours wraps */
     iotgw_list wake_node;          /* in loop->wakes while a wake is pending */
     int wake_event;                /* the owner asked for PN_CONNECTION_WAKE (iotgw_conn_wake) */
-    iotgw_conn *prev, *next;
+    iotgw_list loop_node;          /* in loop->conns */
 };
 
 struct iotgw_listener {
@@ -91,7 +91,7 @@ struct iotgw_listener {
     char *address;
     char *cert_file, *key_file, *ca_file;
     struct lws_protocols protocols[3];
-    iotgw_listener *prev, *next;
+    iotgw_list loop_node; /* in loop->listeners */
 };
 
 /* tls_peer.c: client certificates on listeners. Protocol 0 of a listener that asks for

@@ -8,7 +8,8 @@ int iotgw_listener_new(iotgw_loop *loop, const iotgw_listener_options *opt, iotg
                        iotgw_diag *diag)
 {
     if (!loop || !opt ||
-        (opt->kind != IOTGW_TRANSPORT_WSS && opt->kind != IOTGW_TRANSPORT_AMQPS && opt->kind != IOTGW_TRANSPORT_HTTP))
+        (opt->kind != IOTGW_TRANSPORT_WSS && opt->kind != IOTGW_TRANSPORT_AMQPS &&
+         opt->kind != IOTGW_TRANSPORT_HTTP))
         return iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "a listener needs a transport kind");
     int plain = opt->kind == IOTGW_TRANSPORT_HTTP;
     if (!plain && (!opt->tls.cert_file || !opt->tls.key_file))
@@ -18,6 +19,7 @@ int iotgw_listener_new(iotgw_loop *loop, const iotgw_listener_options *opt, iotg
     if (!l)
         return IOTGW_ERR_NOMEM;
     l->loop = loop;
+    iotgw_list_init(&l->loop_node);
     l->opt = *opt;
     l->ws_path = strdup(opt->ws_path ? opt->ws_path : IOTGW_WS_DEFAULT_PATH);
     l->address = iotgw_strdup_or_null(opt->address);
@@ -82,10 +84,7 @@ int iotgw_listener_new(iotgw_loop *loop, const iotgw_listener_options *opt, iotg
         iotgw_listener_free(l);
         return rc;
     }
-    l->next = loop->listeners;
-    if (loop->listeners)
-        loop->listeners->prev = l;
-    loop->listeners = l;
+    iotgw_list_push_front(&loop->listeners, &l->loop_node);
     *out = l;
     return IOTGW_OK;
 }
@@ -99,14 +98,10 @@ void iotgw_listener_free(iotgw_listener *l)
 {
     if (!l)
         return;
-    if (l->prev)
-        l->prev->next = l->next;
-    else if (l->loop->listeners == l)
-        l->loop->listeners = l->next;
-    if (l->next)
-        l->next->prev = l->prev;
+    iotgw_list_remove(&l->loop_node);
     /* Connections accepted here outlive it as plain connections. */
-    for (iotgw_conn *c = l->loop->conns; c; c = c->next)
+    iotgw_conn *c;
+    IOTGW_LIST_FOREACH (c, &l->loop->conns, iotgw_conn, loop_node)
         if (c->listener == l)
             c->listener = NULL;
     if (l->vhost)

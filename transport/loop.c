@@ -167,6 +167,8 @@ iotgw_loop *iotgw_loop_new(const iotgw_loop_options *opt, iotgw_diag *diag)
         info.options |= LWS_SERVER_OPTION_LIBUV;
     }
     iotgw_list_init(&loop->wakes);
+    iotgw_list_init(&loop->conns);
+    iotgw_list_init(&loop->listeners);
     iotgw_timer_init(loop, &loop->wake_timer, loop_serve_wakes, loop);
     loop->ctx = lws_create_context(&info);
     if (!loop->ctx) {
@@ -227,8 +229,9 @@ void iotgw_loop_free(iotgw_loop *loop)
     if (!loop)
         return;
     lws_sul_cancel(&loop->wake);
-    while (loop->listeners)
-        iotgw_listener_free(loop->listeners);
+    iotgw_list *n;
+    while ((n = iotgw_list_first(&loop->listeners)))
+        iotgw_listener_free(iotgw_list_entry(n, iotgw_listener, loop_node));
     conn_free_all(loop);
     iotgw_timer_stop(&loop->wake_timer);
     loop_timers_shutdown(loop);
