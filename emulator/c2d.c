@@ -19,7 +19,7 @@
 
 #include "emulator/address.h"
 #include "transport/amqp_map.h"
-#include "emulator/hub.h"
+#include "emulator/hub_internal.h"
 #include "transport/messaging.h"
 
 #define MAX_DELIVERY_COUNT 10
@@ -39,28 +39,31 @@ typedef struct c2d_msg {
     struct c2d_msg *next;
 } c2d_msg;
 
-typedef struct c2d_queue {
+/* An identity's queue, held by its live entry (live->c2d) from its first message until
+ * the identity is deleted or the hub is freed. */
+struct emu_c2d_queue {
     c2d_msg *head, *tail;
     int count;
     emu_hub *hub;
-    emu_identity *id;
+    emu_live *live;
     iotgw_timer timer; /* the earliest lock or expiry deadline */
-} c2d_queue;
+};
 
 static void deadlines_fired(iotgw_timer *t, void *ctx);
 
-static c2d_queue *queue_of(emu_hub *hub, emu_identity *id)
+/* The identity's queue, made when it has none; NULL: out of memory. */
+static emu_c2d_queue *queue_for(emu_hub *hub, emu_live *live)
 {
-    if (!id->c2d && hub) {
-        c2d_queue *q = calloc(1, sizeof(c2d_queue));
+    if (!live->c2d) {
+        emu_c2d_queue *q = calloc(1, sizeof *q);
         if (q) {
             q->hub = hub;
-            q->id = id;
+            q->live = live;
             iotgw_timer_init(hub->loop, &q->timer, deadlines_fired, q);
         }
-        id->c2d = q;
+        live->c2d = q;
     }
-    return id->c2d;
+    return live->c2d;
 }
 
 /* End a delivery's lock from the hub's side: the device's later answer to it is ignored. */
@@ -73,19 +76,19 @@ static void unlock(c2d_msg *m)
     m->delivery_count--; /* the lock was lost, not abandoned: the count stays */
 }
 
-static void remove_msg(c2d_queue *q, c2d_msg *m)
+static void remove_msg(emu_c2d_queue *q, c2d_msg *m)
 {
     c2d_msg **p = &q->head, *prev = NULL;
     while (*p && *p != m) {
         prev = *p;
         p = &(*p)->next;
     }
-    if (!*p)
-        return;
+    IOTGW_ASSERT(*p == m); /* m is in q */
     *p = m->next;
     if (q->tail == m)
         q->tail = prev;
     q->count--;
+    IOTGW_ASSERT(q->count >= 0);
     if (m->delivery) /* dead-lettered or expired while the device holds it */
         pn_delivery_settle(m->delivery);
     free(m->buf);
@@ -93,19 +96,19 @@ static void remove_msg(c2d_queue *q, c2d_msg *m)
     free(m);
 }
 
-void emu_c2d_free(emu_identity *id)
+void emu_c2d_free(emu_live *live)
 {
-    c2d_queue *q = id->c2d;
+    emu_c2d_queue *q = live->c2d;
     if (!q)
         return;
     iotgw_timer_stop(&q->timer);
     while (q->head)
         remove_msg(q, q->head);
     free(q);
-    id->c2d = NULL;
+    live->c2d = NULL;
 }
 
-static void schedule(c2d_queue *q)
+static void schedule(emu_c2d_queue *q)
 {
     int64_t next = INT64_MAX;
     for (c2d_msg *m = q->head; m; m = m->next) {
@@ -123,9 +126,9 @@ static void schedule(c2d_queue *q)
 
 static void deadlines_fired(iotgw_timer *t, void *ctx)
 {
-    c2d_queue *q = ctx;
+    emu_c2d_queue *q = ctx;
     (void)t;
-    emu_identity *id = q->id;
+    emu_identity *id = q->live->id;
     int64_t now = emu_wall_ms();
     int woke = 0;
     for (c2d_msg *m = q->head, *next; m; m = next) {
@@ -147,7 +150,7 @@ static void deadlines_fired(iotgw_timer *t, void *ctx)
             woke = 1;
         }
     }
-    emu_session *s = id->live.session;
+    emu_session *s = q->live->active;
     if (s)
         emu_c2d_pump(s); /* reschedules */
     else
@@ -158,9 +161,11 @@ static void deadlines_fired(iotgw_timer *t, void *ctx)
 
 int emu_c2d_enqueue(emu_hub *hub, emu_identity *id, pn_message_t *msg, iotgw_diag *diag)
 {
-    c2d_queue *q = queue_of(hub, id);
+    emu_live *live = emu_live_get(&hub->live, id);
+    emu_c2d_queue *q = live ? queue_for(hub, live) : NULL;
     if (!q)
         return iotgw_diag_fail(diag, IOTGW_ERR_NOMEM, "out of memory");
+    IOTGW_ASSERT(q->count <= EMU_C2D_MAX_QUEUE);
     if (q->count >= EMU_C2D_MAX_QUEUE)
         return iotgw_diag_fail(diag, IOTGW_ERR_AGAIN, "%s has %d messages waiting, the most IoT Hub keeps",
                                id->id, EMU_C2D_MAX_QUEUE);
@@ -189,10 +194,10 @@ int emu_c2d_enqueue(emu_hub *hub, emu_identity *id, pn_message_t *msg, iotgw_dia
         q->head = m;
     q->tail = m;
     q->count++;
-    id->live.c2d_sent++;
+    live->c2d_sent++;
     hub->metrics.c2d[EMU_C2D_SENT]++;
-    if (id->live.session)
-        emu_c2d_pump(id->live.session);
+    if (live->active)
+        emu_c2d_pump(live->active);
     else
         schedule(q);
     return 0;
@@ -200,9 +205,8 @@ int emu_c2d_enqueue(emu_hub *hub, emu_identity *id, pn_message_t *msg, iotgw_dia
 
 void emu_c2d_pump(emu_session *s)
 {
-    emu_identity *id = s->id;
-    c2d_queue *q = queue_of(NULL, id);
-    if (!q || id->live.session != s)
+    emu_c2d_queue *q = s->live->c2d;
+    if (!q || s->live->active != s)
         return;
     int sent = 0;
     int64_t now = emu_wall_ms();
@@ -223,9 +227,9 @@ void emu_c2d_pump(emu_session *s)
         iotgw_conn_wake(s->conn->conn);
 }
 
-void emu_c2d_requeue(emu_identity *id)
+void emu_c2d_requeue(emu_live *live)
 {
-    c2d_queue *q = queue_of(NULL, id);
+    emu_c2d_queue *q = live->c2d;
     if (!q)
         return;
     for (c2d_msg *m = q->head; m; m = m->next)
@@ -239,7 +243,7 @@ void emu_c2d_on_disposition(emu_link *l, pn_delivery_t *d)
     if (!state || state == PN_RECEIVED)
         return;
     emu_session *s = l->session;
-    c2d_queue *q = s ? queue_of(NULL, s->id) : NULL;
+    emu_c2d_queue *q = s ? s->live->c2d : NULL;
     c2d_msg *m = q ? q->head : NULL;
     while (m && m->delivery != d)
         m = m->next;
@@ -253,17 +257,18 @@ void emu_c2d_on_disposition(emu_link *l, pn_delivery_t *d)
         return;
     }
     emu_identity *id = s->id;
+    emu_live *live = s->live;
     emu_hub *hub = l->conn->hub;
     switch (state) {
     case PN_ACCEPTED:
-        id->live.c2d_completed++;
+        live->c2d_completed++;
         hub->metrics.c2d[EMU_C2D_COMPLETED]++;
         if (m->ack & ACK_POSITIVE)
             emu_feedback_record(hub, id, m->original_id, m->enqueued_ms, "Success");
         remove_msg(q, m);
         break;
     case PN_REJECTED:
-        id->live.c2d_rejected++;
+        live->c2d_rejected++;
         hub->metrics.c2d[EMU_C2D_REJECTED]++;
         iotgw_log(IOTGW_LOG_INFO, "%s: C2D message rejected by the device (dead-lettered)", id->id);
         if (m->ack & ACK_NEGATIVE)
@@ -271,7 +276,7 @@ void emu_c2d_on_disposition(emu_link *l, pn_delivery_t *d)
         remove_msg(q, m);
         break;
     default: /* released or modified: abandoned */
-        id->live.c2d_abandoned++;
+        live->c2d_abandoned++;
         hub->metrics.c2d[EMU_C2D_ABANDONED]++;
         if (m->delivery_count >= MAX_DELIVERY_COUNT) {
             iotgw_log(IOTGW_LOG_INFO, "%s: C2D message abandoned %d times (dead-lettered)", id->id,
@@ -282,7 +287,7 @@ void emu_c2d_on_disposition(emu_link *l, pn_delivery_t *d)
         }
         break;
     }
-    id->live.last_activity_ms = emu_wall_ms();
+    live->last_activity_ms = emu_wall_ms();
     emu_c2d_pump(s);
 }
 

@@ -15,7 +15,7 @@
 #include "codecs/percent.h"
 #include "codecs/sas.h"
 #include "transport/amqp_map.h"
-#include "emulator/hub.h"
+#include "emulator/hub_internal.h"
 #include "transport/messaging.h"
 
 #define TOKEN_TYPE_SB  "servicebus.windows.net:sastoken"
@@ -111,6 +111,14 @@ static int plain_user_matches(const char *user, const iotgw_sas_token *t, const 
     return r->device && !r->module && strlen(r->device) == n && !strncmp(user, r->device, n);
 }
 
+/* A token for the identity failed to verify, or came while it is disabled. */
+static void count_auth_failure(emu_hub *hub, emu_identity *id)
+{
+    emu_live *live = emu_live_get(&hub->live, id);
+    if (live)
+        live->auth_failed++;
+}
+
 /* Authorize what a token covers on connection c. plain_user: the SASL PLAIN user name,
  * or NULL for a CBS put-token. */
 static int grant_token(emu_conn *c, const char *token, const char *plain_user, grant_result *res)
@@ -138,7 +146,7 @@ static int grant_token(emu_conn *c, const char *token, const char *plain_user, g
     } else if (r.device && !(id = emu_registry_find(hub->registry, r.device, r.module))) {
         rc = result(res, 404, "%s%s%s is not registered on this hub", r.device, r.module ? "/" : "",
                     r.module ? r.module : "");
-    } else if (id && emu_faults_rejects(hub, id->id)) {
+    } else if (id && emu_faults_rejects_tokens(hub->faults, id->id)) {
         rc = result(res, 401, "token rejected (fault injection)");
     } else if (t.skn && !p) {
         rc = result(res, 401, "no shared access policy named \"%s\"", t.skn);
@@ -147,12 +155,12 @@ static int grant_token(emu_conn *c, const char *token, const char *plain_user, g
     } else if (verify_keys(&t, p ? p->primary_key : id->primary_key, p ? p->secondary_key : id->secondary_key,
                            &diag)) {
         if (id)
-            id->live.auth_failed++;
+            count_auth_failure(hub, id);
         rc = result(res, 401, "%s", diag.text);
     } else if (p && (id ? !(p->rights & EMU_RIGHT_DEVICE_CONNECT) : !p->rights)) {
         rc = result(res, 401, "policy \"%s\" does not have DeviceConnect", p->name);
     } else if (id && !id->enabled) {
-        id->live.auth_failed++;
+        count_auth_failure(hub, id);
         rc = result(res, 401, "%s is disabled", id->id);
     } else {
         emu_session *s = id ? emu_session_find(c, id) : NULL;
@@ -160,12 +168,12 @@ static int grant_token(emu_conn *c, const char *token, const char *plain_user, g
         if (!renewal && tokens_held(c) >= hub->opt.max_tokens) {
             rc = result(res, 500, "The maximum number of tokens per connection (%d) has been reached",
                         hub->opt.max_tokens);
-        } else if (id && !emu_session_get(c, id, t.se)) {
+        } else if (id && !(s = emu_session_get(c, id, t.se))) {
             rc = result(res, 500, "out of memory");
         } else {
             if (id) {
-                id->live.auth_ok++;
-                id->live.last_activity_ms = emu_wall_ms();
+                s->live->auth_ok++;
+                s->live->last_activity_ms = emu_wall_ms();
             } else {
                 if (p->rights & EMU_RIGHT_DEVICE_CONNECT)
                     c->device_grant = t.se;
@@ -187,8 +195,8 @@ static int grant_token(emu_conn *c, const char *token, const char *plain_user, g
 
 static emu_link *reply_link(emu_link *request, const char *reply_to)
 {
-    emu_link *same_session = NULL, *any = NULL;
-    for (emu_link *l = request->conn->links; l; l = l->next) {
+    emu_link *same_session = NULL, *any = NULL, *l;
+    IOTGW_LIST_FOREACH (l, &request->conn->links, emu_link, in_conn) {
         if (l->kind != EMU_LINK_CBS_REPLIES || (pn_link_state(l->link) & PN_LOCAL_CLOSED))
             continue;
         if (reply_to && l->reply_address && !strcmp(reply_to, l->reply_address))

@@ -17,7 +17,7 @@
 #include <proton/connection.h>
 #include <proton/delivery.h>
 
-#include "emulator/hub.h"
+#include "emulator/hub_internal.h"
 #include "transport/messaging.h"
 
 typedef struct emu_event {
@@ -183,11 +183,13 @@ static void annotate(pn_message_t *msg, emu_identity *id, uint64_t seq, uint64_t
 
 static void pump_partition(emu_hub *hub, int partition)
 {
-    for (emu_link *l = hub->streams; l; l = l->stream_next)
+    emu_link *l;
+    IOTGW_LIST_FOREACH (l, &hub->streams, emu_link, stream) {
         if (l->partition == partition) {
             emu_events_pump(l);
             iotgw_conn_wake(l->conn->conn);
         }
+    }
 }
 
 void emu_events_publish(emu_hub *hub, emu_identity *id, const uint8_t *buf, size_t len)
@@ -223,6 +225,7 @@ void emu_events_pump(emu_link *l)
         l->cursor = oldest;
     while (l->cursor < p->next_seq && pn_link_credit(l->link) > 0) {
         emu_event *e = event_at(p, l->cursor++);
+        IOTGW_ASSERT(e); /* the cursor is within what the partition retains */
         pn_delivery_t *d = iotgw_link_send(l->link, NULL, 0, e->data, e->len);
         if (d && !pn_delivery_settled(d))
             pn_delivery_settle(d); /* the stream is read, not acknowledged */
@@ -356,22 +359,11 @@ const char *emu_events_attach(emu_link *l, int partition, const char **why)
     if (start_position(&hub->events->p[partition], sel, &l->cursor, why))
         return "amqp:invalid-field";
     l->partition = partition;
-    l->stream_prev = NULL;
-    l->stream_next = hub->streams;
-    if (hub->streams)
-        hub->streams->stream_prev = l;
-    hub->streams = l;
+    iotgw_list_push_front(&hub->streams, &l->stream);
     return NULL;
 }
 
 void emu_events_detach(emu_link *l)
 {
-    emu_hub *hub = l->conn->hub;
-    if (l->stream_prev)
-        l->stream_prev->stream_next = l->stream_next;
-    else if (hub->streams == l)
-        hub->streams = l->stream_next;
-    if (l->stream_next)
-        l->stream_next->stream_prev = l->stream_prev;
-    l->stream_prev = l->stream_next = NULL;
+    iotgw_list_remove(&l->stream);
 }

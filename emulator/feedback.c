@@ -12,7 +12,7 @@
 #include <openssl/rand.h>
 #include <proton/connection.h>
 
-#include "emulator/hub.h"
+#include "emulator/hub_internal.h"
 #include "transport/messaging.h"
 
 #define MAX_PENDING 1000
@@ -42,15 +42,25 @@ void emu_feedback_record(emu_hub *hub, emu_identity *id, const char *original_id
     emu_feedback_pump(hub);
 }
 
+/* A service receiver of feedback that has credit, or NULL. */
+static emu_link *receiver_with_credit(emu_hub *hub)
+{
+    emu_conn *c;
+    emu_link *l;
+    IOTGW_LIST_FOREACH (c, &hub->conns, emu_conn, in_hub) {
+        IOTGW_LIST_FOREACH (l, &c->links, emu_link, in_conn) {
+            if (l->kind == EMU_LINK_FEEDBACK && !(pn_link_state(l->link) & PN_LOCAL_CLOSED) &&
+                pn_link_credit(l->link) > 0)
+                return l;
+        }
+    }
+    return NULL;
+}
+
 void emu_feedback_pump(emu_hub *hub)
 {
     while (hub->feedback && json_array_size(hub->feedback)) {
-        emu_link *target = NULL;
-        for (emu_conn *c = hub->conns; c && !target; c = c->next)
-            for (emu_link *l = c->links; l && !target; l = l->next)
-                if (l->kind == EMU_LINK_FEEDBACK && !(pn_link_state(l->link) & PN_LOCAL_CLOSED) &&
-                    pn_link_credit(l->link) > 0)
-                    target = l;
+        emu_link *target = receiver_with_credit(hub);
         if (!target)
             return;
         json_t *batch = json_array();

@@ -1,4 +1,4 @@
-#include "emulator/hub.h"
+#include "emulator/hub_internal.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -47,7 +47,8 @@ int64_t emu_wall_ms(void)
 
 emu_session *emu_session_find(emu_conn *c, emu_identity *id)
 {
-    for (emu_session *s = id->live.sessions; s; s = s->next_of_identity)
+    emu_live *live = emu_live_find(&c->hub->live, id);
+    for (emu_session *s = live ? live->sessions : NULL; s; s = s->next_of_identity)
         if (s->conn == c)
             return s;
     return NULL;
@@ -61,16 +62,18 @@ emu_session *emu_session_get(emu_conn *c, emu_identity *id, uint64_t token_expir
             s->token_expiry = token_expiry;
         return s;
     }
-    s = calloc(1, sizeof *s);
+    emu_live *live = emu_live_get(&c->hub->live, id);
+    s = live ? calloc(1, sizeof *s) : NULL;
     if (!s)
         return NULL;
     s->id = id;
+    s->live = live;
     s->conn = c;
     s->token_expiry = token_expiry;
     s->next_in_conn = c->sessions;
     c->sessions = s;
-    s->next_of_identity = id->live.sessions;
-    id->live.sessions = s;
+    s->next_of_identity = live->sessions;
+    live->sessions = s;
     return s;
 }
 
@@ -83,8 +86,8 @@ static void link_forget_session(emu_link *l)
         s->telemetry = NULL;
     if (s->c2d == l) {
         s->c2d = NULL;
-        if (s->id->live.session == s)
-            emu_c2d_requeue(s->id); /* its locks go with the link */
+        if (s->live->active == s)
+            emu_c2d_requeue(s->live); /* its locks go with the link */
     }
     if (s->method_requests == l)
         s->method_requests = NULL;
@@ -102,30 +105,54 @@ static void link_forget_session(emu_link *l)
 int emu_hub_drop_connections(emu_hub *hub, const char *cond_name, const char *description)
 {
     int n = 0;
-    for (emu_conn *c = hub->conns; c; c = c->next, n++)
+    emu_conn *c;
+    IOTGW_LIST_FOREACH (c, &hub->conns, emu_conn, in_hub) {
         iotgw_conn_close(c->conn, cond_name, description);
+        n++;
+    }
     return n;
 }
 
-int emu_faults_rejects(const emu_hub *hub, const char *identity)
+void emu_hub_identity_disconnect(emu_hub *hub, emu_identity *id, const char *cond_name,
+                                 const char *description)
 {
-    for (int i = 0; i < hub->faults.nreject; i++)
-        if (!strcmp(hub->faults.reject_tokens[i], identity))
-            return 1;
-    return 0;
+    emu_live *live = emu_live_find(&hub->live, id);
+    while (live && live->sessions)
+        emu_session_end(live->sessions, cond_name, description);
 }
 
-void emu_identity_disconnect(emu_identity *id, const char *cond_name, const char *description)
+void emu_hub_identity_forget(emu_hub *hub, emu_identity *id)
 {
-    while (id->live.sessions)
-        emu_session_end(id->live.sessions, cond_name, description);
+    emu_hub_identity_disconnect(hub, id, "amqp:not-found", "the device was deleted");
+    emu_methods_identity_gone(hub, id);
+    emu_live *live = emu_live_find(&hub->live, id);
+    if (!live)
+        return;
+    IOTGW_ASSERT(!live->sessions && !live->active);
+    emu_c2d_free(live);
+    emu_live_remove(&hub->live, live);
+}
+
+emu_identity_activity emu_hub_identity_activity(const emu_hub *hub, const emu_identity *id)
+{
+    const emu_live *live = emu_live_find(&hub->live, id);
+    if (!live)
+        return (emu_identity_activity){0};
+    return (emu_identity_activity){
+        .connected = live->active != NULL,
+        .last_activity_ms = live->last_activity_ms,
+        .telemetry_in = live->telemetry_in,
+    };
 }
 
 void emu_session_end(emu_session *s, const char *cond_name, const char *description)
 {
     emu_conn *c = s->conn;
     emu_identity *id = s->id;
-    for (emu_link *l = c->links; l; l = l->next) {
+    emu_live *live = s->live;
+    IOTGW_ASSERT(live->id == id);
+    emu_link *l;
+    IOTGW_LIST_FOREACH (l, &c->links, emu_link, in_conn) {
         if (l->session != s)
             continue;
         link_forget_session(l);
@@ -138,17 +165,17 @@ void emu_session_end(emu_session *s, const char *cond_name, const char *descript
             *p = s->next_in_conn;
             break;
         }
-    for (emu_session **p = (emu_session **)&id->live.sessions; *p; p = &(*p)->next_of_identity)
+    for (emu_session **p = &live->sessions; *p; p = &(*p)->next_of_identity)
         if (*p == s) {
             *p = s->next_of_identity;
             break;
         }
-    int was_active = id->live.session == s;
+    int was_active = live->active == s;
     if (was_active)
-        id->live.session = NULL;
+        live->active = NULL;
     free(s);
     if (was_active) {
-        emu_c2d_requeue(id);
+        emu_c2d_requeue(live);
         emu_methods_session_changed(c->hub, id);
     }
     if (c->conn)
@@ -169,11 +196,13 @@ static void expiry_fired(iotgw_timer *t, void *ctx)
     if (c->service_grant && c->service_grant <= now) {
         iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": service token expired", c->serial);
         c->service_grant = 0;
-        for (emu_link *l = c->links; l; l = l->next)
+        emu_link *l;
+        IOTGW_LIST_FOREACH (l, &c->links, emu_link, in_conn) {
             if (l->kind == EMU_LINK_SERVICE_C2D) {
                 l->kind = EMU_LINK_REFUSED;
                 iotgw_link_close_with(l->link, "amqp:unauthorized-access", "the service token expired");
             }
+        }
     }
     emu_session *s = c->sessions;
     while (s) {
@@ -221,10 +250,9 @@ static emu_link *link_record(emu_conn *c, pn_link_t *link, emu_link_kind kind)
     l->kind = kind;
     l->link = link;
     l->conn = c;
-    l->next = c->links;
-    if (c->links)
-        c->links->prev = l;
-    c->links = l;
+    iotgw_list_init(&l->stream);
+    iotgw_list_init(&l->in_conn);
+    iotgw_list_push_front(&c->links, &l->in_conn);
     pn_link_set_context(link, l);
     return l;
 }
@@ -255,6 +283,7 @@ int emu_link_answer(emu_link *l, pn_message_t *msg)
         return -1;
     if (!l->queued && pn_link_credit(l->link) > 0)
         return iotgw_link_send_message(l->link, msg) ? 0 : -1;
+    IOTGW_ASSERT(l->nqueued <= EMU_MAX_QUEUED);
     if (l->nqueued >= EMU_MAX_QUEUED) {
         iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": link \"%s\": the client gives no credit; answer dropped",
                   l->conn->serial, pn_link_name(l->link));
@@ -298,22 +327,15 @@ pn_message_t *emu_take_request(emu_link *l, pn_delivery_t *d, const char *what)
 
 static void link_record_free(emu_link *l)
 {
-    emu_conn *c = l->conn;
     link_forget_session(l);
-    if (l->kind == EMU_LINK_EVENTS)
-        emu_events_detach(l);
+    emu_events_detach(l);
     while (l->queued) {
         emu_queued *q = l->queued;
         l->queued = q->next;
         free(q->buf);
         free(q);
     }
-    if (l->prev)
-        l->prev->next = l->next;
-    else
-        c->links = l->next;
-    if (l->next)
-        l->next->prev = l->prev;
+    iotgw_list_remove(&l->in_conn);
     pn_link_set_context(l->link, NULL);
     free(l->reply_address);
     free(l);
@@ -393,18 +415,20 @@ static emu_link **session_slot(emu_session *s, emu_link_kind kind)
  * active one and the previous one loses its links. */
 static void take_over(emu_session *s)
 {
-    emu_identity *id = s->id;
-    emu_session *old = id->live.session;
+    emu_live *live = s->live;
+    emu_session *old = live->active;
     s->attached = 1;
     if (old == s)
         return;
-    id->live.session = s;
+    live->active = s;
     if (old) {
-        iotgw_log(IOTGW_LOG_INFO, "%s: links moved from conn %" PRIu64 " to conn %" PRIu64, id->id,
+        IOTGW_ASSERT(old->live == live && old->conn != s->conn); /* one session per identity and conn */
+        iotgw_log(IOTGW_LOG_INFO, "%s: links moved from conn %" PRIu64 " to conn %" PRIu64, live->id->id,
                   old->conn->serial, s->conn->serial);
         emu_session_end(old, "com.microsoft:link-creation-conflict",
                         "a newer connection for this identity took its links over");
     }
+    IOTGW_ASSERT(live->active == s); /* at most one session per identity is active */
 }
 
 static void attach_device_link(emu_conn *c, pn_link_t *link, emu_address *a)
@@ -459,7 +483,7 @@ static void attach_device_link(emu_conn *c, pn_link_t *link, emu_address *a)
     *slot = l;
     l->session = s;
     open_link(l);
-    id->live.last_activity_ms = emu_wall_ms();
+    s->live->last_activity_ms = emu_wall_ms();
     iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": %s: %s link \"%s\" attached", c->serial, id->id,
               emu_address_kind_name(a->kind), pn_link_name(link));
     if (kind == EMU_LINK_C2D)
@@ -667,15 +691,11 @@ static void conn_free(emu_conn *c)
     emu_hub *hub = c->hub;
     while (c->sessions)
         emu_session_end(c->sessions, NULL, NULL);
-    while (c->links)
-        link_record_free(c->links);
+    emu_link *l;
+    IOTGW_LIST_FOREACH (l, &c->links, emu_link, in_conn)
+        link_record_free(l);
     iotgw_timer_stop(&c->expiry_timer);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        hub->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    iotgw_list_remove(&c->in_hub);
     hub->metrics.conns_open[c->listener]--;
     free(c);
 }
@@ -748,19 +768,18 @@ static void on_accept(iotgw_listener *li, iotgw_conn *ic, void *ctx)
         return;
     }
     c->hub = hub;
+    iotgw_list_init(&c->links);
+    iotgw_list_init(&c->in_hub);
     iotgw_timer_init(hub->loop, &c->expiry_timer, expiry_fired, c);
     c->conn = ic;
     c->serial = ++hub->next_serial;
     c->listener = li == hub->amqps ? EMU_LISTENER_AMQPS : EMU_LISTENER_WSS;
     hub->metrics.conns_accepted[c->listener]++;
     hub->metrics.conns_open[c->listener]++;
-    c->next = hub->conns;
-    if (hub->conns)
-        hub->conns->prev = c;
-    hub->conns = c;
+    iotgw_list_push_front(&hub->conns, &c->in_hub);
     iotgw_conn_set_handler(ic, conn_event, c);
     iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": accepted %s", c->serial, iotgw_conn_peer(ic));
-    if (emu_wall_ms() < hub->faults.refuse_until_ms) {
+    if (emu_faults_refusing_connections(hub->faults, emu_wall_ms())) {
         iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": refused (fault injection)", c->serial);
         c->refused = 1;
         hub->metrics.conns_refused++;
@@ -775,6 +794,9 @@ int emu_hub_new(iotgw_loop *loop, emu_registry *registry, const emu_hub_options 
     emu_hub *hub = calloc(1, sizeof *hub);
     if (!hub)
         return iotgw_diag_fail(diag, IOTGW_ERR_NOMEM, "out of memory");
+    iotgw_list_init(&hub->conns);
+    iotgw_list_init(&hub->calls);
+    iotgw_list_init(&hub->streams);
     hub->loop = loop;
     hub->registry = registry;
     hub->opt = *opt;
@@ -793,7 +815,8 @@ int emu_hub_new(iotgw_loop *loop, emu_registry *registry, const emu_hub_options 
         snprintf(hub->event_hub, sizeof hub->event_hub, "iothub-ehub-%.*s-emulator",
                  (int)strcspn(hub->opt.hostname, "."), hub->opt.hostname);
     if (!hub->opt.hostname || !hub->scratch ||
-        emu_events_new(opt->partitions, opt->retention_messages, opt->retention_bytes, &hub->events)) {
+        emu_events_new(opt->partitions, opt->retention_messages, opt->retention_bytes, &hub->events) ||
+        emu_faults_new(opt->d2c_limit, emu_wall_ms(), &hub->faults)) {
         emu_hub_free(hub);
         return iotgw_diag_fail(diag, IOTGW_ERR_NOMEM, "out of memory");
     }
@@ -835,22 +858,18 @@ void emu_hub_free(emu_hub *hub)
         iotgw_listener_free(hub->wss);
     if (hub->amqps)
         iotgw_listener_free(hub->amqps);
-    while (hub->conns) {
-        emu_conn *c = hub->conns;
+    emu_conn *c;
+    IOTGW_LIST_FOREACH (c, &hub->conns, emu_conn, in_hub) {
         iotgw_conn_set_handler(c->conn, NULL, NULL);
         conn_free(c);
     }
-    while (hub->calls)
-        emu_method_cancel(hub->calls);
-    for (int i = 0; i < emu_registry_count(hub->registry); i++)
-        emu_c2d_free(emu_registry_at(hub->registry, i));
+    emu_methods_cancel_all(hub);
+    emu_live_table_free(&hub->live, emu_c2d_free);
     if (hub->scratch)
         pn_message_free(hub->scratch);
     emu_events_free(hub->events);
     json_decref(hub->feedback);
-    for (int i = 0; i < hub->faults.nreject; i++)
-        free(hub->faults.reject_tokens[i]);
-    free(hub->faults.reject_tokens);
+    emu_faults_free(hub->faults);
     free((char *)hub->opt.hostname);
     free(hub);
 }
@@ -863,4 +882,44 @@ int emu_hub_wss_port(const emu_hub *hub)
 int emu_hub_amqps_port(const emu_hub *hub)
 {
     return hub->amqps ? iotgw_listener_port(hub->amqps) : 0;
+}
+
+const char *emu_hub_hostname(const emu_hub *hub)
+{
+    return hub->opt.hostname;
+}
+
+int emu_hub_admin_enabled(const emu_hub *hub)
+{
+    return hub->opt.admin;
+}
+
+const char *emu_hub_event_hub(const emu_hub *hub)
+{
+    return hub->event_hub;
+}
+
+int emu_hub_partitions(const emu_hub *hub)
+{
+    return emu_events_partitions(hub->events);
+}
+
+size_t emu_hub_stream_retained(const emu_hub *hub)
+{
+    return emu_events_retained(hub->events);
+}
+
+emu_registry *emu_hub_registry(emu_hub *hub)
+{
+    return hub->registry;
+}
+
+emu_metrics *emu_hub_metrics(emu_hub *hub)
+{
+    return &hub->metrics;
+}
+
+emu_faults *emu_hub_faults(emu_hub *hub)
+{
+    return hub->faults;
 }

@@ -303,17 +303,18 @@ static int run(settings *sp, int admin)
     signal(SIGTERM, on_signal);
     signal(SIGPIPE, SIG_IGN);
     emu_policy *owner = emu_registry_policy(reg, "iothubowner");
-    if (hub->wss)
+    int wss_port = emu_hub_wss_port(hub), amqps_port = emu_hub_amqps_port(hub);
+    if (wss_port)
         printf("listening: https+wss %s:%d (AMQP over WebSocket at " IOTGW_WS_DEFAULT_PATH ")\n", listen_addr,
-               emu_hub_wss_port(hub));
-    if (hub->amqps)
-        printf("listening: amqps %s:%d\n", amqps_addr, emu_hub_amqps_port(hub));
+               wss_port);
+    if (amqps_port)
+        printf("listening: amqps %s:%d\n", amqps_addr, amqps_port);
     printf("hub: %s, %d devices and modules%s%s\n", s.hostname, emu_registry_count(reg),
            s.registry ? ", registry " : "", s.registry ? s.registry : " (in memory)");
     printf("telemetry stream: messages/events/ConsumerGroups/$Default/Partitions/0..%d, %s event hub %s\n",
-           emu_events_partitions(hub->events) - 1,
-           s.stream_redirect && hub->amqps ? "redirected (amqp:link:redirect) to" : "also as",
-           hub->event_hub);
+           emu_hub_partitions(hub) - 1,
+           s.stream_redirect && amqps_port ? "redirected (amqp:link:redirect) to" : "also as",
+           emu_hub_event_hub(hub));
     if (owner)
         printf("service connection string: HostName=%s;SharedAccessKeyName=%s;SharedAccessKey=%s\n",
                s.hostname, owner->name, owner->primary_key);

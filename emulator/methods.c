@@ -9,7 +9,7 @@
 #include <proton/delivery.h>
 
 #include "transport/amqp_map.h"
-#include "emulator/hub.h"
+#include "emulator/hub_internal.h"
 #include "transport/messaging.h"
 
 struct emu_method_call {
@@ -26,19 +26,13 @@ struct emu_method_call {
     iotgw_timer timer; /* connect timeout before sending, response timeout after; the fault's delay */
     emu_method_done_fn done;
     void *ctx;
-    emu_method_call *prev, *next;
+    iotgw_list in_hub; /* in hub->calls */
 };
 
 static void call_free(emu_method_call *call)
 {
-    emu_hub *hub = call->hub;
     iotgw_timer_stop(&call->timer);
-    if (call->prev)
-        call->prev->next = call->next;
-    else
-        hub->calls = call->next;
-    if (call->next)
-        call->next->prev = call->prev;
+    iotgw_list_remove(&call->in_hub);
     free(call->name);
     free(call->payload);
     free(call);
@@ -82,7 +76,8 @@ static void timed_out(iotgw_timer *t, void *ctx)
 
 static int try_send(emu_method_call *call)
 {
-    emu_session *s = call->id->live.session;
+    emu_live *live = emu_live_find(&call->hub->live, call->id);
+    emu_session *s = live ? live->active : NULL;
     if (!s || !s->method_requests || pn_link_credit(s->method_requests->link) <= 0)
         return -1;
     pn_message_t *m = pn_message();
@@ -104,7 +99,7 @@ static int try_send(emu_method_call *call)
     if (!d)
         return -1;
     call->sent = 1;
-    call->id->live.methods_invoked++;
+    live->methods_invoked++;
     iotgw_timer_start(&call->timer, (int64_t)call->response_timeout_s * 1000, 0);
     iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": %s: method %s sent", s->conn->serial, call->id->id,
               call->name);
@@ -129,6 +124,7 @@ emu_method_call *emu_method_invoke(emu_hub *hub, emu_identity *id, const char *n
     memcpy(call->payload, payload, len);
     call->len = len;
     call->hub = hub;
+    iotgw_list_init(&call->in_hub);
     iotgw_timer_init(hub->loop, &call->timer, timed_out, call);
     call->id = id;
     call->response_timeout_s = response_timeout_s;
@@ -137,10 +133,7 @@ emu_method_call *emu_method_invoke(emu_hub *hub, emu_identity *id, const char *n
     RAND_bytes((unsigned char *)call->uuid.bytes, sizeof call->uuid.bytes);
     call->uuid.bytes[6] = (char)((call->uuid.bytes[6] & 0x0f) | 0x40); /* version 4 */
     call->uuid.bytes[8] = (char)((call->uuid.bytes[8] & 0x3f) | 0x80);
-    call->next = hub->calls;
-    if (hub->calls)
-        hub->calls->prev = call;
-    hub->calls = call;
+    iotgw_list_push_front(&hub->calls, &call->in_hub);
     if (try_send(call) == 0)
         return call;
     if (connect_timeout_s <= 0) {
@@ -174,7 +167,7 @@ static void finish_later(emu_method_call *call, int status, const uint8_t *paylo
     call->payload = copy;
     call->len = len;
     call->delayed_status = status;
-    call->answered = 1; /* a second answer for it finds no waiting call */
+    call->answered = 1;             /* a second answer for it finds no waiting call */
     iotgw_timer_stop(&call->timer); /* the response deadline: replaced by the delay */
     iotgw_timer_init(call->hub->loop, &call->timer, delayed_fired, call);
     iotgw_timer_start(&call->timer, delay_ms, 0);
@@ -186,22 +179,27 @@ void emu_method_cancel(emu_method_call *call)
     call_free(call);
 }
 
+void emu_methods_cancel_all(emu_hub *hub)
+{
+    emu_method_call *call;
+    IOTGW_LIST_FOREACH (call, &hub->calls, emu_method_call, in_hub)
+        emu_method_cancel(call);
+}
+
 void emu_methods_identity_gone(emu_hub *hub, emu_identity *id)
 {
-    for (emu_method_call *call = hub->calls, *next; call; call = next) {
-        next = call->next;
+    emu_method_call *call;
+    IOTGW_LIST_FOREACH (call, &hub->calls, emu_method_call, in_hub)
         if (call->id == id)
             finish(call, 0, NULL, 0, "DeviceNotFound", "the device was deleted");
-    }
 }
 
 void emu_methods_session_changed(emu_hub *hub, emu_identity *id)
 {
-    for (emu_method_call *call = hub->calls, *next; call; call = next) {
-        next = call->next;
+    emu_method_call *call;
+    IOTGW_LIST_FOREACH (call, &hub->calls, emu_method_call, in_hub)
         if (call->id == id && !call->sent)
             try_send(call);
-    }
 }
 
 void emu_methods_on_response(emu_link *l, pn_delivery_t *d)
@@ -224,17 +222,19 @@ void emu_methods_on_response(emu_link *l, pn_delivery_t *d)
     iotgw_delivery_settle(d, PN_ACCEPTED, NULL, NULL);
     size_t blen = 0;
     const char *body = iotgw_body_bytes(pn_message_body(m), &blen);
-    for (emu_method_call *call = hub->calls; call; call = call->next) {
+    int fail_status = emu_faults_method_fail_status(hub->faults);
+    int delay_ms = emu_faults_method_delay_ms(hub->faults);
+    emu_method_call *call;
+    IOTGW_LIST_FOREACH (call, &hub->calls, emu_method_call, in_hub) {
         if (call->sent && !call->answered && call->id == id &&
             !memcmp(call->uuid.bytes, corr.u.as_uuid.bytes, 16)) {
             if (blen > EMU_METHOD_MAX_PAYLOAD)
                 finish(call, 413, NULL, 0, "MessageTooLarge", "The device's response is larger than 128 KB.");
-            else if (hub->faults.method_fail_status)
-                finish(call, hub->faults.method_fail_status, NULL, 0, "InjectedFailure",
+            else if (fail_status)
+                finish(call, fail_status, NULL, 0, "InjectedFailure",
                        "the hub failed the method call (fault injection)");
-            else if (hub->faults.method_delay_ms)
-                finish_later(call, (int)status, (const uint8_t *)body, body ? blen : 0,
-                             hub->faults.method_delay_ms);
+            else if (delay_ms)
+                finish_later(call, (int)status, (const uint8_t *)body, body ? blen : 0, delay_ms);
             else
                 finish(call, (int)status, (const uint8_t *)body, body ? blen : 0, NULL, NULL);
             return;

@@ -34,7 +34,7 @@ static void by(iotgw_prom *w, const char *name, const char *type, const char *he
 
 static void render_d2c(emu_hub *hub, iotgw_prom *w)
 {
-    const emu_metrics *m = &hub->metrics;
+    const emu_metrics *m = emu_hub_metrics(hub);
     iotgw_prom_counter(
         w, "iothub_emulator_d2c_messages_total",
         "device-to-cloud messages accepted (stored in the telemetry stream), each message of a batch",
@@ -42,10 +42,12 @@ static void render_d2c(emu_hub *hub, iotgw_prom *w)
     const char *name = "iothub_emulator_device_d2c_messages_total";
     iotgw_prom_family(w, name, "counter",
                       "device-to-cloud messages accepted, per registered device (and module)");
-    for (int i = 0; i < emu_registry_count(hub->registry); i++) {
-        const emu_identity *id = emu_registry_at(hub->registry, i);
+    emu_registry *r = emu_hub_registry(hub);
+    for (int i = 0; i < emu_registry_count(r); i++) {
+        const emu_identity *id = emu_registry_at(r, i);
         iotgw_prom_label l[2] = {{"device", id->device_id}, {"module", id->module_id}};
-        iotgw_prom_sample(w, name, l, id->module_id ? 2 : 1, (double)id->live.telemetry_in);
+        iotgw_prom_sample(w, name, l, id->module_id ? 2 : 1,
+                          (double)emu_hub_identity_activity(hub, id).telemetry_in);
     }
     static const char *const reasons[] = {"too_large", "undecodable", "throttled"};
     by(w, "iothub_emulator_d2c_rejected_total", "counter",
@@ -55,12 +57,12 @@ static void render_d2c(emu_hub *hub, iotgw_prom *w)
                        "messages sent to readers of the telemetry stream (each reader counts its own)",
                        (double)m->stream_read);
     iotgw_prom_gauge(w, "iothub_emulator_stream_messages", "messages the telemetry stream retains",
-                     (double)emu_events_retained(hub->events));
+                     (double)emu_hub_stream_retained(hub));
 }
 
 static void render_cloud(emu_hub *hub, iotgw_prom *w)
 {
-    const emu_metrics *m = &hub->metrics;
+    const emu_metrics *m = emu_hub_metrics(hub);
     static const char *const c2d[] = {"sent",     "refused",   "delivered", "completed",
                                       "rejected", "abandoned", "expired"};
     by(w, "iothub_emulator_c2d_messages_total", "counter",
@@ -107,10 +109,11 @@ static void render_cloud(emu_hub *hub, iotgw_prom *w)
 
 static void render_connections(emu_hub *hub, iotgw_prom *w)
 {
-    const emu_metrics *m = &hub->metrics;
+    const emu_metrics *m = emu_hub_metrics(hub);
     unsigned connected = 0;
-    for (int i = 0; i < emu_registry_count(hub->registry); i++)
-        connected += emu_registry_at(hub->registry, i)->live.session != NULL;
+    emu_registry *r = emu_hub_registry(hub);
+    for (int i = 0; i < emu_registry_count(r); i++)
+        connected += (unsigned)emu_hub_identity_activity(hub, emu_registry_at(r, i)).connected;
     iotgw_prom_gauge(w, "iothub_emulator_identities_connected",
                      "devices and modules with links attached (IoT Hub's Connected)", connected);
     static const char *const listeners[] = {"wss", "amqps"};
@@ -132,7 +135,7 @@ static void render_connections(emu_hub *hub, iotgw_prom *w)
 
 static void render_rest(emu_hub *hub, iotgw_prom *w)
 {
-    const emu_metrics *m = &hub->metrics;
+    const emu_metrics *m = emu_hub_metrics(hub);
     const char *name = "iothub_emulator_rest_requests_total";
     iotgw_prom_family(
         w, name, "counter",

@@ -17,7 +17,8 @@
  *           primaryKey: <base64>
  *
  * Each device and module is an emu_identity, found by id in O(1); it also carries the
- * identity's twin and live state, which the hub owns and which is not saved.
+ * identity's twin, which is not saved. What the hub knows of an identity while it runs
+ * (its connections, queues and counters) is the hub's own (emulator/hub.h).
  *
  * Ownership: the registry owns its policies and identities until emu_registry_free.
  * Threading: event-loop thread only. Errors: IOTGW_ERR_CONFIG (file, line and key in
@@ -44,15 +45,6 @@ typedef struct emu_policy {
     unsigned rights;
 } emu_policy;
 
-/* What the hub knows about an identity while it runs (not saved). */
-typedef struct emu_live {
-    void *session;            /* the hub's active session (the one holding its links), or NULL */
-    void *sessions;           /* all its sessions, on any connection */
-    int64_t last_activity_ms; /* wall clock */
-    uint64_t telemetry_in, c2d_sent, c2d_completed, c2d_rejected, c2d_abandoned;
-    uint64_t methods_invoked, twin_requests, auth_ok, auth_failed;
-} emu_live;
-
 typedef struct emu_identity {
     char *id;        /* "dev" or "dev/mod" */
     char *device_id; /* the device part */
@@ -64,8 +56,6 @@ typedef struct emu_identity {
     json_t *tags, *desired, *reported;
     int64_t desired_version, reported_version, tags_version;
     int64_t registry_version; /* grows with each change through the registry API: the device's etag */
-    emu_live live;
-    void *c2d; /* the hub's cloud-to-device queue, or NULL */
     struct emu_identity *hash_next;
 } emu_identity;
 
@@ -90,7 +80,8 @@ emu_identity *emu_registry_find(emu_registry *r, const char *device_id, const ch
 /* Add a device or module; NULL keys are made up. Fails when it exists or an id is bad. */
 int emu_registry_add(emu_registry *r, const char *device_id, const char *module_id, const char *primary_key,
                      const char *secondary_key, int enabled, emu_identity **out, iotgw_diag *diag);
-/* Remove an identity and free it (the hub must hold no reference to it any more). */
+/* Remove an identity and free it (a running hub lets go of it first:
+ * emu_hub_identity_forget). */
 void emu_registry_remove(emu_registry *r, emu_identity *id);
 /* Every identity, in the order they were added. */
 int emu_registry_count(const emu_registry *r);

@@ -9,6 +9,7 @@
 
 #include "codecs/base64.h"
 #include "emulator/rest.h"
+#include "transport/log.h"
 
 #define MAX_LIST 1000
 
@@ -35,15 +36,16 @@ static void device_etag(const emu_identity *id, char *buf, size_t len)
         buf[0] = '\0';
 }
 
-static json_t *device_json(const emu_identity *id)
+static json_t *device_json(const emu_hub *hub, const emu_identity *id)
 {
     char etag[48], active[32];
+    emu_identity_activity live = emu_hub_identity_activity(hub, id);
     device_etag(id, etag, sizeof etag);
-    iso_time(id->live.last_activity_ms, active, sizeof active);
+    iso_time(live.last_activity_ms, active, sizeof active);
     return json_pack("{s:s,s:s,s:s,s:s,s:s,s:n,s:s,s:s,s:s,s:i,"
                      "s:{s:s,s:{s:s,s:s},s:{s:n,s:n}},s:{s:b}}",
                      "deviceId", id->device_id, "generationId", id->generation_id, "etag", etag,
-                     "connectionState", id->live.session ? "Connected" : "Disconnected", "status",
+                     "connectionState", live.connected ? "Connected" : "Disconnected", "status",
                      id->enabled ? "enabled" : "disabled", "statusReason", "connectionStateUpdatedTime",
                      "0001-01-01T00:00:00Z", "statusUpdatedTime", "0001-01-01T00:00:00Z", "lastActivityTime",
                      active, "cloudToDeviceMessageCount", 0, "authentication", "type", "sas", "symmetricKey",
@@ -94,7 +96,7 @@ static const char *read_body(json_t *j, const char *path_id, const char **pk, co
 static int save(emu_hub *hub, iotgw_http_request *req)
 {
     iotgw_diag diag = {0};
-    if (emu_registry_save(hub->registry, &diag)) {
+    if (emu_registry_save(emu_hub_registry(hub), &diag)) {
         iotgw_log(IOTGW_LOG_WARN, "registry: saving failed: %s", diag.text);
         emu_rest_fail(hub, req, &E_SERVER, "the registry could not be saved");
         return -1;
@@ -108,7 +110,7 @@ static void put_device(emu_hub *hub, iotgw_http_request *req, const char *device
     const uint8_t *body = iotgw_http_body(req, &len);
     json_error_t jerr;
     json_t *j = json_loadb((const char *)body, len, JSON_REJECT_DUPLICATES, &jerr);
-    emu_identity *id = emu_registry_find(hub->registry, device, NULL);
+    emu_identity *id = emu_registry_find(emu_hub_registry(hub), device, NULL);
     const char *pk = NULL, *sk = NULL, *problem;
     int enabled = id ? id->enabled : 1;
     char etag[48] = "";
@@ -124,12 +126,12 @@ static void put_device(emu_hub *hub, iotgw_http_request *req, const char *device
         emu_rest_fail(hub, req, &E_PRECONDITION, "the device's etag does not match If-Match");
     } else if (!id) {
         iotgw_diag diag = {0};
-        if (emu_registry_add(hub->registry, device, NULL, pk, sk, enabled, &id, &diag))
+        if (emu_registry_add(emu_hub_registry(hub), device, NULL, pk, sk, enabled, &id, &diag))
             emu_rest_fail(hub, req, &E_BAD_ARGUMENT, diag.text);
         else if (!save(hub, req)) {
             iotgw_log(IOTGW_LOG_INFO, "registry: device %s created (%s)", device,
                       enabled ? "enabled" : "disabled");
-            emu_rest_json(hub, req, 200, device_json(id), NULL);
+            emu_rest_json(hub, req, 200, device_json(hub, id), NULL);
         }
     } else {
         char *npk = pk ? strdup(pk) : NULL, *nsk = sk ? strdup(sk) : NULL;
@@ -145,13 +147,13 @@ static void put_device(emu_hub *hub, iotgw_http_request *req, const char *device
         id->enabled = enabled;
         id->registry_version++;
         if (was_enabled && !enabled)
-            emu_identity_disconnect(id, "amqp:unauthorized-access", "the device was disabled");
+            emu_hub_identity_disconnect(hub, id, "amqp:unauthorized-access", "the device was disabled");
         else if (npk || nsk)
-            emu_identity_disconnect(id, "amqp:unauthorized-access", "the device's keys changed");
+            emu_hub_identity_disconnect(hub, id, "amqp:unauthorized-access", "the device's keys changed");
         if (!save(hub, req)) {
             iotgw_log(IOTGW_LOG_INFO, "registry: device %s updated (%s)", device,
                       enabled ? "enabled" : "disabled");
-            emu_rest_json(hub, req, 200, device_json(id), NULL);
+            emu_rest_json(hub, req, 200, device_json(hub, id), NULL);
         }
     }
     json_decref(j);
@@ -169,22 +171,19 @@ static void delete_device(emu_hub *hub, iotgw_http_request *req, emu_identity *i
         emu_rest_fail(hub, req, &E_PRECONDITION, "the device's etag does not match If-Match");
         return;
     }
-    /* its modules go with it */
-    for (int i = emu_registry_count(hub->registry) - 1; i >= 0; i--) {
-        emu_identity *m = emu_registry_at(hub->registry, i);
+    /* its modules go with it; the hub lets go of each before the registry frees it */
+    emu_registry *r = emu_hub_registry(hub);
+    for (int i = emu_registry_count(r) - 1; i >= 0; i--) {
+        emu_identity *m = emu_registry_at(r, i);
         if (m->module_id && !strcmp(m->device_id, id->device_id)) {
-            emu_identity_disconnect(m, "amqp:not-found", "the device was deleted");
-            emu_methods_identity_gone(hub, m);
-            emu_c2d_free(m);
-            emu_registry_remove(hub->registry, m);
+            emu_hub_identity_forget(hub, m);
+            emu_registry_remove(r, m);
         }
     }
     char name[256];
     snprintf(name, sizeof name, "%s", id->device_id);
-    emu_identity_disconnect(id, "amqp:not-found", "the device was deleted");
-    emu_methods_identity_gone(hub, id);
-    emu_c2d_free(id);
-    emu_registry_remove(hub->registry, id);
+    emu_hub_identity_forget(hub, id);
+    emu_registry_remove(r, id);
     if (!save(hub, req)) {
         iotgw_log(IOTGW_LOG_INFO, "registry: device %s deleted", name);
         emu_rest_answer(hub, req, 204, NULL, NULL, NULL, 0);
@@ -203,10 +202,11 @@ static void list_devices(emu_hub *hub, iotgw_http_request *req)
         }
     }
     json_t *list = json_array();
-    for (int i = 0, n = 0; i < emu_registry_count(hub->registry) && n < top; i++) {
-        emu_identity *id = emu_registry_at(hub->registry, i);
+    emu_registry *r = emu_hub_registry(hub);
+    for (int i = 0, n = 0; i < emu_registry_count(r) && n < top; i++) {
+        emu_identity *id = emu_registry_at(r, i);
         if (!id->module_id) {
-            json_array_append_new(list, device_json(id));
+            json_array_append_new(list, device_json(hub, id));
             n++;
         }
     }
@@ -242,11 +242,11 @@ void emu_rest_devices(emu_hub *hub, iotgw_http_request *req, const char *method,
         put_device(hub, req, seg[1]);
         return;
     }
-    emu_identity *id = emu_registry_find(hub->registry, seg[1], NULL);
+    emu_identity *id = emu_registry_find(emu_hub_registry(hub), seg[1], NULL);
     if (!id)
         emu_rest_fail(hub, req, &E_NOT_FOUND, "no such device");
     else if (read)
-        emu_rest_json(hub, req, 200, device_json(id), NULL);
+        emu_rest_json(hub, req, 200, device_json(hub, id), NULL);
     else
         delete_device(hub, req, id);
 }

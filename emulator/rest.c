@@ -10,6 +10,7 @@
 #include "codecs/identity.h"
 #include "codecs/percent.h"
 #include "codecs/sas.h"
+#include "transport/log.h"
 
 #define MAX_PATH_SEGMENTS 6
 
@@ -35,7 +36,7 @@ static const emu_rest_error E_HEADER_TOO_LARGE = {431, 431000, "RequestHeaderFie
 void emu_rest_answer(emu_hub *hub, iotgw_http_request *req, int status, const char *content_type,
                      const char *extra, const void *body, size_t len)
 {
-    hub->metrics.rest[status >= 100 && status < 600 ? status / 100 : 0]++;
+    emu_hub_metrics(hub)->rest[status >= 100 && status < 600 ? status / 100 : 0]++;
     iotgw_http_respond(req, status, content_type, extra, body, len);
 }
 
@@ -92,12 +93,12 @@ int emu_rest_authorize(emu_hub *hub, iotgw_http_request *req, unsigned need, cha
     }
     int rc = -1;
     char *sr = NULL;
-    emu_policy *p = t.skn ? emu_registry_policy(hub->registry, t.skn) : NULL;
+    const char *host = emu_hub_hostname(hub);
+    emu_policy *p = t.skn ? emu_registry_policy(emu_hub_registry(hub), t.skn) : NULL;
     if (!p)
         snprintf(why, len, "the token must name a shared access policy of this hub (skn)");
-    else if (iotgw_percent_decode(t.sr, strlen(t.sr), &sr, NULL) ||
-             strncasecmp(sr, hub->opt.hostname, strlen(hub->opt.hostname)) ||
-             (sr[strlen(hub->opt.hostname)] && sr[strlen(hub->opt.hostname)] != '/'))
+    else if (iotgw_percent_decode(t.sr, strlen(t.sr), &sr, NULL) || strncasecmp(sr, host, strlen(host)) ||
+             (sr[strlen(host)] && sr[strlen(host)] != '/'))
         snprintf(why, len, "the token is not for this hub");
     else if (iotgw_sas_verify(&t, p->primary_key, emu_now_s(), &diag) &&
              iotgw_sas_verify(&t, p->secondary_key, emu_now_s(), &diag))
@@ -291,29 +292,12 @@ static void patch_twin(emu_hub *hub, iotgw_http_request *req, emu_identity *id, 
             failed = 0;
         }
     }
-    hub->metrics.twin[replace ? EMU_TWIN_SERVICE_REPLACE : EMU_TWIN_SERVICE_PATCH][failed]++;
+    emu_hub_metrics(hub)->twin[replace ? EMU_TWIN_SERVICE_REPLACE : EMU_TWIN_SERVICE_PATCH][failed]++;
     json_decref(twin);
     json_decref(j);
 }
 
 /* ------------------------------------------------------------------ routing */
-
-/* The admin throttle's REST part: a token bucket of one second's worth. */
-static int over_rest_limit(emu_hub *hub)
-{
-    emu_faults *f = &hub->faults;
-    if (f->rest_limit <= 0)
-        return 0;
-    int64_t now = emu_wall_ms();
-    f->rest_tokens += (double)(now - f->rest_refilled_ms) * f->rest_limit / 1000.0;
-    if (f->rest_tokens > f->rest_limit)
-        f->rest_tokens = f->rest_limit;
-    f->rest_refilled_ms = now;
-    if (f->rest_tokens < 1)
-        return 1;
-    f->rest_tokens -= 1;
-    return 0;
-}
 
 /* What the transport refused (over a bound, a method it does not know), in IoT Hub's
  * error shape; 1 if answered. */
@@ -366,13 +350,14 @@ void emu_rest_on_request(iotgw_http_request *req, void *ctx)
         free(path);
         return;
     }
-    if (n >= 1 && strcmp(seg[0], "admin") && over_rest_limit(hub)) {
-        hub->metrics.throttled_rest++;
+    /* The admin throttle's REST part. */
+    if (n >= 1 && strcmp(seg[0], "admin") && emu_faults_rest_over_limit(emu_hub_faults(hub), emu_wall_ms())) {
+        emu_hub_metrics(hub)->throttled_rest++;
         emu_rest_fail(hub, req, &E_THROTTLED, "the hub's request rate limit is exceeded (fault injection)");
         free(path);
         return;
     }
-    if (n >= 1 && !strcmp(seg[0], "admin") && hub->opt.admin) {
+    if (n >= 1 && !strcmp(seg[0], "admin") && emu_hub_admin_enabled(hub)) {
         emu_rest_admin(hub, req, method, seg, n);
         free(path);
         return;
@@ -404,13 +389,13 @@ void emu_rest_on_request(iotgw_http_request *req, void *ctx)
                                   why, sizeof why)) {
         emu_rest_fail(hub, req, &E_UNAUTHORIZED, why);
     } else if (emu_rest_ids_valid(hub, req, device, module)) {
-        emu_identity *id = emu_registry_find(hub->registry, device, module);
+        emu_identity *id = emu_registry_find(emu_hub_registry(hub), device, module);
         if (!id)
             emu_rest_fail(hub, req, &E_NOT_FOUND, "no such device or module");
         else if (is_methods)
             invoke_method(hub, req, id);
         else if (!strcmp(method, "GET")) {
-            hub->metrics.twin[EMU_TWIN_SERVICE_GET][0]++;
+            emu_hub_metrics(hub)->twin[EMU_TWIN_SERVICE_GET][0]++;
             emu_rest_json(hub, req, 200, emu_twin_json(hub, id), NULL);
         } else
             patch_twin(hub, req, id, !strcmp(method, "PUT"));

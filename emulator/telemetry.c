@@ -8,7 +8,7 @@
 #include <proton/codec.h>
 #include <proton/delivery.h>
 
-#include "emulator/hub.h"
+#include "emulator/hub_internal.h"
 #include "transport/messaging.h"
 
 #define DATA_SECTION    0x75u
@@ -120,27 +120,11 @@ static const char *check_sections(emu_hub *hub, const uint8_t *buf, size_t len, 
     return cond;
 }
 
-/* --d2c-limit: a token bucket of one second's worth, as a hub unit's D2C quota. */
-static int over_quota(emu_hub *hub, int count)
-{
-    int limit = hub->opt.d2c_limit;
-    if (limit <= 0)
-        return 0;
-    int64_t now = emu_wall_ms();
-    hub->d2c_tokens += (double)(now - hub->d2c_refilled_ms) * limit / 1000.0;
-    if (hub->d2c_tokens > limit)
-        hub->d2c_tokens = limit;
-    hub->d2c_refilled_ms = now;
-    if (hub->d2c_tokens < count)
-        return 1;
-    hub->d2c_tokens -= count;
-    return 0;
-}
-
 void emu_telemetry_on_delivery(emu_link *l, pn_delivery_t *d)
 {
     emu_conn *c = l->conn;
-    emu_identity *id = l->session->id;
+    emu_live *live = l->session->live;
+    emu_identity *id = live->id;
     uint8_t *buf;
     size_t len;
     const char *why = NULL, *cond = NULL;
@@ -155,7 +139,8 @@ void emu_telemetry_on_delivery(emu_link *l, pn_delivery_t *d)
         } else {
             cond = check_sections(c->hub, buf, len, &count, &why, NULL);
         }
-        if (!cond && over_quota(c->hub, count)) {
+        /* --d2c-limit or the admin throttle, as a hub unit's D2C quota */
+        if (!cond && emu_faults_d2c_over_limit(c->hub->faults, count, emu_wall_ms())) {
             cond = "com.microsoft:device-container-throttled";
             why = "ThrottlingException: the hub's device-to-cloud message rate limit is exceeded";
             throttled = 1;
@@ -174,7 +159,7 @@ void emu_telemetry_on_delivery(emu_link *l, pn_delivery_t *d)
         return;
     }
     c->hub->metrics.d2c_messages += (uint64_t)count;
-    id->live.telemetry_in += (uint64_t)count;
-    id->live.last_activity_ms = emu_wall_ms();
+    live->telemetry_in += (uint64_t)count;
+    live->last_activity_ms = emu_wall_ms();
     iotgw_delivery_settle(d, PN_ACCEPTED, NULL, NULL);
 }

@@ -9,7 +9,7 @@
 
 #include "codecs/base64.h"
 #include "transport/amqp_map.h"
-#include "emulator/hub.h"
+#include "emulator/hub_internal.h"
 #include "transport/messaging.h"
 
 #define TWIN_MAX_DEPTH 10
@@ -91,9 +91,9 @@ static json_t *with_version(json_t *props, int64_t version)
     return o;
 }
 
-json_t *emu_twin_json(emu_hub *hub, emu_identity *id)
+json_t *emu_twin_json(const emu_hub *hub, const emu_identity *id)
 {
-    (void)hub;
+    const emu_live *live = emu_live_find(&hub->live, id);
     json_t *t = json_object();
     json_object_set_new(t, "deviceId", json_string(id->device_id));
     if (id->module_id)
@@ -108,7 +108,8 @@ json_t *emu_twin_json(emu_hub *hub, emu_identity *id)
     json_object_set_new(t, "etag", json_string(etag));
     json_object_set_new(t, "version", json_integer(version));
     json_object_set_new(t, "status", json_string(id->enabled ? "enabled" : "disabled"));
-    json_object_set_new(t, "connectionState", json_string(id->live.session ? "Connected" : "Disconnected"));
+    json_object_set_new(t, "connectionState",
+                        json_string(live && live->active ? "Connected" : "Disconnected"));
     json_object_set_new(t, "tags", json_deep_copy(id->tags));
     json_t *props = json_object();
     json_object_set_new(props, "desired", with_version(id->desired, id->desired_version));
@@ -172,8 +173,8 @@ void emu_twin_on_request(emu_link *l, pn_delivery_t *d)
     if (!m)
         return;
     iotgw_delivery_settle(d, PN_ACCEPTED, NULL, NULL);
-    id->live.twin_requests++;
-    id->live.last_activity_ms = emu_wall_ms();
+    s->live->twin_requests++;
+    s->live->last_activity_ms = emu_wall_ms();
 
     char op[16] = "", resource[64] = "";
     pn_data_t *ann = pn_message_annotations(m);
@@ -227,7 +228,8 @@ void emu_twin_on_request(emu_link *l, pn_delivery_t *d)
 
 void emu_twin_notify_desired(emu_hub *hub, emu_identity *id, json_t *patch)
 {
-    emu_session *s = id->live.session;
+    emu_live *live = emu_live_find(&hub->live, id);
+    emu_session *s = live ? live->active : NULL;
     if (!s || !s->desired_subscribed || !s->twin_responses)
         return;
     hub->metrics.desired_pushes++;

@@ -133,7 +133,7 @@ int main(int argc, char **argv)
         iotgw_loop_run(loop, 50);
         online = 0;
         for (int i = 0; i < ndev; i++)
-            online += emu_registry_at(reg, i)->live.session != NULL;
+            online += emu_hub_identity_activity(hub, emu_registry_at(reg, i)).connected;
     }
     int total = rate * seconds;
     lat = calloc((size_t)total, sizeof *lat);

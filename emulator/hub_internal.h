@@ -1,0 +1,240 @@
+/*
+ * Inside the emulated hub: the structs and calls shared by the files that make it up,
+ * hub.c (connections, link attach and routing, sessions), live.c (the per-identity live
+ * table), cbs.c, telemetry.c, events.c, c2d.c, feedback.c, methods.c and twin.c. Users
+ * of the hub include emulator/hub.h instead. The reference is
+ * shared/docs/iothub-amqp-protocol.md; the choices made where it says UNCONFIRMED are
+ * listed in docs/emulator.md.
+ *
+ * Model: an emu_conn is one AMQP connection. A CBS put-token for a device (or module)
+ * creates an emu_session, that identity's presence on the connection, with the token's
+ * expiry; a hub-level token (a policy with DeviceConnect, sr = the hub) lets sessions be
+ * created on first attach instead. An identity's links live in its session. At most one
+ * session per identity is active (emu_live.active): the one that attached last, as IoT
+ * Hub keeps one connection per identity; methods, C2D and desired updates go to it.
+ *
+ * Live state: what the hub knows of an identity while it runs (its sessions, its C2D
+ * queue, its counters) is an emu_live in the hub's live table, keyed by the identity's id
+ * (live.c), never in the registry's objects. An entry is made the first time the
+ * identity needs one (a session, a queued message, a counted event) and lives until the
+ * identity is deleted (emu_hub_identity_forget, before the registry frees the identity)
+ * or the hub is freed; its id pointer is the registry's identity, valid all that time.
+ *
+ * Ownership: the hub owns connections, sessions, link records, live entries, C2D queues
+ * and method calls. Threading: event-loop thread only. Errors: as each function says;
+ * most have nothing to report but log what they refuse.
+ */
+#ifndef IOTGW_EMULATOR_HUB_INTERNAL_H
+#define IOTGW_EMULATOR_HUB_INTERNAL_H
+
+#include <stdint.h>
+#include <proton/link.h>
+#include <proton/message.h>
+
+#include "codecs/assert.h"
+#include "codecs/list.h"
+#include "emulator/hub.h"
+#include "transport/log.h"
+#include "transport/transport.h"
+
+#define EMU_MAX_MESSAGE_SIZE      (256 * 1024)  /* IoT Hub's D2C limit */
+#define EMU_LINK_MAX_MESSAGE_SIZE (1024 * 1024) /* advertised on attach (CBS links: observed) */
+#define EMU_C2D_MAX_QUEUE         50
+#define EMU_C2D_MAX_SIZE          (64 * 1024)
+
+typedef struct emu_conn emu_conn;
+typedef struct emu_session emu_session;
+typedef struct emu_link emu_link;
+typedef struct emu_live emu_live;
+typedef struct emu_events emu_events;
+typedef struct emu_c2d_queue emu_c2d_queue;
+
+typedef enum emu_link_kind {
+    EMU_LINK_CBS_REQUESTS = 1, /* client sender to $cbs */
+    EMU_LINK_CBS_REPLIES,      /* client receiver from $cbs */
+    EMU_LINK_TELEMETRY,
+    EMU_LINK_C2D,
+    EMU_LINK_METHOD_REQUESTS,  /* hub sends requests */
+    EMU_LINK_METHOD_RESPONSES, /* hub receives answers */
+    EMU_LINK_TWIN_REQUESTS,    /* hub receives GET/PATCH/PUT */
+    EMU_LINK_TWIN_RESPONSES,   /* hub sends answers and desired updates */
+    EMU_LINK_SERVICE_C2D,
+    EMU_LINK_EVENTS,   /* hub sends the telemetry stream of one partition */
+    EMU_LINK_FEEDBACK, /* hub sends C2D delivery feedback to the service */
+    EMU_LINK_REFUSED,  /* attached only to be detached with an error */
+} emu_link_kind;
+
+struct emu_link {
+    emu_link_kind kind;
+    pn_link_t *link;
+    emu_conn *conn;
+    emu_session *session;                    /* device links */
+    char *reply_address;                     /* CBS replies: the client's target address (C# routes by it) */
+    struct emu_queued *queued, *queued_tail; /* answers waiting for the client's credit */
+    int nqueued;
+    int partition;      /* EMU_LINK_EVENTS: which one */
+    uint64_t cursor;    /* EMU_LINK_EVENTS: next sequence number to send */
+    iotgw_list stream;  /* EMU_LINK_EVENTS: in the hub's readers (emu_hub.streams) once attached */
+    iotgw_list in_conn; /* in conn->links */
+};
+
+struct emu_session {
+    emu_identity *id;
+    emu_live *live; /* the identity's live entry (live->id == id) */
+    emu_conn *conn;
+    uint64_t token_expiry; /* seconds since the epoch; 0: covered by a hub-level grant */
+    int attached;          /* has attached a link: it may be the active session */
+    emu_link *telemetry;   /* the most recent; several are allowed */
+    emu_link *c2d, *method_requests, *method_responses, *twin_requests, *twin_responses;
+    int desired_subscribed;
+    emu_session *next_in_conn;
+    emu_session *next_of_identity; /* the identity's sessions on every connection */
+};
+
+struct emu_conn {
+    emu_hub *hub;
+    iotgw_conn *conn;
+    uint64_t serial;  /* for logs: "conn 12" */
+    iotgw_list links; /* emu_link.in_conn */
+    emu_session *sessions;
+    uint64_t device_grant;   /* expiry of a hub-level DeviceConnect token; 0: none */
+    uint64_t service_grant;  /* expiry of a ServiceConnect token; 0: none */
+    unsigned service_rights; /* that policy's rights */
+    iotgw_timer expiry_timer;
+    int refused;       /* fault injection: closed at accept; nothing it sends is served */
+    int listener;      /* EMU_LISTENER_WSS or _AMQPS: where it came in (metrics) */
+    iotgw_list in_hub; /* in hub->conns */
+};
+
+/* What the hub knows about one identity while it runs (not saved). */
+struct emu_live {
+    emu_identity *id;         /* the registry's; this entry goes before it does */
+    emu_session *active;      /* the session holding its links, or NULL: at most one per identity */
+    emu_session *sessions;    /* all its sessions, on any connection (next_of_identity) */
+    emu_c2d_queue *c2d;       /* c2d.c's queue, or NULL until a message is queued */
+    int64_t last_activity_ms; /* wall clock */
+    uint64_t telemetry_in, c2d_sent, c2d_completed, c2d_rejected, c2d_abandoned;
+    uint64_t methods_invoked, twin_requests, auth_ok, auth_failed;
+    uint32_t hash; /* of id->id, for the table */
+    emu_live *hash_next;
+};
+
+/* The live table: a hash table of emu_live by identity id, grown as entries come. */
+typedef struct emu_live_table {
+    emu_live **buckets;
+    size_t nbuckets, count;
+} emu_live_table;
+
+struct emu_hub {
+    iotgw_loop *loop;
+    emu_registry *registry;
+    emu_hub_options opt; /* strings are owned copies; d2c_limit is only where the faults started */
+    iotgw_listener *wss, *amqps;
+    iotgw_list conns; /* emu_conn.in_hub, the newest first */
+    uint64_t next_serial;
+    pn_message_t *scratch; /* reused for decoding */
+    emu_live_table live;   /* per identity: sessions, C2D queue, counters */
+    iotgw_list calls;      /* direct methods waiting for a device (methods.c) */
+    emu_events *events;    /* the telemetry stream */
+    iotgw_list streams;    /* its readers: emu_link.stream */
+    emu_faults *faults;
+    json_t *feedback;    /* C2D feedback records waiting for a receiver */
+    char event_hub[160]; /* the stream's Event Hub-compatible name, "iothub-ehub-{hub}-emulator" */
+    emu_metrics metrics;
+};
+
+/* ------------------------------------------------------------------ live.c */
+
+/* The identity's entry, or NULL when it has none yet. */
+emu_live *emu_live_find(const emu_live_table *t, const emu_identity *id);
+/* The identity's entry, made when it has none; NULL: out of memory. */
+emu_live *emu_live_get(emu_live_table *t, emu_identity *id);
+/* Take the entry out of the table and free it; it holds no session or queue any more. */
+void emu_live_remove(emu_live_table *t, emu_live *live);
+/* Free every entry, after each one's before_free (which may not touch the table). */
+void emu_live_table_free(emu_live_table *t, void (*before_free)(emu_live *live));
+
+/* ------------------------------------------------------------------ hub.c */
+
+/* The session of id on conn, or NULL. */
+emu_session *emu_session_find(emu_conn *c, emu_identity *id);
+/* That session, made when there is none (with the identity's live entry); a non-zero
+ * token_expiry renews it. NULL: out of memory. */
+emu_session *emu_session_get(emu_conn *c, emu_identity *id, uint64_t token_expiry);
+/* Detach every link of a session with a condition and forget it. */
+void emu_session_end(emu_session *s, const char *cond_name, const char *description);
+/* Send msg on a link the hub sends answers on, or keep it until the client gives
+ * credit (at most EMU_MAX_QUEUED; then it is dropped with a log line). 0 or -1. */
+#define EMU_MAX_QUEUED 1000
+int emu_link_answer(emu_link *l, pn_message_t *msg);
+/* Take and decode a complete incoming request into the hub's scratch message; on a
+ * too-large or undecodable one, settle it rejected, log, and return NULL. */
+pn_message_t *emu_take_request(emu_link *l, pn_delivery_t *d, const char *what);
+/* Re-arm the connection's token-expiry timer after a grant changed. */
+void emu_conn_schedule_expiry(emu_conn *c);
+
+/* ------------------------------------------------------------------ cbs.c */
+
+void emu_cbs_on_request(emu_link *l, pn_delivery_t *d);
+/* SASL PLAIN with a SAS token as the password (listener callback). */
+int emu_cbs_sasl_plain(iotgw_conn *ic, const char *user, const char *password, void *ctx);
+
+/* ------------------------------------------------------------------ events.c */
+
+/* The Event Hub-compatible stream. 0 or IOTGW_ERR_NOMEM. */
+int emu_events_new(int partitions, size_t max_messages, size_t max_bytes, emu_events **out);
+void emu_events_free(emu_events *ev);
+int emu_events_partitions(const emu_events *ev);
+/* Store an accepted device message (encoded) and deliver it to the partition's readers. */
+void emu_events_publish(emu_hub *hub, emu_identity *id, const uint8_t *buf, size_t len);
+/* Make l a reader of partition from its filter's start; NULL, or the condition to refuse
+ * with and *why. */
+const char *emu_events_attach(emu_link *l, int partition, const char **why);
+/* l reads no more (nothing when it was no reader). */
+void emu_events_detach(emu_link *l);
+void emu_events_pump(emu_link *l);
+/* Messages the stream holds now, over all partitions. */
+size_t emu_events_retained(const emu_events *ev);
+
+/* ------------------------------------------------------------------ feedback.c */
+
+/* C2D delivery feedback to service receivers. A record for a message whose sender asked
+ * for acknowledgement; status is IoT Hub's (Success, Rejected, DeliveryCountExceeded,
+ * Expired, Purged). */
+void emu_feedback_record(emu_hub *hub, emu_identity *id, const char *original_id, int64_t enqueued_ms,
+                         const char *status);
+void emu_feedback_pump(emu_hub *hub);
+
+/* ------------------------------------------------------------------ telemetry.c */
+
+void emu_telemetry_on_delivery(emu_link *l, pn_delivery_t *d);
+
+/* ------------------------------------------------------------------ c2d.c */
+
+void emu_service_c2d_on_delivery(emu_link *l, pn_delivery_t *d);
+/* Queue an encoded message for id; returns 0, or IOTGW_ERR_AGAIN when the queue is full
+ * (IOTGW_ERR_NOMEM when out of memory). */
+int emu_c2d_enqueue(emu_hub *hub, emu_identity *id, pn_message_t *msg, iotgw_diag *diag);
+/* Send what can be sent on the identity's active session. */
+void emu_c2d_pump(emu_session *s);
+void emu_c2d_on_disposition(emu_link *l, pn_delivery_t *d);
+/* The active session went away: what it held goes back to the queue. */
+void emu_c2d_requeue(emu_live *live);
+/* Drop the identity's queue, without feedback. */
+void emu_c2d_free(emu_live *live);
+
+/* ------------------------------------------------------------------ methods.c */
+
+void emu_methods_on_response(emu_link *l, pn_delivery_t *d);
+/* The identity is being deleted: its waiting calls end with DeviceNotFound. */
+void emu_methods_identity_gone(emu_hub *hub, emu_identity *id);
+/* A session gained a method request link (pending calls may go) or lost it. */
+void emu_methods_session_changed(emu_hub *hub, emu_identity *id);
+/* The hub is being freed: every call ends without its done. */
+void emu_methods_cancel_all(emu_hub *hub);
+
+/* ------------------------------------------------------------------ twin.c */
+
+void emu_twin_on_request(emu_link *l, pn_delivery_t *d);
+
+#endif
