@@ -117,11 +117,11 @@ int emu_hub_drop_connections(emu_hub *hub, const char *cond_name, const char *de
 typedef struct emu_method_call emu_method_call;
 typedef void (*emu_method_done_fn)(void *ctx, int status, const uint8_t *payload, size_t len,
                                    const char *error_code, const char *message);
-/* Invoke a direct method. done is called exactly once, possibly before this returns
- * (device not online and connect_timeout_s 0), with the device's status and payload, or
- * with error_code DeviceNotOnline, GatewayTimeout, DeviceNotFound, MessageTooLarge,
- * InjectedFailure or ServerError. Returns a handle for cancel, or NULL when done was
- * called already. */
+/* Invoke a direct method. done is called exactly once, from a later turn of the loop,
+ * with the device's status and payload, or with error_code DeviceNotOnline,
+ * GatewayTimeout, DeviceNotFound (the identity was deleted), MessageTooLarge,
+ * InjectedFailure or ServerError. Returns a handle for cancel; NULL only when there was
+ * no memory for the call, and then done was called already, with ServerError. */
 emu_method_call *emu_method_invoke(emu_hub *hub, emu_identity *id, const char *name, const uint8_t *payload,
                                    size_t len, int response_timeout_s, int connect_timeout_s,
                                    emu_method_done_fn done, void *ctx);

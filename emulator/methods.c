@@ -22,6 +22,7 @@ struct emu_method_call {
     int sent;
     int response_timeout_s;
     int delayed_status; /* fault injection: the answer held back */
+    const char *delayed_code, *delayed_message; /* an error answered on the next turn (static text) */
     int answered;
     iotgw_timer timer; /* connect timeout before sending, response timeout after; the fault's delay */
     emu_method_done_fn done;
@@ -61,6 +62,8 @@ static void finish(emu_method_call *call, int status, const uint8_t *payload, si
     if (done)
         done(ctx, status, payload, len, code, message);
 }
+
+static void fail_later(emu_method_call *call, int status, const char *code, const char *message);
 
 static void timed_out(iotgw_timer *t, void *ctx)
 {
@@ -137,8 +140,8 @@ emu_method_call *emu_method_invoke(emu_hub *hub, emu_identity *id, const char *n
     if (try_send(call) == 0)
         return call;
     if (connect_timeout_s <= 0) {
-        finish(call, 404, NULL, 0, "DeviceNotOnline", "The device is not online.");
-        return NULL;
+        fail_later(call, 404, "DeviceNotOnline", "The device is not online.");
+        return call;
     }
     iotgw_timer_start(&call->timer, (int64_t)connect_timeout_s * 1000, 0);
     return call;
@@ -153,6 +156,26 @@ static void delayed_fired(iotgw_timer *t, void *ctx)
     call->payload = NULL;
     finish(call, call->delayed_status, payload, call->len, NULL, NULL);
     free(payload);
+}
+
+/* An error that ends the call, told through done on the next turn of the loop: never
+ * inside the call (invoke, an identity's deletion) that caused it. */
+static void error_fired(iotgw_timer *t, void *ctx)
+{
+    (void)t;
+    emu_method_call *call = ctx;
+    finish(call, call->delayed_status, NULL, 0, call->delayed_code, call->delayed_message);
+}
+
+static void fail_later(emu_method_call *call, int status, const char *code, const char *message)
+{
+    call->delayed_status = status;
+    call->delayed_code = code;
+    call->delayed_message = message;
+    call->answered = 1; /* no answer, no send: it is over */
+    iotgw_timer_stop(&call->timer);
+    iotgw_timer_init(call->hub->loop, &call->timer, error_fired, call);
+    iotgw_timer_start(&call->timer, 0, 0);
 }
 
 static void finish_later(emu_method_call *call, int status, const uint8_t *payload, size_t len, int delay_ms)
@@ -190,15 +213,15 @@ void emu_methods_identity_gone(emu_hub *hub, emu_identity *id)
 {
     emu_method_call *call;
     IOTGW_LIST_FOREACH (call, &hub->calls, emu_method_call, in_hub)
-        if (call->id == id)
-            finish(call, 0, NULL, 0, "DeviceNotFound", "the device was deleted");
+        if (call->id == id && !call->answered)
+            fail_later(call, 0, "DeviceNotFound", "the device was deleted");
 }
 
 void emu_methods_session_changed(emu_hub *hub, emu_identity *id)
 {
     emu_method_call *call;
     IOTGW_LIST_FOREACH (call, &hub->calls, emu_method_call, in_hub)
-        if (call->id == id && !call->sent)
+        if (call->id == id && !call->sent && !call->answered)
             try_send(call);
 }
 

@@ -518,9 +518,18 @@ class RestRegistry(unittest.TestCase):
         self.assertNotEqual(upd["etag"], dev["etag"])
         self.assertEqual(wait_detached(conn, sender), "amqp:unauthorized-access")
         conn.close()
+        # a method call waiting for the device to connect when it is deleted: DeviceNotFound
+        waiting = {}
+        t = threading.Thread(target=lambda: waiting.setdefault("r", EMU.rest(
+            "POST", "/twins/new-1/methods", {"methodName": "x", "connectTimeoutInSeconds": 20})))
+        t.start()
+        time.sleep(0.5)  # the call waits at the hub
         # delete needs If-Match; then it is gone, from the file too
         self.assertEqual(EMU.rest("DELETE", "/devices/new-1")[0], 400)
         self.assertEqual(EMU.rest("DELETE", "/devices/new-1", headers={"If-Match": "*"})[0], 204)
+        t.join(10)
+        status, headers, _ = waiting["r"]
+        self.assertEqual((status, headers.get("iothub-errorcode")), (404, "DeviceNotFound"))
         status, headers, _ = EMU.rest("GET", "/devices/new-1")
         self.assertEqual((status, headers.get("iothub-errorcode")), (404, "DeviceNotFound"))
         with open(EMU.registry) as f:
