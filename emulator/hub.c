@@ -506,11 +506,17 @@ static void redirect_events(emu_conn *c, pn_link_t *link, const emu_address *a)
     emu_hub *hub = c->hub;
     int port = emu_hub_amqps_port(hub);
     char address[600];
-    snprintf(address, sizeof address, "amqps://%s:%d/%s/ConsumerGroups/%s/Partitions/%d", hub->opt.hostname,
-             port, hub->event_hub, a->consumer_group, a->partition);
+    int n = snprintf(address, sizeof address, "amqps://%s:%d/%s/ConsumerGroups/%s/Partitions/%d",
+                     hub->opt.hostname, port, hub->event_hub, a->consumer_group, a->partition);
     link_record(c, link, EMU_LINK_REFUSED);
     pn_link_open(link);
     pn_condition_t *cond = pn_link_condition(link);
+    if (n < 0 || (size_t)n >= sizeof address) { /* a consumer group name longer than any Event Hub allows */
+        pn_condition_set_name(cond, "amqp:invalid-field");
+        pn_condition_set_description(cond, "the consumer group's name is too long");
+        pn_link_close(link);
+        return;
+    }
     pn_condition_set_name(cond, "amqp:link:redirect");
     pn_condition_set_description(cond, "the telemetry stream is read from the Event Hub-compatible endpoint");
     pn_data_t *info = pn_condition_info(cond);

@@ -716,6 +716,10 @@ class StreamRedirect(unittest.TestCase):
                 raise AssertionError("the hub did not redirect")
             except LinkDetached as e:
                 cond = e.link.remote_condition
+            # a consumer group whose redirect address would not fit is refused, not cut
+            name, text = detach_condition(lambda: svc.create_receiver(
+                "messages/events/ConsumerGroups/" + "g" * 600 + "/Partitions/2"))
+            self.assertEqual((name, text), ("amqp:invalid-field", "the consumer group's name is too long"))
             svc.close()
             self.assertEqual(cond.name, "amqp:link:redirect")
             info = {str(k): v for k, v in cond.info.items()}
