@@ -262,7 +262,7 @@ void emu_cbs_on_request(emu_link *l, pn_delivery_t *d)
     pn_data_put_string(ap, pn_bytes(strlen(res.description), res.description));
     pn_data_exit(ap);
     emu_link *out = reply_link(l, pn_message_get_reply_to(m));
-    if (!out || emu_link_answer(out, reply))
+    if (!out || emu_link_answer_later(out, reply))
         iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": CBS: no $cbs receiver link for the reply", c->serial);
     pn_message_free(reply);
 }

@@ -161,6 +161,33 @@ class Auth(unittest.TestCase):
                 self.assertIn(f"SASL PLAIN refused for {user}: ", EMU.log_text())
                 self.assertIn(logged, EMU.log_text())
 
+    def test_cbs_disposition_before_reply(self):
+        """IoT Hub settles a put-token before it sends the reply, and the Azure IoT C SDK
+        (uAMQP) fails a put-token whose reply comes first. Read off Proton's frame trace
+        of a client sending put-tokens: no reply may arrive before its request's
+        disposition."""
+        script = (
+            "import sys, types\n"
+            "from emulator_lib import connect, Cbs, device_token\n"
+            "emu = types.SimpleNamespace(ca=sys.argv[1], amqps=int(sys.argv[2]))\n"
+            "conn = connect(emu)\n"
+            "cbs = Cbs(conn)\n"
+            "for i in range(5):\n"
+            "    assert cbs.put(device_token('dev1'), 'localhost/devices/dev1')[0] == 200\n"
+            "conn.close()\n")
+        env = dict(os.environ, PN_TRACE_FRM="1", PYTHONPATH=os.path.dirname(os.path.abspath(__file__)))
+        out = subprocess.run(["/usr/bin/python3", "-c", script, EMU.ca, str(EMU.amqps)], env=env,
+                             capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr[-2000:])
+        settled = replies = 0
+        for line in out.stderr.splitlines():
+            if "<- @disposition" in line and "role=true" in line:
+                settled += 1
+            elif "<- @transfer" in line:
+                replies += 1
+                self.assertLessEqual(replies, settled, "a put-token's reply came before its disposition")
+        self.assertEqual(replies, 5)
+
     def test_refusals(self):
         conn = connect(EMU)
         cbs = Cbs(conn)
