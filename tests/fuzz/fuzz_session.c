@@ -80,7 +80,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static struct iotgw_stream s;
     memset(&s, 0, offsetof(struct iotgw_stream, out));
     gw_session_accept(gw, &s);
-    gw_session *session = gw->sessions;
+    gw_session *session = iotgw_list_entry(iotgw_list_first(&gw->sessions), gw_session, node);
     size_t step = size ? (size_t)data[0] % 64 + 1 : 1;
     for (size_t off = 1; off < size && !s.closed;) {
         size_t n = size - off < step ? size - off : step;
