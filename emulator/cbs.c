@@ -216,6 +216,10 @@ void emu_cbs_on_request(emu_link *l, pn_delivery_t *d)
     if (!m)
         return;
     iotgw_delivery_settle(d, PN_ACCEPTED, NULL, NULL);
+    /* the disposition goes on the wire before the reply, as IoT Hub orders them: the Azure
+     * IoT C SDK (uAMQP) fails a put-token whose reply comes first */
+    if (c->conn)
+        iotgw_conn_encode_pending(c->conn);
 
     grant_result res = {0};
     char op[32], type[64], name[300];
@@ -262,7 +266,7 @@ void emu_cbs_on_request(emu_link *l, pn_delivery_t *d)
     pn_data_put_string(ap, pn_bytes(strlen(res.description), res.description));
     pn_data_exit(ap);
     emu_link *out = reply_link(l, pn_message_get_reply_to(m));
-    if (!out || emu_link_answer_later(out, reply))
+    if (!out || emu_link_answer(out, reply))
         iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": CBS: no $cbs receiver link for the reply", c->serial);
     pn_message_free(reply);
 }

@@ -252,7 +252,6 @@ static emu_link *link_record(emu_conn *c, pn_link_t *link, emu_link_kind kind)
     l->conn = c;
     iotgw_list_init(&l->stream);
     iotgw_list_init(&l->in_conn);
-    iotgw_list_init(&l->later);
     iotgw_list_push_front(&c->links, &l->in_conn);
     pn_link_set_context(link, l);
     return l;
@@ -287,31 +286,6 @@ int emu_link_answer(emu_link *l, pn_message_t *msg)
     if (!l->queued && pn_link_credit(l->link) > 0)
         return iotgw_link_send_message(l->link, msg) ? 0 : -1;
     return queue_answer(l, msg);
-}
-
-int emu_link_answer_later(emu_link *l, pn_message_t *msg)
-{
-    if (pn_link_state(l->link) & PN_LOCAL_CLOSED)
-        return -1;
-    if (queue_answer(l, msg))
-        return -1;
-    if (!iotgw_list_linked(&l->later))
-        iotgw_list_push_back(&l->conn->answers_later, &l->later);
-    if (l->conn->conn)
-        iotgw_conn_wake(l->conn->conn);
-    return 0;
-}
-
-/* The next turn: what emu_link_answer_later held goes out, as far as credit allows (the
- * rest waits for credit, as any answer). */
-static void send_answers_later(emu_conn *c)
-{
-    iotgw_list *n;
-    while ((n = iotgw_list_first(&c->answers_later))) {
-        emu_link *l = iotgw_list_entry(n, emu_link, later);
-        iotgw_list_remove(n);
-        flush_answers(l);
-    }
 }
 
 static int queue_answer(emu_link *l, pn_message_t *msg)
@@ -369,7 +343,6 @@ static void link_record_free(emu_link *l)
         free(q);
     }
     iotgw_list_remove(&l->in_conn);
-    iotgw_list_remove(&l->later);
     pn_link_set_context(l->link, NULL);
     free(l->reply_address);
     free(l);
@@ -774,7 +747,6 @@ static void conn_event(iotgw_conn *ic, pn_event_t *e, void *ctx)
     case PN_LINK_REMOTE_CLOSE:
     case PN_LINK_REMOTE_DETACH: on_link_closed(c, pn_event_link(e)); break;
     case PN_LINK_FLOW: on_flow(c, pn_event_link(e)); break;
-    case PN_CONNECTION_WAKE: send_answers_later(c); break;
     case PN_DELIVERY: on_delivery(c, pn_event_delivery(e)); break;
     case PN_LINK_FINAL: {
         emu_link *l = pn_link_get_context(pn_event_link(e));
@@ -810,7 +782,6 @@ static void on_accept(iotgw_listener *li, iotgw_conn *ic, void *ctx)
     }
     c->hub = hub;
     iotgw_list_init(&c->links);
-    iotgw_list_init(&c->answers_later);
     iotgw_list_init(&c->in_hub);
     iotgw_timer_init(hub->loop, &c->expiry_timer, expiry_fired, c);
     c->conn = ic;

@@ -76,7 +76,6 @@ struct emu_link {
     uint64_t cursor;    /* EMU_LINK_EVENTS: next sequence number to send */
     iotgw_list stream;  /* EMU_LINK_EVENTS: in the hub's readers (emu_hub.streams) once attached */
     iotgw_list in_conn; /* in conn->links */
-    iotgw_list later;   /* in conn->answers_later: holds answers for the next turn */
 };
 
 struct emu_session {
@@ -97,7 +96,6 @@ struct emu_conn {
     iotgw_conn *conn;
     uint64_t serial;  /* for logs: "conn 12" */
     iotgw_list links; /* emu_link.in_conn */
-    iotgw_list answers_later; /* links with answers held for the next turn (emu_link_answer_later) */
     emu_session *sessions;
     uint64_t device_grant;   /* expiry of a hub-level DeviceConnect token; 0: none */
     uint64_t service_grant;  /* expiry of a ServiceConnect token; 0: none */
@@ -169,10 +167,6 @@ void emu_session_end(emu_session *s, const char *cond_name, const char *descript
  * credit (at most EMU_MAX_QUEUED; then it is dropped with a log line). 0 or -1. */
 #define EMU_MAX_QUEUED 1000
 int emu_link_answer(emu_link *l, pn_message_t *msg);
-/* The same, sent on the next turn of the loop: what this turn settled (the request's
- * disposition) reaches the client before the answer, as IoT Hub orders them for CBS
- * (the Azure IoT C SDK fails a put-token whose reply comes first). */
-int emu_link_answer_later(emu_link *l, pn_message_t *msg);
 /* Take and decode a complete incoming request into the hub's scratch message; on a
  * too-large or undecodable one, settle it rejected, log, and return NULL. */
 pn_message_t *emu_take_request(emu_link *l, pn_delivery_t *d, const char *what);

@@ -137,6 +137,11 @@ void *iotgw_conn_context(iotgw_conn *c)
     return c->ctx;
 }
 
+void iotgw_conn_encode_pending(iotgw_conn *c)
+{
+    (void)pn_transport_pending(c->driver.transport); /* runs Proton's output side into its buffer */
+}
+
 size_t iotgw_conn_pending_output(iotgw_conn *c)
 {
     ssize_t n = pn_transport_pending(c->driver.transport);

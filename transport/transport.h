@@ -177,6 +177,10 @@ void iotgw_conn_wake(iotgw_conn *c);
  * the events that follow (PN_TRANSPORT_CLOSED last) from the next turn of the loop, never
  * inside this call, so the connection stays valid when it returns. */
 void iotgw_conn_close(iotgw_conn *c, const char *cond_name, const char *description);
+/* Encode now what Proton holds for the peer (dispositions, flow), so that what the owner
+ * sends after this call goes after it on the wire: Proton otherwise orders a batch's
+ * frames itself, new transfers before older dispositions. */
+void iotgw_conn_encode_pending(iotgw_conn *c);
 /* Bytes produced by Proton and not yet written to the socket: a sender can slow down. */
 size_t iotgw_conn_pending_output(iotgw_conn *c);
 /* "wss 127.0.0.1:40312" or similar, for logs. */

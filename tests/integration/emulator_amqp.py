@@ -6,6 +6,7 @@ usage: emulator_amqp.py IOTHUB_EMULATOR CERT_DIR"""
 import base64
 import json
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -164,29 +165,55 @@ class Auth(unittest.TestCase):
     def test_cbs_disposition_before_reply(self):
         """IoT Hub settles a put-token before it sends the reply, and the Azure IoT C SDK
         (uAMQP) fails a put-token whose reply comes first. Read off Proton's frame trace
-        of a client sending put-tokens: no reply may arrive before its request's
-        disposition."""
-        script = (
-            "import sys, types\n"
-            "from emulator_lib import connect, Cbs, device_token\n"
-            "emu = types.SimpleNamespace(ca=sys.argv[1], amqps=int(sys.argv[2]))\n"
-            "conn = connect(emu)\n"
-            "cbs = Cbs(conn)\n"
-            "for i in range(5):\n"
-            "    assert cbs.put(device_token('dev1'), 'localhost/devices/dev1')[0] == 200\n"
-            "conn.close()\n")
+        of a client that pipelines 1,000 put-tokens on one connection, giving the reply link
+        only 10 credits at a time: no reply may arrive before its request's disposition."""
+        script = r"""
+import re, sys
+from proton import Message
+from proton.handlers import MessagingHandler
+from proton.reactor import Container
+from emulator_lib import HOST, device_token, proton_ssl
+N = 1000
+class PutTokens(MessagingHandler):
+    def __init__(self):
+        super().__init__(prefetch=10)
+        self.sent = self.replies = self.ok = 0
+    def on_start(self, event):
+        conn = event.container.connect(f"amqps://localhost:{sys.argv[2]}", ssl_domain=proton_ssl(sys.argv[1]),
+                                       sasl_enabled=False, virtual_host=HOST)
+        self.sender = event.container.create_sender(conn, "$cbs")
+        event.container.create_receiver(conn, "$cbs")
+        self.token = device_token("dev1")
+    def on_sendable(self, event):
+        while self.sender.credit and self.sent < N:
+            self.sent += 1
+            self.sender.send(Message(id=self.sent, body=self.token, properties={
+                "operation": "put-token", "type": "servicebus.windows.net:sastoken",
+                "name": f"{HOST}/devices/dev1"}))
+    def on_message(self, event):
+        self.replies += 1
+        self.ok += event.message.properties["status-code"] == 200
+        if self.replies == N:
+            event.connection.close()
+h = PutTokens()
+Container(h).run()
+print(h.ok)
+"""
         env = dict(os.environ, PN_TRACE_FRM="1", PYTHONPATH=os.path.dirname(os.path.abspath(__file__)))
         out = subprocess.run(["/usr/bin/python3", "-c", script, EMU.ca, str(EMU.amqps)], env=env,
-                             capture_output=True, text=True, timeout=60)
+                             capture_output=True, text=True, timeout=120)
         self.assertEqual(out.returncode, 0, out.stderr[-2000:])
+        self.assertEqual(out.stdout.strip(), "1000")
         settled = replies = 0
-        for line in out.stderr.splitlines():
+        for line in (out.stderr + out.stdout).splitlines():
             if "<- @disposition" in line and "role=true" in line:
-                settled += 1
+                first = int(re.search(r"first=(\d+)", line).group(1))
+                last = re.search(r"last=(\d+)", line)
+                settled += (int(last.group(1)) if last else first) - first + 1
             elif "<- @transfer" in line:
                 replies += 1
                 self.assertLessEqual(replies, settled, "a put-token's reply came before its disposition")
-        self.assertEqual(replies, 5)
+        self.assertEqual(replies, 1000)
 
     def test_refusals(self):
         conn = connect(EMU)
