@@ -81,6 +81,7 @@ void emu_feedback_pump(emu_hub *hub)
         pn_message_set_content_type(m, "application/vnd.microsoft.iothub.feedback.json");
         pn_message_set_user_id(m, pn_bytes(strlen(hub->opt.hostname), hub->opt.hostname));
         pn_data_put_binary(pn_message_body(m), pn_bytes(text ? strlen(text) : 2, text ? text : "[]"));
+        pn_message_set_inferred(m, true); /* a data section, as IoT Hub sends (SDKs read Message.data) */
         iotgw_link_send_message(target->link, m);
         pn_message_free(m);
         free(text);

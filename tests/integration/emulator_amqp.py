@@ -643,6 +643,7 @@ class Feedback(unittest.TestCase):
             feedback.accept()
             self.assertEqual(m.content_type, "application/vnd.microsoft.iothub.feedback.json")
             self.assertEqual(bytes(m.user_id), HOST.encode())
+            self.assertTrue(m.inferred, "the records must be a data section (the Node SDK reads Message.data)")
             records += json.loads(bytes(m.body))
         self.assertEqual(sorted((r["originalMessageId"], r["statusCode"], r["deviceId"]) for r in records),
                          [(str(uid), "Rejected", "dev1"), ("fb-ok", "Success", "dev1")])

@@ -1,7 +1,8 @@
 // The official Azure IoT Node service SDK (azure-iothub) against iothub-emulator, with a
 // device of the official device SDK on the other end: registry create/get/delete,
 // direct methods (answered, device offline, device silent), twin get/update with the
-// device receiving the desired change, and a C2D message the device receives. One line
+// device receiving the desired change, a C2D message the device receives and its feedback
+// read by the SDK's feedback receiver (Message.data). One line
 // per step; node_service_interop.py asserts on them. The emulator's CA comes from
 // NODE_EXTRA_CA_CERTS (REST and service AMQP) and setOptions (the device).
 //   node node_service.js SERVICE_CONNECTION_STRING CA_FILE
@@ -56,9 +57,22 @@ async function main() {
   say('DESIRED ' + JSON.stringify(await desired));
 
   await service.open();
-  await service.send('svc-dev-1', new Message('open the door'));
+  const feedback = new Promise((resolve, reject) => service.getFeedbackReceiver((err, receiver) => {
+    if (err) return reject(err);
+    receiver.on('message', (fm) => {
+      receiver.complete(fm, () => {});
+      resolve(fm);
+    });
+  }));
+  const door = new Message('open the door');
+  door.messageId = 'door-1';
+  door.ack = 'full';
+  await service.send('svc-dev-1', door);
   const m = await c2d;
   say('C2D ' + m.data.toString());
+  const fm = await feedback; // its records are in Message.data, as from IoT Hub
+  const records = JSON.parse(fm.data.toString());
+  say('FEEDBACK ' + records.map((r) => r.originalMessageId + ':' + r.statusCode).join(','));
   await service.close();
 
   await device.close();

@@ -44,6 +44,7 @@ class NodeService(unittest.TestCase):
             self.assertIn("504101", lines["TIMEOUT"])
             self.assertIn('"interval":30', lines["DESIRED"])
             self.assertEqual(lines["C2D"], "open the door")
+            self.assertEqual(lines["FEEDBACK"], "door-1:Success")
             self.assertEqual(lines["DELETED"], "gone")
             self.assertIn("DONE", out)
         finally:
