@@ -1,8 +1,9 @@
-"""rhea (npm) as an AMQP-over-WebSocket client against our server role.
+"""rhea (npm) as an AMQP-over-WebSocket client against our server role, and against
+iothub-emulator's CBS (dispositions before replies).
 
 The npm packages are installed by rhea_interop.sh; when the npm registry cannot be
 reached the test is skipped (exit 77) with a message saying so.
-  rhea_interop.py TRANSPORT_PEER CERTDIR NODE_MODULES_PARENT
+  rhea_interop.py TRANSPORT_PEER CERTDIR NODE_MODULES_PARENT IOTHUB_EMULATOR
 """
 import json
 import os
@@ -12,10 +13,12 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 from iotgw_testlib import OurServer, run_tests  # noqa: E402
+from emulator_lib import Emulator, HOST, device_token  # noqa: E402
 
-PEER, CERTS, NODE_DIR = sys.argv[1], sys.argv[2], sys.argv[3]
-del sys.argv[1:4]
+PEER, CERTS, NODE_DIR, EMULATOR = sys.argv[1:5]
+del sys.argv[1:5]
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rhea_wss_client.js")
+CBS_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rhea_cbs_order.js")
 
 
 class RheaInterop(unittest.TestCase):
@@ -32,6 +35,20 @@ class RheaInterop(unittest.TestCase):
             self.assertEqual((closed["received"], closed["bad"], closed["disorder"]), ("1000", "0", "0"))
         finally:
             server.stop()
+
+    def test_cbs_dispositions_reach_the_client_before_replies_over_websocket(self):
+        emu = Emulator(EMULATOR, CERTS)
+        try:
+            r = subprocess.run(["node", CBS_SCRIPT, str(emu.wss), emu.ca, device_token("dev1"),
+                                f"{HOST}/devices/dev1", "1000"], capture_output=True, text=True, timeout=90,
+                               env=dict(os.environ, NODE_PATH=os.path.join(NODE_DIR, "node_modules")))
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            result = json.loads(r.stdout.strip().splitlines()[-1])
+            self.assertEqual(result, {"sent": 1000, "settled": 1000, "replies": 1000, "ok": 1000, "early": 0,
+                                      "error": None})
+        finally:
+            emu.stop()
+            emu.log.close()
 
 
 if __name__ == "__main__":

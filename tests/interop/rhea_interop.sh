@@ -6,4 +6,5 @@ rc=0
 "${srcdir:-.}/tests/interop/npm_install.sh" || rc=$?
 [ $rc = 0 ] || exit $rc
 exec /usr/bin/python3 "${srcdir:-.}/tests/interop/rhea_interop.py" \
-    "${builddir:-.}/tests/integration/transport-peer" "${IOTGW_TEST_CERTS:?}" "$node_dir"
+    "${builddir:-.}/tests/integration/transport-peer" "${IOTGW_TEST_CERTS:?}" "$node_dir" \
+    "${builddir:-.}/emulator/iothub-emulator"
