@@ -114,6 +114,16 @@ class Emulator(LoggedProcess):
 
     # ---------------------------------------------------------------- REST
 
+    def wait_online(self, device, timeout=20):
+        """Until the hub shows the device connected (its twin says so)."""
+        end = time.time() + timeout
+        while time.time() < end:
+            status, _, twin = self.rest("GET", f"/twins/{device}")
+            if status == 200 and twin.get("connectionState") == "Connected":
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{device} never came online at the hub")
+
     def rest(self, method, path, body=None, token=None, headers=None):
         ctx = ssl.create_default_context(cafile=self.ca)
         conn = http.client.HTTPSConnection("localhost", self.wss, context=ctx, timeout=60)

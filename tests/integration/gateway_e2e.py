@@ -101,17 +101,6 @@ def connect(device, **caps):
     return d
 
 
-def wait_online(device, timeout=20):
-    """Until the hub shows the device connected (its twin says so)."""
-    end = time.time() + timeout
-    while time.time() < end:
-        status, _, twin = EMU.rest("GET", f"/twins/{device}")
-        if status == 200 and twin.get("connectionState") == "Connected":
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{device} never came online at the hub")
-
-
 def alarm_parcel(active=True):
     status = T("AlarmStatus")(alarm_active=active, time_utc="12:34:56", date_utc="2026-11-22")
     p = T("Parcel")(type="iotgw.AlarmStatus", content=status.SerializeToString())
@@ -288,7 +277,7 @@ class GatewayEndToEnd(unittest.TestCase):
 
     def test_process_message_transcoded_to_protobuf_and_answered(self):
         d = connect("monitor1", methods=True)
-        wait_online("monitor1")
+        EMU.wait_online("monitor1")
         import threading
         result = {}
         payload = {"source": {"name": "agent1"}, "destination": {"name": "monitor1"}, "type": "iotgw.AlarmStatus",
@@ -338,7 +327,7 @@ class GatewayEndToEnd(unittest.TestCase):
         gets a failure status at once, not after the hub's timeout."""
         import threading
         d = connect("monitor1", methods=True)
-        wait_online("monitor1")
+        EMU.wait_online("monitor1")
         result = {}
         started = time.time()
         t = threading.Thread(target=lambda: result.update(r=EMU.rest("POST", "/twins/monitor1/methods", {
@@ -355,7 +344,7 @@ class GatewayEndToEnd(unittest.TestCase):
 
     def test_twin_get_patch_and_desired_update(self):
         d = connect("twin1", twin=True)
-        wait_online("twin1")
+        EMU.wait_online("twin1")
         f = T("Frame")()
         f.twin_get.request_id = 5
         d.send(f)
@@ -380,7 +369,7 @@ class GatewayEndToEnd(unittest.TestCase):
         from proton import Message
         from emulator_lib import Cbs, connect as amqp_connect, owner_token
         d = connect("c2d1", c2d=True)
-        wait_online("c2d1")
+        EMU.wait_online("c2d1")
         svc = amqp_connect(EMU)
         self.assertEqual(Cbs(svc).put(owner_token(), audience=HOST)[0], 200)
         sender = svc.create_sender("/messages/devicebound")

@@ -441,17 +441,6 @@ def connect(pod, device, **caps):
     return d
 
 
-def wait_online(device, timeout=20):
-    """Until the hub shows the device connected (its twin says so)."""
-    end = time.time() + timeout
-    while time.time() < end:
-        status, _, twin = EMU.rest("GET", f"/twins/{device}")
-        if status == 200 and twin.get("connectionState") == "Connected":
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{device} never came online at the hub")
-
-
 def acked(d, seq):
     f = T("Frame")()
     f.telemetry.seq = seq
@@ -591,7 +580,7 @@ class Pods(unittest.TestCase):
         device = SHARDS[2][0]
         d = connect(pod, device, methods=True)
         d.expect("welcome")
-        wait_online(device)
+        EMU.wait_online(device)
         # a direct method the device never answers: the drain waits for it as long as it
         # waits for anything (gateway/main.c's deadline), the worst case for the grace period
         result = {}

@@ -85,21 +85,11 @@ def service_app(script, *args):
             "--rest-port", str(EMU.wss), *map(str, args)]
 
 
-def wait_online(dev, timeout=30):
-    end = time.time() + timeout
-    while time.time() < end:
-        status, _, twin = EMU.rest("GET", f"/twins/{dev}")
-        if status == 200 and twin.get("connectionState") == "Connected":
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{dev} never came online")
-
-
 class Scenarios(unittest.TestCase):
     def test_alarm_statuses_reach_the_monitor_in_order(self):
         monitor, mlog = device("alarm-monitor", "alarm-monitor-1", "--count", 6)
         self.assertIn("ready for ProcessMessage", readline_within(monitor, 30))
-        wait_online("alarm-monitor-1")
+        EMU.wait_online("alarm-monitor-1", 30)
         # what the monitor does with a parcel that is not an alarm status, and with another method
         other = {"type": "iotgw.Parcel", "content": "", "source": {"name": "test"}}
         status, _, body = EMU.rest("POST", "/twins/alarm-monitor-1/methods",
