@@ -43,10 +43,7 @@ packages >"$work/packages-before"
 user_before=$(getent passwd iotgw || true)
 group_before=$(getent group iotgw || true)
 pids=""
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok: $*"; }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+. "$(dirname "$0")/checks.sh"
 
 # purge ours, and what apt-get installed for them (dependencies, recommendations)
 remove_all() {
@@ -74,24 +71,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# wait_for FILE PATTERN SECONDS
-wait_for() {
-    i=0
-    until grep -q "$2" "$1" 2>/dev/null; do
-        i=$((i + 1))
-        if [ "$i" -gt $(($3 * 10)) ]; then
-            echo "no \"$2\" in $1 within $3 s:"
-            cat "$1"
-            return 1
-        fi
-        sleep 0.1
-    done
-}
-finish() {
+report() {
     echo "check-package: $(($(date +%s) - start)) s"
-    echo "$pass passed, $fail failed"
-    [ "$fail" -eq 0 ]
-    exit
+    finish
 }
 
 # ---- install
@@ -99,7 +81,7 @@ finish() {
 files=""
 for p in $PACKAGES; do
     f=$(ls "$debs/${p}_"*.deb 2>/dev/null | head -1)
-    [ -n "$f" ] || { bad "no $p package in $debs"; finish; }
+    [ -n "$f" ] || { bad "no $p package in $debs"; report; }
     files="$files ./$(basename "$f")"
 done
 say "apt-get install$files (in $debs)"
@@ -109,7 +91,7 @@ if (cd "$debs" && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $files) 
 else
     cat "$work/install.log"
     bad "apt-get install$files"
-    finish
+    report
 fi
 
 out=$(iotgw --version)
@@ -170,7 +152,7 @@ iothub-emulator --cert "$work/certs/server.pem" --key "$work/certs/server.key" -
     --listen 127.0.0.1:0 --amqps 127.0.0.1:0 >"$work/emulator.out" 2>"$work/emulator.log" </dev/null &
 emulator=$!
 pids=$emulator
-wait_for "$work/emulator.out" "listening: amqps" 30 || { cat "$work/emulator.log"; bad "iothub-emulator starts"; finish; }
+wait_for "$work/emulator.out" "listening: amqps" 30 || { cat "$work/emulator.log"; bad "iothub-emulator starts"; report; }
 hub_port=$(sed -n 's/^listening: https+wss [^ ]*:\([0-9]*\).*/\1/p' "$work/emulator.out")
 fleet_yaml() {
     cat <<YAML
@@ -196,12 +178,12 @@ exec_start=$(sed -n 's/^ExecStart=//p' "$unit")
     >"$work/iotgw.out" 2>"$work/iotgw.log" </dev/null &
 gw=$!
 pids="$pids $gw"
-wait_for "$work/iotgw.out" "listening: devices" 30 || { cat "$work/iotgw.log"; bad "ExecStart ($exec_start) starts"; finish; }
+wait_for "$work/iotgw.out" "listening: devices" 30 || { cat "$work/iotgw.log"; bad "ExecStart ($exec_start) starts"; report; }
 ok "ExecStart as user iotgw with keys.env: $exec_start"
 port=$(sed -n 's/^listening: devices [^ ]*:\([0-9]*\)$/\1/p' "$work/iotgw.out")
 
 hello=/usr/share/doc/libiotgw-device-dev/examples/device_hello.c
-[ -f "$hello" ] || { bad "libiotgw-device-dev has $hello"; finish; }
+[ -f "$hello" ] || { bad "libiotgw-device-dev has $hello"; report; }
 cp "$hello" "$work/"
 libs=$(pkg-config --libs iotgw-device)
 # shellcheck disable=SC2086,SC2046
@@ -212,7 +194,7 @@ if (cd "$work" && cc -std=c99 -Wall -Wextra -Werror $(pkg-config --cflags iotgw-
 else
     cat "$work/cc.log"
     bad "device_hello.c builds against libiotgw-device-dev"
-    finish
+    report
 fi
 so=$(dpkg -L libiotgw-device1 | grep 'libiotgw-device\.so\.1$')
 loaded=$(ldd "$work/hello-shared" | sed -n 's/^[[:space:]]*libiotgw-device\.so\.1 => \([^ ]*\) .*/\1/p')
@@ -290,4 +272,4 @@ for f in /etc/iotgw /var/lib/iotgw /lib/systemd/system/iotgw.service /etc/system
 done
 [ "$(getent passwd iotgw || true)" = "$user_before" ] || left="$left user:iotgw"
 if [ -z "$left" ]; then ok "nothing left: /etc/iotgw, /var/lib/iotgw, the unit and the user iotgw are gone"; else bad "left behind:$left"; fi
-finish
+report

@@ -22,32 +22,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok: $*"; }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
-finish() {
-    echo "$pass passed, $fail failed"
-    [ "$fail" -eq 0 ]
-    exit
-}
+. "${srcdir:-.}/tests/package/checks.sh"
 # a value configure wrote into the build's Makefile (CC, the sanitizers' flags, help2man)
 configured() { sed -n "s/^$1 = //p" "$build/Makefile"; }
 # installed FILE-PATTERN: the one installed file whose path ends so
 installed() { find "$root" -path "*/$1" | head -1; }
-# wait_for FILE PATTERN SECONDS
-wait_for() {
-    i=0
-    until grep -q "$2" "$1" 2>/dev/null; do
-        i=$((i + 1))
-        if [ "$i" -gt $(($3 * 10)) ]; then
-            echo "no \"$2\" in $1 within $3 s:"
-            cat "$1"
-            return 1
-        fi
-        sleep 0.1
-    done
-}
 
 # the tests' make (MAKEFLAGS would tie it to make check's jobserver, which it cannot use)
 env -u MAKEFLAGS -u MFLAGS make -s -C "$build" install DESTDIR="$root" >"$work/install.log" 2>&1 ||
