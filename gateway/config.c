@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <openssl/crypto.h>
 
+#include "codecs/assert.h"
 #include "codecs/fleet_file.h"
 #include "codecs/hostport.h"
 #include "codecs/identity.h"
@@ -116,10 +117,14 @@ static int load_section(reader *r, yaml_node_t *map, const char *section, const 
 {
     const char *keys[64];
     size_t n = 0, i = 0;
-    for (const iotgw_setting *st; (st = iotgw_settings_next(section, &i)) && n < 48;)
+    for (const iotgw_setting *st; (st = iotgw_settings_next(section, &i));) {
+        IOTGW_ASSERT(n < sizeof keys / sizeof keys[0] - 1); /* the table, not the file, sets n */
         keys[n++] = iotgw_setting_key(st);
-    for (size_t k = 0; extra && extra[k] && n < 63; k++)
+    }
+    for (size_t k = 0; extra && extra[k]; k++) {
+        IOTGW_ASSERT(n < sizeof keys / sizeof keys[0] - 1);
         keys[n++] = extra[k];
+    }
     keys[n] = NULL;
     int rc = iotgw_yaml_check_keys(&r->y, map, section, keys, r->diag);
     i = 0;
