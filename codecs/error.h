@@ -77,6 +77,11 @@ enum iotgw_err {
     /* the gateway's upstream to the hub */
     IOTGW_ERR_UPSTREAM_FULL = -450,       /* the device's queue is full: retry later */
     IOTGW_ERR_UPSTREAM_NOT_ONLINE = -451, /* the device is not online at the hub */
+
+    /* MQTT (codecs/mqtt.h, codecs/iothub_mqtt.h) */
+    IOTGW_ERR_MQTT_MALFORMED = -500, /* a packet MQTT 3.1.1 does not allow */
+    IOTGW_ERR_MQTT_TOO_LARGE = -501, /* a packet over the decoder's maximum */
+    IOTGW_ERR_MQTT_TOPIC = -502,     /* a topic or property bag IoT Hub does not serve */
 };
 
 /* Symbolic name of a code ("IOTGW_ERR_SAS_EXPIRED"), or "IOTGW_ERR_UNKNOWN". */

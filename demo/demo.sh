@@ -9,8 +9,8 @@
 # the gateway turns the JSON into a protobuf Parcel for the monitor, which answers 200.
 # Reboot: a service app invokes rebootDevice; the device reboots and reports rebootTime.
 #
-# Ports (unprivileged): DEMO_HUB_PORT (8443, HTTPS + AMQP over WebSocket), DEMO_AMQPS_PORT
-# (5671), DEMO_DEVICE_PORT (7000); 0 lets the system choose. Exit status 0 when both
+# Ports (unprivileged): DEMO_HUB_PORT (8443, HTTPS + AMQP and MQTT over WebSocket), DEMO_AMQPS_PORT
+# (5671), DEMO_MQTTS_PORT (8883), DEMO_DEVICE_PORT (7000); 0 lets the system choose. Exit status 0 when both
 # scenarios succeeded. Everything it starts is stopped at the end or on Ctrl-C.
 set -eu
 BUILD=$(cd "$1" && pwd)
@@ -19,6 +19,7 @@ PY=/usr/bin/python3
 WORK=$(mktemp -d /tmp/iotgw-demo.XXXXXX)
 HUB_PORT=${DEMO_HUB_PORT:-8443}
 AMQPS_PORT=${DEMO_AMQPS_PORT:-5671}
+MQTTS_PORT=${DEMO_MQTTS_PORT:-8883}
 DEVICE_PORT=${DEMO_DEVICE_PORT:-7000}
 OPS_PORT=${DEMO_OPS_PORT:-9600}
 
@@ -89,7 +90,7 @@ devices:
   - {id: reboot-device-1, primaryKey: $REBOOT_KEY, secondaryKey: $(key)}
 YAML
 "$BUILD/emulator/iothub-emulator" --cert "$WORK/certs/server.pem" --key "$WORK/certs/server.key" \
-    --registry "$WORK/registry.yaml" --listen "127.0.0.1:$HUB_PORT" --amqps "127.0.0.1:$AMQPS_PORT" \
+    --registry "$WORK/registry.yaml" --listen "127.0.0.1:$HUB_PORT" --amqps "127.0.0.1:$AMQPS_PORT" --mqtts "127.0.0.1:$MQTTS_PORT" \
     --stream-redirect >"$WORK/emulator.out" 2>"$WORK/emulator.log" &
 echo $! >"$WORK/emulator.pid"
 wait_for emulator "listening: amqps" 20

@@ -3,7 +3,8 @@
  * queue of at most 50; a message goes to the device's active C2D link with a 16-byte
  * delivery tag (its lock token) and stays queued until the device completes (accepted),
  * rejects (rejected: dead-lettered) or abandons it (released or modified: queued again,
- * dead-lettered after the tenth delivery).
+ * dead-lettered after the tenth delivery). An MQTT device gets it as a QoS 1 PUBLISH
+ * (mqtt.c) and completes it with PUBACK; MQTT has no reject or abandon.
  *
  * Time: a delivery's lock lasts c2d_lock_timeout_s (60 s, as IoT Hub); a device that has
  * not answered by then loses it: the hub settles that delivery and sends the message again
@@ -33,7 +34,9 @@ typedef struct c2d_msg {
     char *original_id;               /* its message-id, for feedback */
     int64_t enqueued_ms, expires_ms; /* wall clock */
     uint8_t lock[16];
-    pn_delivery_t *delivery; /* while locked: the delivery carrying it */
+    int locked;              /* delivered, not answered: the device holds it */
+    pn_delivery_t *delivery; /* while locked over AMQP: the delivery carrying it */
+    uint16_t mqtt_id;        /* while locked over MQTT: the PUBLISH's packet identifier */
     int64_t locked_until_ms;
     int delivery_count;
     struct c2d_msg *next;
@@ -69,10 +72,13 @@ static emu_c2d_queue *queue_for(emu_hub *hub, emu_live *live)
 /* End a delivery's lock from the hub's side: the device's later answer to it is ignored. */
 static void unlock(c2d_msg *m)
 {
-    if (!m->delivery)
+    if (!m->locked)
         return;
-    pn_delivery_settle(m->delivery);
+    if (m->delivery)
+        pn_delivery_settle(m->delivery);
     m->delivery = NULL;
+    m->mqtt_id = 0;
+    m->locked = 0;
     m->delivery_count--; /* the lock was lost, not abandoned: the count stays */
 }
 
@@ -114,7 +120,7 @@ static void schedule(emu_c2d_queue *q)
     for (c2d_msg *m = q->head; m; m = m->next) {
         if (m->expires_ms < next)
             next = m->expires_ms;
-        if (m->delivery && m->locked_until_ms < next)
+        if (m->locked && m->locked_until_ms < next)
             next = m->locked_until_ms;
     }
     iotgw_timer_stop(&q->timer);
@@ -136,13 +142,13 @@ static void deadlines_fired(iotgw_timer *t, void *ctx)
         if (m->expires_ms <= now) {
             iotgw_log(IOTGW_LOG_INFO, "%s: C2D message %s expired %s", id->id,
                       m->original_id ? m->original_id : "(no id)",
-                      m->delivery ? "while the device held it" : "before delivery");
+                      m->locked ? "while the device held it" : "before delivery");
             if (m->ack & ACK_NEGATIVE)
                 emu_feedback_record(q->hub, id, m->original_id, m->enqueued_ms, "Expired");
             q->hub->metrics.c2d[EMU_C2D_EXPIRED]++;
-            woke |= m->delivery != NULL;
+            woke |= m->locked;
             remove_msg(q, m);
-        } else if (m->delivery && m->locked_until_ms <= now) {
+        } else if (m->locked && m->locked_until_ms <= now) {
             iotgw_log(IOTGW_LOG_INFO,
                       "%s: C2D message %s: lock expired after %d s without an answer; sent again", id->id,
                       m->original_id ? m->original_id : "(no id)", q->hub->opt.c2d_lock_timeout_s);
@@ -153,6 +159,8 @@ static void deadlines_fired(iotgw_timer *t, void *ctx)
     emu_session *s = q->live->active;
     if (s)
         emu_c2d_pump(s); /* reschedules */
+    else if (q->live->mqtt)
+        emu_c2d_pump_mqtt(q->live);
     else
         schedule(q);
     if (woke && s && s->conn->conn)
@@ -198,6 +206,8 @@ int emu_c2d_enqueue(emu_hub *hub, emu_identity *id, pn_message_t *msg, iotgw_dia
     hub->metrics.c2d[EMU_C2D_SENT]++;
     if (live->active)
         emu_c2d_pump(live->active);
+    else if (live->mqtt)
+        emu_c2d_pump_mqtt(live);
     else
         schedule(q);
     return 0;
@@ -211,12 +221,13 @@ void emu_c2d_pump(emu_session *s)
     int sent = 0;
     int64_t now = emu_wall_ms();
     for (c2d_msg *m = q->head; s->c2d && m && pn_link_credit(s->c2d->link) > 0; m = m->next) {
-        if (m->delivery)
+        if (m->locked)
             continue;
         RAND_bytes(m->lock, sizeof m->lock); /* a new lock token for every delivery */
         m->delivery = iotgw_link_send(s->c2d->link, m->lock, sizeof m->lock, m->buf, m->len);
         if (!m->delivery)
             break;
+        m->locked = 1;
         m->locked_until_ms = now + (int64_t)q->hub->opt.c2d_lock_timeout_s * 1000;
         m->delivery_count++;
         sent++;
@@ -225,6 +236,27 @@ void emu_c2d_pump(emu_session *s)
     schedule(q);
     if (sent && s->conn->conn)
         iotgw_conn_wake(s->conn->conn);
+}
+
+void emu_c2d_pump_mqtt(emu_live *live)
+{
+    emu_c2d_queue *q = live->c2d;
+    if (!q || !live->mqtt)
+        return;
+    int sent = 0;
+    int64_t now = emu_wall_ms();
+    for (c2d_msg *m = q->head; m; m = m->next) {
+        if (m->locked)
+            continue;
+        if (emu_mqtt_send_c2d(live->mqtt, m->buf, m->len, m->delivery_count > 0, &m->mqtt_id))
+            break;
+        m->locked = 1;
+        m->locked_until_ms = now + (int64_t)q->hub->opt.c2d_lock_timeout_s * 1000;
+        m->delivery_count++;
+        sent++;
+    }
+    q->hub->metrics.c2d[EMU_C2D_DELIVERED] += (uint64_t)sent;
+    schedule(q);
 }
 
 void emu_c2d_requeue(emu_live *live)
@@ -237,28 +269,13 @@ void emu_c2d_requeue(emu_live *live)
     schedule(q);
 }
 
-void emu_c2d_on_disposition(emu_link *l, pn_delivery_t *d)
+/* The device answered a delivery of m (no longer locked): completed (accepted), rejected
+ * (dead-lettered), or abandoned (queued again, dead-lettered after the tenth time). */
+static void settle_outcome(emu_c2d_queue *q, c2d_msg *m, uint64_t state)
 {
-    uint64_t state = pn_delivery_remote_state(d);
-    if (!state || state == PN_RECEIVED)
-        return;
-    emu_session *s = l->session;
-    emu_c2d_queue *q = s ? s->live->c2d : NULL;
-    c2d_msg *m = q ? q->head : NULL;
-    while (m && m->delivery != d)
-        m = m->next;
-    if (m)
-        m->delivery = NULL; /* settled here, so not by remove_msg or unlock */
-    if (!pn_delivery_settled(d))
-        pn_delivery_settle(d);
-    if (!m) {
-        if (s)
-            iotgw_log(IOTGW_LOG_INFO, "%s: answer to a C2D delivery whose lock was lost: ignored", s->id->id);
-        return;
-    }
-    emu_identity *id = s->id;
-    emu_live *live = s->live;
-    emu_hub *hub = l->conn->hub;
+    emu_live *live = q->live;
+    emu_identity *id = live->id;
+    emu_hub *hub = q->hub;
     switch (state) {
     case PN_ACCEPTED:
         live->c2d_completed++;
@@ -288,7 +305,46 @@ void emu_c2d_on_disposition(emu_link *l, pn_delivery_t *d)
         break;
     }
     live->last_activity_ms = emu_wall_ms();
+}
+
+void emu_c2d_on_disposition(emu_link *l, pn_delivery_t *d)
+{
+    uint64_t state = pn_delivery_remote_state(d);
+    if (!state || state == PN_RECEIVED)
+        return;
+    emu_session *s = l->session;
+    emu_c2d_queue *q = s ? s->live->c2d : NULL;
+    c2d_msg *m = q ? q->head : NULL;
+    while (m && m->delivery != d)
+        m = m->next;
+    if (m) {
+        m->delivery = NULL; /* settled here, so not by remove_msg or unlock */
+        m->locked = 0;
+    }
+    if (!pn_delivery_settled(d))
+        pn_delivery_settle(d);
+    if (!m) {
+        if (s)
+            iotgw_log(IOTGW_LOG_INFO, "%s: answer to a C2D delivery whose lock was lost: ignored", s->id->id);
+        return;
+    }
+    settle_outcome(q, m, state);
     emu_c2d_pump(s);
+}
+
+int emu_c2d_mqtt_complete(emu_live *live, uint16_t packet_id)
+{
+    emu_c2d_queue *q = live->c2d;
+    c2d_msg *m = q ? q->head : NULL;
+    while (m && !(m->locked && !m->delivery && m->mqtt_id == packet_id))
+        m = m->next;
+    if (!m)
+        return -1;
+    m->locked = 0;
+    m->mqtt_id = 0;
+    settle_outcome(q, m, PN_ACCEPTED);
+    emu_c2d_pump_mqtt(live);
+    return 0;
 }
 
 /* Refuse a service's message, with a log line naming the device. */

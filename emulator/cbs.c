@@ -119,78 +119,100 @@ static void count_auth_failure(emu_hub *hub, emu_identity *id)
         live->auth_failed++;
 }
 
-/* Authorize what a token covers on connection c. plain_user: the SASL PLAIN user name,
- * or NULL for a CBS put-token. */
-static int grant_token(emu_conn *c, const char *token, const char *plain_user, grant_result *res)
+int emu_auth_token(emu_hub *hub, const char *token, const char *plain_user, emu_auth *out)
 {
-    emu_hub *hub = c->hub;
+    memset(out, 0, sizeof *out);
+    grant_result res = {0};
     iotgw_sas_token t;
     iotgw_diag diag = {0};
-    if (iotgw_sas_parse(token, &t, &diag))
-        return result(res, 401, "malformed token: %s", diag.text);
+    if (iotgw_sas_parse(token, &t, &diag)) {
+        result(&res, 401, "malformed token: %s", diag.text);
+        out->status = res.status;
+        snprintf(out->description, sizeof out->description, "%s", res.description);
+        return -1;
+    }
     resource r;
     int rc;
     emu_identity *id = NULL;
     emu_policy *p = t.skn ? emu_registry_policy(hub->registry, t.skn) : NULL;
     if (parse_resource(t.sr, &r)) {
-        rc = result(res, 401, "the token's resource (sr) names no device, module, hub or event hub");
+        rc = result(&res, 401, "the token's resource (sr) names no device, module, hub or event hub");
     } else if (strcasecmp(r.host, hub->opt.hostname)) {
-        rc = result(res, 401, "the token is for another hub (%s)", r.host);
+        rc = result(&res, 401, "the token is for another hub (%s)", r.host);
     } else if (r.event_hub && strcmp(r.event_hub, hub->event_hub)) {
-        rc = result(res, 401, "the token is for another event hub (%s; this hub's stream is %s)", r.event_hub,
-                    hub->event_hub);
+        rc = result(&res, 401, "the token is for another event hub (%s; this hub's stream is %s)",
+                    r.event_hub, hub->event_hub);
     } else if (r.event_hub && !(p && (p->rights & EMU_RIGHT_SERVICE_CONNECT))) {
-        rc = result(res, 401, "a token for the event hub must be signed by a policy with ServiceConnect");
+        rc = result(&res, 401, "a token for the event hub must be signed by a policy with ServiceConnect");
     } else if (plain_user && !plain_user_matches(plain_user, &t, &r)) {
-        rc = result(res, 401, "the SASL user name does not match the token");
+        rc = result(&res, 401, "the SASL user name does not match the token");
     } else if (r.device && !(id = emu_registry_find(hub->registry, r.device, r.module))) {
-        rc = result(res, 404, "%s%s%s is not registered on this hub", r.device, r.module ? "/" : "",
+        rc = result(&res, 404, "%s%s%s is not registered on this hub", r.device, r.module ? "/" : "",
                     r.module ? r.module : "");
     } else if (id && emu_faults_rejects_tokens(hub->faults, id->id)) {
-        rc = result(res, 401, "token rejected (fault injection)");
+        rc = result(&res, 401, "token rejected (fault injection)");
     } else if (t.skn && !p) {
-        rc = result(res, 401, "no shared access policy named \"%s\"", t.skn);
+        rc = result(&res, 401, "no shared access policy named \"%s\"", t.skn);
     } else if (!t.skn && !id) {
-        rc = result(res, 401, "a token without skn must be for a device or module");
+        rc = result(&res, 401, "a token without skn must be for a device or module");
     } else if (verify_keys(&t, p ? p->primary_key : id->primary_key, p ? p->secondary_key : id->secondary_key,
                            &diag)) {
         if (id)
             count_auth_failure(hub, id);
-        rc = result(res, 401, "%s", diag.text);
+        rc = result(&res, 401, "%s", diag.text);
     } else if (p && (id ? !(p->rights & EMU_RIGHT_DEVICE_CONNECT) : !p->rights)) {
-        rc = result(res, 401, "policy \"%s\" does not have DeviceConnect", p->name);
+        rc = result(&res, 401, "policy \"%s\" does not have DeviceConnect", p->name);
     } else if (id && !id->enabled) {
         count_auth_failure(hub, id);
-        rc = result(res, 401, "%s is disabled", id->id);
+        rc = result(&res, 401, "%s is disabled", id->id);
     } else {
-        emu_session *s = id ? emu_session_find(c, id) : NULL;
-        int renewal = id ? s && s->token_expiry : c->device_grant || c->service_grant;
-        if (!renewal && tokens_held(c) >= hub->opt.max_tokens) {
-            rc = result(res, 500, "The maximum number of tokens per connection (%d) has been reached",
-                        hub->opt.max_tokens);
-        } else if (id && !(s = emu_session_get(c, id, t.se))) {
-            rc = result(res, 500, "out of memory");
-        } else {
-            if (id) {
-                s->live->auth_ok++;
-                s->live->last_activity_ms = emu_wall_ms();
-            } else {
-                if (p->rights & EMU_RIGHT_DEVICE_CONNECT)
-                    c->device_grant = t.se;
-                if (p->rights & ~EMU_RIGHT_DEVICE_CONNECT) {
-                    c->service_grant = t.se;
-                    c->service_rights = p->rights;
-                }
-            }
-            iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": %s%s authorized until %" PRIu64, c->serial,
-                      id ? "" : "policy ", id ? id->id : p->name, t.se);
-            emu_conn_schedule_expiry(c);
-            rc = result(res, 200, "OK");
-        }
+        out->id = id;
+        out->policy = p;
+        out->expiry = t.se;
+        rc = result(&res, 200, "OK");
     }
+    out->status = res.status;
+    snprintf(out->description, sizeof out->description, "%s", res.description);
     free(r.decoded);
     iotgw_sas_token_clear(&t);
     return rc;
+}
+
+/* Authorize what a token covers on connection c. plain_user: the SASL PLAIN user name,
+ * or NULL for a CBS put-token. */
+static int grant_token(emu_conn *c, const char *token, const char *plain_user, grant_result *res)
+{
+    emu_hub *hub = c->hub;
+    emu_auth a;
+    if (emu_auth_token(hub, token, plain_user, &a)) {
+        res->status = a.status;
+        snprintf(res->description, sizeof res->description, "%s", a.description);
+        return -1;
+    }
+    emu_identity *id = a.id;
+    emu_policy *p = a.policy;
+    emu_session *s = id ? emu_session_find(c, id) : NULL;
+    int renewal = id ? s && s->token_expiry : c->device_grant || c->service_grant;
+    if (!renewal && tokens_held(c) >= hub->opt.max_tokens)
+        return result(res, 500, "The maximum number of tokens per connection (%d) has been reached",
+                      hub->opt.max_tokens);
+    if (id && !(s = emu_session_get(c, id, a.expiry)))
+        return result(res, 500, "out of memory");
+    if (id) {
+        s->live->auth_ok++;
+        s->live->last_activity_ms = emu_wall_ms();
+    } else {
+        if (p->rights & EMU_RIGHT_DEVICE_CONNECT)
+            c->device_grant = a.expiry;
+        if (p->rights & ~EMU_RIGHT_DEVICE_CONNECT) {
+            c->service_grant = a.expiry;
+            c->service_rights = p->rights;
+        }
+    }
+    iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": %s%s authorized until %" PRIu64, c->serial,
+              id ? "" : "policy ", id ? id->id : p->name, a.expiry);
+    emu_conn_schedule_expiry(c);
+    return result(res, 200, "OK");
 }
 
 static emu_link *reply_link(emu_link *request, const char *reply_to)

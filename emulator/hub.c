@@ -110,7 +110,7 @@ int emu_hub_drop_connections(emu_hub *hub, const char *cond_name, const char *de
         iotgw_conn_close(c->conn, cond_name, description);
         n++;
     }
-    return n;
+    return n + emu_mqtt_drop_all(hub, description);
 }
 
 void emu_hub_identity_disconnect(emu_hub *hub, emu_identity *id, const char *cond_name,
@@ -119,6 +119,8 @@ void emu_hub_identity_disconnect(emu_hub *hub, emu_identity *id, const char *con
     emu_live *live = emu_live_find(&hub->live, id);
     while (live && live->sessions)
         emu_session_end(live->sessions, cond_name, description);
+    if (live && live->mqtt)
+        emu_mqtt_drop(live->mqtt, description);
 }
 
 void emu_hub_identity_forget(emu_hub *hub, emu_identity *id)
@@ -128,7 +130,7 @@ void emu_hub_identity_forget(emu_hub *hub, emu_identity *id)
     emu_live *live = emu_live_find(&hub->live, id);
     if (!live)
         return;
-    IOTGW_ASSERT(!live->sessions && !live->active);
+    IOTGW_ASSERT(!live->sessions && !live->active && !live->mqtt);
     emu_c2d_free(live);
     emu_live_remove(&hub->live, live);
 }
@@ -139,7 +141,7 @@ emu_identity_activity emu_hub_identity_activity(const emu_hub *hub, const emu_id
     if (!live)
         return (emu_identity_activity){0};
     return (emu_identity_activity){
-        .connected = live->active != NULL,
+        .connected = emu_live_connected(live),
         .last_activity_ms = live->last_activity_ms,
         .telemetry_in = live->telemetry_in,
     };
@@ -427,6 +429,11 @@ static void take_over(emu_session *s)
     s->attached = 1;
     if (old == s)
         return;
+    if (live->mqtt) {
+        iotgw_log(IOTGW_LOG_INFO, "%s: links moved from MQTT to conn %" PRIu64, live->id->id,
+                  s->conn->serial);
+        emu_mqtt_drop(live->mqtt, "a newer connection for this identity took its links over");
+    }
     live->active = s;
     if (old) {
         IOTGW_ASSERT(old->live == live && old->conn != s->conn); /* one session per identity and conn */
@@ -809,6 +816,7 @@ int emu_hub_new(iotgw_loop *loop, emu_registry *registry, const emu_hub_options 
         return iotgw_diag_fail(diag, IOTGW_ERR_NOMEM, "out of memory");
     iotgw_list_init(&hub->conns);
     iotgw_list_init(&hub->calls);
+    iotgw_list_init(&hub->mqtt_clients);
     iotgw_list_init(&hub->streams);
     hub->loop = loop;
     hub->registry = registry;
@@ -816,6 +824,7 @@ int emu_hub_new(iotgw_loop *loop, emu_registry *registry, const emu_hub_options 
     hub->opt.hostname = strdup(opt->hostname ? opt->hostname : "localhost");
     hub->opt.listen_addr = NULL;
     hub->opt.amqps_addr = NULL;
+    hub->opt.mqtts_addr = NULL;
     hub->opt.cert_file = hub->opt.key_file = NULL;
     if (!hub->opt.max_tokens)
         hub->opt.max_tokens = EMU_MAX_TOKENS_DEFAULT;
@@ -838,6 +847,8 @@ int emu_hub_new(iotgw_loop *loop, emu_registry *registry, const emu_hub_options 
         .on_accept = on_accept,
         .on_http = opt->on_http,
         .on_sasl_plain = emu_cbs_sasl_plain,
+        .ws_stream_subprotocol = "mqtt", /* MQTT over WebSocket, on the same path */
+        .on_ws_stream = emu_mqtt_on_ws_stream,
         .ctx = hub,
         .idle_timeout_ms = opt->idle_timeout_ms,
     };
@@ -855,6 +866,8 @@ int emu_hub_new(iotgw_loop *loop, emu_registry *registry, const emu_hub_options 
         lo.on_http = NULL;
         rc = iotgw_listener_new(loop, &lo, &hub->amqps, diag);
     }
+    if (!rc && opt->mqtts_addr)
+        rc = emu_mqtt_listen(hub, opt->mqtts_addr, opt->mqtts_port, opt->cert_file, opt->key_file, diag);
     if (rc) {
         emu_hub_free(hub);
         return rc;
@@ -871,6 +884,9 @@ void emu_hub_free(emu_hub *hub)
         iotgw_listener_free(hub->wss);
     if (hub->amqps)
         iotgw_listener_free(hub->amqps);
+    if (hub->mqtts)
+        iotgw_stream_listener_free(hub->mqtts);
+    emu_mqtt_free_all(hub);
     emu_conn *c;
     IOTGW_LIST_FOREACH (c, &hub->conns, emu_conn, in_hub) {
         iotgw_conn_set_handler(c->conn, NULL, NULL);
@@ -880,6 +896,8 @@ void emu_hub_free(emu_hub *hub)
     emu_live_table_free(&hub->live, emu_c2d_free);
     if (hub->scratch)
         pn_message_free(hub->scratch);
+    if (hub->mqtt_scratch)
+        pn_message_free(hub->mqtt_scratch);
     emu_events_free(hub->events);
     json_decref(hub->feedback);
     emu_faults_free(hub->faults);
@@ -890,6 +908,11 @@ void emu_hub_free(emu_hub *hub)
 int emu_hub_wss_port(const emu_hub *hub)
 {
     return hub->wss ? iotgw_listener_port(hub->wss) : 0;
+}
+
+int emu_hub_mqtts_port(const emu_hub *hub)
+{
+    return hub->mqtts ? iotgw_stream_listener_port(hub->mqtts) : 0;
 }
 
 int emu_hub_amqps_port(const emu_hub *hub)

@@ -1,7 +1,7 @@
 /*
  * The emulated IoT Hub as its users see it: main.c, the service REST API (rest.h and its
- * files) and the benchmarks. The hub serves the device side (HTTPS + WSS and AMQPS
- * listeners, AMQP connections, CBS authorization, each identity's telemetry,
+ * files) and the benchmarks. The hub serves the device side (HTTPS + WSS, AMQPS and
+ * MQTT-over-TLS listeners, AMQP and MQTT connections, CBS authorization, each identity's telemetry,
  * cloud-to-device, method and twin links) and the service's AMQP links; the calls below
  * are what the REST layer does to it. The files that make up the hub (hub.c, cbs.c,
  * telemetry.c, events.c, c2d.c, feedback.c, methods.c, twin.c, live.c) share
@@ -45,6 +45,8 @@ typedef struct emu_hub_options {
     int listen_port;
     const char *amqps_addr; /* NULL: no AMQPS listener */
     int amqps_port;
+    const char *mqtts_addr; /* NULL: no MQTT-over-TLS listener (MQTT over WebSocket is on listen_addr) */
+    int mqtts_port;
     const char *cert_file, *key_file;
     int max_tokens;         /* per connection; 0: EMU_MAX_TOKENS_DEFAULT */
     int d2c_limit;          /* device-to-cloud messages per second; 0: no limit */
@@ -71,6 +73,7 @@ void emu_hub_free(emu_hub *hub);
 /* The listeners' ports; 0: no such listener. */
 int emu_hub_wss_port(const emu_hub *hub);
 int emu_hub_amqps_port(const emu_hub *hub);
+int emu_hub_mqtts_port(const emu_hub *hub);
 const char *emu_hub_hostname(const emu_hub *hub);
 /* Started with --admin: /admin is served. */
 int emu_hub_admin_enabled(const emu_hub *hub);

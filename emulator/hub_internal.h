@@ -1,7 +1,8 @@
 /*
  * Inside the emulated hub: the structs and calls shared by the files that make it up,
  * hub.c (connections, link attach and routing, sessions), live.c (the per-identity live
- * table), cbs.c, telemetry.c, events.c, c2d.c, feedback.c, methods.c and twin.c. Users
+ * table), cbs.c, telemetry.c, events.c, c2d.c, feedback.c, methods.c, twin.c and mqtt.c
+ * (the MQTT device endpoint). Users
  * of the hub include emulator/hub.h instead. The reference is
  * shared/docs/iothub-amqp-protocol.md; the choices made where it says UNCONFIRMED are
  * listed in docs/emulator.md.
@@ -11,7 +12,9 @@
  * expiry; a hub-level token (a policy with DeviceConnect, sr = the hub) lets sessions be
  * created on first attach instead. An identity's links live in its session. At most one
  * session per identity is active (emu_live.active): the one that attached last, as IoT
- * Hub keeps one connection per identity; methods, C2D and desired updates go to it.
+ * Hub keeps one connection per identity; methods, C2D and desired updates go to it. An
+ * MQTT connection (mqtt.c) is the identity's presence by itself (emu_live.mqtt), and the
+ * newest connection wins across both protocols.
  *
  * Live state: what the hub knows of an identity while it runs (its sessions, its C2D
  * queue, its counters) is an emu_live in the hub's live table, keyed by the identity's id
@@ -35,6 +38,7 @@
 #include "codecs/list.h"
 #include "emulator/hub.h"
 #include "transport/log.h"
+#include "transport/stream.h"
 #include "transport/transport.h"
 
 #define EMU_MAX_MESSAGE_SIZE      (256 * 1024)  /* IoT Hub's D2C limit */
@@ -48,6 +52,7 @@ typedef struct emu_link emu_link;
 typedef struct emu_live emu_live;
 typedef struct emu_events emu_events;
 typedef struct emu_c2d_queue emu_c2d_queue;
+typedef struct emu_mqtt_client emu_mqtt_client;
 
 typedef enum emu_link_kind {
     EMU_LINK_CBS_REQUESTS = 1, /* client sender to $cbs */
@@ -108,11 +113,14 @@ struct emu_conn {
 
 /* What the hub knows about one identity while it runs (not saved). */
 struct emu_live {
-    emu_identity *id;         /* the registry's; this entry goes before it does */
-    emu_session *active;      /* the session holding its links, or NULL: at most one per identity */
-    emu_session *sessions;    /* all its sessions, on any connection (next_of_identity) */
-    emu_c2d_queue *c2d;       /* c2d.c's queue, or NULL until a message is queued */
-    int64_t last_activity_ms; /* wall clock */
+    emu_identity *id;            /* the registry's; this entry goes before it does */
+    emu_session *active;         /* the session holding its links, or NULL: at most one per identity */
+    emu_mqtt_client *mqtt;       /* or its MQTT connection (mqtt.c); never both */
+    unsigned mqtt_subscriptions; /* kept for a client with clean session 0 (1 << filter kind) */
+    int mqtt_session;            /* such a session exists */
+    emu_session *sessions;       /* all its sessions, on any connection (next_of_identity) */
+    emu_c2d_queue *c2d;          /* c2d.c's queue, or NULL until a message is queued */
+    int64_t last_activity_ms;    /* wall clock */
     uint64_t telemetry_in, c2d_sent, c2d_completed, c2d_rejected, c2d_abandoned;
     uint64_t methods_invoked, twin_requests, auth_ok, auth_failed;
     uint32_t hash; /* of id->id, for the table */
@@ -130,18 +138,28 @@ struct emu_hub {
     emu_registry *registry;
     emu_hub_options opt; /* strings are owned copies; d2c_limit is only where the faults started */
     iotgw_listener *wss, *amqps;
-    iotgw_list conns; /* emu_conn.in_hub, the newest first */
+    iotgw_stream_listener *mqtts;
+    iotgw_list conns;        /* emu_conn.in_hub, the newest first */
+    iotgw_list mqtt_clients; /* emu_mqtt_client, mqtt.c's */
     uint64_t next_serial;
-    pn_message_t *scratch; /* reused for decoding */
-    emu_live_table live;   /* per identity: sessions, C2D queue, counters */
-    iotgw_list calls;      /* direct methods waiting for a device (methods.c) */
-    emu_events *events;    /* the telemetry stream */
-    iotgw_list streams;    /* its readers: emu_link.stream */
+    pn_message_t *scratch;      /* reused for decoding */
+    pn_message_t *mqtt_scratch; /* mqtt.c's, reused for building and decoding */
+    emu_live_table live;        /* per identity: sessions, C2D queue, counters */
+    iotgw_list calls;           /* direct methods waiting for a device (methods.c) */
+    uint64_t next_method_rid;
+    emu_events *events; /* the telemetry stream */
+    iotgw_list streams; /* its readers: emu_link.stream */
     emu_faults *faults;
     json_t *feedback;    /* C2D feedback records waiting for a receiver */
     char event_hub[160]; /* the stream's Event Hub-compatible name, "iothub-ehub-{hub}-emulator" */
     emu_metrics metrics;
 };
+
+/* The identity has a connection holding its links (AMQP or MQTT). */
+static inline int emu_live_connected(const emu_live *live)
+{
+    return live && (live->active || live->mqtt);
+}
 
 /* ------------------------------------------------------------------ live.c */
 
@@ -174,6 +192,18 @@ pn_message_t *emu_take_request(emu_link *l, pn_delivery_t *d, const char *what);
 void emu_conn_schedule_expiry(emu_conn *c);
 
 /* ------------------------------------------------------------------ cbs.c */
+
+/* What a SAS token lets in, checked as IoT Hub checks it: hub, resource, policy and
+ * rights, signature, expiry, the identity registered and enabled. */
+typedef struct emu_auth {
+    int status; /* 200, or 400, 401, 404, 500 */
+    char description[300];
+    emu_identity *id;   /* a device or module token (or a policy's for one identity) */
+    emu_policy *policy; /* the signing policy, or NULL */
+    uint64_t expiry;    /* seconds since the epoch */
+} emu_auth;
+/* plain_user: a SASL PLAIN user name the token must match, or NULL. 0 when status is 200. */
+int emu_auth_token(emu_hub *hub, const char *token, const char *plain_user, emu_auth *out);
 
 void emu_cbs_on_request(emu_link *l, pn_delivery_t *d);
 /* SASL PLAIN with a SAS token as the password (listener callback). */
@@ -208,6 +238,11 @@ void emu_feedback_pump(emu_hub *hub);
 /* ------------------------------------------------------------------ telemetry.c */
 
 void emu_telemetry_on_delivery(emu_link *l, pn_delivery_t *d);
+/* Check an encoded message (or batch) from live's identity and store it in the stream:
+ * NULL, or the AMQP condition it is refused with, *why in words and *throttled set when
+ * it is the rate limit. Counts it either way. */
+const char *emu_telemetry_accept(emu_hub *hub, emu_live *live, const uint8_t *buf, size_t len,
+                                 const char **why, int *throttled);
 
 /* ------------------------------------------------------------------ c2d.c */
 
@@ -217,7 +252,12 @@ void emu_service_c2d_on_delivery(emu_link *l, pn_delivery_t *d);
 int emu_c2d_enqueue(emu_hub *hub, emu_identity *id, pn_message_t *msg, iotgw_diag *diag);
 /* Send what can be sent on the identity's active session. */
 void emu_c2d_pump(emu_session *s);
+/* Send what can be sent to the identity's MQTT connection (live->mqtt). */
+void emu_c2d_pump_mqtt(emu_live *live);
 void emu_c2d_on_disposition(emu_link *l, pn_delivery_t *d);
+/* The MQTT client acknowledged the C2D PUBLISH packet_id: completed. 0, or -1 when no
+ * message is locked under it. */
+int emu_c2d_mqtt_complete(emu_live *live, uint16_t packet_id);
 /* The active session went away: what it held goes back to the queue. */
 void emu_c2d_requeue(emu_live *live);
 /* Drop the identity's queue, without feedback. */
@@ -226,6 +266,9 @@ void emu_c2d_free(emu_live *live);
 /* ------------------------------------------------------------------ methods.c */
 
 void emu_methods_on_response(emu_link *l, pn_delivery_t *d);
+/* An MQTT device's answer on $iothub/methods/res/{status}/?$rid={rid}. */
+void emu_methods_on_mqtt_response(emu_hub *hub, emu_identity *id, const uint8_t *rid, size_t rid_len,
+                                  int status, const uint8_t *body, size_t len);
 /* The identity is being deleted: its waiting calls end with DeviceNotFound. */
 void emu_methods_identity_gone(emu_hub *hub, emu_identity *id);
 /* A session gained a method request link (pending calls may go) or lost it. */
@@ -236,5 +279,35 @@ void emu_methods_cancel_all(emu_hub *hub);
 /* ------------------------------------------------------------------ twin.c */
 
 void emu_twin_on_request(emu_link *l, pn_delivery_t *d);
+/* The device's GET: its desired and reported properties with their versions (JSON text,
+ * malloc'd; NULL: out of memory). */
+char *emu_twin_document_text(const emu_identity *id);
+/* The device's PATCH of its reported properties: 204 with *version the new one, or 400,
+ * 413, 500 with *error. Counted as kind EMU_TWIN_PATCH_REPORTED. */
+int emu_twin_patch_reported(emu_hub *hub, emu_identity *id, const uint8_t *body, size_t len, int64_t *version,
+                            const char **error);
+
+/* ------------------------------------------------------------------ mqtt.c */
+
+/* The MQTT endpoints: --mqtts, and the WSS listener's "mqtt" subprotocol. 0 or an error. */
+int emu_mqtt_listen(emu_hub *hub, const char *address, int port, const char *cert_file, const char *key_file,
+                    iotgw_diag *diag);
+/* A WSS listener's WebSocket connection on subprotocol mqtt. */
+void emu_mqtt_on_ws_stream(iotgw_listener *l, iotgw_stream *s, void *ctx);
+/* Close the client: its identity lets go of it at once (C2D back to the queue); the
+ * socket closes on a later turn. */
+void emu_mqtt_drop(emu_mqtt_client *m, const char *why);
+/* Close every MQTT connection, as emu_mqtt_drop; returns how many. */
+int emu_mqtt_drop_all(emu_hub *hub, const char *why);
+/* Close every MQTT connection (the hub is being freed: at once, no callbacks). */
+void emu_mqtt_free_all(emu_hub *hub);
+/* Hub to device, when the client subscribed to it: 0 sent, -1 not (not subscribed, its
+ * output full). */
+int emu_mqtt_send_method(emu_mqtt_client *m, const char *name, const char *rid, const uint8_t *payload,
+                         size_t len);
+int emu_mqtt_send_desired(emu_mqtt_client *m, int64_t version, const char *patch);
+/* A C2D message (encoded AMQP, as queued) as a QoS 1 PUBLISH: 0 with *packet_id, -1 when
+ * it cannot go now (not subscribed, in-flight window or output full). */
+int emu_mqtt_send_c2d(emu_mqtt_client *m, const uint8_t *buf, size_t len, int dup, uint16_t *packet_id);
 
 #endif

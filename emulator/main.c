@@ -36,7 +36,7 @@ enum { MAX_TOKENS, PARTITIONS, RETENTION_MESSAGES, RETENTION_BYTES, D2C_LIMIT, C
 #define NUMBER_OPTION 1000 /* getopt code of number_options[i]: NUMBER_OPTION + i */
 
 typedef struct settings {
-    char *hostname, *listen, *amqps, *cert, *key, *registry;
+    char *hostname, *listen, *amqps, *mqtts, *cert, *key, *registry;
     int stream_redirect;      /* command line only */
     int64_t numbers[NUMBERS]; /* see number_options; 0: not set */
 } settings;
@@ -52,14 +52,16 @@ static void on_signal(int sig)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: iothub-emulator [options]\n"
-               "A local Azure IoT Hub: the device protocol (AMQP over WebSocket and AMQPS, CBS\n"
-               "authentication, telemetry, cloud-to-device, direct methods, twins) and the service\n"
-               "side (REST for methods, twins and the registry; cloud-to-device and feedback; the\n"
-               "telemetry stream).\n"
+               "A local Azure IoT Hub: the device protocols (AMQP over WebSocket and AMQPS with CBS,\n"
+               "MQTT over TLS and WebSocket; telemetry, cloud-to-device, direct methods, twins) and\n"
+               "the service side (REST for methods, twins and the registry; cloud-to-device and\n"
+               "feedback; the telemetry stream).\n"
                "\n"
                "  --hostname NAME      the hub's host name; tokens must name it (default localhost)\n"
-               "  --listen ADDR:PORT   HTTPS and AMQP over WebSocket (default 127.0.0.1:443; \"off\")\n"
+               "  --listen ADDR:PORT   HTTPS, AMQP and MQTT over WebSocket (default 127.0.0.1:443; \"off\")\n"
                "  --amqps ADDR:PORT    AMQPS (default 127.0.0.1:5671; \"off\")\n"
+               "  --mqtts ADDR:PORT    MQTT over TLS (default 127.0.0.1:8883; \"off\"); MQTT over\n"
+               "                       WebSocket is on the --listen port (subprotocol mqtt)\n"
                "  --cert FILE          server certificate (PEM), required\n"
                "  --key FILE           its private key (PEM), required\n"
                "  --registry FILE      policies and devices (YAML); created with fresh keys when\n"
@@ -84,7 +86,7 @@ static void usage(FILE *f)
                "                       iothub-ehub-{hub}-emulator on the AMQPS port; without it\n"
                "                       they are served there directly (both names always work)\n"
                "  --config FILE        the settings above from YAML (keys: hostname, listen, amqps,\n"
-               "                       cert, key, registry, maxTokensPerConnection, partitions,\n"
+               "                       mqtts, cert, key, registry, maxTokensPerConnection, partitions,\n"
                "                       retentionMessages, retentionBytes, d2cLimit,\n"
                "                       c2dLockTimeout, c2dDefaultTtl); options given\n"
                "                       on the command line win\n"
@@ -129,6 +131,7 @@ static int load_config(const char *file, settings *s)
     static const char *const keys[] = {"hostname",
                                        "listen",
                                        "amqps",
+                                       "mqtts",
                                        "cert",
                                        "key",
                                        "registry",
@@ -144,8 +147,8 @@ static int load_config(const char *file, settings *s)
     yaml_node_t *root = rc ? NULL : iotgw_yaml_root(&y);
     if (!rc && root && !(root->type == YAML_SCALAR_NODE && !root->data.scalar.length))
         rc = iotgw_yaml_check_keys(&y, root, "", keys, &diag);
-    char **slots[] = {&s->hostname, &s->listen, &s->amqps, &s->cert, &s->key, &s->registry};
-    for (int i = 0; !rc && i < 6; i++) {
+    char **slots[] = {&s->hostname, &s->listen, &s->amqps, &s->mqtts, &s->cert, &s->key, &s->registry};
+    for (int i = 0; !rc && i < 7; i++) {
         yaml_node_t *n = iotgw_yaml_get(&y, root, keys[i]);
         const char *v = n ? iotgw_yaml_text(&y, n, keys[i], &diag) : NULL;
         if (n && !v)
@@ -172,6 +175,7 @@ static int parse_options(int argc, char **argv, settings *s, const char **config
         {"hostname", required_argument, 0, 'H'},
         {"listen", required_argument, 0, 'l'},
         {"amqps", required_argument, 0, 'a'},
+        {"mqtts", required_argument, 0, 'm'},
         {"cert", required_argument, 0, 'c'},
         {"key", required_argument, 0, 'k'},
         {"registry", required_argument, 0, 'r'},
@@ -196,6 +200,7 @@ static int parse_options(int argc, char **argv, settings *s, const char **config
         case 'H': replace(&s->hostname, optarg); break;
         case 'l': replace(&s->listen, optarg); break;
         case 'a': replace(&s->amqps, optarg); break;
+        case 'm': replace(&s->mqtts, optarg); break;
         case 'c': replace(&s->cert, optarg); break;
         case 'k': replace(&s->key, optarg); break;
         case 'r': replace(&s->registry, optarg); break;
@@ -245,6 +250,7 @@ static int run(settings *sp, int admin)
     set(&sp->hostname, "localhost");
     set(&sp->listen, "127.0.0.1:443");
     set(&sp->amqps, "127.0.0.1:5671");
+    set(&sp->mqtts, "127.0.0.1:8883");
     const settings s = *sp; /* main frees the strings */
     if (!s.cert || !s.key) {
         fprintf(stderr, "iothub-emulator: --cert and --key are required (make throw-away ones with "
@@ -264,7 +270,7 @@ static int run(settings *sp, int admin)
                           .admin = admin,
                           .stream_redirect = s.stream_redirect,
                           .on_http = emu_rest_on_request};
-    char *listen_addr = NULL, *amqps_addr = NULL;
+    char *listen_addr = NULL, *amqps_addr = NULL, *mqtts_addr = NULL;
     emu_registry *reg = NULL;
     iotgw_loop *loop = NULL;
     emu_hub *hub = NULL;
@@ -281,8 +287,15 @@ static int run(settings *sp, int admin)
         rc = 2;
         goto out;
     }
+    if (strcmp(s.mqtts, "off") && split_addr(s.mqtts, &mqtts_addr, &ho.mqtts_port)) {
+        fprintf(stderr, "iothub-emulator: --mqtts wants ADDR:PORT, e.g. 127.0.0.1:8883, not \"%s\"\n",
+                s.mqtts);
+        rc = 2;
+        goto out;
+    }
     ho.listen_addr = listen_addr;
     ho.amqps_addr = amqps_addr;
+    ho.mqtts_addr = mqtts_addr;
 
     iotgw_diag diag = {0};
     if (s.registry ? emu_registry_load(s.registry, &reg, &diag) : !(reg = emu_registry_new())) {
@@ -309,6 +322,10 @@ static int run(settings *sp, int admin)
                wss_port);
     if (amqps_port)
         printf("listening: amqps %s:%d\n", amqps_addr, amqps_port);
+    if (emu_hub_mqtts_port(hub))
+        printf("listening: mqtts %s:%d\n", mqtts_addr, emu_hub_mqtts_port(hub));
+    if (wss_port)
+        printf("listening: mqtt over wss %s:%d at " IOTGW_WS_DEFAULT_PATH "\n", listen_addr, wss_port);
     printf("hub: %s, %d devices and modules%s%s\n", s.hostname, emu_registry_count(reg),
            s.registry ? ", registry " : "", s.registry ? s.registry : " (in memory)");
     printf("telemetry stream: messages/events/ConsumerGroups/$Default/Partitions/0..%d, %s event hub %s\n",
@@ -332,6 +349,7 @@ out:
         emu_registry_free(reg);
     free(listen_addr);
     free(amqps_addr);
+    free(mqtts_addr);
     return rc;
 }
 
@@ -343,8 +361,8 @@ int main(int argc, char **argv)
     int rc = parse_options(argc, argv, &s, &config, &admin);
     if (rc < 0)
         rc = config && load_config(config, &s) ? 1 : run(&s, admin);
-    char **all[] = {&s.hostname, &s.listen, &s.amqps, &s.cert, &s.key, &s.registry};
-    for (int i = 0; i < 6; i++)
+    char **all[] = {&s.hostname, &s.listen, &s.amqps, &s.mqtts, &s.cert, &s.key, &s.registry};
+    for (int i = 0; i < 7; i++)
         free(*all[i]);
     return rc;
 }

@@ -1,8 +1,11 @@
 /* Direct methods (shared/docs/iothub-amqp-protocol.md 4.4 and 7.2): a call waits up to
- * its connect timeout for the device's method link, is sent with a uuid correlation-id
- * and IoThub-methodname, and ends with the device's IoThub-status and payload, or with
- * DeviceNotOnline (404103) or GatewayTimeout (504101). */
+ * its connect timeout for the device's method link (or an MQTT device's subscription to
+ * $iothub/methods/POST/#), is sent with a uuid correlation-id and IoThub-methodname (over
+ * MQTT: on $iothub/methods/POST/{name}/?$rid={rid}, rid the call's number in hex), and
+ * ends with the device's IoThub-status and payload, or with DeviceNotOnline (404103) or
+ * GatewayTimeout (504101). */
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <openssl/rand.h>
@@ -19,9 +22,10 @@ struct emu_method_call {
     uint8_t *payload;
     size_t len;
     pn_uuid_t uuid;
+    uint64_t rid; /* MQTT's request id */
     int sent;
     int response_timeout_s;
-    int delayed_status; /* fault injection: the answer held back */
+    int delayed_status;                         /* fault injection: the answer held back */
     const char *delayed_code, *delayed_message; /* an error answered on the next turn (static text) */
     int answered;
     iotgw_timer timer; /* connect timeout before sending, response timeout after; the fault's delay */
@@ -77,9 +81,24 @@ static void timed_out(iotgw_timer *t, void *ctx)
         finish(call, 404, NULL, 0, "DeviceNotOnline", "The device is not online.");
 }
 
+static int try_send_mqtt(emu_method_call *call, emu_live *live)
+{
+    char rid[24];
+    snprintf(rid, sizeof rid, "%" PRIx64, call->rid);
+    if (emu_mqtt_send_method(live->mqtt, call->name, rid, call->payload, call->len))
+        return -1;
+    call->sent = 1;
+    live->methods_invoked++;
+    iotgw_timer_start(&call->timer, (int64_t)call->response_timeout_s * 1000, 0);
+    iotgw_log(IOTGW_LOG_INFO, "%s: method %s sent over MQTT ($rid=%s)", call->id->id, call->name, rid);
+    return 0;
+}
+
 static int try_send(emu_method_call *call)
 {
     emu_live *live = emu_live_find(&call->hub->live, call->id);
+    if (live && live->mqtt)
+        return try_send_mqtt(call, live);
     emu_session *s = live ? live->active : NULL;
     if (!s || !s->method_requests || pn_link_credit(s->method_requests->link) <= 0)
         return -1;
@@ -130,6 +149,7 @@ emu_method_call *emu_method_invoke(emu_hub *hub, emu_identity *id, const char *n
     iotgw_list_init(&call->in_hub);
     iotgw_timer_init(hub->loop, &call->timer, timed_out, call);
     call->id = id;
+    call->rid = ++hub->next_method_rid;
     call->response_timeout_s = response_timeout_s;
     call->done = done;
     call->ctx = ctx;
@@ -225,6 +245,23 @@ void emu_methods_session_changed(emu_hub *hub, emu_identity *id)
             try_send(call);
 }
 
+/* The device answered call: the caller gets it, unless a fault says otherwise. */
+static void answer(emu_method_call *call, int status, const uint8_t *body, size_t blen)
+{
+    emu_hub *hub = call->hub;
+    int fail_status = emu_faults_method_fail_status(hub->faults);
+    int delay_ms = emu_faults_method_delay_ms(hub->faults);
+    if (blen > EMU_METHOD_MAX_PAYLOAD)
+        finish(call, 413, NULL, 0, "MessageTooLarge", "The device's response is larger than 128 KB.");
+    else if (fail_status)
+        finish(call, fail_status, NULL, 0, "InjectedFailure",
+               "the hub failed the method call (fault injection)");
+    else if (delay_ms)
+        finish_later(call, status, body, blen, delay_ms);
+    else
+        finish(call, status, body, blen, NULL, NULL);
+}
+
 void emu_methods_on_response(emu_link *l, pn_delivery_t *d)
 {
     emu_hub *hub = l->conn->hub;
@@ -245,24 +282,32 @@ void emu_methods_on_response(emu_link *l, pn_delivery_t *d)
     iotgw_delivery_settle(d, PN_ACCEPTED, NULL, NULL);
     size_t blen = 0;
     const char *body = iotgw_body_bytes(pn_message_body(m), &blen);
-    int fail_status = emu_faults_method_fail_status(hub->faults);
-    int delay_ms = emu_faults_method_delay_ms(hub->faults);
     emu_method_call *call;
     IOTGW_LIST_FOREACH (call, &hub->calls, emu_method_call, in_hub) {
         if (call->sent && !call->answered && call->id == id &&
             !memcmp(call->uuid.bytes, corr.u.as_uuid.bytes, 16)) {
-            if (blen > EMU_METHOD_MAX_PAYLOAD)
-                finish(call, 413, NULL, 0, "MessageTooLarge", "The device's response is larger than 128 KB.");
-            else if (fail_status)
-                finish(call, fail_status, NULL, 0, "InjectedFailure",
-                       "the hub failed the method call (fault injection)");
-            else if (delay_ms)
-                finish_later(call, (int)status, (const uint8_t *)body, body ? blen : 0, delay_ms);
-            else
-                finish(call, (int)status, (const uint8_t *)body, body ? blen : 0, NULL, NULL);
+            answer(call, (int)status, (const uint8_t *)body, body ? blen : 0);
             return;
         }
     }
     iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": %s: method response for no waiting call (late?)",
               l->conn->serial, id->id);
+}
+
+void emu_methods_on_mqtt_response(emu_hub *hub, emu_identity *id, const uint8_t *rid, size_t rid_len,
+                                  int status, const uint8_t *body, size_t len)
+{
+    char text[24];
+    emu_method_call *call;
+    IOTGW_LIST_FOREACH (call, &hub->calls, emu_method_call, in_hub) {
+        if (!call->sent || call->answered || call->id != id)
+            continue;
+        int n = snprintf(text, sizeof text, "%" PRIx64, call->rid);
+        if ((size_t)n == rid_len && !memcmp(text, rid, rid_len)) {
+            answer(call, status, body, len);
+            return;
+        }
+    }
+    iotgw_log(IOTGW_LOG_INFO, "%s: MQTT method response $rid=%.*s for no waiting call (late?)", id->id,
+              (int)(rid_len > 40 ? 40 : rid_len), (const char *)rid);
 }

@@ -48,6 +48,8 @@ enum {
 };
 enum { EMU_LISTENER_WSS, EMU_LISTENER_AMQPS, EMU_LISTENERS };
 enum { EMU_CBS_200, EMU_CBS_400, EMU_CBS_401, EMU_CBS_404, EMU_CBS_500, EMU_CBS_STATUSES };
+enum { EMU_MQTT_TLS, EMU_MQTT_WS, EMU_MQTT_LISTENERS };
+#define EMU_MQTT_CONNACK_CODES 6 /* 0 accepted .. 5 not authorized */
 
 typedef struct emu_metrics {
     uint64_t d2c_messages; /* accepted: stored in the telemetry stream, each of a batch */
@@ -60,7 +62,9 @@ typedef struct emu_metrics {
     uint64_t conns_accepted[EMU_LISTENERS], conns_open[EMU_LISTENERS], conns_refused;
     uint64_t put_tokens[EMU_CBS_STATUSES];
     uint64_t sasl_plain[2]; /* [0: accepted, 1: refused] */
-    uint64_t rest[6];       /* answers by status class: other, 1xx .. 5xx */
+    uint64_t mqtt_conns_accepted[EMU_MQTT_LISTENERS], mqtt_conns_open[EMU_MQTT_LISTENERS];
+    uint64_t mqtt_connack[EMU_MQTT_CONNACK_CODES]; /* CONNACKs sent, by return code */
+    uint64_t rest[6];                              /* answers by status class: other, 1xx .. 5xx */
     uint64_t throttled_rest;
 } emu_metrics;
 

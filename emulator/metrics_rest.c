@@ -131,6 +131,16 @@ static void render_connections(emu_hub *hub, iotgw_prom *w)
     static const char *const results[] = {"accepted", "refused"};
     by(w, "iothub_emulator_sasl_plain_total", "counter", "SASL PLAIN logins with a SAS token, by result",
        "result", results, m->sasl_plain, 2);
+    static const char *const mqtt_listeners[] = {"mqtts", "wss"};
+    by(w, "iothub_emulator_mqtt_connections", "gauge", "MQTT connections open, by listener", "listener",
+       mqtt_listeners, m->mqtt_conns_open, EMU_MQTT_LISTENERS);
+    by(w, "iothub_emulator_mqtt_connections_accepted_total", "counter",
+       "MQTT connections accepted, by listener", "listener", mqtt_listeners, m->mqtt_conns_accepted,
+       EMU_MQTT_LISTENERS);
+    static const char *const codes[] = {"0", "1", "2", "3", "4", "5"};
+    by(w, "iothub_emulator_mqtt_connacks_total", "counter",
+       "MQTT CONNACKs sent, by return code (0: accepted, 5: not authorized, 3: unavailable)", "code", codes,
+       m->mqtt_connack, EMU_MQTT_CONNACK_CODES);
 }
 
 static void render_rest(emu_hub *hub, iotgw_prom *w)

@@ -120,46 +120,58 @@ static const char *check_sections(emu_hub *hub, const uint8_t *buf, size_t len, 
     return cond;
 }
 
+const char *emu_telemetry_accept(emu_hub *hub, emu_live *live, const uint8_t *buf, size_t len,
+                                 const char **why, int *throttled)
+{
+    int count = 1;
+    const char *cond = NULL;
+    *throttled = 0;
+    if (len > EMU_MAX_MESSAGE_SIZE) {
+        cond = "amqp:link:message-size-exceeded";
+        *why = "the message is larger than IoT Hub's 256 KB limit";
+    } else {
+        cond = check_sections(hub, buf, len, &count, why, NULL);
+    }
+    /* --d2c-limit or the admin throttle, as a hub unit's D2C quota */
+    if (!cond && emu_faults_d2c_over_limit(hub->faults, count, emu_wall_ms())) {
+        cond = "com.microsoft:device-container-throttled";
+        *why = "ThrottlingException: the hub's device-to-cloud message rate limit is exceeded";
+        *throttled = 1;
+    }
+    if (cond) {
+        hub->metrics.d2c_rejected[*throttled                           ? EMU_D2C_THROTTLED
+                                  : !strcmp(cond, "amqp:decode-error") ? EMU_D2C_UNDECODABLE
+                                                                       : EMU_D2C_TOO_LARGE]++;
+        return cond;
+    }
+    check_sections(hub, buf, len, &count, why, live->id);
+    hub->metrics.d2c_messages += (uint64_t)count;
+    live->telemetry_in += (uint64_t)count;
+    live->last_activity_ms = emu_wall_ms();
+    return NULL;
+}
+
 void emu_telemetry_on_delivery(emu_link *l, pn_delivery_t *d)
 {
     emu_conn *c = l->conn;
     emu_live *live = l->session->live;
-    emu_identity *id = live->id;
     uint8_t *buf;
-    size_t len;
+    size_t len = 0;
     const char *why = NULL, *cond = NULL;
-    int count = 1, throttled = 0;
+    int throttled = 0;
     if (iotgw_delivery_take(d, EMU_LINK_MAX_MESSAGE_SIZE, &buf, &len)) {
         cond = "amqp:link:message-size-exceeded";
         why = "the message is larger than the link's max-message-size";
+        c->hub->metrics.d2c_rejected[EMU_D2C_TOO_LARGE]++;
     } else {
-        if (len > EMU_MAX_MESSAGE_SIZE) {
-            cond = "amqp:link:message-size-exceeded";
-            why = "the message is larger than IoT Hub's 256 KB limit";
-        } else {
-            cond = check_sections(c->hub, buf, len, &count, &why, NULL);
-        }
-        /* --d2c-limit or the admin throttle, as a hub unit's D2C quota */
-        if (!cond && emu_faults_d2c_over_limit(c->hub->faults, count, emu_wall_ms())) {
-            cond = "com.microsoft:device-container-throttled";
-            why = "ThrottlingException: the hub's device-to-cloud message rate limit is exceeded";
-            throttled = 1;
-        }
-        if (!cond)
-            check_sections(c->hub, buf, len, &count, &why, id);
+        cond = emu_telemetry_accept(c->hub, live, buf, len, &why, &throttled);
         free(buf);
     }
     if (cond) {
         iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": %s: telemetry rejected: %s (%zu bytes)", c->serial,
-                  id->id, why, len);
+                  live->id->id, why, len);
         iotgw_delivery_settle(d, PN_REJECTED, cond, why);
-        c->hub->metrics.d2c_rejected[throttled                            ? EMU_D2C_THROTTLED
-                                     : !strcmp(cond, "amqp:decode-error") ? EMU_D2C_UNDECODABLE
-                                                                          : EMU_D2C_TOO_LARGE]++;
         return;
     }
-    c->hub->metrics.d2c_messages += (uint64_t)count;
-    live->telemetry_in += (uint64_t)count;
-    live->last_activity_ms = emu_wall_ms();
     iotgw_delivery_settle(d, PN_ACCEPTED, NULL, NULL);
 }

@@ -1,6 +1,7 @@
 /* Device twins over AMQP (shared/docs/iothub-amqp-protocol.md 4.5): GET, PATCH of
  * reported properties, PUT/DELETE of the desired-update subscription, and desired
- * updates pushed to subscribed devices. Status and version travel as message
+ * updates pushed to subscribed devices; the GET and PATCH themselves and the desired
+ * pushes serve MQTT devices too (mqtt.c). Status and version travel as message
  * annotations, status an int and version a long (the C SDK refuses other types). */
 #include <inttypes.h>
 #include <stdlib.h>
@@ -109,7 +110,7 @@ json_t *emu_twin_json(const emu_hub *hub, const emu_identity *id)
     json_object_set_new(t, "version", json_integer(version));
     json_object_set_new(t, "status", json_string(id->enabled ? "enabled" : "disabled"));
     json_object_set_new(t, "connectionState",
-                        json_string(live && live->active ? "Connected" : "Disconnected"));
+                        json_string(emu_live_connected(live) ? "Connected" : "Disconnected"));
     json_object_set_new(t, "tags", json_deep_copy(id->tags));
     json_t *props = json_object();
     json_object_set_new(props, "desired", with_version(id->desired, id->desired_version));
@@ -157,12 +158,34 @@ static void send_twin(emu_session *s, pn_msgid_t correlation, int has_correlatio
     pn_message_free(m);
 }
 
-static json_t *twin_document(emu_identity *id)
+char *emu_twin_document_text(const emu_identity *id)
 {
     json_t *doc = json_object();
     json_object_set_new(doc, "desired", with_version(id->desired, id->desired_version));
     json_object_set_new(doc, "reported", with_version(id->reported, id->reported_version));
-    return doc;
+    char *text = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    return text;
+}
+
+int emu_twin_patch_reported(emu_hub *hub, emu_identity *id, const uint8_t *body, size_t len, int64_t *version,
+                            const char **error)
+{
+    json_error_t jerr;
+    json_t *patch = body ? json_loadb((const char *)body, len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
+    int status;
+    *error = NULL;
+    if (!json_is_object(patch)) {
+        *error = "the body must be a JSON object of reported properties";
+        status = 400;
+    } else if ((status = emu_twin_apply(&id->reported, patch, 0, EMU_TWIN_MAX_PROPERTIES, error)) == 0) {
+        id->reported_version++;
+        status = 204;
+        *version = id->reported_version;
+    }
+    json_decref(patch);
+    hub->metrics.twin[EMU_TWIN_PATCH_REPORTED][*error != NULL]++;
+    return status;
 }
 
 void emu_twin_on_request(emu_link *l, pn_delivery_t *d)
@@ -185,27 +208,17 @@ void emu_twin_on_request(emu_link *l, pn_delivery_t *d)
     int64_t version = -1;
     char *answer = NULL;
     const char *error = NULL;
+    int counted = 0;
     if (!strcmp(op, "GET")) {
         kind = EMU_TWIN_GET;
-        json_t *doc = twin_document(id);
-        answer = json_dumps(doc, JSON_COMPACT);
-        json_decref(doc);
+        answer = emu_twin_document_text(id);
         status = 200;
         version = id->reported_version;
     } else if (!strcmp(op, "PATCH") && !strcmp(resource, "/properties/reported")) {
-        kind = EMU_TWIN_PATCH_REPORTED;
         size_t blen = 0;
         const char *body = iotgw_body_bytes(pn_message_body(m), &blen);
-        json_error_t jerr;
-        json_t *patch = body ? json_loadb(body, blen, JSON_REJECT_DUPLICATES, &jerr) : NULL;
-        if (!json_is_object(patch)) {
-            error = "the body must be a JSON object of reported properties";
-        } else if ((status = emu_twin_apply(&id->reported, patch, 0, EMU_TWIN_MAX_PROPERTIES, &error)) == 0) {
-            id->reported_version++;
-            status = 204;
-            version = id->reported_version;
-        }
-        json_decref(patch);
+        status = emu_twin_patch_reported(l->conn->hub, id, (const uint8_t *)body, blen, &version, &error);
+        counted = 1;
     } else if ((!strcmp(op, "PUT") || !strcmp(op, "DELETE")) &&
                !strcmp(resource, "/notifications/twin/properties/desired")) {
         s->desired_subscribed = !strcmp(op, "PUT");
@@ -221,7 +234,8 @@ void emu_twin_on_request(emu_link *l, pn_delivery_t *d)
         iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": %s: twin %s %s refused: %s", l->conn->serial, id->id, op,
                   resource, error);
     }
-    l->conn->hub->metrics.twin[kind][error != NULL]++;
+    if (!counted)
+        l->conn->hub->metrics.twin[kind][error != NULL]++;
     send_twin(s, corr, corr.type != PN_NULL, status, version, answer);
     free(answer);
 }
@@ -230,6 +244,15 @@ void emu_twin_notify_desired(emu_hub *hub, emu_identity *id, json_t *patch)
 {
     emu_live *live = emu_live_find(&hub->live, id);
     emu_session *s = live ? live->active : NULL;
+    if (live && live->mqtt) {
+        json_t *p = with_version(patch, id->desired_version);
+        char *text = json_dumps(p, JSON_COMPACT);
+        json_decref(p);
+        if (text && !emu_mqtt_send_desired(live->mqtt, id->desired_version, text))
+            hub->metrics.desired_pushes++;
+        free(text);
+        return;
+    }
     if (!s || !s->desired_subscribed || !s->twin_responses)
         return;
     hub->metrics.desired_pushes++;

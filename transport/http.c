@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "transport/internal.h"
 
@@ -463,11 +464,16 @@ static int ws_upgrade_allowed(struct lws *wsi, iotgw_listener *l)
         lws_return_http_status(wsi, HTTP_STATUS_NOT_FOUND, "no WebSocket endpoint on this path");
         return 0;
     }
-    /* The offered subprotocols are a comma-separated list; AMQPWSB10 must be one. */
+    /* The offered subprotocols are a comma-separated list; AMQPWSB10 (or the listener's
+     * stream subprotocol) must be one. */
+    const char *other = l->ws_stream_subprotocol;
     for (char *tok = strtok(protos, ", "); tok; tok = strtok(NULL, ", "))
-        if (!strcmp(tok, IOTGW_WS_SUBPROTOCOL))
+        if (!strcmp(tok, IOTGW_WS_SUBPROTOCOL) || (other && !strcasecmp(tok, other)))
             return 1;
-    lws_return_http_status(wsi, HTTP_STATUS_BAD_REQUEST, "WebSocket subprotocol AMQPWSB10 required");
+    char why[128];
+    snprintf(why, sizeof why, "WebSocket subprotocol %s%s%s required", IOTGW_WS_SUBPROTOCOL,
+             other ? " or " : "", other ? other : "");
+    lws_return_http_status(wsi, HTTP_STATUS_BAD_REQUEST, why);
     return 0;
 }
 
@@ -475,6 +481,10 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 {
     if (reason == LWS_CALLBACK_OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION) /* user is OpenSSL's, not ours */
         return tls_peer_verify(wsi, user, (int)len);
+    /* lws tells protocol 0 of every wsi's end: a WebSocket stream's goes to its owner */
+    const struct lws_protocols *wp = reason == LWS_CALLBACK_WSI_DESTROY && wsi ? lws_get_protocol(wsi) : NULL;
+    if (wp && wp->callback == ws_stream_callback)
+        return ws_stream_callback(wsi, reason, user, in, len);
     struct http_pss *pss = user;
     iotgw_http_request *r = pss ? pss->req : NULL;
     iotgw_listener *l = NULL;

@@ -90,7 +90,8 @@ struct iotgw_listener {
     char *ws_path;
     char *address;
     char *cert_file, *key_file, *ca_file;
-    struct lws_protocols protocols[3];
+    char *ws_stream_subprotocol, *ws_stream_subprotocol_upper;
+    struct lws_protocols protocols[5];
     iotgw_list loop_node; /* in loop->listeners */
 };
 
@@ -135,6 +136,8 @@ void loop_serve_wakes(iotgw_timer *t, void *ctx);
 int wss_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len);
 int raw_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len);
 int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len);
+/* stream.c: a WSS listener's WebSocket connections on its stream subprotocol */
+int ws_stream_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len);
 /* client.c: a connect failure libwebsockets named only vaguely ("closed before
  * established"), in the system's words: why becomes "HOST:PORT: Connection refused
  * (libwebsockets: closed before established)" or the like (connect_probe.h). */

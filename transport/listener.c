@@ -1,4 +1,5 @@
 /* iotgw_listener: a WSS (with HTTP), AMQPS or plain HTTP listening socket. */
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,6 +27,19 @@ int iotgw_listener_new(iotgw_loop *loop, const iotgw_listener_options *opt, iotg
     l->cert_file = plain ? NULL : strdup(opt->tls.cert_file);
     l->key_file = plain ? NULL : strdup(opt->tls.key_file);
     l->ca_file = plain ? NULL : iotgw_strdup_or_null(opt->tls.ca_file);
+    l->ws_stream_subprotocol = opt->kind == IOTGW_TRANSPORT_WSS && opt->on_ws_stream
+                                   ? iotgw_strdup_or_null(opt->ws_stream_subprotocol)
+                                   : NULL;
+    l->opt.ws_stream_subprotocol = l->ws_stream_subprotocol;
+    if (l->ws_stream_subprotocol) {
+        l->ws_stream_subprotocol_upper = strdup(l->ws_stream_subprotocol);
+        for (char *p = l->ws_stream_subprotocol_upper; p && *p; p++)
+            *p = (char)toupper((unsigned char)*p);
+        if (!l->ws_stream_subprotocol_upper) {
+            iotgw_listener_free(l);
+            return IOTGW_ERR_NOMEM;
+        }
+    }
     l->opt.ws_path = l->ws_path;
     l->opt.address = l->address;
     l->opt.tls.cert_file = l->cert_file;
@@ -55,6 +69,13 @@ int iotgw_listener_new(iotgw_loop *loop, const iotgw_listener_options *opt, iotg
         l->protocols[0] =
             (struct lws_protocols){LWS_PROTOCOL_HTTP, http_callback, http_request_size(), 0, 0, NULL, 0};
         l->protocols[1] = (struct lws_protocols){IOTGW_WS_SUBPROTOCOL, wss_callback, 0, RX_CHUNK, 0, NULL, 0};
+        if (l->ws_stream_subprotocol) { /* lws matches names exactly; clients write "mqtt" or "MQTT" */
+            l->protocols[2] =
+                (struct lws_protocols){l->ws_stream_subprotocol, ws_stream_callback, 0, RX_CHUNK, 0, NULL, 0};
+            if (strcmp(l->ws_stream_subprotocol_upper, l->ws_stream_subprotocol))
+                l->protocols[3] = (struct lws_protocols){
+                    l->ws_stream_subprotocol_upper, ws_stream_callback, 0, RX_CHUNK, 0, NULL, 0};
+        }
         info.ssl_cert_filepath = l->cert_file;
         info.ssl_private_key_filepath = l->key_file;
         info.ssl_options_set = SSL_OP_NO_SSLv3 | SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1; /* TLS 1.2+ */
@@ -106,6 +127,7 @@ void iotgw_listener_free(iotgw_listener *l)
             c->listener = NULL;
     if (l->vhost)
         lws_vhost_destroy(l->vhost);
-    free(l->ws_path), free(l->address), free(l->cert_file), free(l->key_file), free(l->ca_file);
+    free(l->ws_path), free(l->ws_stream_subprotocol), free(l->ws_stream_subprotocol_upper), free(l->address),
+        free(l->cert_file), free(l->key_file), free(l->ca_file);
     free(l);
 }

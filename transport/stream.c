@@ -1,5 +1,6 @@
 /* iotgw_stream: TCP (and TLS) byte streams on libwebsockets' raw sockets, and their
- * listener, which accepts by itself.
+ * listener, which accepts by itself; and the byte streams a WSS listener hands over for
+ * its stream subprotocol (MQTT over WebSocket), whose bytes travel in binary messages.
  *
  * Why not lws' listen role: when accept() fails with EMFILE it logs "accept: errno 24"
  * and returns with the listening socket still readable, so the level-triggered loop spins
@@ -71,6 +72,7 @@ struct iotgw_stream {
     char peer[64];
     char peer_cn[128]; /* verified client certificate's CN, or "" */
     int want_cn, rx_started;
+    int ws; /* a WebSocket connection: writes are binary messages */
 };
 
 static void retry_accepting(lws_sorted_usec_list_t *sul);
@@ -127,7 +129,7 @@ static int on_writable(iotgw_stream *s)
             n = WRITE_CHUNK;
         memcpy(buf + LWS_PRE, s->out + s->out_head, n);
         /* lws keeps what the kernel does not take and sends it before anything else */
-        if (lws_write(s->wsi, buf + LWS_PRE, n, LWS_WRITE_RAW) < 0) {
+        if (lws_write(s->wsi, buf + LWS_PRE, n, s->ws ? LWS_WRITE_BINARY : LWS_WRITE_RAW) < 0) {
             snprintf(s->close_reason, sizeof s->close_reason, "write to %s failed", s->peer);
             return -1;
         }
@@ -194,6 +196,45 @@ static int stream_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
     case LWS_CALLBACK_OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION: return tls_peer_verify(wsi, user, (int)len);
     case LWS_CALLBACK_RAW_WRITEABLE: return s ? on_writable(s) : -1;
     case LWS_CALLBACK_RAW_CLOSE:
+    case LWS_CALLBACK_WSI_DESTROY:
+        if (s)
+            finish(s, "connection closed by the peer");
+        return 0;
+    default: return 0;
+    }
+}
+
+/* ------------------------------------------------------------------ WebSocket streams */
+
+int ws_stream_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
+{
+    (void)user;
+    iotgw_stream *s = wsi ? lws_get_opaque_user_data(wsi) : NULL;
+    switch (reason) {
+    case LWS_CALLBACK_ESTABLISHED: { /* the upgrade is done (http.c checked path and subprotocol) */
+        iotgw_listener *l = lws_get_vhost_user(lws_get_vhost(wsi));
+        if (!l || !l->opt.on_ws_stream || !(s = calloc(1, sizeof *s)))
+            return -1;
+        s->loop = l->loop;
+        s->wsi = wsi;
+        s->ws = 1;
+        s->max_output = l->opt.ws_stream_max_output ? l->opt.ws_stream_max_output : DEFAULT_STREAM_MAX_OUTPUT;
+        lws_get_peer_simple(wsi, s->peer, sizeof s->peer);
+        if (l->ca_file)
+            tls_peer_verified_cn(wsi, s->peer_cn, sizeof s->peer_cn);
+        s->rx_started = 1;
+        lws_set_opaque_user_data(wsi, s);
+        l->opt.on_ws_stream(l, s, l->opt.ctx);
+        return s->close_now ? -1 : 0;
+    }
+    case LWS_CALLBACK_RECEIVE:
+        if (!s || s->close_now)
+            return -1;
+        if (s->h.on_data && s->h.on_data(s, in, len, s->ctx) < 0)
+            return -1;
+        return s->close_now ? -1 : 0;
+    case LWS_CALLBACK_SERVER_WRITEABLE: return s ? on_writable(s) : -1;
+    case LWS_CALLBACK_CLOSED:
     case LWS_CALLBACK_WSI_DESTROY:
         if (s)
             finish(s, "connection closed by the peer");

@@ -57,6 +57,7 @@ typedef struct iotgw_loop iotgw_loop;
 typedef struct iotgw_conn iotgw_conn;
 typedef struct iotgw_listener iotgw_listener;
 typedef struct iotgw_http_request iotgw_http_request;
+typedef struct iotgw_stream iotgw_stream; /* transport/stream.h */
 
 typedef enum iotgw_transport_kind {
     IOTGW_TRANSPORT_WSS = 1,   /* AMQP over secure WebSocket, default port 443 */
@@ -245,6 +246,9 @@ int iotgw_http_respond(iotgw_http_request *req, int status, const char *content_
 
 /* A new AMQP connection was accepted; set its handler with iotgw_conn_set_handler. */
 typedef void (*iotgw_accept_fn)(iotgw_listener *l, iotgw_conn *c, void *ctx);
+/* A WebSocket connection chose the listener's stream subprotocol: its messages' bytes are
+ * a byte stream (transport/stream.h); set its handler with iotgw_stream_set_handler. */
+typedef void (*iotgw_ws_stream_fn)(iotgw_listener *l, iotgw_stream *s, void *ctx);
 /* A client chose SASL PLAIN (IoT Hub: user "{device}@sas.{hub}" or "{policy}@sas.root.{hub}",
  * password a SAS token). Return 0 to accept; anything else fails SASL authentication. */
 typedef int (*iotgw_sasl_plain_fn)(iotgw_conn *c, const char *user, const char *password, void *ctx);
@@ -258,6 +262,12 @@ typedef struct iotgw_listener_options {
     iotgw_accept_fn on_accept;
     iotgw_http_fn on_http;             /* WSS: other paths; NULL: 404 */
     iotgw_sasl_plain_fn on_sasl_plain; /* NULL: PLAIN is not offered */
+    /* WSS: a second subprotocol on ws_path (e.g. "mqtt", as IoT Hub serves MQTT over
+     * WebSocket), whose connections are byte streams handed to on_ws_stream: binary
+     * messages in and out, their framing not significant. NULL: AMQPWSB10 only. */
+    const char *ws_stream_subprotocol;
+    iotgw_ws_stream_fn on_ws_stream;
+    size_t ws_stream_max_output; /* per stream, as iotgw_stream_listener_options.max_output */
     void *ctx;
     uint32_t idle_timeout_ms; /* advertised; 0: IOTGW_DEFAULT_IDLE_TIMEOUT_MS */
     size_t max_http_body;     /* 0: 1 MiB; larger bodies are refused (413) */

@@ -5,7 +5,7 @@
 # is found afterwards.
 set -eu
 mark="demo-run-$$-$(date +%s%N)"
-DEMO_HUB_PORT=0 DEMO_AMQPS_PORT=0 DEMO_DEVICE_PORT=0 DEMO_OPS_PORT=0 IOTGW_DEMO_RUN=$mark \
+DEMO_HUB_PORT=0 DEMO_AMQPS_PORT=0 DEMO_MQTTS_PORT=0 DEMO_DEVICE_PORT=0 DEMO_OPS_PORT=0 IOTGW_DEMO_RUN=$mark \
     sh "${srcdir:-.}/demo/demo.sh" "${builddir:-.}" "${srcdir:-.}" >demo_run.out 2>&1 && rc=0 || rc=$?
 cat demo_run.out
 grep -q "demo: both scenarios succeeded" demo_run.out || rc=1

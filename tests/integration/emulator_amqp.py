@@ -714,6 +714,8 @@ class Startup(unittest.TestCase):
 
     def run_emulator(self, *args, timeout=20):
         cert, key = os.path.join(CERTS, "server.pem"), os.path.join(CERTS, "server.key")
+        if "--mqtts" not in args:  # not the default 8883, which another test may hold
+            args = (*args, "--mqtts", "off")
         return subprocess.run([BINARY, "--cert", cert, "--key", key, *args], capture_output=True, text=True,
                               timeout=timeout)
 
@@ -721,13 +723,13 @@ class Startup(unittest.TestCase):
         with tempfile.TemporaryDirectory() as d:
             config = os.path.join(d, "emulator.yaml")
             with open(config, "w") as f:
-                f.write("hostname: hub.example\nlisten: 127.0.0.1:0\namqps: 127.0.0.1:0\npartitions: 2\n"
-                        "c2dLockTimeout: 30\n")
+                f.write("hostname: hub.example\nlisten: 127.0.0.1:0\namqps: 127.0.0.1:0\nmqtts: 127.0.0.1:0\n"
+                        "partitions: 2\nc2dLockTimeout: 30\n")
             emu = subprocess.Popen([BINARY, "--config", config, "--partitions", "3", "--cert",
                                     os.path.join(CERTS, "server.pem"), "--key", os.path.join(CERTS, "server.key")],
                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             try:
-                lines = [readline_within(emu, 20) for _ in range(5)]
+                lines = [readline_within(emu, 20) for _ in range(7)]
             finally:
                 emu.terminate()
                 emu.wait(30)
@@ -736,6 +738,7 @@ class Startup(unittest.TestCase):
             self.assertIn("hub: hub.example", text)
             self.assertIn("Partitions/0..2", text)  # --partitions 3 won over the file's 2
             self.assertRegex(text, r"listening: amqps 127\.0\.0\.1:\d+")
+            self.assertRegex(text, r"listening: mqtts 127\.0\.0\.1:\d+")
             with open(config, "w") as f:
                 f.write("hostname: hub.example\nlisten: 127.0.0.1:0\nc2dLockTimout: 30\n")
             r = self.run_emulator("--config", config)

@@ -76,7 +76,8 @@ class Emulator(LoggedProcess):
     """iothub-emulator on 127.0.0.1 (ports chosen by the system unless given)."""
     name = "iothub-emulator"
 
-    def __init__(self, binary, certs, listen="127.0.0.1:0", amqps="127.0.0.1:0", extra=(), registry=REGISTRY):
+    def __init__(self, binary, certs, listen="127.0.0.1:0", amqps="127.0.0.1:0", extra=(), registry=REGISTRY,
+                 mqtts="127.0.0.1:0"):
         self.dir = tempfile.mkdtemp(prefix="iothub-emulator-test-")
         self.registry = os.path.join(self.dir, "registry.yaml")
         with open(self.registry, "w") as f:
@@ -84,11 +85,12 @@ class Emulator(LoggedProcess):
         self.binary, self.certs, self.extra = binary, certs, extra
         self.ca = os.path.join(certs, "ca.pem")
         self.log = open(os.path.join(self.dir, "emulator.log"), "w+")
-        self._start(listen, amqps)
+        self._start(listen, amqps, mqtts)
 
     def restart(self):
         """Start again on the same ports with the same registry (after kill())."""
-        self._start(f"127.0.0.1:{self.wss}", f"127.0.0.1:{self.amqps}")
+        self._start(f"127.0.0.1:{self.wss}", f"127.0.0.1:{self.amqps}",
+                    f"127.0.0.1:{self.mqtts}" if self.mqtts else "off")
 
     def kill(self):
         """Gone at once, as after a crash."""
@@ -96,21 +98,26 @@ class Emulator(LoggedProcess):
         self.proc.wait(timeout=30)
         self.proc.stdout.close()
 
-    def _start(self, listen, amqps):
+    def _start(self, listen, amqps, mqtts):
         certs = self.certs
         self.proc = subprocess.Popen(
             WRAPPER + [self.binary, "--cert", os.path.join(certs, "server.pem"), "--key",
                        os.path.join(certs, "server.key"), "--registry", self.registry, "--listen", listen,
-                       "--amqps", amqps, *self.extra],
+                       "--amqps", amqps, "--mqtts", mqtts, *self.extra],
             stdout=subprocess.PIPE, stderr=self.log, stdin=subprocess.DEVNULL, text=True)
-        self.wss = self.amqps = None
-        while self.amqps is None or self.wss is None:
+        self.wss = self.amqps = self.mqtts = None
+        # the lines come in this order; "hub:" follows them all
+        while True:
             line = readline_within(self.proc, 30)
-            m = re.match(r"listening: (https\+wss|amqps) \S+:(\d+)", line)
+            m = re.match(r"listening: (https\+wss|amqps|mqtts) \S+:(\d+)", line)
             if m and m.group(1) == "amqps":
                 self.amqps = int(m.group(2))
+            elif m and m.group(1) == "mqtts":
+                self.mqtts = int(m.group(2))
             elif m:
                 self.wss = int(m.group(2))
+            elif line.startswith("hub:"):
+                break
 
     # ---------------------------------------------------------------- REST
 

@@ -149,7 +149,7 @@ devices:
   - {id: hello-2, primaryKey: $KEY2, secondaryKey: $(key)}
 YAML
 iothub-emulator --cert "$work/certs/server.pem" --key "$work/certs/server.key" --registry "$work/registry.yaml" \
-    --listen 127.0.0.1:0 --amqps 127.0.0.1:0 >"$work/emulator.out" 2>"$work/emulator.log" </dev/null &
+    --listen 127.0.0.1:0 --amqps 127.0.0.1:0 --mqtts 127.0.0.1:0 >"$work/emulator.out" 2>"$work/emulator.log" </dev/null &
 emulator=$!
 pids=$emulator
 wait_for "$work/emulator.out" "listening: amqps" 30 || { cat "$work/emulator.log"; bad "iothub-emulator starts"; report; }

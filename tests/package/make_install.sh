@@ -113,7 +113,7 @@ devices:
   - {id: hello-1, primaryKey: $KEY, secondaryKey: $(key)}
 YAML
 "$emulator" --cert "$work/certs/server.pem" --key "$work/certs/server.key" --registry "$work/registry.yaml" \
-    --listen 127.0.0.1:0 --amqps 127.0.0.1:0 >"$work/emulator.out" 2>"$work/emulator.log" </dev/null &
+    --listen 127.0.0.1:0 --amqps 127.0.0.1:0 --mqtts 127.0.0.1:0 >"$work/emulator.out" 2>"$work/emulator.log" </dev/null &
 pids="$pids $!"
 wait_for "$work/emulator.out" "listening: amqps" 30 || { cat "$work/emulator.log"; bad "iothub-emulator starts"; finish; }
 hub_port=$(sed -n 's/^listening: https+wss [^ ]*:\([0-9]*\).*/\1/p' "$work/emulator.out")
