@@ -36,7 +36,9 @@ typedef struct c2d_msg {
     uint8_t lock[16];
     int locked;              /* delivered, not answered: the device holds it */
     pn_delivery_t *delivery; /* while locked over AMQP: the delivery carrying it */
-    uint16_t mqtt_id;        /* while locked over MQTT: the PUBLISH's packet identifier */
+    uint16_t mqtt_id;        /* over MQTT: the PUBLISH's packet identifier (kept for a redelivery) */
+    uint64_t mqtt_conn;      /* and the connection it went on */
+    int delivered;           /* sent at least once: an MQTT redelivery has DUP set */
     int64_t locked_until_ms;
     int delivery_count;
     struct c2d_msg *next;
@@ -53,6 +55,7 @@ struct emu_c2d_queue {
 };
 
 static void deadlines_fired(iotgw_timer *t, void *ctx);
+static void settle_outcome(emu_c2d_queue *q, struct c2d_msg *m, uint64_t state);
 
 /* The identity's queue, made when it has none; NULL: out of memory. */
 static emu_c2d_queue *queue_for(emu_hub *hub, emu_live *live)
@@ -77,7 +80,6 @@ static void unlock(c2d_msg *m)
     if (m->delivery)
         pn_delivery_settle(m->delivery);
     m->delivery = NULL;
-    m->mqtt_id = 0;
     m->locked = 0;
     m->delivery_count--; /* the lock was lost, not abandoned: the count stays */
 }
@@ -228,6 +230,7 @@ void emu_c2d_pump(emu_session *s)
         if (!m->delivery)
             break;
         m->locked = 1;
+        m->delivered = 1;
         m->locked_until_ms = now + (int64_t)q->hub->opt.c2d_lock_timeout_s * 1000;
         m->delivery_count++;
         sent++;
@@ -245,15 +248,25 @@ void emu_c2d_pump_mqtt(emu_live *live)
         return;
     int sent = 0;
     int64_t now = emu_wall_ms();
-    for (c2d_msg *m = q->head; m; m = m->next) {
+    for (c2d_msg *m = q->head, *next; m; m = next) {
+        next = m->next;
         if (m->locked)
             continue;
-        if (emu_mqtt_send_c2d(live->mqtt, m->buf, m->len, m->delivery_count > 0, &m->mqtt_id))
+        uint64_t conn = emu_mqtt_serial(live->mqtt);
+        if (m->mqtt_conn != conn)
+            m->mqtt_id = 0; /* another connection: a new packet identifier */
+        if (emu_mqtt_send_c2d(live->mqtt, m->buf, m->len, m->delivered, &m->mqtt_id))
             break;
+        m->mqtt_conn = conn;
+        m->delivered = 1;
         m->locked = 1;
         m->locked_until_ms = now + (int64_t)q->hub->opt.c2d_lock_timeout_s * 1000;
         m->delivery_count++;
         sent++;
+        if (!m->mqtt_id) { /* QoS 0: delivered at most once, no acknowledgement to wait for */
+            m->locked = 0;
+            settle_outcome(q, m, PN_ACCEPTED);
+        }
     }
     q->hub->metrics.c2d[EMU_C2D_DELIVERED] += (uint64_t)sent;
     schedule(q);
@@ -336,7 +349,8 @@ int emu_c2d_mqtt_complete(emu_live *live, uint16_t packet_id)
 {
     emu_c2d_queue *q = live->c2d;
     c2d_msg *m = q ? q->head : NULL;
-    while (m && !(m->locked && !m->delivery && m->mqtt_id == packet_id))
+    uint64_t conn = live->mqtt ? emu_mqtt_serial(live->mqtt) : 0;
+    while (m && !(m->locked && !m->delivery && m->mqtt_id == packet_id && m->mqtt_conn == conn))
         m = m->next;
     if (!m)
         return -1;

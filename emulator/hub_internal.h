@@ -240,8 +240,10 @@ void emu_feedback_pump(emu_hub *hub);
 void emu_telemetry_on_delivery(emu_link *l, pn_delivery_t *d);
 /* Check an encoded message (or batch) from live's identity and store it in the stream:
  * NULL, or the AMQP condition it is refused with, *why in words and *throttled set when
- * it is the rate limit. Counts it either way. */
-const char *emu_telemetry_accept(emu_hub *hub, emu_live *live, const uint8_t *buf, size_t len,
+ * it is the rate limit. Counts it either way. counted: 0 for what a device sent as AMQP;
+ * for one message the hub built itself (from an MQTT PUBLISH), its size as IoT Hub counts
+ * it (body, property names and values), and it is not checked again. */
+const char *emu_telemetry_accept(emu_hub *hub, emu_live *live, const uint8_t *buf, size_t len, size_t counted,
                                  const char **why, int *throttled);
 
 /* ------------------------------------------------------------------ c2d.c */
@@ -309,5 +311,8 @@ int emu_mqtt_send_desired(emu_mqtt_client *m, int64_t version, const char *patch
 /* A C2D message (encoded AMQP, as queued) as a QoS 1 PUBLISH: 0 with *packet_id, -1 when
  * it cannot go now (not subscribed, in-flight window or output full). */
 int emu_mqtt_send_c2d(emu_mqtt_client *m, const uint8_t *buf, size_t len, int dup, uint16_t *packet_id);
+/* The client's connection number: a redelivery on the same connection keeps its packet
+ * identifier (MQTT 3.1.1 4.4). */
+uint64_t emu_mqtt_serial(const emu_mqtt_client *m);
 
 #endif

@@ -59,8 +59,9 @@ struct emu_mqtt_client {
     uint8_t *will_payload;
     size_t will_len;
     int will_retain;
-    int disconnected;  /* DISCONNECT seen: no will */
-    iotgw_list in_hub; /* hub->mqtt_clients */
+    int disconnected;      /* DISCONNECT seen: no will */
+    int told_unsubscribed; /* twin answers dropped for want of a subscription (logged once) */
+    iotgw_list in_hub;     /* hub->mqtt_clients */
 };
 
 static void client_free(emu_mqtt_client *m);
@@ -92,13 +93,16 @@ static int send_packet(emu_mqtt_client *m, const iotgw_mqtt_packet *p)
     return rc || iotgw_stream_write(m->stream, small, len) ? -1 : 0;
 }
 
-/* A PUBLISH of payload on topic; QoS 1 takes the next packet identifier (*packet_id). */
+/* A PUBLISH of payload on topic. QoS 1 takes *packet_id when it is set (a redelivery),
+ * else the next packet identifier, which *packet_id then holds. */
 static int publish(emu_mqtt_client *m, const char *topic, const uint8_t *payload, size_t len, int qos,
                    int dup, uint16_t *packet_id)
 {
     iotgw_mqtt_publish pub = {.qos = (uint8_t)qos, .dup = dup};
     pub.topic = (iotgw_mqtt_bytes){(const uint8_t *)topic, strlen(topic)};
-    if (qos) {
+    if (qos && packet_id && *packet_id) {
+        pub.packet_id = *packet_id;
+    } else if (qos) {
         if (++m->next_packet_id == 0)
             m->next_packet_id = 1;
         pub.packet_id = m->next_packet_id;
@@ -151,6 +155,11 @@ void emu_mqtt_drop(emu_mqtt_client *m, const char *why)
 {
     m->disconnected = 1; /* the hub ends it: no will */
     close_client(m, why);
+}
+
+uint64_t emu_mqtt_serial(const emu_mqtt_client *m)
+{
+    return m->serial;
 }
 
 int emu_mqtt_drop_all(emu_hub *hub, const char *why)
@@ -458,6 +467,9 @@ static int on_telemetry(emu_mqtt_client *m, const iotgw_mqtt_bytes bag, const ui
         return -1;
     }
     telemetry_message(hub->mqtt_scratch, &props, payload, len, retain);
+    size_t counted = len ? len : 1; /* IoT Hub's count: the body, property names and values */
+    for (size_t i = 0; i < props.count; i++)
+        counted += strlen(props.item[i].name) + strlen(props.item[i].value);
     iotgw_mqtt_props_free(&props);
     uint8_t *buf;
     size_t blen;
@@ -467,7 +479,7 @@ static int on_telemetry(emu_mqtt_client *m, const iotgw_mqtt_bytes bag, const ui
     }
     const char *why = NULL;
     int throttled = 0;
-    const char *cond = emu_telemetry_accept(hub, m->live, buf, blen, &why, &throttled);
+    const char *cond = emu_telemetry_accept(hub, m->live, buf, blen, counted, &why, &throttled);
     free(buf);
     if (cond) {
         iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": MQTT %s: telemetry refused: %s (%zu bytes)", m->serial,
@@ -483,8 +495,14 @@ static int on_telemetry(emu_mqtt_client *m, const iotgw_mqtt_bytes bag, const ui
 static void twin_answer(emu_mqtt_client *m, int status, const uint8_t *rid, size_t rid_len, int64_t version,
                         const char *body)
 {
-    if (!(m->subs & SUB(IOTGW_IOTHUB_SUB_TWIN_RESPONSES)))
-        return; /* IoT Hub answers only a client that subscribed to $iothub/twin/res/# */
+    if (!(m->subs & SUB(IOTGW_IOTHUB_SUB_TWIN_RESPONSES))) { /* IoT Hub answers only a subscriber */
+        if (!m->told_unsubscribed++)
+            iotgw_log(IOTGW_LOG_INFO,
+                      "conn %" PRIu64 ": MQTT %s: twin request served, answer not sent: not subscribed to "
+                      "$iothub/twin/res/#",
+                      m->serial, who(m));
+        return;
+    }
     char ridz[256];
     snprintf(ridz, sizeof ridz, "%.*s", (int)(rid_len < sizeof ridz ? rid_len : sizeof ridz - 1),
              (const char *)rid);
@@ -545,7 +563,8 @@ int emu_mqtt_send_method(emu_mqtt_client *m, const char *name, const char *rid, 
     if (m->state != ONLINE || !(m->subs & SUB(IOTGW_IOTHUB_SUB_METHODS)))
         return -1;
     char *topic = iotgw_iothub_method_topic(name, rid);
-    int rc = topic ? publish(m, topic, payload, len, 0, 0, NULL) : -1;
+    uint16_t id = 0; /* a QoS 1 subscriber's PUBACK is not waited for: its answer is what counts */
+    int rc = topic ? publish(m, topic, payload, len, m->granted[IOTGW_IOTHUB_SUB_METHODS], 0, &id) : -1;
     free(topic);
     return rc;
 }
@@ -573,6 +592,10 @@ static char *c2d_bag(pn_message_t *msg)
     pn_bytes_t uid = pn_message_get_user_id(msg);
     if (uid.size && (owned[nowned] = strndup(uid.start, uid.size)))
         items[n++] = (iotgw_mqtt_prop){"$.uid", owned[nowned++]};
+    /* then iothub-ack, always (none when the sender asked for nothing), then the rest */
+    char ack[16];
+    const char *a = iotgw_map_text(pn_message_properties(msg), "iothub-ack", ack, sizeof ack);
+    items[n++] = (iotgw_mqtt_prop){"iothub-ack", a ? a : "none"};
     pn_data_t *ap = pn_message_properties(msg);
     pn_data_rewind(ap);
     if (pn_data_next(ap) && pn_data_type(ap) == PN_MAP) {
@@ -581,7 +604,7 @@ static char *c2d_bag(pn_message_t *msg)
             pn_bytes_t k = pn_data_type(ap) == PN_STRING ? pn_data_get_string(ap) : pn_bytes(0, NULL);
             if (!pn_data_next(ap))
                 break;
-            if (!k.size)
+            if (!k.size || (k.size == 10 && !memcmp(k.start, "iothub-ack", 10)))
                 continue;
             char value[64];
             const char *v = NULL;
@@ -630,7 +653,8 @@ int emu_mqtt_send_c2d(emu_mqtt_client *m, const uint8_t *buf, size_t len, int du
     char *bag = c2d_bag(msg);
     char *topic = bag ? iotgw_iothub_c2d_topic(m->id->device_id, bag) : NULL;
     int qos = m->granted[IOTGW_IOTHUB_SUB_C2D] ? 1 : 0;
-    *packet_id = 0;
+    if (!qos)
+        *packet_id = 0;
     int rc =
         topic ? publish(m, topic, (const uint8_t *)(body ? body : ""), body ? blen : 0, qos, dup, packet_id)
               : -1;

@@ -120,16 +120,16 @@ static const char *check_sections(emu_hub *hub, const uint8_t *buf, size_t len, 
     return cond;
 }
 
-const char *emu_telemetry_accept(emu_hub *hub, emu_live *live, const uint8_t *buf, size_t len,
+const char *emu_telemetry_accept(emu_hub *hub, emu_live *live, const uint8_t *buf, size_t len, size_t counted,
                                  const char **why, int *throttled)
 {
     int count = 1;
     const char *cond = NULL;
     *throttled = 0;
-    if (len > EMU_MAX_MESSAGE_SIZE) {
+    if ((counted ? counted : len) > EMU_MAX_MESSAGE_SIZE) {
         cond = "amqp:link:message-size-exceeded";
         *why = "the message is larger than IoT Hub's 256 KB limit";
-    } else {
+    } else if (!counted) {
         cond = check_sections(hub, buf, len, &count, why, NULL);
     }
     /* --d2c-limit or the admin throttle, as a hub unit's D2C quota */
@@ -144,7 +144,10 @@ const char *emu_telemetry_accept(emu_hub *hub, emu_live *live, const uint8_t *bu
                                                                        : EMU_D2C_TOO_LARGE]++;
         return cond;
     }
-    check_sections(hub, buf, len, &count, why, live->id);
+    if (counted) /* one message the hub built itself */
+        emu_events_publish(hub, live->id, buf, len);
+    else
+        check_sections(hub, buf, len, &count, why, live->id);
     hub->metrics.d2c_messages += (uint64_t)count;
     live->telemetry_in += (uint64_t)count;
     live->last_activity_ms = emu_wall_ms();
@@ -164,7 +167,7 @@ void emu_telemetry_on_delivery(emu_link *l, pn_delivery_t *d)
         why = "the message is larger than the link's max-message-size";
         c->hub->metrics.d2c_rejected[EMU_D2C_TOO_LARGE]++;
     } else {
-        cond = emu_telemetry_accept(c->hub, live, buf, len, &why, &throttled);
+        cond = emu_telemetry_accept(c->hub, live, buf, len, 0, &why, &throttled);
         free(buf);
     }
     if (cond) {

@@ -85,7 +85,9 @@ int iotgw_message_encode(pn_message_t *msg, uint8_t **buf, size_t *len)
         size_t n = cap;
         int rc = pn_message_encode(msg, b, &n);
         if (rc == 0) {
-            *buf = (uint8_t *)b;
+            /* callers keep these (C2D queues, the emulator's stream): not the spare room */
+            char *fit = n < cap / 2 ? realloc(b, n ? n : 1) : NULL;
+            *buf = (uint8_t *)(fit ? fit : b);
             *len = n;
             return 0;
         }

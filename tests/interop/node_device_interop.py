@@ -1,34 +1,53 @@
-"""The official Azure IoT Node device SDK (azure-iot-device + azure-iot-device-amqp)
-against iothub-emulator, unchanged, over Amqp and AmqpWs: it connects with a device
-connection string, sends telemetry, gets the twin, patches reported properties, answers
-a direct method, receives a desired update, and receives and completes a C2D message;
-and its ModuleClient does the same as module mod1 of dev3 (without C2D, which modules
-do not have), with the module's messages marked as its own in the telemetry stream.
-The service side is driven here through the emulator's REST API and AMQP.
+"""The official Azure IoT Node device SDK (azure-iot-device with azure-iot-device-amqp and
+azure-iot-device-mqtt) against iothub-emulator, unchanged, over Amqp, AmqpWs, Mqtt and
+MqttWs: it connects with a device connection string, sends telemetry with a message id,
+content type and encoding and an application property (read back from the hub's event
+stream), gets the twin, patches reported properties, answers a direct method, receives a
+desired update, and receives and completes a C2D message (with positive feedback); and its
+ModuleClient does the same as module mod1 of dev3 (without C2D, which modules do not
+have), with the module's messages marked as its own in the telemetry stream.
+
+Over MQTT also: reject and abandon, which the SDK's MQTT transport refuses with its own
+NotImplementedError; mqtt.js has acknowledged the PUBLISH already (it PUBACKs a QoS 1
+message on arrival, and azure-iot-mqtt-base hands it on to the SDK only on the next tick),
+and PUBACK is how an MQTT device completes a C2D message, so the hub records the message
+as completed (feedback Success), neither rejected nor abandoned. And the emulator killed
+and started again under a connected MQTT client: the SDK reconnects by itself (its retry
+policy), sends telemetry again, and answers a direct method again; its twin does not work
+again (an expected failure: the emulator's persistent sessions do not outlive it, and the
+SDK does not subscribe to the twin's topics again).
+
+The service side is driven here through the emulator's REST API and AMQP. On a failure
+the device's lines, the end of the SDK's debug output (DEBUG, azure*,mqttjs* unless set)
+and of the emulator's log are shown; NODE_DEVICE_TRACE=DIR keeps them all, one file per
+test.
 
 usage: node_device_interop.py IOTHUB_EMULATOR CERT_DIR NODE_DIR   (inside a network
-namespace where 127.0.0.1:443 and :5671 are free)"""
+namespace where 127.0.0.1:443, :5671 and :8883 are free)"""
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 from iotgw_testlib import readline_within, run_tests  # noqa: E402
-from emulator_lib import (Emulator, Cbs, HOST, DEVICE_KEYS, MODULE_KEY, StreamReader, connect,  # noqa: E402
+from emulator_lib import (Emulator, Cbs, HOST, DEVICE_KEYS, MODULE_KEY, connect,  # noqa: E402
                           owner_token)
 
 BINARY, CERTS, NODE_DIR = sys.argv[1:4]
 del sys.argv[1:4]
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "node_device.js")
 EMU = None
+# what node_device.js sends as telemetry, as the hub's stream must show it
+LEVEL = "high & hot/1=2"
 
 
 def setUpModule():
     global EMU
-    EMU = Emulator(BINARY, CERTS, listen="127.0.0.1:443", amqps="127.0.0.1:5671")
+    EMU = Emulator(BINARY, CERTS, listen="127.0.0.1:443", amqps="127.0.0.1:5671", mqtts="127.0.0.1:8883")
 
 
 def tearDownModule():
@@ -36,45 +55,123 @@ def tearDownModule():
     EMU.log.close()
 
 
+def stream_message(message_id, timeout=15):
+    """The message with this message-id from the hub's event stream (every partition, from
+    its start), as a proton Message with its annotations."""
+    from proton import Timeout
+    from proton.reactor import Selector
+    conn = connect(EMU, sasl="PLAIN", user=f"iothubowner@sas.root.{HOST}", password=owner_token())
+    try:
+        receivers = [conn.create_receiver(f"messages/events/ConsumerGroups/$Default/Partitions/{n}", credit=100,
+                                          options=Selector("amqp.annotation.x-opt-offset > '-1'"))
+                     for n in range(4)]
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for r in receivers:
+                try:
+                    m = r.receive(timeout=0.2)
+                except Timeout:
+                    continue
+                if m.id == message_id:
+                    return m
+        raise AssertionError(f"telemetry {message_id} is not in the hub's stream")
+    finally:
+        conn.close()
+
+
 class NodeDevice(unittest.TestCase):
     def start(self, transport, device, module=None):
-        env = dict(os.environ, NODE_PATH=os.path.join(os.path.abspath(NODE_DIR), "node_modules"))
+        env = dict(os.environ, NODE_PATH=os.path.join(os.path.abspath(NODE_DIR), "node_modules"),
+                   DEBUG=os.environ.get("DEBUG", "azure*,mqttjs*"))
         cs = (f"HostName={HOST};DeviceId={device};ModuleId={module};SharedAccessKey={MODULE_KEY}" if module
               else f"HostName={HOST};DeviceId={device};SharedAccessKey={DEVICE_KEYS[device]}")
+        # the SDK's own debug output (DEBUG=azure*,mqttjs*) goes to a file, shown on failure
+        self.stderr = tempfile.TemporaryFile("w+")
         self.proc = subprocess.Popen(["node", SCRIPT, cs, transport, EMU.ca], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, env=env)
+                                     stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env)
         self.seen = []
+
+    def detail(self):
+        full = bool(os.environ.get("NODE_DEVICE_TRACE"))
+        self.stderr.seek(0)
+        return ("\n--- device:\n" + "\n".join(self.seen) + "\n--- SDK debug (end):\n" +
+                self.stderr.read()[-(1 << 22 if full else 4000):] +
+                "\n--- emulator log (end):\n" + EMU.log_text()[-(1 << 22 if full else 3000):])
 
     def expect(self, prefix, timeout=30):
         while True:
-            line = readline_within(self.proc, timeout)
+            try:
+                line = readline_within(self.proc, timeout)
+            except AssertionError:
+                self.fail(f"no {prefix!r} from the device within {timeout} s" + self.detail())
             self.seen.append(line)
-            self.assertFalse(line.startswith("ERROR"), "\n".join(self.seen) + "\n" + EMU.log_text()[-2000:])
+            self.assertFalse(line.startswith("ERROR") or line.startswith("DISCONNECTED"), self.detail())
             if line.startswith(prefix):
                 return line[len(prefix):].strip()
 
-    def scenario(self, transport, device, module=None):
+    def command(self, line):
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def finish(self):
+        self.proc.stdin.close()
+        self.expect("CLOSED")
+        self.assertEqual(self.proc.wait(timeout=30), 0)
+
+    def cleanup(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        if os.environ.get("NODE_DEVICE_TRACE"):  # a directory: keep what the device said and its SDK's debug
+            with open(os.path.join(os.environ["NODE_DEVICE_TRACE"], self.id().split(".")[-1] + ".log"), "w") as f:
+                f.write(self.detail())
+        self.proc.stdout.close()
+        self.stderr.close()
+
+    def check_telemetry(self, message_id, device, module=None):
+        m = stream_message(message_id)
+        ann = {str(k): v for k, v in (m.annotations or {}).items()}
+        self.assertEqual(ann.get("iothub-connection-device-id"), device)
+        self.assertEqual(ann.get("iothub-connection-module-id"), module)
+        self.assertEqual((m.content_type, m.content_encoding), ("application/json", "utf-8"))
+        self.assertEqual((m.properties or {}).get("level"), LEVEL)
+        self.assertEqual(json.loads(bytes(m.body) if not isinstance(m.body, str) else m.body),
+                         {"temperature": 21.5, "id": message_id})
+
+    def invoke(self, twin_path, delay, connect_timeout=0):
+        status, _, body = EMU.rest("POST", twin_path + "/methods",
+                                   {"methodName": "rebootDevice", "payload": {"delay": delay},
+                                    "responseTimeoutInSeconds": 30, "connectTimeoutInSeconds": connect_timeout})
+        self.assertEqual((status, body), (200, {"status": 200, "payload": {"rebooting": True, "delay": delay}}),
+                         self.detail())
+        self.assertEqual(json.loads(self.expect("METHOD rebootDevice")), {"delay": delay})
+
+    def connect_and_work(self, transport, device, module=None):
+        """The device's first steps, up to READY, and the service's view of them."""
         twin_path = f"/twins/{device}" + (f"/modules/{module}" if module else "")
-        reader = StreamReader(EMU) if module else None
         self.start(transport, device, module)
+        self.expect("OPEN")
+        first = self.expect("TELEMETRY accepted")
+        twin = json.loads(self.expect("TWIN"))
+        self.assertIn("$version", twin["desired"])
+        self.expect("REPORTED updated")
+        self.expect("READY")
+        if transport.startswith("Mqtt"):  # it is the MQTT endpoint's, over TLS or WebSocket as asked
+            who = device + (f"/{module}" if module else "")
+            self.assertIn(f"MQTT {who} connected ({'WebSocket' if transport.endswith('Ws') else 'TLS'},",
+                          EMU.log_text())
+        self.check_telemetry(first, device, module)
+
+        status, _, t = EMU.rest("GET", twin_path)
+        self.assertEqual(status, 200)
+        self.assertEqual(t["properties"]["reported"]["firmware"], "1.2.3")
+        self.assertEqual(t["connectionState"], "Connected")
+        return twin_path
+
+    def scenario(self, transport, device, module=None, settle=("complete",)):
         try:
-            self.expect("OPEN")
-            self.expect("TELEMETRY accepted")
-            twin = json.loads(self.expect("TWIN"))
-            self.assertIn("$version", twin["desired"])
-            self.expect("REPORTED updated")
-            self.expect("READY")
-
-            status, _, t = EMU.rest("GET", twin_path)
-            self.assertEqual(status, 200)
-            self.assertEqual(t["properties"]["reported"]["firmware"], "1.2.3")
-            self.assertEqual(t["connectionState"], "Connected")
-
-            status, _, body = EMU.rest("POST", twin_path + "/methods",
-                                       {"methodName": "rebootDevice", "payload": {"delay": 3},
-                                        "responseTimeoutInSeconds": 30})
-            self.assertEqual((status, body), (200, {"status": 200, "payload": {"rebooting": True, "delay": 3}}))
-            self.assertEqual(json.loads(self.expect("METHOD rebootDevice")), {"delay": 3})
+            twin_path = self.connect_and_work(transport, device, module)
+            self.invoke(twin_path, 3)
 
             status, _, _ = EMU.rest("PATCH", twin_path, {"properties": {"desired": {"interval": 42}}})
             self.assertEqual(status, 200)
@@ -83,41 +180,48 @@ class NodeDevice(unittest.TestCase):
                 if "interval" in delta:
                     break
             self.assertEqual(delta["interval"], 42)
-            if module:
-                self.module_telemetry_in_stream(reader, device, module)
-            else:
-                self.c2d(device)
-            self.proc.stdin.close()
-            self.expect("CLOSED")
-            self.assertEqual(self.proc.wait(timeout=30), 0)
+            if not module:
+                self.c2d(transport, device, settle)
+            self.finish()
         finally:
-            if reader:
-                reader.stop()
-            if self.proc.poll() is None:
-                self.proc.kill()
-            self.proc.wait()
-            self.proc.stdout.close()
+            self.cleanup()
 
-    def module_telemetry_in_stream(self, reader, device, module):
-        deadline = time.time() + 10
-        while time.time() < deadline and not any(e[2].get("iothub-connection-module-id") == module
-                                                  for e in reader.events):
-            time.sleep(0.05)
-        mine = [e for e in reader.events if e[2].get("iothub-connection-module-id") == module]
-        self.assertTrue(mine, "the module's telemetry is not in the stream")
-        self.assertEqual(mine[0][0], device)
-
-    def c2d(self, device):
-        from proton import Message
+    def c2d(self, transport, device, settle):
+        """C2D messages settled each as settle says, all with iothub-ack full; the device's
+        lines for them, and the feedback the hub sends: {message id: status}."""
+        from proton import Message, Timeout
         svc = connect(EMU)
         self.assertEqual(Cbs(svc).put(owner_token(), audience=HOST)[0], 200)
-        svc.create_sender("/messages/devicebound").send(
-            Message(address=f"/devices/{device}/messages/devicebound", id="c2d-1", body=b"hello-device",
-                    properties={"k": "v"}))
+        feedback = svc.create_receiver("/messages/serviceBound/feedback", credit=10)
+        sender = svc.create_sender("/messages/devicebound")
+        ids = {op: f"c2d-{transport}-{op}" for op in settle}
+        for op in settle:
+            sender.send(Message(address=f"/devices/{device}/messages/devicebound", id=ids[op],
+                                body=f"hello-{op}".encode(), properties={"k": "v", "settle": op,
+                                                                         "iothub-ack": "full"}))
+        answers = {}
+        for op in settle:
+            line = self.expect("C2D hello-" + op)
+            props = {p["key"]: p["value"] for p in json.loads(line)}
+            self.assertEqual((props.get("k"), props.get("settle")), ("v", op))
+            if op == "complete":
+                self.expect("C2D completed")
+            else:
+                answers[op] = sorted(self.expect(f"C2D-SETTLE {op} ") for _ in range(2))
+        records = {}
+        deadline = time.time() + 20
+        while set(ids.values()) - set(records) and time.time() < deadline:
+            try:
+                m = feedback.receive(timeout=1)
+            except Timeout:
+                continue
+            feedback.accept()
+            records.update({r["originalMessageId"]: r["statusCode"] for r in json.loads(bytes(m.body))
+                            if r["deviceId"] == device})
         svc.close()
-        line = self.expect("C2D hello-device")
-        self.assertIn('"k"', line)
-        self.expect("C2D completed")
+        self.c2d_answers, self.c2d_feedback = answers, records
+        self.assertEqual(records.get(ids["complete"]), "Success", self.detail())
+        return ids
 
     def test_amqps(self):
         self.scenario("Amqp", "dev1")
@@ -127,6 +231,58 @@ class NodeDevice(unittest.TestCase):
 
     def test_module_client_amqps(self):
         self.scenario("Amqp", "dev3", module="mod1")
+
+    def test_mqtts(self):
+        self.scenario("Mqtt", "dev1", settle=("complete", "reject", "abandon"))
+        self.mqtt_cannot_reject_or_abandon("Mqtt")
+
+    def test_mqtt_over_websocket(self):
+        self.scenario("MqttWs", "dev2", settle=("complete", "reject", "abandon"))
+        self.mqtt_cannot_reject_or_abandon("MqttWs")
+
+    def mqtt_cannot_reject_or_abandon(self, transport):
+        """The SDK's MQTT transport throws NotImplementedError from reject and abandon: to
+        the caller when called with a callback (which is never called), as the rejection of
+        the promise otherwise. The hub has the messages as completed all the same: mqtt.js
+        acknowledged their PUBLISH (PUBACK: completed) before the application saw them."""
+        rejecting = "NotImplementedError: the MQTT transport does not support rejecting messages."
+        abandoning = "NotImplementedError: The MQTT transport does not support abandoning messages."
+        self.assertEqual(self.c2d_answers, {"reject": ["promise-rejected " + rejecting, "threw " + rejecting],
+                                            "abandon": ["promise-rejected " + abandoning, "threw " + abandoning]})
+        self.assertEqual(self.c2d_feedback, {f"c2d-{transport}-{op}": "Success"
+                                             for op in ("complete", "reject", "abandon")})
+
+    def test_module_client_mqtts(self):
+        self.scenario("Mqtt", "dev3", module="mod1")
+
+    def restart_hub(self):
+        """The emulator killed (as a crash: no DISCONNECT, no close) and started again on
+        the same ports, and the device's SDK connected again by itself."""
+        EMU.kill()
+        time.sleep(1)
+        EMU.restart()
+        self.expect("CONNECTED", timeout=60)
+
+    def test_mqtt_reconnects_after_the_hub_restarts(self):
+        """The emulator killed under a connected MQTT client and started again on the same
+        ports: the SDK reconnects by itself, its telemetry flows again, and a direct method
+        reaches it again. The emulator keeps no state over a restart (persistent MQTT
+        sessions included), so the method works only if the SDK subscribes again."""
+        try:
+            twin_path = self.connect_and_work("Mqtt", "dev1")
+            self.invoke(twin_path, 1)
+            self.restart_hub()
+            self.command("send tm-after-restart")
+            self.expect("TELEMETRY accepted tm-after-restart", timeout=60)
+            self.check_telemetry("tm-after-restart", "dev1")
+            # the SDK subscribes to methods again after its retry policy's back-off: the
+            # call waits for that (a device not subscribed is not online for methods)
+            self.invoke(twin_path, 2, connect_timeout=30)
+            self.finish()
+        finally:
+            if EMU.proc.poll() is not None:
+                EMU.restart()
+            self.cleanup()
 
 
 run_tests()

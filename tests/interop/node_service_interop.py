@@ -4,10 +4,11 @@ direct methods (answered 200, offline 404 DeviceNotOnline, silent 504 GatewayTim
 twin update received by the device, and C2D received by the device.
 
 Also the reboot scenario's service flow with iothub-service (the CLI) against a device of
-the official SDK: invoke rebootDevice, poll the twin until rebootTime shows.
+the official SDK: invoke rebootDevice, poll the twin until rebootTime shows; with the
+device over AMQP, and over MQTT as the Python tutorial's device runs it.
 
 usage: node_service_interop.py IOTHUB_EMULATOR CERT_DIR NODE_DIR IOTHUB_SERVICE   (inside a
-network namespace where 127.0.0.1:443 and :5671 are free)"""
+network namespace where 127.0.0.1:443, :5671 and :8883 are free)"""
 import json
 import os
 import subprocess
@@ -24,9 +25,14 @@ del sys.argv[1:5]
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "node_service.js")
 
 
+def hub():
+    """The emulator on the ports the SDKs use."""
+    return Emulator(BINARY, CERTS, listen="127.0.0.1:443", amqps="127.0.0.1:5671", mqtts="127.0.0.1:8883")
+
+
 class NodeService(unittest.TestCase):
     def test_registry_methods_twin_c2d(self):
-        emu = Emulator(BINARY, CERTS, listen="127.0.0.1:443", amqps="127.0.0.1:5671")
+        emu = hub()
         try:
             env = dict(os.environ, NODE_PATH=os.path.join(os.path.abspath(NODE_DIR), "node_modules"),
                        NODE_EXTRA_CA_CERTS=emu.ca)
@@ -53,26 +59,36 @@ class NodeService(unittest.TestCase):
 
 
     def test_reboot_flow_with_the_cli(self):
-        emu = Emulator(BINARY, CERTS, listen="127.0.0.1:443", amqps="127.0.0.1:5671")
+        self.reboot_flow("sdk-reboot-1")
+
+    def test_reboot_flow_with_the_cli_and_an_mqtt_device(self):
+        self.reboot_flow("sdk-reboot-mqtt", "Mqtt")
+
+    def reboot_flow(self, device, transport=None):
+        """The device of node_reboot_device.js (over transport, its default AMQP if None)."""
+        emu = hub()
         cs = f"HostName={HOST};SharedAccessKeyName=iothubowner;SharedAccessKey={OWNER_KEY}"
 
         def cli(*args):
             return subprocess.run(["/usr/bin/python3", CLI, "--connection-string", cs, "--ca", emu.ca, *args],
                                   capture_output=True, text=True, timeout=60)
         try:
-            p = cli("device", "create", "sdk-reboot-1")
+            p = cli("device", "create", device)
             self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
             device_cs = p.stdout.strip().splitlines()[-1]
             env = dict(os.environ, NODE_PATH=os.path.join(os.path.abspath(NODE_DIR), "node_modules"))
             dev = subprocess.Popen(["node", os.path.join(os.path.dirname(SCRIPT), "node_reboot_device.js"), device_cs,
-                                    emu.ca], stdout=subprocess.PIPE, text=True, env=env)
+                                    emu.ca] + ([transport] if transport else []), stdout=subprocess.PIPE, text=True,
+                                   env=env)
             self.assertEqual(readline_within(dev, 30), "READY")
-            p = cli("invoke", "sdk-reboot-1", "rebootDevice")
+            p = cli("invoke", device, "rebootDevice")
             self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
             self.assertEqual(json.loads(p.stdout)["status"], 200)
+            if transport and transport.startswith("Mqtt"):  # the device is the MQTT endpoint's
+                self.assertIn(f"MQTT {device} connected", emu.log_text())
             deadline, reported = time.time() + 20, None
             while time.time() < deadline and not reported:
-                twin = json.loads(cli("twin", "show", "sdk-reboot-1").stdout)
+                twin = json.loads(cli("twin", "show", device).stdout)
                 reported = twin["properties"]["reported"].get("rebootTime")
                 time.sleep(0.5)
             self.assertTrue(reported, "no rebootTime in the twin")
