@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "tests/fuzz/fake_stream.h"
+#include "transport/internal.h"
 
 struct iotgw_stream_listener {
     int unused;
@@ -79,4 +80,12 @@ const char *iotgw_stream_peer_cn(const iotgw_stream *s)
 {
     (void)s;
     return NULL;
+}
+
+/* stream.c's other face, the WSS listener's WebSocket streams (MQTT over WebSocket):
+ * none without sockets, so a listener that names a stream subprotocol refuses them. */
+int ws_stream_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
+{
+    (void)wsi, (void)user, (void)in, (void)len;
+    return reason == LWS_CALLBACK_ESTABLISHED ? -1 : 0;
 }
