@@ -56,6 +56,7 @@ static const struct err_entry err_table[] = {
     E(IOTGW_ERR_IO, "file input/output failed"),
     E(IOTGW_ERR_UPSTREAM_FULL, "too many messages waiting for the hub"),
     E(IOTGW_ERR_UPSTREAM_NOT_ONLINE, "device is not online at the hub"),
+    E(IOTGW_ERR_STORE_FULL, "the store is full"),
     E(IOTGW_ERR_MQTT_MALFORMED, "malformed MQTT packet"),
     E(IOTGW_ERR_MQTT_TOO_LARGE, "MQTT packet too large"),
     E(IOTGW_ERR_MQTT_TOPIC, "topic not served"),

@@ -77,6 +77,7 @@ enum iotgw_err {
     /* the gateway's upstream to the hub */
     IOTGW_ERR_UPSTREAM_FULL = -450,       /* the device's queue is full: retry later */
     IOTGW_ERR_UPSTREAM_NOT_ONLINE = -451, /* the device is not online at the hub */
+    IOTGW_ERR_STORE_FULL = -460,          /* the durable store is at its maxBytes (onFull: rejectNew) */
 
     /* MQTT (codecs/mqtt.h, codecs/iothub_mqtt.h) */
     IOTGW_ERR_MQTT_MALFORMED = -500, /* a packet MQTT 3.1.1 does not allow */

@@ -649,6 +649,30 @@ static int load_fleet(reader *r, yaml_node_t *f)
     return keep_shard(c);
 }
 
+/* store: the table's settings; the path (a folder, which the store makes when missing)
+ * relative to the configuration's folder. */
+static int load_store(reader *r, yaml_node_t *n)
+{
+    int rc = load_section(r, n, "store", NULL);
+    if (rc)
+        return rc;
+    iotgw_config *c = r->c;
+    if (!c->store_path)
+        return iotgw_yaml_fail(&r->y, n, "store.path", r->diag,
+                               "a store needs its path (a folder); without the store section there is none");
+    if (!*c->store_path)
+        return iotgw_yaml_fail(&r->y, n, "store.path", r->diag, "empty");
+    if (c->store_path[0] != '/') {
+        char *abs = malloc(strlen(r->dir) + strlen(c->store_path) + 2);
+        if (!abs)
+            return IOTGW_ERR_NOMEM;
+        sprintf(abs, "%s/%s", r->dir, c->store_path);
+        free(c->store_path);
+        c->store_path = abs;
+    }
+    return 0;
+}
+
 int iotgw_config_load(const char *file, iotgw_config **out, iotgw_diag *diag)
 {
     reader r = {.diag = diag};
@@ -665,7 +689,7 @@ int iotgw_config_load(const char *file, iotgw_config **out, iotgw_diag *diag)
     int rc = iotgw_yaml_load(&r.y, file, NULL, diag);
     yaml_node_t *root = rc ? NULL : iotgw_yaml_root(&r.y);
     static const char *const keys[] = {"gatewayId", "hub", "devices", "telemetry", "methods",
-                                       "fleet",     "ops", "log",     NULL};
+                                       "fleet",     "ops", "log",     "store",     NULL};
     if (!rc)
         rc = iotgw_yaml_check_keys(&r.y, root, "", keys, diag);
     yaml_node_t *hub = rc ? NULL : iotgw_yaml_get(&r.y, root, "hub");
@@ -692,6 +716,8 @@ int iotgw_config_load(const char *file, iotgw_config **out, iotgw_diag *diag)
         rc = load_ops(&r, n);
     if (!rc && (n = iotgw_yaml_get(&r.y, root, "log")))
         rc = load_section(&r, n, "log", NULL);
+    if (!rc && (n = iotgw_yaml_get(&r.y, root, "store")))
+        rc = load_store(&r, n);
     if (!rc && !c->nlisten)
         rc = iotgw_yaml_fail(&r.y, root, "devices.listen", diag,
                              "no listen address: devices.listen, e.g. \"0.0.0.0:7000\"");
@@ -740,6 +766,7 @@ void iotgw_config_free(iotgw_config *c)
     free(c->hub_connect_host);
     free(c->hub_ca_file);
     free(c->hub_proxy);
+    free(c->store_path);
     free(c->tls_cert);
     free(c->tls_key);
     free(c->tls_client_ca);

@@ -4,6 +4,9 @@
  * docs/configuration.md is the reference; every error names the file, the line and the
  * key, e.g. "iotgw.yaml:14: fleet.devices[2].key: not base64".
  *
+ * With store.path the gateway keeps what it acknowledged on disk until the hub has it
+ * (docs/store.md).
+ *
  * Keys may be written inline (key), read from a file (keyFile, relative to the config
  * file's directory) or from an environment variable (keyEnv). The fleet may also come
  * from a devices file ("ID KEY" per line, for thousands of devices), and a DeviceConnect
@@ -70,6 +73,12 @@ typedef struct iotgw_config {
     iotgw_config_listen ops_listen; /* address NULL: off ("ops.listen: off") */
     char *ops_token;                /* bearer token /devices needs; NULL: none (loopback only) */
     int log_json;                   /* log.format: json */
+
+    /* store: durable store-and-forward (gateway/store.h); store_path NULL: none */
+    char *store_path; /* made absolute against the file's folder */
+    uint64_t store_max_bytes, store_segment_bytes;
+    unsigned store_ttl_s, store_commit_ms;
+    int store_on_full, store_sync; /* iotgw_store_on_full, iotgw_store_sync */
 
     iotgw_hubmsg_encoding encoding;
     iotgw_config_method *methods;

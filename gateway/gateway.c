@@ -1,5 +1,6 @@
 /* The gateway: listeners, the table of connected devices, and the upstream's callbacks
  * routed to the session of the device they concern. */
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/random.h>
@@ -12,34 +13,60 @@
 #include "transport/heap.h"
 #include "transport/log.h"
 
-static gw_session *session_of(iotgw_upstream_device *dev)
+/* An upstream device's context is its session, or with a store its gw_forward (whose
+ * session, if connected, borrows it). */
+static gw_session *session_of(iotgw_gateway *g, iotgw_upstream_device *dev)
 {
-    return iotgw_upstream_device_context(dev);
+    return g->store ? gw_forward_session(gw_forward_of(dev)) : iotgw_upstream_device_context(dev);
 }
 
 static void on_outcome(iotgw_upstream_device *dev, void *msg_ctx, iotgw_outcome outcome, const char *cond,
                        const char *description, void *ctx)
 {
-    (void)ctx;
-    gw_session_on_outcome(session_of(dev), (uint64_t)(uintptr_t)msg_ctx, outcome, cond, description);
+    iotgw_gateway *g = ctx;
+    if (g->store)
+        gw_forward_on_outcome(gw_forward_of(dev), (uint64_t)(uintptr_t)msg_ctx, outcome, cond, description);
+    else
+        gw_session_on_outcome(session_of(g, dev), (uint64_t)(uintptr_t)msg_ctx, outcome, cond, description);
 }
 
+/* Methods, twins and C2D come only for a connected device's features: a backlog's
+ * identity has none. */
 static void on_method(iotgw_upstream_device *dev, const iotgw_method_request *req, void *ctx)
 {
-    (void)ctx;
-    gw_session_on_method(session_of(dev), req);
+    gw_session *s = session_of(ctx, dev);
+    if (s)
+        gw_session_on_method(s, req);
 }
 
 static void on_twin(iotgw_upstream_device *dev, const iotgw_twin_response *r, void *ctx)
 {
-    (void)ctx;
-    gw_session_on_twin(session_of(dev), r);
+    gw_session *s = session_of(ctx, dev);
+    if (s)
+        gw_session_on_twin(s, r);
 }
 
 static void on_c2d(iotgw_upstream_device *dev, const iotgw_c2d_message *m, void *ctx)
 {
-    (void)ctx;
-    gw_session_on_c2d(session_of(dev), m);
+    gw_session *s = session_of(ctx, dev);
+    if (s)
+        gw_session_on_c2d(s, m);
+}
+
+/* The store made a message durable, or could not: the Ack (or Nack) of the session that
+ * sent it, which is the oldest waiting (on_durable comes in append order). */
+static void on_durable(void *ctx, uint64_t token, int rc, const char *why)
+{
+    (void)token;
+    iotgw_gateway *g = ctx;
+    IOTGW_ASSERT(g->durable_len > 0);
+    gw_durable d = g->durable[g->durable_head];
+    g->durable_head = (g->durable_head + 1) % g->durable_cap;
+    g->durable_len--;
+    if (d.session)
+        gw_session_on_durable(d.session, d.seq, rc, why);
+    if (rc == 0 && d.session && d.session->fwd)
+        gw_forward_pump(d.session->fwd);
 }
 
 /* A device's state at the hub changed: one line for each change an operator follows:
@@ -49,7 +76,9 @@ static void on_c2d(iotgw_upstream_device *dev, const iotgw_c2d_message *m, void 
 static void on_state(iotgw_upstream_device *dev, iotgw_device_state state, void *ctx)
 {
     iotgw_gateway *g = ctx;
-    gw_session *s = session_of(dev);
+    gw_session *s = session_of(g, dev);
+    if (g->store && state == IOTGW_DEVICE_ONLINE && gw_forward_of(dev))
+        gw_forward_pump(gw_forward_of(dev)); /* what waited goes now */
     if (state == IOTGW_DEVICE_AUTHENTICATING || !s || !s->device_id || !iotgw_log_enabled(IOTGW_LOG_INFO))
         return;
     const char *id = s->device_id, *name = iotgw_device_state_name(state);
@@ -90,6 +119,8 @@ static void tick_fired(iotgw_timer *t, void *ctx)
     gw_session *s;
     IOTGW_LIST_FOREACH (s, &g->sessions, gw_session, node)
         gw_session_tick(s, now); /* sessions close later, from the loop */
+    if (g->store)
+        gw_forward_tick(g, now);
     /* what a burst of connections, now gone, left behind */
     size_t released = iotgw_heap_release();
     if (released)
@@ -125,6 +156,7 @@ int iotgw_gateway_new(iotgw_loop *loop, iotgw_config *cfg, iotgw_gateway **out, 
         return iotgw_diag_fail(diag, IOTGW_ERR_NOMEM, "out of memory");
     g->loop = loop;
     iotgw_list_init(&g->sessions);
+    iotgw_list_init(&g->forwards);
     iotgw_timer_init(loop, &g->tick, tick_fired, g);
     g->cfg = cfg;
     gw_stats_init(&g->stats);
@@ -132,13 +164,14 @@ int iotgw_gateway_new(iotgw_loop *loop, iotgw_config *cfg, iotgw_gateway **out, 
     g->scratch = pn_message();
     g->by_device = calloc(cfg->ndevices + 1, sizeof *g->by_device);
     g->listeners = calloc(cfg->nlisten, sizeof *g->listeners);
+    g->forward_by_device = calloc(cfg->ndevices + 1, sizeof *g->forward_by_device);
     /* 64 random bits per start: generated message ids never repeat across restarts */
     if (getrandom(&g->boot_id, sizeof g->boot_id, 0) != (ssize_t)sizeof g->boot_id) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         g->boot_id = ((uint64_t)ts.tv_sec << 24) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 40);
     }
-    if (!g->scratch || !g->by_device || !g->listeners) {
+    if (!g->scratch || !g->by_device || !g->listeners || !g->forward_by_device) {
         g->cfg = NULL;
         iotgw_gateway_free(g);
         return iotgw_diag_fail(diag, IOTGW_ERR_NOMEM, "out of memory");
@@ -166,6 +199,35 @@ int iotgw_gateway_new(iotgw_loop *loop, iotgw_config *cfg, iotgw_gateway **out, 
         .ctx = g,
     };
     int rc = iotgw_upstream_new(loop, &uo, &g->up, diag);
+    if (!rc && cfg->store_path) {
+        /* segments of at most an eighth of the store: whole ones are what gets freed */
+        uint64_t segment = cfg->store_max_bytes / 8 < cfg->store_segment_bytes ? cfg->store_max_bytes / 8
+                                                                               : cfg->store_segment_bytes;
+        iotgw_store_options so = {.path = cfg->store_path,
+                                  .max_bytes = cfg->store_max_bytes,
+                                  .ttl_s = cfg->store_ttl_s,
+                                  .on_full = (iotgw_store_on_full)cfg->store_on_full,
+                                  .sync = (iotgw_store_sync)cfg->store_sync,
+                                  .commit_ms = cfg->store_commit_ms,
+                                  .segment_bytes = segment < 65536 ? 65536 : segment,
+                                  .on_durable = on_durable,
+                                  .ctx = g};
+        rc = iotgw_store_open(loop, &so, &g->store, diag);
+        if (!rc) {
+            iotgw_store_stats st;
+            iotgw_store_stats_get(g->store, &st);
+            iotgw_log_evf(IOTGW_LOG_INFO, "store_opened", NULL,
+                          IOTGW_LOG_FIELDS(IOTGW_FIELD_STR("path", cfg->store_path),
+                                           IOTGW_FIELD_UINT("messages", st.recovered),
+                                           IOTGW_FIELD_UINT("devices", st.devices),
+                                           IOTGW_FIELD_UINT("corrupt_records", st.corrupt_records),
+                                           IOTGW_FIELD_UINT("torn_bytes", st.torn_bytes)),
+                          "store %s: %" PRIu64 " messages of %u devices to send%s", cfg->store_path,
+                          st.recovered, st.devices,
+                          st.corrupt_records || st.torn_bytes ? " (damaged records skipped: see above)" : "");
+            gw_forward_start(g);
+        }
+    }
     size_t refusal_len = 0;
     uint8_t *refusal = overloaded_frame(&refusal_len);
     for (size_t i = 0; !rc && i < cfg->nlisten; i++) {
@@ -272,7 +334,10 @@ void iotgw_gateway_reload(iotgw_gateway *g, iotgw_config *cfg)
                       IOTGW_LOG_FIELDS(IOTGW_FIELD_STR("setting", "devices.listen")),
                       "reload: devices.listen changed in %s: it takes effect at the next start", cfg->file);
     gw_session **by_device = calloc(cfg->ndevices + 1, sizeof *by_device);
-    if (!by_device) {
+    gw_forward **forward_by_device = calloc(cfg->ndevices + 1, sizeof *forward_by_device);
+    if (!by_device || !forward_by_device) {
+        free(by_device);
+        free(forward_by_device);
         iotgw_log_ev(IOTGW_LOG_ERROR, "reload_failed", NULL,
                      "reload: out of memory; the running configuration stays");
         iotgw_config_free(cfg);
@@ -300,6 +365,9 @@ void iotgw_gateway_reload(iotgw_gateway *g, iotgw_config *cfg)
     SWAP(cfg->nlisten, old->nlisten);
     free(g->by_device);
     g->by_device = by_device;
+    gw_forward_reindex(g, forward_by_device, cfg);
+    free(g->forward_by_device);
+    g->forward_by_device = forward_by_device;
     g->cfg = cfg;
     iotgw_config_free(old);
     iotgw_log_evf(IOTGW_LOG_INFO, "config_reloaded", NULL,
@@ -316,10 +384,14 @@ void iotgw_gateway_free(iotgw_gateway *g)
     gw_ops_stop(g);
     close_listeners(g);
     iotgw_timer_stop(&g->tick);
+    gw_forward_free_all(g); /* what is stored stays for the next start */
     iotgw_list *n;
     while ((n = iotgw_list_first(&g->sessions)))
         gw_session_destroy(iotgw_list_entry(n, gw_session, node));
     iotgw_upstream_free(g->up);
+    iotgw_store_close(g->store); /* its last on_durable calls find no session */
+    free(g->durable);
+    free(g->forward_by_device);
     if (g->scratch)
         pn_message_free(g->scratch);
     free(g->by_device);

@@ -13,6 +13,7 @@
 #include "codecs/list.h"
 #include "codecs/prom.h"
 #include "gateway/gateway.h"
+#include "gateway/store.h"
 #include "gateway/upstream.h"
 #include "schemas/gateway.pb-c.h"
 #include "transport/log.h"
@@ -21,10 +22,11 @@
 #define HELLO_MAX_FRAME 8192 /* frames accepted before the handshake */
 
 typedef struct gw_session gw_session;
+typedef struct gw_forward gw_forward;
 
 /* What the gateway counts, rendered by gateway/ops.c at each scrape (docs/operations.md). */
-#define GW_ERROR_CODES   16 /* Iotgw__ErrorCode values */
-#define GW_NACK_REASONS  9  /* Iotgw__NackReason values */
+#define GW_ERROR_CODES  16 /* Iotgw__ErrorCode values */
+#define GW_NACK_REASONS 9  /* Iotgw__NackReason values */
 typedef struct gw_stats {
     uint64_t connections, welcomed;          /* device connections accepted; Hellos answered Welcome */
     uint64_t errors[GW_ERROR_CODES];         /* Error frames sent, by code */
@@ -35,6 +37,8 @@ typedef struct gw_stats {
     iotgw_histogram method_device_seconds;   /* the request to the device, its answer in */
     uint64_t twin_requests, twin_ok, twin_failed, desired_updates;
     uint64_t c2d_delivered, c2d_completed, c2d_rejected, c2d_abandoned;
+    uint64_t store_forwarded, store_rejected; /* stored messages the hub accepted; refused for good */
+    uint64_t store_nacked;                    /* telemetry nacked because the store was full or failed */
 } gw_stats;
 
 /* A method request waiting for the device's answer. */
@@ -57,21 +61,22 @@ struct gw_session {
     iotgw_gateway *g;
     iotgw_stream *stream;
     iotgw_frame_decoder dec;
-    int ready;           /* Welcome sent */
-    int closing;         /* Error sent or the stream is going */
-    char *device_id;     /* its own copy, once Hello named a device of the fleet (a reload frees
-                            the configuration, not this) */
-    size_t device_index; /* of that device in g->cfg->devices: set again by every reload */
-    unsigned capabilities; /* IOTGW_UPSTREAM_* */
-    iotgw_upstream_device *up;
+    int ready;                 /* Welcome sent */
+    int closing;               /* Error sent or the stream is going */
+    char *device_id;           /* its own copy, once Hello named a device of the fleet (a reload frees
+                                  the configuration, not this) */
+    size_t device_index;       /* of that device in g->cfg->devices: set again by every reload */
+    unsigned capabilities;     /* IOTGW_UPSTREAM_* */
+    iotgw_upstream_device *up; /* its own; with a store, its gw_forward's (fwd) */
+    gw_forward *fwd;
     unsigned in_flight; /* telemetry frames without Ack or Nack yet */
     gw_method_call *calls;
     uint64_t next_call_id;
     gw_twin_call *twin_calls;
     iotgw_timer hello_timer; /* the hello deadline, until Hello */
     int64_t last_rx_ms, ping_sent_ms;
-    iotgw_log_limit log;     /* this connection's lines, once Hello named the device */
-    iotgw_list node; /* in g->sessions */
+    iotgw_log_limit log; /* this connection's lines, once Hello named the device */
+    iotgw_list node;     /* in g->sessions */
 };
 
 struct iotgw_gateway {
@@ -81,7 +86,7 @@ struct iotgw_gateway {
     iotgw_stream_listener **listeners;
     size_t nlisteners;
     gw_session **by_device; /* per cfg->devices index: its live session, or NULL */
-    iotgw_list sessions; /* every session, newest first */
+    iotgw_list sessions;    /* every session, newest first */
     int draining;
     iotgw_timer tick; /* every second: gw_session_tick for each session */
     pn_message_t *scratch;
@@ -89,9 +94,24 @@ struct iotgw_gateway {
     gw_stats stats;
     struct gw_ops *ops;    /* the ops endpoint; NULL: off */
     int64_t last_tick_ms;  /* the 1 s tick's last run: /healthz */
-    uint64_t boot_id;              /* random at start: generated message ids are unique across restarts */
-    uint64_t next_message;         /* generated message ids: one counter for every device and connection */
+    uint64_t boot_id;      /* random at start: generated message ids are unique across restarts */
+    uint64_t next_message; /* generated message ids: one counter for every device and connection */
+    /* store-and-forward (forward.c); store NULL: none */
+    iotgw_store *store;
+    iotgw_list forwards;            /* gw_forward */
+    gw_forward **forward_by_device; /* per cfg->devices index */
+    struct gw_durable *durable;     /* appends waiting for the disk, in append order (a ring) */
+    size_t durable_head, durable_len, durable_cap;
+    iotgw_log_limit store_log;
+    int64_t store_report_ms;
+    uint64_t store_report_forwarded;
 };
+
+/* A message appended to the store, waiting for its on_durable: whose Ack it is. */
+typedef struct gw_durable {
+    gw_session *session; /* NULL once the session went */
+    uint64_t seq;
+} gw_durable;
 
 /* session.c */
 void gw_session_accept(iotgw_gateway *g, iotgw_stream *s);
@@ -114,6 +134,32 @@ void gw_session_on_outcome(gw_session *s, uint64_t seq, iotgw_outcome outcome, c
 void gw_session_on_method(gw_session *s, const iotgw_method_request *req);
 void gw_session_on_twin(gw_session *s, const iotgw_twin_response *r);
 void gw_session_on_c2d(gw_session *s, const iotgw_c2d_message *m);
+
+/* forward.c: store-and-forward */
+/* The session takes its device's upstream identity (s->up), made with its features. */
+int gw_forward_attach(gw_session *s, iotgw_diag *diag);
+/* The device's hub credential changed (a reload, with cfg the new configuration and dev
+ * its entry there): its upstream identity is made anew with it. */
+int gw_forward_reattach(gw_session *s, const iotgw_config *cfg, const iotgw_config_device *dev,
+                        iotgw_diag *diag);
+/* The session lets go: with a backlog the identity stays at the hub, telemetry only. */
+void gw_forward_detach(gw_session *s);
+/* Hand the device's stored messages to its upstream, as far as it takes them. */
+void gw_forward_pump(gw_forward *f);
+void gw_forward_on_outcome(gw_forward *f, uint64_t id, iotgw_outcome outcome, const char *cond,
+                           const char *description);
+/* An upstream device's forward (its context, with a store), and the forward's session. */
+gw_forward *gw_forward_of(iotgw_upstream_device *dev);
+gw_session *gw_forward_session(const gw_forward *f);
+/* At start: devices with a backlog and no connection send it. */
+void gw_forward_start(iotgw_gateway *g);
+void gw_forward_tick(iotgw_gateway *g, int64_t now_ms);
+/* A reload: each forward's index in cfg (into by_device); those of devices gone from the
+ * fleet and unconnected are freed (their backlog waits for its ttl). */
+void gw_forward_reindex(iotgw_gateway *g, gw_forward **by_device, const iotgw_config *cfg);
+void gw_forward_free_all(iotgw_gateway *g);
+/* session.c: the store's on_durable for a session's telemetry */
+void gw_session_on_durable(gw_session *s, uint64_t seq, int rc, const char *why);
 
 /* ops.c: the ops endpoint (ops.listen): /metrics, /healthz, /readyz, /devices. */
 int gw_ops_start(iotgw_gateway *g, iotgw_diag *diag);

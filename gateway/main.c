@@ -1,12 +1,14 @@
 /* iotgw: the gateway daemon's command line. */
 #include <getopt.h>
 #include <signal.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "gateway/config.h"
 #include "gateway/settings.h"
+#include "gateway/store.h"
 #include "gateway/gateway.h"
 #include "transport/fdlimit.h"
 #include "transport/log.h"
@@ -148,6 +150,18 @@ static int describe(const iotgw_config *c)
     else
         printf("hub tokens: signed with each device's key\n");
     printf("telemetry: %s bodies\n", c->encoding == IOTGW_HUBMSG_JSON ? "JSON" : "protobuf");
+    if (c->store_path)
+        printf("store: %s, up to %" PRIu64 " MiB, messages kept %u s; a device's telemetry is acknowledged "
+               "once %s; when full: %s\n",
+               c->store_path, c->store_max_bytes >> 20, c->store_ttl_s,
+               c->store_sync == IOTGW_STORE_SYNC_OS
+                   ? "written (store.sync os: a power cut may lose the last ~30 s)"
+                   : "on disk (fdatasync, in groups of store.commitIntervalMs)",
+               c->store_on_full == IOTGW_STORE_DROP_OLDEST
+                   ? "the oldest stored messages are dropped"
+                   : "new telemetry is refused with NACK_RETRY_LATER");
+    else
+        printf("store: none (an acknowledgement means the hub has the message; store.path enables one)\n");
     for (size_t i = 0; i < c->nmethods; i++)
         printf("method %s: request %s, response %s\n", c->methods[i].name,
                c->methods[i].request_type ? c->methods[i].request_type : "JSON",

@@ -13,6 +13,7 @@
  */
 #include <dirent.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -131,6 +132,36 @@ static void render_metrics(iotgw_gateway *g, iotgw_prom *w)
                      "age of the oldest telemetry held; 0 when none", (double)t.oldest_ms / 1000);
     iotgw_prom_counter(w, "iotgw_telemetry_throttled_total",
                        "messages the hub refused as throttled, kept and sent again", (double)t.throttled);
+    if (g->store) { /* docs/store.md */
+        iotgw_store_stats ss;
+        iotgw_store_stats_get(g->store, &ss);
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        int64_t now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+        iotgw_prom_gauge(w, "iotgw_store_messages", "telemetry in the store, not yet accepted by the hub",
+                         (double)ss.messages);
+        iotgw_prom_gauge(w, "iotgw_store_bytes", "bytes of those messages", (double)ss.bytes);
+        iotgw_prom_gauge(w, "iotgw_store_disk_bytes", "the store's segment files on disk",
+                         (double)ss.disk_bytes);
+        iotgw_prom_gauge(w, "iotgw_store_devices", "devices with messages in the store", ss.devices);
+        iotgw_prom_gauge(w, "iotgw_store_oldest_seconds",
+                         "age of the oldest message in the store; 0 when none",
+                         ss.oldest_ms ? (double)(now_ms - ss.oldest_ms) / 1000 : 0);
+        iotgw_prom_counter(w, "iotgw_store_forwarded_total", "stored messages the hub accepted",
+                           (double)st->store_forwarded);
+        iotgw_prom_family(w, "iotgw_store_dropped_total", "counter",
+                          "stored messages not sent: past store.ttlSeconds, dropped for room "
+                          "(store.onFull dropOldest), refused for good by the hub");
+        iotgw_prom_value(w, "iotgw_store_dropped_total", "reason", "expired", (double)ss.expired);
+        iotgw_prom_value(w, "iotgw_store_dropped_total", "reason", "full", (double)ss.dropped_full);
+        iotgw_prom_value(w, "iotgw_store_dropped_total", "reason", "rejected", (double)st->store_rejected);
+        iotgw_prom_counter(w, "iotgw_store_refused_total",
+                           "telemetry nacked NACK_RETRY_LATER because the store was full or could not write",
+                           (double)st->store_nacked);
+        iotgw_prom_counter(w, "iotgw_store_damaged_records_total",
+                           "records found corrupted (skipped) or torn (cut off) when the store was opened",
+                           (double)(ss.corrupt_records + (ss.torn_bytes ? 1 : 0)));
+    }
 
     /* the hub */
     static const char *const dev_states[] = {NULL, "waiting", "authenticating", "online", "failed"};

@@ -153,7 +153,9 @@ static void release_upstream(gw_session *s, const char *why)
         s->twin_calls = t->next;
         free(t);
     }
-    if (s->up) {
+    if (s->fwd) {
+        gw_forward_detach(s); /* with a backlog, the identity stays at the hub to send it */
+    } else if (s->up) {
         iotgw_upstream_device *up = s->up;
         s->up = NULL;
         iotgw_upstream_device_remove(up); /* pending telemetry gets RETRY: ignored, we are leaving */
@@ -487,7 +489,8 @@ static void on_hello(gw_session *s, const Iotgw__Hello *h)
     }
     iotgw_device_credential cred = {.device_id = dev->id};
     iotgw_config_hub_credential(g->cfg, dev, &cred.key, &cred.policy_name);
-    if (iotgw_upstream_device_add(g->up, &cred, s->capabilities, s, &s->up, &diag)) {
+    if (g->store ? gw_forward_attach(s, &diag)
+                 : iotgw_upstream_device_add(g->up, &cred, s->capabilities, s, &s->up, &diag)) {
         hello_fail(s, dev->id, IOTGW__ERROR_CODE__ERROR_INTERNAL, "%s", diag.text);
         return;
     }
@@ -518,6 +521,60 @@ static void on_hello(gw_session *s, const Iotgw__Hello *h)
                   h->client && *h->client ? h->client : "client unnamed", caps);
 }
 
+/* With a store: the message is acknowledged once durable (gw_session_on_durable). */
+static void to_store(gw_session *s, uint64_t seq, const uint8_t *buf, size_t len)
+{
+    iotgw_gateway *g = s->g;
+    if (g->durable_len == g->durable_cap) { /* the ring grows, kept in order */
+        size_t cap = g->durable_cap ? g->durable_cap * 2 : 1024;
+        gw_durable *d = malloc(cap * sizeof *d);
+        if (!d) {
+            send_nack(s, seq, IOTGW__NACK_REASON__NACK_RETRY_LATER, "the gateway is out of memory",
+                      RETRY_AFTER_MS);
+            return;
+        }
+        for (size_t i = 0; i < g->durable_len; i++)
+            d[i] = g->durable[(g->durable_head + i) % g->durable_cap];
+        free(g->durable);
+        g->durable = d;
+        g->durable_cap = cap;
+        g->durable_head = 0;
+    }
+    int rc = iotgw_store_append(g->store, s->device_id, buf, len, 0);
+    if (rc) {
+        g->stats.store_nacked++;
+        send_nack(s, seq, IOTGW__NACK_REASON__NACK_RETRY_LATER,
+                  rc == IOTGW_ERR_STORE_FULL ? "the gateway's store is full (store.maxBytes)"
+                                             : "the gateway's store refused the message",
+                  RETRY_AFTER_MS);
+        return;
+    }
+    g->durable[(g->durable_head + g->durable_len++) % g->durable_cap] = (gw_durable){s, seq};
+    s->in_flight++;
+}
+
+void gw_session_on_durable(gw_session *s, uint64_t seq, int rc, const char *why)
+{
+    if (s->in_flight)
+        s->in_flight--;
+    if (s->closing)
+        return;
+    if (rc == 0) {
+        s->g->stats.acked++;
+        Iotgw__Ack a = IOTGW__ACK__INIT;
+        a.seq = seq;
+        Iotgw__Frame f = IOTGW__FRAME__INIT;
+        f.body_case = IOTGW__FRAME__BODY_ACK;
+        f.ack = &a;
+        gw_session_send(s, &f);
+        return;
+    }
+    s->g->stats.store_nacked++;
+    char detail[200];
+    snprintf(detail, sizeof detail, "the gateway's store could not write it: %s", why ? why : "");
+    send_nack(s, seq, IOTGW__NACK_REASON__NACK_RETRY_LATER, detail, RETRY_AFTER_MS);
+}
+
 static void on_telemetry(gw_session *s, const Iotgw__Telemetry *t)
 {
     iotgw_gateway *g = s->g;
@@ -541,6 +598,11 @@ static void on_telemetry(gw_session *s, const Iotgw__Telemetry *t)
     if (len > IOTGW_HUBMSG_MAX_BODY) {
         free(buf);
         send_nack(s, t->seq, IOTGW__NACK_REASON__NACK_TOO_LARGE, "over the hub's 256 KB message limit", 0);
+        return;
+    }
+    if (g->store) {
+        to_store(s, t->seq, buf, len);
+        free(buf);
         return;
     }
     int rc = iotgw_upstream_send(s->up, buf, len, (void *)(uintptr_t)t->seq);
@@ -752,6 +814,10 @@ static void session_free(gw_session *s)
     if (s->device_id)
         iotgw_log_limit_flush_device(&s->log, IOTGW_LOG_INFO, s->device_id);
     release_upstream(s, "the device disconnected");
+    iotgw_gateway *g = s->g;
+    for (size_t i = 0; i < g->durable_len; i++) /* their acks have nobody to go to */
+        if (g->durable[(g->durable_head + i) % g->durable_cap].session == s)
+            g->durable[(g->durable_head + i) % g->durable_cap].session = NULL;
     iotgw_timer_stop(&s->hello_timer);
     iotgw_frame_decoder_free(&s->dec);
     free(s->device_id);
@@ -846,12 +912,21 @@ void gw_session_reconfigure(gw_session *s, const iotgw_config *cfg, const iotgw_
     iotgw_config_hub_credential(s->g->cfg, &s->g->cfg->devices[s->device_index], &old_key, &old_policy);
     iotgw_config_hub_credential(cfg, nd, &cred.key, &cred.policy_name);
     int key_changed = differ(old_key, cred.key) || differ(old_policy, cred.policy_name);
+    iotgw_diag diag = {0};
+    if (key_changed && s->fwd) { /* the same identity, anew; its backlog stays with it */
+        s->device_index = index;
+        if (gw_forward_reattach(s, cfg, nd, &diag))
+            gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_INTERNAL, "%s", diag.text);
+        else
+            iotgw_log_ev(IOTGW_LOG_INFO, "device_key_changed", nd->id,
+                         "device %s: new key: authenticating again at the hub", nd->id);
+        return;
+    }
     if (key_changed)
         release_upstream(s, "the key signing its hub tokens changed");
     s->device_index = index;
     if (!key_changed)
         return;
-    iotgw_diag diag = {0};
     if (iotgw_upstream_device_add(s->g->up, &cred, s->capabilities, s, &s->up, &diag))
         gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_INTERNAL, "%s", diag.text);
     else

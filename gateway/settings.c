@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gateway/store.h"
 #include "gateway/upstream.h"
 
 #define AT(field) offsetof(iotgw_config, field)
@@ -15,6 +16,10 @@ static const int transport_values[] = {IOTGW_TRANSPORT_WSS, IOTGW_TRANSPORT_AMQP
 static const char *const encodings[] = {"protobuf", "json", NULL};
 static const int encoding_values[] = {IOTGW_HUBMSG_PROTOBUF, IOTGW_HUBMSG_JSON};
 static const char *const log_formats[] = {"text", "json", NULL};
+static const char *const on_full_words[] = {"rejectNew", "dropOldest", NULL};
+static const int on_full_values[] = {IOTGW_STORE_REJECT_NEW, IOTGW_STORE_DROP_OLDEST};
+static const char *const sync_words[] = {"fsync", "os", NULL};
+static const int sync_values[] = {IOTGW_STORE_SYNC_FSYNC, IOTGW_STORE_SYNC_OS};
 static const int log_format_values[] = {0, 1};
 
 /* Hub settings are read at start: the upstream and its connections are made with them.
@@ -49,6 +54,20 @@ const iotgw_setting iotgw_settings[] = {
     {"telemetry.encoding", IOTGW_SETTING_CHOICE, AT(encoding), 0, 0, IOTGW_HUBMSG_PROTOBUF, encodings,
      encoding_values, 1},
     {"log.format", IOTGW_SETTING_CHOICE, AT(log_json), 0, 0, 0, log_formats, log_format_values, 1},
+    /* the store is opened at start: docs/store.md */
+    {"store.path", IOTGW_SETTING_TEXT, AT(store_path), 0, 0, 0, NULL, NULL, 0},
+    {"store.maxBytes", IOTGW_SETTING_UINT64, AT(store_max_bytes), INT64_C(1) << 20, INT64_C(1) << 50,
+     (int64_t)IOTGW_STORE_DEFAULT_MAX_BYTES, NULL, NULL, 0},
+    {"store.ttlSeconds", IOTGW_SETTING_UINT, AT(store_ttl_s), 1, 30 * 86400, IOTGW_STORE_DEFAULT_TTL_S, NULL,
+     NULL, 0},
+    {"store.onFull", IOTGW_SETTING_CHOICE, AT(store_on_full), 0, 0, IOTGW_STORE_REJECT_NEW, on_full_words,
+     on_full_values, 0},
+    {"store.sync", IOTGW_SETTING_CHOICE, AT(store_sync), 0, 0, IOTGW_STORE_SYNC_FSYNC, sync_words,
+     sync_values, 0},
+    {"store.commitIntervalMs", IOTGW_SETTING_UINT, AT(store_commit_ms), 1, 1000,
+     IOTGW_STORE_DEFAULT_COMMIT_MS, NULL, NULL, 0},
+    {"store.segmentBytes", IOTGW_SETTING_UINT64, AT(store_segment_bytes), INT64_C(1) << 20, INT64_C(1) << 32,
+     (int64_t)IOTGW_STORE_DEFAULT_SEGMENT_BYTES, NULL, NULL, 0},
 };
 const size_t iotgw_settings_count = sizeof iotgw_settings / sizeof iotgw_settings[0];
 

@@ -56,7 +56,7 @@ async def connect_all(port, hellos, conns):
     await asyncio.gather(*(one(h) for h in hellos))
 
 
-def start_fleet(n, gateway_yaml=""):
+def start_fleet(n, gateway_yaml="", extra_yaml=""):
     """The emulator and iotgw with a fleet of n devices; (emulator, iotgw process, device
     port, {id: key}, work dir)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -67,7 +67,7 @@ def start_fleet(n, gateway_yaml=""):
     config = os.path.join(d, "iotgw.yaml")
     with open(config, "w") as f:
         f.write(f"hub:\n  hostName: {HOST}\n  port: {emu.wss}\n  caFile: {emu.ca}\n  authRate: 100000\n"
-                f"ops:\n  listen: 127.0.0.1:0\ndevices:\n  listen: 127.0.0.1:0\n  keepaliveSeconds: 600\n{gateway_yaml}fleet:\n  devices:\n")
+                f"ops:\n  listen: 127.0.0.1:0\ndevices:\n  listen: 127.0.0.1:0\n  keepaliveSeconds: 600\n{gateway_yaml}{extra_yaml}fleet:\n  devices:\n")
         f.writelines(f"    - {{id: {dev}, key: {k}}}\n" for dev, k in keys.items())
     log = open(os.path.join(d, "iotgw.log"), "w")
     gw = subprocess.Popen([IOTGW, "--config", config, "--log-level", "warn"], stdout=subprocess.PIPE,

@@ -103,14 +103,22 @@ START_TEST(each_number_is_bounded_one_over_each_end)
         if (s->type != IOTGW_SETTING_UINT && s->type != IOTGW_SETTING_INT &&
             s->type != IOTGW_SETTING_UINT64 && s->type != IOTGW_SETTING_RATE)
             continue;
-        int is_hub = !strncmp(s->name, "hub.", 4);
+        int is_hub = !strncmp(s->name, "hub.", 4), is_devices = !strncmp(s->name, "devices.", 8);
         const int64_t tries[4] = {s->min, s->max, s->min - 1, s->max + 1};
         for (int k = 0; k < 4; k++) {
             char extra[160];
             snprintf(extra, sizeof extra, ", %s: %lld", iotgw_setting_key(s), (long long)tries[k]);
             iotgw_config *c = NULL;
             iotgw_diag d = {0};
-            int rc = load(is_hub ? extra : "", is_hub ? "" : extra, &c, &d);
+            int rc;
+            if (is_hub || is_devices) {
+                rc = load(is_hub ? extra : "", is_hub ? "" : extra, &c, &d);
+            } else { /* a section of its own: store (which needs its path) */
+                char text[1024];
+                snprintf(text, sizeof text, BASE "%.*s: {path: st%s}\n", "", "",
+                         (int)(strchr(s->name, '.') - s->name), s->name, extra);
+                rc = iotgw_config_load(write_config("iotgw.yaml", text), &c, &d);
+            }
             if (k < 2) {
                 ck_assert_msg(rc == 0, "%s = %lld refused: %s", s->name, (long long)tries[k], d.text);
                 char v[64];
