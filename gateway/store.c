@@ -29,7 +29,10 @@
  * maxBytes counts the segments on disk (with the space of their done messages) and the
  * groups not yet written. dropOldest drops every message of the oldest segment that has
  * none out (taken and not given back), and of the next, until the new message fits; when
- * every older segment has messages out, it refuses as rejectNew does.
+ * every older segment has messages out, it refuses as rejectNew does. The drops' own
+ * acknowledgements (8 bytes each) may take it a little past maxBytes; acknowledgements are
+ * never refused. ttl: take() drops expired ones on its way; iotgw_store_expire() sweeps each
+ * device from its oldest and stops at its first one not expired (out ones are skipped).
  *
  * Acknowledgements that outlive their messages' segment: an acknowledgement in segment A
  * of a message in an older segment T matters as long as T is there. T keeps a tombstone
@@ -43,15 +46,16 @@
  * Recovery reads every segment in order, checks every record, and resynchronises byte by
  * byte after a bad one (the next magic whose record verifies). Bad bytes at the end of
  * the newest segment are a torn write: cut off. Elsewhere they are corrupt: skipped,
- * counted and logged, the file left as it is.
+ * counted and logged, the file left as it is. Ids go on from the highest seen, in a
+ * message or an acknowledgement, plus one.
  *
  * Memory: 32 bytes per stored message (struct ent) in its device's ring, 16 per done
  * message whose segment is still there (struct tomb); an out message also has a slot in
  * the out map (id -> device, position).
  *
  * Threading: everything on the loop's thread but run_job() (the helper), which touches
- * only the job it was handed, the directory's descriptor and its own log budget; posted,
- * finished and quit are under mu.
+ * only the job it was handed, the directory's descriptor and name and its own log budget;
+ * posted, finished and quit are under mu. on_durable may call into the store (not close).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -274,7 +278,7 @@ struct iotgw_store {
     uint64_t next_id, messages, bytes;
 
     group fill, flight, cbs;
-    int fill_due, in_flight, closing, failed_last;
+    int fill_due, in_flight, closing;
     seg *flight_seg;
     del *dels, *jdels; /* condemned segments: waiting for a job; in the job */
     size_t ndels, delcap, njdels, jdelcap;
@@ -283,7 +287,7 @@ struct iotgw_store {
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv_job, cv_done;
-    int thread_started, posted, finished, quit;
+    int posted, finished, quit;
     job job;
     iotgw_async *async;
 
@@ -997,7 +1001,6 @@ static void finish(iotgw_store *st)
     if (j.create && j.new_fd >= 0)
         t->fd = j.new_fd;
     if (j.len && !j.err) {
-        st->failed_last = 0;
         t->size = j.base + j.len;
         st->disk_bytes += j.len;
         for (size_t i = 0; i < g->nmsgs; i++) {
@@ -1078,7 +1081,6 @@ static void finish(iotgw_store *st)
             if (j.err == EEXIST)
                 st->next_seg_seq++;
         }
-        st->failed_last = 1;
         devs_release_empty(st);
     }
     st->njdels = 0;
@@ -1592,8 +1594,6 @@ int iotgw_store_open(iotgw_loop *loop, const iotgw_store_options *opt, iotgw_sto
             pthread_mutex_destroy(&st->mu);
             rc = iotgw_diag_fail(diag, IOTGW_ERR_INTERNAL, "store %s: pthread_create: %s", st->dir,
                                  strerror(e));
-        } else {
-            st->thread_started = 1;
         }
     }
     if (!rc)
