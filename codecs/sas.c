@@ -18,15 +18,20 @@
 /* Generous bound on a token: SDK tokens are ~200 bytes. */
 #define SAS_MAX_LEN 4096
 
-static int hmac_sign(const char *key_base64, const char *sr, const char *se_text, uint8_t mac[HMAC_LEN],
-                     iotgw_diag *diag)
+/* key_text: Event Hubs' way, the key's text itself is the HMAC key; else IoT Hub's, its
+ * base64-decoded bytes. */
+static int hmac_sign(const char *key_base64, int key_text, const char *sr, const char *se_text,
+                     uint8_t mac[HMAC_LEN], iotgw_diag *diag)
 {
     size_t klen = strlen(key_base64);
-    uint8_t *key = malloc(iotgw_base64_decoded_max(klen) + 1);
+    uint8_t *key = malloc(iotgw_base64_decoded_max(klen) + klen + 1);
     if (!key)
         return IOTGW_ERR_NOMEM;
-    size_t key_len = 0;
-    if (klen == 0 || iotgw_base64_decode(key_base64, klen, key, &key_len, IOTGW_BASE64_STRICT, NULL)) {
+    size_t key_len = key_text ? klen : 0;
+    if (key_text)
+        memcpy(key, key_base64, klen);
+    if (klen == 0 ||
+        (!key_text && iotgw_base64_decode(key_base64, klen, key, &key_len, IOTGW_BASE64_STRICT, NULL))) {
         free(key);
         return iotgw_diag_fail(diag, IOTGW_ERR_SAS_BAD_KEY, "shared access key is not valid base64");
     }
@@ -60,7 +65,7 @@ int iotgw_sas_build(const char *resource_uri, const char *key_base64, uint64_t e
     if (!sr)
         return IOTGW_ERR_NOMEM;
     uint8_t mac[HMAC_LEN];
-    int rc = hmac_sign(key_base64, sr, se, mac, diag);
+    int rc = hmac_sign(key_base64, 0, sr, se, mac, diag);
     if (rc) {
         free(sr);
         return rc;
@@ -174,12 +179,13 @@ int iotgw_sas_parse(const char *token, iotgw_sas_token *out, iotgw_diag *diag)
     return rc;
 }
 
-int iotgw_sas_verify(const iotgw_sas_token *t, const char *key_base64, uint64_t now, iotgw_diag *diag)
+static int verify(const iotgw_sas_token *t, const char *key_base64, int key_text, uint64_t now,
+                  iotgw_diag *diag)
 {
     if (!t || !t->sr || !t->sig || !t->se_text || !key_base64)
         return IOTGW_ERR_INVALID_ARG;
     uint8_t mac[HMAC_LEN];
-    int rc = hmac_sign(key_base64, t->sr, t->se_text, mac, diag);
+    int rc = hmac_sign(key_base64, key_text, t->sr, t->se_text, mac, diag);
     if (rc)
         return rc;
     uint8_t given[HMAC_LEN + 3];
@@ -198,6 +204,16 @@ int iotgw_sas_verify(const iotgw_sas_token *t, const char *key_base64, uint64_t 
                                "SAS token for '%s' expired at %" PRIu64 " (now %" PRIu64 ")", t->sr, t->se,
                                now);
     return IOTGW_OK;
+}
+
+int iotgw_sas_verify(const iotgw_sas_token *t, const char *key_base64, uint64_t now, iotgw_diag *diag)
+{
+    return verify(t, key_base64, 0, now, diag);
+}
+
+int iotgw_sas_verify_key_text(const iotgw_sas_token *t, const char *key, uint64_t now, iotgw_diag *diag)
+{
+    return verify(t, key, 1, now, diag);
 }
 
 /* Next '/'-separated segment of *p, or NULL at the end. */

@@ -42,6 +42,10 @@ void iotgw_sas_token_clear(iotgw_sas_token *t);
 /* Check the signature against key_base64 (in constant time) and the expiry against now.
  * IOTGW_ERR_SAS_SIGNATURE, IOTGW_ERR_SAS_EXPIRED or IOTGW_ERR_SAS_BAD_KEY on failure. */
 int iotgw_sas_verify(const iotgw_sas_token *t, const char *key_base64, uint64_t now, iotgw_diag *diag);
+/* The same, the way Event Hubs (and Service Bus) sign: the HMAC key is the key's text, not
+ * its decoded bytes (@azure/core-amqp signs so, and IoT Hub's Event Hub-compatible
+ * endpoint, an Event Hubs namespace, checks so). */
+int iotgw_sas_verify_key_text(const iotgw_sas_token *t, const char *key, uint64_t now, iotgw_diag *diag);
 
 /* Does the token's resource grant access to device_id (and module_id, may be NULL) on
  * host? sr is percent-decoded, its host compared case-insensitively and its path as a

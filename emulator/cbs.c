@@ -39,22 +39,31 @@ static int result(grant_result *r, int status, const char *fmt, ...)
 }
 
 /* Verify against the primary key, then the secondary one. */
-static int verify_keys(const iotgw_sas_token *t, const char *primary, const char *secondary, iotgw_diag *diag)
+static int verify_keys(const iotgw_sas_token *t, const char *primary, const char *secondary, int event_hub,
+                       iotgw_diag *diag)
 {
     uint64_t now = emu_now_s();
-    int rc = iotgw_sas_verify(t, primary, now, diag);
+    int (*check)(const iotgw_sas_token *, const char *, uint64_t, iotgw_diag *) =
+        event_hub ? iotgw_sas_verify_key_text : iotgw_sas_verify;
+    int rc = check(t, primary, now, diag);
     if (rc == IOTGW_ERR_SAS_SIGNATURE)
-        rc = iotgw_sas_verify(t, secondary, now, diag);
+        rc = check(t, secondary, now, diag);
     return rc;
 }
 
-/* The resource of a token, percent-decoded and split: host, then "devices"/d/"modules"/m,
- * or the Event Hub-compatible name (Event Hubs clients write "sb://{host}/{event hub}"). */
+/* The resource of a token (or a CBS audience), percent-decoded and split: host, then
+ * "devices"/d/"modules"/m; or "messages/events..." (the telemetry stream on IoT Hub's
+ * host, as Azure's sample converting an IoT Hub connection string signs for); or the
+ * Event Hub-compatible name and what Event Hubs clients put after it
+ * ("sb://{host}/{event hub}[/$management | /ConsumerGroups/{g}/Partitions/{n} ...]"). */
 typedef struct resource {
     char *decoded;
     const char *host, *device, *module, *event_hub;
     int hub_level; /* "{host}" or "{host}/devices" */
+    int stream;    /* "{host}/messages/events[/...]" */
 } resource;
+
+#define MAX_RESOURCE_SEGMENTS 8
 
 static int parse_resource(const char *sr, resource *r)
 {
@@ -66,23 +75,26 @@ static int parse_resource(const char *sr, resource *r)
     for (size_t i = 0; i < sizeof schemes / sizeof schemes[0]; i++)
         if (!strncasecmp(start, schemes[i], strlen(schemes[i])))
             start += strlen(schemes[i]);
-    char *seg[6] = {0}, *save = NULL;
+    char *seg[MAX_RESOURCE_SEGMENTS] = {0}, *save = NULL;
     int n = 0;
     for (char *p = strtok_r(start, "/", &save); p; p = strtok_r(NULL, "/", &save)) {
-        if (n == 6)
+        if (n == MAX_RESOURCE_SEGMENTS)
             return -1;
         seg[n++] = p;
     }
     if (n == 0)
         return -1;
     r->host = seg[0];
-    if (n == 1 || (n == 2 && !strcasecmp(seg[1], "devices")))
+    int devices = n >= 2 && !strcasecmp(seg[1], "devices");
+    if (n == 1 || (n == 2 && devices))
         r->hub_level = 1;
-    else if (n == 3 && !strcasecmp(seg[1], "devices"))
+    else if (n == 3 && devices)
         r->device = seg[2];
-    else if (n == 5 && !strcasecmp(seg[1], "devices") && !strcasecmp(seg[3], "modules"))
+    else if (n == 5 && devices && !strcasecmp(seg[3], "modules"))
         r->device = seg[2], r->module = seg[4];
-    else if (n == 2)
+    else if (n >= 3 && !strcasecmp(seg[1], "messages") && !strcasecmp(seg[2], "events"))
+        r->stream = 1;
+    else if (n >= 2 && !devices && strcasecmp(seg[1], "messages") && seg[1][0] != '$')
         r->event_hub = seg[1];
     else
         return -1;
@@ -132,18 +144,20 @@ int emu_auth_token(emu_hub *hub, const char *token, const char *plain_user, emu_
         return -1;
     }
     resource r;
-    int rc;
+    int rc, vrc;
     emu_identity *id = NULL;
     emu_policy *p = t.skn ? emu_registry_policy(hub->registry, t.skn) : NULL;
     if (parse_resource(t.sr, &r)) {
         rc = result(&res, 401, "the token's resource (sr) names no device, module, hub or event hub");
     } else if (strcasecmp(r.host, hub->opt.hostname)) {
         rc = result(&res, 401, "the token is for another hub (%s)", r.host);
-    } else if (r.event_hub && strcmp(r.event_hub, hub->event_hub)) {
+    } else if (r.event_hub && strcasecmp(r.event_hub, hub->event_hub)) {
         rc = result(&res, 401, "the token is for another event hub (%s; this hub's stream is %s)",
                     r.event_hub, hub->event_hub);
     } else if (r.event_hub && !(p && (p->rights & EMU_RIGHT_SERVICE_CONNECT))) {
         rc = result(&res, 401, "a token for the event hub must be signed by a policy with ServiceConnect");
+    } else if (r.stream && !(p && (p->rights & EMU_RIGHT_SERVICE_CONNECT))) {
+        rc = result(&res, 401, "a token for messages/events must be signed by a policy with ServiceConnect");
     } else if (plain_user && !plain_user_matches(plain_user, &t, &r)) {
         rc = result(&res, 401, "the SASL user name does not match the token");
     } else if (r.device && !(id = emu_registry_find(hub->registry, r.device, r.module))) {
@@ -155,11 +169,18 @@ int emu_auth_token(emu_hub *hub, const char *token, const char *plain_user, emu_
         rc = result(&res, 401, "no shared access policy named \"%s\"", t.skn);
     } else if (!t.skn && !id) {
         rc = result(&res, 401, "a token without skn must be for a device or module");
-    } else if (verify_keys(&t, p ? p->primary_key : id->primary_key, p ? p->secondary_key : id->secondary_key,
-                           &diag)) {
+    } else if ((vrc = verify_keys(&t, p ? p->primary_key : id->primary_key,
+                                  p ? p->secondary_key : id->secondary_key, r.event_hub != NULL, &diag))) {
         if (id)
             count_auth_failure(hub, id);
-        rc = result(&res, 401, "%s", diag.text);
+        if (r.event_hub) /* as Event Hubs words it (the SDKs show it), then the detail */
+            rc =
+                result(&res, 401, "%s (%s)",
+                       vrc == IOTGW_ERR_SAS_EXPIRED ? "ExpiredToken: The token is expired."
+                                                    : "InvalidSignature: The token has an invalid signature.",
+                       diag.text);
+        else
+            rc = result(&res, 401, "%s", diag.text);
     } else if (p && (id ? !(p->rights & EMU_RIGHT_DEVICE_CONNECT) : !p->rights)) {
         rc = result(&res, 401, "policy \"%s\" does not have DeviceConnect", p->name);
     } else if (id && !id->enabled) {
@@ -169,6 +190,7 @@ int emu_auth_token(emu_hub *hub, const char *token, const char *plain_user, emu_
         out->id = id;
         out->policy = p;
         out->expiry = t.se;
+        out->stream_only = r.event_hub || r.stream;
         rc = result(&res, 200, "OK");
     }
     out->status = res.status;
@@ -202,7 +224,7 @@ static int grant_token(emu_conn *c, const char *token, const char *plain_user, g
         s->live->auth_ok++;
         s->live->last_activity_ms = emu_wall_ms();
     } else {
-        if (p->rights & EMU_RIGHT_DEVICE_CONNECT)
+        if ((p->rights & EMU_RIGHT_DEVICE_CONNECT) && !a.stream_only)
             c->device_grant = a.expiry;
         if (p->rights & ~EMU_RIGHT_DEVICE_CONNECT) {
             c->service_grant = a.expiry;
@@ -215,20 +237,22 @@ static int grant_token(emu_conn *c, const char *token, const char *plain_user, g
     return result(res, 200, "OK");
 }
 
-static emu_link *reply_link(emu_link *request, const char *reply_to)
+/* An audience naming an event hub on this host other than the hub's own is answered 404
+ * as Event Hubs answers a put-token for an entity it does not have (the SDKs show
+ * MessagingEntityNotFoundError); whether the token covers the audience is not checked
+ * further: the connection is authorized for what the token names. */
+static int audience_not_found(emu_hub *hub, const char *audience, grant_result *res)
 {
-    emu_link *same_session = NULL, *any = NULL, *l;
-    IOTGW_LIST_FOREACH (l, &request->conn->links, emu_link, in_conn) {
-        if (l->kind != EMU_LINK_CBS_REPLIES || (pn_link_state(l->link) & PN_LOCAL_CLOSED))
-            continue;
-        if (reply_to && l->reply_address && !strcmp(reply_to, l->reply_address))
-            return l;
-        if (!same_session && pn_link_session(l->link) == pn_link_session(request->link))
-            same_session = l;
-        if (!any)
-            any = l;
+    resource r;
+    int found = 1;
+    if (!parse_resource(audience, &r) && r.event_hub && !strcasecmp(r.host, hub->opt.hostname) &&
+        strcasecmp(r.event_hub, hub->event_hub)) {
+        result(res, 404, "The messaging entity 'sb://%s/%s' could not be found. (this hub's event hub is %s)",
+               hub->opt.hostname, r.event_hub, hub->event_hub);
+        found = 0;
     }
-    return same_session ? same_session : any;
+    free(r.decoded);
+    return !found;
 }
 
 void emu_cbs_on_request(emu_link *l, pn_delivery_t *d)
@@ -244,7 +268,7 @@ void emu_cbs_on_request(emu_link *l, pn_delivery_t *d)
         iotgw_conn_encode_pending(c->conn);
 
     grant_result res = {0};
-    char op[32], type[64], name[300];
+    char op[32], type[64], name[600];
     pn_data_t *props = pn_message_properties(m);
     size_t tlen = 0;
     const char *token = iotgw_body_bytes(pn_message_body(m), &tlen);
@@ -257,6 +281,8 @@ void emu_cbs_on_request(emu_link *l, pn_delivery_t *d)
         result(&res, 400, "the audience (name) is missing");
     else if (!token || tlen == 0 || tlen > MAX_TOKEN_LEN)
         result(&res, 400, "the body must be the token as a string");
+    else if (audience_not_found(c->hub, name, &res))
+        ;
     else {
         char *tok = strndup(token, tlen);
         if (!tok)
@@ -287,7 +313,7 @@ void emu_cbs_on_request(emu_link *l, pn_delivery_t *d)
     pn_data_put_string(ap, pn_bytes(strlen("status-description"), "status-description"));
     pn_data_put_string(ap, pn_bytes(strlen(res.description), res.description));
     pn_data_exit(ap);
-    emu_link *out = reply_link(l, pn_message_get_reply_to(m));
+    emu_link *out = emu_reply_link(l, EMU_LINK_CBS_REPLIES, pn_message_get_reply_to(m));
     if (!out || emu_link_answer(out, reply))
         iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": CBS: no $cbs receiver link for the reply", c->serial);
     pn_message_free(reply);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/time.h>
 #include <time.h>
 #include <openssl/rand.h>
@@ -334,6 +335,22 @@ pn_message_t *emu_take_request(emu_link *l, pn_delivery_t *d, const char *what)
     return m;
 }
 
+emu_link *emu_reply_link(emu_link *request, emu_link_kind kind, const char *reply_to)
+{
+    emu_link *same_session = NULL, *any = NULL, *l;
+    IOTGW_LIST_FOREACH (l, &request->conn->links, emu_link, in_conn) {
+        if (l->kind != kind || (pn_link_state(l->link) & PN_LOCAL_CLOSED))
+            continue;
+        if (reply_to && l->reply_address && !strcmp(reply_to, l->reply_address))
+            return l;
+        if (!same_session && pn_link_session(l->link) == pn_link_session(request->link))
+            same_session = l;
+        if (!any)
+            any = l;
+    }
+    return same_session ? same_session : any;
+}
+
 static void link_record_free(emu_link *l)
 {
     link_forget_session(l);
@@ -347,6 +364,7 @@ static void link_record_free(emu_link *l)
     iotgw_list_remove(&l->in_conn);
     pn_link_set_context(l->link, NULL);
     free(l->reply_address);
+    free(l->consumer_group);
     free(l);
 }
 
@@ -512,16 +530,22 @@ static void put_symbol_string(pn_data_t *d, const char *key, const char *value)
     pn_data_put_string(d, pn_bytes(strlen(value), value));
 }
 
-/* IoT Hub sends readers of messages/events to its Event Hubs namespace: the link is
- * detached with amqp:link:redirect and where to go in the error's info. Here that is
- * the emulator itself, under the Event Hub-compatible name, on its AMQPS port. */
-static void redirect_events(emu_conn *c, pn_link_t *link, const emu_address *a)
+/* IoT Hub sends readers of messages/events (and its $management node) to its Event Hubs
+ * namespace: the link is detached with amqp:link:redirect and where to go in the
+ * error's info. Here that is the emulator itself, under the Event Hub-compatible name,
+ * on its AMQPS port: "amqps://{host}:{port}/{event hub}/ConsumerGroups/{g}/Partitions/{n}",
+ * or ".../{event hub}/$management" (consumer_group NULL), the form Azure's sample reads
+ * the event hub's name from (/:\d+\/(.*)\/\$management/). */
+static void redirect(emu_conn *c, pn_link_t *link, const char *consumer_group, int partition)
 {
     emu_hub *hub = c->hub;
     int port = emu_hub_amqps_port(hub);
     char address[600];
-    int n = snprintf(address, sizeof address, "amqps://%s:%d/%s/ConsumerGroups/%s/Partitions/%d",
-                     hub->opt.hostname, port, hub->event_hub, a->consumer_group, a->partition);
+    int n = consumer_group
+                ? snprintf(address, sizeof address, "amqps://%s:%d/%s/ConsumerGroups/%s/Partitions/%d",
+                           hub->opt.hostname, port, hub->event_hub, consumer_group, partition)
+                : snprintf(address, sizeof address, "amqps://%s:%d/%s/$management", hub->opt.hostname, port,
+                           hub->event_hub);
     link_record(c, link, EMU_LINK_REFUSED);
     pn_link_open(link);
     pn_condition_t *cond = pn_link_condition(link);
@@ -543,8 +567,42 @@ static void redirect_events(emu_conn *c, pn_link_t *link, const emu_address *a)
     put_symbol_string(info, "address", address);
     pn_data_exit(info);
     pn_link_close(link);
-    iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": reader of partition %d redirected to %s", c->serial,
-              a->partition, address);
+    iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": link \"%s\" redirected to %s", c->serial, pn_link_name(link),
+              address);
+}
+
+static int may_read_stream(const emu_conn *c)
+{
+    return c->service_grant > emu_now_s() && (c->service_rights & EMU_RIGHT_SERVICE_CONNECT);
+}
+
+/* The stream's $management node (kind: EMU_MGMT_*). Its links need no token to attach:
+ * each request is authorized by itself (events.c), as Event Hubs does. */
+static void attach_management(emu_conn *c, pn_link_t *link, int kind, const char *event_hub)
+{
+    emu_hub *hub = c->hub;
+    int we_send = pn_link_is_sender(link);
+    emu_link *l;
+    if (*event_hub && strcasecmp(event_hub, hub->event_hub))
+        refuse(c, link, "amqp:not-found",
+               "The messaging entity 'sb://%s/%.100s' could not be found. (this hub's "
+               "event hub is %s)",
+               hub->opt.hostname, event_hub, hub->event_hub);
+    else if (kind == EMU_MGMT_IOTHUB && hub->opt.stream_redirect && emu_hub_amqps_port(hub)) {
+        if (!may_read_stream(c))
+            refuse(c, link, "amqp:unauthorized-access",
+                   "reading the telemetry stream needs a ServiceConnect token");
+        else
+            redirect(c, link, NULL, 0);
+    } else if ((l = link_record(c, link, we_send ? EMU_LINK_MGMT_REPLIES : EMU_LINK_MGMT_REQUESTS))) {
+        if (we_send) {
+            const char *reply = pn_terminus_get_address(pn_link_remote_target(link));
+            l->reply_address = reply ? strdup(reply) : NULL;
+        }
+        open_link(l);
+        iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": $management %s link \"%s\" attached", c->serial,
+                  we_send ? "reply" : "request", pn_link_name(link));
+    }
 }
 
 static void attach_events(emu_conn *c, pn_link_t *link, const emu_address *a)
@@ -554,17 +612,17 @@ static void attach_events(emu_conn *c, pn_link_t *link, const emu_address *a)
     emu_hub *hub = c->hub;
     if (!pn_link_is_sender(link))
         refuse(c, link, "amqp:not-allowed", "the telemetry stream is read, not written");
-    else if (!(c->service_grant > emu_now_s() && (c->service_rights & EMU_RIGHT_SERVICE_CONNECT)))
+    else if (!may_read_stream(c))
         refuse(c, link, "amqp:unauthorized-access",
                "reading the telemetry stream needs a ServiceConnect token");
-    else if (a->event_hub && strcmp(a->event_hub, hub->event_hub))
+    else if (a->event_hub && strcasecmp(a->event_hub, hub->event_hub))
         refuse(c, link, "amqp:not-found", "no event hub \"%.100s\" here (this hub's stream is %s)",
                a->event_hub, hub->event_hub);
     else if (!a->event_hub && hub->opt.stream_redirect && emu_hub_amqps_port(hub))
-        redirect_events(c, link, a);
+        redirect(c, link, a->consumer_group, a->partition);
     else if (!(l = link_record(c, link, EMU_LINK_EVENTS)))
         pn_link_close(link);
-    else if ((cond = emu_events_attach(l, a->partition, &why))) {
+    else if ((cond = emu_events_attach(l, a->partition, a->consumer_group, &why))) {
         l->kind = EMU_LINK_REFUSED;
         iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": stream link \"%s\" refused: %s", c->serial,
                   pn_link_name(link), why);
@@ -585,6 +643,12 @@ static void on_link_open(emu_conn *c, pn_link_t *link)
     int we_send = pn_link_is_sender(link);
     pn_terminus_t *remote = we_send ? pn_link_remote_source(link) : pn_link_remote_target(link);
     const char *address = pn_terminus_get_address(remote);
+    char event_hub[200];
+    int mgmt = emu_events_management_address(address, event_hub, sizeof event_hub);
+    if (mgmt) {
+        attach_management(c, link, mgmt, event_hub);
+        return;
+    }
     emu_address a;
     iotgw_diag diag = {0};
     if (emu_address_parse(address, &a, &diag)) {
@@ -672,6 +736,7 @@ static void on_delivery(emu_conn *c, pn_delivery_t *d)
     case EMU_LINK_METHOD_RESPONSES: emu_methods_on_response(l, d); break;
     case EMU_LINK_TWIN_REQUESTS: emu_twin_on_request(l, d); break;
     case EMU_LINK_SERVICE_C2D: emu_service_c2d_on_delivery(l, d); break;
+    case EMU_LINK_MGMT_REQUESTS: emu_events_on_management(l, d); break;
     default: {
         uint8_t *buf;
         size_t len;

@@ -64,9 +64,11 @@ typedef enum emu_link_kind {
     EMU_LINK_TWIN_REQUESTS,    /* hub receives GET/PATCH/PUT */
     EMU_LINK_TWIN_RESPONSES,   /* hub sends answers and desired updates */
     EMU_LINK_SERVICE_C2D,
-    EMU_LINK_EVENTS,   /* hub sends the telemetry stream of one partition */
-    EMU_LINK_FEEDBACK, /* hub sends C2D delivery feedback to the service */
-    EMU_LINK_REFUSED,  /* attached only to be detached with an error */
+    EMU_LINK_EVENTS,        /* hub sends the telemetry stream of one partition */
+    EMU_LINK_FEEDBACK,      /* hub sends C2D delivery feedback to the service */
+    EMU_LINK_MGMT_REQUESTS, /* client sender to the stream's $management node */
+    EMU_LINK_MGMT_REPLIES,  /* client receiver from it */
+    EMU_LINK_REFUSED,       /* attached only to be detached with an error */
 } emu_link_kind;
 
 struct emu_link {
@@ -74,13 +76,15 @@ struct emu_link {
     pn_link_t *link;
     emu_conn *conn;
     emu_session *session;                    /* device links */
-    char *reply_address;                     /* CBS replies: the client's target address (C# routes by it) */
+    char *reply_address;                     /* CBS and $management replies: the client's target address */
     struct emu_queued *queued, *queued_tail; /* answers waiting for the client's credit */
     int nqueued;
-    int partition;      /* EMU_LINK_EVENTS: which one */
-    uint64_t cursor;    /* EMU_LINK_EVENTS: next sequence number to send */
-    iotgw_list stream;  /* EMU_LINK_EVENTS: in the hub's readers (emu_hub.streams) once attached */
-    iotgw_list in_conn; /* in conn->links */
+    int partition;        /* EMU_LINK_EVENTS: which one */
+    uint64_t cursor;      /* EMU_LINK_EVENTS: next sequence number to send */
+    char *consumer_group; /* EMU_LINK_EVENTS: the reader's (compared without case) */
+    int64_t epoch;        /* EMU_LINK_EVENTS: its com.microsoft:epoch, or -1 for none */
+    iotgw_list stream;    /* EMU_LINK_EVENTS: in the hub's readers (emu_hub.streams) once attached */
+    iotgw_list in_conn;   /* in conn->links */
 };
 
 struct emu_session {
@@ -188,6 +192,10 @@ int emu_link_answer(emu_link *l, pn_message_t *msg);
 /* Take and decode a complete incoming request into the hub's scratch message; on a
  * too-large or undecodable one, settle it rejected, log, and return NULL. */
 pn_message_t *emu_take_request(emu_link *l, pn_delivery_t *d, const char *what);
+/* The link of kind (CBS or $management replies) on request's connection to answer on:
+ * the one whose target address is reply_to, else one on the same session, else any;
+ * NULL when there is none. */
+emu_link *emu_reply_link(emu_link *request, emu_link_kind kind, const char *reply_to);
 /* Re-arm the connection's token-expiry timer after a grant changed. */
 void emu_conn_schedule_expiry(emu_conn *c);
 
@@ -201,6 +209,7 @@ typedef struct emu_auth {
     emu_identity *id;   /* a device or module token (or a policy's for one identity) */
     emu_policy *policy; /* the signing policy, or NULL */
     uint64_t expiry;    /* seconds since the epoch */
+    int stream_only;    /* sr names the event hub or messages/events: service rights only */
 } emu_auth;
 /* plain_user: a SASL PLAIN user name the token must match, or NULL. 0 when status is 200. */
 int emu_auth_token(emu_hub *hub, const char *token, const char *plain_user, emu_auth *out);
@@ -217,14 +226,25 @@ void emu_events_free(emu_events *ev);
 int emu_events_partitions(const emu_events *ev);
 /* Store an accepted device message (encoded) and deliver it to the partition's readers. */
 void emu_events_publish(emu_hub *hub, emu_identity *id, const uint8_t *buf, size_t len);
-/* Make l a reader of partition from its filter's start; NULL, or the condition to refuse
- * with and *why. */
-const char *emu_events_attach(emu_link *l, int partition, const char **why);
+/* Make l a reader of partition for consumer_group from its filter's start, with its
+ * com.microsoft:epoch link property if it has one (readers of lower epochs, or none,
+ * are detached; at most 5 readers without one per partition and group). NULL, or the
+ * condition to refuse with and *why. */
+const char *emu_events_attach(emu_link *l, int partition, const char *consumer_group, const char **why);
 /* l reads no more (nothing when it was no reader). */
 void emu_events_detach(emu_link *l);
 void emu_events_pump(emu_link *l);
 /* Messages the stream holds now, over all partitions. */
 size_t emu_events_retained(const emu_events *ev);
+/* A link address naming the stream's $management node: EMU_MGMT_EVENT_HUB for
+ * "$management" or "{event hub}/$management" (its name copied into event_hub, "" for
+ * none), EMU_MGMT_IOTHUB for IoT Hub's "messages/events/$management"; each optionally
+ * after "amqps://host[:port]/" or "/". EMU_MGMT_NONE for any other address. */
+enum { EMU_MGMT_NONE, EMU_MGMT_EVENT_HUB, EMU_MGMT_IOTHUB };
+int emu_events_management_address(const char *address, char *event_hub, size_t len);
+/* A request on a $management link: READ of com.microsoft:eventhub or
+ * com.microsoft:partition, answered as Event Hubs does on the reply link. */
+void emu_events_on_management(emu_link *l, pn_delivery_t *d);
 
 /* ------------------------------------------------------------------ feedback.c */
 

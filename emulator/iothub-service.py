@@ -12,6 +12,7 @@ string). Uses the Python standard library, and python3-qpid-proton for `c2d` and
   twin show ID | twin patch ID DESIRED_JSON
   c2d ID TEXT [--property KEY=VALUE ...]
   monitor [--count N] [--timeout S] [--partitions N]
+  eventhub-connection-string
 
 The connection string may also come from IOTHUB_CONNECTION_STRING. Results print as
 JSON; `device create` prints the new device's connection string too. Exit status: 0
@@ -19,6 +20,11 @@ when the hub said yes, 1 when it said no (its answer is printed), 2 for a usage 
 `device import` creates each device of a fleet file with its key as both primary and
 secondary key (hub-made keys for "ID -"), disabled where the line says so; devices that
 exist already are left as they are and listed; exit 1 when any other creation failed.
+`monitor` reads every partition: how many, the stream's $management node says (unless
+--partitions is given). `eventhub-connection-string` prints the Event Hub-compatible
+connection string of the policy, as `az iot hub connection-string show --default-eventhub`
+does: the Event Hubs endpoint and name are where IoT Hub redirects messages/events/$management
+(iothub-emulator with --stream-redirect does too; without it, it answers there itself).
 """
 import argparse
 import base64
@@ -150,10 +156,87 @@ def decode_body(body):
         return {"base64": base64.b64encode(bytes(raw)).decode()}
 
 
+def event_hub_info(hub, amqps_port, timeout=30):
+    """Where the hub's telemetry stream is served and what its $management node says of
+    it: {"host", "port", "event_hub", "properties"} (properties: the READ answer for
+    com.microsoft:eventhub, partition_ids a list). IoT Hub redirects a link to
+    messages/events/$management to its Event Hubs namespace (amqp:link:redirect, the
+    address amqps://{namespace}:{port}/{event hub}/$management); there the request goes
+    after a CBS put-token for sb://{namespace}/{event hub}."""
+    import uuid
+    from proton import Message
+    from proton.utils import BlockingConnection, LinkDetached
+
+    def request(conn, address, name, token=None):
+        reply_to = "mgmt-replies-" + uuid.uuid4().hex[:8]
+        rcv = conn.create_receiver(address, credit=10, name=reply_to)
+        snd = conn.create_sender(address)
+        props = {"operation": "READ", "type": "com.microsoft:eventhub", "name": name}
+        if token:
+            props["security_token"] = token
+        snd.send(Message(id=uuid.uuid4().hex, reply_to=reply_to, body=b"[]", properties=props))
+        reply = rcv.receive(timeout=timeout)
+        status = reply.properties.get("status-code")
+        if status != 200:
+            raise ValueError(f"$management READ of {name}: {status} {reply.properties.get('status-description')}")
+        body = {str(k): v for k, v in dict(reply.body).items()}
+        body["partition_ids"] = [str(p) for p in body.get("partition_ids", [])]
+        return body
+
+    conn = BlockingConnection(f"amqps://{hub.host}:{amqps_port}", ssl_domain=hub.ssl_domain(), sasl_enabled=True,
+                              allowed_mechs="PLAIN", user=hub.sasl_user(),
+                              password=hub.token(resource=f"{hub.host}/messages/events"), virtual_host=hub.host,
+                              timeout=timeout)
+    try:
+        try:
+            props = request(conn, "messages/events/$management", hub.host.split(".")[0])
+            return {"host": hub.host, "port": amqps_port, "event_hub": props["name"], "properties": props}
+        except LinkDetached as e:
+            cond = e.link.remote_condition
+            if not cond or cond.name != "amqp:link:redirect":
+                raise ValueError(f"messages/events/$management: {cond.name if cond else 'detached'}: "
+                                 f"{cond.description if cond else ''}")
+            info = {str(k): v for k, v in (cond.info or {}).items()}
+    finally:
+        conn.close()
+    address = urllib.parse.urlparse(str(info.get("address", "")))
+    path = [urllib.parse.unquote(p) for p in address.path.split("/") if p]
+    host = str(info.get("hostname") or address.hostname or "")
+    if not host or len(path) != 2 or path[1] != "$management":
+        raise ValueError(f"a redirect without a usable address: {info}")
+    port, name = address.port or 5671, path[0]
+    audience = f"sb://{host}/{name}"
+    conn = BlockingConnection(f"amqps://{host}:{port}", ssl_domain=hub.ssl_domain(), sasl_enabled=True,
+                              allowed_mechs="ANONYMOUS", virtual_host=host, timeout=timeout)
+    try:
+        cbs_out = conn.create_sender("$cbs")
+        cbs_in = conn.create_receiver("$cbs", credit=10)
+        token = hub.token(resource=audience)
+        cbs_out.send(Message(id="put-token-1", reply_to="cbs", body=token, properties={
+            "operation": "put-token", "name": audience, "type": "servicebus.windows.net:sastoken"}))
+        reply = cbs_in.receive(timeout=timeout)
+        if reply.properties.get("status-code") != 200:
+            raise ValueError(f"put-token for {audience}: {reply.properties.get('status-code')} "
+                             f"{reply.properties.get('status-description')}")
+        props = request(conn, "$management", name, token)
+    finally:
+        conn.close()
+    return {"host": host, "port": port, "event_hub": props["name"], "properties": props}
+
+
+def cmd_eventhub_connection_string(hub, a):
+    info = event_hub_info(hub, a.amqps_port)
+    print(f"Endpoint=sb://{info['host']}/;SharedAccessKeyName={hub.policy};SharedAccessKey={hub.key};"
+          f"EntityPath={info['event_hub']}")
+    return 0
+
+
 def cmd_monitor(hub, a):
     from proton.reactor import Container
 
-    class Monitor(stream_reader(hub, a.amqps_port, a.partitions)):
+    partitions = a.partitions or len(event_hub_info(hub, a.amqps_port)["properties"]["partition_ids"])
+
+    class Monitor(stream_reader(hub, a.amqps_port, partitions)):
         def __init__(self):
             super().__init__()
             self.seen = 0
@@ -190,6 +273,65 @@ def cmd_monitor(hub, a):
     return 1 if m.failed else 0
 
 
+def query_page(hub, sql, page_size=None, continuation=None):
+    """One page of a twin query: (status, rows or the error body, continuation token or None)."""
+    import http.client
+    import ssl
+    conn = http.client.HTTPSConnection(hub.host, hub.rest_port, timeout=60,
+                                       context=ssl.create_default_context(cafile=hub.ca))
+    headers = {"Authorization": hub.token(), "Content-Type": "application/json; charset=utf-8"}
+    if page_size:
+        headers["x-ms-max-item-count"] = str(page_size)
+    if continuation:
+        headers["x-ms-continuation"] = continuation
+    conn.request("POST", "/devices/query?api-version=2021-04-12", body=json.dumps({"query": sql}), headers=headers)
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return resp.status, json.loads(data) if data else None, resp.getheader("x-ms-continuation")
+
+
+def cmd_query(hub, a):
+    """Every page of the query (or --max-pages of them) as one JSON array."""
+    rows, continuation, pages = [], None, 0
+    while True:
+        status, body, continuation = query_page(hub, a.sql, a.page_size, continuation)
+        if status != 200:
+            return answer(status, body)
+        rows.extend(body)
+        pages += 1
+        if not continuation or (a.max_pages and pages >= a.max_pages):
+            break
+    out(rows)
+    if continuation:
+        print(f"iothub-service: query: more rows follow the {pages} page(s) shown", file=sys.stderr)
+    return 0
+
+
+def cmd_module(hub, a):
+    if not a.device:
+        raise SystemExit("iothub-service: module %s needs a DEVICE" % a.action)
+    device = urllib.parse.quote(a.device, safe="")
+    if a.action == "list":
+        return answer(*hub.rest("GET", f"/devices/{device}/modules"))
+    if not a.module:
+        raise SystemExit("iothub-service: module %s needs a DEVICE and a MODULE" % a.action)
+    path = f"/devices/{device}/modules/{urllib.parse.quote(a.module, safe='')}"
+    if a.action == "create":
+        status, body = hub.rest("PUT", path, {"deviceId": a.device, "moduleId": a.module})
+        rc = answer(status, body)
+        if rc == 0:
+            key = body["authentication"]["symmetricKey"]["primaryKey"]
+            print(f"HostName={hub.host};DeviceId={a.device};ModuleId={a.module};SharedAccessKey={key}")
+        return rc
+    if a.action == "show":
+        return answer(*hub.rest("GET", path))
+    if a.action == "twin":
+        return answer(*hub.rest("GET", f"/twins/{device}/modules/{urllib.parse.quote(a.module, safe='')}"))
+    status, body = hub.rest("DELETE", path, headers={"If-Match": "*"})
+    return answer(status, body if body is not None else {"deleted": f"{a.device}/{a.module}"})
+
+
 def main():
     ap = argparse.ArgumentParser(prog="iothub-service", description=__doc__.split("\n\n")[0])
     ap.add_argument("--connection-string", default=os.environ.get("IOTHUB_CONNECTION_STRING"))
@@ -220,8 +362,21 @@ def main():
     p = sub.add_parser("monitor", help="print telemetry as JSON lines, from now on")
     p.add_argument("--count", type=int, default=0)
     p.add_argument("--timeout", type=float, default=0)
-    p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--partitions", type=int, default=0, help="default: as many as the hub's $management says")
     p.set_defaults(fn=cmd_monitor)
+    p = sub.add_parser("eventhub-connection-string",
+                       help="print the Event Hub-compatible connection string (Endpoint=sb://...;EntityPath=...)")
+    p.set_defaults(fn=cmd_eventhub_connection_string)
+    p = sub.add_parser("query", help="run an IoT Hub query over device or module twins (every page)")
+    p.add_argument("sql", help="e.g. \"SELECT * FROM devices WHERE tags.site = 'north'\"")
+    p.add_argument("--page-size", type=int, default=0, help="rows per request (x-ms-max-item-count)")
+    p.add_argument("--max-pages", type=int, default=0, help="stop after this many pages (0: all)")
+    p.set_defaults(fn=cmd_query)
+    p = sub.add_parser("module", help="create, show, list or delete a device's modules, or show a module's twin")
+    p.add_argument("action", choices=["create", "show", "list", "delete", "twin"])
+    p.add_argument("device")
+    p.add_argument("module", nargs="?")
+    p.set_defaults(fn=cmd_module)
     a = ap.parse_args()
     if not a.connection_string:
         ap.error("--connection-string (or IOTHUB_CONNECTION_STRING) is required")
@@ -230,7 +385,7 @@ def main():
     try:
         return a.fn(hub, a)
     except OSError as e:  # say where: 'Connection refused' alone names no host or port
-        where = f"{hub.host}:{a.amqps_port if a.command in ('c2d', 'monitor') else a.rest_port}"
+        where = f"{hub.host}:{a.amqps_port if a.command in ('c2d', 'monitor', 'eventhub-connection-string') else a.rest_port}"
         print(f"iothub-service: {where}: {e.strerror or e}", file=sys.stderr)
         return 1
     except ValueError as e:

@@ -335,6 +335,10 @@ static int run(settings *sp, int admin)
     if (owner)
         printf("service connection string: HostName=%s;SharedAccessKeyName=%s;SharedAccessKey=%s\n",
                s.hostname, owner->name, owner->primary_key);
+    if (owner && amqps_port) /* as `az iot hub connection-string show --default-eventhub` gives it */
+        printf("event hub-compatible connection string: Endpoint=sb://%s/;SharedAccessKeyName=%s;"
+               "SharedAccessKey=%s;EntityPath=%s\n",
+               s.hostname, owner->name, owner->primary_key, emu_hub_event_hub(hub));
     fflush(stdout);
     while (!stopping)
         if (iotgw_loop_run(loop, 1000) < 0)

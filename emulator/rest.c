@@ -367,6 +367,11 @@ void emu_rest_on_request(iotgw_http_request *req, void *ctx)
         free(path);
         return;
     }
+    if (n >= 1 && !strcmp(seg[0], "statistics")) {
+        emu_rest_statistics(hub, req, method, seg, n);
+        free(path);
+        return;
+    }
     int twins = n >= 2 && !strcmp(seg[0], "twins");
     const char *device = twins ? seg[1] : NULL, *module = NULL;
     int rest = 2;

@@ -1,6 +1,7 @@
 /*
  * The service REST API on the HTTPS listener (shared/docs/iothub-amqp-protocol.md 7.2):
- * direct method invocation, twins and the device registry. Requests carry a service SAS token in
+ * direct method invocation, twins, the identity registry (devices, modules, bulk, queries,
+ * statistics). Requests carry a service SAS token in
  * Authorization; errors have IoT Hub's shape: status, header iothub-errorcode and a JSON
  * body whose Message holds {"errorCode": n, ...} as text. Also the emulator's own routes,
  * which IoT Hub does not have: /metrics (metrics_rest.c) and /admin (admin_rest.c).
@@ -50,7 +51,18 @@ void emu_rest_admin(emu_hub *hub, iotgw_http_request *req, const char *method, c
 /* metrics_rest.c: GET /metrics, Prometheus text (loopback clients, or a service token) */
 void emu_rest_metrics(emu_hub *hub, iotgw_http_request *req, const char *method);
 
-/* registry_rest.c: PUT/GET/DELETE /devices/{id}, GET /devices */
+/* registry_rest.c: PUT/GET/DELETE /devices/{id} and /devices/{id}/modules/{mid}, GET
+ * /devices and /devices/{id}/modules, POST /devices (bulk); POST /devices/query goes to
+ * emu_rest_query. */
 void emu_rest_devices(emu_hub *hub, iotgw_http_request *req, const char *method, char **seg, int n);
+/* registry_rest.c: GET /statistics/devices and /statistics/service */
+void emu_rest_statistics(emu_hub *hub, iotgw_http_request *req, const char *method, char **seg, int n);
+/* registry_rest.c: the twin of a device or module as IoT Hub's queries show it: the
+ * service API's twin with the identity's own fields (deviceEtag, lastActivityTime,
+ * authenticationType, ...); a new reference. */
+json_t *emu_rest_twin_document(emu_hub *hub, const emu_identity *id);
+
+/* query_rest.c: POST /devices/query, authorized by the caller (RegistryRead) */
+void emu_rest_query(emu_hub *hub, iotgw_http_request *req);
 
 #endif

@@ -7,6 +7,8 @@
 
 int iotgw_map_find(pn_data_t *map, const char *key)
 {
+    if (!map) /* e.g. pn_link_remote_properties of a link attached without properties */
+        return -1;
     pn_data_rewind(map);
     if (!pn_data_next(map) || pn_data_type(map) != PN_MAP)
         return -1;

@@ -11,7 +11,8 @@
 #include <stdint.h>
 #include <proton/codec.h>
 
-/* Position data on the value under key in the map at its top level; 0 when found. */
+/* Position data on the value under key in the map at its top level; 0 when found. A NULL
+ * map has no keys. */
 int iotgw_map_find(pn_data_t *map, const char *key);
 /* The string or symbol under key, copied into buf; NULL when absent, of another type or
  * too long for buf (a cut value could pass for another). */

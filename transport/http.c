@@ -515,7 +515,10 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
             return -1; /* the close frees r */
         r->query = copy_token(wsi, WSI_TOKEN_HTTP_URI_ARGS);
         copy_headers(r, wsi);
+        /* the IoT Hub service API's own headers (its SDKs send them) */
         copy_custom_header(r, wsi, "request-id");
+        copy_custom_header(r, wsi, "x-ms-max-item-count"); /* query paging */
+        copy_custom_header(r, wsi, "x-ms-continuation");
         long long body = check_request(r, wsi, in, len);
         pss->body_done = body <= 0;
         /* A refusal is answered before its body is read, which is dropped as it comes. */

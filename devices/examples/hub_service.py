@@ -23,10 +23,12 @@ class Hub:
 
     def token(self, ttl=3600, resource=None):
         """A SAS token of the policy for the hub, or for another resource (an Event Hub's
-        "sb://{namespace}/{name}")."""
+        "sb://{namespace}/{name}"). Event Hubs signs with the key's text, IoT Hub with its
+        base64-decoded bytes."""
         se = int(time.time() + ttl)
         sr = urllib.parse.quote(resource or self.host, safe="")
-        sig = base64.b64encode(hmac.new(base64.b64decode(self.key), f"{sr}\n{se}".encode(), hashlib.sha256).digest())
+        key = self.key.encode() if (resource or "").startswith("sb://") else base64.b64decode(self.key)
+        sig = base64.b64encode(hmac.new(key, f"{sr}\n{se}".encode(), hashlib.sha256).digest())
         return f"SharedAccessSignature sr={sr}&sig={urllib.parse.quote(sig, safe='')}&se={se}&skn={self.policy}"
 
     def rest(self, method, path, body=None, headers=None):

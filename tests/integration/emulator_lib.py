@@ -28,10 +28,12 @@ DEVICE_POLICY_KEY = "wMHCw8TFxsfIycrLzM3Oz9DR0tPU1dbX2Nna29zd3t8="  # policy "de
 
 
 def sas_token(resource, key, ttl=3600, policy=None, expiry=None):
-    """An IoT Hub SAS token, sr URL-encoded as the Node SDK writes it."""
+    """An IoT Hub SAS token, sr URL-encoded as the Node SDK writes it; for an Event Hub
+    ("sb://..."), signed as Event Hubs signs: with the key's text, not its decoded bytes."""
     se = int(expiry if expiry is not None else time.time() + ttl)
     sr = urllib.parse.quote(resource, safe="")
-    sig = base64.b64encode(hmac.new(base64.b64decode(key), f"{sr}\n{se}".encode(), hashlib.sha256).digest())
+    hmac_key = key.encode() if resource.startswith("sb://") else base64.b64decode(key)
+    sig = base64.b64encode(hmac.new(hmac_key, f"{sr}\n{se}".encode(), hashlib.sha256).digest())
     token = f"SharedAccessSignature sr={sr}&sig={urllib.parse.quote(sig, safe='')}&se={se}"
     return token + (f"&skn={policy}" if policy else "")
 

@@ -1,7 +1,9 @@
 """iothub-service, the service CLI, against iothub-emulator: devices created (with their
 connection string), listed, shown, deleted; a method invoked on a device attached with
 python3-qpid-proton; twin shown and patched; a C2D message received by the device;
-`monitor` printing the device's telemetry as JSON lines.
+`monitor` printing the device's telemetry as JSON lines; `query` over twins (every page,
+or --max-pages), `module` create/list/show/twin/delete with the module's own key; and the
+registry REST API's edges the CLI does not reach (bulk, statistics, paging headers).
 
 usage: service_cli.py IOTHUB_EMULATOR IOTHUB_SERVICE CERT_DIR"""
 import json
@@ -15,7 +17,7 @@ import unittest
 from proton import Message
 
 from iotgw_testlib import free_port, run_tests
-from emulator_lib import Emulator, Cbs, HOST, OWNER_KEY, connect, sas_token
+from emulator_lib import Emulator, Cbs, HOST, OWNER_KEY, connect, sas_token, owner_token
 
 BINARY, CLI, CERTS = sys.argv[1:4]
 del sys.argv[1:4]
@@ -106,6 +108,176 @@ class ServiceCli(unittest.TestCase):
         p = cli("monitor", "--count", "1", "--timeout", "2")
         self.assertEqual(p.returncode, 1, p.stderr)
         self.assertIn("monitor: 0 of 1 messages within 2 s", p.stderr)
+
+
+def error_code(body):
+    return json.loads(body["Message"])["errorCode"]
+
+
+class QueryAndModules(unittest.TestCase):
+    def setUp(self):
+        for i in range(1, 6):
+            p = cli("device", "create", f"q{i}")
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+            status, _, _ = EMU.rest("PATCH", f"/twins/q{i}", {"tags": {"site": "north" if i <= 3 else "south"}})
+            self.assertEqual(status, 200)
+
+    def tearDown(self):
+        for i in range(1, 6):
+            cli("device", "delete", f"q{i}")
+
+    def test_query_pages_filters_and_groups(self):
+        p = cli("query", "SELECT deviceId FROM devices WHERE tags.site = 'north'")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertEqual(json.loads(p.stdout), [{"deviceId": f"q{i}"} for i in (1, 2, 3)])
+        # every page, two rows at a time
+        p = cli("query", "SELECT * FROM devices WHERE STARTSWITH(deviceId, 'q')", "--page-size", "2")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        twins = json.loads(p.stdout)
+        self.assertEqual([t["deviceId"] for t in twins], [f"q{i}" for i in range(1, 6)])
+        self.assertEqual(twins[0]["tags"], {"site": "north"})
+        self.assertIn("$version", twins[0]["properties"]["desired"])
+        # the first page only, saying more follow
+        p = cli("query", "SELECT deviceId FROM devices WHERE STARTSWITH(deviceId, 'q')", "--page-size", "2",
+                "--max-pages", "1")
+        self.assertEqual((p.returncode, len(json.loads(p.stdout))), (0, 2), p.stderr)
+        self.assertIn("more rows follow", p.stderr)
+        p = cli("query", "SELECT tags.site AS site, COUNT() AS n FROM devices WHERE STARTSWITH(deviceId, 'q') "
+                "GROUP BY tags.site")
+        self.assertEqual(json.loads(p.stdout), [{"site": "north", "n": 3}, {"site": "south", "n": 2}], p.stderr)
+        p = cli("query", "SELECT COUNT() AS n FROM devices WHERE status = 'disabled'")
+        self.assertEqual(json.loads(p.stdout), [{"n": 1}])  # "off" of the registry file
+        # a query the language does not have: the hub says no, and why
+        p = cli("query", "SELECT * FROM devices WHERE deviceId LIKE 'q%'")
+        self.assertEqual(p.returncode, 1)
+        self.assertEqual(error_code(json.loads(p.stdout)), 400004)
+        self.assertIn("unexpected text", p.stdout)
+
+    def test_modules_with_their_own_keys_and_twins(self):
+        p = cli("module", "create", "q1", "edge-1")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        cs = p.stdout.strip().splitlines()[-1]
+        self.assertTrue(cs.startswith(f"HostName={HOST};DeviceId=q1;ModuleId=edge-1;SharedAccessKey="), cs)
+        key = cs.split("SharedAccessKey=", 1)[1]
+        self.assertEqual(cli("module", "create", "q1", "edge-1").returncode, 1)  # it exists
+        self.assertEqual(cli("module", "create", "nobody", "edge-1").returncode, 1)
+        with open(EMU.registry) as f:  # saved to the registry file, with its keys
+            self.assertIn(key, f.read())
+        self.assertEqual([m["moduleId"] for m in json.loads(cli("module", "list", "q1").stdout)], ["edge-1"])
+        shown = json.loads(cli("module", "show", "q1", "edge-1").stdout)
+        self.assertEqual((shown["deviceId"], shown["moduleId"]), ("q1", "edge-1"))
+        twin = json.loads(cli("module", "twin", "q1", "edge-1").stdout)
+        self.assertEqual((twin["deviceId"], twin["moduleId"]), ("q1", "edge-1"))
+        # the module connects with its own key, and is found by a module query
+        conn = connect(EMU)
+        try:
+            self.assertEqual(Cbs(conn).put(sas_token(f"{HOST}/devices/q1/modules/edge-1", key))[0], 200)
+        finally:
+            conn.close()
+        p = cli("query", "SELECT deviceId, moduleId FROM devices.modules WHERE deviceId = 'q1'")
+        self.assertEqual(json.loads(p.stdout), [{"deviceId": "q1", "moduleId": "edge-1"}], p.stderr)
+        p = cli("module", "delete", "q1", "edge-1")
+        self.assertEqual(p.returncode, 0, p.stdout)
+        p = cli("module", "show", "q1", "edge-1")
+        self.assertEqual((p.returncode, error_code(json.loads(p.stdout))), (1, 404010))
+        with open(EMU.registry) as f:
+            self.assertNotIn(key, f.read())
+
+
+class RegistryRest(unittest.TestCase):
+    """The registry API's answers that iothub-service does not show."""
+
+    def query(self, sql, headers=None):
+        return EMU.rest("POST", "/devices/query", {"query": sql}, headers=headers)
+
+    def test_paging_headers(self):
+        status, headers, rows = self.query("SELECT deviceId FROM devices", {"x-ms-max-item-count": "2"})
+        self.assertEqual((status, headers["x-ms-item-type"], len(rows)), (200, "raw", 2))
+        token = headers["x-ms-continuation"]
+        seen = [r["deviceId"] for r in rows]
+        while token:
+            status, headers, rows = self.query("SELECT deviceId FROM devices",
+                                               {"x-ms-max-item-count": "2", "x-ms-continuation": token})
+            self.assertEqual(status, 200)
+            seen += [r["deviceId"] for r in rows]
+            token = headers.get("x-ms-continuation")
+        status, _, all_rows = self.query("SELECT deviceId FROM devices")
+        self.assertEqual(seen, [r["deviceId"] for r in all_rows])
+        status, headers, _ = self.query("SELECT * FROM devices")
+        self.assertEqual(headers["x-ms-item-type"], "twin")
+        # a token of another query, or none of the hub's, and page sizes that are not numbers
+        status, headers, _ = self.query("SELECT deviceId FROM devices", {"x-ms-max-item-count": "2"})
+        for h in ({"x-ms-continuation": headers["x-ms-continuation"]}, {"x-ms-continuation": "bm90IGEgdG9rZW4="},
+                  {"x-ms-continuation": "x" * 200}, {"x-ms-max-item-count": "0"},
+                  {"x-ms-max-item-count": "two"}, {"x-ms-max-item-count": "99999999999999999999"}):
+            status, _, body = self.query("SELECT * FROM devices", h)
+            self.assertEqual((status, error_code(body)), (400, 400004), h)
+        status, _, rows = self.query("SELECT deviceId FROM devices", {"x-ms-max-item-count": "5000"})
+        self.assertEqual(status, 200)  # served as pages of 1000
+
+    def test_query_refusals(self):
+        head = "SELECT * FROM devices WHERE deviceId = '"
+        status, _, _ = self.query(head + "a" * (8192 - len(head) - 1) + "'")
+        self.assertEqual(status, 200)
+        status, _, body = self.query(head + "a" * (8192 - len(head)) + "'")
+        self.assertEqual((status, error_code(body)), (400, 400004))
+        self.assertIn("longer than 8192 characters", body["Message"])
+        status, _, body = self.query("SELECT * FROM devices WHERE " + "(" * 33 + "true" + ")" * 33)
+        self.assertIn("nests deeper", body["Message"])
+        for body in ({}, {"query": 1}, []):
+            status, _, answer = EMU.rest("POST", "/devices/query", body)
+            self.assertEqual((status, error_code(answer)), (400, 400004))
+        status, _, body = self.query("SELECT * FROM devices.jobs")
+        self.assertEqual(status, 400)
+        # RegistryRead is needed: the service policy has only ServiceConnect
+        status, _, _ = EMU.rest("POST", "/devices/query", {"query": "SELECT * FROM devices"},
+                                token=sas_token(HOST, "gIGCg4SFhoeIiYqLjI2Oj5CRkpOUlZaXmJmam5ydnp8=",
+                                                policy="service"))
+        self.assertEqual(status, 401)
+
+    def test_bulk_and_statistics(self):
+        status, _, stats = EMU.rest("GET", "/statistics/devices")
+        self.assertEqual(status, 200)
+        before = stats["totalDeviceCount"]
+        status, _, result = EMU.rest("POST", "/devices", [
+            {"id": "bulk-1", "importMode": "create", "status": "disabled"},
+            {"id": "bulk-2", "importMode": "create", "tags": {"site": "east"}},
+            {"id": "dev1", "importMode": "create"}])
+        self.assertEqual(status, 200)
+        self.assertEqual(result["isSuccessful"], False)
+        self.assertEqual([(e["deviceId"], e["errorCode"]) for e in result["errors"]], [("dev1", "DeviceAlreadyExists")])
+        self.assertEqual(result["warnings"], [])
+        status, _, stats = EMU.rest("GET", "/statistics/devices")
+        self.assertEqual((stats["totalDeviceCount"], stats["disabledDeviceCount"]), (before + 2, 2))
+        self.assertEqual(EMU.rest("GET", "/twins/bulk-2")[2]["tags"], {"site": "east"})
+        _, _, dev = EMU.rest("GET", "/devices/bulk-1")
+        status, _, result = EMU.rest("POST", "/devices", [
+            {"id": "bulk-1", "importMode": "UpdateIfMatchETag", "eTag": "bm8=", "status": "enabled"},
+            {"id": "bulk-2", "importMode": "updateTwin", "tags": {"floor": 2}},
+            {"id": "bulk-3", "importMode": "Update"}])
+        self.assertEqual([(e["deviceId"], e["errorCode"]) for e in result["errors"]],
+                         [("bulk-1", "PreconditionFailed"), ("bulk-3", "DeviceNotFound")])
+        self.assertEqual(EMU.rest("GET", "/twins/bulk-2")[2]["tags"], {"site": "east", "floor": 2})
+        status, _, result = EMU.rest("POST", "/devices", [
+            {"id": "bulk-1", "importMode": "UpdateIfMatchETag", "eTag": dev["etag"], "status": "enabled"}])
+        self.assertTrue(result["isSuccessful"], result)
+        self.assertEqual(EMU.rest("GET", "/devices/bulk-1")[2]["status"], "enabled")
+        status, _, result = EMU.rest("POST", "/devices", [{"id": "bulk-1", "importMode": "delete"},
+                                                          {"id": "bulk-2", "importMode": "Delete"}])
+        self.assertTrue(result["isSuccessful"], result)
+        self.assertEqual(EMU.rest("GET", "/devices/bulk-1")[0], 404)
+        with open(EMU.registry) as f:
+            self.assertNotIn("bulk-", f.read())
+        # requests that fail as a whole
+        status, _, body = EMU.rest("POST", "/devices", [{"id": f"b{i}", "importMode": "create"} for i in range(101)])
+        self.assertEqual((status, error_code(body)), (413, 413002))
+        status, _, body = EMU.rest("POST", "/devices", [{"id": "b", "importMode": "create"}] * 2)
+        self.assertEqual((status, error_code(body)), (400, 400011))
+        for bad in ([], {}, [{"id": "b", "importMode": "replace"}], [{"importMode": "create"}], ["b"]):
+            status, _, body = EMU.rest("POST", "/devices", bad)
+            self.assertEqual((status, error_code(body)), (400, 400004), bad)
+        status, _, stats = EMU.rest("GET", "/statistics/service")
+        self.assertEqual((status, list(stats)), (200, ["connectedDeviceCount"]))
 
 
 if __name__ == "__main__":

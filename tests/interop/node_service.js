@@ -5,11 +5,15 @@
 // read by the SDK's feedback receiver (Message.data). One line
 // per step; node_service_interop.py asserts on them. The emulator's CA comes from
 // NODE_EXTRA_CA_CERTS (REST and service AMQP) and setOptions (the device).
-//   node node_service.js SERVICE_CONNECTION_STRING CA_FILE
+// With "registry": the registry beyond one device: bulk add/update/remove, twin tags,
+// createQuery (all, a tags filter, pages of two, COUNT with GROUP BY, module twins),
+// getRegistryStatistics, and modules (add, list, get, module twin, a ModuleClient of
+// the device SDK connecting with the module's key, remove).
+//   node node_service.js SERVICE_CONNECTION_STRING CA_FILE [registry]
 'use strict';
 const fs = require('fs');
 const { Registry, Client: ServiceClient } = require('azure-iothub');
-const { Client: DeviceClient, Message } = require('azure-iot-device');
+const { Client: DeviceClient, ModuleClient, Message } = require('azure-iot-device');
 const { Amqp } = require('azure-iot-device-amqp');
 
 const [serviceCs, caFile] = process.argv.slice(2);
@@ -88,7 +92,105 @@ async function main() {
   process.exit(0);
 }
 
-main().catch((e) => {
+// Every page of a query, as twins: [twins, pages].
+async function allTwins(query) {
+  const twins = [];
+  let pages = 0;
+  do {
+    const page = await query.nextAsTwin();
+    twins.push(...page.result);
+    pages++;
+  } while (query.hasMoreResults && pages < 100);
+  return [twins, pages];
+}
+
+async function registryMain() {
+  const registry = Registry.fromConnectionString(serviceCs);
+  const ids = ['q-1', 'q-2', 'q-3', 'q-4', 'q-5'];
+  const added = (await registry.addDevices(ids.map((deviceId) => ({ deviceId })))).responseBody;
+  say('ADDED ' + added.isSuccessful + ' ' + added.errors.length);
+  const again = (await registry.addDevices([{ deviceId: 'q-1' }, { deviceId: 'q-6' }])).responseBody;
+  say('READDED ' + again.isSuccessful + ' ' + again.errors.map((e) => e.deviceId + ':' + e.errorCode).join(','));
+  await registry.removeDevices([{ deviceId: 'q-6' }], true);
+  for (const [i, id] of ids.entries()) {
+    const twin = (await registry.getTwin(id)).responseBody;
+    await registry.updateTwin(id, { tags: { site: i < 3 ? 'north' : 'south', floor: i } }, twin.etag);
+  }
+  say('TAGGED ' + JSON.stringify((await registry.getTwin('q-2')).responseBody.tags));
+
+  const [all] = await allTwins(registry.createQuery('SELECT * FROM devices'));
+  say('ALL ' + all.length + ' ' + all.every((t) => t.deviceId && t.properties && t.properties.desired));
+  const [north] = await allTwins(registry.createQuery("SELECT * FROM devices WHERE tags.site = 'north'"));
+  say('NORTH ' + north.map((t) => t.deviceId).join(','));
+  const [upstairs] = await allTwins(registry.createQuery(
+    "SELECT * FROM devices WHERE tags.site = 'south' AND tags.floor >= 4 OR deviceId = 'q-1'"));
+  say('FILTERED ' + upstairs.map((t) => t.deviceId).join(','));
+  const [paged, pages] = await allTwins(registry.createQuery("SELECT * FROM devices WHERE STARTSWITH(deviceId, 'q-')", 2));
+  say('PAGED ' + pages + ' ' + paged.map((t) => t.deviceId).join(','));
+  const counted = await registry.createQuery('SELECT COUNT() AS n FROM devices').next();
+  say('COUNT ' + JSON.stringify(counted.result));
+  const grouped = await registry.createQuery(
+    "SELECT tags.site AS site, COUNT() AS n FROM devices WHERE STARTSWITH(deviceId, 'q-') GROUP BY tags.site").next();
+  say('GROUPS ' + JSON.stringify(grouped.result));
+  try {
+    await registry.createQuery('SELECT * FROM devices WHERE (').next();
+    say('ERROR a broken query was answered');
+  } catch (e) {
+    say('BADQUERY ' + (e.responseBody || e.message).toString().replace(/\s+/g, ' ').slice(0, 200));
+  }
+
+  let stats = (await registry.getRegistryStatistics()).responseBody;
+  say('STATS ' + stats.totalDeviceCount + ' ' + stats.enabledDeviceCount + ' ' + stats.disabledDeviceCount);
+  const q4 = (await registry.get('q-4')).responseBody;
+  const updated = (await registry.updateDevices([{ deviceId: 'q-4', status: 'disabled', etag: q4.etag },
+    { deviceId: 'q-5', status: 'disabled' }], true)).responseBody;
+  say('UPDATED ' + updated.isSuccessful);
+  stats = (await registry.getRegistryStatistics()).responseBody;
+  say('STATS2 ' + stats.totalDeviceCount + ' ' + stats.enabledDeviceCount + ' ' + stats.disabledDeviceCount);
+  const stale = (await registry.updateDevices([{ deviceId: 'q-4', status: 'enabled', etag: q4.etag }], false)).responseBody;
+  say('STALE ' + stale.isSuccessful + ' ' + stale.errors.map((e) => e.errorCode).join(','));
+
+  const mod = (await registry.addModule({ deviceId: 'q-1', moduleId: 'm1' })).responseBody;
+  say('MODULE ' + mod.deviceId + '/' + mod.moduleId + ' ' + Boolean(mod.authentication.symmetricKey.primaryKey));
+  await registry.addModule({ deviceId: 'q-1', moduleId: 'm2' });
+  const onDevice = (await registry.getModulesOnDevice('q-1')).responseBody;
+  say('MODULES ' + onDevice.map((m) => m.moduleId).join(','));
+  const got = (await registry.getModule('q-1', 'm1')).responseBody;
+  say('GOTMODULE ' + got.moduleId + ' ' + (got.authentication.symmetricKey.primaryKey === mod.authentication.symmetricKey.primaryKey));
+  const mtwin = (await registry.getModuleTwin('q-1', 'm1')).responseBody;
+  await registry.updateModuleTwin('q-1', 'm1', { tags: { role: 'sensor' } }, mtwin.etag);
+  const [modTwins] = await allTwins(registry.createQuery("SELECT * FROM devices.modules WHERE tags.role = 'sensor'"));
+  say('MODQUERY ' + modTwins.map((t) => t.deviceId + '/' + t.moduleId).join(','));
+  const moduleClient = ModuleClient.fromConnectionString(
+    `HostName=${host};DeviceId=q-1;ModuleId=m1;SharedAccessKey=${mod.authentication.symmetricKey.primaryKey}`, Amqp);
+  await moduleClient.setOptions({ ca: fs.readFileSync(caFile, 'utf8') });
+  await moduleClient.open();
+  await moduleClient.sendEvent(new Message('from the module'));
+  await moduleClient.close();
+  say('MODULECLIENT sent');
+  await registry.removeModule('q-1', 'm1');
+  try {
+    await registry.getModule('q-1', 'm1');
+    say('ERROR a removed module was found');
+  } catch (e) {
+    say('MODULEGONE ' + (e.responseBody || e.message).toString().replace(/\s+/g, ' ').slice(0, 200));
+  }
+
+  const removed = (await registry.removeDevices(ids.map((deviceId) => ({ deviceId })), true)).responseBody;
+  say('REMOVED ' + removed.isSuccessful);
+  try {
+    await registry.get('q-1');
+    say('ERROR a removed device was found');
+  } catch (e) {
+    say('GONE ' + (e.responseBody ? 'gone' : e.message));
+  }
+  stats = (await registry.getRegistryStatistics()).responseBody;
+  say('STATS3 ' + stats.totalDeviceCount);
+  say('DONE');
+  process.exit(0);
+}
+
+(process.argv[4] === 'registry' ? registryMain() : main()).catch((e) => {
   say('ERROR ' + (e && e.message ? e.message : e) + (e && e.responseBody ? ' ' + e.responseBody : ''));
   process.exit(1);
 });

@@ -1,7 +1,11 @@
 """The official Azure IoT Node service SDK (azure-iothub) against iothub-emulator,
 unchanged, with a device of the official device SDK: registry create/get/delete,
 direct methods (answered 200, offline 404 DeviceNotOnline, silent 504 GatewayTimeout),
-twin update received by the device, and C2D received by the device.
+twin update received by the device, and C2D received by the device. And the registry
+beyond one device: bulk add/update/remove, twin tags, createQuery (all devices, a tags
+filter, pages of two until hasMoreResults is false, COUNT and GROUP BY, module twins),
+getRegistryStatistics, modules (add, list, get, their twins, a ModuleClient connecting
+with the module's own key, remove).
 
 Also the reboot scenario's service flow with iothub-service (the CLI) against a device of
 the official SDK: invoke rebootDevice, poll the twin until rebootTime shows; with the
@@ -57,6 +61,47 @@ class NodeService(unittest.TestCase):
             emu.stop()
             emu.log.close()
 
+
+    def test_registry_query_bulk_statistics_modules(self):
+        emu = hub()
+        try:
+            env = dict(os.environ, NODE_PATH=os.path.join(os.path.abspath(NODE_DIR), "node_modules"),
+                       NODE_EXTRA_CA_CERTS=emu.ca)
+            cs = f"HostName={HOST};SharedAccessKeyName=iothubowner;SharedAccessKey={OWNER_KEY}"
+            p = subprocess.run(["node", SCRIPT, cs, emu.ca, "registry"], capture_output=True, text=True, env=env,
+                               timeout=120)
+            out = p.stdout
+            detail = out + p.stderr[-2000:] + emu.log_text()[-3000:]
+            self.assertEqual(p.returncode, 0, detail)
+            self.assertNotIn("ERROR", out, detail)
+            lines = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+            self.assertEqual(lines["ADDED"], "true 0")
+            self.assertEqual(lines["READDED"], "false q-1:DeviceAlreadyExists")
+            self.assertEqual(json.loads(lines["TAGGED"]), {"site": "north", "floor": 1})
+            self.assertEqual(lines["ALL"], "9 true")  # the registry file's 4 and the 5 added
+            self.assertEqual(lines["NORTH"], "q-1,q-2,q-3")
+            self.assertEqual(lines["FILTERED"], "q-1,q-5")
+            self.assertEqual(lines["PAGED"], "3 q-1,q-2,q-3,q-4,q-5")
+            self.assertEqual(json.loads(lines["COUNT"]), [{"n": 9}])
+            self.assertEqual(json.loads(lines["GROUPS"]), [{"site": "north", "n": 3}, {"site": "south", "n": 2}])
+            self.assertIn("400004", lines["BADQUERY"])
+            self.assertEqual(lines["STATS"], "9 8 1")
+            self.assertEqual(lines["UPDATED"], "true")
+            self.assertEqual(lines["STATS2"], "9 6 3")
+            self.assertEqual(lines["STALE"], "false PreconditionFailed")
+            self.assertEqual(lines["MODULE"], "q-1/m1 true")
+            self.assertEqual(lines["MODULES"], "m1,m2")
+            self.assertEqual(lines["GOTMODULE"], "m1 true")
+            self.assertEqual(lines["MODQUERY"], "q-1/m1")
+            self.assertEqual(lines["MODULECLIENT"], "sent")
+            self.assertIn("404010", lines["MODULEGONE"])
+            self.assertEqual(lines["REMOVED"], "true")
+            self.assertEqual(lines["GONE"], "gone")
+            self.assertEqual(lines["STATS3"], "4")
+            self.assertIn("DONE", out)
+        finally:
+            emu.stop()
+            emu.log.close()
 
     def test_reboot_flow_with_the_cli(self):
         self.reboot_flow("sdk-reboot-1")
