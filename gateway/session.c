@@ -182,6 +182,17 @@ static void send_nack(gw_session *s, uint64_t seq, Iotgw__NackReason reason, con
     gw_session_send(s, &f);
 }
 
+static void send_ack(gw_session *s, uint64_t seq)
+{
+    s->g->stats.acked++;
+    Iotgw__Ack a = IOTGW__ACK__INIT;
+    a.seq = seq;
+    Iotgw__Frame f = IOTGW__FRAME__INIT;
+    f.body_case = IOTGW__FRAME__BODY_ACK;
+    f.ack = &a;
+    gw_session_send(s, &f);
+}
+
 /* When resending is worth it: at once if the device is online at the hub (its queue
  * drains), else when the upstream next tries it. */
 static uint32_t retry_after(gw_session *s)
@@ -202,13 +213,7 @@ void gw_session_on_outcome(gw_session *s, uint64_t seq, iotgw_outcome outcome, c
     if (s->closing || !s->up)
         return;
     if (outcome == IOTGW_OUTCOME_ACCEPTED) {
-        s->g->stats.acked++;
-        Iotgw__Ack a = IOTGW__ACK__INIT;
-        a.seq = seq;
-        Iotgw__Frame f = IOTGW__FRAME__INIT;
-        f.body_case = IOTGW__FRAME__BODY_ACK;
-        f.ack = &a;
-        gw_session_send(s, &f);
+        send_ack(s, seq);
         return;
     }
     /* docs/downstream-protocol.md, "Which nack": only a refusal the upstream holds to be
@@ -560,13 +565,7 @@ void gw_session_on_durable(gw_session *s, uint64_t seq, int rc, const char *why)
     if (s->closing)
         return;
     if (rc == 0) {
-        s->g->stats.acked++;
-        Iotgw__Ack a = IOTGW__ACK__INIT;
-        a.seq = seq;
-        Iotgw__Frame f = IOTGW__FRAME__INIT;
-        f.body_case = IOTGW__FRAME__BODY_ACK;
-        f.ack = &a;
-        gw_session_send(s, &f);
+        send_ack(s, seq);
         return;
     }
     s->g->stats.store_nacked++;

@@ -1788,22 +1788,34 @@ size_t iotgw_store_take(iotgw_store *st, const char *device_id, iotgw_store_msg 
     return n;
 }
 
-void iotgw_store_done(iotgw_store *st, uint64_t id)
+/* The message id, out, is back in: durable and not out. Its entry, or NULL when id is
+ * not a message out (then *d is untouched). */
+static ent *bring_back(iotgw_store *st, uint64_t id, dev **d, uint64_t *abs)
 {
     idslot *slot = st ? idmap_get(&st->out, id) : NULL;
-    if (!slot) {
+    if (!slot)
+        return NULL;
+    *d = slot->d;
+    *abs = slot->abs;
+    idmap_del(&st->out, slot);
+    ent *e = ring_at(*d, *abs);
+    IOTGW_ASSERT(e->state == E_OUT && e->id == id && e->seg->nout > 0);
+    e->seg->nout--;
+    e->state = E_DURABLE;
+    return e;
+}
+
+void iotgw_store_done(iotgw_store *st, uint64_t id)
+{
+    dev *d;
+    uint64_t abs;
+    ent *e = bring_back(st, id, &d, &abs);
+    if (!e) {
         if (st)
             iotgw_log(IOTGW_LOG_DEBUG, "store %s: done(%" PRIu64 "): not a message out; ignored", st->dir,
                       id);
         return;
     }
-    dev *d = slot->d;
-    uint64_t abs = slot->abs;
-    idmap_del(&st->out, slot);
-    ent *e = ring_at(d, abs);
-    IOTGW_ASSERT(e->state == E_OUT && e->id == id && e->seg->nout > 0);
-    e->seg->nout--;
-    e->state = E_DURABLE;
     seg *s = e->seg;
     mark_done(st, d, abs);
     st->stats.done++;
@@ -1816,16 +1828,10 @@ void iotgw_store_done(iotgw_store *st, uint64_t id)
 
 void iotgw_store_give_back(iotgw_store *st, uint64_t id)
 {
-    idslot *slot = st ? idmap_get(&st->out, id) : NULL;
-    if (!slot)
+    dev *d;
+    uint64_t abs;
+    if (!bring_back(st, id, &d, &abs))
         return;
-    dev *d = slot->d;
-    uint64_t abs = slot->abs;
-    idmap_del(&st->out, slot);
-    ent *e = ring_at(d, abs);
-    IOTGW_ASSERT(e->state == E_OUT && e->id == id && e->seg->nout > 0);
-    e->seg->nout--;
-    e->state = E_DURABLE;
     if (abs < d->scan)
         d->scan = abs;
 }

@@ -16,12 +16,12 @@ import threading
 import time
 import uuid
 
-from proton import Message, symbol, Endpoint
+from proton import Message, symbol
 from proton.utils import LinkDetached
 
 from iotgw_testlib import readline_within, run_tests
 from emulator_lib import (Emulator, Cbs, HOST, StreamReader, connect, device_token, module_token, owner_token,
-                          pump, sas_token, DEVICE_KEYS, DEVICE_POLICY_KEY, SERVICE_KEY)
+                          pump, sas_token, wait_detached, DEVICE_KEYS, DEVICE_POLICY_KEY, SERVICE_KEY)
 import unittest
 
 BINARY, CERTS = sys.argv[1:3]
@@ -41,19 +41,6 @@ def tearDownModule():
 
 def events(device):
     return f"/devices/{device}/messages/events"
-
-
-def wait_detached(conn, link, seconds=15):
-    """Pump conn until link is detached by the emulator; return the condition name."""
-    deadline = time.time() + seconds
-    while time.time() < deadline and not (link.link.state & Endpoint.REMOTE_CLOSED):
-        try:
-            conn.container.process()
-        except LinkDetached:
-            pass
-        time.sleep(0.02)
-    assert link.link.state & Endpoint.REMOTE_CLOSED, "the link was not detached"
-    return link.link.remote_condition.name
 
 
 def detach_condition(fn):

@@ -189,6 +189,21 @@ class Cbs:
         return reply.properties["status-code"], reply.properties.get("status-description"), reply
 
 
+def wait_detached(conn, link, seconds=15):
+    """Pump conn until link is detached by the emulator; return the condition name."""
+    from proton import Endpoint
+    from proton.utils import LinkDetached
+    deadline = time.time() + seconds
+    while time.time() < deadline and not (link.link.state & Endpoint.REMOTE_CLOSED):
+        try:
+            conn.container.process()
+        except LinkDetached:
+            pass
+        time.sleep(0.02)
+    assert link.link.state & Endpoint.REMOTE_CLOSED, "the link was not detached"
+    return link.link.remote_condition.name
+
+
 def pump(conn, seconds=0.3):
     """Let a BlockingConnection send what it holds (dispositions are written only while
     it is pumped) for a short while; a bare container.process() can wait its full timeout."""
@@ -215,7 +230,8 @@ def random_key():
 class StreamReader:
     """Reads every partition of the emulator's telemetry stream from its start, in a
     background thread, authenticated by SASL PLAIN with the owner policy. .events holds
-    (device id, message id, annotations, application properties) for each message."""
+    (device id, message id, annotations, application properties) for each message, and
+    .messages the whole messages (content-type, correlation-id, body...)."""
 
     def __init__(self, emu, partitions=4, selector="amqp.annotation.x-opt-offset > '-1'"):
         import threading
@@ -224,6 +240,7 @@ class StreamReader:
 
         reader = self
         self.events = []
+        self.messages = []
         self.attached = threading.Event()
         self.stopping = False
         self.error = None
@@ -253,6 +270,7 @@ class StreamReader:
                 m = event.message
                 ann = {str(k): v for k, v in (m.annotations or {}).items()}
                 reader.events.append((ann.get("iothub-connection-device-id"), m.id, ann, m.properties or {}))
+                reader.messages.append(m)
 
             def on_timer_task(self, event):
                 if reader.stopping:
@@ -273,6 +291,26 @@ class StreamReader:
 
     def ids(self):
         return [e[1] for e in self.events]
+
+    def find(self, pred, timeout=10):
+        """The first message pred accepts, waiting up to timeout seconds; None if none."""
+        end = time.time() + timeout
+        while True:
+            for m in list(self.messages):
+                if pred(m):
+                    return m
+            if time.time() > end:
+                return None
+            time.sleep(0.05)
+
+    def get(self, mid, timeout=10):
+        """The message whose message-id is mid (AssertionError if none comes in time)."""
+        m = self.find(lambda m: m.id == mid, timeout)
+        assert m is not None, f"message {mid} never reached the telemetry stream"
+        return m
+
+    def absent(self, mid, wait=1.0):
+        return self.find(lambda m: m.id == mid, wait) is None
 
     def stop(self):
         self.stopping = True

@@ -23,12 +23,11 @@ import urllib.parse
 import uuid
 
 import paho.mqtt.client as mqtt
-from proton import Message, Endpoint
-from proton.utils import LinkDetached
+from proton import Message
 
 from iotgw_testlib import run_tests
-from emulator_lib import (Emulator, Cbs, HOST, connect, device_token, module_token, owner_token, proton_ssl,
-                          sas_token, DEVICE_KEYS, SERVICE_KEY)
+from emulator_lib import (Emulator, Cbs, HOST, StreamReader, connect, device_token, module_token, owner_token,
+                          sas_token, wait_detached, DEVICE_KEYS, SERVICE_KEY)
 
 BINARY, CERTS = sys.argv[1:3]
 del sys.argv[1:3]
@@ -41,7 +40,7 @@ MAX_MESSAGE = 256 * 1024  # IoT Hub's device-to-cloud limit
 def setUpModule():
     global EMU, STREAM
     EMU = Emulator(BINARY, CERTS)
-    STREAM = Stream(EMU)
+    STREAM = StreamReader(EMU)
 
 
 def tearDownModule():
@@ -63,82 +62,6 @@ def new_id(prefix):
 
 
 # ---------------------------------------------------------------------- the telemetry stream
-
-class Stream:
-    """Every partition of an emulator's telemetry stream from its start, read in a
-    background thread (as emulator_lib.StreamReader, but keeping whole messages:
-    content-type, correlation-id, body... are what MQTT's property bag maps to)."""
-
-    def __init__(self, emu, partitions=4):
-        from proton.handlers import MessagingHandler
-        from proton.reactor import Container, Selector
-        stream = self
-        self.messages = []
-        self.attached = threading.Event()
-        self.stopping = False
-        self.error = None
-
-        class Handler(MessagingHandler):
-            def __init__(self):
-                super().__init__(auto_accept=True)
-                self.opened = 0
-
-            def on_start(self, event):
-                self.conn = event.container.connect(
-                    f"amqps://localhost:{emu.amqps}", ssl_domain=proton_ssl(emu.ca), sasl_enabled=True,
-                    allowed_mechs="PLAIN", user=f"iothubowner@sas.root.{HOST}", password=owner_token(),
-                    virtual_host=HOST, reconnect=False)
-                for n in range(partitions):
-                    event.container.create_receiver(
-                        self.conn, f"messages/events/ConsumerGroups/$Default/Partitions/{n}",
-                        options=Selector("amqp.annotation.x-opt-offset > '-1'"))
-                event.container.schedule(0.1, self)
-
-            def on_link_opened(self, event):
-                self.opened += 1
-                if self.opened == partitions:
-                    stream.attached.set()
-
-            def on_message(self, event):
-                stream.messages.append(event.message)
-
-            def on_timer_task(self, event):
-                if stream.stopping:
-                    self.conn.close()
-                else:
-                    event.container.schedule(0.1, self)
-
-            def on_transport_error(self, event):
-                cond = event.transport.condition
-                stream.error = cond.name if cond else "transport error"
-
-        self.thread = threading.Thread(target=lambda: Container(Handler()).run(), daemon=True)
-        self.thread.start()
-        assert self.attached.wait(20), "stream receivers did not attach: %s" % self.error
-
-    def find(self, pred, timeout=10):
-        end = time.time() + timeout
-        while True:
-            for m in list(self.messages):
-                if pred(m):
-                    return m
-            if time.time() > end:
-                return None
-            time.sleep(0.05)
-
-    def get(self, mid, timeout=10):
-        """The message whose message-id is mid (AssertionError if none comes in time)."""
-        m = self.find(lambda m: m.id == mid, timeout)
-        assert m is not None, f"message {mid} never reached the telemetry stream"
-        return m
-
-    def absent(self, mid, wait=1.0):
-        return self.find(lambda m: m.id == mid, wait) is None
-
-    def stop(self):
-        self.stopping = True
-        self.thread.join(20)
-
 
 def annotations(m):
     return {str(k): v for k, v in (m.annotations or {}).items()}
@@ -402,19 +325,6 @@ def bag(topic, prefix):
             k, _, v = item.partition("=")
             out[urllib.parse.unquote(k)] = urllib.parse.unquote(v)
     return out
-
-
-def wait_detached(conn, link, seconds=15):
-    """Pump conn until the emulator detaches link; the condition's name."""
-    deadline = time.time() + seconds
-    while time.time() < deadline and not (link.link.state & Endpoint.REMOTE_CLOSED):
-        try:
-            conn.container.process()
-        except LinkDetached:
-            pass
-        time.sleep(0.02)
-    assert link.link.state & Endpoint.REMOTE_CLOSED, "the link was not detached"
-    return link.link.remote_condition.name
 
 
 def call_method(emu, device, body, result):
