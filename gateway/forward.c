@@ -45,6 +45,9 @@ struct gw_forward {
     unsigned nout;
     int blocked;     /* the upstream said full or refused: wait for an outcome or the tick */
     iotgw_list node; /* in g->forwards */
+    /* 0 ms: a forward done inside an upstream callback (on_outcome, on_state), which must
+     * not remove its upstream device (gateway/upstream.h), lets go from the loop instead */
+    iotgw_timer release;
 };
 
 static const iotgw_config_device *config_device(const gw_forward *f)
@@ -70,6 +73,7 @@ static void drop_upstream(gw_forward *f)
 
 static void forward_free(gw_forward *f)
 {
+    iotgw_timer_stop(&f->release);
     drop_upstream(f);
     iotgw_list_remove(&f->node);
     if (f->g->forward_by_device && f->device_index < f->g->cfg->ndevices &&
@@ -94,6 +98,14 @@ static int add_upstream(gw_forward *f, const iotgw_config *cfg, const iotgw_conf
     return iotgw_upstream_device_add(f->g->up, &cred, features, f, &f->up, diag);
 }
 
+static void pump(gw_forward *f, int may_free);
+
+static void release_fired(iotgw_timer *t, void *ctx)
+{
+    (void)t;
+    pump(ctx, 1);
+}
+
 static gw_forward *forward_new(iotgw_gateway *g, const char *device_id, size_t index)
 {
     gw_forward *f = calloc(1, sizeof *f);
@@ -103,13 +115,16 @@ static gw_forward *forward_new(iotgw_gateway *g, const char *device_id, size_t i
     }
     f->g = g;
     f->device_index = index;
+    iotgw_timer_init(g->loop, &f->release, release_fired, f);
     iotgw_list_init(&f->node);
     iotgw_list_push_front(&g->forwards, &f->node);
     g->forward_by_device[index] = f;
     return f;
 }
 
-void gw_forward_pump(gw_forward *f)
+/* may_free: f may be freed now (an event of the gateway's own); else, called inside an
+ * upstream callback, a forward with nothing left lets go on the next turn of the loop. */
+static void pump(gw_forward *f, int may_free)
 {
     iotgw_store *st = f->g->store;
     if (!f->up || f->blocked)
@@ -122,7 +137,10 @@ void gw_forward_pump(gw_forward *f)
         return;
     if (info.state != IOTGW_DEVICE_ONLINE) {
         if (!f->nout && !iotgw_store_backlog(st, f->device_id)) {
-            forward_free(f);
+            if (may_free)
+                forward_free(f);
+            else
+                iotgw_timer_start(&f->release, 0, 0);
         }
         return;
     }
@@ -148,11 +166,21 @@ void gw_forward_pump(gw_forward *f)
     }
     /* alone with nothing left to send: the identity lets go */
     if (!f->session && !f->nout && !iotgw_store_backlog(st, f->device_id)) {
+        if (!may_free) {
+            iotgw_timer_start(&f->release, 0, 0);
+            return;
+        }
         iotgw_log_ev(IOTGW_LOG_INFO, "store_device_drained", f->device_id,
                      "device %s: its stored messages all reached the hub; its hub identity lets go",
                      f->device_id);
         forward_free(f);
     }
+}
+
+/* From the upstream's callbacks (on_outcome, on_state) and the store's (on_durable). */
+void gw_forward_pump(gw_forward *f)
+{
+    pump(f, 0);
 }
 
 void gw_forward_on_outcome(gw_forward *f, uint64_t id, iotgw_outcome outcome, const char *cond,
@@ -180,7 +208,7 @@ void gw_forward_on_outcome(gw_forward *f, uint64_t id, iotgw_outcome outcome, co
     default: /* RETRY: sent again, before what came after it */ iotgw_store_give_back(g->store, id); break;
     }
     f->blocked = 0;
-    gw_forward_pump(f);
+    pump(f, 0); /* inside on_outcome: f must not remove its upstream device now */
 }
 
 gw_forward *gw_forward_of(iotgw_upstream_device *dev)
@@ -213,7 +241,7 @@ int gw_forward_attach(gw_session *s, iotgw_diag *diag)
         return rc;
     }
     s->up = f->up;
-    gw_forward_pump(f);
+    pump(f, 1);
     return 0;
 }
 
@@ -229,7 +257,7 @@ int gw_forward_reattach(gw_session *s, const iotgw_config *cfg, const iotgw_conf
     if (rc)
         return rc;
     s->up = f->up;
-    gw_forward_pump(f);
+    pump(f, 1);
     return 0;
 }
 
@@ -254,7 +282,7 @@ void gw_forward_detach(gw_session *s)
         forward_free(f);
         return;
     }
-    gw_forward_pump(f);
+    pump(f, 1);
 }
 
 /* A device of the fleet with messages stored and no connection: its identity comes to
@@ -277,7 +305,7 @@ static void drain_alone(iotgw_gateway *g, const char *device_id)
                      f ? diag.text : "out of memory");
         return;
     }
-    gw_forward_pump(f);
+    pump(f, 1);
 }
 
 void gw_forward_start(iotgw_gateway *g)
@@ -295,7 +323,7 @@ void gw_forward_tick(iotgw_gateway *g, int64_t now_ms)
     gw_forward *f;
     IOTGW_LIST_FOREACH (f, &g->forwards, gw_forward, node) {
         f->blocked = 0;
-        gw_forward_pump(f); /* may free f: the loop's macro allows it */
+        pump(f, 1); /* may free f: the loop's macro allows it */
     }
     iotgw_store_stats st;
     iotgw_store_stats_get(g->store, &st);
@@ -329,6 +357,7 @@ void gw_forward_reindex(iotgw_gateway *g, gw_forward **by_device, const iotgw_co
             by_device[f->device_index] = f;
         } else if (!f->session) { /* removed from the fleet: its backlog waits for its ttl */
             f->device_index = SIZE_MAX;
+            iotgw_timer_stop(&f->release);
             drop_upstream(f);
             iotgw_list_remove(&f->node);
             free(f->device_id);
