@@ -19,6 +19,7 @@ const char *emu_address_kind_name(emu_address_kind kind)
     case EMU_ADDR_TWIN: return "twin";
     case EMU_ADDR_SERVICE_C2D: return "service-c2d";
     case EMU_ADDR_SERVICE_FEEDBACK: return "service-feedback";
+    case EMU_ADDR_SERVICE_FILE_NOTIFICATIONS: return "service-file-notifications";
     case EMU_ADDR_EVENTS: return "events";
     }
     return "?";
@@ -105,6 +106,11 @@ int emu_address_parse(const char *address, emu_address *out, iotgw_diag *diag)
     if (n == 3 && word(seg[0], len[0], "messages") && word(seg[1], len[1], "serviceBound") &&
         word(seg[2], len[2], "feedback")) {
         out->kind = EMU_ADDR_SERVICE_FEEDBACK;
+        return 0;
+    }
+    if (n == 3 && word(seg[0], len[0], "messages") && word(seg[1], len[1], "serviceBound") &&
+        word(seg[2], len[2], "filenotifications")) {
+        out->kind = EMU_ADDR_SERVICE_FILE_NOTIFICATIONS;
         return 0;
     }
     if (n == 6 && word(seg[0], len[0], "messages") && word(seg[1], len[1], "events") &&

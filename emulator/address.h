@@ -8,6 +8,7 @@
  *   /devices/{d}[/modules/{m}]/twin                   twin
  *   /messages/devicebound                             service: cloud-to-device send
  *   /messages/serviceBound/feedback                   service: delivery feedback
+ *   /messages/serviceBound/filenotifications          service: file upload notifications
  *   /messages/events/ConsumerGroups/{g}/Partitions/{n} service: telemetry stream
  *   /{event hub}/ConsumerGroups/{g}/Partitions/{n}     the same, at its Event Hub name
  *   $cbs                                              claims-based security
@@ -31,6 +32,7 @@ typedef enum emu_address_kind {
     EMU_ADDR_TWIN,
     EMU_ADDR_SERVICE_C2D,
     EMU_ADDR_SERVICE_FEEDBACK,
+    EMU_ADDR_SERVICE_FILE_NOTIFICATIONS,
     EMU_ADDR_EVENTS, /* service: the Event Hub-compatible stream */
 } emu_address_kind;
 

@@ -676,15 +676,19 @@ static void on_link_open(emu_conn *c, pn_link_t *link)
             open_link(l);
         break;
     case EMU_ADDR_SERVICE_FEEDBACK:
+    case EMU_ADDR_SERVICE_FILE_NOTIFICATIONS: {
+        int files = a.kind == EMU_ADDR_SERVICE_FILE_NOTIFICATIONS;
+        const char *what = files ? "file notifications" : "feedback";
         if (!we_send)
-            refuse(c, link, "amqp:not-allowed", "feedback is read, not written");
+            refuse(c, link, "amqp:not-allowed", "%s is read, not written", what);
         else if (!(c->service_grant > emu_now_s() && (c->service_rights & EMU_RIGHT_SERVICE_CONNECT)))
-            refuse(c, link, "amqp:unauthorized-access", "reading feedback needs a ServiceConnect token");
-        else if ((l = link_record(c, link, EMU_LINK_FEEDBACK))) {
+            refuse(c, link, "amqp:unauthorized-access", "reading %s needs a ServiceConnect token", what);
+        else if ((l = link_record(c, link, files ? EMU_LINK_FILE_NOTIFICATIONS : EMU_LINK_FEEDBACK))) {
             open_link(l);
-            emu_feedback_pump(c->hub);
+            emu_service_queues_pump(c->hub);
         }
         break;
+    }
     case EMU_ADDR_EVENTS: attach_events(c, link, &a); break;
     default: attach_device_link(c, link, &a); break;
     }
@@ -759,8 +763,8 @@ static void on_flow(emu_conn *c, pn_link_t *link)
     flush_answers(l);
     if (l->kind == EMU_LINK_EVENTS)
         emu_events_pump(l);
-    if (l->kind == EMU_LINK_FEEDBACK)
-        emu_feedback_pump(l->conn->hub);
+    if (l->kind == EMU_LINK_FEEDBACK || l->kind == EMU_LINK_FILE_NOTIFICATIONS)
+        emu_service_queues_pump(l->conn->hub);
     if (!l->session)
         return;
     if (l->kind == EMU_LINK_C2D)
@@ -883,6 +887,7 @@ int emu_hub_new(iotgw_loop *loop, emu_registry *registry, const emu_hub_options 
     iotgw_list_init(&hub->calls);
     iotgw_list_init(&hub->mqtt_clients);
     iotgw_list_init(&hub->streams);
+    iotgw_list_init(&hub->jobs);
     hub->loop = loop;
     hub->registry = registry;
     hub->opt = *opt;
@@ -891,6 +896,8 @@ int emu_hub_new(iotgw_loop *loop, emu_registry *registry, const emu_hub_options 
     hub->opt.amqps_addr = NULL;
     hub->opt.mqtts_addr = NULL;
     hub->opt.cert_file = hub->opt.key_file = NULL;
+    hub->opt.blob_endpoint = hub->opt.blob_account = hub->opt.blob_key = NULL; /* files.c copies them */
+    hub->opt.blob_container = hub->opt.blob_ca_file = NULL;
     if (!hub->opt.max_tokens)
         hub->opt.max_tokens = EMU_MAX_TOKENS_DEFAULT;
     if (hub->opt.c2d_lock_timeout_s <= 0)
@@ -907,6 +914,11 @@ int emu_hub_new(iotgw_loop *loop, emu_registry *registry, const emu_hub_options 
         emu_hub_free(hub);
         return iotgw_diag_fail(diag, IOTGW_ERR_NOMEM, "out of memory");
     }
+    int rc = emu_files_new(hub, opt, &hub->files, diag);
+    if (rc) {
+        emu_hub_free(hub);
+        return rc;
+    }
     iotgw_listener_options lo = {
         .tls = {.cert_file = opt->cert_file, .key_file = opt->key_file},
         .on_accept = on_accept,
@@ -917,7 +929,6 @@ int emu_hub_new(iotgw_loop *loop, emu_registry *registry, const emu_hub_options 
         .ctx = hub,
         .idle_timeout_ms = opt->idle_timeout_ms,
     };
-    int rc = 0;
     if (opt->listen_addr) {
         lo.kind = IOTGW_TRANSPORT_WSS;
         lo.address = opt->listen_addr;
@@ -951,12 +962,14 @@ void emu_hub_free(emu_hub *hub)
         iotgw_listener_free(hub->amqps);
     if (hub->mqtts)
         iotgw_stream_listener_free(hub->mqtts);
+    emu_files_free(hub->files); /* after the listeners: the uploads' waiting requests end here */
     emu_mqtt_free_all(hub);
     emu_conn *c;
     IOTGW_LIST_FOREACH (c, &hub->conns, emu_conn, in_hub) {
         iotgw_conn_set_handler(c->conn, NULL, NULL);
         conn_free(c);
     }
+    emu_jobs_free_all(hub); /* before the calls: it cancels its own */
     emu_methods_cancel_all(hub);
     emu_live_table_free(&hub->live, emu_c2d_free);
     if (hub->scratch)
@@ -964,7 +977,8 @@ void emu_hub_free(emu_hub *hub)
     if (hub->mqtt_scratch)
         pn_message_free(hub->mqtt_scratch);
     emu_events_free(hub->events);
-    json_decref(hub->feedback);
+    for (int q = 0; q < EMU_SERVICE_QUEUES; q++)
+        json_decref(hub->service_queues[q]);
     emu_faults_free(hub->faults);
     free((char *)hub->opt.hostname);
     free(hub);

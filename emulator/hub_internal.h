@@ -1,8 +1,8 @@
 /*
  * Inside the emulated hub: the structs and calls shared by the files that make it up,
  * hub.c (connections, link attach and routing, sessions), live.c (the per-identity live
- * table), cbs.c, telemetry.c, events.c, c2d.c, feedback.c, methods.c, twin.c and mqtt.c
- * (the MQTT device endpoint). Users
+ * table), cbs.c, telemetry.c, events.c, c2d.c, feedback.c, files.c, methods.c, twin.c, jobs.c and
+ * mqtt.c (the MQTT device endpoint). Users
  * of the hub include emulator/hub.h instead. The reference is
  * shared/docs/iothub-amqp-protocol.md; the choices made where it says UNCONFIRMED are
  * listed in docs/emulator.md.
@@ -53,6 +53,14 @@ typedef struct emu_live emu_live;
 typedef struct emu_events emu_events;
 typedef struct emu_c2d_queue emu_c2d_queue;
 typedef struct emu_mqtt_client emu_mqtt_client;
+typedef struct emu_files emu_files;
+
+/* The hub's service-bound queues (feedback.c): records for service receivers. */
+typedef enum emu_service_queue {
+    EMU_SERVICE_FEEDBACK,           /* C2D delivery feedback, /messages/serviceBound/feedback */
+    EMU_SERVICE_FILE_NOTIFICATIONS, /* file upload notifications, /messages/serviceBound/filenotifications */
+    EMU_SERVICE_QUEUES
+} emu_service_queue;
 
 typedef enum emu_link_kind {
     EMU_LINK_CBS_REQUESTS = 1, /* client sender to $cbs */
@@ -66,6 +74,7 @@ typedef enum emu_link_kind {
     EMU_LINK_SERVICE_C2D,
     EMU_LINK_EVENTS,        /* hub sends the telemetry stream of one partition */
     EMU_LINK_FEEDBACK,      /* hub sends C2D delivery feedback to the service */
+    EMU_LINK_FILE_NOTIFICATIONS, /* hub sends file upload notifications to the service */
     EMU_LINK_MGMT_REQUESTS, /* client sender to the stream's $management node */
     EMU_LINK_MGMT_REPLIES,  /* client receiver from it */
     EMU_LINK_REFUSED,       /* attached only to be detached with an error */
@@ -154,8 +163,11 @@ struct emu_hub {
     emu_events *events; /* the telemetry stream */
     iotgw_list streams; /* its readers: emu_link.stream */
     emu_faults *faults;
-    json_t *feedback;    /* C2D feedback records waiting for a receiver */
+    json_t *service_queues[EMU_SERVICE_QUEUES]; /* records waiting for a receiver (feedback.c) */
+    emu_files *files;                            /* file upload (files.c); NULL: no storage configured */
     char event_hub[160]; /* the stream's Event Hub-compatible name, "iothub-ehub-{hub}-emulator" */
+    iotgw_list jobs;     /* emu_job (jobs.c), oldest first */
+    int njobs;
     emu_metrics metrics;
 };
 
@@ -248,12 +260,25 @@ void emu_events_on_management(emu_link *l, pn_delivery_t *d);
 
 /* ------------------------------------------------------------------ feedback.c */
 
+/* A record (the reference is taken) for the service receivers of queue q, sent as soon as
+ * one has credit; at most 1000 wait, the oldest dropped first. */
+void emu_service_queue_push(emu_hub *hub, emu_service_queue q, json_t *record);
+/* Send what waits in every queue to receivers with credit. */
+void emu_service_queues_pump(emu_hub *hub);
 /* C2D delivery feedback to service receivers. A record for a message whose sender asked
  * for acknowledgement; status is IoT Hub's (Success, Rejected, DeliveryCountExceeded,
  * Expired, Purged). */
 void emu_feedback_record(emu_hub *hub, emu_identity *id, const char *original_id, int64_t enqueued_ms,
                          const char *status);
-void emu_feedback_pump(emu_hub *hub);
+
+/* ------------------------------------------------------------------ files.c */
+
+/* File upload's storage account from opt's blob settings (copied), *out NULL when
+ * opt->blob_endpoint is NULL. 0, or IOTGW_ERR_INVALID_ARG / IOTGW_ERR_NOMEM with why. */
+int emu_files_new(emu_hub *hub, const emu_hub_options *opt, emu_files **out, iotgw_diag *diag);
+/* Forget the uploads; waits for blob reads in flight (each bounded by a timeout), whose
+ * requests end unanswered. */
+void emu_files_free(emu_files *f);
 
 /* ------------------------------------------------------------------ telemetry.c */
 
@@ -308,6 +333,11 @@ char *emu_twin_document_text(const emu_identity *id);
  * 413, 500 with *error. Counted as kind EMU_TWIN_PATCH_REPORTED. */
 int emu_twin_patch_reported(emu_hub *hub, emu_identity *id, const uint8_t *body, size_t len, int64_t *version,
                             const char **error);
+
+/* ------------------------------------------------------------------ jobs.c */
+
+/* The hub is being freed: every job goes, its waiting method calls without their done. */
+void emu_jobs_free_all(emu_hub *hub);
 
 /* ------------------------------------------------------------------ mqtt.c */
 

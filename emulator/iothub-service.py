@@ -13,6 +13,9 @@ string). Uses the Python standard library, and python3-qpid-proton for `c2d` and
   c2d ID TEXT [--property KEY=VALUE ...]
   monitor [--count N] [--timeout S] [--partitions N]
   eventhub-connection-string
+  job update-twin JOB_ID CONDITION PATCH_JSON | job method JOB_ID CONDITION METHOD [PAYLOAD_JSON]
+      [--start WHEN] [--max-seconds N] [--timeout S] [--wait S]
+  job show JOB_ID [--wait S] | job cancel JOB_ID | job list [--type TYPE] [--status STATUS]
 
 The connection string may also come from IOTHUB_CONNECTION_STRING. Results print as
 JSON; `device create` prints the new device's connection string too. Exit status: 0
@@ -25,6 +28,11 @@ exist already are left as they are and listed; exit 1 when any other creation fa
 connection string of the policy, as `az iot hub connection-string show --default-eventhub`
 does: the Event Hubs endpoint and name are where IoT Hub redirects messages/events/$management
 (iothub-emulator with --stream-redirect does too; without it, it answers there itself).
+`job` schedules IoT Hub jobs (v2) over the devices a query's WHERE clause selects
+(CONDITION, e.g. "tags.site = 'north'"): a twin update (PATCH_JSON with tags and/or
+properties.desired) or a direct method, at --start (ISO 8601, or +SECONDS from now;
+default now); with --wait it polls the job until it has finished (at most S seconds) and
+exits 1 unless it completed.
 """
 import argparse
 import base64
@@ -273,22 +281,31 @@ def cmd_monitor(hub, a):
     return 1 if m.failed else 0
 
 
-def query_page(hub, sql, page_size=None, continuation=None):
-    """One page of a twin query: (status, rows or the error body, continuation token or None)."""
+def rest_with(hub, method, path, query="", body=None, headers=None):
+    """A REST request with query parameters ("&name=value...") and headers of its own:
+    (status, the answer's body, the answer's continuation token or None)."""
     import http.client
     import ssl
     conn = http.client.HTTPSConnection(hub.host, hub.rest_port, timeout=60,
                                        context=ssl.create_default_context(cafile=hub.ca))
-    headers = {"Authorization": hub.token(), "Content-Type": "application/json; charset=utf-8"}
-    if page_size:
-        headers["x-ms-max-item-count"] = str(page_size)
-    if continuation:
-        headers["x-ms-continuation"] = continuation
-    conn.request("POST", "/devices/query?api-version=2021-04-12", body=json.dumps({"query": sql}), headers=headers)
+    h = {"Authorization": hub.token(), "Content-Type": "application/json; charset=utf-8"}
+    h.update(headers or {})
+    conn.request(method, f"{path}?api-version=2021-04-12{query}", body=json.dumps(body) if body is not None else None,
+                 headers=h)
     resp = conn.getresponse()
     data = resp.read()
     conn.close()
     return resp.status, json.loads(data) if data else None, resp.getheader("x-ms-continuation")
+
+
+def query_page(hub, sql, page_size=None, continuation=None):
+    """One page of a twin query: (status, rows or the error body, continuation token or None)."""
+    headers = {}
+    if page_size:
+        headers["x-ms-max-item-count"] = str(page_size)
+    if continuation:
+        headers["x-ms-continuation"] = continuation
+    return rest_with(hub, "POST", "/devices/query", body={"query": sql}, headers=headers)
 
 
 def cmd_query(hub, a):
@@ -330,6 +347,54 @@ def cmd_module(hub, a):
         return answer(*hub.rest("GET", f"/twins/{device}/modules/{urllib.parse.quote(a.module, safe='')}"))
     status, body = hub.rest("DELETE", path, headers={"If-Match": "*"})
     return answer(status, body if body is not None else {"deleted": f"{a.device}/{a.module}"})
+
+
+JOB_DONE = ("completed", "failed", "cancelled")
+
+
+def job_start_time(when):
+    """--start: ISO 8601 as given, or +SECONDS from now."""
+    if when and when.startswith("+"):
+        t = time.gmtime(time.time() + float(when[1:]))
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", t)
+    return when
+
+
+def cmd_job(hub, a):
+    if a.action == "list":
+        query = "".join(f"&{name}={urllib.parse.quote(value, safe='')}"
+                        for name, value in (("jobType", a.type), ("jobStatus", a.status)) if value)
+        return answer(*rest_with(hub, "GET", "/jobs/v2/query", query)[:2])
+    if not a.id:
+        raise SystemExit(f"iothub-service: job {a.action} needs a JOB_ID")
+    path = f"/jobs/v2/{urllib.parse.quote(a.id, safe='')}"
+    if a.action == "cancel":
+        return answer(*hub.rest("POST", path + "/cancel"))
+    if a.action in ("update-twin", "method"):
+        if not a.condition or not a.what:
+            raise SystemExit(f"iothub-service: job {a.action} needs a JOB_ID, a CONDITION and "
+                             + ("a PATCH_JSON" if a.action == "update-twin" else "a METHOD"))
+        request = {"jobId": a.id, "queryCondition": a.condition, "startTime": job_start_time(a.start),
+                   "maxExecutionTimeInSeconds": a.max_seconds}
+        if a.action == "update-twin":
+            request.update(type="scheduleUpdateTwin", updateTwin=json.loads(a.what))
+        else:
+            request.update(type="scheduleDeviceMethod", cloudToDeviceMethod={
+                "methodName": a.what, "payload": json.loads(a.payload) if a.payload else None,
+                "responseTimeoutInSeconds": a.timeout})
+        status, body = hub.rest("PUT", path, {k: v for k, v in request.items() if v is not None})
+    else:
+        status, body = hub.rest("GET", path)
+    deadline = time.monotonic() + a.wait
+    while a.wait and status == 200 and body["status"] not in JOB_DONE and time.monotonic() < deadline:
+        time.sleep(0.2)
+        status, body = hub.rest("GET", path)
+    rc = answer(status, body)
+    if rc == 0 and a.wait and body["status"] != "completed":
+        print(f"iothub-service: job {a.id} is {body['status']}" + (f" after {a.wait:g} s" if body["status"]
+              not in JOB_DONE else ""), file=sys.stderr)
+        return 1
+    return rc
 
 
 def main():
@@ -377,6 +442,23 @@ def main():
     p.add_argument("device")
     p.add_argument("module", nargs="?")
     p.set_defaults(fn=cmd_module)
+    p = sub.add_parser("job", help="schedule a twin update or a direct method over the devices of a query, "
+                       "show, cancel or list jobs")
+    p.add_argument("action", choices=["update-twin", "method", "show", "cancel", "list"])
+    p.add_argument("id", nargs="?", help="the job's id")
+    p.add_argument("condition", nargs="?", help="update-twin, method: the devices, as a query's WHERE clause")
+    p.add_argument("what", nargs="?", help="update-twin: the twin patch (JSON: tags, properties.desired); "
+                   "method: the method's name")
+    p.add_argument("payload", nargs="?", help="method: its payload (JSON)")
+    p.add_argument("--start", help="when it runs: ISO 8601 (2030-01-01T00:00:00Z) or +SECONDS from now; default now")
+    p.add_argument("--max-seconds", type=int, help="maxExecutionTimeInSeconds")
+    p.add_argument("--timeout", type=int, default=30, help="method: the devices' response timeout in seconds")
+    p.add_argument("--wait", type=float, default=0,
+                   help="update-twin, method, show: poll until the job has finished, at most this many seconds; "
+                   "exit 1 unless it completed")
+    p.add_argument("--type", help="list: scheduleUpdateTwin or scheduleDeviceMethod")
+    p.add_argument("--status", help="list: queued, scheduled, running, completed, failed or cancelled")
+    p.set_defaults(fn=cmd_job)
     a = ap.parse_args()
     if not a.connection_string:
         ap.error("--connection-string (or IOTHUB_CONNECTION_STRING) is required")

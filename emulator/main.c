@@ -34,9 +34,13 @@ static const struct {
 };
 enum { MAX_TOKENS, PARTITIONS, RETENTION_MESSAGES, RETENTION_BYTES, D2C_LIMIT, C2D_LOCK, C2D_TTL, NUMBERS };
 #define NUMBER_OPTION 1000 /* getopt code of number_options[i]: NUMBER_OPTION + i */
+#define STRINGS       12   /* the string settings, in the order of settings and of their config keys */
+#define BLOB_OPTION   2000 /* getopt code of --blob-*: BLOB_OPTION + its index among the strings */
 
 typedef struct settings {
     char *hostname, *listen, *amqps, *mqtts, *cert, *key, *registry;
+    /* file upload's storage */
+    char *blob_endpoint, *blob_account, *blob_key, *blob_container, *blob_ca;
     int stream_redirect;      /* command line only */
     int64_t numbers[NUMBERS]; /* see number_options; 0: not set */
 } settings;
@@ -55,7 +59,7 @@ static void usage(FILE *f)
                "A local Azure IoT Hub: the device protocols (AMQP over WebSocket and AMQPS with CBS,\n"
                "MQTT over TLS and WebSocket; telemetry, cloud-to-device, direct methods, twins) and\n"
                "the service side (REST for methods, twins and the registry; cloud-to-device and\n"
-               "feedback; the telemetry stream).\n"
+               "feedback; the telemetry stream); file upload to an Azure Storage endpoint.\n"
                "\n"
                "  --hostname NAME      the hub's host name; tokens must name it (default localhost)\n"
                "  --listen ADDR:PORT   HTTPS, AMQP and MQTT over WebSocket (default 127.0.0.1:443; \"off\")\n"
@@ -85,8 +89,17 @@ static void usage(FILE *f)
                "                       (amqp:link:redirect) to the Event Hub-compatible endpoint,\n"
                "                       iothub-ehub-{hub}-emulator on the AMQPS port; without it\n"
                "                       they are served there directly (both names always work)\n"
+               "  --blob-endpoint URL  file upload: the Azure Storage blob endpoint devices upload\n"
+               "                       to, over HTTPS (Azurite's: https://127.0.0.1:10000/ACCOUNT);\n"
+               "                       without it uploads are refused as by a hub without storage\n"
+               "  --blob-account NAME, --blob-key KEY, --blob-container NAME\n"
+               "                       the endpoint's account, its key (base64) and the container\n"
+               "                       uploads go to (it must exist): needed with --blob-endpoint\n"
+               "  --blob-ca FILE       the CA the hub trusts for the endpoint, when it reads an\n"
+               "                       uploaded blob's size (default: the system's)\n"
                "  --config FILE        the settings above from YAML (keys: hostname, listen, amqps,\n"
-               "                       mqtts, cert, key, registry, maxTokensPerConnection, partitions,\n"
+               "                       mqtts, cert, key, registry, blobEndpoint, blobAccount, blobKey,\n"
+               "                       blobContainer, blobCa, maxTokensPerConnection, partitions,\n"
                "                       retentionMessages, retentionBytes, d2cLimit,\n"
                "                       c2dLockTimeout, c2dDefaultTtl); options given\n"
                "                       on the command line win\n"
@@ -135,6 +148,11 @@ static int load_config(const char *file, settings *s)
                                        "cert",
                                        "key",
                                        "registry",
+                                       "blobEndpoint",
+                                       "blobAccount",
+                                       "blobKey",
+                                       "blobContainer",
+                                       "blobCa",
                                        "maxTokensPerConnection",
                                        "partitions",
                                        "retentionMessages",
@@ -147,8 +165,10 @@ static int load_config(const char *file, settings *s)
     yaml_node_t *root = rc ? NULL : iotgw_yaml_root(&y);
     if (!rc && root && !(root->type == YAML_SCALAR_NODE && !root->data.scalar.length))
         rc = iotgw_yaml_check_keys(&y, root, "", keys, &diag);
-    char **slots[] = {&s->hostname, &s->listen, &s->amqps, &s->mqtts, &s->cert, &s->key, &s->registry};
-    for (int i = 0; !rc && i < 7; i++) {
+    char **slots[STRINGS] = {&s->hostname,     &s->listen,   &s->amqps,          &s->mqtts,
+                             &s->cert,         &s->key,      &s->registry,       &s->blob_endpoint,
+                             &s->blob_account, &s->blob_key, &s->blob_container, &s->blob_ca};
+    for (int i = 0; !rc && i < STRINGS; i++) {
         yaml_node_t *n = iotgw_yaml_get(&y, root, keys[i]);
         const char *v = n ? iotgw_yaml_text(&y, n, keys[i], &diag) : NULL;
         if (n && !v)
@@ -179,6 +199,11 @@ static int parse_options(int argc, char **argv, settings *s, const char **config
         {"cert", required_argument, 0, 'c'},
         {"key", required_argument, 0, 'k'},
         {"registry", required_argument, 0, 'r'},
+        {"blob-endpoint", required_argument, 0, BLOB_OPTION + 7},
+        {"blob-account", required_argument, 0, BLOB_OPTION + 8},
+        {"blob-key", required_argument, 0, BLOB_OPTION + 9},
+        {"blob-container", required_argument, 0, BLOB_OPTION + 10},
+        {"blob-ca", required_argument, 0, BLOB_OPTION + 11},
         {"max-tokens", required_argument, 0, NUMBER_OPTION + MAX_TOKENS},
         {"partitions", required_argument, 0, NUMBER_OPTION + PARTITIONS},
         {"retention-messages", required_argument, 0, NUMBER_OPTION + RETENTION_MESSAGES},
@@ -204,6 +229,11 @@ static int parse_options(int argc, char **argv, settings *s, const char **config
         case 'c': replace(&s->cert, optarg); break;
         case 'k': replace(&s->key, optarg); break;
         case 'r': replace(&s->registry, optarg); break;
+        case BLOB_OPTION + 7: replace(&s->blob_endpoint, optarg); break;
+        case BLOB_OPTION + 8: replace(&s->blob_account, optarg); break;
+        case BLOB_OPTION + 9: replace(&s->blob_key, optarg); break;
+        case BLOB_OPTION + 10: replace(&s->blob_container, optarg); break;
+        case BLOB_OPTION + 11: replace(&s->blob_ca, optarg); break;
         case 'f': *config = optarg; break;
         case 'A': *admin = 1; break;
         case 'R': s->stream_redirect = 1; break;
@@ -257,6 +287,12 @@ static int run(settings *sp, int admin)
                         "iothub-emulator-certs DIR)\n");
         return 2;
     }
+    int blob_settings = !!s.blob_endpoint + !!s.blob_account + !!s.blob_key + !!s.blob_container;
+    if ((blob_settings && blob_settings < 4) || (s.blob_ca && !s.blob_endpoint)) {
+        fprintf(stderr, "iothub-emulator: file upload needs --blob-endpoint, --blob-account, --blob-key and "
+                        "--blob-container together (--blob-ca with them)\n");
+        return 2;
+    }
     emu_hub_options ho = {.hostname = s.hostname,
                           .cert_file = s.cert,
                           .key_file = s.key,
@@ -269,6 +305,11 @@ static int run(settings *sp, int admin)
                           .c2d_ttl_s = (int)s.numbers[C2D_TTL],
                           .admin = admin,
                           .stream_redirect = s.stream_redirect,
+                          .blob_endpoint = s.blob_endpoint,
+                          .blob_account = s.blob_account,
+                          .blob_key = s.blob_key,
+                          .blob_container = s.blob_container,
+                          .blob_ca_file = s.blob_ca,
                           .on_http = emu_rest_on_request};
     char *listen_addr = NULL, *amqps_addr = NULL, *mqtts_addr = NULL;
     emu_registry *reg = NULL;
@@ -332,6 +373,9 @@ static int run(settings *sp, int admin)
            emu_hub_partitions(hub) - 1,
            s.stream_redirect && amqps_port ? "redirected (amqp:link:redirect) to" : "also as",
            emu_hub_event_hub(hub));
+    if (s.blob_endpoint)
+        printf("file upload: container %s of account %s at %s\n", s.blob_container, s.blob_account,
+               s.blob_endpoint);
     if (owner)
         printf("service connection string: HostName=%s;SharedAccessKeyName=%s;SharedAccessKey=%s\n",
                s.hostname, owner->name, owner->primary_key);
@@ -365,8 +409,10 @@ int main(int argc, char **argv)
     int rc = parse_options(argc, argv, &s, &config, &admin);
     if (rc < 0)
         rc = config && load_config(config, &s) ? 1 : run(&s, admin);
-    char **all[] = {&s.hostname, &s.listen, &s.amqps, &s.mqtts, &s.cert, &s.key, &s.registry};
-    for (int i = 0; i < 7; i++)
+    char **all[STRINGS] = {&s.hostname,     &s.listen,   &s.amqps,          &s.mqtts,
+                           &s.cert,         &s.key,      &s.registry,       &s.blob_endpoint,
+                           &s.blob_account, &s.blob_key, &s.blob_container, &s.blob_ca};
+    for (int i = 0; i < STRINGS; i++)
         free(*all[i]);
     return rc;
 }

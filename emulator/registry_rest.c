@@ -572,6 +572,10 @@ void emu_rest_devices(emu_hub *hub, iotgw_http_request *req, const char *method,
     int read = !strcmp(method, "GET"), post = !strcmp(method, "POST");
     int query = n == 2 && !strcmp(seg[1], "query") && post;
     int modules = n >= 3 && !strcmp(seg[2], "modules");
+    if ((n >= 3 && !strcmp(seg[2], "files")) || (n >= 5 && modules && !strcmp(seg[4], "files"))) {
+        emu_rest_files(hub, req, method, seg, n); /* the device side's, files_rest.c */
+        return;
+    }
     if (n > 4 || (n >= 3 && !modules)) {
         emu_rest_fail(hub, req, &E_ROUTE, "no such resource");
         return;

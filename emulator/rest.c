@@ -188,48 +188,70 @@ static int timeout_field(json_t *req, const char *name, int def, int min, int ma
     return 0;
 }
 
+const emu_rest_error *emu_rest_method_request(json_t *j, const char **name, char **payload,
+                                              int *response_timeout, int *connect_timeout, char *msg,
+                                              size_t len)
+{
+    *name = json_string_value(json_object_get(j, "methodName"));
+    *payload = NULL;
+    if (!*name || !**name || strlen(*name) > 128) {
+        snprintf(msg, len, "methodName must be a string of 1 to 128 characters");
+        return &E_BAD_ARGUMENT;
+    }
+    if (timeout_field(j, "responseTimeoutInSeconds", 30, 5, 300, response_timeout)) {
+        snprintf(msg, len, "responseTimeoutInSeconds must be a whole number from 5 to 300");
+        return &E_BAD_ARGUMENT;
+    }
+    if (timeout_field(j, "connectTimeoutInSeconds", 0, 0, 300, connect_timeout)) {
+        snprintf(msg, len, "connectTimeoutInSeconds must be a whole number from 0 to 300");
+        return &E_BAD_ARGUMENT;
+    }
+    json_t *p = json_object_get(j, "payload");
+    *payload = json_dumps(p ? p : json_null(), JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!*payload) {
+        snprintf(msg, len, "out of memory");
+        return &E_SERVER;
+    }
+    if (strlen(*payload) > EMU_METHOD_MAX_PAYLOAD) {
+        free(*payload);
+        *payload = NULL;
+        snprintf(msg, len, "the method payload is larger than 128 KB");
+        return &E_TOO_LARGE;
+    }
+    return NULL;
+}
+
 static void invoke_method(emu_hub *hub, iotgw_http_request *req, emu_identity *id)
 {
     size_t len;
     const uint8_t *body = iotgw_http_body(req, &len);
     json_error_t jerr;
     json_t *j = json_loadb((const char *)body, len, JSON_REJECT_DUPLICATES, &jerr);
-    const char *name = j ? json_string_value(json_object_get(j, "methodName")) : NULL;
+    const char *name;
+    char *text = NULL;
     int response_timeout, connect_timeout;
     rest_call *rc;
     char msg[300];
+    const emu_rest_error *e;
     if (!json_is_object(j)) {
         snprintf(msg, sizeof msg, "the body is not a JSON object: %s", jerr.text);
         emu_rest_fail(hub, req, &E_BAD_ARGUMENT, msg);
-    } else if (!name || !*name || strlen(name) > 128) {
-        emu_rest_fail(hub, req, &E_BAD_ARGUMENT, "methodName must be a string of 1 to 128 characters");
-    } else if (timeout_field(j, "responseTimeoutInSeconds", 30, 5, 300, &response_timeout)) {
-        emu_rest_fail(hub, req, &E_BAD_ARGUMENT,
-                      "responseTimeoutInSeconds must be a whole number from 5 to 300");
-    } else if (timeout_field(j, "connectTimeoutInSeconds", 0, 0, 300, &connect_timeout)) {
-        emu_rest_fail(hub, req, &E_BAD_ARGUMENT,
-                      "connectTimeoutInSeconds must be a whole number from 0 to 300");
+    } else if ((e = emu_rest_method_request(j, &name, &text, &response_timeout, &connect_timeout, msg,
+                                            sizeof msg))) {
+        emu_rest_fail(hub, req, e, msg);
+    } else if (!(rc = malloc(sizeof *rc))) {
+        emu_rest_fail(hub, req, &E_SERVER, "out of memory");
     } else {
-        json_t *payload = json_object_get(j, "payload");
-        char *text = json_dumps(payload ? payload : json_null(), JSON_COMPACT | JSON_ENCODE_ANY);
-        if (!text) {
-            emu_rest_fail(hub, req, &E_SERVER, "out of memory");
-        } else if (strlen(text) > EMU_METHOD_MAX_PAYLOAD) {
-            emu_rest_fail(hub, req, &E_TOO_LARGE, "the method payload is larger than 128 KB");
-        } else if (!(rc = malloc(sizeof *rc))) {
-            emu_rest_fail(hub, req, &E_SERVER, "out of memory");
-        } else {
-            *rc = (rest_call){.hub = hub, .req = req};
-            /* NULL: done was called already, and rc is gone */
-            emu_method_call *call = emu_method_invoke(hub, id, name, (const uint8_t *)text, strlen(text),
-                                                      response_timeout, connect_timeout, method_done, rc);
-            if (call) {
-                rc->call = call;
-                iotgw_http_set_context(req, rc, method_request_gone);
-            }
+        *rc = (rest_call){.hub = hub, .req = req};
+        /* NULL: done was called already, and rc is gone */
+        emu_method_call *call = emu_method_invoke(hub, id, name, (const uint8_t *)text, strlen(text),
+                                                  response_timeout, connect_timeout, method_done, rc);
+        if (call) {
+            rc->call = call;
+            iotgw_http_set_context(req, rc, method_request_gone);
         }
-        free(text);
     }
+    free(text);
     json_decref(j);
 }
 
@@ -252,45 +274,21 @@ static void patch_twin(emu_hub *hub, iotgw_http_request *req, emu_identity *id, 
     const uint8_t *body = iotgw_http_body(req, &len);
     json_t *j = json_loadb((const char *)body, len, JSON_REJECT_DUPLICATES, NULL);
     json_t *twin = emu_twin_json(hub, id);
-    json_t *props = json_object_get(j, "properties");
-    json_t *desired = props ? json_object_get(props, "desired") : NULL;
-    json_t *tags = json_object_get(j, "tags");
     const char *error = NULL;
-    int failed = 1;
+    int failed = 1, status;
     if (!json_is_object(j)) {
         emu_rest_fail(hub, req, &E_BAD_ARGUMENT, "the body is not a JSON object");
     } else if (!emu_rest_etag_matches(req, json_string_value(json_object_get(twin, "etag")))) {
         emu_rest_fail(hub, req, &E_PRECONDITION, "the twin's etag does not match If-Match");
-    } else if ((desired && !json_is_object(desired)) || (tags && !json_is_object(tags))) {
-        emu_rest_fail(hub, req, &E_BAD_ARGUMENT, "tags and properties.desired must be JSON objects");
+    } else if ((status = emu_twin_service_update(hub, id, j, replace, &error))) {
+        emu_rest_fail(hub, req,
+                      status == 413   ? &E_TOO_LARGE
+                      : status == 400 ? &E_BAD_ARGUMENT
+                                      : &E_SERVER,
+                      error);
     } else {
-        /* Both parts are checked before either is applied. */
-        json_t *new_tags = json_incref(id->tags), *new_desired = json_incref(id->desired);
-        int status = tags ? emu_twin_apply(&new_tags, tags, replace, EMU_TWIN_MAX_TAGS, &error) : 0;
-        if (!status && desired)
-            status = emu_twin_apply(&new_desired, desired, replace, EMU_TWIN_MAX_PROPERTIES, &error);
-        if (status) {
-            json_decref(new_tags);
-            json_decref(new_desired);
-            emu_rest_fail(hub, req,
-                          status == 413   ? &E_TOO_LARGE
-                          : status == 400 ? &E_BAD_ARGUMENT
-                                          : &E_SERVER,
-                          error);
-        } else {
-            json_decref(id->tags);
-            json_decref(id->desired);
-            id->tags = new_tags;
-            id->desired = new_desired;
-            if (tags)
-                id->tags_version++;
-            if (desired) {
-                id->desired_version++;
-                emu_twin_notify_desired(hub, id, replace ? id->desired : desired);
-            }
-            emu_rest_json(hub, req, 200, emu_twin_json(hub, id), NULL);
-            failed = 0;
-        }
+        emu_rest_json(hub, req, 200, emu_twin_json(hub, id), NULL);
+        failed = 0;
     }
     emu_hub_metrics(hub)->twin[replace ? EMU_TWIN_SERVICE_REPLACE : EMU_TWIN_SERVICE_PATCH][failed]++;
     json_decref(twin);
@@ -369,6 +367,11 @@ void emu_rest_on_request(iotgw_http_request *req, void *ctx)
     }
     if (n >= 1 && !strcmp(seg[0], "statistics")) {
         emu_rest_statistics(hub, req, method, seg, n);
+        free(path);
+        return;
+    }
+    if (n >= 1 && !strcmp(seg[0], "jobs")) {
+        emu_rest_jobs(hub, req, method, seg, n);
         free(path);
         return;
     }

@@ -1,7 +1,7 @@
 /*
  * The service REST API on the HTTPS listener (shared/docs/iothub-amqp-protocol.md 7.2):
  * direct method invocation, twins, the identity registry (devices, modules, bulk, queries,
- * statistics). Requests carry a service SAS token in
+ * statistics), jobs. Requests carry a service SAS token in
  * Authorization; errors have IoT Hub's shape: status, header iothub-errorcode and a JSON
  * body whose Message holds {"errorCode": n, ...} as text. Also the emulator's own routes,
  * which IoT Hub does not have: /metrics (metrics_rest.c) and /admin (admin_rest.c).
@@ -44,6 +44,14 @@ int emu_rest_ids_valid(emu_hub *hub, iotgw_http_request *req, const char *device
 int emu_rest_etag_matches(iotgw_http_request *req, const char *etag);
 /* Is the client's address a loopback one (the emulator's own routes trust those)? */
 int emu_rest_loopback(const char *peer);
+/* A direct method's request (IoT Hub's CloudToDeviceMethod: methodName, payload,
+ * responseTimeoutInSeconds, connectTimeoutInSeconds, in the JSON object j) checked as
+ * POST /twins/{id}/methods checks it: NULL with *name (j's), *payload the payload as JSON
+ * text (malloc'd, the caller's) and the timeouts (defaults 30 and 0), or the error to
+ * answer with and why in msg (*payload NULL). */
+const emu_rest_error *emu_rest_method_request(json_t *j, const char **name, char **payload,
+                                              int *response_timeout, int *connect_timeout, char *msg,
+                                              size_t len);
 
 /* admin_rest.c: fault injection under /admin (with --admin, loopback clients only) */
 void emu_rest_admin(emu_hub *hub, iotgw_http_request *req, const char *method, char **seg, int n);
@@ -64,5 +72,13 @@ json_t *emu_rest_twin_document(emu_hub *hub, const emu_identity *id);
 
 /* query_rest.c: POST /devices/query, authorized by the caller (RegistryRead) */
 void emu_rest_query(emu_hub *hub, iotgw_http_request *req);
+
+/* files_rest.c: the device side's file upload, POST /devices/{id}/files and
+ * /devices/{id}/files/notifications[/{correlationId}], authorized by a device's token
+ * (seg[2] "files"; or "modules", refused: modules do not upload files) */
+void emu_rest_files(emu_hub *hub, iotgw_http_request *req, const char *method, char **seg, int n);
+
+/* jobs_rest.c: PUT/GET /jobs/v2/{id}, POST /jobs/v2/{id}/cancel, GET /jobs/v2/query */
+void emu_rest_jobs(emu_hub *hub, iotgw_http_request *req, const char *method, char **seg, int n);
 
 #endif

@@ -265,3 +265,35 @@ void emu_twin_notify_desired(emu_hub *hub, emu_identity *id, json_t *patch)
     if (s->conn->conn)
         iotgw_conn_wake(s->conn->conn);
 }
+
+int emu_twin_service_update(emu_hub *hub, emu_identity *id, json_t *body, int replace, const char **error)
+{
+    json_t *props = json_object_get(body, "properties");
+    json_t *desired = props ? json_object_get(props, "desired") : NULL;
+    json_t *tags = json_object_get(body, "tags");
+    if ((desired && !json_is_object(desired)) || (tags && !json_is_object(tags))) {
+        *error = "tags and properties.desired must be JSON objects";
+        return 400;
+    }
+    /* Both parts are checked before either is applied. */
+    json_t *new_tags = json_incref(id->tags), *new_desired = json_incref(id->desired);
+    int status = tags ? emu_twin_apply(&new_tags, tags, replace, EMU_TWIN_MAX_TAGS, error) : 0;
+    if (!status && desired)
+        status = emu_twin_apply(&new_desired, desired, replace, EMU_TWIN_MAX_PROPERTIES, error);
+    if (status) {
+        json_decref(new_tags);
+        json_decref(new_desired);
+        return status;
+    }
+    json_decref(id->tags);
+    json_decref(id->desired);
+    id->tags = new_tags;
+    id->desired = new_desired;
+    if (tags)
+        id->tags_version++;
+    if (desired) {
+        id->desired_version++;
+        emu_twin_notify_desired(hub, id, replace ? id->desired : desired);
+    }
+    return 0;
+}

@@ -2,8 +2,10 @@
 connection string), listed, shown, deleted; a method invoked on a device attached with
 python3-qpid-proton; twin shown and patched; a C2D message received by the device;
 `monitor` printing the device's telemetry as JSON lines; `query` over twins (every page,
-or --max-pages), `module` create/list/show/twin/delete with the module's own key; and the
-registry REST API's edges the CLI does not reach (bulk, statistics, paging headers).
+or --max-pages), `module` create/list/show/twin/delete with the module's own key; `job`
+(twin update and method jobs over a query, --wait, show, cancel, list) and the jobs REST
+API's refusals and limits; and the registry REST API's edges the CLI does not reach (bulk,
+statistics, paging headers).
 
 usage: service_cli.py IOTHUB_EMULATOR IOTHUB_SERVICE CERT_DIR"""
 import json
@@ -114,17 +116,19 @@ def error_code(body):
     return json.loads(body["Message"])["errorCode"]
 
 
+def tagged_devices(test, tags):
+    """A device for each id in tags, with those tags; deleted when the test ends."""
+    for device, device_tags in tags.items():
+        p = cli("device", "create", device)
+        test.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        test.addCleanup(cli, "device", "delete", device)
+        status, _, _ = EMU.rest("PATCH", f"/twins/{device}", {"tags": device_tags})
+        test.assertEqual(status, 200)
+
+
 class QueryAndModules(unittest.TestCase):
     def setUp(self):
-        for i in range(1, 6):
-            p = cli("device", "create", f"q{i}")
-            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
-            status, _, _ = EMU.rest("PATCH", f"/twins/q{i}", {"tags": {"site": "north" if i <= 3 else "south"}})
-            self.assertEqual(status, 200)
-
-    def tearDown(self):
-        for i in range(1, 6):
-            cli("device", "delete", f"q{i}")
+        tagged_devices(self, {f"q{i}": {"site": "north" if i <= 3 else "south"} for i in range(1, 6)})
 
     def test_query_pages_filters_and_groups(self):
         p = cli("query", "SELECT deviceId FROM devices WHERE tags.site = 'north'")
@@ -182,6 +186,92 @@ class QueryAndModules(unittest.TestCase):
         self.assertEqual((p.returncode, error_code(json.loads(p.stdout))), (1, 404010))
         with open(EMU.registry) as f:
             self.assertNotIn(key, f.read())
+
+
+class Jobs(unittest.TestCase):
+    """iothub-service job: twin update and method jobs over a query, show, cancel, list."""
+
+    def setUp(self):
+        tagged_devices(self, {f"jb{i}": {"ring": "early" if i <= 2 else "late"} for i in range(1, 4)})
+
+    def test_twin_update_method_cancel_list(self):
+        p = cli("job", "update-twin", "cli-twin-job", "tags.ring = 'early'",
+                '{"tags": {"fw": "2.0"}, "properties": {"desired": {"fw": "2.0"}}}', "--wait", "20")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        job = json.loads(p.stdout)
+        self.assertEqual((job["status"], job["type"], job["deviceJobStatistics"]),
+                         ("completed", "scheduleUpdateTwin", {"deviceCount": 2, "succeededCount": 2, "failedCount": 0,
+                                                              "runningCount": 0, "pendingCount": 0}))
+        desired = [EMU.rest("GET", f"/twins/jb{i}")[2]["properties"]["desired"].get("fw") for i in range(1, 4)]
+        self.assertEqual(desired, ["2.0", "2.0", None])
+        # a method on a device that is not connected: the job completes, that device failed
+        p = cli("job", "method", "cli-method-job", "deviceId = 'jb3'", "reboot", '{"now": true}', "--timeout", "5",
+                "--wait", "20")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        job = json.loads(p.stdout)
+        self.assertEqual((job["deviceJobStatistics"]["deviceCount"], job["deviceJobStatistics"]["failedCount"]), (1, 1))
+        self.assertEqual(job["cloudToDeviceMethod"]["payload"], {"now": True})
+        # a job for later, cancelled before it runs; --wait on it says it did not complete
+        p = cli("job", "update-twin", "cli-later-job", "deviceId = 'jb3'", '{"tags": {"x": 1}}', "--start", "+3600")
+        self.assertEqual((p.returncode, json.loads(p.stdout)["status"]), (0, "scheduled"), p.stdout + p.stderr)
+        p = cli("job", "show", "cli-later-job", "--wait", "0.5")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("job cli-later-job is scheduled after 0.5 s", p.stderr)
+        p = cli("job", "cancel", "cli-later-job")
+        self.assertEqual((p.returncode, json.loads(p.stdout)["status"]), (0, "cancelled"), p.stdout + p.stderr)
+        self.assertNotIn("x", EMU.rest("GET", "/twins/jb3")[2]["tags"])
+        listed = json.loads(cli("job", "list", "--status", "cancelled").stdout)
+        self.assertIn("cli-later-job", [j["jobId"] for j in listed])
+        self.assertTrue(all(j["status"] == "cancelled" for j in listed), listed)
+        listed = json.loads(cli("job", "list", "--type", "scheduleDeviceMethod").stdout)
+        self.assertIn("cli-method-job", [j["jobId"] for j in listed])
+        self.assertTrue(all(j["type"] == "scheduleDeviceMethod" for j in listed), listed)
+        # refusals, in IoT Hub's error shape
+        p = cli("job", "show", "no-such-job")
+        self.assertEqual((p.returncode, error_code(json.loads(p.stdout))), (1, 404002))
+        p = cli("job", "update-twin", "cli-twin-job", "deviceId = 'jb1'", '{"tags": {"y": 1}}')
+        self.assertEqual((p.returncode, error_code(json.loads(p.stdout))), (1, 409000))
+        p = cli("job", "update-twin", "cli-bad-job", "deviceId = 'jb1'", '{"tags": 1}')
+        self.assertEqual((p.returncode, error_code(json.loads(p.stdout))), (1, 400004))
+        self.assertIn("tags and properties.desired must be JSON objects", p.stdout)
+        p = cli("job", "method", "cli-bad-job", "deviceId =", "reboot")
+        self.assertEqual((p.returncode, error_code(json.loads(p.stdout))), (1, 400004))
+        self.assertIn("queryCondition is not valid", p.stdout)
+        self.assertEqual(cli("job", "show").returncode, 1)  # no JOB_ID: a usage error
+
+    def test_rest_refusals_and_limits(self):
+        base = {"type": "scheduleUpdateTwin", "queryCondition": "deviceId = 'jb1'", "updateTwin": {"tags": {"a": 1}}}
+        for path, body, why in (
+                ("/jobs/v2/" + "j" * 129, base, "129 characters long"),
+                ("/jobs/v2/j1", dict(base, jobId="other"), "jobId is not the path's"),
+                ("/jobs/v2/j1", dict(base, type="export"), "type must be"),
+                ("/jobs/v2/j1", dict(base, startTime="soon"), "startTime must be"),
+                ("/jobs/v2/j1", dict(base, maxExecutionTimeInSeconds=0), "maxExecutionTimeInSeconds"),
+                ("/jobs/v2/j1", dict(base, updateTwin={}), "changes nothing"),
+                ("/jobs/v2/j1", {"type": "scheduleDeviceMethod", "queryCondition": "true",
+                                 "cloudToDeviceMethod": {"methodName": ""}}, "methodName"),
+                ("/jobs/v2/j1", [], "not a JSON object")):
+            status, _, answer = EMU.rest("PUT", path, body)
+            self.assertEqual((status, error_code(answer)), (400, 400004), path)
+            self.assertIn(why, answer["Message"])
+        self.assertEqual(EMU.rest("DELETE", "/jobs/v2/j1")[0], 405)
+        self.assertEqual(EMU.rest("GET", "/jobs/v1/j1")[0], 404)
+        # only ServiceConnect: it may schedule a method job, not a twin update
+        service = sas_token(HOST, "gIGCg4SFhoeIiYqLjI2Oj5CRkpOUlZaXmJmam5ydnp8=", policy="service")
+        self.assertEqual(EMU.rest("PUT", "/jobs/v2/svc-twin", base, token=service)[0], 401)
+        # at most 100 jobs kept: the oldest finished ones make way; 100 not finished: 429
+        for i in range(100):
+            status, _, _ = EMU.rest("PUT", f"/jobs/v2/many-{i}", dict(base, startTime="2099-01-01T00:00:00Z"))
+            self.assertEqual(status, 200, i)
+        status, _, answer = EMU.rest("PUT", "/jobs/v2/one-more", base)
+        self.assertEqual((status, error_code(answer)), (429, 429000))
+        self.assertEqual(EMU.rest("POST", "/jobs/v2/many-0/cancel")[0], 200)
+        self.assertEqual(EMU.rest("PUT", "/jobs/v2/one-more", base)[0], 200)
+        self.assertEqual(EMU.rest("GET", "/jobs/v2/many-0")[0], 404)  # evicted
+        _, _, jobs = EMU.rest("GET", "/jobs/v2/query")
+        self.assertEqual(len(jobs), 100)
+        for i in range(1, 100):
+            EMU.rest("POST", f"/jobs/v2/many-{i}/cancel")
 
 
 class RegistryRest(unittest.TestCase):

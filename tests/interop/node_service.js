@@ -9,10 +9,13 @@
 // createQuery (all, a tags filter, pages of two, COUNT with GROUP BY, module twins),
 // getRegistryStatistics, and modules (add, list, get, module twin, a ModuleClient of
 // the device SDK connecting with the module's key, remove).
-//   node node_service.js SERVICE_CONNECTION_STRING CA_FILE [registry]
+// With "jobs": JobClient: a twin update over a tags query (2 of 3 devices), a direct
+// method over a connected device and an offline one, getJob until completed, a job for
+// later cancelled, createQuery by type and by status, and refusals.
+//   node node_service.js SERVICE_CONNECTION_STRING CA_FILE [registry|jobs]
 'use strict';
 const fs = require('fs');
-const { Registry, Client: ServiceClient } = require('azure-iothub');
+const { Registry, Client: ServiceClient, JobClient } = require('azure-iothub');
 const { Client: DeviceClient, ModuleClient, Message } = require('azure-iot-device');
 const { Amqp } = require('azure-iot-device-amqp');
 
@@ -190,7 +193,100 @@ async function registryMain() {
   process.exit(0);
 }
 
-(process.argv[4] === 'registry' ? registryMain() : main()).catch((e) => {
+// The status and body of an SDK error, on one line.
+function refusal(e) {
+  return (e.response ? e.response.statusCode + ' ' : '') + (e.responseBody || e.message).toString().replace(/\s+/g, ' ').slice(0, 300);
+}
+
+// Poll getJob until the job has finished (or 30 s went by); its last JobResponse.
+async function finishedJob(jobs, jobId) {
+  const deadline = Date.now() + 30000;
+  for (;;) {
+    const job = (await jobs.getJob(jobId)).jobStatus;
+    if (['completed', 'failed', 'cancelled'].includes(job.status) || Date.now() > deadline) return job;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+const stats = (job) => ['deviceCount', 'succeededCount', 'failedCount', 'runningCount', 'pendingCount']
+  .map((k) => job.deviceJobStatistics[k]).join(' ');
+
+async function jobsMain() {
+  const registry = Registry.fromConnectionString(serviceCs);
+  const jobs = JobClient.fromConnectionString(serviceCs);
+  const ids = ['job-1', 'job-2', 'job-3'];
+  await registry.addDevices(ids.map((deviceId) => ({ deviceId })));
+  for (const [i, id] of ids.entries()) {
+    const twin = (await registry.getTwin(id)).responseBody;
+    await registry.updateTwin(id, { tags: { fleet: i < 2 ? 'blue' : 'red' } }, twin.etag);
+  }
+
+  // a twin update over the two blue devices
+  const patch = { etag: '*', tags: { updated: true }, properties: { desired: { firmware: '2.0' } } };
+  const scheduled = (await jobs.scheduleTwinUpdate('twin-job-1', "tags.fleet = 'blue'", patch, new Date(), 60)).jobStatus;
+  say('TWINJOB_SCHEDULED ' + scheduled.jobId + ' ' + scheduled.type + ' ' + scheduled.status);
+  const twinJob = await finishedJob(jobs, 'twin-job-1');
+  say('TWINJOB ' + twinJob.status + ' ' + stats(twinJob));
+  say('TWINJOB_TIMES ' + [twinJob.createdTime, twinJob.startTime, twinJob.endTime].every((t) => !isNaN(Date.parse(t))));
+  const changed = [];
+  for (const id of ids) {
+    const twin = (await registry.getTwin(id)).responseBody;
+    if (twin.properties.desired.firmware === '2.0' && twin.tags.updated === true) changed.push(id);
+  }
+  say('TWINS_CHANGED ' + changed.join(','));
+
+  // a direct method over a connected device (answering) and a device that is not connected
+  const key = (await registry.get('job-1')).responseBody.authentication.symmetricKey.primaryKey;
+  const device = DeviceClient.fromConnectionString(`HostName=${host};DeviceId=job-1;SharedAccessKey=${key}`, Amqp);
+  await device.setOptions({ ca: fs.readFileSync(caFile, 'utf8') });
+  await device.open();
+  const called = new Promise((resolve) => device.onDeviceMethod('reboot', (req, res) => {
+    res.send(200, { rebooting: true }, () => {});
+    resolve(req.payload);
+  }));
+  await new Promise((r) => setTimeout(r, 500));
+  await jobs.scheduleDeviceMethod('method-job-1', "deviceId IN ['job-1', 'job-3']",
+    { methodName: 'reboot', payload: { delay: 5 }, responseTimeoutInSeconds: 10 }, new Date(), 60);
+  say('DEVICE_GOT ' + JSON.stringify(await called));
+  const methodJob = await finishedJob(jobs, 'method-job-1');
+  say('METHODJOB ' + methodJob.status + ' ' + stats(methodJob) + ' ' + methodJob.cloudToDeviceMethod.methodName);
+  await device.close();
+
+  // a job for an hour from now, cancelled before it runs
+  const later = (await jobs.scheduleTwinUpdate('later-job', "deviceId = 'job-3'", { properties: { desired: { x: 1 } } },
+    new Date(Date.now() + 3600 * 1000), 60)).jobStatus;
+  say('LATER ' + later.status);
+  const cancelled = (await jobs.cancelJob('later-job')).jobStatus;
+  const gotCancelled = (await jobs.getJob('later-job')).jobStatus;
+  say('CANCELLED ' + cancelled.status + ' ' + gotCancelled.status + ' ' + stats(gotCancelled));
+  const job3 = (await registry.getTwin('job-3')).responseBody;
+  say('JOB3_DESIRED ' + JSON.stringify(job3.properties.desired.x === undefined));
+
+  const twinJobs = (await jobs.createQuery('scheduleUpdateTwin').next()).result;
+  say('QUERY_TWIN ' + twinJobs.map((j) => j.jobId).join(','));
+  const cancelledJobs = (await jobs.createQuery(undefined, 'cancelled').next()).result;
+  say('QUERY_CANCELLED ' + cancelledJobs.map((j) => j.jobId).join(','));
+
+  // refusals: a job id over 128 characters, a condition that does not parse, an id taken, no such job
+  for (const [name, call] of [
+    ['BADID', () => jobs.scheduleTwinUpdate('j'.repeat(129), "deviceId = 'job-1'", patch)],
+    ['BADQUERY', () => jobs.scheduleTwinUpdate('bad-query', 'tags.fleet =', patch)],
+    ['TAKEN', () => jobs.scheduleTwinUpdate('twin-job-1', "deviceId = 'job-1'", patch)],
+    ['NOJOB', () => jobs.getJob('no-such-job')]]) {
+    try {
+      await call();
+      say('ERROR ' + name + ' was accepted');
+    } catch (e) {
+      say(name + ' ' + refusal(e));
+    }
+  }
+  await registry.removeDevices(ids.map((deviceId) => ({ deviceId })), true);
+  say('DONE');
+  process.exit(0);
+}
+
+const mains = { registry: registryMain, jobs: jobsMain };
+(mains[process.argv[4]] || main)().catch((e) => {
   say('ERROR ' + (e && e.message ? e.message : e) + (e && e.responseBody ? ' ' + e.responseBody : ''));
   process.exit(1);
 });

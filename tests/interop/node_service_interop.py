@@ -5,7 +5,8 @@ twin update received by the device, and C2D received by the device. And the regi
 beyond one device: bulk add/update/remove, twin tags, createQuery (all devices, a tags
 filter, pages of two until hasMoreResults is false, COUNT and GROUP BY, module twins),
 getRegistryStatistics, modules (add, list, get, their twins, a ModuleClient connecting
-with the module's own key, remove).
+with the module's own key, remove). And jobs with JobClient: a twin update and a direct
+method over a query, getJob until completed, cancelJob, createQuery, refusals.
 
 Also the reboot scenario's service flow with iothub-service (the CLI) against a device of
 the official SDK: invoke rebootDevice, poll the twin until rebootTime shows; with the
@@ -35,18 +36,22 @@ def hub():
 
 
 class NodeService(unittest.TestCase):
+    def node_service(self, emu, *mode):
+        """node_service.js (in mode) against emu: its output's lines by first word, and its output."""
+        env = dict(os.environ, NODE_PATH=os.path.join(os.path.abspath(NODE_DIR), "node_modules"),
+                   NODE_EXTRA_CA_CERTS=emu.ca)
+        cs = f"HostName={HOST};SharedAccessKeyName=iothubowner;SharedAccessKey={OWNER_KEY}"
+        p = subprocess.run(["node", SCRIPT, cs, emu.ca, *mode], capture_output=True, text=True, env=env, timeout=120)
+        out = p.stdout
+        detail = out + p.stderr[-2000:] + emu.log_text()[-3000:]
+        self.assertEqual(p.returncode, 0, detail)
+        self.assertNotIn("ERROR", out, detail)
+        return dict(line.split(" ", 1) for line in out.splitlines() if " " in line), out
+
     def test_registry_methods_twin_c2d(self):
         emu = hub()
         try:
-            env = dict(os.environ, NODE_PATH=os.path.join(os.path.abspath(NODE_DIR), "node_modules"),
-                       NODE_EXTRA_CA_CERTS=emu.ca)
-            cs = f"HostName={HOST};SharedAccessKeyName=iothubowner;SharedAccessKey={OWNER_KEY}"
-            p = subprocess.run(["node", SCRIPT, cs, emu.ca], capture_output=True, text=True, env=env, timeout=120)
-            out = p.stdout
-            detail = out + p.stderr[-2000:] + emu.log_text()[-3000:]
-            self.assertEqual(p.returncode, 0, detail)
-            self.assertNotIn("ERROR", out, detail)
-            lines = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+            lines, out = self.node_service(emu)
             self.assertEqual(lines["CREATED"], "svc-dev-1 enabled")
             self.assertEqual(lines["GOT"], "svc-dev-1 true")
             self.assertEqual(lines["METHOD"], '200 {"rebooting":true}')
@@ -65,16 +70,7 @@ class NodeService(unittest.TestCase):
     def test_registry_query_bulk_statistics_modules(self):
         emu = hub()
         try:
-            env = dict(os.environ, NODE_PATH=os.path.join(os.path.abspath(NODE_DIR), "node_modules"),
-                       NODE_EXTRA_CA_CERTS=emu.ca)
-            cs = f"HostName={HOST};SharedAccessKeyName=iothubowner;SharedAccessKey={OWNER_KEY}"
-            p = subprocess.run(["node", SCRIPT, cs, emu.ca, "registry"], capture_output=True, text=True, env=env,
-                               timeout=120)
-            out = p.stdout
-            detail = out + p.stderr[-2000:] + emu.log_text()[-3000:]
-            self.assertEqual(p.returncode, 0, detail)
-            self.assertNotIn("ERROR", out, detail)
-            lines = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+            lines, out = self.node_service(emu, "registry")
             self.assertEqual(lines["ADDED"], "true 0")
             self.assertEqual(lines["READDED"], "false q-1:DeviceAlreadyExists")
             self.assertEqual(json.loads(lines["TAGGED"]), {"site": "north", "floor": 1})
@@ -98,6 +94,34 @@ class NodeService(unittest.TestCase):
             self.assertEqual(lines["REMOVED"], "true")
             self.assertEqual(lines["GONE"], "gone")
             self.assertEqual(lines["STATS3"], "4")
+            self.assertIn("DONE", out)
+        finally:
+            emu.stop()
+            emu.log.close()
+
+    def test_jobs(self):
+        """JobClient: scheduleTwinUpdate over 2 of 3 devices, scheduleDeviceMethod over a
+        connected device and an offline one, getJob, cancelJob, createQuery, refusals."""
+        emu = hub()
+        try:
+            lines, out = self.node_service(emu, "jobs")
+            # the statistics as deviceCount succeeded failed running pending
+            expected = {"TWINJOB_SCHEDULED": "twin-job-1 scheduleUpdateTwin queued", "TWINJOB": "completed 2 2 0 0 0",
+                        "TWINJOB_TIMES": "true", "TWINS_CHANGED": "job-1,job-2", "DEVICE_GOT": '{"delay":5}',
+                        "METHODJOB": "completed 2 1 1 0 0 reboot", "LATER": "scheduled",
+                        "CANCELLED": "cancelled cancelled 0 0 0 0 0", "JOB3_DESIRED": "true",
+                        "QUERY_TWIN": "twin-job-1,later-job", "QUERY_CANCELLED": "later-job"}
+            self.assertEqual({k: lines.get(k) for k in expected}, expected, out)
+            self.assertTrue(lines["BADID"].startswith("400 "), lines["BADID"])
+            self.assertIn("400004", lines["BADID"])
+            self.assertIn("the job id is 129 characters long, maximum is 128", lines["BADID"])
+            self.assertTrue(lines["BADQUERY"].startswith("400 "), lines["BADQUERY"])
+            self.assertIn("queryCondition is not valid", lines["BADQUERY"])
+            self.assertTrue(lines["TAKEN"].startswith("409 "), lines["TAKEN"])
+            self.assertIn("a job with id twin-job-1 exists already", lines["TAKEN"])
+            self.assertTrue(lines["NOJOB"].startswith("404 "), lines["NOJOB"])
+            self.assertIn("404002", lines["NOJOB"])
+            self.assertIn("job method-job-1: job-3: method reboot failed: DeviceNotOnline", emu.log_text())
             self.assertIn("DONE", out)
         finally:
             emu.stop()
