@@ -17,6 +17,7 @@
 #include <proton/transport.h>
 
 #include "emulator/address.h"
+#include "hubside/mqtt_device.h"
 #include "transport/messaging.h"
 
 /* Credit the hub gives on links it receives on (the hub's own figures are not known;
@@ -1031,6 +1032,9 @@ emu_registry *emu_hub_registry(emu_hub *hub)
 
 emu_metrics *emu_hub_metrics(emu_hub *hub)
 {
+    if (hub->mqtt) /* the MQTT front end counts its connections */
+        iotgw_hubmqtt_endpoint_counts(hub->mqtt, hub->metrics.mqtt_conns_open,
+                                      hub->metrics.mqtt_conns_accepted);
     return &hub->metrics;
 }
 

@@ -153,7 +153,8 @@ struct emu_hub {
     iotgw_listener *wss, *amqps;
     iotgw_stream_listener *mqtts;
     iotgw_list conns;        /* emu_conn.in_hub, the newest first */
-    iotgw_list mqtt_clients; /* emu_mqtt_client, mqtt.c's */
+    struct iotgw_hubmqtt_endpoint *mqtt; /* mqtt.c's: the MQTT front end of both listeners */
+    iotgw_list mqtt_clients;             /* emu_mqtt_client, mqtt.c's */
     uint64_t next_serial;
     pn_message_t *scratch;      /* reused for decoding */
     pn_message_t *mqtt_scratch; /* mqtt.c's, reused for building and decoding */

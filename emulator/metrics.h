@@ -49,7 +49,7 @@ enum {
 enum { EMU_LISTENER_WSS, EMU_LISTENER_AMQPS, EMU_LISTENERS };
 enum { EMU_CBS_200, EMU_CBS_400, EMU_CBS_401, EMU_CBS_404, EMU_CBS_500, EMU_CBS_STATUSES };
 enum { EMU_MQTT_TLS, EMU_MQTT_WS, EMU_MQTT_LISTENERS };
-#define EMU_MQTT_CONNACK_CODES 6 /* 0 accepted .. 5 not authorized */
+#define EMU_MQTT_CONNACK_CODES 6 /* 0 accepted .. 5 not authorized: IOTGW_HUBMQTT_CONNACK_CODES */
 
 typedef struct emu_metrics {
     uint64_t d2c_messages; /* accepted: stored in the telemetry stream, each of a batch */

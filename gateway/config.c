@@ -227,31 +227,64 @@ static int load_tls(reader *r, yaml_node_t *t)
     return rc;
 }
 
+/* ADDRESS:PORT, or a list of them, at path. */
+static int parse_listen_list(reader *r, yaml_node_t *ln, const char *path, iotgw_config_listen **out,
+                             size_t *count)
+{
+    int n = ln->type == YAML_SCALAR_NODE ? 1 : iotgw_yaml_seq_len(&r->y, ln, path, r->diag);
+    if (n < 0)
+        return IOTGW_ERR_CONFIG;
+    *out = calloc((size_t)n + 1, sizeof **out);
+    if (!*out)
+        return IOTGW_ERR_NOMEM;
+    int rc = 0;
+    for (int i = 0; !rc && i < n; i++) {
+        char p[64];
+        snprintf(p, sizeof p, "%s[%d]", path, i);
+        yaml_node_t *item = ln->type == YAML_SCALAR_NODE ? ln : iotgw_yaml_seq_item(&r->y, ln, i);
+        rc = parse_listen(r, item, ln->type == YAML_SCALAR_NODE ? path : p, &(*out)[i]);
+        if (!rc)
+            ++*count;
+    }
+    return rc;
+}
+
+/* devices.mqtt: IoT Hub's MQTT for devices written with the Azure IoT SDKs. */
+static int load_mqtt(reader *r, yaml_node_t *m)
+{
+    static const char *const keys[] = {"listen", "webSocketListen", NULL};
+    int rc = iotgw_yaml_check_keys(&r->y, m, "devices.mqtt", keys, r->diag);
+    yaml_node_t *ln = rc ? NULL : iotgw_yaml_get(&r->y, m, "listen");
+    yaml_node_t *wn = rc ? NULL : iotgw_yaml_get(&r->y, m, "webSocketListen");
+    if (!rc && !ln && !wn)
+        rc = iotgw_yaml_fail(
+            &r->y, m, "devices.mqtt", r->diag,
+            "listen (ADDRESS:PORT, e.g. \"0.0.0.0:8883\") or webSocketListen (\"0.0.0.0:443\") is "
+            "required");
+    if (!rc && ln)
+        rc = parse_listen_list(r, ln, "devices.mqtt.listen", &r->c->mqtt_listen, &r->c->nmqtt_listen);
+    if (!rc && wn)
+        rc = parse_listen(r, wn, "devices.mqtt.webSocketListen", &r->c->mqtt_ws_listen);
+    return rc;
+}
+
 static int load_devices_section(reader *r, yaml_node_t *d)
 {
-    static const char *const structured[] = {"listen", "tls", NULL};
+    static const char *const structured[] = {"listen", "tls", "mqtt", NULL};
     iotgw_config *c = r->c;
     int rc = load_section(r, d, "devices", structured);
     yaml_node_t *ln = rc ? NULL : iotgw_yaml_get(&r->y, d, "listen");
-    if (ln) {
-        int n = ln->type == YAML_SCALAR_NODE ? 1 : iotgw_yaml_seq_len(&r->y, ln, "devices.listen", r->diag);
-        if (n < 0)
-            return IOTGW_ERR_CONFIG;
-        c->listen = calloc((size_t)n + 1, sizeof *c->listen);
-        if (!c->listen)
-            return IOTGW_ERR_NOMEM;
-        for (int i = 0; !rc && i < n; i++) {
-            char p[64];
-            snprintf(p, sizeof p, "devices.listen[%d]", i);
-            yaml_node_t *item = ln->type == YAML_SCALAR_NODE ? ln : iotgw_yaml_seq_item(&r->y, ln, i);
-            rc = parse_listen(r, item, ln->type == YAML_SCALAR_NODE ? "devices.listen" : p, &c->listen[i]);
-            if (!rc)
-                c->nlisten++;
-        }
-    }
+    if (ln)
+        rc = parse_listen_list(r, ln, "devices.listen", &c->listen, &c->nlisten);
     yaml_node_t *tn = rc ? NULL : iotgw_yaml_get(&r->y, d, "tls");
     if (tn)
         rc = load_tls(r, tn);
+    yaml_node_t *mn = rc ? NULL : iotgw_yaml_get(&r->y, d, "mqtt");
+    if (mn)
+        rc = load_mqtt(r, mn);
+    if (!rc && mn && !c->tls_cert)
+        rc = iotgw_yaml_fail(&r->y, mn, "devices.mqtt", r->diag,
+                             "MQTT devices connect over TLS: devices.tls.cert and key are needed");
     return rc;
 }
 
@@ -718,7 +751,7 @@ int iotgw_config_load(const char *file, iotgw_config **out, iotgw_diag *diag)
         rc = load_section(&r, n, "log", NULL);
     if (!rc && (n = iotgw_yaml_get(&r.y, root, "store")))
         rc = load_store(&r, n);
-    if (!rc && !c->nlisten)
+    if (!rc && !c->nlisten && !c->nmqtt_listen && !c->mqtt_ws_listen.address)
         rc = iotgw_yaml_fail(&r.y, root, "devices.listen", diag,
                              "no listen address: devices.listen, e.g. \"0.0.0.0:7000\"");
     iotgw_yaml_free(&r.y);
@@ -758,6 +791,10 @@ void iotgw_config_free(iotgw_config *c)
     for (size_t i = 0; i < c->nlisten; i++)
         free(c->listen[i].address);
     free(c->listen);
+    for (size_t i = 0; i < c->nmqtt_listen; i++)
+        free(c->mqtt_listen[i].address);
+    free(c->mqtt_listen);
+    free(c->mqtt_ws_listen.address);
     free(c->methods);
     free(c->devices);
     free(c->file);

@@ -68,6 +68,10 @@ typedef struct iotgw_config {
     unsigned delivery_timeout_s; /* devices.deliveryTimeoutSeconds: NACK_TIMEOUT for telemetry without an
                                     outcome by then */
     char *tls_cert, *tls_key, *tls_client_ca; /* devices.tls: TLS on the listeners; client certificates */
+    iotgw_config_listen *mqtt_listen;         /* devices.mqtt.listen: IoT Hub's MQTT over TLS (SDK devices) */
+    size_t nmqtt_listen;
+    iotgw_config_listen
+        mqtt_ws_listen; /* devices.mqtt.webSocketListen: and over WebSocket; address NULL: off */
 
     /* ops: the operations endpoint (metrics, health, readiness, the device view) */
     iotgw_config_listen ops_listen; /* address NULL: off ("ops.listen: off") */

@@ -163,7 +163,7 @@ int iotgw_gateway_new(iotgw_loop *loop, iotgw_config *cfg, iotgw_gateway **out, 
     g->last_tick_ms = iotgw_loop_now_ms(loop);
     g->scratch = pn_message();
     g->by_device = calloc(cfg->ndevices + 1, sizeof *g->by_device);
-    g->listeners = calloc(cfg->nlisten, sizeof *g->listeners);
+    g->listeners = calloc(cfg->nlisten + cfg->nmqtt_listen + 1, sizeof *g->listeners);
     g->forward_by_device = calloc(cfg->ndevices + 1, sizeof *g->forward_by_device);
     /* 64 random bits per start: generated message ids never repeat across restarts */
     if (getrandom(&g->boot_id, sizeof g->boot_id, 0) != (ssize_t)sizeof g->boot_id) {
@@ -245,6 +245,8 @@ int iotgw_gateway_new(iotgw_loop *loop, iotgw_config *cfg, iotgw_gateway **out, 
     }
     free(refusal);
     if (!rc)
+        rc = gw_mqtt_start(g, diag);
+    if (!rc)
         rc = gw_ops_start(g, diag);
     if (rc) {
         g->cfg = NULL; /* still the caller's */
@@ -254,6 +256,11 @@ int iotgw_gateway_new(iotgw_loop *loop, iotgw_config *cfg, iotgw_gateway **out, 
     iotgw_timer_start(&g->tick, TICK_MS, TICK_MS);
     *out = g;
     return 0;
+}
+
+int iotgw_gateway_mqtt_ws_port(const iotgw_gateway *g)
+{
+    return gw_mqtt_ws_port(g);
 }
 
 int iotgw_gateway_ops_port(const iotgw_gateway *g)
@@ -388,6 +395,7 @@ void iotgw_gateway_free(iotgw_gateway *g)
     iotgw_list *n;
     while ((n = iotgw_list_first(&g->sessions)))
         gw_session_destroy(iotgw_list_entry(n, gw_session, node));
+    gw_mqtt_stop(g); /* the MQTT connections, whose sessions went just now */
     iotgw_upstream_free(g->up);
     iotgw_store_close(g->store); /* its last on_durable calls find no session */
     free(g->durable);

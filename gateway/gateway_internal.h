@@ -15,6 +15,7 @@
 #include "gateway/gateway.h"
 #include "gateway/store.h"
 #include "gateway/upstream.h"
+#include "hubside/mqtt_device.h"
 #include "schemas/gateway.pb-c.h"
 #include "transport/log.h"
 #include "transport/stream.h"
@@ -39,6 +40,7 @@ typedef struct gw_stats {
     uint64_t c2d_delivered, c2d_completed, c2d_rejected, c2d_abandoned;
     uint64_t store_forwarded, store_rejected; /* stored messages the hub accepted; refused for good */
     uint64_t store_nacked;                    /* telemetry nacked because the store was full or failed */
+    uint64_t mqtt_connack[IOTGW_HUBMQTT_CONNACK_CODES]; /* MQTT CONNACKs sent to devices, by code */
 } gw_stats;
 
 /* A method request waiting for the device's answer. */
@@ -55,11 +57,26 @@ typedef struct gw_method_call {
 typedef struct gw_twin_call {
     struct gw_twin_call *next;
     uint64_t device_id, upstream_id;
+    char *rid; /* an MQTT device's $rid; NULL for protobuf */
 } gw_twin_call;
 
+/* A cloud-to-device message out to an MQTT device at QoS 1, until its PUBACK. */
+typedef struct gw_c2d_id {
+    uint64_t upstream;
+    uint16_t packet_id;
+} gw_c2d_id;
+
+/* One device connection: its device's lifecycle here (session.c), whichever its wire:
+ * the gateway's protobuf frames (session.c, stream), or IoT Hub's MQTT for devices
+ * written with the Azure IoT SDKs (sdk_mqtt.c, mqtt: the front end's connection, which
+ * owns the stream; such a session exists from its accepted CONNECT on). */
 struct gw_session {
     iotgw_gateway *g;
-    iotgw_stream *stream;
+    iotgw_stream *stream; /* protobuf; NULL for MQTT */
+    iotgw_hubmqtt *mqtt;  /* MQTT; NULL for protobuf */
+    gw_c2d_id *c2d_ids;   /* MQTT: C2D messages waiting for their PUBACK */
+    size_t nc2d_ids;
+    int paused; /* MQTT: reading stopped while the window is full */
     iotgw_frame_decoder dec;
     int ready;                 /* Welcome sent */
     int closing;               /* Error sent or the stream is going */
@@ -83,10 +100,13 @@ struct iotgw_gateway {
     iotgw_loop *loop;
     iotgw_config *cfg;
     iotgw_upstream *up;
-    iotgw_stream_listener **listeners;
+    iotgw_stream_listener **listeners; /* devices.listen, then devices.mqtt.listen */
     size_t nlisteners;
-    gw_session **by_device; /* per cfg->devices index: its live session, or NULL */
-    iotgw_list sessions;    /* every session, newest first */
+    iotgw_hubmqtt_endpoint *mqtt; /* sdk_mqtt.c's; NULL: no MQTT listener */
+    iotgw_listener *mqtt_ws;      /* devices.mqtt.webSocketListen; NULL: none */
+    iotgw_log_limit mqtt_ws_log;  /* AMQP asked of it (not served) */
+    gw_session **by_device;       /* per cfg->devices index: its live session, or NULL */
+    iotgw_list sessions;          /* every session, newest first */
     int draining;
     iotgw_timer tick; /* every second: gw_session_tick for each session */
     pn_message_t *scratch;
@@ -134,6 +154,45 @@ void gw_session_on_outcome(gw_session *s, uint64_t seq, iotgw_outcome outcome, c
 void gw_session_on_method(gw_session *s, const iotgw_method_request *req);
 void gw_session_on_twin(gw_session *s, const iotgw_twin_response *r);
 void gw_session_on_c2d(gw_session *s, const iotgw_c2d_message *m);
+
+/* session.c, shared by both wires */
+const char *gw_session_peer(const gw_session *s);
+/* The fleet's device id, enabled and served here; NULL with the code and words to refuse
+ * with (*id_valid: the id itself is one a log line may name). */
+const iotgw_config_device *gw_session_find_device(iotgw_gateway *g, const char *id, int *id_valid,
+                                                  Iotgw__ErrorCode *code, iotgw_diag *diag);
+/* A device's credential: a SAS token for it (audience the hub or gatewayId), or, with no
+ * token, a verified client certificate whose CN (cn) is its id. */
+int gw_session_check_token(gw_session *s, const iotgw_config_device *dev, const char *token, const char *cn,
+                           Iotgw__ErrorCode *code, iotgw_diag *diag);
+int gw_session_admit(gw_session *s, const iotgw_config_device *dev, unsigned caps, iotgw_diag *diag);
+/* Telemetry to the store or the hub; its Ack or Nack (seq) comes later, or at once. */
+void gw_session_submit(gw_session *s, uint64_t seq, pn_message_t *m);
+gw_method_call *gw_session_new_call(gw_session *s, const iotgw_method_request *req,
+                                    const char *response_type);
+/* The call with the device's id, taken off the session; NULL: none (answered already). */
+gw_method_call *gw_session_take_call(gw_session *s, uint64_t id);
+void gw_session_answer_method(gw_session *s, gw_method_call *c, int status, const char *json);
+/* Answer with the device's JSON (502 if it is not JSON), and free the call. */
+void gw_session_answer_json(gw_session *s, gw_method_call *c, int status, const uint8_t *json, size_t len);
+void gw_session_call_free(gw_method_call *c);
+int gw_session_twin_request(gw_session *s, uint64_t id, const char *rid, iotgw_twin_op op,
+                            const uint8_t *patch, size_t len);
+gw_twin_call *gw_session_take_twin_call(gw_session *s, uint64_t upstream_id);
+void gw_session_free(gw_session *s);
+/* {"error": text} as JSON into buf. */
+void gw_error_json(char *buf, size_t len, const char *text);
+
+/* sdk_mqtt.c: devices written with the Azure IoT SDKs, over IoT Hub's MQTT */
+int gw_mqtt_start(iotgw_gateway *g, iotgw_diag *diag);
+/* The WebSocket listener's port; 0: none. */
+int gw_mqtt_ws_port(const iotgw_gateway *g);
+void gw_mqtt_stop(iotgw_gateway *g);
+void gw_mqtt_acked(gw_session *s, uint64_t seq);
+void gw_mqtt_refused(gw_session *s, uint64_t seq, Iotgw__NackReason reason, const char *detail);
+void gw_mqtt_method(gw_session *s, gw_method_call *c, const iotgw_method_request *req);
+void gw_mqtt_twin(gw_session *s, const iotgw_twin_response *r);
+void gw_mqtt_c2d(gw_session *s, const iotgw_c2d_message *m);
 
 /* forward.c: store-and-forward */
 /* The session takes its device's upstream identity (s->up), made with its features. */

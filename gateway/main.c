@@ -90,7 +90,8 @@ static int fd_budget(const iotgw_config *c, int apply, char *line, size_t size, 
     iotgw_fd_limit fl;
     if (iotgw_fd_limit_raise(apply, &fl, diag))
         return -1;
-    long to_come = fds_to_come(c, fl.soft), own = FDS_AT_START + (long)c->nlisten + to_come;
+    long to_come = fds_to_come(c, fl.soft), own = FDS_AT_START + (long)c->nlisten + (long)c->nmqtt_listen +
+                                                  (c->mqtt_ws_listen.address != NULL) + to_come;
     long room = fl.soft > own ? fl.soft - own : 0;
     if (apply)
         iotgw_fd_reserve_set(to_come);
@@ -130,6 +131,12 @@ static int describe(const iotgw_config *c)
            c->hub_connect_host ? ", connecting to " : "", c->hub_connect_host ? c->hub_connect_host : "");
     for (size_t i = 0; i < c->nlisten; i++)
         printf("devices: listen %s:%d\n", c->listen[i].address, c->listen[i].port);
+    for (size_t i = 0; i < c->nmqtt_listen; i++)
+        printf("devices: MQTT (IoT Hub's, for Azure IoT SDK devices) over TLS on %s:%d\n",
+               c->mqtt_listen[i].address, c->mqtt_listen[i].port);
+    if (c->mqtt_ws_listen.address)
+        printf("devices: MQTT over WebSocket on %s:%d%s\n", c->mqtt_ws_listen.address, c->mqtt_ws_listen.port,
+               IOTGW_WS_DEFAULT_PATH);
     if (c->ops_listen.address)
         printf("ops: listen %s:%d (/metrics, /healthz, /readyz; /devices %s)\n", c->ops_listen.address,
                c->ops_listen.port, c->ops_token ? "with ops.token" : "to loopback clients");
@@ -283,6 +290,11 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     for (size_t i = 0; i < cfg->nlisten; i++)
         printf("listening: devices %s:%d\n", cfg->listen[i].address, iotgw_gateway_port(g, i));
+    for (size_t i = 0; i < cfg->nmqtt_listen; i++)
+        printf("listening: mqtt %s:%d\n", cfg->mqtt_listen[i].address,
+               iotgw_gateway_port(g, cfg->nlisten + i));
+    if (cfg->mqtt_ws_listen.address)
+        printf("listening: mqtt-ws %s:%d\n", cfg->mqtt_ws_listen.address, iotgw_gateway_mqtt_ws_port(g));
     if (iotgw_gateway_ops_port(g))
         printf("listening: ops %s:%d\n", cfg->ops_listen.address, iotgw_gateway_ops_port(g));
     printf("hub: %s over %s, %zu devices in the fleet\n", cfg->hub_host,

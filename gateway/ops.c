@@ -96,6 +96,18 @@ static void render_metrics(iotgw_gateway *g, iotgw_prom *w)
         if (st->errors[code])
             iotgw_prom_value(w, "iotgw_device_errors_total", "code",
                              enum_name(&iotgw__error_code__descriptor, code), (double)st->errors[code]);
+    if (g->mqtt) { /* devices.mqtt */
+        static const char *const codes[] = {"0", "1", "2", "3", "4", "5"};
+        uint64_t mopen[2], maccepted[2];
+        iotgw_hubmqtt_endpoint_counts(g->mqtt, mopen, maccepted);
+        iotgw_prom_gauge(w, "iotgw_mqtt_connections", "MQTT device connections open, CONNECTed or not",
+                         (double)(mopen[0] + mopen[1]));
+        iotgw_prom_family(w, "iotgw_mqtt_connacks_total", "counter",
+                          "CONNACKs sent to MQTT devices, by return code (0 accepted, 5 not authorized)");
+        for (int code = 0; code < IOTGW_HUBMQTT_CONNACK_CODES; code++)
+            iotgw_prom_value(w, "iotgw_mqtt_connacks_total", "code", codes[code],
+                             (double)st->mqtt_connack[code]);
+    }
     uint64_t near_limit = 0, paused = 0;
     for (size_t i = 0; i < g->nlisteners; i++) {
         uint64_t a, b;
@@ -238,8 +250,8 @@ static const char *not_ready(iotgw_gateway *g, char *why, size_t size)
 
 static json_t *device_json(gw_session *s)
 {
-    json_t *j = json_pack("{s:s,s:s,s:b,s:I}", "id", s->device_id, "address", iotgw_stream_peer(s->stream),
-                          "closing", s->closing, "inFlight", (json_int_t)s->in_flight);
+    json_t *j = json_pack("{s:s,s:s,s:b,s:I}", "id", s->device_id, "address", gw_session_peer(s), "closing",
+                          s->closing, "inFlight", (json_int_t)s->in_flight);
     if (s->up && j) {
         iotgw_device_info info;
         iotgw_upstream_device_info(s->up, &info);

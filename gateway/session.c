@@ -28,6 +28,11 @@ static const char *who(const gw_session *s)
     return s->device_id ? s->device_id : "(no hello yet)";
 }
 
+const char *gw_session_peer(const gw_session *s)
+{
+    return s->mqtt ? iotgw_hubmqtt_peer(s->mqtt) : iotgw_stream_peer(s->stream);
+}
+
 /* The device a line is about, for the log's "device": NULL before Hello named one. */
 static const char *device_of(const gw_session *s)
 {
@@ -72,21 +77,26 @@ static void session_vfail(gw_session *s, const char *device, Iotgw__ErrorCode co
     char text[300];
     vsnprintf(text, sizeof text, fmt, ap);
     /* before Hello anyone can cause this line: one budget for all of them */
-    const char *peer = iotgw_stream_peer(s->stream);
+    const char *peer = gw_session_peer(s);
     iotgw_log_ev_limited(s->device_id ? &s->log : &s->g->anonymous_log, IOTGW_LOG_WARN,
                          s->ready ? "device_error_sent" : "device_refused", device,
                          IOTGW_LOG_FIELDS(IOTGW_FIELD_STR("code", error_name(code)),
                                           IOTGW_FIELD_STR("peer", peer), IOTGW_FIELD_STR("detail", text)),
                          "device %s (%s): %s: %s", who(s), peer, error_name(code), text);
-    Iotgw__Error e = IOTGW__ERROR__INIT;
-    e.code = code;
-    e.message = text;
-    Iotgw__Frame f = IOTGW__FRAME__INIT;
-    f.body_case = IOTGW__FRAME__BODY_ERROR;
-    f.error = &e;
-    gw_session_send(s, &f);
-    s->closing = 1;
-    iotgw_stream_close(s->stream, 1);
+    if (s->mqtt) { /* MQTT has no words for it: the connection ends */
+        s->closing = 1;
+        iotgw_hubmqtt_drop(s->mqtt, text);
+    } else {
+        Iotgw__Error e = IOTGW__ERROR__INIT;
+        e.code = code;
+        e.message = text;
+        Iotgw__Frame f = IOTGW__FRAME__INIT;
+        f.body_case = IOTGW__FRAME__BODY_ERROR;
+        f.error = &e;
+        gw_session_send(s, &f);
+        s->closing = 1;
+        iotgw_stream_close(s->stream, 1);
+    }
     if ((unsigned)code < GW_ERROR_CODES)
         s->g->stats.errors[code]++;
 }
@@ -112,13 +122,13 @@ static void hello_fail(gw_session *s, const char *device, Iotgw__ErrorCode code,
 
 /* ------------------------------------------------------------------ answers to the hub */
 
-static void call_free(gw_method_call *c)
+void gw_session_call_free(gw_method_call *c)
 {
     free(c->response_type);
     free(c);
 }
 
-static void answer_method(gw_session *s, gw_method_call *c, int status, const char *json)
+void gw_session_answer_method(gw_session *s, gw_method_call *c, int status, const char *json)
 {
     gw_stats *st = &s->g->stats;
     st->methods[status >= 100 && status < 600 ? status / 100 : 0]++;
@@ -128,7 +138,7 @@ static void answer_method(gw_session *s, gw_method_call *c, int status, const ch
         iotgw_upstream_method_respond(s->up, c->hub_id, status, (const uint8_t *)json, strlen(json));
 }
 
-static void error_json(char *buf, size_t len, const char *text)
+void gw_error_json(char *buf, size_t len, const char *text)
 {
     json_t *j = json_pack("{s:s}", "error", text);
     char *t = j ? json_dumps(j, JSON_COMPACT) : NULL;
@@ -141,16 +151,17 @@ static void error_json(char *buf, size_t len, const char *text)
 static void release_upstream(gw_session *s, const char *why)
 {
     char body[256];
-    error_json(body, sizeof body, why);
+    gw_error_json(body, sizeof body, why);
     while (s->calls) {
         gw_method_call *c = s->calls;
         s->calls = c->next;
-        answer_method(s, c, 503, body);
-        call_free(c);
+        gw_session_answer_method(s, c, 503, body);
+        gw_session_call_free(c);
     }
     while (s->twin_calls) {
         gw_twin_call *t = s->twin_calls;
         s->twin_calls = t->next;
+        free(t->rid);
         free(t);
     }
     if (s->fwd) {
@@ -171,6 +182,10 @@ static void send_nack(gw_session *s, uint64_t seq, Iotgw__NackReason reason, con
 {
     if ((unsigned)reason < GW_NACK_REASONS)
         s->g->stats.nacked[reason]++;
+    if (s->mqtt) {
+        gw_mqtt_refused(s, seq, reason, detail);
+        return;
+    }
     Iotgw__Nack n = IOTGW__NACK__INIT;
     n.seq = seq;
     n.reason = reason;
@@ -185,6 +200,10 @@ static void send_nack(gw_session *s, uint64_t seq, Iotgw__NackReason reason, con
 static void send_ack(gw_session *s, uint64_t seq)
 {
     s->g->stats.acked++;
+    if (s->mqtt) {
+        gw_mqtt_acked(s, seq);
+        return;
+    }
     Iotgw__Ack a = IOTGW__ACK__INIT;
     a.seq = seq;
     Iotgw__Frame f = IOTGW__FRAME__INIT;
@@ -236,8 +255,43 @@ void gw_session_on_outcome(gw_session *s, uint64_t seq, iotgw_outcome outcome, c
         send_nack(s, seq, IOTGW__NACK_REASON__NACK_REJECTED, detail, 0);
 }
 
+gw_method_call *gw_session_new_call(gw_session *s, const iotgw_method_request *req, const char *response_type)
+{
+    gw_method_call *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->id = ++s->next_call_id;
+    memcpy(c->hub_id, req->request_id, 16);
+    c->response_type = response_type ? strdup(response_type) : NULL;
+    c->started_ms = iotgw_loop_now_ms(s->g->loop);
+    c->deadline_ms = c->started_ms + METHOD_TIMEOUT_MS;
+    c->next = s->calls;
+    s->calls = c;
+    return c;
+}
+
+gw_method_call *gw_session_take_call(gw_session *s, uint64_t id)
+{
+    gw_method_call **pp = &s->calls;
+    while (*pp && (*pp)->id != id)
+        pp = &(*pp)->next;
+    gw_method_call *c = *pp;
+    if (c) {
+        *pp = c->next;
+        iotgw_histogram_observe(&s->g->stats.method_device_seconds,
+                                (double)(iotgw_loop_now_ms(s->g->loop) - c->started_ms) / 1000);
+    }
+    return c;
+}
+
 void gw_session_on_method(gw_session *s, const iotgw_method_request *req)
 {
+    if (s->mqtt) { /* an SDK device answers JSON itself */
+        gw_method_call *c = gw_session_new_call(s, req, NULL);
+        if (c)
+            gw_mqtt_method(s, c, req);
+        return;
+    }
     const iotgw_config_method *m = iotgw_config_method_find(s->g->cfg, req->name);
     Iotgw__MethodRequest r = IOTGW__METHOD_REQUEST__INIT;
     uint8_t *pb = NULL;
@@ -247,7 +301,7 @@ void gw_session_on_method(gw_session *s, const iotgw_method_request *req)
         if (gw_json_to_protobuf(m->request_type, req->payload, req->payload_len, &pb, &pblen, &diag)) {
             char body[400], text[300];
             snprintf(text, sizeof text, "payload is not a valid %s: %s", m->request_type, diag.text);
-            error_json(body, sizeof body, text);
+            gw_error_json(body, sizeof body, text);
             iotgw_log_ev_limited(&s->log, IOTGW_LOG_WARN, "method_payload_refused", device_of(s),
                                  IOTGW_LOG_FIELDS(IOTGW_FIELD_STR("method", req->name)),
                                  "device %s: method %s refused: %s", who(s), req->name, text);
@@ -261,18 +315,11 @@ void gw_session_on_method(gw_session *s, const iotgw_method_request *req)
         r.payload_case = IOTGW__METHOD_REQUEST__PAYLOAD_JSON;
         r.json = (ProtobufCBinaryData){.len = req->payload_len, .data = (uint8_t *)req->payload};
     }
-    gw_method_call *c = calloc(1, sizeof *c);
+    gw_method_call *c = gw_session_new_call(s, req, m ? m->response_type : NULL);
     if (!c) {
         free(pb);
         return;
     }
-    c->id = ++s->next_call_id;
-    memcpy(c->hub_id, req->request_id, 16);
-    c->response_type = m && m->response_type ? strdup(m->response_type) : NULL;
-    c->started_ms = iotgw_loop_now_ms(s->g->loop);
-    c->deadline_ms = c->started_ms + METHOD_TIMEOUT_MS;
-    c->next = s->calls;
-    s->calls = c;
     r.request_id = c->id;
     r.name = (char *)req->name;
     r.timeout_ms = METHOD_TIMEOUT_MS;
@@ -283,11 +330,32 @@ void gw_session_on_method(gw_session *s, const iotgw_method_request *req)
     free(pb);
 }
 
+gw_twin_call *gw_session_take_twin_call(gw_session *s, uint64_t upstream_id)
+{
+    for (gw_twin_call **pp = &s->twin_calls; *pp; pp = &(*pp)->next) {
+        gw_twin_call *t = *pp;
+        if (t->upstream_id == upstream_id) {
+            *pp = t->next;
+            return t;
+        }
+    }
+    return NULL;
+}
+
 void gw_session_on_twin(gw_session *s, const iotgw_twin_response *r)
 {
+    if (r->request_id && r->status >= 200 && r->status < 300)
+        s->g->stats.twin_ok++;
+    else if (r->request_id)
+        s->g->stats.twin_failed++;
+    else
+        s->g->stats.desired_updates++;
+    if (s->mqtt) {
+        gw_mqtt_twin(s, r);
+        return;
+    }
     Iotgw__Frame f = IOTGW__FRAME__INIT;
     if (!r->request_id) {
-        s->g->stats.desired_updates++;
         Iotgw__DesiredUpdate u = IOTGW__DESIRED_UPDATE__INIT;
         u.version = r->version;
         u.patch_json = (ProtobufCBinaryData){.len = r->len, .data = (uint8_t *)r->body};
@@ -296,18 +364,11 @@ void gw_session_on_twin(gw_session *s, const iotgw_twin_response *r)
         gw_session_send(s, &f);
         return;
     }
-    for (gw_twin_call **pp = &s->twin_calls; *pp; pp = &(*pp)->next) {
-        gw_twin_call *t = *pp;
-        if (t->upstream_id != r->request_id)
-            continue;
-        *pp = t->next;
+    gw_twin_call *t = gw_session_take_twin_call(s, r->request_id);
+    if (t) {
         Iotgw__TwinResult tr = IOTGW__TWIN_RESULT__INIT;
         tr.request_id = t->device_id;
         tr.status = r->status ? r->status : 503;
-        if (tr.status >= 200 && tr.status < 300)
-            s->g->stats.twin_ok++;
-        else
-            s->g->stats.twin_failed++;
         tr.version = r->version;
         tr.twin_json = (ProtobufCBinaryData){.len = r->len, .data = (uint8_t *)r->body};
         tr.detail = (char *)(r->error ? r->error : "");
@@ -315,7 +376,6 @@ void gw_session_on_twin(gw_session *s, const iotgw_twin_response *r)
         f.twin_result = &tr;
         gw_session_send(s, &f);
         free(t);
-        return;
     }
 }
 
@@ -367,6 +427,10 @@ static void free_c2d_texts(Iotgw__C2dMessage *c)
 
 void gw_session_on_c2d(gw_session *s, const iotgw_c2d_message *m)
 {
+    if (s->mqtt) {
+        gw_mqtt_c2d(s, m);
+        return;
+    }
     pn_message_t *msg = m->message;
     Iotgw__C2dMessage c = IOTGW__C2D_MESSAGE__INIT;
     c.delivery_id = m->id;
@@ -396,13 +460,12 @@ void gw_session_on_c2d(gw_session *s, const iotgw_c2d_message *m)
 
 /* ------------------------------------------------------------------ frames from the device */
 
-static int check_token(gw_session *s, const iotgw_config_device *dev, const char *token,
-                       Iotgw__ErrorCode *code, iotgw_diag *diag)
+int gw_session_check_token(gw_session *s, const iotgw_config_device *dev, const char *token, const char *cn,
+                           Iotgw__ErrorCode *code, iotgw_diag *diag)
 {
     *code = IOTGW__ERROR_CODE__ERROR_BAD_TOKEN;
     if (!token || !*token) {
         /* no token: a verified client certificate must name the device */
-        const char *cn = iotgw_stream_peer_cn(s->stream);
         if (cn && !strcmp(cn, dev->id))
             return 0;
         return iotgw_diag_fail(diag, IOTGW_ERR_SAS_MALFORMED,
@@ -435,6 +498,63 @@ static int check_token(gw_session *s, const iotgw_config_device *dev, const char
     return rc;
 }
 
+const iotgw_config_device *gw_session_find_device(iotgw_gateway *g, const char *id, int *id_valid,
+                                                  Iotgw__ErrorCode *code, iotgw_diag *diag)
+{
+    *id_valid = 0;
+    *code = IOTGW__ERROR_CODE__ERROR_UNKNOWN_DEVICE;
+    /* checked before any lookup or log line: an id with control characters could
+     * forge log lines; one IoT Hub would refuse can be in no fleet */
+    if (iotgw_identity_check(id, "device_id", diag))
+        return NULL;
+    *id_valid = 1;
+    const iotgw_config_device *dev = iotgw_config_device_find(g->cfg, id);
+    int home = dev ? -1 : iotgw_config_device_elsewhere(g->cfg, id);
+    if (home >= 0) { /* fleet.shard: the device's home is another gateway */
+        iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG,
+                        "device %s belongs to shard %d of %u; this gateway serves shard %u", id, home,
+                        g->cfg->shard_count, g->cfg->shard_index);
+        return NULL;
+    }
+    if (!dev) {
+        iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "device \"%.64s\" is not in this gateway's fleet", id);
+        return NULL;
+    }
+    if (dev->disabled) {
+        *code = IOTGW__ERROR_CODE__ERROR_DEVICE_DISABLED;
+        iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "device %s is disabled", dev->id);
+        return NULL;
+    }
+    return dev;
+}
+
+/* The device is who it says: it takes its place (a connection it had before is
+ * replaced) and its upstream identity. 0, or an error in diag. */
+int gw_session_admit(gw_session *s, const iotgw_config_device *dev, unsigned caps, iotgw_diag *diag)
+{
+    iotgw_gateway *g = s->g;
+    size_t index = (size_t)(dev - g->cfg->devices);
+    gw_session *old = g->by_device[index];
+    if (old && old != s) {
+        release_upstream(old, "the device connected again");
+        gw_session_fail(old, IOTGW__ERROR_CODE__ERROR_REPLACED, "a newer connection for %s took over",
+                        dev->id);
+    }
+    free(s->device_id);
+    if (!(s->device_id = strdup(dev->id)))
+        return iotgw_diag_fail(diag, IOTGW_ERR_NOMEM, "out of memory");
+    s->device_index = index;
+    s->capabilities = caps;
+    iotgw_device_credential cred = {.device_id = dev->id};
+    iotgw_config_hub_credential(g->cfg, dev, &cred.key, &cred.policy_name);
+    int rc = g->store ? gw_forward_attach(s, diag)
+                      : iotgw_upstream_device_add(g->up, &cred, s->capabilities, s, &s->up, diag);
+    if (rc)
+        return rc;
+    g->by_device[index] = s;
+    return 0;
+}
+
 static void on_hello(gw_session *s, const Iotgw__Hello *h)
 {
     iotgw_gateway *g = s->g;
@@ -445,61 +565,27 @@ static void on_hello(gw_session *s, const Iotgw__Hello *h)
         return;
     }
     iotgw_diag diag = {0};
-    /* checked before any lookup or log line: an id with control characters could
-     * forge log lines; one IoT Hub would refuse can be in no fleet */
-    if (iotgw_identity_check(h->device_id, "device_id", &diag)) {
-        gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_UNKNOWN_DEVICE, "%s", diag.text);
-        return;
-    }
-    const iotgw_config_device *dev = iotgw_config_device_find(g->cfg, h->device_id);
-    int home = dev ? -1 : iotgw_config_device_elsewhere(g->cfg, h->device_id);
-    if (home >= 0) { /* fleet.shard: the device's home is another gateway */
-        hello_fail(s, h->device_id, IOTGW__ERROR_CODE__ERROR_UNKNOWN_DEVICE,
-                   "device %s belongs to shard %d of %u; this gateway serves shard %u", h->device_id, home,
-                   g->cfg->shard_count, g->cfg->shard_index);
-        return;
-    }
-    if (!dev) {
-        hello_fail(s, h->device_id, IOTGW__ERROR_CODE__ERROR_UNKNOWN_DEVICE,
-                   "device \"%.64s\" is not in this gateway's fleet", h->device_id ? h->device_id : "");
-        return;
-    }
-    if (dev->disabled) {
-        hello_fail(s, dev->id, IOTGW__ERROR_CODE__ERROR_DEVICE_DISABLED, "device %s is disabled", dev->id);
-        return;
-    }
     Iotgw__ErrorCode code;
-    if (check_token(s, dev, h->token, &code, &diag)) {
+    int id_valid = 0;
+    const iotgw_config_device *dev = gw_session_find_device(g, h->device_id, &id_valid, &code, &diag);
+    if (!dev) {
+        hello_fail(s, id_valid ? h->device_id : NULL, code, "%s", diag.text);
+        return;
+    }
+    if (gw_session_check_token(s, dev, h->token, iotgw_stream_peer_cn(s->stream), &code, &diag)) {
         hello_fail(s, dev->id, code, "device %s: %s", dev->id, diag.text);
         return;
     }
-    size_t index = (size_t)(dev - g->cfg->devices);
-    gw_session *old = g->by_device[index];
-    if (old && old != s) {
-        release_upstream(old, "the device connected again");
-        gw_session_fail(old, IOTGW__ERROR_CODE__ERROR_REPLACED, "a newer connection for %s took over",
-                        dev->id);
-    }
-    free(s->device_id);
-    if (!(s->device_id = strdup(dev->id))) {
-        hello_fail(s, dev->id, IOTGW__ERROR_CODE__ERROR_INTERNAL, "out of memory");
-        return;
-    }
-    s->device_index = index;
-    s->capabilities = 0;
+    unsigned features = 0;
     if (h->capabilities) {
-        s->capabilities |= h->capabilities->methods ? IOTGW_UPSTREAM_METHODS : 0;
-        s->capabilities |= h->capabilities->twin ? IOTGW_UPSTREAM_TWIN : 0;
-        s->capabilities |= h->capabilities->c2d ? IOTGW_UPSTREAM_C2D : 0;
+        features |= h->capabilities->methods ? IOTGW_UPSTREAM_METHODS : 0;
+        features |= h->capabilities->twin ? IOTGW_UPSTREAM_TWIN : 0;
+        features |= h->capabilities->c2d ? IOTGW_UPSTREAM_C2D : 0;
     }
-    iotgw_device_credential cred = {.device_id = dev->id};
-    iotgw_config_hub_credential(g->cfg, dev, &cred.key, &cred.policy_name);
-    if (g->store ? gw_forward_attach(s, &diag)
-                 : iotgw_upstream_device_add(g->up, &cred, s->capabilities, s, &s->up, &diag)) {
+    if (gw_session_admit(s, dev, features, &diag)) {
         hello_fail(s, dev->id, IOTGW__ERROR_CODE__ERROR_INTERNAL, "%s", diag.text);
         return;
     }
-    g->by_device[index] = s;
     s->ready = 1;
     g->stats.welcomed++;
     iotgw_timer_stop(&s->hello_timer); /* keep-alive and method deadlines come from the gateway's tick now */
@@ -588,42 +674,45 @@ static void on_telemetry(gw_session *s, const Iotgw__Telemetry *t)
         send_nack(s, t->seq, IOTGW__NACK_REASON__NACK_MALFORMED, diag.text, 0);
         return;
     }
+    gw_session_submit(s, t->seq, m);
+}
+
+void gw_session_submit(gw_session *s, uint64_t seq, pn_message_t *m)
+{
+    iotgw_gateway *g = s->g;
     uint8_t *buf;
     size_t len;
     if (iotgw_message_encode(m, &buf, &len)) {
-        send_nack(s, t->seq, IOTGW__NACK_REASON__NACK_MALFORMED, "the message could not be encoded", 0);
+        send_nack(s, seq, IOTGW__NACK_REASON__NACK_MALFORMED, "the message could not be encoded", 0);
         return;
     }
     if (len > IOTGW_HUBMSG_MAX_BODY) {
         free(buf);
-        send_nack(s, t->seq, IOTGW__NACK_REASON__NACK_TOO_LARGE, "over the hub's 256 KB message limit", 0);
+        send_nack(s, seq, IOTGW__NACK_REASON__NACK_TOO_LARGE, "over the hub's 256 KB message limit", 0);
         return;
     }
     if (g->store) {
-        to_store(s, t->seq, buf, len);
+        to_store(s, seq, buf, len);
         free(buf);
         return;
     }
-    int rc = iotgw_upstream_send(s->up, buf, len, (void *)(uintptr_t)t->seq);
+    int rc = iotgw_upstream_send(s->up, buf, len, (void *)(uintptr_t)seq);
     free(buf);
     if (rc == 0) {
         s->in_flight++;
     } else if (rc == IOTGW_ERR_UPSTREAM_NOT_ONLINE) {
         iotgw_device_info info;
         iotgw_upstream_device_info(s->up, &info);
-        send_nack(s, t->seq, IOTGW__NACK_REASON__NACK_UNAUTHORIZED, info.reason, 0);
+        send_nack(s, seq, IOTGW__NACK_REASON__NACK_UNAUTHORIZED, info.reason, 0);
     } else {
-        send_nack(s, t->seq, IOTGW__NACK_REASON__NACK_RETRY_LATER,
+        send_nack(s, seq, IOTGW__NACK_REASON__NACK_RETRY_LATER,
                   "the gateway holds all it may for the hub (per device or in total)", retry_after(s));
     }
 }
 
 static void on_method_response(gw_session *s, const Iotgw__MethodResponse *r)
 {
-    gw_method_call **pp = &s->calls;
-    while (*pp && (*pp)->id != r->request_id)
-        pp = &(*pp)->next;
-    gw_method_call *c = *pp;
+    gw_method_call *c = gw_session_take_call(s, r->request_id);
     if (!c) {
         iotgw_log_ev_limited(&s->log, IOTGW_LOG_INFO, "method_answer_late", device_of(s),
                              IOTGW_LOG_FIELDS(IOTGW_FIELD_UINT("request_id", r->request_id)),
@@ -631,45 +720,71 @@ static void on_method_response(gw_session *s, const Iotgw__MethodResponse *r)
                              r->request_id);
         return;
     }
-    *pp = c->next;
-    iotgw_histogram_observe(&s->g->stats.method_device_seconds,
-                            (double)(iotgw_loop_now_ms(s->g->loop) - c->started_ms) / 1000);
+    if (r->payload_case != IOTGW__METHOD_RESPONSE__PAYLOAD_PROTOBUF) {
+        gw_session_answer_json(s, c, r->status,
+                               r->payload_case == IOTGW__METHOD_RESPONSE__PAYLOAD_JSON ? r->json.data : NULL,
+                               r->payload_case == IOTGW__METHOD_RESPONSE__PAYLOAD_JSON ? r->json.len : 0);
+        return;
+    }
     char *json = NULL, body[400];
     int status = r->status;
     iotgw_diag diag = {0};
-    if (r->payload_case == IOTGW__METHOD_RESPONSE__PAYLOAD_PROTOBUF) {
-        const char *type = c->response_type;
-        if (!type || gw_protobuf_to_json(type, r->protobuf.data, r->protobuf.len, &json, &diag)) {
-            error_json(body, sizeof body,
-                       type ? diag.text : "the device answered protobuf for a method with no response type");
-            status = 502;
-        }
-    } else if (r->payload_case == IOTGW__METHOD_RESPONSE__PAYLOAD_JSON && r->json.len) {
+    const char *type = c->response_type;
+    if (!type || gw_protobuf_to_json(type, r->protobuf.data, r->protobuf.len, &json, &diag)) {
+        gw_error_json(body, sizeof body,
+                      type ? diag.text : "the device answered protobuf for a method with no response type");
+        status = 502;
+    }
+    gw_session_answer_method(s, c, status, json ? json : body);
+    free(json);
+    gw_session_call_free(c);
+}
+
+void gw_session_answer_json(gw_session *s, gw_method_call *c, int status, const uint8_t *data, size_t len)
+{
+    char *json = NULL, body[400];
+    if (len) {
         json_error_t jerr;
-        json_t *j = json_loadb((const char *)r->json.data, r->json.len, 0, &jerr);
+        json_t *j = json_loadb((const char *)data, len, 0, &jerr);
         if (!j) {
-            error_json(body, sizeof body, "the device's answer is not JSON");
+            gw_error_json(body, sizeof body, "the device's answer is not JSON");
             status = 502;
         } else {
-            json = strndup((const char *)r->json.data, r->json.len);
+            json = strndup((const char *)data, len);
             json_decref(j);
         }
     }
-    answer_method(s, c, status, json ? json : status == 502 ? body : "");
+    gw_session_answer_method(s, c, status, json ? json : status == 502 ? body : "");
     free(json);
-    call_free(c);
+    gw_session_call_free(c);
 }
 
-static void on_twin_request(gw_session *s, uint64_t id, iotgw_twin_op op, const ProtobufCBinaryData *patch)
+int gw_session_twin_request(gw_session *s, uint64_t id, const char *rid, iotgw_twin_op op,
+                            const uint8_t *patch, size_t len)
 {
     uint64_t upstream_id = 0;
     int rc = !(s->capabilities & IOTGW_UPSTREAM_TWIN)
                  ? IOTGW_ERR_INVALID_ARG
-                 : iotgw_upstream_twin_request(s->up, op, patch ? patch->data : NULL, patch ? patch->len : 0,
-                                               &upstream_id);
+                 : iotgw_upstream_twin_request(s->up, op, patch, len, &upstream_id);
     s->g->stats.twin_requests++;
     gw_twin_call *t = rc ? NULL : calloc(1, sizeof *t);
-    if (!t) {
+    if (t && rid && !(t->rid = strdup(rid))) {
+        free(t);
+        t = NULL;
+    }
+    if (!t)
+        return rc ? rc : IOTGW_ERR_NOMEM;
+    t->device_id = id;
+    t->upstream_id = upstream_id;
+    t->next = s->twin_calls;
+    s->twin_calls = t;
+    return 0;
+}
+
+static void on_twin_request(gw_session *s, uint64_t id, iotgw_twin_op op, const ProtobufCBinaryData *patch)
+{
+    int rc = gw_session_twin_request(s, id, NULL, op, patch ? patch->data : NULL, patch ? patch->len : 0);
+    if (rc) {
         Iotgw__TwinResult tr = IOTGW__TWIN_RESULT__INIT;
         tr.request_id = id;
         tr.status = rc == IOTGW_ERR_INVALID_ARG ? 400 : 503;
@@ -679,12 +794,7 @@ static void on_twin_request(gw_session *s, uint64_t id, iotgw_twin_op op, const 
         f.body_case = IOTGW__FRAME__BODY_TWIN_RESULT;
         f.twin_result = &tr;
         gw_session_send(s, &f);
-        return;
     }
-    t->device_id = id;
-    t->upstream_id = upstream_id;
-    t->next = s->twin_calls;
-    s->twin_calls = t;
 }
 
 /* Whether the Hello in raw (a packed Frame) has a NUL inside the string field named
@@ -808,7 +918,7 @@ static int on_data(iotgw_stream *st, const uint8_t *data, size_t len, void *ctx)
     return 0;
 }
 
-static void session_free(gw_session *s)
+void gw_session_free(gw_session *s)
 {
     if (s->device_id)
         iotgw_log_limit_flush_device(&s->log, IOTGW_LOG_INFO, s->device_id);
@@ -818,7 +928,8 @@ static void session_free(gw_session *s)
         if (g->durable[(g->durable_head + i) % g->durable_cap].session == s)
             g->durable[(g->durable_head + i) % g->durable_cap].session = NULL;
     iotgw_timer_stop(&s->hello_timer);
-    iotgw_frame_decoder_free(&s->dec);
+    iotgw_frame_decoder_free(&s->dec); /* none for MQTT: a zeroed one */
+    free(s->c2d_ids);
     free(s->device_id);
     iotgw_list_remove(&s->node);
     free(s);
@@ -833,7 +944,7 @@ static void on_closed(iotgw_stream *st, const char *reason, void *ctx)
                       IOTGW_LOG_FIELDS(IOTGW_FIELD_STR("peer", iotgw_stream_peer(st)),
                                        IOTGW_FIELD_STR("reason", reason)),
                       "device %s (%s) disconnected: %s", s->device_id, iotgw_stream_peer(st), reason);
-    session_free(s);
+    gw_session_free(s);
 }
 
 /* ------------------------------------------------------------------ time */
@@ -856,12 +967,14 @@ void gw_session_tick(gw_session *s, int64_t now)
     if (s->closing || !s->ready)
         return;
     int64_t keepalive = (int64_t)cfg->keepalive_s * 1000;
-    if (now - s->last_rx_ms >= 2 * keepalive) {
+    if (s->mqtt) {
+        /* MQTT's keep-alive is the front end's */
+    } else if (now - s->last_rx_ms >= 2 * keepalive) {
         gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_KEEPALIVE_TIMEOUT, "nothing received for %" PRId64 " s",
                         (now - s->last_rx_ms) / 1000);
         return;
     }
-    if (now - s->last_rx_ms >= keepalive && !s->ping_sent_ms) {
+    if (!s->mqtt && now - s->last_rx_ms >= keepalive && !s->ping_sent_ms) {
         Iotgw__Ping p = IOTGW__PING__INIT;
         p.nonce = (uint64_t)now;
         Iotgw__Frame f = IOTGW__FRAME__INIT;
@@ -870,6 +983,8 @@ void gw_session_tick(gw_session *s, int64_t now)
         gw_session_send(s, &f);
         s->ping_sent_ms = now;
     }
+    if (s->closing)
+        return;
     char body[200];
     for (gw_method_call **pp = &s->calls; *pp;) {
         gw_method_call *c = *pp;
@@ -878,9 +993,9 @@ void gw_session_tick(gw_session *s, int64_t now)
             continue;
         }
         *pp = c->next;
-        error_json(body, sizeof body, "the device did not answer in time");
-        answer_method(s, c, 504, body);
-        call_free(c);
+        gw_error_json(body, sizeof body, "the device did not answer in time");
+        gw_session_answer_method(s, c, 504, body);
+        gw_session_call_free(c);
     }
 }
 
@@ -936,9 +1051,13 @@ void gw_session_reconfigure(gw_session *s, const iotgw_config *cfg, const iotgw_
 void gw_session_destroy(gw_session *s)
 {
     static const iotgw_stream_handler none = {0};
-    iotgw_stream_set_handler(s->stream, &none, NULL);
-    iotgw_stream_close(s->stream, 0);
-    session_free(s);
+    if (s->mqtt) {
+        iotgw_hubmqtt_set_context(s->mqtt, NULL); /* its connection closes with the endpoint */
+    } else {
+        iotgw_stream_set_handler(s->stream, &none, NULL);
+        iotgw_stream_close(s->stream, 0);
+    }
+    gw_session_free(s);
 }
 
 void gw_session_accept(iotgw_gateway *g, iotgw_stream *st)

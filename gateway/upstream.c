@@ -390,6 +390,14 @@ int iotgw_upstream_twin_request(iotgw_upstream_device *dev, iotgw_twin_op op, co
     return up_twin_request(dev, op, body, len, request_id);
 }
 
+int iotgw_upstream_device_enable(iotgw_upstream_device *dev, unsigned features)
+{
+    if (features & ~(unsigned)(IOTGW_UPSTREAM_TWIN | IOTGW_UPSTREAM_C2D) & ~dev->features)
+        return IOTGW_ERR_INVALID_ARG;
+    up_device_enable(dev, features & ~dev->features);
+    return 0;
+}
+
 int iotgw_upstream_c2d_settle(iotgw_upstream_device *dev, uint64_t id, iotgw_outcome outcome)
 {
     return up_c2d_settle(dev, id, outcome);

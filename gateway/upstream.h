@@ -215,6 +215,11 @@ int iotgw_upstream_method_respond(iotgw_upstream_device *dev, const uint8_t requ
 int iotgw_upstream_twin_request(iotgw_upstream_device *dev, iotgw_twin_op op, const uint8_t *body, size_t len,
                                 uint64_t *request_id);
 
+/* Add features to a device (IOTGW_UPSTREAM_TWIN, _C2D; methods only come with
+ * iotgw_upstream_device_add): its links for them attach now if it is online, else when
+ * it comes online. IOTGW_ERR_INVALID_ARG for IOTGW_UPSTREAM_METHODS. */
+int iotgw_upstream_device_enable(iotgw_upstream_device *dev, unsigned features);
+
 /* Settle a cloud-to-device message: ACCEPTED completes it, REJECTED dead-letters it,
  * RETRY abandons it (the hub delivers it again). IOTGW_ERR_UPSTREAM_NOT_ONLINE when the
  * link it came on is gone (the hub has then unlocked it already). */

@@ -188,6 +188,18 @@ static void token_accepted(iotgw_upstream_device *dev)
     up_conn_wake(dev->conn);
 }
 
+void up_device_enable(iotgw_upstream_device *dev, unsigned added)
+{
+    dev->features |= added;
+    if (dev->st != UP_DEV_ATTACHING && dev->st != UP_DEV_ONLINE)
+        return; /* they attach with the others when it comes online */
+    if ((added & IOTGW_UPSTREAM_TWIN) && !dev->twin_out)
+        up_twin_attach(dev);
+    if ((added & IOTGW_UPSTREAM_C2D) && !dev->c2d)
+        up_c2d_attach(dev);
+    up_conn_wake(dev->conn);
+}
+
 void up_device_event(iotgw_upstream_device *dev, up_dev_event ev, const up_event_args *args)
 {
     IOTGW_ASSERT(dev->st != UP_DEV_REMOVED);
@@ -247,7 +259,7 @@ void up_device_event(iotgw_upstream_device *dev, up_dev_event ev, const up_event
 
 void up_device_on_link_event(up_conn *c, iotgw_upstream_device *dev, pn_event_t *e)
 {
-    if (!dev) { /* a link of a device that left or failed */
+    if (!dev || dev == up_freed_link) { /* a link of a device that left or failed */
         up_links_orphan_event(e);
         return;
     }

@@ -222,6 +222,8 @@ typedef struct up_event_args {
     const char *cond, *description;
 } up_event_args;
 
+/* Features added to a device that may be online (iotgw_upstream_device_enable). */
+void up_device_enable(iotgw_upstream_device *dev, unsigned added);
 void up_device_event(iotgw_upstream_device *dev, up_dev_event ev, const up_event_args *args);
 /* A Proton event of one of the device's links (connection's dispatch); dev is the link's
  * context, NULL for a link whose device left. */
@@ -275,6 +277,8 @@ void up_links_detach(iotgw_upstream_device *dev);
 void up_links_forget(iotgw_upstream_device *dev);
 /* A link event with no device (it left or failed): close, release, settle. */
 void up_links_orphan_event(pn_event_t *e);
+/* The context of a link the upstream freed (its queued events are ignored). */
+extern void *const up_freed_link;
 
 /* Telemetry. What a delivery's outcome asks of the device. */
 typedef enum up_tel_result {

@@ -125,6 +125,19 @@ static void requeue_in_flight(iotgw_upstream_device *dev, int settle)
         dev->conn->in_flight -= n;
 }
 
+/* A freed link's context: events about it still queued (its peer's detach, say, when
+ * the hub detached all of a device's links at once) find it and are ignored. Proton
+ * keeps the link's memory while an event refers to it; a second pn_link_free would
+ * abort. */
+static char freed_link;
+void *const up_freed_link = &freed_link;
+
+static void free_link(pn_link_t *l)
+{
+    pn_link_set_context(l, up_freed_link);
+    pn_link_free(l);
+}
+
 static void close_link(pn_link_t *l)
 {
     if (!l)
@@ -132,7 +145,7 @@ static void close_link(pn_link_t *l)
     pn_link_set_context(l, NULL);
     pn_link_close(l);
     if (pn_link_state(l) & PN_REMOTE_CLOSED)
-        pn_link_free(l);
+        free_link(l);
 }
 
 void up_links_detach(iotgw_upstream_device *dev)
@@ -449,9 +462,11 @@ void up_links_orphan_event(pn_event_t *e)
 {
     pn_link_t *l = pn_event_link(e);
     pn_event_type_t t = pn_event_type(e);
+    if (pn_link_get_context(l) == up_freed_link)
+        return;
     if (t == PN_LINK_REMOTE_CLOSE || t == PN_LINK_REMOTE_DETACH) {
         pn_link_close(l);
-        pn_link_free(l);
+        free_link(l);
     } else if (t == PN_DELIVERY) {
         pn_delivery_t *d = pn_event_delivery(e);
         if (pn_link_is_receiver(l) && !pn_delivery_partial(d))

@@ -4,6 +4,7 @@
 # writes into DIR:
 #   ca.pem ca.key                  the test CA
 #   server.pem server.key          CN=localhost, SAN localhost, 127.0.0.1, ::1
+#   gateway.pem gateway.key        CN=edge-gateway, SAN edge-gateway, 127.0.0.2 (a gateway's name)
 #   wrongname.pem wrongname.key    CN/SAN not-this-host.example
 #   expired.pem expired.key        for localhost, expired in 2020
 #   client.pem client.key          a client certificate, CN=test-device
@@ -17,7 +18,7 @@ set -eu
 dir=${1:?usage: make-test-certs.sh DIR}
 mkdir -p "$dir"
 cd "$dir"
-VERSION=2 # bump when the set of certificates changes: older folders are made anew
+VERSION=3 # bump when the set of certificates changes: older folders are made anew
 [ "$(cat .complete 2>/dev/null)" = "$VERSION" ] && exit 0
 
 q() { "$@" >/dev/null 2>&1 || { echo "make-test-certs: failed: $*" >&2; exit 1; }; }
@@ -34,6 +35,8 @@ sign() { # name cn san days [ca] [extra extension line]
     rm -f "$1.csr" "$1.ext"
 }
 sign server localhost "DNS:localhost,IP:127.0.0.1,IP:::1" 3650
+# a gateway's own name, as an SDK device's GatewayHostName names it (tests/interop)
+sign gateway edge-gateway "DNS:edge-gateway,IP:127.0.0.2" 3650
 sign wrongname not-this-host.example "DNS:not-this-host.example" 3650
 sign client test-device "DNS:test-device" 3650
 sign forged-other-ca test-device "DNS:test-device" 3650 other-ca

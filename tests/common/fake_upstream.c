@@ -96,6 +96,12 @@ int iotgw_upstream_c2d_settle(iotgw_upstream_device *d, uint64_t id, iotgw_outco
     return IOTGW_ERR_UPSTREAM_NOT_ONLINE;
 }
 
+int iotgw_upstream_device_enable(iotgw_upstream_device *d, unsigned features)
+{
+    (void)d, (void)features;
+    return 0;
+}
+
 void iotgw_upstream_device_info(const iotgw_upstream_device *d, iotgw_device_info *info)
 {
     memset(info, 0, sizeof *info);

@@ -158,27 +158,6 @@ class StoreGateway(LoggedProcess):
         if self.proc:
             self.kill()
 
-    def events(self, event=None, device=None):
-        """This run's log lines as JSON objects (of one event and device if given)."""
-        out = []
-        for line in self.log_text().splitlines():
-            try:
-                j = json.loads(line)
-            except ValueError:
-                continue
-            if (event is None or j.get("event") == event) and (device is None or j.get("device") == device):
-                out.append(j)
-        return out
-
-    def wait_event(self, event, device=None, timeout=20):
-        end = time.time() + timeout
-        while time.time() < end:
-            found = self.events(event, device)
-            if found:
-                return found[0]
-            time.sleep(0.05)
-        raise AssertionError(f"iotgw never logged {event} for {device}:\n{self.log_text()[-3000:]}")
-
     def metrics(self):
         from prometheus_client.parser import text_string_to_metric_families
         with urllib.request.urlopen(f"http://127.0.0.1:{self.ops_port}/metrics", timeout=10) as r:

@@ -88,6 +88,30 @@ class LoggedProcess:
             time.sleep(0.05)
         raise AssertionError("%s never logged %r:\n%s" % (self.name, text, self.log_text()[-3000:]))
 
+    def events(self, event=None, device=None):
+        """The log's JSON lines (--log-format json) as objects, of one event and device if
+        given; lines that are not JSON (a sanitizer's, say) are skipped."""
+        import json
+        out = []
+        for line in self.log_text().splitlines():
+            try:
+                j = json.loads(line)
+            except ValueError:
+                continue
+            if (event is None or j.get("event") == event) and (device is None or j.get("device") == device):
+                out.append(j)
+        return out
+
+    def wait_event(self, event, device=None, where=lambda j: True, timeout=20):
+        """The first such line for which where(line) holds, waiting up to timeout s."""
+        end = time.time() + timeout
+        while time.time() < end:
+            found = [j for j in self.events(event, device) if where(j)]
+            if found:
+                return found[0]
+            time.sleep(0.05)
+        raise AssertionError(f"{self.name} never logged {event} for {device}:\n{self.log_text()[-3000:]}")
+
     def stop(self):
         self.proc.terminate()
         rc = self.proc.wait(timeout=60)

@@ -17,13 +17,17 @@ policy), sends telemetry again, and answers a direct method again; its twin does
 again (an expected failure: the emulator's persistent sessions do not outlive it, and the
 SDK does not subscribe to the twin's topics again).
 
+And the same device pointed at iotgw with GatewayHostName (the gateway's MQTT listener,
+devices.mqtt, on 127.0.0.2:8883): it works unchanged, over the gateway's own AMQP
+connection to the hub, where it is its own identity.
+
 The service side is driven here through the emulator's REST API and AMQP. On a failure
 the device's lines, the end of the SDK's debug output (DEBUG, azure*,mqttjs* unless set)
 and of the emulator's log are shown; NODE_DEVICE_TRACE=DIR keeps them all, one file per
 test.
 
-usage: node_device_interop.py IOTHUB_EMULATOR CERT_DIR NODE_DIR   (inside a network
-namespace where 127.0.0.1:443, :5671 and :8883 are free)"""
+usage: node_device_interop.py IOTHUB_EMULATOR IOTGW CERT_DIR NODE_DIR   (inside a network
+namespace where 127.0.0.1:443, :5671 and :8883 and 127.0.0.2:8883 are free)"""
 import json
 import os
 import subprocess
@@ -33,12 +37,12 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from iotgw_testlib import readline_within, run_tests  # noqa: E402
+from iotgw_testlib import WRAPPER, LoggedProcess, readline_within, run_tests  # noqa: E402
 from emulator_lib import (Emulator, Cbs, HOST, DEVICE_KEYS, MODULE_KEY, connect,  # noqa: E402
                           owner_token)
 
-BINARY, CERTS, NODE_DIR = sys.argv[1:4]
-del sys.argv[1:4]
+BINARY, IOTGW, CERTS, NODE_DIR = sys.argv[1:5]
+del sys.argv[1:5]
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "node_device.js")
 EMU = None
 # what node_device.js sends as telemetry, as the hub's stream must show it
@@ -79,12 +83,17 @@ def stream_message(message_id, timeout=15):
         conn.close()
 
 
-class NodeDevice(unittest.TestCase):
+class Harness(unittest.TestCase):
+    """A Node SDK device process and what the service sees of it."""
+    gateway = None  # a gateway between the device and the hub: its GatewayHostName
+
     def start(self, transport, device, module=None):
         env = dict(os.environ, NODE_PATH=os.path.join(os.path.abspath(NODE_DIR), "node_modules"),
                    DEBUG=os.environ.get("DEBUG", "azure*,mqttjs*"))
         cs = (f"HostName={HOST};DeviceId={device};ModuleId={module};SharedAccessKey={MODULE_KEY}" if module
               else f"HostName={HOST};DeviceId={device};SharedAccessKey={DEVICE_KEYS[device]}")
+        if self.gateway:
+            cs += f";GatewayHostName={self.gateway.host}"
         # the SDK's own debug output (DEBUG=azure*,mqttjs*) goes to a file, shown on failure
         self.stderr = tempfile.TemporaryFile("w+")
         self.proc = subprocess.Popen(["node", SCRIPT, cs, transport, EMU.ca], stdin=subprocess.PIPE,
@@ -96,7 +105,8 @@ class NodeDevice(unittest.TestCase):
         self.stderr.seek(0)
         return ("\n--- device:\n" + "\n".join(self.seen) + "\n--- SDK debug (end):\n" +
                 self.stderr.read()[-(1 << 22 if full else 4000):] +
-                "\n--- emulator log (end):\n" + EMU.log_text()[-(1 << 22 if full else 3000):])
+                "\n--- emulator log (end):\n" + EMU.log_text()[-(1 << 22 if full else 3000):] +
+                ("\n--- gateway log (end):\n" + self.gateway.log_text()[-3000:] if self.gateway else ""))
 
     def expect(self, prefix, timeout=30):
         while True:
@@ -156,9 +166,13 @@ class NodeDevice(unittest.TestCase):
         self.assertIn("$version", twin["desired"])
         self.expect("REPORTED updated")
         self.expect("READY")
-        if transport.startswith("Mqtt"):  # it is the MQTT endpoint's, over TLS or WebSocket as asked
+        if self.gateway:  # through the gateway, which the hub sees as the device's AMQP connection
+            over = "WebSocket" if transport.endswith("Ws") else "TLS"
+            self.assertRegex(self.gateway.log_text(), f"device {device} connected from [0-9.]+ \\(MQTT over {over}\\)")
+            self.assertIn(f'{device}: telemetry link "telemetry-{device}-', EMU.log_text())  # the gateway's link
+        elif transport.startswith("Mqtt"):  # it is the MQTT endpoint's, over TLS or WebSocket as asked
             who = device + (f"/{module}" if module else "")
-            self.assertIn(f"MQTT {who} connected ({'WebSocket' if transport.endswith('Ws') else 'TLS'},",
+            self.assertIn(f"MQTT {who}: connected ({'WebSocket' if transport.endswith('Ws') else 'TLS'},",
                           EMU.log_text())
         self.check_telemetry(first, device, module)
 
@@ -223,6 +237,8 @@ class NodeDevice(unittest.TestCase):
         self.assertEqual(records.get(ids["complete"]), "Success", self.detail())
         return ids
 
+
+class NodeDevice(Harness):
     def test_amqps(self):
         self.scenario("Amqp", "dev1")
 
@@ -283,6 +299,59 @@ class NodeDevice(unittest.TestCase):
             if EMU.proc.poll() is not None:
                 EMU.restart()
             self.cleanup()
+
+
+class Gateway(LoggedProcess):
+    """iotgw between the devices and the emulator: its MQTT listener on 127.0.0.2:8883 (the
+    SDK's port), with a certificate for 127.0.0.2; the emulator's devices as its fleet."""
+    name = "iotgw"
+    host = "127.0.0.2"
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="iotgw-node-test-")
+        config = os.path.join(self.dir, "iotgw.yaml")
+        fleet = "".join(f"    - id: {d}\n      key: {k}\n" for d, k in DEVICE_KEYS.items())
+        with open(config, "w") as f:
+            f.write(f"""ops:
+  listen: off
+hub:
+  hostName: {HOST}
+  connectHost: 127.0.0.1
+  caFile: {EMU.ca}
+devices:
+  tls:
+    cert: {os.path.join(CERTS, "gateway.pem")}
+    key: {os.path.join(CERTS, "gateway.key")}
+  mqtt:
+    listen: {self.host}:8883
+    webSocketListen: {self.host}:443
+fleet:
+  devices:
+{fleet}""")
+        self.log = open(os.path.join(self.dir, "iotgw.log"), "w+")
+        self.proc = subprocess.Popen(WRAPPER + [IOTGW, "--config", config], stdout=subprocess.PIPE,
+                                     stderr=self.log, text=True)
+        line = readline_within(self.proc, 20)
+        assert line.startswith("listening: mqtt "), line + self.log_text()
+
+
+class ThroughGateway(Harness):
+    @classmethod
+    def setUpClass(cls):
+        cls.gateway = Gateway()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.gateway.stop()
+        cls.gateway.log.close()
+
+    def test_mqtts_through_the_gateway(self):
+        """Telemetry, twin, reported properties, a direct method, a desired update and C2D,
+        through the gateway as through the hub."""
+        self.scenario("Mqtt", "dev2")
+
+    def test_mqtt_over_websocket_through_the_gateway(self):
+        self.scenario("MqttWs", "dev1")
 
 
 run_tests()

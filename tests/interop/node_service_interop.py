@@ -154,7 +154,7 @@ class NodeService(unittest.TestCase):
             self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
             self.assertEqual(json.loads(p.stdout)["status"], 200)
             if transport and transport.startswith("Mqtt"):  # the device is the MQTT endpoint's
-                self.assertIn(f"MQTT {device} connected", emu.log_text())
+                self.assertIn(f"MQTT {device}: connected", emu.log_text())
             deadline, reported = time.time() + 20, None
             while time.time() < deadline and not reported:
                 twin = json.loads(cli("twin", "show", device).stdout)
