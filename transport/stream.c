@@ -194,6 +194,13 @@ static int stream_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
             return -1;
         return s->close_now ? -1 : 0;
     case LWS_CALLBACK_OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION: return tls_peer_verify(wsi, user, (int)len);
+    case LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS:
+        /* lws's SNI callback would hand a connection whose ServerName matches no vhost to
+         * the first vhost on the same "port", and every stream listener's vhost listens on
+         * none: another listener's TLS context (its client-certificate rule included) and,
+         * seen at 1,000 connections, its accept callback. A stream keeps its listener's. */
+        SSL_CTX_set_tlsext_servername_callback((SSL_CTX *)user, NULL);
+        return 0;
     case LWS_CALLBACK_RAW_WRITEABLE: return s ? on_writable(s) : -1;
     case LWS_CALLBACK_RAW_CLOSE:
     case LWS_CALLBACK_WSI_DESTROY:

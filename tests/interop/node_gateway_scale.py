@@ -68,7 +68,9 @@ class Mixed(unittest.TestCase):
         d = tempfile.mkdtemp(prefix="iotgw-node-scale-")
         emu = Emulator(BINARY, CERTS, listen="127.0.0.1:443", amqps="127.0.0.1:5671", mqtts="off",
                        registry=fleet_registry(KEYS), extra=["--max-tokens", "100000"])
+        self.addCleanup(lambda: emu.proc.poll() is None and (emu.proc.kill(), emu.proc.wait()))
         gw = Gateway(emu, d)
+        self.addCleanup(lambda: gw.proc.poll() is None and (gw.proc.kill(), gw.proc.wait()))
         sdk_fleet, pb_fleet = os.path.join(d, "sdk.txt"), os.path.join(d, "pb.txt")
         for path, ids in ((sdk_fleet, SDK), (pb_fleet, PB)):
             with open(path, "w") as f:
