@@ -46,8 +46,10 @@ class Gateway(LoggedProcess):
     """iotgw with a protobuf listener and an MQTT listener, both TLS."""
     name = "iotgw"
 
-    def __init__(self):
+    def __init__(self, hub_port=None, store=None):
+        """hub_port: where the hub is (default the emulator's); store: a store folder."""
         self.dir = tempfile.mkdtemp(prefix="iotgw-mqtt-test-")
+        store_yaml = f"store:\n  path: {store}\n" if store else ""
         self.config = os.path.join(self.dir, "iotgw.yaml")
         fleet = "".join(f"    - id: {d}\n      key: {k}\n" for d, k in KEYS.items())
         with open(self.config, "w") as f:
@@ -56,9 +58,9 @@ ops:
   listen: 127.0.0.1:0
 hub:
   hostName: {HOST}
-  port: {EMU.wss}
+  port: {hub_port or EMU.wss}
   caFile: {EMU.ca}
-devices:
+{store_yaml}devices:
   listen: 127.0.0.1:0
   maxInFlight: {MAX_IN_FLIGHT}
   tls:
@@ -396,6 +398,36 @@ class Refusals(unittest.TestCase):
             self.assertEqual(p.connack()[0], 0)
         finally:
             p.stop()
+
+
+class WithStore(unittest.TestCase):
+    def test_acknowledged_once_durable_and_forwarded_after_the_outage(self):
+        """The hub unreachable: an MQTT device's QoS 1 telemetry is PUBACKed once the
+        gateway's store has it; the gateway restarted with the hub back sends it all,
+        the device long gone."""
+        store = tempfile.mkdtemp(prefix="iotgw-mqtt-store-")
+        dead = socket.socket()
+        dead.bind(("127.0.0.1", 0))  # a port where no hub listens
+        down = Gateway(hub_port=dead.getsockname()[1], store=store)
+        try:
+            dev = mqtt_lib.Paho("sdk1", mqtt_lib.user_name("sdk1", host=HOST), token("sdk1"), port=down.mqtt, ca=CA)
+            self.assertEqual(dev.connack()[0], 0)
+            mids = [new_id("stored") for _ in range(20)]
+            for mid in mids:
+                self.assertTrue(dev.publish(events_topic("sdk1", f"%24.mid={mid}"), b"kept"),
+                                "no PUBACK while the hub is down (the store should have acknowledged)")
+            dev.stop()
+        finally:
+            down.stop()
+            down.log.close()
+            dead.close()
+        up = Gateway(store=store)
+        try:
+            for mid in mids:
+                self.assertEqual(annotations(STREAM.get(mid, timeout=30))["iothub-connection-device-id"], "sdk1")
+        finally:
+            up.stop()
+            up.log.close()
 
 
 class Lifecycle(unittest.TestCase):
