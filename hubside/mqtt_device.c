@@ -235,14 +235,15 @@ static int refuse(iotgw_hubmqtt *c, int code, const char *fmt, ...)
 
 static int bytes_eq(iotgw_mqtt_bytes b, const char *s)
 {
-    return s && b.len == strlen(s) && !memcmp(b.data, s, b.len);
+    return s && b.len == strlen(s) && (!b.len || !memcmp(b.data, s, b.len));
 }
 
 static char *bytes_dup(iotgw_mqtt_bytes b)
 {
     char *s = malloc(b.len + 1);
     if (s) {
-        memcpy(s, b.data, b.len);
+        if (b.len)
+            memcpy(s, b.data, b.len);
         s[b.len] = '\0';
     }
     return s;
@@ -341,7 +342,8 @@ static int on_connect(iotgw_hubmqtt *c, const iotgw_mqtt_connect *p)
             iotgw_hubmqtt_drop(c, "out of memory");
             return -1;
         }
-        memcpy(c->will_payload, p->will_message.data, p->will_message.len);
+        if (p->will_message.len)
+            memcpy(c->will_payload, p->will_message.data, p->will_message.len);
         c->will_len = p->will_message.len;
         c->will_retain = p->will_retain;
     }
@@ -739,7 +741,8 @@ static void send_will(iotgw_hubmqtt *c)
     char *bag = malloc(n + 32);
     if (!bag)
         return;
-    memcpy(bag, t.bag.data, n);
+    if (n) /* an empty bag has no data */
+        memcpy(bag, t.bag.data, n);
     snprintf(bag + n, 32, "%siothub-MessageType=Will", n ? "&" : "");
     const char *why = NULL;
     on_telemetry(c, (iotgw_mqtt_bytes){(const uint8_t *)bag, strlen(bag)}, c->will_payload, c->will_len,
