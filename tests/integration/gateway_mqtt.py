@@ -152,6 +152,9 @@ class Telemetry(unittest.TestCase):
         self.dev.stop()
 
     def test_qos1_with_properties_reaches_the_hub_as_the_device(self):
+        devices = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{GW.ops}/devices", timeout=10).read())
+        self.assertIn({"id": "sdk1", "protocol": "mqtt"},
+                      [{"id": d["id"], "protocol": d["protocol"]} for d in devices])
         mid = new_id("t1")
         self.assertTrue(self.dev.publish(events_topic("sdk1", f"%24.mid={mid}&%24.ct=application%2Fjson&%24.ce=utf-8"
                                                                 f"&alarm=high"), b'{"temp":21}'))
@@ -458,6 +461,9 @@ class Lifecycle(unittest.TestCase):
         pb.expect("welcome")
         dev.wait_closed(5)
         GW.wait_text("device_mqtt_closed", "both1", "a newer connection for both1 took over")
+        devices = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{GW.ops}/devices", timeout=10).read())
+        self.assertEqual({d["id"]: d["protocol"] for d in devices if d["id"] in ("both1", "pb1")},
+                         {"both1": "protobuf", "pb1": "protobuf"})
         text = urllib.request.urlopen(f"http://127.0.0.1:{GW.ops}/metrics", timeout=10).read().decode()
         conns = re.search(r'^iotgw_upstream_connections\{[^}]*state="open"[^}]*\} (\d+)', text, re.M)
         if conns:
