@@ -27,7 +27,10 @@ function say(tag, value) {
 }
 
 function errorText(err) {
-  return { name: err && err.name, code: err && err.code, message: err && err.message };
+  const out = { name: err && err.name, code: err && err.code, message: err && err.message };
+  if (err && Array.isArray(err.errors))
+    out.errors = err.errors.map((e) => ({ name: e && e.name, code: e && e.code, message: e && e.message }));
+  return out;
 }
 
 async function properties(connectionString) {

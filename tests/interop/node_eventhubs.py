@@ -243,7 +243,8 @@ class EventHubsSdk(unittest.TestCase):
                 self.assertEqual([e["messageId"] for e in tagged(lines, "EVENT")], expect, detail)
 
     def test_refused(self):
-        """Another hub's event hub, as the SDK shows it; the devices' stream stays readable."""
+        """Another hub's event hub, and a wrong key, as the SDK shows them; the devices' stream
+        stays readable."""
         self.emu = hub()
         other_hub = dict(fields(self.emu.eh_cs), EntityPath="iothub-ehub-otherhub-emulator")
         lines, detail = self.node("refused", ";".join(f"{k}={v}" for k, v in other_hub.items()), expect_ok=False)
@@ -253,6 +254,17 @@ class EventHubsSdk(unittest.TestCase):
             self.assertEqual((refused["name"], refused.get("code")), ("MessagingError", "MessagingEntityNotFoundError"),
                              detail)
             self.assertIn(text, refused["message"])
+        # a wrong key: the SDK tries twice and reports both attempts in an AggregateError, each
+        # the hub's 401 as its UnauthorizedError with Event Hubs' InvalidSignature words
+        wrong = dict(fields(self.emu.eh_cs), SharedAccessKey=base64.b64encode(b"k" * 32).decode())
+        lines, detail = self.node("refused", ";".join(f"{k}={v}" for k, v in wrong.items()), expect_ok=False)
+        for tag in ("REFUSED", "SUBSCRIBE_REFUSED"):
+            (refused,) = tagged(lines, tag)
+            self.assertEqual(refused["name"], "AggregateError", detail)
+            self.assertTrue(refused["errors"], detail)
+            for e in refused["errors"]:
+                self.assertEqual((e["name"], e["code"]), ("MessagingError", "UnauthorizedError"), detail)
+                self.assertIn("InvalidSignature: The token has an invalid signature.", e["message"])
         send_amqp(self.emu, "dev1", batch("after-refusal", 1))  # a bystander reader is unaffected
         lines, detail = self.node("subscribe", self.emu.eh_cs, 1, 30, "earliest")
         self.assertEqual([e["messageId"] for e in tagged(lines, "EVENT")], ["after-refusal-0"], detail)
