@@ -112,7 +112,8 @@ static int on_connect(iotgw_hubmqtt *c, const iotgw_hubmqtt_connect *req, iotgw_
             return IOTGW_MQTT_CONNACK_NOT_AUTHORIZED;
         }
         uint64_t now = emu_now_s();
-        expires_in_ms = a.expiry > now ? (int64_t)(a.expiry - now) * 1000 : 0;
+        uint64_t left = a.expiry > now ? a.expiry - now : 0;
+        expires_in_ms = (int64_t)(left > 366u * 86400 ? 366u * 86400 : left) * 1000; /* a timer's range */
     } else {
         if (!req->cert_cn || strcmp(req->cert_cn, id->id)) {
             snprintf(why, why_len, "%s: no password (SAS token) and no client certificate for it", id->id);

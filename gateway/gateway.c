@@ -79,6 +79,8 @@ static void on_state(iotgw_upstream_device *dev, iotgw_device_state state, void 
     gw_session *s = session_of(g, dev);
     if (g->store && state == IOTGW_DEVICE_ONLINE && gw_forward_of(dev))
         gw_forward_pump(gw_forward_of(dev)); /* what waited goes now */
+    if (s && s->mqtt && state == IOTGW_DEVICE_FAILED)
+        gw_mqtt_on_hub_failed(s);
     if (state == IOTGW_DEVICE_AUTHENTICATING || !s || !s->device_id || !iotgw_log_enabled(IOTGW_LOG_INFO))
         return;
     const char *id = s->device_id, *name = iotgw_device_state_name(state);

@@ -60,10 +60,13 @@ typedef struct gw_twin_call {
     char *rid; /* an MQTT device's $rid; NULL for protobuf */
 } gw_twin_call;
 
-/* A cloud-to-device message out to an MQTT device at QoS 1, until its PUBACK. */
+/* A cloud-to-device message out to an MQTT device at QoS 1, until its PUBACK; or, with
+ * buf, one kept (still locked at the hub) while the device is not subscribed. */
 typedef struct gw_c2d_id {
     uint64_t upstream;
     uint16_t packet_id;
+    uint8_t *buf; /* the message encoded, while kept */
+    size_t len;
 } gw_c2d_id;
 
 /* One device connection: its device's lifecycle here (session.c), whichever its wire:
@@ -76,7 +79,9 @@ struct gw_session {
     iotgw_hubmqtt *mqtt;  /* MQTT; NULL for protobuf */
     gw_c2d_id *c2d_ids;   /* MQTT: C2D messages waiting for their PUBACK */
     size_t nc2d_ids;
-    int paused; /* MQTT: reading stopped while the window is full */
+    int paused;                /* MQTT: reading stopped while the window is full */
+    struct gw_puback *pubacks; /* MQTT: QoS 1 telemetry not yet acknowledged, in arrival order (a ring) */
+    size_t puback_head, puback_len, puback_cap;
     iotgw_frame_decoder dec;
     int ready;                 /* Welcome sent */
     int closing;               /* Error sent or the stream is going */
@@ -189,6 +194,9 @@ int gw_mqtt_start(iotgw_gateway *g, iotgw_diag *diag);
 int gw_mqtt_ws_port(const iotgw_gateway *g);
 void gw_mqtt_stop(iotgw_gateway *g);
 void gw_mqtt_acked(gw_session *s, uint64_t seq);
+/* The hub refused the device: its MQTT connection ends if the refusal is its identity's
+ * (disabled, deleted, a wrong key), as the hub ends it; a throttled device stays. */
+void gw_mqtt_on_hub_failed(gw_session *s);
 void gw_mqtt_refused(gw_session *s, uint64_t seq, Iotgw__NackReason reason, const char *detail);
 void gw_mqtt_method(gw_session *s, gw_method_call *c, const iotgw_method_request *req);
 void gw_mqtt_twin(gw_session *s, const iotgw_twin_response *r);

@@ -21,6 +21,10 @@
 
 #include "codecs/sas.h"
 #include "gateway/gateway_internal.h"
+#include "transport/messaging.h"
+
+/* A token valid longer than this ends its connection after this (a timer's range). */
+#define MAX_TOKEN_WAIT_S (366u * 86400)
 
 static gw_session *session_of(iotgw_hubmqtt *c)
 {
@@ -40,9 +44,12 @@ static int64_t token_expires_in_ms(const char *token)
     iotgw_diag diag = {0};
     if (!token || iotgw_sas_parse(token, &t, &diag))
         return -1;
-    int64_t left = (int64_t)t.se - (int64_t)time(NULL);
+    uint64_t now = (uint64_t)time(NULL), se = t.se;
     iotgw_sas_token_clear(&t);
-    return left > 0 ? left * 1000 : 0;
+    if (se <= now)
+        return 0;
+    uint64_t left = se - now;
+    return (int64_t)(left > MAX_TOKEN_WAIT_S ? MAX_TOKEN_WAIT_S : left) * 1000;
 }
 
 static int on_connect(iotgw_hubmqtt *c, const iotgw_hubmqtt_connect *req, iotgw_hubmqtt_accepted *out,
@@ -134,6 +141,48 @@ static void window_check(gw_session *s)
     }
 }
 
+/* MQTT wants PUBACKs in the order of their PUBLISHes (3.1.1, 4.6); the hub's outcomes
+ * may come in another: each waits here until those before it are done. */
+typedef struct gw_puback {
+    uint16_t packet_id;
+    uint8_t done;
+} gw_puback;
+
+static int puback_push(gw_session *s, uint16_t packet_id)
+{
+    if (s->puback_len == s->puback_cap) { /* grows, kept in order */
+        size_t cap = s->puback_cap ? s->puback_cap * 2 : 16;
+        gw_puback *p = malloc(cap * sizeof *p);
+        if (!p)
+            return -1;
+        for (size_t i = 0; i < s->puback_len; i++)
+            p[i] = s->pubacks[(s->puback_head + i) % s->puback_cap];
+        free(s->pubacks);
+        s->pubacks = p;
+        s->puback_cap = cap;
+        s->puback_head = 0;
+    }
+    s->pubacks[(s->puback_head + s->puback_len++) % s->puback_cap] = (gw_puback){packet_id, 0};
+    return 0;
+}
+
+/* packet_id is done: acknowledge it and those after it that are, in order. */
+static void puback_done(gw_session *s, uint16_t packet_id)
+{
+    for (size_t i = 0; i < s->puback_len; i++) {
+        gw_puback *p = &s->pubacks[(s->puback_head + i) % s->puback_cap];
+        if (p->packet_id == packet_id && !p->done) {
+            p->done = 1;
+            break;
+        }
+    }
+    while (s->puback_len && s->pubacks[s->puback_head].done) {
+        iotgw_hubmqtt_puback(s->mqtt, s->pubacks[s->puback_head].packet_id);
+        s->puback_head = (s->puback_head + 1) % s->puback_cap;
+        s->puback_len--;
+    }
+}
+
 static int on_telemetry(iotgw_hubmqtt *c, pn_message_t *msg, size_t counted, uint16_t packet_id,
                         const char **why)
 {
@@ -144,6 +193,10 @@ static int on_telemetry(iotgw_hubmqtt *c, pn_message_t *msg, size_t counted, uin
     }
     s->g->stats.telemetry++;
     s->g->stats.telemetry_bytes += counted;
+    if (packet_id && puback_push(s, packet_id)) {
+        *why = "out of memory";
+        return -1;
+    }
     gw_session_submit(s, packet_id, msg); /* its outcome: gw_mqtt_acked or gw_mqtt_refused */
     if (s->closing) {
         *why = "not taken";
@@ -158,8 +211,20 @@ void gw_mqtt_acked(gw_session *s, uint64_t seq)
     if (!s->mqtt)
         return;
     if (seq)
-        iotgw_hubmqtt_puback(s->mqtt, (uint16_t)seq);
+        puback_done(s, (uint16_t)seq);
     window_check(s);
+}
+
+void gw_mqtt_on_hub_failed(gw_session *s)
+{
+    if (!s->up || s->closing)
+        return;
+    iotgw_device_info info;
+    iotgw_upstream_device_info(s->up, &info);
+    if (!info.refused && !strstr(info.reason, "unauthorized"))
+        return; /* throttled, or the hub was busy: its telemetry waits */
+    gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_DEVICE_DISABLED, "the hub refuses device %s: %s",
+                    s->device_id, info.reason);
 }
 
 void gw_mqtt_refused(gw_session *s, uint64_t seq, Iotgw__NackReason reason, const char *detail)
@@ -279,11 +344,66 @@ void gw_mqtt_twin(gw_session *s, const iotgw_twin_response *r)
 
 /* ------------------------------------------------------------------ C2D */
 
+static int track_c2d(gw_session *s, gw_c2d_id id)
+{
+    gw_c2d_id *ids = realloc(s->c2d_ids, (s->nc2d_ids + 1) * sizeof *ids);
+    if (!ids)
+        return -1;
+    s->c2d_ids = ids;
+    ids[s->nc2d_ids++] = id;
+    return 0;
+}
+
+/* Not subscribed (it unsubscribed, or not yet): the message stays locked at the hub and
+ * waits here, as IoT Hub keeps it for a device not subscribed; at most the link's credit. */
+static int keep_c2d(gw_session *s, const iotgw_c2d_message *m)
+{
+    gw_c2d_id id = {.upstream = m->id};
+    if (iotgw_message_encode(m->message, &id.buf, &id.len))
+        return -1;
+    if (track_c2d(s, id)) {
+        free(id.buf);
+        return -1;
+    }
+    return 0;
+}
+
+/* Send the kept messages, now that the device subscribed again. */
+static void send_kept_c2d(gw_session *s)
+{
+    pn_message_t *msg = NULL;
+    for (size_t i = 0; i < s->nc2d_ids && s->mqtt; i++) {
+        gw_c2d_id *k = &s->c2d_ids[i];
+        if (!k->buf || (!msg && !(msg = pn_message())))
+            continue;
+        uint16_t packet_id = 0;
+        if (iotgw_message_decode(msg, k->buf, k->len, NULL) ||
+            iotgw_hubmqtt_send_c2d(s->mqtt, msg, 0, &packet_id))
+            break;
+        free(k->buf);
+        k->buf = NULL;
+        s->g->stats.c2d_delivered++;
+        k->packet_id = packet_id;
+        if (!packet_id) { /* QoS 0 */
+            s->g->stats.c2d_completed++;
+            iotgw_upstream_c2d_settle(s->up, k->upstream, IOTGW_OUTCOME_ACCEPTED);
+            s->c2d_ids[i--] = s->c2d_ids[--s->nc2d_ids];
+        }
+    }
+    if (msg)
+        pn_message_free(msg);
+}
+
 void gw_mqtt_c2d(gw_session *s, const iotgw_c2d_message *m)
 {
     uint16_t packet_id = 0;
-    if (!s->mqtt || iotgw_hubmqtt_send_c2d(s->mqtt, m->message, 0, &packet_id)) {
-        iotgw_upstream_c2d_settle(s->up, m->id, IOTGW_OUTCOME_RETRY); /* the hub offers it again */
+    int subscribed =
+        s->mqtt && (iotgw_hubmqtt_subscriptions(s->mqtt) & IOTGW_HUBMQTT_SUB(IOTGW_IOTHUB_SUB_C2D));
+    if (s->mqtt && !s->closing && !subscribed && !keep_c2d(s, m))
+        return;
+    if (!subscribed || iotgw_hubmqtt_send_c2d(s->mqtt, m->message, 0, &packet_id)) {
+        /* the connection is going (or out of memory): the hub offers it again */
+        iotgw_upstream_c2d_settle(s->up, m->id, IOTGW_OUTCOME_RETRY);
         return;
     }
     s->g->stats.c2d_delivered++;
@@ -292,13 +412,8 @@ void gw_mqtt_c2d(gw_session *s, const iotgw_c2d_message *m)
         iotgw_upstream_c2d_settle(s->up, m->id, IOTGW_OUTCOME_ACCEPTED);
         return;
     }
-    gw_c2d_id *ids = realloc(s->c2d_ids, (s->nc2d_ids + 1) * sizeof *ids);
-    if (!ids) {
+    if (track_c2d(s, (gw_c2d_id){.upstream = m->id, .packet_id = packet_id}))
         iotgw_upstream_c2d_settle(s->up, m->id, IOTGW_OUTCOME_RETRY);
-        return;
-    }
-    s->c2d_ids = ids;
-    ids[s->nc2d_ids++] = (gw_c2d_id){m->id, packet_id};
 }
 
 static void on_c2d_acked(iotgw_hubmqtt *c, uint16_t packet_id)
@@ -307,7 +422,7 @@ static void on_c2d_acked(iotgw_hubmqtt *c, uint16_t packet_id)
     if (!s)
         return;
     for (size_t i = 0; i < s->nc2d_ids; i++) {
-        if (s->c2d_ids[i].packet_id != packet_id)
+        if (s->c2d_ids[i].buf || s->c2d_ids[i].packet_id != packet_id)
             continue;
         uint64_t id = s->c2d_ids[i].upstream;
         s->c2d_ids[i] = s->c2d_ids[--s->nc2d_ids];
@@ -321,9 +436,12 @@ static void on_c2d_acked(iotgw_hubmqtt *c, uint16_t packet_id)
 static void on_subscribed(iotgw_hubmqtt *c, unsigned added)
 {
     gw_session *s = session_of(c);
-    if (!s || !s->up || !(added & IOTGW_HUBMQTT_SUB(IOTGW_IOTHUB_SUB_C2D)) ||
-        (s->capabilities & IOTGW_UPSTREAM_C2D))
+    if (!s || !s->up || !(added & IOTGW_HUBMQTT_SUB(IOTGW_IOTHUB_SUB_C2D)))
         return;
+    if (s->capabilities & IOTGW_UPSTREAM_C2D) { /* subscribed again: what waited goes */
+        send_kept_c2d(s);
+        return;
+    }
     s->capabilities |= IOTGW_UPSTREAM_C2D;
     iotgw_upstream_device_enable(s->up, IOTGW_UPSTREAM_C2D);
 }

@@ -169,7 +169,8 @@ static void release_upstream(gw_session *s, const char *why)
     } else if (s->up) {
         iotgw_upstream_device *up = s->up;
         s->up = NULL;
-        iotgw_upstream_device_remove(up); /* pending telemetry gets RETRY: ignored, we are leaving */
+        iotgw_upstream_device_remove(up); /* its pending telemetry is dropped without outcomes */
+        s->in_flight = 0;
     }
     if (s->device_id && s->g->by_device[s->device_index] == s)
         s->g->by_device[s->device_index] = NULL;
@@ -928,8 +929,11 @@ void gw_session_free(gw_session *s)
         if (g->durable[(g->durable_head + i) % g->durable_cap].session == s)
             g->durable[(g->durable_head + i) % g->durable_cap].session = NULL;
     iotgw_timer_stop(&s->hello_timer);
-    iotgw_frame_decoder_free(&s->dec); /* none for MQTT: a zeroed one */
+    iotgw_frame_decoder_free(&s->dec);       /* none for MQTT: a zeroed one */
+    for (size_t i = 0; i < s->nc2d_ids; i++) /* kept C2D messages: the hub has them still */
+        free(s->c2d_ids[i].buf);
     free(s->c2d_ids);
+    free(s->pubacks);
     free(s->device_id);
     iotgw_list_remove(&s->node);
     free(s);
@@ -1034,6 +1038,12 @@ void gw_session_reconfigure(gw_session *s, const iotgw_config *cfg, const iotgw_
         else
             iotgw_log_ev(IOTGW_LOG_INFO, "device_key_changed", nd->id,
                          "device %s: new key: authenticating again at the hub", nd->id);
+        return;
+    }
+    if (key_changed && s->mqtt) { /* what it sent is unanswered: its SDK sends it again once connected */
+        release_upstream(s, "the key signing its hub tokens changed");
+        gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_REPLACED, "device %s: its key changed: connect again",
+                        nd->id);
         return;
     }
     if (key_changed)

@@ -11,6 +11,7 @@
 #include <proton/codec.h>
 
 #include "codecs/assert.h"
+#include "codecs/identity.h"
 #include "codecs/list.h"
 #include "hubside/mqtt_device.h"
 #include "transport/amqp_map.h"
@@ -22,6 +23,11 @@
 /* IoT Hub's longest keep-alive; a longer one (or 0) is held to it. */
 #define MAX_KEEP_ALIVE_S 1177
 #define MAX_TOKEN        4096
+/* A CONNECT, before anyone is authenticated: its ids, a token, and a will of up to 64 KiB;
+ * what may follow it is the whole IoT Hub message (IOTGW_HUBMQTT_MAX_PACKET). */
+#define MAX_CONNECT_PACKET (72 * 1024)
+/* Bytes read but not yet handled while the back end holds the connection's window full. */
+#define MAX_PENDING (2 * IOTGW_HUBMQTT_MAX_PACKET)
 
 typedef enum conn_state { AWAITING_CONNECT, ONLINE, CLOSING } conn_state;
 
@@ -60,8 +66,12 @@ struct iotgw_hubmqtt {
     int no_will;           /* DISCONNECT seen, or the hub ended it */
     int told_unsubscribed; /* twin answers dropped for want of a subscription (logged once) */
     iotgw_log_limit log;
-    char peer[64];   /* kept: the stream's goes with it */
-    iotgw_list node; /* ep->conns */
+    char peer[64];    /* kept: the stream's goes with it */
+    int paused;       /* the back end's window is full: packets wait in pending */
+    uint8_t *pending; /* read, not yet decoded, in order */
+    size_t pending_len;
+    iotgw_timer resume; /* handles pending on the turn after the window opens */
+    iotgw_list node;    /* ep->conns */
 };
 
 static void conn_free(iotgw_hubmqtt *c);
@@ -75,6 +85,15 @@ static const char *event(iotgw_hubmqtt_endpoint *ep, char *buf, size_t len, cons
 {
     snprintf(buf, len, "%s%s", ep->prefix, what);
     return buf;
+}
+
+/* Control characters a peer put in a string (a topic, a protocol name) become '?': a line
+ * of the text log is one line. */
+static void printable(char *text)
+{
+    for (unsigned char *p = (unsigned char *)text; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            *p = '?';
 }
 
 /* The budget a line counts against: none (a fresh one each time) when every line is logged. */
@@ -98,7 +117,8 @@ static void say(iotgw_hubmqtt *c, iotgw_log_level level, const char *what, const
     va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
-    iotgw_log_ev_limited(budget(c, c->name ? &c->log : &c->ep->before_connect), level,
+    printable(text);
+    iotgw_log_ev_limited(budget(c, c->accepted ? &c->log : &c->ep->before_connect), level,
                          event(c->ep, ev, sizeof ev, what), c->device_id,
                          IOTGW_LOG_FIELDS(IOTGW_FIELD_STR("peer", c->peer)), "conn %" PRIu64 ": MQTT %s: %s",
                          c->serial, who(c), text);
@@ -140,12 +160,17 @@ static int publish(iotgw_hubmqtt *c, const char *topic, const uint8_t *payload, 
             c->next_packet_id = 1;
         pub.packet_id = c->next_packet_id;
     }
-    uint8_t header[IOTGW_MQTT_PUBLISH_HEADER_MAX(512)];
-    if (pub.topic.len > 512 || !c->stream || c->state != ONLINE)
+    uint8_t small[IOTGW_MQTT_PUBLISH_HEADER_MAX(512)];
+    if (pub.topic.len > 65535 || !c->stream || c->state != ONLINE)
         return -1;
-    size_t hlen = iotgw_mqtt_publish_header(header, &pub, len);
-    if (!hlen || iotgw_stream_write(c->stream, header, hlen) ||
-        (len && iotgw_stream_write(c->stream, payload, len)))
+    /* a C2D message's topic carries its properties: it may be long */
+    uint8_t *header = pub.topic.len <= 512 ? small : malloc(IOTGW_MQTT_PUBLISH_HEADER_MAX(pub.topic.len));
+    size_t hlen = header ? iotgw_mqtt_publish_header(header, &pub, len) : 0;
+    int rc = !hlen || iotgw_stream_write(c->stream, header, hlen) ||
+             (len && iotgw_stream_write(c->stream, payload, len));
+    if (header != small)
+        free(header);
+    if (rc)
         return -1;
     if (packet_id)
         *packet_id = pub.packet_id;
@@ -220,6 +245,7 @@ static int refuse(iotgw_hubmqtt *c, int code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
+    printable(why);
     const char *peer = c->peer;
     iotgw_log_ev_limited(budget(c, &c->ep->before_connect), IOTGW_LOG_WARN,
                          event(c->ep, ev, sizeof ev, "refused"), c->device_id,
@@ -265,25 +291,40 @@ static void timer_fired(iotgw_timer *t, void *ctx)
         violation(c, "no CONNECT within %u s", c->ep->opt.connect_timeout_ms / 1000);
         return;
     }
-    /* MQTT 3.1.1 3.1.2.10: one and a half keep-alive periods without a packet */
+    /* MQTT 3.1.1 3.1.2.10: one and a half keep-alive periods without a packet; not while
+     * the gateway is the one not reading */
+    if (c->paused || c->pending_len) {
+        c->last_packet_ms = iotgw_loop_now_ms(c->ep->loop);
+        return;
+    }
     int64_t quiet = iotgw_loop_now_ms(c->ep->loop) - c->last_packet_ms;
     if (quiet > (int64_t)c->keep_alive_s * 1500)
         close_conn(c,
                    "keep-alive expired: no packet for 1.5 keep-alive periods"); /* lost: the will goes out */
 }
 
-/* The client id's identity ("{device}" or "{device}/{module}"), into c. */
+/* The client id's identity ("{device}" or "{device}/{module}"), into c: 0, -1 out of
+ * memory, or IOTGW_ERR_INVALID_ARG for ids IoT Hub would not have (nothing is kept of
+ * them: no line may carry what an unauthenticated peer wrote). */
 static int take_identity(iotgw_hubmqtt *c, iotgw_mqtt_bytes client_id)
 {
     char *text = bytes_dup(client_id);
     if (!text)
         return -1;
     char *slash = strchr(text, '/');
-    c->name = strdup(text);
     if (slash)
         *slash = '\0';
+    iotgw_diag diag = {0};
+    if (iotgw_identity_check(text, "device id", &diag) ||
+        (slash && iotgw_identity_check(slash + 1, "module id", &diag))) {
+        free(text);
+        return IOTGW_ERR_INVALID_ARG;
+    }
     c->device_id = strdup(text);
     c->module_id = slash ? strdup(slash + 1) : NULL;
+    if (slash)
+        *slash = '/';
+    c->name = strdup(text);
     free(text);
     return c->name && c->device_id && (!slash || c->module_id) ? 0 : -1;
 }
@@ -305,7 +346,11 @@ static int on_connect(iotgw_hubmqtt *c, const iotgw_mqtt_connect *p)
         return refuse(c, IOTGW_MQTT_CONNACK_NOT_AUTHORIZED, "user name: %s",
                       p->has_username ? diag.text
                                       : "none given; it must be {hub host}/{device id}/?api-version=...");
-    if (take_identity(c, p->client_id))
+    int taken = take_identity(c, p->client_id);
+    if (taken == IOTGW_ERR_INVALID_ARG)
+        return refuse(c, IOTGW_MQTT_CONNACK_NOT_AUTHORIZED,
+                      "the client id is not a device id (or device/module) IoT Hub would have");
+    if (taken)
         return refuse(c, IOTGW_MQTT_CONNACK_UNAVAILABLE, "out of memory");
     int user_device = bytes_eq(user.device, c->device_id),
         user_module = c->module_id ? bytes_eq(user.module, c->module_id) : user.module.len == 0;
@@ -575,8 +620,11 @@ int iotgw_hubmqtt_send_c2d(iotgw_hubmqtt *c, pn_message_t *msg, int dup, uint16_
 
 void iotgw_hubmqtt_pause(iotgw_hubmqtt *c, int paused)
 {
+    c->paused = paused;
     if (c->stream)
         iotgw_stream_pause(c->stream, paused);
+    if (!paused && c->pending_len) /* what was read meanwhile: on the next turn */
+        iotgw_timer_start(&c->resume, 0, 0);
 }
 
 int iotgw_hubmqtt_puback(iotgw_hubmqtt *c, uint16_t packet_id)
@@ -700,11 +748,23 @@ static int on_packet(iotgw_hubmqtt *c, const iotgw_mqtt_packet *p)
     }
 }
 
-static int on_data(iotgw_stream *s, const uint8_t *data, size_t len, void *ctx)
+/* Keep what cannot be handled now, after what waits already. */
+static void keep_pending(iotgw_hubmqtt *c, const uint8_t *data, size_t len)
 {
-    (void)s;
-    iotgw_hubmqtt *c = ctx;
-    while (len && c->state != CLOSING) {
+    uint8_t *p = c->pending_len + len <= MAX_PENDING ? realloc(c->pending, c->pending_len + len) : NULL;
+    if (!p) {
+        violation(c, "more than %u bytes sent while its telemetry window is full", (unsigned)MAX_PENDING);
+        return;
+    }
+    memcpy(p + c->pending_len, data, len);
+    c->pending = p;
+    c->pending_len += len;
+}
+
+/* Decode and handle packets until the window fills (the rest is kept for later). */
+static void feed(iotgw_hubmqtt *c, const uint8_t *data, size_t len)
+{
+    while (len && c->state != CLOSING && !c->paused) {
         iotgw_mqtt_packet p;
         size_t used = 0;
         iotgw_diag diag = {0};
@@ -715,11 +775,39 @@ static int on_data(iotgw_stream *s, const uint8_t *data, size_t len, void *ctx)
             break;
         if (rc) {
             violation(c, "%s", diag.text);
-            break;
+            return;
         }
+        if (p.type == IOTGW_MQTT_CONNECT && c->state == AWAITING_CONNECT)
+            c->dec.max_packet = IOTGW_HUBMQTT_MAX_PACKET; /* what may follow a CONNECT */
         on_packet(c, &p);
     }
+    if (len && c->state != CLOSING)
+        keep_pending(c, data, len);
+}
+
+static int on_data(iotgw_stream *s, const uint8_t *data, size_t len, void *ctx)
+{
+    (void)s;
+    iotgw_hubmqtt *c = ctx;
+    if (c->pending_len) /* in order: after what waits */
+        keep_pending(c, data, len);
+    else
+        feed(c, data, len);
     return 0;
+}
+
+static void resume_fired(iotgw_timer *t, void *ctx)
+{
+    (void)t;
+    iotgw_hubmqtt *c = ctx;
+    if (c->paused || !c->pending_len || c->state == CLOSING)
+        return;
+    uint8_t *buf = c->pending;
+    size_t len = c->pending_len;
+    c->pending = NULL;
+    c->pending_len = 0;
+    feed(c, buf, len);
+    free(buf);
 }
 
 /* The connection is lost (not ended by DISCONNECT or by the hub): the will, if a
@@ -773,6 +861,8 @@ static void conn_free(iotgw_hubmqtt *c)
         iotgw_log_limit_flush_device(&c->log, IOTGW_LOG_INFO, c->device_id);
     iotgw_timer_stop(&c->timer);
     iotgw_timer_stop(&c->expiry);
+    iotgw_timer_stop(&c->resume);
+    free(c->pending);
     iotgw_list_remove(&c->node);
     iotgw_mqtt_decoder_free(&c->dec);
     free(c->device_id), free(c->module_id), free(c->name);
@@ -799,9 +889,10 @@ iotgw_hubmqtt *iotgw_hubmqtt_accept(iotgw_hubmqtt_endpoint *ep, iotgw_stream *s,
     snprintf(c->peer, sizeof c->peer, "%s", iotgw_stream_peer(s));
     iotgw_list_init(&c->node);
     iotgw_list_push_front(&ep->conns, &c->node);
-    iotgw_mqtt_decoder_init(&c->dec, IOTGW_MQTT_SERVER, IOTGW_HUBMQTT_MAX_PACKET);
+    iotgw_mqtt_decoder_init(&c->dec, IOTGW_MQTT_SERVER, MAX_CONNECT_PACKET);
     iotgw_timer_init(ep->loop, &c->timer, timer_fired, c);
     iotgw_timer_init(ep->loop, &c->expiry, expiry_fired, c);
+    iotgw_timer_init(ep->loop, &c->resume, resume_fired, c);
     iotgw_timer_start(&c->timer, ep->opt.connect_timeout_ms, 0);
     ep->accepted[ws]++;
     ep->open[ws]++;

@@ -63,6 +63,7 @@ hub:
 {store_yaml}devices:
   listen: 127.0.0.1:0
   maxInFlight: {MAX_IN_FLIGHT}
+  queuePerDevice: {2 * MAX_IN_FLIGHT}
   tls:
     cert: {os.path.join(CERTS, "server.pem")}
     key: {os.path.join(CERTS, "server.key")}
@@ -220,6 +221,40 @@ class Telemetry(unittest.TestCase):
         self.assertIn(b"amqp:not-implemented", data)
         GW.wait_text("device_amqp_refused")
 
+    def test_a_hundred_publishes_in_one_write(self):
+        """More than the window in one TLS record: the gateway handles them a window at a
+        time (the rest waits unread), so the device's queue bound is never reached; every
+        PUBLISH gets its PUBACK, in order."""
+        raw = socket.create_connection(("127.0.0.1", GW.mqtt), timeout=10)
+        tls = ssl.create_default_context(cafile=CA).wrap_socket(raw, server_hostname="localhost")
+        tls.sendall(mqtt_lib.connect_packet("sdk2", mqtt_lib.user_name("sdk2", host=HOST), token("sdk2")))
+        self.assertEqual(tls.recv(4), b"\x20\x02\x00\x00")
+        topic = mqtt_lib.mqtt_str(events_topic("sdk2"))
+        burst = b"".join(mqtt_lib.packet(0x32, topic + i.to_bytes(2, "big") + b"x%d" % i) for i in range(1, 101))
+        tls.sendall(burst)
+        got = b""
+        end = time.time() + 30
+        while len(got) < 400 and time.time() < end:
+            chunk = tls.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+        tls.close()
+        ids = [int.from_bytes(got[i + 2:i + 4], "big") for i in range(0, len(got), 4) if got[i] == 0x40]
+        self.assertEqual(ids, list(range(1, 101)), got[:80])
+
+    def test_log_lines_never_carry_a_forged_client_id(self):
+        """A client id IoT Hub would refuse (here with a line break and a forged line after
+        it) is refused, CONNACK 5, and named in no log line."""
+        forged = "zz\n2099-01-01T00:00:00.000Z info  device sdk2 connected from 10.0.0.1"
+        p = Paho(forged, mqtt_lib.user_name("zz", host=HOST), token("sdk2"))
+        try:
+            self.assertEqual(p.connack()[0], 5)
+            GW.wait_text("device_mqtt_refused", text="the client id is not a device id")
+        finally:
+            p.stop()
+        self.assertNotIn("2099-01-01", GW.log_text())
+
     def test_mosquitto_pub(self):
         mid = new_id("mosq")
         r = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(GW.mqtt), "--cafile", CA, "-V", "mqttv311",
@@ -307,6 +342,45 @@ class Twin(unittest.TestCase):
 
 
 class C2d(unittest.TestCase):
+    def test_c2d_with_long_properties_and_while_unsubscribed(self):
+        """A C2D message whose topic (its properties) is long reaches the device; one sent
+        while the device is unsubscribed waits, locked, and comes once it subscribes again,
+        instead of being given back to the hub until it is dead-lettered."""
+        dev = Paho.device("sdk3")
+        svc = connect(EMU)
+        try:
+            self.assertEqual(Cbs(svc).put(owner_token(), audience=HOST)[0], 200)
+            sender = svc.create_sender("/messages/devicebound")
+            feedback = svc.create_receiver("/messages/serviceBound/feedback", credit=10)
+            dev.subscribe("devices/sdk3/messages/devicebound/#")
+            long_mid = new_id("c2d-long")
+            sender.send(Message(address="/devices/sdk3/messages/devicebound", id=long_mid, body=b"long",
+                                properties={"iothub-ack": "full", "note": "n" * 600}))
+            msg = dev.message(timeout=15)
+            self.assertIsNotNone(msg, "the C2D message with a long property never came")
+            self.assertEqual(urllib.parse.parse_qs(msg.topic.split("devicebound/", 1)[1])["note"], ["n" * 600])
+            rc, _ = dev.client.unsubscribe("devices/sdk3/messages/devicebound/#")
+            time.sleep(0.5)
+            kept_mid = new_id("c2d-kept")
+            sender.send(Message(address="/devices/sdk3/messages/devicebound", id=kept_mid, body=b"kept",
+                                properties={"iothub-ack": "full"}))
+            self.assertIsNone(dev.message(timeout=1.5), "a C2D message came while unsubscribed")
+            dev.subscribe("devices/sdk3/messages/devicebound/#")
+            msg = dev.message(timeout=15)
+            self.assertIsNotNone(msg, "the kept C2D message never came")
+            self.assertEqual(msg.payload, b"kept")
+            records = {}
+            end = time.time() + 15
+            while time.time() < end and len(records) < 2:
+                m = feedback.receive(timeout=max(0.1, end - time.time()))
+                feedback.accept()
+                records.update({r["originalMessageId"]: r["statusCode"] for r in json.loads(bytes(m.body))
+                                if r["originalMessageId"] in (long_mid, kept_mid)})
+            self.assertEqual(records, {long_mid: "Success", kept_mid: "Success"})
+        finally:
+            svc.close()
+            dev.stop()
+
     def test_c2d_after_subscribing_completes_on_puback(self):
         dev = Paho.device("sdk2")
         svc = connect(EMU)
@@ -482,8 +556,8 @@ class Lifecycle(unittest.TestCase):
             ident["status"] = "disabled"
             status, _, _ = EMU.rest("PUT", "/devices/hubdisabled1", ident, headers={"If-Match": "*"})
             self.assertEqual(status, 200)
-            dev.client.publish(events_topic("hubdisabled1", "%24.mid=" + new_id("gone")), b"x", qos=1)
-            dev.wait_closed(60)
+            dev.wait_closed(30)  # as the hub ends a disabled device's connection, without waiting for telemetry
+            GW.wait_text("device_mqtt_closed", "hubdisabled1", "the hub refuses device hubdisabled1")
             assert_alive(self, by, "busy1")
         finally:
             dev.stop()
