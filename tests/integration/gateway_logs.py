@@ -14,7 +14,6 @@ import re
 import shlex
 import signal
 import subprocess
-import time
 import unittest
 import urllib.parse
 
@@ -73,22 +72,14 @@ class LogGateway(Gateway):
         return self.log_text().splitlines()
 
     def events(self, event=None, device=None):
-        """The parsed lines (all of which must parse), of one event and device if given."""
+        """The parsed lines (all of which must parse, unlike LoggedProcess.events, which
+        LoggedProcess.wait_event calls), of one event and device if given."""
         out = []
         for line in self.lines():
             j = json.loads(line)
             if (event is None or j["event"] == event) and (device is None or j.get("device") == device):
                 out.append(j)
         return out
-
-    def wait_event(self, event, device=None, where=lambda j: True, timeout=20):
-        end = time.time() + timeout
-        while time.time() < end:
-            found = [j for j in self.events(event, device) if where(j)]
-            if found:
-                return found[0]
-            time.sleep(0.1)
-        raise AssertionError(f"iotgw never logged {event} for {device}:\n{self.log_text()[-3000:]}")
 
 
 def check_json_lines(text, who):
