@@ -240,6 +240,10 @@ void emu_events_pump(emu_link *l)
             pn_delivery_settle(d); /* the stream is read, not acknowledged */
         l->conn->hub->metrics.stream_read += d != NULL;
     }
+    /* a reader that drains (the Event Hubs SDKs do, when a batch's wait is over) learns
+     * that nothing more is there now: its credit is used up, as Event Hubs answers */
+    if (l->cursor >= p->next_seq && pn_link_get_drain(l->link) && pn_link_credit(l->link) > 0)
+        pn_link_drained(l->link);
 }
 
 size_t emu_events_retained(const emu_events *ev)

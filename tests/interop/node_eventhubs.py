@@ -242,6 +242,35 @@ class EventHubsSdk(unittest.TestCase):
                 lines, detail = self.node("subscribe", self.emu.eh_cs, len(expect), 20, json.dumps(position))
                 self.assertEqual([e["messageId"] for e in tagged(lines, "EVENT")], expect, detail)
 
+    def test_latest_position(self):
+        """latestEventPosition: only what is enqueued once the SDK reads every partition
+        (READY comes once each partition's first, empty, batch is over: the hub answers
+        the SDK's drain)."""
+        self.emu = hub()
+        send_amqp(self.emu, "dev1", batch("before-latest", 3))
+        env = dict(os.environ, NODE_PATH=os.path.join(os.path.abspath(NODE_DIR), "node_modules"),
+                   NODE_EXTRA_CA_CERTS=os.path.join(CERTS, "ca.pem"))
+        p = subprocess.Popen(["node", SCRIPT, "subscribe", self.emu.eh_cs, "2", "30", "latest"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            out = []
+            for line in iter(p.stdout.readline, ""):  # up to READY: every partition is being read
+                out.append(line)
+                if line.startswith("READY"):
+                    break
+            self.assertTrue(out and out[-1].startswith("READY"), "".join(out))
+            t_ready = time.time()
+            send_amqp(self.emu, "dev1", batch("after-latest", 2))
+            rest, err = p.communicate(timeout=60)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        lines = parse("".join(out) + rest)
+        self.assertEqual([e["messageId"] for e in tagged(lines, "EVENT")], ["after-latest-0", "after-latest-1"],
+                         rest + err[-2000:] + self.emu.log_text()[-3000:])
+        self.assertLess(time.time() - t_ready, 25, "the SDK waited for its timeout")
+
     def test_refused(self):
         """Another hub's event hub, and a wrong key, as the SDK shows them; the devices' stream
         stays readable."""
