@@ -12,6 +12,7 @@ usage: gateway_mqtt.py IOTHUB_EMULATOR IOTGW SCHEMAS_DESC CERT_DIR [Class.test .
 import json
 import os
 import re
+import signal
 import socket
 import ssl
 import subprocess
@@ -36,7 +37,7 @@ EMULATOR, IOTGW, SCHEMAS, CERTS = sys.argv[1:5]
 del sys.argv[1:5]
 load_schemas(SCHEMAS)
 CA = os.path.join(CERTS, "ca.pem")
-DEVICES = ["sdk1", "sdk2", "sdk3", "both1", "busy1", "pb1", "hubdisabled1"]
+DEVICES = ["sdk1", "sdk2", "sdk3", "both1", "busy1", "pb1", "hubdisabled1", "rekey1"]
 KEYS = {d: random_key() for d in DEVICES + ["notathub1"]}
 MAX_IN_FLIGHT = 8
 EMU = GW = STREAM = None
@@ -460,6 +461,17 @@ class Refusals(unittest.TestCase):
             tls.close()
             GW.wait_text("device_mqtt_refused", text="IoT Hub speaks MQTT 3.1.1 only")
 
+    def test_a_connect_larger_than_allowed_before_authentication(self):
+        """Before CONNECT is accepted a packet may be 72 KiB (a will of 64 KiB fits): one
+        announcing more is refused as it is announced, before the gateway buffers it."""
+        raw = socket.create_connection(("127.0.0.1", GW.mqtt), timeout=10)
+        tls = ssl.create_default_context(cafile=CA).wrap_socket(raw, server_hostname="localhost")
+        n = 100 * 1024  # remaining length 102,400, varint-encoded, and only the start of it
+        tls.sendall(bytes([0x10, 0x80 | (n & 0x7f), 0x80 | ((n >> 7) & 0x7f), n >> 14]) + b"\x00\x04MQTT")
+        self.assertEqual(tls.recv(16), b"")  # closed, nothing said
+        tls.close()
+        GW.wait_text("device_mqtt_violation", text=f"over the limit of {72 * 1024}")
+
     def test_violation_closes_only_that_connection(self):
         p = Paho.device("sdk1")
         try:
@@ -475,6 +487,26 @@ class Refusals(unittest.TestCase):
             self.assertEqual(p.connack()[0], 0)
         finally:
             p.stop()
+
+
+class Reload(unittest.TestCase):
+    def test_a_new_key_closes_the_mqtt_connection(self):
+        """A reload that changes a connected MQTT device's key ends its connection (what it
+        sent and was not acknowledged it sends again once connected with the new key)."""
+        dev = Paho.device("rekey1")
+        try:
+            EMU.wait_online("rekey1")
+            with open(GW.config) as f:
+                text = f.read()
+            old = KEYS["rekey1"]
+            KEYS["rekey1"] = random_key()
+            with open(GW.config, "w") as f:
+                f.write(text.replace(old, KEYS["rekey1"]))
+            GW.proc.send_signal(signal.SIGHUP)
+            dev.wait_closed(15)
+            GW.wait_text("device_mqtt_closed", "rekey1", "its key changed")
+        finally:
+            dev.stop()
 
 
 class WithStore(unittest.TestCase):
