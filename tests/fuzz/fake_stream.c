@@ -41,6 +41,17 @@ void iotgw_stream_set_handler(iotgw_stream *s, const iotgw_stream_handler *h, vo
     s->ctx = ctx;
 }
 
+void fake_stream_feed(struct iotgw_stream *s, const uint8_t *data, size_t size)
+{
+    size_t step = size ? (size_t)data[0] % 64 + 1 : 1;
+    for (size_t off = 1; off < size && !s->closed;) {
+        size_t n = size - off < step ? size - off : step;
+        if (s->h.on_data && s->h.on_data(s, data + off, n, s->ctx) < 0)
+            s->closed = 1;
+        off += n;
+    }
+}
+
 int iotgw_stream_write(iotgw_stream *s, const void *data, size_t len)
 {
     if (s->closed)

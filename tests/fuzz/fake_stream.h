@@ -12,4 +12,8 @@ struct iotgw_stream {
     uint8_t out[256 * 1024];
 };
 
+/* Hand data to the stream's handler as a peer's bytes, in pieces whose size the first
+ * byte chooses (1 to 64), until the handler closes the stream. */
+void fake_stream_feed(struct iotgw_stream *s, const uint8_t *data, size_t size);
+
 #endif

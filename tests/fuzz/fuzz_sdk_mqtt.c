@@ -89,13 +89,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memset(&s, 0, offsetof(struct iotgw_stream, out));
     if (!iotgw_hubmqtt_accept(gw->mqtt, &s, 0))
         abort();
-    size_t step = size ? (size_t)data[0] % 64 + 1 : 1;
-    for (size_t off = 1; off < size && !s.closed;) {
-        size_t n = size - off < step ? size - off : step;
-        if (s.h.on_data && s.h.on_data(&s, data + off, n, s.ctx) < 0)
-            s.closed = 1;
-        off += n;
-    }
+    fake_stream_feed(&s, data, size);
     check_output(&s);
     if (s.h.on_closed) /* the device goes: its will, its session's end, the connection freed */
         s.h.on_closed(&s, "the fuzz input ended", s.ctx);

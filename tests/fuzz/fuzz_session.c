@@ -81,13 +81,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memset(&s, 0, offsetof(struct iotgw_stream, out));
     gw_session_accept(gw, &s);
     gw_session *session = iotgw_list_entry(iotgw_list_first(&gw->sessions), gw_session, node);
-    size_t step = size ? (size_t)data[0] % 64 + 1 : 1;
-    for (size_t off = 1; off < size && !s.closed;) {
-        size_t n = size - off < step ? size - off : step;
-        if (s.h.on_data && s.h.on_data(&s, data + off, n, s.ctx) < 0)
-            s.closed = 1;
-        off += n;
-    }
+    fake_stream_feed(&s, data, size);
     check_output(&s);
     gw_session_destroy(session);
     return 0;
