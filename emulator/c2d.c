@@ -18,7 +18,7 @@
 #include <openssl/rand.h>
 #include <proton/delivery.h>
 
-#include "emulator/address.h"
+#include "hubside/amqp_address.h"
 #include "transport/amqp_map.h"
 #include "emulator/hub_internal.h"
 #include "transport/messaging.h"
@@ -381,11 +381,11 @@ void emu_service_c2d_on_delivery(emu_link *l, pn_delivery_t *d)
     iotgw_diag diag = {0};
     const char *who = "?";
     int rc;
-    emu_address a;
+    iotgw_hubaddr a;
     const char *to = pn_message_get_address(m);
-    int bad = !to || emu_address_parse(to, &a, &diag);
-    if (!bad && a.kind != EMU_ADDR_C2D) {
-        emu_address_clear(&a);
+    int bad = !to || iotgw_hubaddr_parse(to, &a, &diag);
+    if (!bad && a.kind != IOTGW_HUBADDR_C2D) {
+        iotgw_hubaddr_clear(&a);
         bad = 1;
     }
     if (bad) {
@@ -393,7 +393,7 @@ void emu_service_c2d_on_delivery(emu_link *l, pn_delivery_t *d)
         return;
     }
     emu_identity *id = emu_registry_find(hub->registry, a.device_id, a.module_id);
-    emu_address_clear(&a);
+    iotgw_hubaddr_clear(&a);
     if (!id) {
         refuse(l, d, to, "amqp:not-found", "DeviceNotFound: no such device");
         return;

@@ -16,11 +16,10 @@
 #include "codecs/sas.h"
 #include "transport/amqp_map.h"
 #include "emulator/hub_internal.h"
+#include "hubside/amqp_device.h"
 #include "transport/messaging.h"
 
-#define TOKEN_TYPE_SB  "servicebus.windows.net:sastoken"
-#define TOKEN_TYPE_IOT "azure-devices.net:sastoken"
-#define MAX_TOKEN_LEN  4096
+#define MAX_TOKEN_LEN IOTGW_HUBAMQP_MAX_TOKEN
 
 typedef struct grant_result {
     int status; /* 200, 400, 401, 404, 500 */
@@ -261,30 +260,17 @@ void emu_cbs_on_request(emu_link *l, pn_delivery_t *d)
     pn_message_t *m = emu_take_request(l, d, "CBS request");
     if (!m)
         return;
-    iotgw_delivery_settle(d, PN_ACCEPTED, NULL, NULL);
-    /* the disposition goes on the wire before the reply, as IoT Hub orders them: the Azure
-     * IoT C SDK (uAMQP) fails a put-token whose reply comes first */
-    if (c->conn)
-        iotgw_conn_encode_pending(c->conn);
+    iotgw_hubamqp_accept_first(c->conn, d);
 
     grant_result res = {0};
-    char op[32], type[64], name[600];
-    pn_data_t *props = pn_message_properties(m);
-    size_t tlen = 0;
-    const char *token = iotgw_body_bytes(pn_message_body(m), &tlen);
-    if (!iotgw_map_text(props, "operation", op, sizeof op) || strcmp(op, "put-token"))
-        result(&res, 400, "unsupported operation; only put-token is");
-    else if (!iotgw_map_text(props, "type", type, sizeof type) ||
-             (strcmp(type, TOKEN_TYPE_SB) && strcmp(type, TOKEN_TYPE_IOT)))
-        result(&res, 400, "token type must be " TOKEN_TYPE_SB " or " TOKEN_TYPE_IOT);
-    else if (!iotgw_map_text(props, "name", name, sizeof name))
-        result(&res, 400, "the audience (name) is missing");
-    else if (!token || tlen == 0 || tlen > MAX_TOKEN_LEN)
-        result(&res, 400, "the body must be the token as a string");
-    else if (audience_not_found(c->hub, name, &res))
+    iotgw_hubamqp_put_token req;
+    const char *why;
+    if ((res.status = iotgw_hubamqp_put_token_parse(m, &req, &why)))
+        result(&res, res.status, "%s", why);
+    else if (audience_not_found(c->hub, req.audience, &res))
         ;
     else {
-        char *tok = strndup(token, tlen);
+        char *tok = strndup(req.token, req.token_len);
         if (!tok)
             result(&res, 500, "out of memory");
         else {
@@ -302,17 +288,10 @@ void emu_cbs_on_request(emu_link *l, pn_delivery_t *d)
                                                    : EMU_CBS_500]++;
 
     pn_message_t *reply = pn_message();
-    if (!reply)
+    if (!reply || iotgw_hubamqp_cbs_reply(m, res.status, res.description, reply)) {
+        pn_message_free(reply);
         return;
-    pn_message_set_correlation_id(reply, pn_message_get_id(m));
-    pn_data_t *ap = pn_message_properties(reply);
-    pn_data_put_map(ap);
-    pn_data_enter(ap);
-    pn_data_put_string(ap, pn_bytes(strlen("status-code"), "status-code"));
-    pn_data_put_int(ap, res.status);
-    pn_data_put_string(ap, pn_bytes(strlen("status-description"), "status-description"));
-    pn_data_put_string(ap, pn_bytes(strlen(res.description), res.description));
-    pn_data_exit(ap);
+    }
     emu_link *out = emu_reply_link(l, EMU_LINK_CBS_REPLIES, pn_message_get_reply_to(m));
     if (!out || emu_link_answer(out, reply))
         iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": CBS: no $cbs receiver link for the reply", c->serial);

@@ -16,7 +16,7 @@
 #include <proton/terminus.h>
 #include <proton/transport.h>
 
-#include "emulator/address.h"
+#include "hubside/amqp_address.h"
 #include "hubside/mqtt_device.h"
 #include "transport/messaging.h"
 
@@ -415,13 +415,13 @@ static void open_link(emu_link *l)
 }
 
 /* Which device link a client attach makes, from the address and who sends. */
-static emu_link_kind device_link_kind(emu_address_kind a, int we_send)
+static emu_link_kind device_link_kind(iotgw_hubaddr_kind a, int we_send)
 {
     switch (a) {
-    case EMU_ADDR_TELEMETRY: return we_send ? 0 : EMU_LINK_TELEMETRY;
-    case EMU_ADDR_C2D: return we_send ? EMU_LINK_C2D : 0;
-    case EMU_ADDR_METHODS: return we_send ? EMU_LINK_METHOD_REQUESTS : EMU_LINK_METHOD_RESPONSES;
-    case EMU_ADDR_TWIN: return we_send ? EMU_LINK_TWIN_RESPONSES : EMU_LINK_TWIN_REQUESTS;
+    case IOTGW_HUBADDR_TELEMETRY: return we_send ? 0 : EMU_LINK_TELEMETRY;
+    case IOTGW_HUBADDR_C2D: return we_send ? EMU_LINK_C2D : 0;
+    case IOTGW_HUBADDR_METHODS: return we_send ? EMU_LINK_METHOD_REQUESTS : EMU_LINK_METHOD_RESPONSES;
+    case IOTGW_HUBADDR_TWIN: return we_send ? EMU_LINK_TWIN_RESPONSES : EMU_LINK_TWIN_REQUESTS;
     default: return 0;
     }
 }
@@ -464,7 +464,7 @@ static void take_over(emu_session *s)
     IOTGW_ASSERT(live->active == s); /* at most one session per identity is active */
 }
 
-static void attach_device_link(emu_conn *c, pn_link_t *link, emu_address *a)
+static void attach_device_link(emu_conn *c, pn_link_t *link, iotgw_hubaddr *a)
 {
     int we_send = pn_link_is_sender(link);
     emu_link_kind kind = device_link_kind(a->kind, we_send);
@@ -497,7 +497,7 @@ static void attach_device_link(emu_conn *c, pn_link_t *link, emu_address *a)
     }
     if (!kind) {
         refuse(c, link, "amqp:not-allowed", "wrong direction for %s link of %s",
-               emu_address_kind_name(a->kind), who);
+               iotgw_hubaddr_kind_name(a->kind), who);
         return;
     }
     take_over(s);
@@ -518,7 +518,7 @@ static void attach_device_link(emu_conn *c, pn_link_t *link, emu_address *a)
     open_link(l);
     s->live->last_activity_ms = emu_wall_ms();
     iotgw_log(IOTGW_LOG_INFO, "conn %" PRIu64 ": %s: %s link \"%s\" attached", c->serial, id->id,
-              emu_address_kind_name(a->kind), pn_link_name(link));
+              iotgw_hubaddr_kind_name(a->kind), pn_link_name(link));
     if (kind == EMU_LINK_C2D)
         emu_c2d_pump(s);
     if (kind == EMU_LINK_METHOD_REQUESTS)
@@ -606,7 +606,7 @@ static void attach_management(emu_conn *c, pn_link_t *link, int kind, const char
     }
 }
 
-static void attach_events(emu_conn *c, pn_link_t *link, const emu_address *a)
+static void attach_events(emu_conn *c, pn_link_t *link, const iotgw_hubaddr *a)
 {
     const char *why = NULL, *cond;
     emu_link *l;
@@ -650,15 +650,15 @@ static void on_link_open(emu_conn *c, pn_link_t *link)
         attach_management(c, link, mgmt, event_hub);
         return;
     }
-    emu_address a;
+    iotgw_hubaddr a;
     iotgw_diag diag = {0};
-    if (emu_address_parse(address, &a, &diag)) {
+    if (iotgw_hubaddr_parse(address, &a, &diag)) {
         refuse(c, link, "amqp:not-found", "%s", diag.text);
         return;
     }
     emu_link *l;
     switch (a.kind) {
-    case EMU_ADDR_CBS:
+    case IOTGW_HUBADDR_CBS:
         l = link_record(c, link, we_send ? EMU_LINK_CBS_REPLIES : EMU_LINK_CBS_REQUESTS);
         if (!l)
             break;
@@ -668,7 +668,7 @@ static void on_link_open(emu_conn *c, pn_link_t *link)
         }
         open_link(l);
         break;
-    case EMU_ADDR_SERVICE_C2D:
+    case IOTGW_HUBADDR_SERVICE_C2D:
         if (we_send)
             refuse(c, link, "amqp:not-allowed", "/messages/devicebound takes messages from the service");
         else if (!(c->service_grant > emu_now_s() && (c->service_rights & EMU_RIGHT_SERVICE_CONNECT)))
@@ -676,9 +676,9 @@ static void on_link_open(emu_conn *c, pn_link_t *link)
         else if ((l = link_record(c, link, EMU_LINK_SERVICE_C2D)))
             open_link(l);
         break;
-    case EMU_ADDR_SERVICE_FEEDBACK:
-    case EMU_ADDR_SERVICE_FILE_NOTIFICATIONS: {
-        int files = a.kind == EMU_ADDR_SERVICE_FILE_NOTIFICATIONS;
+    case IOTGW_HUBADDR_SERVICE_FEEDBACK:
+    case IOTGW_HUBADDR_SERVICE_FILE_NOTIFICATIONS: {
+        int files = a.kind == IOTGW_HUBADDR_SERVICE_FILE_NOTIFICATIONS;
         const char *what = files ? "file notifications" : "feedback";
         if (!we_send)
             refuse(c, link, "amqp:not-allowed", "%s is read, not written", what);
@@ -690,10 +690,10 @@ static void on_link_open(emu_conn *c, pn_link_t *link)
         }
         break;
     }
-    case EMU_ADDR_EVENTS: attach_events(c, link, &a); break;
+    case IOTGW_HUBADDR_EVENTS: attach_events(c, link, &a); break;
     default: attach_device_link(c, link, &a); break;
     }
-    emu_address_clear(&a);
+    iotgw_hubaddr_clear(&a);
 }
 
 static void on_link_closed(emu_conn *c, pn_link_t *link)

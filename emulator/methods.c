@@ -13,6 +13,7 @@
 
 #include "transport/amqp_map.h"
 #include "emulator/hub_internal.h"
+#include "hubside/amqp_device.h"
 #include "transport/messaging.h"
 
 struct emu_method_call {
@@ -103,19 +104,10 @@ static int try_send(emu_method_call *call)
     if (!s || !s->method_requests || pn_link_credit(s->method_requests->link) <= 0)
         return -1;
     pn_message_t *m = pn_message();
-    if (!m)
+    if (!m || iotgw_hubamqp_method_request(m, (const uint8_t *)call->uuid.bytes, call->name, call->payload, call->len)) {
+        pn_message_free(m);
         return -1;
-    pn_atom_t corr = {.type = PN_UUID};
-    corr.u.as_uuid = call->uuid;
-    pn_message_set_correlation_id(m, corr);
-    pn_data_t *ap = pn_message_properties(m);
-    pn_data_put_map(ap);
-    pn_data_enter(ap);
-    pn_data_put_string(ap, pn_bytes(strlen("IoThub-methodname"), "IoThub-methodname"));
-    pn_data_put_string(ap, pn_bytes(strlen(call->name), call->name));
-    pn_data_exit(ap);
-    pn_data_put_binary(pn_message_body(m), pn_bytes(call->len, (const char *)call->payload));
-    pn_message_set_inferred(m, true);
+    }
     pn_delivery_t *d = iotgw_link_send_message(s->method_requests->link, m);
     pn_message_free(m);
     if (!d)
@@ -269,9 +261,11 @@ void emu_methods_on_response(emu_link *l, pn_delivery_t *d)
     pn_message_t *m = emu_take_request(l, d, "method response");
     if (!m)
         return;
-    pn_msgid_t corr = pn_message_get_correlation_id(m);
-    int64_t status;
-    if (corr.type != PN_UUID || iotgw_map_int(pn_message_properties(m), "IoThub-status", &status)) {
+    uint8_t uuid[16];
+    int status;
+    const uint8_t *body;
+    size_t blen;
+    if (iotgw_hubamqp_method_response(m, uuid, &status, &body, &blen)) {
         iotgw_log(IOTGW_LOG_WARN,
                   "conn %" PRIu64 ": %s: method response without a uuid correlation-id or IoThub-status",
                   l->conn->serial, id->id);
@@ -280,13 +274,11 @@ void emu_methods_on_response(emu_link *l, pn_delivery_t *d)
         return;
     }
     iotgw_delivery_settle(d, PN_ACCEPTED, NULL, NULL);
-    size_t blen = 0;
-    const char *body = iotgw_body_bytes(pn_message_body(m), &blen);
     emu_method_call *call;
     IOTGW_LIST_FOREACH (call, &hub->calls, emu_method_call, in_hub) {
         if (call->sent && !call->answered && call->id == id &&
-            !memcmp(call->uuid.bytes, corr.u.as_uuid.bytes, 16)) {
-            answer(call, (int)status, (const uint8_t *)body, body ? blen : 0);
+            !memcmp(call->uuid.bytes, uuid, 16)) {
+            answer(call, status, body, blen);
             return;
         }
     }

@@ -11,6 +11,7 @@
 #include "codecs/base64.h"
 #include "transport/amqp_map.h"
 #include "emulator/hub_internal.h"
+#include "hubside/amqp_device.h"
 #include "transport/messaging.h"
 
 #define TWIN_MAX_DEPTH 10
@@ -119,42 +120,15 @@ json_t *emu_twin_json(const emu_hub *hub, const emu_identity *id)
     return t;
 }
 
-static void set_body(pn_message_t *m, const char *text)
-{
-    pn_data_t *body = pn_message_body(m);
-    pn_data_put_binary(body, pn_bytes(strlen(text), text));
-    pn_message_set_inferred(m, true); /* a data section, not an amqp-value */
-}
-
 static void send_twin(emu_session *s, pn_msgid_t correlation, int has_correlation, int status,
                       int64_t version, const char *body)
 {
     if (!s->twin_responses)
         return;
     pn_message_t *m = pn_message();
-    if (!m)
-        return;
-    if (has_correlation)
-        pn_message_set_correlation_id(m, correlation);
-    pn_data_t *ann = pn_message_annotations(m);
-    pn_data_put_map(ann);
-    pn_data_enter(ann);
-    if (status) {
-        pn_data_put_symbol(ann, pn_bytes(6, "status"));
-        pn_data_put_int(ann, status);
-    }
-    if (version >= 0) {
-        pn_data_put_symbol(ann, pn_bytes(7, "version"));
-        pn_data_put_long(ann, version);
-    }
-    if (!has_correlation) {
-        pn_data_put_symbol(ann, pn_bytes(8, "resource"));
-        pn_data_put_string(ann, pn_bytes(19, "/properties/desired"));
-    }
-    pn_data_exit(ann);
-    if (body)
-        set_body(m, body);
-    emu_link_answer(s->twin_responses, m);
+    if (m && !iotgw_hubamqp_twin_message(m, has_correlation ? &correlation : NULL, status, version,
+                                         (const uint8_t *)body, body ? strlen(body) : 0))
+        emu_link_answer(s->twin_responses, m);
     pn_message_free(m);
 }
 
@@ -199,29 +173,26 @@ void emu_twin_on_request(emu_link *l, pn_delivery_t *d)
     s->live->twin_requests++;
     s->live->last_activity_ms = emu_wall_ms();
 
-    char op[16] = "", resource[64] = "";
-    pn_data_t *ann = pn_message_annotations(m);
-    iotgw_map_text(ann, "operation", op, sizeof op);
-    iotgw_map_text(ann, "resource", resource, sizeof resource);
+    char op[16], resource[64];
+    iotgw_hubamqp_twin_op top = iotgw_hubamqp_twin_op_of(m, op, resource);
     pn_msgid_t corr = pn_message_get_correlation_id(m);
     int status = 400, kind = EMU_TWIN_UNKNOWN;
     int64_t version = -1;
     char *answer = NULL;
     const char *error = NULL;
     int counted = 0;
-    if (!strcmp(op, "GET")) {
+    if (top == IOTGW_HUBAMQP_TWIN_GET) {
         kind = EMU_TWIN_GET;
         answer = emu_twin_document_text(id);
         status = 200;
         version = id->reported_version;
-    } else if (!strcmp(op, "PATCH") && !strcmp(resource, "/properties/reported")) {
+    } else if (top == IOTGW_HUBAMQP_TWIN_PATCH_REPORTED) {
         size_t blen = 0;
         const char *body = iotgw_body_bytes(pn_message_body(m), &blen);
         status = emu_twin_patch_reported(l->conn->hub, id, (const uint8_t *)body, blen, &version, &error);
         counted = 1;
-    } else if ((!strcmp(op, "PUT") || !strcmp(op, "DELETE")) &&
-               !strcmp(resource, "/notifications/twin/properties/desired")) {
-        s->desired_subscribed = !strcmp(op, "PUT");
+    } else if (top == IOTGW_HUBAMQP_TWIN_SUBSCRIBE_DESIRED || top == IOTGW_HUBAMQP_TWIN_UNSUBSCRIBE_DESIRED) {
+        s->desired_subscribed = top == IOTGW_HUBAMQP_TWIN_SUBSCRIBE_DESIRED;
         kind = s->desired_subscribed ? EMU_TWIN_SUBSCRIBE : EMU_TWIN_UNSUBSCRIBE;
         status = 200;
     } else {

@@ -264,13 +264,27 @@ static int load_mqtt(reader *r, yaml_node_t *m)
     if (!rc && ln)
         rc = parse_listen_list(r, ln, "devices.mqtt.listen", &r->c->mqtt_listen, &r->c->nmqtt_listen);
     if (!rc && wn)
-        rc = parse_listen(r, wn, "devices.mqtt.webSocketListen", &r->c->mqtt_ws_listen);
+        rc = parse_listen(r, wn, "devices.mqtt.webSocketListen", &r->c->ws_listen);
+    return rc;
+}
+
+/* devices.amqp: IoT Hub's AMQP for devices written with the Azure IoT SDKs. */
+static int load_amqp(reader *r, yaml_node_t *m)
+{
+    static const char *const keys[] = {"listen", NULL};
+    int rc = iotgw_yaml_check_keys(&r->y, m, "devices.amqp", keys, r->diag);
+    yaml_node_t *ln = rc ? NULL : iotgw_yaml_get(&r->y, m, "listen");
+    if (!rc && !ln)
+        rc = iotgw_yaml_fail(&r->y, m, "devices.amqp", r->diag,
+                             "listen (ADDRESS:PORT, e.g. \"0.0.0.0:5671\") is required");
+    if (!rc)
+        rc = parse_listen_list(r, ln, "devices.amqp.listen", &r->c->amqp_listen, &r->c->namqp_listen);
     return rc;
 }
 
 static int load_devices_section(reader *r, yaml_node_t *d)
 {
-    static const char *const structured[] = {"listen", "tls", "mqtt", NULL};
+    static const char *const structured[] = {"listen", "tls", "mqtt", "amqp", "webSocketListen", NULL};
     iotgw_config *c = r->c;
     int rc = load_section(r, d, "devices", structured);
     yaml_node_t *ln = rc ? NULL : iotgw_yaml_get(&r->y, d, "listen");
@@ -285,6 +299,22 @@ static int load_devices_section(reader *r, yaml_node_t *d)
     if (!rc && mn && !c->tls_cert)
         rc = iotgw_yaml_fail(&r->y, mn, "devices.mqtt", r->diag,
                              "MQTT devices connect over TLS: devices.tls.cert and key are needed");
+    yaml_node_t *an = rc ? NULL : iotgw_yaml_get(&r->y, d, "amqp");
+    if (an)
+        rc = load_amqp(r, an);
+    if (!rc && an && !c->tls_cert)
+        rc = iotgw_yaml_fail(&r->y, an, "devices.amqp", r->diag,
+                             "AMQP devices connect over TLS: devices.tls.cert and key are needed");
+    yaml_node_t *wn = rc ? NULL : iotgw_yaml_get(&r->y, d, "webSocketListen");
+    if (wn && c->ws_listen.address)
+        rc = iotgw_yaml_fail(&r->y, wn, "devices.webSocketListen", r->diag,
+                             "set devices.webSocketListen or devices.mqtt.webSocketListen (its older "
+                             "name), not both");
+    else if (wn)
+        rc = parse_listen(r, wn, "devices.webSocketListen", &c->ws_listen);
+    if (!rc && wn && !c->tls_cert)
+        rc = iotgw_yaml_fail(&r->y, wn, "devices.webSocketListen", r->diag,
+                             "WebSocket devices connect over TLS: devices.tls.cert and key are needed");
     return rc;
 }
 
@@ -751,7 +781,7 @@ int iotgw_config_load(const char *file, iotgw_config **out, iotgw_diag *diag)
         rc = load_section(&r, n, "log", NULL);
     if (!rc && (n = iotgw_yaml_get(&r.y, root, "store")))
         rc = load_store(&r, n);
-    if (!rc && !c->nlisten && !c->nmqtt_listen && !c->mqtt_ws_listen.address)
+    if (!rc && !c->nlisten && !c->nmqtt_listen && !c->namqp_listen && !c->ws_listen.address)
         rc = iotgw_yaml_fail(&r.y, root, "devices.listen", diag,
                              "no listen address: devices.listen, e.g. \"0.0.0.0:7000\"");
     iotgw_yaml_free(&r.y);
@@ -794,7 +824,10 @@ void iotgw_config_free(iotgw_config *c)
     for (size_t i = 0; i < c->nmqtt_listen; i++)
         free(c->mqtt_listen[i].address);
     free(c->mqtt_listen);
-    free(c->mqtt_ws_listen.address);
+    free(c->ws_listen.address);
+    for (size_t i = 0; i < c->namqp_listen; i++)
+        free(c->amqp_listen[i].address);
+    free(c->amqp_listen);
     free(c->methods);
     free(c->devices);
     free(c->file);

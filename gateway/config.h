@@ -70,8 +70,11 @@ typedef struct iotgw_config {
     char *tls_cert, *tls_key, *tls_client_ca; /* devices.tls: TLS on the listeners; client certificates */
     iotgw_config_listen *mqtt_listen;         /* devices.mqtt.listen: IoT Hub's MQTT over TLS (SDK devices) */
     size_t nmqtt_listen;
-    iotgw_config_listen
-        mqtt_ws_listen; /* devices.mqtt.webSocketListen: and over WebSocket; address NULL: off */
+    iotgw_config_listen *amqp_listen;         /* devices.amqp.listen: IoT Hub's AMQP over TLS (SDK devices) */
+    size_t namqp_listen;
+    /* devices.webSocketListen (or devices.mqtt.webSocketListen): MQTT and AMQP over WebSocket,
+     * the subprotocol choosing, as IoT Hub serves them on 443; address NULL: off */
+    iotgw_config_listen ws_listen;
 
     /* ops: the operations endpoint (metrics, health, readiness, the device view) */
     iotgw_config_listen ops_listen; /* address NULL: off ("ops.listen: off") */

@@ -79,8 +79,8 @@ static void on_state(iotgw_upstream_device *dev, iotgw_device_state state, void 
     gw_session *s = session_of(g, dev);
     if (g->store && state == IOTGW_DEVICE_ONLINE && gw_forward_of(dev))
         gw_forward_pump(gw_forward_of(dev)); /* what waited goes now */
-    if (s && s->mqtt && state == IOTGW_DEVICE_FAILED)
-        gw_mqtt_on_hub_failed(s);
+    if (s && (s->mqtt || s->amqp) && state == IOTGW_DEVICE_FAILED)
+        gw_mqtt_on_hub_failed(s); /* an SDK device's connection ends, as the hub ends it */
     if (state == IOTGW_DEVICE_AUTHENTICATING || !s || !s->device_id || !iotgw_log_enabled(IOTGW_LOG_INFO))
         return;
     const char *id = s->device_id, *name = iotgw_device_state_name(state);
@@ -158,6 +158,7 @@ int iotgw_gateway_new(iotgw_loop *loop, iotgw_config *cfg, iotgw_gateway **out, 
         return iotgw_diag_fail(diag, IOTGW_ERR_NOMEM, "out of memory");
     g->loop = loop;
     iotgw_list_init(&g->sessions);
+    iotgw_list_init(&g->amqp_conns);
     iotgw_list_init(&g->forwards);
     iotgw_timer_init(loop, &g->tick, tick_fired, g);
     g->cfg = cfg;
@@ -247,6 +248,8 @@ int iotgw_gateway_new(iotgw_loop *loop, iotgw_config *cfg, iotgw_gateway **out, 
     }
     free(refusal);
     if (!rc)
+        rc = gw_amqp_start(g, diag);
+    if (!rc)
         rc = gw_mqtt_start(g, diag);
     if (!rc)
         rc = gw_ops_start(g, diag);
@@ -260,7 +263,12 @@ int iotgw_gateway_new(iotgw_loop *loop, iotgw_config *cfg, iotgw_gateway **out, 
     return 0;
 }
 
-int iotgw_gateway_mqtt_ws_port(const iotgw_gateway *g)
+int iotgw_gateway_amqp_port(const iotgw_gateway *g, size_t i)
+{
+    return gw_amqp_port(g, i);
+}
+
+int iotgw_gateway_ws_port(const iotgw_gateway *g)
 {
     return gw_mqtt_ws_port(g);
 }
@@ -398,6 +406,7 @@ void iotgw_gateway_free(iotgw_gateway *g)
     while ((n = iotgw_list_first(&g->sessions)))
         gw_session_destroy(iotgw_list_entry(n, gw_session, node));
     gw_mqtt_stop(g); /* the MQTT connections, whose sessions went just now */
+    gw_amqp_stop(g); /* and the AMQP ones */
     iotgw_upstream_free(g->up);
     iotgw_store_close(g->store); /* its last on_durable calls find no session */
     free(g->durable);

@@ -22,8 +22,10 @@ typedef struct iotgw_gateway iotgw_gateway;
 int iotgw_gateway_new(iotgw_loop *loop, iotgw_config *cfg, iotgw_gateway **out, iotgw_diag *diag);
 /* The port of listener i (as configured, or chosen by the system for port 0). */
 int iotgw_gateway_port(const iotgw_gateway *g, size_t i);
-/* The port of devices.mqtt.webSocketListen; 0: none. */
-int iotgw_gateway_mqtt_ws_port(const iotgw_gateway *g);
+/* The port of devices.webSocketListen (MQTT and AMQP over WebSocket); 0: none. */
+int iotgw_gateway_ws_port(const iotgw_gateway *g);
+/* The port of devices.amqp.listen[i]; 0: none. */
+int iotgw_gateway_amqp_port(const iotgw_gateway *g, size_t i);
 /* The ops endpoint's port (ops.listen; the system's choice for port 0); 0 when off. */
 int iotgw_gateway_ops_port(const iotgw_gateway *g);
 /* Stop accepting devices, close every device connection with ERROR_SHUTTING_DOWN once

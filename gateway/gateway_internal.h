@@ -77,6 +77,7 @@ struct gw_session {
     iotgw_gateway *g;
     iotgw_stream *stream; /* protobuf; NULL for MQTT */
     iotgw_hubmqtt *mqtt;  /* MQTT; NULL for protobuf */
+    struct gw_amqp_device *amqp; /* AMQP (sdk_amqp.c): the device on its connection; NULL otherwise */
     gw_c2d_id *c2d_ids;   /* MQTT: C2D messages waiting for their PUBACK */
     size_t nc2d_ids;
     int paused;                /* MQTT: reading stopped while the window is full */
@@ -109,7 +110,11 @@ struct iotgw_gateway {
     size_t nlisteners;
     iotgw_hubmqtt_endpoint *mqtt; /* sdk_mqtt.c's; NULL: no MQTT listener */
     iotgw_listener *mqtt_ws;      /* devices.mqtt.webSocketListen; NULL: none */
-    iotgw_log_limit mqtt_ws_log;  /* AMQP asked of it (not served) */
+    iotgw_listener **amqp_listeners; /* devices.amqp.listen (sdk_amqp.c) */
+    size_t namqp_listeners;
+    iotgw_list amqp_conns;           /* sdk_amqp.c's connections */
+    uint64_t amqp_serial;            /* their numbers, for lines */
+    iotgw_log_limit amqp_log;        /* lines about AMQP connections that named no device yet */
     gw_session **by_device;       /* per cfg->devices index: its live session, or NULL */
     iotgw_list sessions;          /* every session, newest first */
     int draining;
@@ -198,6 +203,27 @@ void gw_mqtt_acked(gw_session *s, uint64_t seq);
  * (disabled, deleted, a wrong key), as the hub ends it; a throttled device stays. */
 void gw_mqtt_on_hub_failed(gw_session *s);
 void gw_mqtt_refused(gw_session *s, uint64_t seq, Iotgw__NackReason reason, const char *detail);
+
+/* sdk_amqp.c: devices written with the Azure IoT SDKs, over IoT Hub's AMQP */
+int gw_amqp_start(iotgw_gateway *g, iotgw_diag *diag);
+/* Close every AMQP connection (their sessions are gone). */
+void gw_amqp_stop(iotgw_gateway *g);
+int gw_amqp_port(const iotgw_gateway *g, size_t i);
+/* An AMQP connection accepted on a listener (ws: the WebSocket one). */
+void gw_amqp_accept(iotgw_gateway *g, iotgw_conn *c, int ws);
+const char *gw_amqp_peer(const gw_session *s);
+/* End the device's links on its connection (why: the condition's words); its session is
+ * freed on a later turn. */
+void gw_amqp_drop(gw_session *s, const char *why);
+/* The gateway is going: the session is freed by the caller, its device record stays with
+ * its connection. */
+void gw_amqp_forget(gw_session *s);
+void gw_amqp_tick(gw_session *s, int64_t now);
+void gw_amqp_acked(gw_session *s, uint64_t seq);
+void gw_amqp_refused(gw_session *s, uint64_t seq, Iotgw__NackReason reason, const char *detail);
+void gw_amqp_method(gw_session *s, gw_method_call *call, const iotgw_method_request *req);
+void gw_amqp_twin(gw_session *s, const iotgw_twin_response *r);
+void gw_amqp_c2d(gw_session *s, const iotgw_c2d_message *m);
 void gw_mqtt_method(gw_session *s, gw_method_call *c, const iotgw_method_request *req);
 void gw_mqtt_twin(gw_session *s, const iotgw_twin_response *r);
 void gw_mqtt_c2d(gw_session *s, const iotgw_c2d_message *m);

@@ -91,7 +91,7 @@ static int fd_budget(const iotgw_config *c, int apply, char *line, size_t size, 
     if (iotgw_fd_limit_raise(apply, &fl, diag))
         return -1;
     long to_come = fds_to_come(c, fl.soft), own = FDS_AT_START + (long)c->nlisten + (long)c->nmqtt_listen +
-                                                  (c->mqtt_ws_listen.address != NULL) + to_come;
+                                                  (long)c->namqp_listen + (c->ws_listen.address != NULL) + to_come;
     long room = fl.soft > own ? fl.soft - own : 0;
     if (apply)
         iotgw_fd_reserve_set(to_come);
@@ -134,8 +134,11 @@ static int describe(const iotgw_config *c)
     for (size_t i = 0; i < c->nmqtt_listen; i++)
         printf("devices: MQTT (IoT Hub's, for Azure IoT SDK devices) over TLS on %s:%d\n",
                c->mqtt_listen[i].address, c->mqtt_listen[i].port);
-    if (c->mqtt_ws_listen.address)
-        printf("devices: MQTT over WebSocket on %s:%d%s\n", c->mqtt_ws_listen.address, c->mqtt_ws_listen.port,
+    for (size_t i = 0; i < c->namqp_listen; i++)
+        printf("devices: AMQP (IoT Hub's, for Azure IoT SDK devices) over TLS on %s:%d\n",
+               c->amqp_listen[i].address, c->amqp_listen[i].port);
+    if (c->ws_listen.address)
+        printf("devices: MQTT and AMQP over WebSocket on %s:%d%s\n", c->ws_listen.address, c->ws_listen.port,
                IOTGW_WS_DEFAULT_PATH);
     if (c->ops_listen.address)
         printf("ops: listen %s:%d (/metrics, /healthz, /readyz; /devices %s)\n", c->ops_listen.address,
@@ -293,8 +296,10 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < cfg->nmqtt_listen; i++)
         printf("listening: mqtt %s:%d\n", cfg->mqtt_listen[i].address,
                iotgw_gateway_port(g, cfg->nlisten + i));
-    if (cfg->mqtt_ws_listen.address)
-        printf("listening: mqtt-ws %s:%d\n", cfg->mqtt_ws_listen.address, iotgw_gateway_mqtt_ws_port(g));
+    for (size_t i = 0; i < cfg->namqp_listen; i++)
+        printf("listening: amqp %s:%d\n", cfg->amqp_listen[i].address, iotgw_gateway_amqp_port(g, i));
+    if (cfg->ws_listen.address) /* MQTT and AMQP over WebSocket */
+        printf("listening: websocket %s:%d\n", cfg->ws_listen.address, iotgw_gateway_ws_port(g));
     if (iotgw_gateway_ops_port(g))
         printf("listening: ops %s:%d\n", cfg->ops_listen.address, iotgw_gateway_ops_port(g));
     printf("hub: %s over %s, %zu devices in the fleet\n", cfg->hub_host,

@@ -251,7 +251,7 @@ static const char *not_ready(iotgw_gateway *g, char *why, size_t size)
 static json_t *device_json(gw_session *s)
 {
     json_t *j = json_pack("{s:s,s:s,s:s,s:b,s:I}", "id", s->device_id, "address", gw_session_peer(s), "protocol",
-                          s->mqtt ? "mqtt" : "protobuf", "closing", s->closing, "inFlight",
+                          s->mqtt ? "mqtt" : s->amqp ? "amqp" : "protobuf", "closing", s->closing, "inFlight",
                           (json_int_t)s->in_flight);
     if (s->up && j) {
         iotgw_device_info info;

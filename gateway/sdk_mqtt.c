@@ -458,24 +458,12 @@ static const iotgw_hubmqtt_backend backend = {
     .closed = on_closed,
 };
 
-/* The WebSocket listener serves MQTT only: an SDK device that asks for AMQP (AmqpWs) is
- * told so, at the AMQP level, and closed. */
-static void on_amqp_event(iotgw_conn *c, pn_event_t *e, void *ctx)
-{
-    (void)c, (void)e, (void)ctx;
-}
-
+/* The WebSocket listener serves both of IoT Hub's device protocols, as IoT Hub does on
+ * 443: subprotocol mqtt here, AMQPWSB10 to sdk_amqp.c. */
 static void on_amqp_accept(iotgw_listener *l, iotgw_conn *c, void *ctx)
 {
     (void)l;
-    iotgw_gateway *g = ctx;
-    iotgw_log_ev_limited(&g->mqtt_ws_log, IOTGW_LOG_WARN, "device_amqp_refused", NULL, NULL,
-                         "an AMQP device connection over WebSocket refused: SDK devices connect over MQTT "
-                         "(MQTT_WS, or MQTT on 8883)");
-    iotgw_conn_set_handler(c, on_amqp_event, NULL);
-    iotgw_conn_close(
-        c, "amqp:not-implemented",
-        "this gateway serves Azure IoT SDK devices over MQTT (MQTT over WebSocket here), not AMQP");
+    gw_amqp_accept(ctx, c, 1);
 }
 
 static void on_ws_stream(iotgw_listener *l, iotgw_stream *s, void *ctx)
@@ -493,7 +481,7 @@ int gw_mqtt_ws_port(const iotgw_gateway *g)
 int gw_mqtt_start(iotgw_gateway *g, iotgw_diag *diag)
 {
     const iotgw_config *cfg = g->cfg;
-    if (!cfg->nmqtt_listen && !cfg->mqtt_ws_listen.address)
+    if (!cfg->nmqtt_listen && !cfg->ws_listen.address)
         return 0;
     iotgw_hubmqtt_endpoint_options o = {
         .backend = &backend,
@@ -515,11 +503,11 @@ int gw_mqtt_start(iotgw_gateway *g, iotgw_diag *diag)
             return rc;
         g->nlisteners++;
     }
-    if (cfg->mqtt_ws_listen.address) {
+    if (cfg->ws_listen.address) {
         iotgw_listener_options wo = {
             .kind = IOTGW_TRANSPORT_WSS,
-            .address = cfg->mqtt_ws_listen.address,
-            .port = cfg->mqtt_ws_listen.port,
+            .address = cfg->ws_listen.address,
+            .port = cfg->ws_listen.port,
             .tls = {.cert_file = cfg->tls_cert, .key_file = cfg->tls_key, .ca_file = cfg->tls_client_ca},
             .on_accept = on_amqp_accept,
             .ws_stream_subprotocol = "mqtt", /* as IoT Hub: MQTT on /$iothub/websocket */

@@ -30,6 +30,8 @@ static const char *who(const gw_session *s)
 
 const char *gw_session_peer(const gw_session *s)
 {
+    if (s->amqp)
+        return gw_amqp_peer(s);
     return s->mqtt ? iotgw_hubmqtt_peer(s->mqtt) : iotgw_stream_peer(s->stream);
 }
 
@@ -86,6 +88,9 @@ static void session_vfail(gw_session *s, const char *device, Iotgw__ErrorCode co
     if (s->mqtt) { /* MQTT has no words for it: the connection ends */
         s->closing = 1;
         iotgw_hubmqtt_drop(s->mqtt, text);
+    } else if (s->amqp) { /* the device's links end (its connection may carry others) */
+        s->closing = 1;
+        gw_amqp_drop(s, text);
     } else {
         Iotgw__Error e = IOTGW__ERROR__INIT;
         e.code = code;
@@ -187,6 +192,10 @@ static void send_nack(gw_session *s, uint64_t seq, Iotgw__NackReason reason, con
         gw_mqtt_refused(s, seq, reason, detail);
         return;
     }
+    if (s->amqp) {
+        gw_amqp_refused(s, seq, reason, detail);
+        return;
+    }
     Iotgw__Nack n = IOTGW__NACK__INIT;
     n.seq = seq;
     n.reason = reason;
@@ -203,6 +212,10 @@ static void send_ack(gw_session *s, uint64_t seq)
     s->g->stats.acked++;
     if (s->mqtt) {
         gw_mqtt_acked(s, seq);
+        return;
+    }
+    if (s->amqp) {
+        gw_amqp_acked(s, seq);
         return;
     }
     Iotgw__Ack a = IOTGW__ACK__INIT;
@@ -287,10 +300,12 @@ gw_method_call *gw_session_take_call(gw_session *s, uint64_t id)
 
 void gw_session_on_method(gw_session *s, const iotgw_method_request *req)
 {
-    if (s->mqtt) { /* an SDK device answers JSON itself */
+    if (s->mqtt || s->amqp) { /* an SDK device answers JSON itself */
         gw_method_call *c = gw_session_new_call(s, req, NULL);
-        if (c)
+        if (c && s->mqtt)
             gw_mqtt_method(s, c, req);
+        else if (c)
+            gw_amqp_method(s, c, req);
         return;
     }
     const iotgw_config_method *m = iotgw_config_method_find(s->g->cfg, req->name);
@@ -353,6 +368,10 @@ void gw_session_on_twin(gw_session *s, const iotgw_twin_response *r)
         s->g->stats.desired_updates++;
     if (s->mqtt) {
         gw_mqtt_twin(s, r);
+        return;
+    }
+    if (s->amqp) {
+        gw_amqp_twin(s, r);
         return;
     }
     Iotgw__Frame f = IOTGW__FRAME__INIT;
@@ -430,6 +449,10 @@ void gw_session_on_c2d(gw_session *s, const iotgw_c2d_message *m)
 {
     if (s->mqtt) {
         gw_mqtt_c2d(s, m);
+        return;
+    }
+    if (s->amqp) {
+        gw_amqp_c2d(s, m);
         return;
     }
     pn_message_t *msg = m->message;
@@ -971,14 +994,18 @@ void gw_session_tick(gw_session *s, int64_t now)
     if (s->closing || !s->ready)
         return;
     int64_t keepalive = (int64_t)cfg->keepalive_s * 1000;
-    if (s->mqtt) {
+    if (s->amqp) {
+        gw_amqp_tick(s, now); /* its token's expiry; keep-alive is the AMQP idle timeout's */
+        if (s->closing)
+            return;
+    } else if (s->mqtt) {
         /* MQTT's keep-alive is the front end's */
     } else if (now - s->last_rx_ms >= 2 * keepalive) {
         gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_KEEPALIVE_TIMEOUT, "nothing received for %" PRId64 " s",
                         (now - s->last_rx_ms) / 1000);
         return;
     }
-    if (!s->mqtt && now - s->last_rx_ms >= keepalive && !s->ping_sent_ms) {
+    if (!s->mqtt && !s->amqp && now - s->last_rx_ms >= keepalive && !s->ping_sent_ms) {
         Iotgw__Ping p = IOTGW__PING__INIT;
         p.nonce = (uint64_t)now;
         Iotgw__Frame f = IOTGW__FRAME__INIT;
@@ -1040,7 +1067,7 @@ void gw_session_reconfigure(gw_session *s, const iotgw_config *cfg, const iotgw_
                          "device %s: new key: authenticating again at the hub", nd->id);
         return;
     }
-    if (key_changed && s->mqtt) { /* what it sent is unanswered: its SDK sends it again once connected */
+    if (key_changed && (s->mqtt || s->amqp)) { /* what it sent is unanswered: its SDK sends it again once connected */
         release_upstream(s, "the key signing its hub tokens changed");
         gw_session_fail(s, IOTGW__ERROR_CODE__ERROR_REPLACED, "device %s: its key changed: connect again",
                         nd->id);
@@ -1063,6 +1090,8 @@ void gw_session_destroy(gw_session *s)
     static const iotgw_stream_handler none = {0};
     if (s->mqtt) {
         iotgw_hubmqtt_set_context(s->mqtt, NULL); /* its connection closes with the endpoint */
+    } else if (s->amqp) {
+        gw_amqp_forget(s); /* its connection closes in gw_amqp_stop */
     } else {
         iotgw_stream_set_handler(s->stream, &none, NULL);
         iotgw_stream_close(s->stream, 0);

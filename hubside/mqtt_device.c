@@ -87,15 +87,6 @@ static const char *event(iotgw_hubmqtt_endpoint *ep, char *buf, size_t len, cons
     return buf;
 }
 
-/* Control characters a peer put in a string (a topic, a protocol name) become '?': a line
- * of the text log is one line. */
-static void printable(char *text)
-{
-    for (unsigned char *p = (unsigned char *)text; *p; p++)
-        if (*p < 0x20 || *p == 0x7f)
-            *p = '?';
-}
-
 /* The budget a line counts against: none (a fresh one each time) when every line is logged. */
 static iotgw_log_limit *budget(iotgw_hubmqtt *c, iotgw_log_limit *lim)
 {
@@ -117,7 +108,7 @@ static void say(iotgw_hubmqtt *c, iotgw_log_level level, const char *what, const
     va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
-    printable(text);
+    iotgw_log_printable(text);
     iotgw_log_ev_limited(budget(c, c->accepted ? &c->log : &c->ep->before_connect), level,
                          event(c->ep, ev, sizeof ev, what), c->device_id,
                          IOTGW_LOG_FIELDS(IOTGW_FIELD_STR("peer", c->peer)), "conn %" PRIu64 ": MQTT %s: %s",
@@ -245,7 +236,7 @@ static int refuse(iotgw_hubmqtt *c, int code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
-    printable(why);
+    iotgw_log_printable(why);
     const char *peer = c->peer;
     iotgw_log_ev_limited(budget(c, &c->ep->before_connect), IOTGW_LOG_WARN,
                          event(c->ep, ev, sizeof ev, "refused"), c->device_id,

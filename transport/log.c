@@ -149,6 +149,13 @@ static size_t utf8_sequence(const unsigned char *s, size_t n, unsigned *cp)
     return len;
 }
 
+void iotgw_log_printable(char *text)
+{
+    for (unsigned char *p = (unsigned char *)text; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            *p = '?';
+}
+
 /* s as a JSON string, quotes included, whatever its bytes. */
 static void put_json_string(line_buf *b, const char *text)
 {

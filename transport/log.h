@@ -53,6 +53,9 @@ void iotgw_log_set_stream(FILE *f);
 
 /* A line with event "log" and no device. */
 void iotgw_log(iotgw_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Control characters a peer put in a string (a topic, an address) become '?', in place: a
+ * line of the text log stays one line (the JSON log escapes them itself). */
+void iotgw_log_printable(char *text);
 
 /* A named value of a JSON line's "fields" (not shown in the text format: the message says
  * it there). A list of them ends with a field whose key is NULL; IOTGW_LOG_FIELDS() makes

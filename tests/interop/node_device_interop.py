@@ -17,8 +17,9 @@ policy), sends telemetry again, and answers a direct method again; its twin does
 again (an expected failure: the emulator's persistent sessions do not outlive it, and the
 SDK does not subscribe to the twin's topics again).
 
-And the same device pointed at iotgw with GatewayHostName (the gateway's MQTT listener,
-devices.mqtt, on 127.0.0.2:8883): it works unchanged, over the gateway's own AMQP
+And the same device pointed at iotgw with GatewayHostName (the gateway's listeners for SDK
+devices on 127.0.0.2: MQTT on 8883, AMQP on 5671, both over WebSocket on 443), over Mqtt,
+MqttWs, Amqp and AmqpWs: it works unchanged, over the gateway's own AMQP
 connection to the hub, where it is its own identity.
 
 The service side is driven here through the emulator's REST API and AMQP. On a failure
@@ -27,7 +28,7 @@ and of the emulator's log are shown; NODE_DEVICE_TRACE=DIR keeps them all, one f
 test.
 
 usage: node_device_interop.py IOTHUB_EMULATOR IOTGW CERT_DIR NODE_DIR   (inside a network
-namespace where 127.0.0.1:443, :5671 and :8883 and 127.0.0.2:8883 are free)"""
+namespace where 127.0.0.1:443, :5671 and :8883 and 127.0.0.2:443, :5671 and :8883 are free)"""
 import json
 import os
 import subprocess
@@ -168,7 +169,9 @@ class Harness(unittest.TestCase):
         self.expect("READY")
         if self.gateway:  # through the gateway, which the hub sees as the device's AMQP connection
             over = "WebSocket" if transport.endswith("Ws") else "TLS"
-            self.assertRegex(self.gateway.log_text(), f"device {device} connected from [0-9.]+ \\(MQTT over {over}\\)")
+            protocol = "MQTT" if transport.startswith("Mqtt") else "AMQP"
+            self.assertRegex(self.gateway.log_text(),
+                             f"device {device} connected from [^ ]+( [0-9.]+)? \\({protocol} over {over}\\)")
             self.assertIn(f'{device}: telemetry link "telemetry-{device}-', EMU.log_text())  # the gateway's link
         elif transport.startswith("Mqtt"):  # it is the MQTT endpoint's, over TLS or WebSocket as asked
             who = device + (f"/{module}" if module else "")
@@ -302,8 +305,9 @@ class NodeDevice(Harness):
 
 
 class Gateway(LoggedProcess):
-    """iotgw between the devices and the emulator: its MQTT listener on 127.0.0.2:8883 (the
-    SDK's port), with a certificate for 127.0.0.2; the emulator's devices as its fleet."""
+    """iotgw between the devices and the emulator: its MQTT listener on 127.0.0.2:8883 and
+    AMQP one on 127.0.0.2:5671 (the SDK's ports), MQTT and AMQP over WebSocket on
+    127.0.0.2:443, with a certificate for 127.0.0.2; the emulator's devices as its fleet."""
     name = "iotgw"
     host = "127.0.0.2"
 
@@ -324,7 +328,9 @@ devices:
     key: {os.path.join(CERTS, "gateway.key")}
   mqtt:
     listen: {self.host}:8883
-    webSocketListen: {self.host}:443
+  amqp:
+    listen: {self.host}:5671
+  webSocketListen: {self.host}:443
 fleet:
   devices:
 {fleet}""")
@@ -352,6 +358,14 @@ class ThroughGateway(Harness):
 
     def test_mqtt_over_websocket_through_the_gateway(self):
         self.scenario("MqttWs", "dev1")
+
+    def test_amqps_through_the_gateway(self):
+        """The same over AMQP (5671): the device's CBS put-token checked by the gateway,
+        its links the gateway's, its identity its own on the gateway's hub connection."""
+        self.scenario("Amqp", "dev2")
+
+    def test_amqp_over_websocket_through_the_gateway(self):
+        self.scenario("AmqpWs", "dev1")
 
 
 run_tests()

@@ -1,4 +1,4 @@
-#include "emulator/address.h"
+#include "hubside/amqp_address.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -9,23 +9,23 @@
 
 #define MAX_SEGMENTS 8
 
-const char *emu_address_kind_name(emu_address_kind kind)
+const char *iotgw_hubaddr_kind_name(iotgw_hubaddr_kind kind)
 {
     switch (kind) {
-    case EMU_ADDR_CBS: return "cbs";
-    case EMU_ADDR_TELEMETRY: return "telemetry";
-    case EMU_ADDR_C2D: return "c2d";
-    case EMU_ADDR_METHODS: return "methods";
-    case EMU_ADDR_TWIN: return "twin";
-    case EMU_ADDR_SERVICE_C2D: return "service-c2d";
-    case EMU_ADDR_SERVICE_FEEDBACK: return "service-feedback";
-    case EMU_ADDR_SERVICE_FILE_NOTIFICATIONS: return "service-file-notifications";
-    case EMU_ADDR_EVENTS: return "events";
+    case IOTGW_HUBADDR_CBS: return "cbs";
+    case IOTGW_HUBADDR_TELEMETRY: return "telemetry";
+    case IOTGW_HUBADDR_C2D: return "c2d";
+    case IOTGW_HUBADDR_METHODS: return "methods";
+    case IOTGW_HUBADDR_TWIN: return "twin";
+    case IOTGW_HUBADDR_SERVICE_C2D: return "service-c2d";
+    case IOTGW_HUBADDR_SERVICE_FEEDBACK: return "service-feedback";
+    case IOTGW_HUBADDR_SERVICE_FILE_NOTIFICATIONS: return "service-file-notifications";
+    case IOTGW_HUBADDR_EVENTS: return "events";
     }
     return "?";
 }
 
-void emu_address_clear(emu_address *a)
+void iotgw_hubaddr_clear(iotgw_hubaddr *a)
 {
     free(a->device_id);
     free(a->module_id);
@@ -49,7 +49,7 @@ static int word(const char *seg, size_t n, const char *w)
     return strlen(w) == n && !strncasecmp(seg, w, n);
 }
 
-static int parse_events(const char **seg, const size_t *len, const char *address, emu_address *out,
+static int parse_events(const char **seg, const size_t *len, const char *address, iotgw_hubaddr *out,
                         iotgw_diag *diag)
 {
     /* seg: {name}/ConsumerGroups/{g}/Partitions/{n} */
@@ -62,12 +62,12 @@ static int parse_events(const char **seg, const size_t *len, const char *address
     int rc = iotgw_percent_decode(seg[2], len[2], &out->consumer_group, diag);
     if (rc)
         return rc;
-    out->kind = EMU_ADDR_EVENTS;
+    out->kind = IOTGW_HUBADDR_EVENTS;
     out->partition = atoi(digits);
     return 0;
 }
 
-int emu_address_parse(const char *address, emu_address *out, iotgw_diag *diag)
+int iotgw_hubaddr_parse(const char *address, iotgw_hubaddr *out, iotgw_diag *diag)
 {
     memset(out, 0, sizeof *out);
     if (!address || !*address)
@@ -80,7 +80,7 @@ int emu_address_parse(const char *address, emu_address *out, iotgw_diag *diag)
                                    address);
     }
     if (!strcmp(p, "$cbs") || !strcmp(p, "/$cbs")) {
-        out->kind = EMU_ADDR_CBS;
+        out->kind = IOTGW_HUBADDR_CBS;
         return 0;
     }
     const char *seg[MAX_SEGMENTS];
@@ -100,17 +100,17 @@ int emu_address_parse(const char *address, emu_address *out, iotgw_diag *diag)
             p++;
     }
     if (n == 2 && word(seg[0], len[0], "messages") && word(seg[1], len[1], "devicebound")) {
-        out->kind = EMU_ADDR_SERVICE_C2D;
+        out->kind = IOTGW_HUBADDR_SERVICE_C2D;
         return 0;
     }
     if (n == 3 && word(seg[0], len[0], "messages") && word(seg[1], len[1], "serviceBound") &&
         word(seg[2], len[2], "feedback")) {
-        out->kind = EMU_ADDR_SERVICE_FEEDBACK;
+        out->kind = IOTGW_HUBADDR_SERVICE_FEEDBACK;
         return 0;
     }
     if (n == 3 && word(seg[0], len[0], "messages") && word(seg[1], len[1], "serviceBound") &&
         word(seg[2], len[2], "filenotifications")) {
-        out->kind = EMU_ADDR_SERVICE_FILE_NOTIFICATIONS;
+        out->kind = IOTGW_HUBADDR_SERVICE_FILE_NOTIFICATIONS;
         return 0;
     }
     if (n == 6 && word(seg[0], len[0], "messages") && word(seg[1], len[1], "events") &&
@@ -119,7 +119,7 @@ int emu_address_parse(const char *address, emu_address *out, iotgw_diag *diag)
     if (n == 5 && word(seg[1], len[1], "ConsumerGroups") && word(seg[3], len[3], "Partitions")) {
         int rc = parse_events(seg, len, address, out, diag);
         if (!rc && (rc = iotgw_percent_decode(seg[0], len[0], &out->event_hub, diag)))
-            emu_address_clear(out);
+            iotgw_hubaddr_clear(out);
         return rc;
     }
     if (n < 3 || !word(seg[0], len[0], "devices"))
@@ -131,19 +131,19 @@ int emu_address_parse(const char *address, emu_address *out, iotgw_diag *diag)
     const char *a = seg[rest], *b = tail == 2 ? seg[rest + 1] : NULL;
     size_t la = len[rest], lb = tail == 2 ? len[rest + 1] : 0;
     if (tail == 1 && word(a, la, "twin"))
-        out->kind = EMU_ADDR_TWIN;
+        out->kind = IOTGW_HUBADDR_TWIN;
     else if (tail == 2 && word(a, la, "messages") && word(b, lb, "events"))
-        out->kind = EMU_ADDR_TELEMETRY;
+        out->kind = IOTGW_HUBADDR_TELEMETRY;
     else if (tail == 2 && word(a, la, "messages") && word(b, lb, "devicebound"))
-        out->kind = EMU_ADDR_C2D;
+        out->kind = IOTGW_HUBADDR_C2D;
     else if (tail == 2 && word(a, la, "methods") && word(b, lb, "devicebound"))
-        out->kind = EMU_ADDR_METHODS;
+        out->kind = IOTGW_HUBADDR_METHODS;
     else
         return iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "unknown address \"%.100s\"", address);
     int rc = decode_id(seg[1], len[1], "device id", &out->device_id, diag);
     if (!rc && rest == 4)
         rc = decode_id(seg[3], len[3], "module id", &out->module_id, diag);
     if (rc)
-        emu_address_clear(out);
+        iotgw_hubaddr_clear(out);
     return rc;
 }

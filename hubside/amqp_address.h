@@ -16,37 +16,37 @@
  * Fixed words match case-insensitively (C# writes "deviceBound"); ids are
  * percent-decoded ("+" stays "+": it is legal in ids) and checked.
  *
- * Ownership: the parsed struct owns its strings until emu_address_clear.
+ * Ownership: the parsed struct owns its strings until iotgw_hubaddr_clear.
  * Threading: pure. Errors: IOTGW_ERR_INVALID_ARG with the reason.
  */
-#ifndef IOTGW_EMULATOR_ADDRESS_H
-#define IOTGW_EMULATOR_ADDRESS_H
+#ifndef IOTGW_HUBSIDE_AMQP_ADDRESS_H
+#define IOTGW_HUBSIDE_AMQP_ADDRESS_H
 
 #include "codecs/error.h"
 
-typedef enum emu_address_kind {
-    EMU_ADDR_CBS = 1,
-    EMU_ADDR_TELEMETRY,
-    EMU_ADDR_C2D,
-    EMU_ADDR_METHODS,
-    EMU_ADDR_TWIN,
-    EMU_ADDR_SERVICE_C2D,
-    EMU_ADDR_SERVICE_FEEDBACK,
-    EMU_ADDR_SERVICE_FILE_NOTIFICATIONS,
-    EMU_ADDR_EVENTS, /* service: the Event Hub-compatible stream */
-} emu_address_kind;
+typedef enum iotgw_hubaddr_kind {
+    IOTGW_HUBADDR_CBS = 1,
+    IOTGW_HUBADDR_TELEMETRY,
+    IOTGW_HUBADDR_C2D,
+    IOTGW_HUBADDR_METHODS,
+    IOTGW_HUBADDR_TWIN,
+    IOTGW_HUBADDR_SERVICE_C2D,
+    IOTGW_HUBADDR_SERVICE_FEEDBACK,
+    IOTGW_HUBADDR_SERVICE_FILE_NOTIFICATIONS,
+    IOTGW_HUBADDR_EVENTS, /* service: the Event Hub-compatible stream */
+} iotgw_hubaddr_kind;
 
-typedef struct emu_address {
-    emu_address_kind kind;
+typedef struct iotgw_hubaddr {
+    iotgw_hubaddr_kind kind;
     char *device_id;      /* device kinds only */
     char *module_id;      /* NULL unless a module's */
-    char *consumer_group; /* EMU_ADDR_EVENTS */
-    int partition;        /* EMU_ADDR_EVENTS */
-    char *event_hub;      /* EMU_ADDR_EVENTS by the Event Hub name; NULL for /messages/events */
-} emu_address;
+    char *consumer_group; /* IOTGW_HUBADDR_EVENTS */
+    int partition;        /* IOTGW_HUBADDR_EVENTS */
+    char *event_hub;      /* IOTGW_HUBADDR_EVENTS by the Event Hub name; NULL for /messages/events */
+} iotgw_hubaddr;
 
-int emu_address_parse(const char *address, emu_address *out, iotgw_diag *diag);
-void emu_address_clear(emu_address *a);
-const char *emu_address_kind_name(emu_address_kind kind);
+int iotgw_hubaddr_parse(const char *address, iotgw_hubaddr *out, iotgw_diag *diag);
+void iotgw_hubaddr_clear(iotgw_hubaddr *a);
+const char *iotgw_hubaddr_kind_name(iotgw_hubaddr_kind kind);
 
 #endif
