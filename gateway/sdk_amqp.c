@@ -870,11 +870,17 @@ static void twin_send(gw_amqp_device *dev, const pn_msgid_t *corr, int status, i
                       const char *body)
 {
     gw_amqp_link *l = dev->links[LINK_TWIN_ANSWERS];
-    pn_message_t *m = dev->c->g->scratch;
-    if (!l || iotgw_hubamqp_twin_message(m, corr, status, version, (const uint8_t *)body,
-                                         body ? strlen(body) : 0))
+    /* not the scratch message: corr may point into the request, which is */
+    pn_message_t *m = l ? pn_message() : NULL;
+    if (!m || iotgw_hubamqp_twin_message(m, corr, status, version, (const uint8_t *)body,
+                                         body ? strlen(body) : 0)) {
+        if (m)
+            pn_message_free(m);
         return;
-    if (answer(l, m) && dev->s)
+    }
+    int rc = answer(l, m);
+    pn_message_free(m);
+    if (rc && dev->s)
         iotgw_log_ev_limited(&dev->s->log, IOTGW_LOG_INFO, "device_amqp_twin_unanswered", dev->s->device_id,
                              NULL, "device %s: a twin answer not sent: its twin link gives no credit",
                              dev->s->device_id);
@@ -896,8 +902,11 @@ static void on_twin_request(gw_amqp_link *l, pn_delivery_t *d, pn_message_t *m)
     char op[16], resource[64], corr_text[MAX_CORRELATION + 2];
     iotgw_hubamqp_twin_op top = iotgw_hubamqp_twin_op_of(m, op, resource);
     pn_msgid_t corr = pn_message_get_correlation_id(m);
-    if (correlation_text(corr, corr_text, sizeof corr_text)) {
-        twin_refuse(dev, NULL, 400, "the correlation-id must be a string of at most 128 bytes, a uuid or a ulong");
+    if (correlation_text(corr, corr_text, sizeof corr_text)) { /* no answer could name it */
+        refusal_line(dev->c, dev, dev->s ? dev->s->device_id : NULL,
+                     "a twin request dropped: its correlation-id must be a string of at most %d bytes, a uuid "
+                     "or a ulong",
+                     MAX_CORRELATION);
         return;
     }
     switch (top) {

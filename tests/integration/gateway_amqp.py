@@ -1,0 +1,410 @@
+"""Devices written for IoT Hub's AMQP, unchanged, through iotgw (devices.amqp,
+docs/sdk-devices.md): Debian's python3-qpid-proton speaks to the gateway as a device SDK
+speaks to the hub (a CBS put-token with the device's SAS token, then the device's links:
+telemetry, C2D, direct methods, twin), and iothub-emulator, as the hub, sees each device
+as its own identity on the gateway's one upstream connection: its telemetry in the stream,
+direct methods and twins from the service REST API, C2D from the service's AMQP sender.
+Several devices share one connection, as the C SDK multiplexes them. Every refusal is
+checked with its status or AMQP condition while a bystander on the same connection keeps
+being served; a client certificate from another CA is refused at TLS.
+
+usage: gateway_amqp.py IOTHUB_EMULATOR IOTGW CERT_DIR [Class.test ...]"""
+import json
+import os
+import re
+import ssl
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+import uuid
+
+from proton import Delivery, Endpoint, Message, SSLDomain, symbol
+from proton.utils import BlockingConnection, LinkDetached
+
+from iotgw_testlib import WRAPPER, LoggedProcess, readline_within, run_tests
+from emulator_lib import (Cbs, Emulator, HOST, StreamReader, connect, fleet_registry, owner_token, pump,
+                          random_key, sas_token, wait_detached)
+
+EMULATOR, IOTGW, CERTS = sys.argv[1:4]
+del sys.argv[1:4]
+CA = os.path.join(CERTS, "ca.pem")
+DEVICES = ["amqp1", "amqp2", "amqp3", "multi1", "multi2", "multi3", "method1", "twin1", "c2d1", "expiry1",
+           "newest1", "big1", "test-device"]
+KEYS = {d: random_key() for d in DEVICES}
+MAX_IN_FLIGHT = 8
+EMU = GW = STREAM = None
+
+
+class Gateway(LoggedProcess):
+    """iotgw with an AMQP listener (TLS; with client_ca, every device presents a client
+    certificate the test CA signed)."""
+    name = "iotgw"
+
+    def __init__(self, client_ca=False):
+        self.dir = tempfile.mkdtemp(prefix="iotgw-amqp-test-")
+        config = os.path.join(self.dir, "iotgw.yaml")
+        fleet = "".join(f"    - id: {d}\n      key: {k}\n" for d, k in KEYS.items())
+        with open(config, "w") as f:
+            f.write(f"""gatewayId: amqp-test-gw
+ops:
+  listen: off
+hub:
+  hostName: {HOST}
+  port: {EMU.wss}
+  caFile: {EMU.ca}
+devices:
+  maxInFlight: {MAX_IN_FLIGHT}
+  tls:
+    cert: {os.path.join(CERTS, "server.pem")}
+    key: {os.path.join(CERTS, "server.key")}
+{f"    clientCa: {CA}" if client_ca else ""}
+  amqp:
+    listen: 127.0.0.1:0
+fleet:
+  devices:
+{fleet}""")
+        self.log = open(os.path.join(self.dir, "iotgw.log"), "w+")
+        self.proc = subprocess.Popen(WRAPPER + [IOTGW, "--config", config], stdout=subprocess.PIPE,
+                                     stderr=self.log, text=True, env=dict(os.environ, IOTGW_LOG_BURST="100000"))
+        line = readline_within(self.proc, 20)
+        m = re.match(r"listening: amqp \S+:(\d+)$", line)
+        assert m, line + self.log_text()
+        self.port = int(m.group(1))
+
+
+def setUpModule():
+    global EMU, GW, STREAM
+    EMU = Emulator(EMULATOR, CERTS, registry=fleet_registry(KEYS))
+    GW = Gateway()
+    STREAM = StreamReader(EMU)
+
+
+def tearDownModule():
+    STREAM.stop()
+    GW.stop()
+    GW.log.close()
+    EMU.stop()
+    EMU.log.close()
+
+
+def token(device, key=None, resource=None, ttl=3600):
+    return sas_token(resource or f"{HOST}/devices/{device}", key or KEYS[device], ttl)
+
+
+def new_id(prefix):
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def gateway_connection(cert=None, sasl=True, gw=None):
+    """A device's AMQPS connection to the gateway (SASL ANONYMOUS, as the SDKs), with a
+    client certificate (a name in CERTS) if cert."""
+    domain = SSLDomain(SSLDomain.MODE_CLIENT)
+    domain.set_trusted_ca_db(CA)
+    domain.set_peer_authentication(SSLDomain.VERIFY_PEER_NAME)
+    if cert:
+        domain.set_credentials(os.path.join(CERTS, cert + ".pem"), os.path.join(CERTS, cert + ".key"), None)
+    kw = dict(allowed_mechs="ANONYMOUS") if sasl else dict(sasl_enabled=False)
+    return BlockingConnection(f"amqps://localhost:{(gw or GW).port}", ssl_domain=domain, timeout=20,
+                              virtual_host=HOST, **kw)
+
+
+def annotations(m):
+    return {str(k): v for k, v in (m.annotations or {}).items()}
+
+
+def send(sender, msg):
+    """Send and wait for the gateway's outcome: (state, condition name or None)."""
+    d = sender.send(msg, error_states=[])
+    cond = d.remote.condition
+    return d.remote_state, cond.name if cond else None
+
+
+class DeviceOn:
+    """A device authorized on a (shared) connection, with its telemetry sender."""
+
+    def __init__(self, conn, cbs, device, key=None):
+        self.conn, self.device = conn, device
+        status, why, _ = cbs.put(token(device, key), audience=f"{HOST}/devices/{device}")
+        assert status == 200, (status, why)
+        self.sender = conn.create_sender(f"/devices/{device}/messages/events")
+
+    def telemetry(self, test, prefix="tm", **props):
+        mid = new_id(prefix)
+        state, cond = send(self.sender, Message(id=mid, body=b"{\"t\":1}", properties=props or None,
+                                                content_type="application/json", content_encoding="utf-8"))
+        test.assertEqual((state, cond), (Delivery.ACCEPTED, None), GW.log_text()[-2000:])
+        return STREAM.get(mid)
+
+
+class Telemetry(unittest.TestCase):
+    def setUp(self):
+        self.conn = gateway_connection()
+        self.cbs = Cbs(self.conn)
+
+    def tearDown(self):
+        self.conn.close()
+
+    def test_reaches_the_hub_as_the_device_with_its_properties(self):
+        dev = DeviceOn(self.conn, self.cbs, "amqp1")
+        m = dev.telemetry(self, level="high & hot", n="1")
+        self.assertEqual(annotations(m)["iothub-connection-device-id"], "amqp1")
+        self.assertEqual((m.properties or {}).get("level"), "high & hot")
+        self.assertEqual(m.content_type, "application/json")
+        self.assertRegex(GW.log_text(), r"device amqp1 connected from amqps \S+ \(AMQP over TLS\)")
+
+    def test_credit_is_the_window(self):
+        """The telemetry link's credit is devices.maxInFlight: what the gateway holds for
+        the device is bounded by the device's own link."""
+        dev = DeviceOn(self.conn, self.cbs, "amqp2")
+        pump(self.conn, 0.5)
+        self.assertEqual(dev.sender.link.credit, MAX_IN_FLIGHT)
+        for i in range(3 * MAX_IN_FLIGHT):  # the credit comes back as outcomes do
+            dev.telemetry(self, "window")
+
+    def test_many_devices_on_one_connection(self):
+        """As the C SDK multiplexes devices: each its own put-token, links and identity."""
+        devs = [DeviceOn(self.conn, self.cbs, d) for d in ("multi1", "multi2", "multi3")]
+        for d in devs:
+            m = d.telemetry(self, "multi")
+            self.assertEqual(annotations(m)["iothub-connection-device-id"], d.device)
+        # the hub sees three identities, each connected
+        for d in devs:
+            status, _, t = EMU.rest("GET", f"/twins/{d.device}")
+            self.assertEqual((status, t["connectionState"]), (200, "Connected"))
+
+    def test_a_message_over_the_hubs_limit_is_refused_alone(self):
+        dev = DeviceOn(self.conn, self.cbs, "big1")
+        state, cond = send(dev.sender, Message(id=new_id("big"), body=b"x" * (256 * 1024 + 1)))
+        self.assertEqual((state, cond), (Delivery.REJECTED, "amqp:link:message-size-exceeded"))
+        dev.telemetry(self, "after-big")  # the same link goes on
+
+
+class Refusals(unittest.TestCase):
+    """Each refusal with its status or condition, on the connection of a bystander device
+    that keeps sending."""
+
+    def setUp(self):
+        self.conn = gateway_connection()
+        self.cbs = Cbs(self.conn)
+        self.bystander = DeviceOn(self.conn, self.cbs, "amqp3")
+
+    def tearDown(self):
+        self.bystander.telemetry(self, "bystander")
+        self.conn.close()
+
+    def put(self, tok, audience):
+        status, why, _ = self.cbs.put(tok, audience=audience)
+        return status, why
+
+    def test_put_tokens_refused(self):
+        aud = f"{HOST}/devices/amqp1"
+        cases = [
+            (token("amqp1", key=random_key()), aud, 401, "signature"),                 # a wrong key
+            (token("amqp2"), aud, 401, "sr"),                                        # another device's token
+            (token("ghost1", key=random_key()), f"{HOST}/devices/ghost1", 404, "not in this gateway's fleet"),
+            (token("amqp1", resource="otherhub.example/devices/amqp1"), "otherhub.example/devices/amqp1", 401,
+             "audience"),
+            (token("amqp1", ttl=-10), aud, 401, "expired"),
+            (sas_token(HOST, KEYS["amqp1"], policy="iothubowner"), HOST, 401, "audience"),  # the whole hub
+        ]
+        for tok, audience, status, words in cases:
+            got, why = self.put(tok, audience)
+            self.assertEqual(got, status, (audience, why))
+            self.assertIn(words, why)
+        self.bystander.telemetry(self, "between")
+        GW.wait_for_log("put-token refused (404)")
+
+    def test_not_a_put_token(self):
+        self.cbs.sender.send(Message(id=99, body="x", properties={"operation": "delete-token",
+                                                                  "type": "servicebus.windows.net:sastoken",
+                                                                  "name": "x"}))
+        reply = self.cbs.receiver.receive(timeout=20)
+        self.cbs.receiver.accept()
+        self.assertEqual(reply.properties["status-code"], 400)
+        self.assertEqual(reply.correlation_id, 99)
+
+    def refused_link(self, make):
+        link = make()
+        return wait_detached(self.conn, link)
+
+    def test_links_refused(self):
+        """Links of a device the connection did not authorize, of a module, of the
+        service; a telemetry link the wrong way round."""
+        cases = [
+            (lambda: self.conn.create_sender("/devices/amqp1/messages/events"), "amqp:unauthorized-access"),
+            (lambda: self.conn.create_sender("/devices/amqp3/modules/m1/messages/events"),
+             "amqp:not-implemented"),
+            (lambda: self.conn.create_sender("/messages/devicebound"), "amqp:not-found"),
+            (lambda: self.conn.create_receiver("/messages/events/ConsumerGroups/$Default/Partitions/0"),
+             "amqp:not-found"),
+            (lambda: self.conn.create_receiver("/devices/amqp3/messages/events"), "amqp:not-allowed"),
+            (lambda: self.conn.create_sender("/devices/a%0Ab/messages/events"), "amqp:not-found"),
+        ]
+        for make, cond in cases:
+            try:
+                self.assertEqual(self.refused_link(make), cond)
+            except LinkDetached as e:  # the blocking API raises it on attach
+                self.assertIn(cond, str(e))
+        self.assertNotIn("a\nb", GW.log_text())  # the control character never reaches a line
+
+
+def call_method(device, body, result):
+    def run():
+        result["r"] = EMU.rest("POST", f"/twins/{device}/methods", body)
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+class Operations(unittest.TestCase):
+    def setUp(self):
+        self.conn = gateway_connection()
+        self.cbs = Cbs(self.conn)
+
+    def tearDown(self):
+        self.conn.close()
+
+    def test_direct_method_round_trip(self):
+        DeviceOn(self.conn, self.cbs, "method1")
+        addr = "/devices/method1/methods/devicebound"
+        props = {symbol("com.microsoft:channel-correlation-id"): "methods:x"}
+        requests = self.conn.create_receiver(addr, credit=10)
+        answers = self.conn.create_sender(addr)
+        requests.link.properties = props
+        result = {}
+        t = call_method("method1", {"methodName": "rebootDevice", "payload": {"delay": 2},
+                                    "responseTimeoutInSeconds": 20}, result)
+        req = requests.receive(timeout=20)
+        requests.accept()
+        self.assertEqual(req.properties["IoThub-methodname"], "rebootDevice")
+        self.assertEqual(json.loads(bytes(req.body)), {"delay": 2})
+        answers.send(Message(correlation_id=req.correlation_id, properties={"IoThub-status": 201},
+                             body=b'{"rebooting": true}', inferred=True))
+        t.join(25)
+        self.assertEqual(result["r"][0], 200)
+        self.assertEqual(result["r"][2], {"status": 201, "payload": {"rebooting": True}})
+
+    def test_twin_get_patch_and_desired(self):
+        DeviceOn(self.conn, self.cbs, "twin1")
+        answers = self.conn.create_receiver("/devices/twin1/twin", credit=10)
+        requests = self.conn.create_sender("/devices/twin1/twin")
+
+        def ask(corr, op, resource=None, body=None):
+            ann = {symbol("operation"): op}
+            if resource:
+                ann[symbol("resource")] = resource
+            requests.send(Message(correlation_id=corr, annotations=ann, body=body, inferred=body is not None))
+            while True:
+                a = answers.receive(timeout=20)
+                answers.accept()
+                if a.correlation_id == corr:
+                    return annotations(a), a.body
+
+        ann, body = ask("get-1", "GET")
+        self.assertEqual(ann["status"], 200)
+        self.assertIn("desired", json.loads(bytes(body)))
+        ann, _ = ask(uuid.uuid4(), "PATCH", "/properties/reported", b'{"rebootTime": "now"}')
+        self.assertEqual(ann["status"], 204)
+        self.assertGreaterEqual(ann["version"], 1)
+        status, _, t = EMU.rest("GET", "/twins/twin1")
+        self.assertEqual(t["properties"]["reported"]["rebootTime"], "now")
+        ann, _ = ask("sub-1", "PUT", "/notifications/twin/properties/desired")
+        self.assertEqual(ann["status"], 200)
+        ann, _ = ask("bad-1", "POST", "/nothing")
+        self.assertEqual(ann["status"], 400)
+        status, _, _ = EMU.rest("PATCH", "/twins/twin1", {"properties": {"desired": {"interval": 7}}})
+        self.assertEqual(status, 200)
+        while True:
+            u = answers.receive(timeout=20)
+            answers.accept()
+            if u.correlation_id is None:
+                break
+        self.assertEqual(json.loads(bytes(u.body))["interval"], 7)
+        self.assertEqual(annotations(u)["resource"], "/properties/desired")
+
+    def test_c2d_complete_and_reject_reach_the_hub(self):
+        DeviceOn(self.conn, self.cbs, "c2d1")
+        c2d = self.conn.create_receiver("/devices/c2d1/messages/devicebound", credit=10)
+        svc = connect(EMU)
+        self.assertEqual(Cbs(svc).put(owner_token(), audience=HOST)[0], 200)
+        feedback = svc.create_receiver("/messages/serviceBound/feedback", credit=10)
+        sender = svc.create_sender("/messages/devicebound")
+        ids = {op: new_id("c2d-" + op) for op in ("complete", "reject")}
+        for op, mid in ids.items():
+            sender.send(Message(address="/devices/c2d1/messages/devicebound", id=mid, body=op.encode(),
+                                properties={"k": "v", "iothub-ack": "full"}))
+        for _ in ids:
+            m = c2d.receive(timeout=20)
+            self.assertEqual(m.properties["k"], "v")
+            if m.id == ids["complete"]:
+                c2d.accept()
+            else:
+                c2d.reject()
+        pump(self.conn, 0.5)  # the dispositions go out while the connection is pumped
+        records = {}
+        end = time.time() + 30
+        while len(records) < 2 and time.time() < end:
+            f = feedback.receive(timeout=30)
+            feedback.accept()
+            for r in json.loads(bytes(f.body) if isinstance(f.body, (bytes, memoryview)) else f.body):
+                records[r["originalMessageId"]] = r["description"]
+        svc.close()
+        self.assertEqual(records, {ids["complete"]: "Success", ids["reject"]: "Rejected"})
+
+
+class Lifecycle(unittest.TestCase):
+    def test_token_expiry_detaches_and_a_renewal_keeps_the_links(self):
+        conn = gateway_connection()
+        cbs = Cbs(conn)
+        status, _, _ = cbs.put(token("expiry1", ttl=4), audience=f"{HOST}/devices/expiry1")
+        self.assertEqual(status, 200)
+        sender = conn.create_sender("/devices/expiry1/messages/events")
+        self.assertEqual(cbs.put(token("expiry1", ttl=6), audience=f"{HOST}/devices/expiry1")[0], 200)
+        time.sleep(4.5)  # the first token's expiry has passed: the renewal holds
+        self.assertEqual(send(sender, Message(id=new_id("renewed"), body=b"x")), (Delivery.ACCEPTED, None))
+        self.assertEqual(wait_detached(conn, sender, 10), "amqp:unauthorized-access")  # not renewed again
+        GW.wait_for_log("its token expired")
+        conn.close()
+
+    def test_the_newest_connection_wins(self):
+        first = gateway_connection()
+        old = DeviceOn(first, Cbs(first), "newest1")
+        second = gateway_connection()
+        new = DeviceOn(second, Cbs(second), "newest1")
+        self.assertEqual(wait_detached(first, old.sender), "amqp:link:detach-forced")
+        new.telemetry(self, "newest")
+        second.close()
+        first.close()
+
+    def test_a_client_certificate_names_the_device(self):
+        """TLS with a certificate under devices.tls.clientCa: the device it names attaches
+        its links without a put-token; one from another CA is refused at TLS."""
+        gw = Gateway(client_ca=True)
+        self.addCleanup(gw.log.close)
+        self.addCleanup(gw.stop)
+        conn = gateway_connection(cert="client", gw=gw)
+        sender = conn.create_sender("/devices/test-device/messages/events")
+        mid = new_id("x509")
+        self.assertEqual(send(sender, Message(id=mid, body=b"x")), (Delivery.ACCEPTED, None))
+        self.assertEqual(annotations(STREAM.get(mid))["iothub-connection-device-id"], "test-device")
+        try:  # the certificate names another device
+            refused = conn.create_sender("/devices/amqp1/messages/events")
+            self.assertEqual(wait_detached(conn, refused), "amqp:unauthorized-access")
+        except LinkDetached as e:
+            self.assertIn("amqp:unauthorized-access", str(e))
+        conn.close()
+        ctx = ssl.create_default_context(cafile=CA)
+        ctx.load_cert_chain(os.path.join(CERTS, "forged-other-ca.pem"), os.path.join(CERTS, "forged-other-ca.key"))
+        raw = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+        with self.assertRaises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
+            tls = ctx.wrap_socket(raw, server_hostname="localhost")
+            tls.sendall(b"AMQP\x03\x01\x00\x00")
+            if not tls.recv(8):
+                raise ssl.SSLError("closed")
+
+
+run_tests()
