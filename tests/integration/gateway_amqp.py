@@ -407,4 +407,32 @@ class Lifecycle(unittest.TestCase):
                 raise ssl.SSLError("closed")
 
 
+class Config(unittest.TestCase):
+    def test_check_config_names_the_listeners_and_refuses_what_cannot_work(self):
+        def check(devices):
+            path = os.path.join(GW.dir, "check.yaml")
+            with open(path, "w") as f:
+                f.write(f"hub:\n  hostName: {HOST}\ndevices:\n{devices}fleet:\n  devices:\n"
+                        f"    - {{id: a1, key: {KEYS['amqp1']}}}\n")
+            p = subprocess.run(WRAPPER + [IOTGW, "--check-config", path], capture_output=True, text=True)
+            return p.returncode, p.stdout + p.stderr
+        tls = f"  tls:\n    cert: {CERTS}/server.pem\n    key: {CERTS}/server.key\n"
+        rc, out = check(tls + "  amqp:\n    listen: 0.0.0.0:5671\n  webSocketListen: 0.0.0.0:443\n")
+        self.assertEqual(rc, 0, out)
+        self.assertIn("devices: AMQP (IoT Hub's, for Azure IoT SDK devices) over TLS on 0.0.0.0:5671", out)
+        self.assertIn("devices: MQTT and AMQP over WebSocket on 0.0.0.0:443", out)
+        for devices, words in [
+            ("  amqp:\n    listen: 0.0.0.0:5671\n", "devices.amqp: AMQP devices connect over TLS"),
+            (tls + "  amqp: {}\n", "devices.amqp: listen (ADDRESS:PORT"),
+            (tls + "  amqp:\n    listen: 0.0.0.0\n", "devices.amqp.listen: expected ADDRESS:PORT"),
+            (tls + "  amqp:\n    listen: 0.0.0.0:5671\n    port: 1\n", "unknown key \"port\""),
+            (tls + "  mqtt:\n    webSocketListen: 0.0.0.0:443\n  webSocketListen: 0.0.0.0:443\n",
+             "devices.webSocketListen: set devices.webSocketListen or devices.mqtt.webSocketListen"),
+            ("  webSocketListen: 0.0.0.0:443\n", "WebSocket devices connect over TLS"),
+        ]:
+            rc, out = check(devices)
+            self.assertEqual(rc, 1, out)
+            self.assertIn(words, out)
+
+
 run_tests()
