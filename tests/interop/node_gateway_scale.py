@@ -1,12 +1,12 @@
 """SDK devices and protobuf devices on one gateway at once: 200 devices written with the
-official Azure IoT Node device SDK (one Node process, azure-iot-device-mqtt, each its own
-Client with GatewayHostName) and 1,000 protobuf devices (iotgw-devsim) send telemetry
+official Azure IoT Node device SDK (one Node process, each its own Client with
+GatewayHostName, half over Mqtt and half over Amqp, in turn) and 1,000 protobuf devices (iotgw-devsim) send telemetry
 through one iotgw to iothub-emulator for about ten seconds. Meanwhile the hub disables one
 of the SDK devices: that device alone loses its connection; every message of the other
 1,199 devices is acknowledged.
 
 usage: node_gateway_scale.py IOTHUB_EMULATOR IOTGW DEVSIM CERT_DIR NODE_DIR   (inside a
-network namespace of its own: the SDK uses port 8883; the gateway is on 127.0.0.2)"""
+network namespace of its own: the SDK uses ports 8883 and 5671; the gateway is on 127.0.0.2)"""
 import json
 import os
 import subprocess
@@ -25,7 +25,7 @@ SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "node_many_dev
 SDK = [f"sdk-{i:03d}" for i in range(int(os.environ.get("SCALE_SDK_DEVICES", "200")))]
 PB = [f"pb-{i:04d}" for i in range(int(os.environ.get("SCALE_PB_DEVICES", "1000")))]
 KEYS = {d: random_key() for d in SDK + PB}
-VICTIM = SDK[7]
+VICTIM = SDK[7]  # an AMQP one: the devices take Mqtt and Amqp in turn
 GATEWAY_HOST = "127.0.0.2"
 
 
@@ -53,6 +53,8 @@ devices:
     key: {os.path.join(CERTS, "gateway.key")}
   mqtt:
     listen: {GATEWAY_HOST}:8883
+  amqp:
+    listen: {GATEWAY_HOST}:5671
 fleet:
   devicesFile: {fleet}
 """)
@@ -77,7 +79,7 @@ class Mixed(unittest.TestCase):
                 f.writelines(f"{dev} {KEYS[dev]}\n" for dev in ids)
         env = dict(os.environ, NODE_PATH=os.path.join(os.path.abspath(NODE_DIR), "node_modules"))
         node_err = tempfile.TemporaryFile("w+")
-        node = subprocess.Popen(["node", SCRIPT, sdk_fleet, HOST, GATEWAY_HOST, emu.ca, "10", "5"],
+        node = subprocess.Popen(["node", SCRIPT, sdk_fleet, HOST, GATEWAY_HOST, emu.ca, "10", "5", "Mqtt,Amqp"],
                                 stdout=subprocess.PIPE, stderr=node_err, text=True, env=env)
         try:
             self.assertEqual(readline_within(node, 120), f"OPEN {len(SDK)}")

@@ -1,19 +1,24 @@
 // Many devices written with the official Azure IoT Node device SDK (azure-iot-device
-// with azure-iot-device-mqtt) in one process, each its own Client pointed at a gateway
-// with GatewayHostName, each sending telemetry at a steady rate for a while. Driven by
-// node_gateway_scale.py.
-//   node node_many_devices.js FLEET_FILE HUB_HOST GATEWAY_HOST CA_FILE SECONDS RATE
+// with azure-iot-device-mqtt and azure-iot-device-amqp) in one process, each its own
+// Client pointed at a gateway with GatewayHostName, each sending telemetry at a steady
+// rate for a while. Driven by node_gateway_scale.py.
+//   node node_many_devices.js FLEET_FILE HUB_HOST GATEWAY_HOST CA_FILE SECONDS RATE [TRANSPORTS]
+// TRANSPORTS: a comma-separated list (Mqtt, MqttWs, Amqp, AmqpWs) the devices take in
+// turn, the first device the first; default Mqtt.
 // FLEET_FILE: "ID KEY" lines. Prints "OPEN n" once every device is connected, then one
 // JSON line at the end: {"devices", "opened", "sent", "acked", "failed": {id: first error},
 // "unacked": {id: messages not acknowledged}}.
 'use strict';
 const fs = require('fs');
 const { Client, Message } = require('azure-iot-device');
-const { Mqtt } = require('azure-iot-device-mqtt');
+const { Mqtt, MqttWs } = require('azure-iot-device-mqtt');
+const { Amqp, AmqpWs } = require('azure-iot-device-amqp');
 
-const [fleetFile, hub, gateway, caFile, secondsText, rateText] = process.argv.slice(2);
-if (!rateText) {
-  console.error('usage: node_many_devices.js FLEET_FILE HUB_HOST GATEWAY_HOST CA_FILE SECONDS RATE');
+const [fleetFile, hub, gateway, caFile, secondsText, rateText, transportsText] = process.argv.slice(2);
+const known = { Mqtt, MqttWs, Amqp, AmqpWs };
+const transports = (transportsText || 'Mqtt').split(',').map((t) => known[t]);
+if (!rateText || transports.some((t) => !t)) {
+  console.error('usage: node_many_devices.js FLEET_FILE HUB_HOST GATEWAY_HOST CA_FILE SECONDS RATE [TRANSPORTS]');
   process.exit(2);
 }
 const seconds = Number(secondsText), rate = Number(rateText);
@@ -23,9 +28,9 @@ const devices = fs.readFileSync(fleetFile, 'utf8').split('\n').map((l) => l.trim
 const result = { devices: devices.length, opened: 0, sent: 0, acked: 0, failed: {}, unacked: {} };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-async function run(id, key, start) {
+async function run(id, key, start, transport) {
   const cs = `HostName=${hub};DeviceId=${id};SharedAccessKey=${key};GatewayHostName=${gateway}`;
-  const client = Client.fromConnectionString(cs, Mqtt);
+  const client = Client.fromConnectionString(cs, transport);
   client.on('error', (e) => { result.failed[id] = result.failed[id] || 'error event: ' + e.message; });
   await client.setOptions({ ca });
   try {
@@ -58,7 +63,7 @@ async function run(id, key, start) {
 
 let go;
 const start = new Promise((r) => { go = r; });
-const runs = devices.map(([id, key]) => run(id, key, start));
+const runs = devices.map(([id, key], i) => run(id, key, start, transports[i % transports.length]));
 // all connect first, then all send together
 const waitOpen = setInterval(() => {
   if (result.opened + Object.keys(result.failed).length >= devices.length) {
