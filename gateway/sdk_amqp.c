@@ -1008,6 +1008,8 @@ static void send_kept_c2d(gw_amqp_device *dev)
             break;
         free(k->buf);
     }
+    if (!i)
+        return;
     memmove(s->c2d_ids, s->c2d_ids + i, (s->nc2d_ids - i) * sizeof *s->c2d_ids);
     s->nc2d_ids -= i;
 }

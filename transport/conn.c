@@ -175,8 +175,12 @@ static void schedule_tick(iotgw_conn *c)
 {
     int64_t now = iotgw_loop_now_ms(c->loop);
     int64_t next = pn_transport_tick(c->driver.transport, now);
-    if (next == c->tick_at)
-        return; /* already armed for that moment: re-arming per read costs time */
+    /* Armed for that moment or an earlier one: leave it. Each frame moves the idle
+     * deadlines later, and re-arming costs a sorted insert among every connection's
+     * timers (lws_dll2_add_sorted: O(connections) per frame); firing early only brings
+     * this call again, which arms the later deadline then. */
+    if (next == c->tick_at || (next > 0 && c->tick_at > 0 && next > c->tick_at))
+        return;
     c->tick_at = next;
     if (next > 0)
         lws_sul_schedule(c->loop->ctx, 0, &c->tick_sul, tick_cb,

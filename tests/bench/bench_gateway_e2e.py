@@ -19,9 +19,12 @@ into it is timed.
 BENCH_E2E_MQTT=1 has the devices speak IoT Hub's MQTT to the gateway's devices.mqtt
 listener instead (mqtt-load, C: one TLS connection per device, QoS 1 telemetry of 66 bytes
 pipelined up to a window of 64, as an SDK device's would be), to compare what a relayed
-MQTT message costs with a protobuf parcel.
+MQTT message costs with a protobuf parcel. BENCH_E2E_AMQP=1 does the same over IoT Hub's
+AMQP to devices.amqp (amqp-load: BENCH_E2E_AMQP_PER_CONNECTION (50) devices on each TLS
+connection, as the C SDK multiplexes them, a CBS put-token each, the same messages and
+window; 1 makes one connection per device, as the Node and Python SDKs do).
 
-usage: bench_gateway_e2e.py IOTHUB_EMULATOR IOTGW SCHEMAS_DESC CERT_DIR DEVSIM [MQTT_LOAD]"""
+usage: bench_gateway_e2e.py IOTHUB_EMULATOR IOTGW SCHEMAS_DESC CERT_DIR DEVSIM [MQTT_LOAD [AMQP_LOAD]]"""
 import json
 import os
 import resource
@@ -36,7 +39,10 @@ import bench_gateway_scale as scale
 
 DEVSIM = sys.argv[5]
 MQTT_LOAD = sys.argv[6] if len(sys.argv) > 6 else os.path.join("tests", "bench", "mqtt-load")
+AMQP_LOAD = sys.argv[7] if len(sys.argv) > 7 else os.path.join("tests", "bench", "amqp-load")
 MQTT = os.environ.get("BENCH_E2E_MQTT") == "1"
+AMQP = os.environ.get("BENCH_E2E_AMQP") == "1"
+SDK = MQTT or AMQP  # devices on one of IoT Hub's protocols, through the gateway's listener for them
 N = int(os.environ.get("BENCH_E2E_DEVICES", "1000"))
 SECONDS = os.environ.get("BENCH_E2E_SECONDS", "10")
 SCRAPE = os.environ.get("BENCH_E2E_SCRAPE") == "1"
@@ -78,17 +84,17 @@ def main():
     store_dir = tempfile.mkdtemp(prefix="iotgw-bench-store-", dir="/var/tmp") if STORE else None
     store_yaml = (f"store:\n  path: {store_dir}\n  maxBytes: {16 << 30}\n  ttlSeconds: 86400\n" if STORE else "")
     devices_yaml = "  maxInFlight: 64\n"
-    if MQTT:
+    if SDK:
         devices_yaml += (f"  tls:\n    cert: {scale.CERTS}/server.pem\n    key: {scale.CERTS}/server.key\n"
-                         "  mqtt:\n    listen: 127.0.0.1:0\n")
+                         f"  {'mqtt' if MQTT else 'amqp'}:\n    listen: 127.0.0.1:0\n")
     emu, gw, port, keys, d = scale.start_fleet(N, devices_yaml, extra_yaml=store_yaml)
     fleet = os.path.join(d, "fleet.txt")
     with open(fleet, "w") as f:
         f.writelines(f"{dev} {k}\n" for dev, k in keys.items())
     line = scale.readline_within(gw, 20)
-    if MQTT:
-        assert line.startswith("listening: mqtt "), line
-        mqtt_port = int(line.rsplit(":", 1)[1])
+    if SDK:
+        assert line.startswith("listening: mqtt " if MQTT else "listening: amqp "), line
+        sdk_port = int(line.rsplit(":", 1)[1])
         line = scale.readline_within(gw, 20)
     assert line.startswith("listening: ops "), line
     ops = int(line.rsplit(":", 1)[1])
@@ -102,8 +108,13 @@ def main():
     children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t_start = time.time()
     if MQTT:
-        out = subprocess.run([MQTT_LOAD, "--port", str(mqtt_port), "--ca", f"{scale.CERTS}/ca.pem", "--fleet", fleet,
+        out = subprocess.run([MQTT_LOAD, "--port", str(sdk_port), "--ca", f"{scale.CERTS}/ca.pem", "--fleet", fleet,
                               "--hub", scale.HOST, "--window", "64", "--duration", SECONDS],
+                             capture_output=True, text=True, timeout=600)
+    elif AMQP:
+        out = subprocess.run([AMQP_LOAD, "--port", str(sdk_port), "--ca", f"{scale.CERTS}/ca.pem", "--fleet", fleet,
+                              "--hub", scale.HOST, "--window", "64", "--duration", SECONDS,
+                              "--devices-per-connection", os.environ.get("BENCH_E2E_AMQP_PER_CONNECTION", "50")],
                              capture_output=True, text=True, timeout=600)
     else:
         out = subprocess.run([DEVSIM, "--gateway", f"127.0.0.1:{port}", "--hub", scale.HOST, "--fleet", fleet,
@@ -119,7 +130,7 @@ def main():
               f"stopped; {hub_total:.0f} stored messages reached the hub, {hub_total / (t_end - t_start):.0f} msgs/s "
               f"over the whole run (devices connecting included)")
     cpu = {"iotgw": cpu_seconds(gw.pid) - gw0, "emulator": cpu_seconds(emu.proc.pid) - emu0,
-           "mqtt-load" if MQTT else "devsim":
+           "mqtt-load" if MQTT else "amqp-load" if AMQP else "devsim":
            (children1.ru_utime + children1.ru_stime) - (children0.ru_utime + children0.ru_stime)}
     gw.terminate()
     gw.wait(60)
@@ -132,14 +143,15 @@ def main():
     if SCRAPE:
         print(f"e2e: /metrics scraped {len(sizes)} times ({max(sizes) if sizes else 0} bytes each) meanwhile")
     what = "stored durably by iotgw (store on)" if STORE else "through iotgw to the hub"
-    unit = f"MQTT messages ({r.get('payload_bytes')} B, QoS 1, window 64)" if MQTT else "parcels"
+    unit = (f"MQTT messages ({r.get('payload_bytes')} B, QoS 1, window 64)" if MQTT else
+            f"AMQP messages ({r.get('payload_bytes')} B, window 64)" if AMQP else "parcels")
     print(f"e2e: {r['acked']} {unit} from {r['connected']} devices {what} in {SECONDS} s: "
           f"{r['acked_per_s']:.0f} msgs/s acknowledged (target >= 100,000); ack latency p50 {r['ack_ms_p50']:.2f} ms, "
           f"p99 {r['ack_ms_p99']:.2f} ms; {r.get('nacked', 0)} nacked" +
-          (f"; {r['failed']} connections failed: {r['first_failure']}" if MQTT and r.get("failed") else ""))
+          (f"; {r['failed']} connections failed: {r.get('first_failure', '')}" if SDK and r.get("failed") else ""))
     if r["acked"] and cpu["iotgw"] > 0:  # (0 when iotgw runs under a wrapper such as perf)
         per = {k: v * 1e6 / r["acked"] for k, v in cpu.items()}
-        print(f"e2e CPU per acknowledged {'MQTT message' if MQTT else 'parcel'}: " + ", ".join(f"{k} {v:.1f} us" for k, v in per.items()) +
+        print(f"e2e CPU per acknowledged {'MQTT message' if MQTT else 'AMQP message' if AMQP else 'parcel'}: " + ", ".join(f"{k} {v:.1f} us" for k, v in per.items()) +
               f"; iotgw alone on one core: {1e6 / per['iotgw']:,.0f} msgs/s")
     return out.returncode
 
