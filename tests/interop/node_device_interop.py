@@ -88,11 +88,11 @@ class Harness(unittest.TestCase):
     """A Node SDK device process and what the service sees of it."""
     gateway = None  # a gateway between the device and the hub: its GatewayHostName
 
-    def start(self, transport, device, module=None):
+    def start(self, transport, device, module=None, key=None):
         env = dict(os.environ, NODE_PATH=os.path.join(os.path.abspath(NODE_DIR), "node_modules"),
                    DEBUG=os.environ.get("DEBUG", "azure*,mqttjs*"))
         cs = (f"HostName={HOST};DeviceId={device};ModuleId={module};SharedAccessKey={MODULE_KEY}" if module
-              else f"HostName={HOST};DeviceId={device};SharedAccessKey={DEVICE_KEYS[device]}")
+              else f"HostName={HOST};DeviceId={device};SharedAccessKey={key or DEVICE_KEYS[device]}")
         if self.gateway:
             cs += f";GatewayHostName={self.gateway.host}"
         # the SDK's own debug output (DEBUG=azure*,mqttjs*) goes to a file, shown on failure
@@ -366,6 +366,25 @@ class ThroughGateway(Harness):
 
     def test_amqp_over_websocket_through_the_gateway(self):
         self.scenario("AmqpWs", "dev1")
+
+    def test_a_wrong_key_and_an_unknown_device_are_refused(self):
+        """The SDK's open fails (over AMQP, MQTT and both over WebSocket) for a key the fleet
+        does not have for the device, and for a device not in the fleet; the gateway says
+        which check failed."""
+        wrong = "V3JvbmdLZXlXcm9uZ0tleVdyb25nS2V5V3JvbmdLZXk="
+        for transport in ("Amqp", "AmqpWs", "Mqtt", "MqttWs"):
+            for device in ("dev2", "ghost9"):
+                try:
+                    self.start(transport, device, key=wrong)
+                    line = readline_within(self.proc, 60)
+                    self.assertTrue(line.startswith("ERROR"), f"{transport} {device}: {line}" + self.detail())
+                finally:
+                    self.cleanup()
+        log = self.gateway.log_text()
+        self.assertIn("put-token refused (401): device dev2: SAS token signature does not match", log)
+        self.assertIn("(wss 127.0.0.1): put-token refused (404): device \"ghost9\" is not in this gateway's fleet", log)
+        self.assertIn("refused (CONNACK 5): device dev2: SAS token signature does not match", log)
+        self.assertIn("refused (CONNACK 5): device \"ghost9\" is not in this gateway's fleet", log)
 
 
 run_tests()
