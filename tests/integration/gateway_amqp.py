@@ -8,7 +8,10 @@ Several devices share one connection, as the C SDK multiplexes them. Every refus
 checked with its status or AMQP condition while a bystander on the same connection keeps
 being served; a client certificate from another CA is refused at TLS.
 
-usage: gateway_amqp.py IOTHUB_EMULATOR IOTGW CERT_DIR [Class.test ...]"""
+A protobuf device (device_lib) shares the gateway: the newest connection of an identity
+wins across both protocols, on the gateway's one hub connection.
+
+usage: gateway_amqp.py IOTHUB_EMULATOR IOTGW SCHEMAS_DESC CERT_DIR [Class.test ...]"""
 import json
 import os
 import re
@@ -25,15 +28,19 @@ import uuid
 from proton import Delivery, Endpoint, Message, SSLDomain, symbol
 from proton.utils import BlockingConnection, LinkDetached
 
+import urllib.request
+
 from iotgw_testlib import WRAPPER, LoggedProcess, readline_within, run_tests
+from device_lib import Device, T, load_schemas
 from emulator_lib import (Cbs, Emulator, HOST, StreamReader, connect, fleet_registry, owner_token, pump,
                           random_key, sas_token, wait_detached)
 
-EMULATOR, IOTGW, CERTS = sys.argv[1:4]
-del sys.argv[1:4]
+EMULATOR, IOTGW, SCHEMAS, CERTS = sys.argv[1:5]
+del sys.argv[1:5]
+load_schemas(SCHEMAS)
 CA = os.path.join(CERTS, "ca.pem")
 DEVICES = ["amqp1", "amqp2", "amqp3", "multi1", "multi2", "multi3", "method1", "twin1", "c2d1", "expiry1",
-           "newest1", "big1", "test-device"]
+           "newest1", "big1", "test-device", "both1"]
 KEYS = {d: random_key() for d in DEVICES}
 MAX_IN_FLIGHT = 8
 EMU = GW = STREAM = None
@@ -51,12 +58,13 @@ class Gateway(LoggedProcess):
         with open(config, "w") as f:
             f.write(f"""gatewayId: amqp-test-gw
 ops:
-  listen: off
+  listen: 127.0.0.1:0
 hub:
   hostName: {HOST}
   port: {EMU.wss}
   caFile: {EMU.ca}
 devices:
+  listen: 127.0.0.1:0
   maxInFlight: {MAX_IN_FLIGHT}
   tls:
     cert: {os.path.join(CERTS, "server.pem")}
@@ -70,10 +78,11 @@ fleet:
         self.log = open(os.path.join(self.dir, "iotgw.log"), "w+")
         self.proc = subprocess.Popen(WRAPPER + [IOTGW, "--config", config], stdout=subprocess.PIPE,
                                      stderr=self.log, text=True, env=dict(os.environ, IOTGW_LOG_BURST="100000"))
-        line = readline_within(self.proc, 20)
-        m = re.match(r"listening: amqp \S+:(\d+)$", line)
-        assert m, line + self.log_text()
-        self.port = int(m.group(1))
+        lines = [readline_within(self.proc, 20) for _ in range(3)]
+        m = [re.match(r"listening: (devices|amqp|ops) \S+:(\d+)$", line) for line in lines]
+        assert all(m), f"iotgw's listening lines: {lines}\n{self.log_text()[-3000:]}"
+        ports = {x.group(1): int(x.group(2)) for x in m}
+        self.port, self.protobuf, self.ops = ports["amqp"], ports["devices"], ports["ops"]
 
 
 def setUpModule():
@@ -379,6 +388,39 @@ class Lifecycle(unittest.TestCase):
         new.telemetry(self, "newest")
         second.close()
         first.close()
+
+    def test_newest_wins_across_protocols_on_one_upstream(self):
+        """A protobuf connection of both1 is replaced by its AMQP put-token, and that by a
+        protobuf connection again (its links detached); the hub sees one identity on the
+        gateway's one connection throughout."""
+        tls = ssl.create_default_context(cafile=CA)
+        pb = Device(GW.protobuf, tls=tls)
+        pb.hello("both1", token("both1"))
+        pb.expect("welcome")
+        conn = gateway_connection()
+        dev = DeviceOn(conn, Cbs(conn), "both1")
+        err = pb.expect("error")
+        self.assertEqual(T("Frame").DESCRIPTOR.file.enum_types_by_name["ErrorCode"].values_by_number[err.code].name,
+                         "ERROR_REPLACED")
+        dev.telemetry(self, "amqp-now")
+        devices = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{GW.ops}/devices", timeout=10).read())
+        self.assertEqual([d["protocol"] for d in devices if d["id"] == "both1"], ["amqp"])
+        again = Device(GW.protobuf, tls=tls)
+        again.hello("both1", token("both1"))
+        again.expect("welcome")
+        self.assertEqual(wait_detached(conn, dev.sender), "amqp:link:detach-forced")
+        f = T("Frame")()
+        f.telemetry.seq = 1
+        f.telemetry.parcel.type = "iotgw.AlarmStatus"
+        again.send(f)
+        again.expect("ack")
+        text = urllib.request.urlopen(f"http://127.0.0.1:{GW.ops}/metrics", timeout=10).read().decode()
+        conns = re.search(r'^iotgw_hub_connections\{state="open"\} (\d+)', text, re.M)
+        self.assertTrue(conns, text[:2000])
+        self.assertEqual(int(conns.group(1)), 1)
+        again.close()
+        pb.close()
+        conn.close()
 
     def test_a_client_certificate_names_the_device(self):
         """TLS with a certificate under devices.tls.clientCa: the device it names attaches

@@ -573,9 +573,9 @@ class Lifecycle(unittest.TestCase):
         self.assertEqual({d["id"]: d["protocol"] for d in devices if d["id"] in ("both1", "pb1")},
                          {"both1": "protobuf", "pb1": "protobuf"})
         text = urllib.request.urlopen(f"http://127.0.0.1:{GW.ops}/metrics", timeout=10).read().decode()
-        conns = re.search(r'^iotgw_upstream_connections\{[^}]*state="open"[^}]*\} (\d+)', text, re.M)
-        if conns:
-            self.assertEqual(int(conns.group(1)), 1)
+        conns = re.search(r'^iotgw_hub_connections\{state="open"\} (\d+)', text, re.M)
+        self.assertTrue(conns, text[:2000])
+        self.assertEqual(int(conns.group(1)), 1)
         pb.close()
         other.close()
         dev.stop()
