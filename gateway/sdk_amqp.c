@@ -54,6 +54,7 @@
 #define SESSION_CAPACITY     (1024u * 1024 * 4) /* bytes an AMQP session may buffer from the device */
 #define CREDIT_REQUESTS      100               /* CBS, method answers, twin requests */
 #define MAX_CORRELATION      128               /* a twin request's correlation-id, as text */
+#define MAX_OUTPUT           (8u * 1024 * 1024) /* bytes a device leaves unread before it is closed */
 
 typedef struct gw_amqp_conn gw_amqp_conn;
 typedef struct gw_amqp_device gw_amqp_device;
@@ -1177,11 +1178,15 @@ static void conn_event(iotgw_conn *ic, pn_event_t *e, void *ctx)
     }
     case PN_SESSION_REMOTE_CLOSE: pn_session_close(pn_event_session(e)); break;
     case PN_CONNECTION_REMOTE_CLOSE: pn_connection_close(pn_event_connection(e)); break;
-    case PN_TRANSPORT_CLOSED:
-        (void)ic;
+    case PN_TRANSPORT_CLOSED: {
+        pn_condition_t *cond = pn_transport_condition(iotgw_conn_transport(ic));
+        if (pn_condition_is_set(cond)) /* a peer that stopped reading, a TLS or framing error */
+            refusal_line(c, NULL, NULL, "closed: %s: %.200s", pn_condition_get_name(cond),
+                         pn_condition_get_description(cond) ? pn_condition_get_description(cond) : "");
         c->conn = NULL;
         conn_free(c);
         break;
+    }
     default: break;
     }
 }
@@ -1233,6 +1238,7 @@ int gw_amqp_start(iotgw_gateway *g, iotgw_diag *diag)
             .tls = {.cert_file = cfg->tls_cert, .key_file = cfg->tls_key, .ca_file = cfg->tls_client_ca},
             .on_accept = on_accept,
             .ctx = g,
+            .max_output = MAX_OUTPUT, /* as an MQTT device's: one that stops reading is closed */
         };
         int rc = iotgw_listener_new(g->loop, &o, &g->amqp_listeners[i], diag);
         if (rc)

@@ -513,6 +513,7 @@ int gw_mqtt_start(iotgw_gateway *g, iotgw_diag *diag)
             .ws_stream_subprotocol = "mqtt", /* as IoT Hub: MQTT on /$iothub/websocket */
             .on_ws_stream = on_ws_stream,
             .ws_stream_max_output = 8u * 1024 * 1024,
+            .max_output = 8u * 1024 * 1024, /* the AMQP connections' (sdk_amqp.c's MAX_OUTPUT) */
             .ctx = g,
         };
         return iotgw_listener_new(g->loop, &wo, &g->mqtt_ws, diag);

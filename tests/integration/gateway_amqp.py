@@ -40,7 +40,7 @@ del sys.argv[1:5]
 load_schemas(SCHEMAS)
 CA = os.path.join(CERTS, "ca.pem")
 DEVICES = ["amqp1", "amqp2", "amqp3", "multi1", "multi2", "multi3", "method1", "twin1", "c2d1", "expiry1",
-           "newest1", "big1", "test-device", "both1"]
+           "newest1", "big1", "test-device", "both1", "slow1"]
 KEYS = {d: random_key() for d in DEVICES}
 MAX_IN_FLIGHT = 8
 EMU = GW = STREAM = None
@@ -421,6 +421,34 @@ class Lifecycle(unittest.TestCase):
         again.close()
         pb.close()
         conn.close()
+
+    def test_a_device_that_stops_reading_is_closed_alone(self):
+        """It subscribed to desired updates and gave credit for thousands, then reads
+        nothing: what waits for it is bounded (8 MiB, then the gateway closes it, saying
+        why); a device on another connection goes on."""
+        slow = gateway_connection()
+        DeviceOn(slow, Cbs(slow), "slow1")
+        answers = slow.create_receiver("/devices/slow1/twin", credit=5000)
+        requests = slow.create_sender("/devices/slow1/twin")
+        requests.send(Message(correlation_id="sub", annotations={symbol("operation"): "PUT",
+                                                                  symbol("resource"): "/notifications/twin/properties/desired"}))
+        self.assertEqual(annotations(answers.receive(timeout=20))["status"], 200)
+        pump(slow, 0.3)
+        # from here on the device reads nothing; the hub pushes about 20 MiB of updates
+        for i in range(700):
+            status, _, _ = EMU.rest("PATCH", "/twins/slow1", {"properties": {"desired": {"blob": f"{i:05d}" + "x" * 30000}}})
+            self.assertEqual(status, 200)
+            if "iotgw:output-limit" in GW.log_text():
+                break
+        GW.wait_for_log("iotgw:output-limit", timeout=20)
+        self.assertRegex(GW.log_text(), r"closed: iotgw:output-limit: more than 8388608 bytes of output waiting")
+        other = gateway_connection()
+        DeviceOn(other, Cbs(other), "amqp1").telemetry(self, "not-slow")
+        other.close()
+        try:
+            slow.close()
+        except Exception:  # it was closed under it
+            pass
 
     def test_a_client_certificate_names_the_device(self):
         """TLS with a certificate under devices.tls.clientCa: the device it names attaches
