@@ -4,8 +4,10 @@
  */
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
 #include <proton/condition.h>
@@ -57,6 +59,103 @@ static pn_ssl_domain_t *make_domain(pn_ssl_mode_t mode, const iotgw_tls_options 
             return NULL;
         }
     }
+    return d;
+}
+
+/*
+ * TLS settings made once and shared: pn_ssl_domain() alone reads the system's CA store
+ * (about 140 certificates decoded from PEM), and the files are read again for each
+ * domain, some 20 ms of CPU that every accepted or opened connection paid before. A
+ * domain is made again when one of its files changed (a certificate renewed in place),
+ * which a stat() of each per connection tells.
+ */
+typedef struct amqps_domain {
+    struct amqps_domain *next;
+    pn_ssl_mode_t mode;
+    int insecure;
+    char *files[3]; /* cert, key, CA: as given, or NULL */
+    struct timespec mtimes[3];
+    off_t sizes[3];
+    pn_ssl_domain_t *d;
+} amqps_domain;
+
+static int same_text(const char *a, const char *b)
+{
+    return a == b || (a && b && !strcmp(a, b));
+}
+
+/* A file's modification time and size now (zeros when it cannot be read or is NULL). */
+static void file_stamp(const char *path, struct timespec *mtime, off_t *size)
+{
+    struct stat st;
+    if (path && !stat(path, &st)) {
+        *mtime = st.st_mtim;
+        *size = st.st_size;
+    } else {
+        memset(mtime, 0, sizeof *mtime);
+        *size = 0;
+    }
+}
+
+static void domain_entry_free(amqps_domain *e)
+{
+    pn_ssl_domain_free(e->d);
+    for (int i = 0; i < 3; i++)
+        free(e->files[i]);
+    free(e);
+}
+
+void amqps_domains_free(iotgw_loop *loop)
+{
+    while (loop->amqps_domains) {
+        amqps_domain *e = loop->amqps_domains;
+        loop->amqps_domains = e->next;
+        domain_entry_free(e);
+    }
+}
+
+/* The loop's domain for these settings, made (or made again) when needed. NULL with
+ * diag when the settings do not work. */
+static pn_ssl_domain_t *shared_domain(iotgw_loop *loop, pn_ssl_mode_t mode, const iotgw_tls_options *tls,
+                                      iotgw_diag *diag)
+{
+    const char *files[3] = {tls->cert_file, tls->key_file, tls->ca_file};
+    struct timespec mtimes[3];
+    off_t sizes[3];
+    for (int i = 0; i < 3; i++)
+        file_stamp(files[i], &mtimes[i], &sizes[i]);
+    for (amqps_domain **pe = &loop->amqps_domains; *pe; pe = &(*pe)->next) {
+        amqps_domain *e = *pe;
+        if (e->mode != mode || e->insecure != tls->insecure || !same_text(e->files[0], files[0]) ||
+            !same_text(e->files[1], files[1]) || !same_text(e->files[2], files[2]))
+            continue;
+        int changed = 0;
+        for (int i = 0; i < 3; i++)
+            changed |= e->sizes[i] != sizes[i] || e->mtimes[i].tv_sec != mtimes[i].tv_sec ||
+                       e->mtimes[i].tv_nsec != mtimes[i].tv_nsec;
+        if (!changed)
+            return e->d;
+        *pe = e->next; /* a file changed: made again below */
+        domain_entry_free(e);
+        break;
+    }
+    pn_ssl_domain_t *d = make_domain(mode, tls, diag);
+    amqps_domain *e = d ? calloc(1, sizeof *e) : NULL;
+    if (!e) {
+        if (d)
+            pn_ssl_domain_free(d);
+        return d ? (iotgw_diag_fail(diag, IOTGW_ERR_NOMEM, "out of memory"), NULL) : NULL;
+    }
+    e->mode = mode;
+    e->insecure = tls->insecure;
+    e->d = d;
+    for (int i = 0; i < 3; i++) {
+        e->files[i] = files[i] ? strdup(files[i]) : NULL;
+        e->mtimes[i] = mtimes[i];
+        e->sizes[i] = sizes[i];
+    }
+    e->next = loop->amqps_domains;
+    loop->amqps_domains = e;
     return d;
 }
 
@@ -136,7 +235,7 @@ int amqps_tls_refusal(iotgw_conn *c, char *out, size_t size)
 
 int amqps_setup_tls(iotgw_conn *c, const iotgw_tls_options *tls, const char *host, iotgw_diag *diag)
 {
-    pn_ssl_domain_t *d = make_domain(c->is_server ? PN_SSL_MODE_SERVER : PN_SSL_MODE_CLIENT, tls, diag);
+    pn_ssl_domain_t *d = shared_domain(c->loop, c->is_server ? PN_SSL_MODE_SERVER : PN_SSL_MODE_CLIENT, tls, diag);
     if (!d)
         return IOTGW_ERR_INVALID_ARG;
     pthread_once(&ssl_index_once, make_ssl_index);
@@ -144,8 +243,7 @@ int amqps_setup_tls(iotgw_conn *c, const iotgw_tls_options *tls, const char *hos
     making = 1;
     int rc = pn_ssl_init(ssl, d, NULL); /* makes the transport's SSL object */
     watch_verification(c);
-    pn_ssl_domain_free(d); /* the transport keeps its own reference */
-    if (rc)
+    if (rc) /* (the domain stays the loop's; the transport holds its own reference) */
         return iotgw_diag_fail(diag, IOTGW_ERR_INTERNAL, "could not start TLS");
     if (host)
         pn_ssl_set_peer_hostname(ssl, host); /* SNI and the name check */

@@ -27,9 +27,12 @@
 
 typedef struct client_vhost client_vhost;
 
+struct amqps_domain; /* amqps.c's TLS settings, made once and shared by connections */
+
 struct iotgw_loop {
     struct lws_context *ctx;
     client_vhost *client_vhosts;
+    struct amqps_domain *amqps_domains;
     iotgw_list conns; /* every live connection */
     iotgw_list listeners;
     lws_sorted_usec_list_t wake; /* bounds iotgw_loop_run's wait */
@@ -44,6 +47,9 @@ struct iotgw_loop {
     iotgw_list wakes;
     iotgw_timer wake_timer;
 };
+
+/* amqps.c: free the shared TLS settings (connections keep their own references) */
+void amqps_domains_free(iotgw_loop *loop);
 
 /* timer.c: forget the armed callback before the lws context goes */
 void loop_timers_shutdown(iotgw_loop *loop);

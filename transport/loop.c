@@ -233,6 +233,7 @@ void iotgw_loop_free(iotgw_loop *loop)
     while ((n = iotgw_list_first(&loop->listeners)))
         iotgw_listener_free(iotgw_list_entry(n, iotgw_listener, loop_node));
     conn_free_all(loop);
+    amqps_domains_free(loop);
     iotgw_timer_stop(&loop->wake_timer);
     loop_timers_shutdown(loop);
     lws_context_destroy(loop->ctx);

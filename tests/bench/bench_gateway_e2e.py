@@ -20,9 +20,9 @@ BENCH_E2E_MQTT=1 has the devices speak IoT Hub's MQTT to the gateway's devices.m
 listener instead (mqtt-load, C: one TLS connection per device, QoS 1 telemetry of 66 bytes
 pipelined up to a window of 64, as an SDK device's would be), to compare what a relayed
 MQTT message costs with a protobuf parcel. BENCH_E2E_AMQP=1 does the same over IoT Hub's
-AMQP to devices.amqp (amqp-load: BENCH_E2E_AMQP_PER_CONNECTION (50) devices on each TLS
-connection, as the C SDK multiplexes them, a CBS put-token each, the same messages and
-window; 1 makes one connection per device, as the Node and Python SDKs do).
+AMQP to devices.amqp (amqp-load: BENCH_E2E_AMQP_PER_CONNECTION (1) devices on each TLS
+connection, one as the Node and Python SDKs make, more as the C SDK multiplexes them; a
+CBS put-token each, the same messages and window).
 
 usage: bench_gateway_e2e.py IOTHUB_EMULATOR IOTGW SCHEMAS_DESC CERT_DIR DEVSIM [MQTT_LOAD [AMQP_LOAD]]"""
 import json
@@ -114,7 +114,7 @@ def main():
     elif AMQP:
         out = subprocess.run([AMQP_LOAD, "--port", str(sdk_port), "--ca", f"{scale.CERTS}/ca.pem", "--fleet", fleet,
                               "--hub", scale.HOST, "--window", "64", "--duration", SECONDS,
-                              "--devices-per-connection", os.environ.get("BENCH_E2E_AMQP_PER_CONNECTION", "50")],
+                              "--devices-per-connection", os.environ.get("BENCH_E2E_AMQP_PER_CONNECTION", "1")],
                              capture_output=True, text=True, timeout=600)
     else:
         out = subprocess.run([DEVSIM, "--gateway", f"127.0.0.1:{port}", "--hub", scale.HOST, "--fleet", fleet,

@@ -51,7 +51,7 @@ class Gateway(LoggedProcess):
     certificate the test CA signed)."""
     name = "iotgw"
 
-    def __init__(self, client_ca=False):
+    def __init__(self, client_ca=False, cert=None):
         self.dir = tempfile.mkdtemp(prefix="iotgw-amqp-test-")
         config = os.path.join(self.dir, "iotgw.yaml")
         fleet = "".join(f"    - id: {d}\n      key: {k}\n" for d, k in KEYS.items())
@@ -67,8 +67,8 @@ devices:
   listen: 127.0.0.1:0
   maxInFlight: {MAX_IN_FLIGHT}
   tls:
-    cert: {os.path.join(CERTS, "server.pem")}
-    key: {os.path.join(CERTS, "server.key")}
+    cert: {cert or os.path.join(CERTS, "server.pem")}
+    key: {cert[:-4] + ".key" if cert else os.path.join(CERTS, "server.key")}
 {f"    clientCa: {CA}" if client_ca else ""}
   amqp:
     listen: 127.0.0.1:0
@@ -449,6 +449,30 @@ class Lifecycle(unittest.TestCase):
             slow.close()
         except Exception:  # it was closed under it
             pass
+
+    def test_a_certificate_renewed_in_place_is_served_to_new_connections(self):
+        """The TLS settings are made once and shared by connections; when the certificate
+        file changes, new connections get the new one (here one for another name, which
+        the device then refuses), connections already open keep theirs."""
+        import shutil
+        d = tempfile.mkdtemp(prefix="iotgw-amqp-cert-")
+        cert = os.path.join(d, "gw.pem")
+        shutil.copy(os.path.join(CERTS, "server.pem"), cert)
+        shutil.copy(os.path.join(CERTS, "server.key"), cert[:-4] + ".key")
+        gw = Gateway(cert=cert)
+        self.addCleanup(gw.log.close)
+        self.addCleanup(gw.stop)
+        before = gateway_connection(gw=gw)
+        cbs = Cbs(before)
+        DeviceOn(before, cbs, "amqp2")
+        time.sleep(0.05)  # a modification time of its own
+        shutil.copy(os.path.join(CERTS, "wrongname.pem"), cert)
+        shutil.copy(os.path.join(CERTS, "wrongname.key"), cert[:-4] + ".key")
+        with self.assertRaises(Exception) as e:
+            gateway_connection(gw=gw)
+        self.assertIn("certificate", str(e.exception).lower() + gw.log_text().lower())
+        self.assertEqual(cbs.put(token("amqp2"), audience=f"{HOST}/devices/amqp2")[0], 200)  # still served
+        before.close()
 
     def test_a_client_certificate_names_the_device(self):
         """TLS with a certificate under devices.tls.clientCa: the device it names attaches
