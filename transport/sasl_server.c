@@ -52,7 +52,9 @@ static void sasl_process_init(pn_transport_t *t, const char *mechanism, const pn
 {
     iotgw_conn *c = pnx_sasl_get_context(t);
     int ok = 0;
-    if (!strcmp(mechanism, "ANONYMOUS") || !strcmp(mechanism, "MSSBCBS"))
+    if (!mechanism) /* a sasl-init naming none (a malformed frame): refused, not a crash */
+        ok = 0;
+    else if (!strcmp(mechanism, "ANONYMOUS") || !strcmp(mechanism, "MSSBCBS"))
         ok = 1;
     else if (!strcmp(mechanism, "PLAIN"))
         ok = c && check_plain(c, recv) == 0;
