@@ -37,7 +37,7 @@ EMULATOR, IOTGW, SCHEMAS, CERTS = sys.argv[1:5]
 del sys.argv[1:5]
 load_schemas(SCHEMAS)
 CA = os.path.join(CERTS, "ca.pem")
-DEVICES = ["sdk1", "sdk2", "sdk3", "both1", "busy1", "pb1", "hubdisabled1", "rekey1"]
+DEVICES = ["sdk1", "sdk2", "sdk3", "both1", "busy1", "pb1", "hubdisabled1", "rekey1", "test-device"]
 KEYS = {d: random_key() for d in DEVICES + ["notathub1"]}
 MAX_IN_FLIGHT = 8
 EMU = GW = STREAM = None
@@ -47,8 +47,9 @@ class Gateway(LoggedProcess):
     """iotgw with a protobuf listener and an MQTT listener, both TLS."""
     name = "iotgw"
 
-    def __init__(self, hub_port=None, store=None):
-        """hub_port: where the hub is (default the emulator's); store: a store folder."""
+    def __init__(self, hub_port=None, store=None, client_ca=False):
+        """hub_port: where the hub is (default the emulator's); store: a store folder;
+        client_ca: every device presents a certificate the test CA signed."""
         self.dir = tempfile.mkdtemp(prefix="iotgw-mqtt-test-")
         store_yaml = f"store:\n  path: {store}\n" if store else ""
         self.config = os.path.join(self.dir, "iotgw.yaml")
@@ -68,6 +69,7 @@ hub:
   tls:
     cert: {os.path.join(CERTS, "server.pem")}
     key: {os.path.join(CERTS, "server.key")}
+{f"    clientCa: {CA}" if client_ca else ""}
   mqtt:
     listen: 127.0.0.1:0
     webSocketListen: 127.0.0.1:0
@@ -539,6 +541,38 @@ class WithStore(unittest.TestCase):
         finally:
             up.stop()
             up.log.close()
+
+
+class ClientCertificates(unittest.TestCase):
+    def test_a_certificate_names_the_device_and_one_from_another_ca_is_refused(self):
+        """With devices.tls.clientCa: a certificate the CA signed whose common name is the
+        client id connects without a token; the same certificate for another client id
+        without a token is refused (CONNACK 5); one another CA signed is refused at TLS."""
+        gw = Gateway(client_ca=True)
+        self.addCleanup(gw.log.close)
+        self.addCleanup(gw.stop)
+        client = os.path.join(CERTS, "client")
+        p = mqtt_lib.Paho("test-device", mqtt_lib.user_name("test-device", host=HOST), None, port=gw.mqtt, ca=CA,
+                          cert=client)
+        self.assertEqual(p.connack()[0], 0, gw.log_text()[-2000:])
+        mid = new_id("x509")
+        self.assertTrue(p.publish(events_topic("test-device", f"%24.mid={mid}"), b"by certificate"))
+        self.assertEqual(annotations(STREAM.get(mid))["iothub-connection-device-id"], "test-device")
+        other = mqtt_lib.Paho("sdk1", mqtt_lib.user_name("sdk1", host=HOST), None, port=gw.mqtt, ca=CA, cert=client)
+        self.assertEqual(other.connack()[0], 5)
+        gw.wait_text("device_mqtt_refused", text="naming the device: it names test-device")
+        other.stop()
+        try:  # TLS 1.3: the refusal may come at the handshake or just after it
+            forged = mqtt_lib.Paho("test-device", mqtt_lib.user_name("test-device", host=HOST), None, port=gw.mqtt,
+                                   ca=CA, cert=os.path.join(CERTS, "forged-other-ca"))
+        except (ssl.SSLError, OSError):
+            forged = None
+        if forged:
+            self.assertTrue(forged.closed.wait(10), "the connection of a certificate another CA signed stayed open")
+            self.assertTrue(forged.connacks.empty(), "a CONNACK came: MQTT was spoken over it")
+            forged.stop()
+        assert_alive(self, p, "test-device")
+        p.stop()
 
 
 class Lifecycle(unittest.TestCase):

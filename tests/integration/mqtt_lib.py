@@ -21,10 +21,13 @@ class Paho:
     queues. It never reconnects by itself: a connection the hub closes stays closed."""
 
     def __init__(self, client_id, user=None, password=None, port=None, clean=True, keepalive=60,
-                 transport="tcp", protocol=mqtt.MQTTv311, will=None, ca=None):
+                 transport="tcp", protocol=mqtt.MQTTv311, will=None, ca=None, cert=None):
         self.client = c = mqtt.Client(client_id=client_id, clean_session=clean, protocol=protocol,
                                       transport=transport, reconnect_on_failure=False)
-        c.tls_set_context(ssl.create_default_context(cafile=ca))
+        ctx = ssl.create_default_context(cafile=ca)
+        if cert:  # a client certificate: "path/name" of name.pem and name.key
+            ctx.load_cert_chain(cert + ".pem", cert + ".key")
+        c.tls_set_context(ctx)
         if transport == "websockets":
             c.ws_set_options(path="/$iothub/websocket")
         if user is not None:
