@@ -178,6 +178,8 @@ int gw_session_check_token(gw_session *s, const iotgw_config_device *dev, const 
 int gw_session_admit(gw_session *s, const iotgw_config_device *dev, unsigned caps, iotgw_diag *diag);
 /* Telemetry to the store or the hub; its Ack or Nack (seq) comes later, or at once. */
 void gw_session_submit(gw_session *s, uint64_t seq, pn_message_t *m);
+/* The same for a message already encoded (an AMQP device's, as it sent it). */
+void gw_session_submit_encoded(gw_session *s, uint64_t seq, const uint8_t *buf, size_t len);
 gw_method_call *gw_session_new_call(gw_session *s, const iotgw_method_request *req,
                                     const char *response_type);
 /* The call with the device's id, taken off the session; NULL: none (answered already). */

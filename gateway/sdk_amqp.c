@@ -754,7 +754,9 @@ void gw_amqp_refused(gw_session *s, uint64_t seq, Iotgw__NackReason reason, cons
     settle_telemetry(s, seq, PN_REJECTED, cond, detail ? detail : "not taken");
 }
 
-static void on_telemetry(gw_amqp_link *l, pn_delivery_t *d, pn_message_t *m, size_t len)
+/* buf: the message as the device sent it (decoded already: it is one), which goes to the
+ * hub as it is. */
+static void on_telemetry(gw_amqp_link *l, pn_delivery_t *d, const uint8_t *buf, size_t len)
 {
     gw_amqp_device *dev = l->dev;
     gw_session *s = dev->s;
@@ -769,7 +771,8 @@ static void on_telemetry(gw_amqp_link *l, pn_delivery_t *d, pn_message_t *m, siz
         iotgw_delivery_settle(d, PN_REJECTED, "amqp:internal-error", "out of memory");
         return;
     }
-    gw_session_submit(s, seq, m); /* its outcome: gw_amqp_acked or gw_amqp_refused, maybe at once */
+    gw_session_submit_encoded(s, seq, buf, len); /* its outcome: gw_amqp_acked or gw_amqp_refused,
+                                                    maybe at once */
 }
 
 /* ------------------------------------------------------------------ methods */
@@ -1092,6 +1095,13 @@ static void on_delivery(gw_amqp_conn *c, pn_delivery_t *d)
     iotgw_diag diag = {0};
     pn_message_t *m = c->g->scratch;
     int rc = iotgw_message_decode(m, buf, len, &diag);
+    if (!rc && kind == LINK_TELEMETRY) {
+        if (l->dev->s)
+            l->dev->s->last_rx_ms = iotgw_loop_now_ms(c->g->loop);
+        on_telemetry(l, d, buf, len); /* its credit follows the window */
+        free(buf);
+        return;
+    }
     free(buf);
     if (rc) {
         refusal_line(c, l->dev, NULL, "link \"%.100s\": an undecodable message: %s", pn_link_name(link),
@@ -1103,7 +1113,6 @@ static void on_delivery(gw_amqp_conn *c, pn_delivery_t *d)
         l->dev->s->last_rx_ms = iotgw_loop_now_ms(c->g->loop);
     switch (kind) {
     case LINK_CBS_REQUESTS: on_cbs_request(l, d, m); break;
-    case LINK_TELEMETRY: on_telemetry(l, d, m, len); return; /* its credit follows the window */
     case LINK_METHOD_ANSWERS: on_method_answer(l, d, m); break;
     case LINK_TWIN_REQUESTS: on_twin_request(l, d, m); break;
     default: iotgw_delivery_settle(d, PN_REJECTED, "amqp:not-allowed", "nothing is received on this link");

@@ -703,25 +703,28 @@ static void on_telemetry(gw_session *s, const Iotgw__Telemetry *t)
 
 void gw_session_submit(gw_session *s, uint64_t seq, pn_message_t *m)
 {
-    iotgw_gateway *g = s->g;
     uint8_t *buf;
     size_t len;
     if (iotgw_message_encode(m, &buf, &len)) {
         send_nack(s, seq, IOTGW__NACK_REASON__NACK_MALFORMED, "the message could not be encoded", 0);
         return;
     }
+    gw_session_submit_encoded(s, seq, buf, len);
+    free(buf);
+}
+
+void gw_session_submit_encoded(gw_session *s, uint64_t seq, const uint8_t *buf, size_t len)
+{
+    iotgw_gateway *g = s->g;
     if (len > IOTGW_HUBMSG_MAX_BODY) {
-        free(buf);
         send_nack(s, seq, IOTGW__NACK_REASON__NACK_TOO_LARGE, "over the hub's 256 KB message limit", 0);
         return;
     }
     if (g->store) {
         to_store(s, seq, buf, len);
-        free(buf);
         return;
     }
     int rc = iotgw_upstream_send(s->up, buf, len, (void *)(uintptr_t)seq);
-    free(buf);
     if (rc == 0) {
         s->in_flight++;
     } else if (rc == IOTGW_ERR_UPSTREAM_NOT_ONLINE) {

@@ -26,6 +26,8 @@
 #include "transport/failure_text.h"
 #include "transport/internal.h"
 
+#define MIN_PEER_IDLE_MS 100 /* a shorter idle-time-out from a peer is refused */
+
 static void link_in(iotgw_loop *loop, iotgw_conn *c)
 {
     iotgw_list_push_front(&loop->conns, &c->loop_node);
@@ -261,6 +263,17 @@ void conn_process(iotgw_conn *c)
     } while (pn_connection_driver_has_event(&c->driver));
     c->dispatching = 0;
 
+    /* A peer's idle-time-out under MIN_PEER_IDLE_MS (1 ms makes Proton's next heartbeat
+     * due at once, forever: the loop would spin writing empty frames); any open frame may
+     * set it, so it is looked at each time. */
+    pn_millis_t idle = pn_transport_get_remote_idle_timeout(c->driver.transport);
+    if (idle && idle < MIN_PEER_IDLE_MS && !pn_connection_driver_write_closed(&c->driver)) {
+        pn_connection_driver_errorf(&c->driver, "amqp:invalid-field", "idle-time-out %u ms is below %u ms",
+                                    (unsigned)idle, (unsigned)MIN_PEER_IDLE_MS);
+        pn_connection_driver_close(&c->driver);
+        conn_process(c);
+        return;
+    }
     if (iotgw_conn_pending_output(c) > c->max_output && !pn_connection_driver_write_closed(&c->driver)) {
         pn_connection_driver_errorf(&c->driver, IOTGW_COND_OUTPUT_LIMIT,
                                     "more than %zu bytes of output waiting: the peer is not reading",
