@@ -100,11 +100,13 @@ def setUpModule():
 
 
 def tearDownModule():
-    STREAM.stop()
-    GW.stop()
-    GW.log.close()
-    EMU.stop()
-    EMU.log.close()
+    try:  # the emulator stops even when the gateway did not exit cleanly (its stop raises)
+        STREAM.stop()
+        GW.stop()
+        GW.log.close()
+    finally:
+        EMU.stop()
+        EMU.log.close()
 
 
 def token(device, key=None, resource=None, ttl=3600):

@@ -150,7 +150,9 @@ def run_tests():
     import unittest
     result = unittest.main(module="__main__", argv=[sys.argv[0], "-v"] + sys.argv[1:], exit=False).result
     failed = len(result.failures) + len(result.errors)
-    print(f"{result.testsRun - failed} passed, {failed} failed")
+    # a failing setUpModule, setUpClass or tearDown* is an error of no test run: counted
+    # as failed, never as fewer than no passes
+    print(f"{max(result.testsRun - failed, 0)} passed, {failed} failed")
     sys.exit(1 if failed else 0)
 
 
