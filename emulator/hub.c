@@ -261,57 +261,14 @@ static emu_link *link_record(emu_conn *c, pn_link_t *link, emu_link_kind kind)
     return l;
 }
 
-typedef struct emu_queued {
-    uint8_t *buf;
-    size_t len;
-    struct emu_queued *next;
-} emu_queued;
-
-static void flush_answers(emu_link *l)
-{
-    while (l->queued && pn_link_credit(l->link) > 0) {
-        emu_queued *q = l->queued;
-        iotgw_link_send(l->link, NULL, 0, q->buf, q->len);
-        l->queued = q->next;
-        if (!l->queued)
-            l->queued_tail = NULL;
-        l->nqueued--;
-        free(q->buf);
-        free(q);
-    }
-}
-
-static int queue_answer(emu_link *l, pn_message_t *msg);
-
 int emu_link_answer(emu_link *l, pn_message_t *msg)
 {
-    if (pn_link_state(l->link) & PN_LOCAL_CLOSED)
-        return -1;
-    if (!l->queued && pn_link_credit(l->link) > 0)
-        return iotgw_link_send_message(l->link, msg) ? 0 : -1;
-    return queue_answer(l, msg);
-}
-
-static int queue_answer(emu_link *l, pn_message_t *msg)
-{
-    IOTGW_ASSERT(l->nqueued <= EMU_MAX_QUEUED);
-    if (l->nqueued >= EMU_MAX_QUEUED) {
+    IOTGW_ASSERT(l->answers.count <= EMU_MAX_QUEUED);
+    int rc = iotgw_link_answer(l->link, &l->answers, msg, EMU_MAX_QUEUED);
+    if (rc && l->answers.count >= EMU_MAX_QUEUED)
         iotgw_log(IOTGW_LOG_WARN, "conn %" PRIu64 ": link \"%s\": the client gives no credit; answer dropped",
                   l->conn->serial, pn_link_name(l->link));
-        return -1;
-    }
-    emu_queued *q = calloc(1, sizeof *q);
-    if (!q || iotgw_message_encode(msg, &q->buf, &q->len)) {
-        free(q);
-        return -1;
-    }
-    if (l->queued_tail)
-        l->queued_tail->next = q;
-    else
-        l->queued = q;
-    l->queued_tail = q;
-    l->nqueued++;
-    return 0;
+    return rc;
 }
 
 pn_message_t *emu_take_request(emu_link *l, pn_delivery_t *d, const char *what)
@@ -356,12 +313,7 @@ static void link_record_free(emu_link *l)
 {
     link_forget_session(l);
     emu_events_detach(l);
-    while (l->queued) {
-        emu_queued *q = l->queued;
-        l->queued = q->next;
-        free(q->buf);
-        free(q);
-    }
+    iotgw_answer_queue_clear(&l->answers);
     iotgw_list_remove(&l->in_conn);
     pn_link_set_context(l->link, NULL);
     free(l->reply_address);
@@ -404,12 +356,7 @@ static int credit_for(emu_link_kind kind)
 static void open_link(emu_link *l)
 {
     pn_link_t *link = l->link;
-    pn_terminus_copy(pn_link_source(link), pn_link_remote_source(link));
-    pn_terminus_copy(pn_link_target(link), pn_link_remote_target(link));
-    pn_link_set_snd_settle_mode(link, pn_link_remote_snd_settle_mode(link));
-    pn_link_set_rcv_settle_mode(link, pn_link_remote_rcv_settle_mode(link));
-    pn_link_set_max_message_size(link, EMU_LINK_MAX_MESSAGE_SIZE);
-    pn_link_open(link);
+    iotgw_link_open_as_asked(link, EMU_LINK_MAX_MESSAGE_SIZE);
     if (pn_link_is_receiver(link))
         grant_credit(link, credit_for(l->kind));
 }
@@ -761,7 +708,7 @@ static void on_flow(emu_conn *c, pn_link_t *link)
     (void)c;
     if (!l || !pn_link_is_sender(link))
         return;
-    flush_answers(l);
+    iotgw_answer_queue_flush(l->link, &l->answers);
     if (l->kind == EMU_LINK_EVENTS)
         emu_events_pump(l);
     if (l->kind == EMU_LINK_FEEDBACK || l->kind == EMU_LINK_FILE_NOTIFICATIONS)
@@ -812,14 +759,6 @@ static void conn_event(iotgw_conn *ic, pn_event_t *e, void *ctx)
                   pn_transport_is_authenticated(iotgw_conn_transport(ic)) ? "yes" : "no");
         break;
     }
-    case PN_SESSION_REMOTE_OPEN: {
-        pn_session_t *s = pn_event_session(e);
-        if (pn_session_state(s) & PN_LOCAL_UNINIT) {
-            pn_session_set_incoming_capacity(s, SESSION_CAPACITY);
-            pn_session_open(s);
-        }
-        break;
-    }
     case PN_LINK_REMOTE_OPEN: on_link_open(c, pn_event_link(e)); break;
     case PN_LINK_REMOTE_CLOSE:
     case PN_LINK_REMOTE_DETACH: on_link_closed(c, pn_event_link(e)); break;
@@ -831,8 +770,6 @@ static void conn_event(iotgw_conn *ic, pn_event_t *e, void *ctx)
             link_record_free(l);
         break;
     }
-    case PN_SESSION_REMOTE_CLOSE: pn_session_close(pn_event_session(e)); break;
-    case PN_CONNECTION_REMOTE_CLOSE: pn_connection_close(pn_event_connection(e)); break;
     case PN_TRANSPORT_CLOSED: {
         pn_condition_t *cond = pn_transport_condition(iotgw_conn_transport(ic));
         if (pn_condition_is_set(cond))
@@ -845,7 +782,7 @@ static void conn_event(iotgw_conn *ic, pn_event_t *e, void *ctx)
         conn_free(c);
         break;
     }
-    default: break;
+    default: iotgw_serve_endpoint_event(e, SESSION_CAPACITY); break;
     }
 }
 

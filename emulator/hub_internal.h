@@ -38,6 +38,7 @@
 #include "codecs/list.h"
 #include "emulator/hub.h"
 #include "transport/log.h"
+#include "transport/messaging.h"
 #include "transport/stream.h"
 #include "transport/transport.h"
 
@@ -86,8 +87,7 @@ struct emu_link {
     emu_conn *conn;
     emu_session *session;                    /* device links */
     char *reply_address;                     /* CBS and $management replies: the client's target address */
-    struct emu_queued *queued, *queued_tail; /* answers waiting for the client's credit */
-    int nqueued;
+    iotgw_answer_queue answers; /* waiting for the client's credit */
     int partition;        /* EMU_LINK_EVENTS: which one */
     uint64_t cursor;      /* EMU_LINK_EVENTS: next sequence number to send */
     char *consumer_group; /* EMU_LINK_EVENTS: the reader's (compared without case) */

@@ -71,17 +71,9 @@ typedef enum link_kind {
     LINK_TWIN_ANSWERS,    /* the gateway sends, and desired updates */
 } link_kind;
 
-/* An answer waiting for the device's credit. */
-typedef struct queued {
-    struct queued *next;
-    size_t len;
-    uint8_t buf[];
-} queued;
-
 typedef struct gw_amqp_link {
     link_kind kind;
-    queued *queue, *queue_tail; /* answers waiting for credit, oldest first */
-    size_t nqueued;
+    iotgw_answer_queue answers; /* waiting for the device's credit */
     pn_link_t *link;
     gw_amqp_conn *c;
     gw_amqp_device *dev; /* device links; NULL for CBS and refused ones, or once its device left */
@@ -174,13 +166,7 @@ static void grant_credit(pn_link_t *link, int want)
 
 static void open_link(gw_amqp_link *l)
 {
-    pn_link_t *link = l->link;
-    pn_terminus_copy(pn_link_source(link), pn_link_remote_source(link));
-    pn_terminus_copy(pn_link_target(link), pn_link_remote_target(link));
-    pn_link_set_snd_settle_mode(link, pn_link_remote_snd_settle_mode(link));
-    pn_link_set_rcv_settle_mode(link, pn_link_remote_rcv_settle_mode(link));
-    pn_link_set_max_message_size(link, MAX_LINK_MESSAGE);
-    pn_link_open(link);
+    iotgw_link_open_as_asked(l->link, MAX_LINK_MESSAGE);
 }
 
 static void refuse_link(gw_amqp_conn *c, pn_link_t *link, const char *device, const char *cond,
@@ -195,45 +181,11 @@ static void refuse_link(gw_amqp_conn *c, pn_link_t *link, const char *device, co
     iotgw_link_close_with(link, cond, why);
 }
 
-static void flush_answers(gw_amqp_link *l)
-{
-    while (l->queue && pn_link_credit(l->link) > 0) {
-        queued *q = l->queue;
-        iotgw_link_send(l->link, NULL, 0, q->buf, q->len);
-        if (!(l->queue = q->next))
-            l->queue_tail = NULL;
-        l->nqueued--;
-        free(q);
-    }
-}
-
-/* Send msg on a link the gateway answers on, or keep it until the device gives credit
- * (requests and replies come before the flow of the link they are answered on), up to
- * MAX_QUEUED_ANSWERS. 0 or -1. */
+/* Send msg on a link the gateway answers on, or keep it until the device gives credit,
+ * up to MAX_QUEUED_ANSWERS. 0 or -1. */
 static int answer(gw_amqp_link *l, pn_message_t *msg)
 {
-    if (!l || (pn_link_state(l->link) & PN_LOCAL_CLOSED))
-        return -1;
-    if (!l->queue && pn_link_credit(l->link) > 0)
-        return iotgw_link_send_message(l->link, msg) ? 0 : -1;
-    uint8_t *buf;
-    size_t len;
-    if (l->nqueued >= MAX_QUEUED_ANSWERS || iotgw_message_encode(msg, &buf, &len))
-        return -1;
-    queued *q = malloc(sizeof *q + len);
-    if (q) {
-        q->next = NULL;
-        q->len = len;
-        memcpy(q->buf, buf, len);
-        if (l->queue_tail)
-            l->queue_tail->next = q;
-        else
-            l->queue = q;
-        l->queue_tail = q;
-        l->nqueued++;
-    }
-    free(buf);
-    return q ? 0 : -1;
+    return l ? iotgw_link_answer(l->link, &l->answers, msg, MAX_QUEUED_ANSWERS) : -1;
 }
 
 /* The link leaves its device (closed by either side). */
@@ -266,11 +218,7 @@ static void link_forget_device(gw_amqp_link *l)
 static void link_record_free(gw_amqp_link *l)
 {
     link_forget_device(l);
-    while (l->queue) {
-        queued *q = l->queue;
-        l->queue = q->next;
-        free(q);
-    }
+    iotgw_answer_queue_clear(&l->answers);
     iotgw_list_remove(&l->in_conn);
     pn_link_set_context(l->link, NULL);
     free(l);
@@ -1150,7 +1098,7 @@ static void on_flow(gw_amqp_conn *c, pn_link_t *link)
     gw_amqp_link *l = pn_link_get_context(link);
     (void)c;
     if (l && pn_link_is_sender(link))
-        flush_answers(l);
+        iotgw_answer_queue_flush(link, &l->answers);
     if (l && l->kind == LINK_C2D && l->dev && l->dev->s && l->dev->s->nc2d_ids)
         send_kept_c2d(l->dev);
 }
@@ -1166,14 +1114,6 @@ static void conn_event(iotgw_conn *ic, pn_event_t *e, void *ctx)
         break;
     }
     case PN_CONNECTION_WAKE: free_gone(c); break;
-    case PN_SESSION_REMOTE_OPEN: {
-        pn_session_t *s = pn_event_session(e);
-        if (pn_session_state(s) & PN_LOCAL_UNINIT) {
-            pn_session_set_incoming_capacity(s, SESSION_CAPACITY);
-            pn_session_open(s);
-        }
-        break;
-    }
     case PN_LINK_REMOTE_OPEN: on_link_open(c, pn_event_link(e)); break;
     case PN_LINK_REMOTE_CLOSE:
     case PN_LINK_REMOTE_DETACH: on_link_closed(c, pn_event_link(e)); break;
@@ -1185,8 +1125,6 @@ static void conn_event(iotgw_conn *ic, pn_event_t *e, void *ctx)
             link_record_free(l);
         break;
     }
-    case PN_SESSION_REMOTE_CLOSE: pn_session_close(pn_event_session(e)); break;
-    case PN_CONNECTION_REMOTE_CLOSE: pn_connection_close(pn_event_connection(e)); break;
     case PN_TRANSPORT_CLOSED: {
         pn_condition_t *cond = pn_transport_condition(iotgw_conn_transport(ic));
         if (pn_condition_is_set(cond)) /* a peer that stopped reading, a TLS or framing error */
@@ -1196,7 +1134,7 @@ static void conn_event(iotgw_conn *ic, pn_event_t *e, void *ctx)
         conn_free(c);
         break;
     }
-    default: break;
+    default: iotgw_serve_endpoint_event(e, SESSION_CAPACITY); break;
     }
 }
 

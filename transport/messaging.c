@@ -6,6 +6,7 @@
 #include <proton/condition.h>
 #include <proton/connection.h>
 #include <proton/session.h>
+#include <proton/terminus.h>
 
 #define RECV_CHUNK 16384
 
@@ -152,4 +153,86 @@ void iotgw_link_close_with(pn_link_t *link, const char *cond_name, const char *d
             pn_condition_set_description(c, description);
     }
     pn_link_close(link);
+}
+
+/* ------------------------------------------------------------------ serving peers */
+
+void iotgw_link_open_as_asked(pn_link_t *link, uint64_t max_message_size)
+{
+    pn_terminus_copy(pn_link_source(link), pn_link_remote_source(link));
+    pn_terminus_copy(pn_link_target(link), pn_link_remote_target(link));
+    pn_link_set_snd_settle_mode(link, pn_link_remote_snd_settle_mode(link));
+    pn_link_set_rcv_settle_mode(link, pn_link_remote_rcv_settle_mode(link));
+    pn_link_set_max_message_size(link, max_message_size);
+    pn_link_open(link);
+}
+
+int iotgw_serve_endpoint_event(pn_event_t *e, size_t incoming_capacity)
+{
+    switch (pn_event_type(e)) {
+    case PN_SESSION_REMOTE_OPEN: {
+        pn_session_t *s = pn_event_session(e);
+        if (pn_session_state(s) & PN_LOCAL_UNINIT) {
+            pn_session_set_incoming_capacity(s, incoming_capacity);
+            pn_session_open(s);
+        }
+        return 1;
+    }
+    case PN_SESSION_REMOTE_CLOSE: pn_session_close(pn_event_session(e)); return 1;
+    case PN_CONNECTION_REMOTE_CLOSE: pn_connection_close(pn_event_connection(e)); return 1;
+    default: return 0;
+    }
+}
+
+typedef struct iotgw_queued_answer {
+    struct iotgw_queued_answer *next;
+    uint8_t *buf;
+    size_t len;
+} iotgw_queued_answer;
+
+void iotgw_answer_queue_flush(pn_link_t *link, iotgw_answer_queue *q)
+{
+    while (q->head && pn_link_credit(link) > 0) {
+        iotgw_queued_answer *a = q->head;
+        iotgw_link_send(link, NULL, 0, a->buf, a->len);
+        if (!(q->head = a->next))
+            q->tail = NULL;
+        q->count--;
+        free(a->buf);
+        free(a);
+    }
+}
+
+int iotgw_link_answer(pn_link_t *link, iotgw_answer_queue *q, pn_message_t *msg, size_t max)
+{
+    if (pn_link_state(link) & PN_LOCAL_CLOSED)
+        return -1;
+    if (!q->head && pn_link_credit(link) > 0)
+        return iotgw_link_send_message(link, msg) ? 0 : -1;
+    if (q->count >= max)
+        return -1;
+    iotgw_queued_answer *a = calloc(1, sizeof *a);
+    if (!a || iotgw_message_encode(msg, &a->buf, &a->len)) {
+        free(a);
+        return -1;
+    }
+    if (q->tail)
+        q->tail->next = a;
+    else
+        q->head = a;
+    q->tail = a;
+    q->count++;
+    return 0;
+}
+
+void iotgw_answer_queue_clear(iotgw_answer_queue *q)
+{
+    while (q->head) {
+        iotgw_queued_answer *a = q->head;
+        q->head = a->next;
+        free(a->buf);
+        free(a);
+    }
+    q->tail = NULL;
+    q->count = 0;
 }

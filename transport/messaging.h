@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <proton/delivery.h>
+#include <proton/event.h>
 #include <proton/link.h>
 #include <proton/message.h>
 
@@ -45,5 +46,30 @@ void iotgw_delivery_settle(pn_delivery_t *d, uint64_t outcome, const char *cond_
 
 /* Close a link with an error condition. */
 void iotgw_link_close_with(pn_link_t *link, const char *cond_name, const char *description);
+
+/* ------------------------------------------------------------------ serving peers */
+
+/* Answer a peer's attach with the same source, target and settle modes, advertising
+ * max_message_size. */
+void iotgw_link_open_as_asked(pn_link_t *link, uint64_t max_message_size);
+/* What a server does with the endpoint events that need no decision: a peer's session is
+ * opened with incoming_capacity bytes it may buffer; its session and connection closes
+ * are answered. 1 when e was one of those. */
+int iotgw_serve_endpoint_event(pn_event_t *e, size_t incoming_capacity);
+
+/* Messages a server sends on a link as answers (replies, requests to a device), kept
+ * while the peer gives no credit: requests often come before the flow of the link they
+ * are answered on. At most max wait; an entry owns its encoded bytes. */
+typedef struct iotgw_answer_queue {
+    struct iotgw_queued_answer *head, *tail;
+    size_t count;
+} iotgw_answer_queue;
+
+/* Send msg now when the link has credit and nothing waits, else keep it. 0, or -1 (the
+ * link is closed, max wait already, out of memory). */
+int iotgw_link_answer(pn_link_t *link, iotgw_answer_queue *q, pn_message_t *msg, size_t max);
+/* Send what waits, as far as the link's credit goes (on its flow). */
+void iotgw_answer_queue_flush(pn_link_t *link, iotgw_answer_queue *q);
+void iotgw_answer_queue_clear(iotgw_answer_queue *q);
 
 #endif
