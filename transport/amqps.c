@@ -1,6 +1,11 @@
 /*
- * AMQP over TLS (AMQPS): libwebsockets carries plain TCP bytes ("raw" sockets) and
- * Proton's own TLS layer (pn_ssl) encrypts them, for clients and servers.
+ * AMQP over TLS (AMQPS) on libwebsockets' raw sockets.
+ *
+ * Listeners: libwebsockets does the TLS (the listener's vhost holds the certificate, as
+ * for WSS), so that conn.c sees the peer's AMQP in plaintext and its frame guard
+ * (frame_guard.c) checks every frame before Proton reads it. Clients: Proton's own TLS
+ * layer (pn_ssl) encrypts plain TCP bytes; the peer there is the hub, which TLS itself
+ * authenticates, and OpenSSL's verdict on its certificate is noted as described below.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -38,15 +43,6 @@ static pn_ssl_domain_t *make_domain(pn_ssl_mode_t mode, const iotgw_tls_options 
         iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "TLS certificate '%s' or key '%s' unreadable or invalid",
                         tls->cert_file, tls->key_file ? tls->key_file : tls->cert_file);
         return NULL;
-    }
-    if (mode == PN_SSL_MODE_SERVER && tls->ca_file) { /* clients must prove who they are */
-        if (pn_ssl_domain_set_trusted_ca_db(d, tls->ca_file) ||
-            pn_ssl_domain_set_peer_authentication(d, PN_SSL_VERIFY_PEER, tls->ca_file)) {
-            pn_ssl_domain_free(d);
-            iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "TLS CA file '%s' unreadable or invalid",
-                            tls->ca_file);
-            return NULL;
-        }
     }
     if (mode == PN_SSL_MODE_CLIENT) {
         const char *ca = tls->ca_file ? tls->ca_file : SYSTEM_CA_BUNDLE;
@@ -235,7 +231,8 @@ int amqps_tls_refusal(iotgw_conn *c, char *out, size_t size)
 
 int amqps_setup_tls(iotgw_conn *c, const iotgw_tls_options *tls, const char *host, iotgw_diag *diag)
 {
-    pn_ssl_domain_t *d = shared_domain(c->loop, c->is_server ? PN_SSL_MODE_SERVER : PN_SSL_MODE_CLIENT, tls, diag);
+    IOTGW_ASSERT(!c->is_server); /* listeners: libwebsockets' TLS */
+    pn_ssl_domain_t *d = shared_domain(c->loop, PN_SSL_MODE_CLIENT, tls, diag);
     if (!d)
         return IOTGW_ERR_INVALID_ARG;
     pthread_once(&ssl_index_once, make_ssl_index);
@@ -250,17 +247,22 @@ int amqps_setup_tls(iotgw_conn *c, const iotgw_tls_options *tls, const char *hos
     return IOTGW_OK;
 }
 
-/* Accepted TCP: a server connection with Proton's TLS layer on it. */
-static iotgw_conn *accept_raw(struct lws *wsi)
+/* Why the handshake failed, from the fatal alert we sent: OpenSSL refused the client's
+ * certificate before any verify callback (none sent) or for a reason of its own. */
+static void note_alert(iotgw_conn *c, struct lws *wsi, const struct lws_ssl_info *si)
 {
-    iotgw_conn *c = conn_accept(wsi, IOTGW_TRANSPORT_AMQPS);
-    iotgw_diag d;
-    if (c && amqps_setup_tls(c, &c->listener->opt.tls, NULL, &d)) {
-        lwsl_err("amqps listener: %s\n", d.text);
-        conn_on_socket_gone(c, wsi, IOTGW_COND_TLS, d.text);
-        return NULL;
-    }
-    return c;
+    if (c->tls_failure[0] || !(si->where & SSL_CB_WRITE) || (si->ret >> 8) != 2 /* fatal */)
+        return;
+    int alert = si->ret & 0xff;
+    SSL *ssl = lws_get_ssl(wsi);
+    X509 *cert = ssl ? SSL_get1_peer_certificate(ssl) : NULL;
+    int no_cert = alert == 116 /* certificate_required */ ||
+                  (alert == SSL3_AD_HANDSHAKE_FAILURE && !cert && c->listener && c->listener->ca_file);
+    X509_free(cert);
+    if (no_cert)
+        snprintf(c->tls_failure, sizeof c->tls_failure, "the client sent no certificate");
+    else
+        snprintf(c->tls_failure, sizeof c->tls_failure, "alert sent: %s", SSL_alert_desc_string_long(si->ret));
 }
 
 int raw_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
@@ -268,13 +270,30 @@ int raw_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
     iotgw_conn *c;
     if (conn_callback_prologue(wsi, reason, &c))
         return 0;
-    (void)user;
     switch (reason) {
-    case LWS_CALLBACK_RAW_ADOPT: /* server: accepted */
-        c = accept_raw(wsi);
+    case LWS_CALLBACK_RAW_ADOPT: /* server: accepted; libwebsockets' TLS handshake under way */
+        c = conn_accept(wsi, IOTGW_TRANSPORT_AMQPS);
         if (!c)
             return -1;
         conn_announce(c);
+        return 0;
+
+    case LWS_CALLBACK_FILTER_NETWORK_CONNECTION: { /* accepted, before TLS */
+        iotgw_listener *l = lws_get_vhost_user(lws_get_vhost(wsi));
+        if (l)
+            listener_refresh_certificate(l);
+        return 0;
+    }
+    case LWS_CALLBACK_OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION: {
+        char why[sizeof c->tls_failure];
+        int refuse = tls_peer_verify(wsi, user, (int)len, why, sizeof why);
+        if (refuse && c && !c->tls_failure[0])
+            memcpy(c->tls_failure, why, sizeof why);
+        return refuse;
+    }
+    case LWS_CALLBACK_SSL_INFO:
+        if (c && in)
+            note_alert(c, wsi, in);
         return 0;
 
     case LWS_CALLBACK_RAW_CONNECTED: /* client: TCP connected */
@@ -286,6 +305,14 @@ int raw_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
     case LWS_CALLBACK_RAW_RX:
         if (!c)
             return -1;
+        if (c->is_server && !c->rx_started) { /* the handshake is done once data arrives */
+            /* lws 4.1.6 gives a server connection timeout_secs once its handshake is done
+             * (PENDING_TIMEOUT_ESTABLISH_WITH_SERVER) and its raw-skt role never ends it */
+            lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+            if (c->listener && c->listener->ca_file)
+                tls_peer_verified_cn(wsi, c->peer_cn, sizeof c->peer_cn);
+            c->rx_started = 1;
+        }
         return conn_on_bytes(c, in, len);
 
     case LWS_CALLBACK_RAW_WRITEABLE:
@@ -304,6 +331,8 @@ int raw_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
         return 0;
 
     case LWS_CALLBACK_RAW_CLOSE:
+        if (c && c->is_server)
+            tls_close_notify(wsi, 1);
         if (c)
             conn_on_socket_gone(c, wsi, IOTGW_COND_IO, "connection closed by the peer");
         return 0;

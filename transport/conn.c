@@ -25,6 +25,7 @@
 
 #include "transport/failure_text.h"
 #include "transport/internal.h"
+#include "transport/log.h"
 
 #define MIN_PEER_IDLE_MS 100 /* a shorter idle-time-out from a peer is refused */
 
@@ -62,6 +63,8 @@ iotgw_conn *conn_new(iotgw_loop *loop, iotgw_transport_kind kind, int is_server,
     pn_transport_set_max_frame(t, IOTGW_MAX_FRAME_SIZE);
     if (is_server) {
         pn_transport_set_server(t);
+        c->guarded = 1;
+        c->guard.max_frame = IOTGW_MAX_FRAME_SIZE;
         /* Official SDKs either open a SASL layer or send the bare AMQP header: accept both.
          * Proton detects which from the 8-byte protocol header. */
         sasl_server_setup(c);
@@ -118,7 +121,7 @@ const char *iotgw_conn_peer(iotgw_conn *c)
 
 const char *iotgw_conn_peer_cn(iotgw_conn *c)
 {
-    if (!c->peer_cn[0] && c->kind == IOTGW_TRANSPORT_AMQPS) {
+    if (!c->peer_cn[0] && c->kind == IOTGW_TRANSPORT_AMQPS && !c->is_server) { /* Proton's TLS */
         pn_ssl_t *ssl = pn_ssl(c->driver.transport);
         const char *cn =
             ssl ? pn_ssl_get_remote_subject_subfield(ssl, PN_SSL_CERT_SUBJECT_COMMON_NAME) : NULL;
@@ -162,6 +165,7 @@ static void destroy(iotgw_conn *c)
     }
     link_out(c);
     pn_connection_driver_destroy(&c->driver);
+    frame_guard_free(&c->guard);
     free(c->pending_in);
     free(c);
 }
@@ -189,6 +193,19 @@ static void schedule_tick(iotgw_conn *c)
                          (lws_usec_t)(next > now ? next - now : 0) * 1000);
     else
         lws_sul_cancel(&c->tick_sul);
+}
+
+static void close_refused(iotgw_conn *c);
+
+static void grace_cb(lws_sorted_usec_list_t *sul)
+{
+    iotgw_conn *c = lws_container_of(sul, iotgw_conn, grace_sul);
+    if (!pn_connection_driver_finished(&c->driver)) {
+        if (c->input_refused) /* the reason the owner sees at PN_TRANSPORT_CLOSED */
+            pn_connection_driver_errorf(&c->driver, c->guard.cond, "%s", c->guard.why);
+        pn_connection_driver_close(&c->driver);
+        conn_process(c);
+    }
 }
 
 /* Give Proton what waited for room; resume reading the socket once all of it fitted. */
@@ -260,6 +277,8 @@ void conn_process(iotgw_conn *c)
         /* Asking for output runs Proton's output side, which may close the transport's
          * head and queue more events (e.g. after a TLS failure): deliver those too. */
         (void)pn_connection_driver_write_buffer(&c->driver);
+        if (c->input_refused == 1)
+            close_refused(c);
     } while (pn_connection_driver_has_event(&c->driver));
     c->dispatching = 0;
 
@@ -304,8 +323,57 @@ void conn_on_connected(iotgw_conn *c, struct lws *wsi)
     conn_process(c);
 }
 
+/* The guard refused a frame: Proton never sees it nor anything after it. The peer gets
+ * the AMQP close with the guard's condition (if the AMQP layer is up; in the SASL layer
+ * it only sees the socket end), then the socket is cut after CLOSE_GRACE_MS. */
+static void refuse_input(iotgw_conn *c)
+{
+    static iotgw_log_limit refusals; /* the loop's thread only */
+    c->input_refused = 1; /* conn_process closes (close_refused) */
+    c->pending_len = 0;
+    iotgw_log_limited(&refusals, IOTGW_LOG_WARN, "AMQP peer %s refused: %s: %s", c->peer, c->guard.cond,
+                      c->guard.why);
+    lws_sul_schedule(c->loop->ctx, 0, &c->grace_sul, grace_cb, (lws_usec_t)CLOSE_GRACE_MS * 1000);
+}
+
+/* After the owner saw the events of what came before the refused frame (it would open
+ * what is closed here before them). */
+static void close_refused(iotgw_conn *c)
+{
+    c->input_refused = 2;
+    pn_connection_t *pc = c->driver.connection;
+    pn_condition_set_name(pn_connection_condition(pc), c->guard.cond);
+    pn_condition_set_description(pn_connection_condition(pc), c->guard.why);
+    if (!(pn_connection_state(pc) & PN_LOCAL_CLOSED))
+        pn_connection_close(pc);
+}
+
 int conn_on_bytes(iotgw_conn *c, const uint8_t *data, size_t len)
 {
+    if (c->input_refused)
+        return 0; /* dropped: the socket is cut when the grace ends */
+    int refused = 0;
+    if (c->guarded) {
+        size_t ok = frame_guard_scan(&c->guard, data, len);
+        refused = ok < len;
+        len = ok;
+    }
+    if (refused) {
+        /* what came before the refused frame, then nothing more */
+        while (len) {
+            pn_rwbytes_t rb = pn_connection_driver_read_buffer(&c->driver);
+            if (rb.size == 0)
+                break; /* Proton is full: the peer loses what it sent before, no one else */
+            size_t n = rb.size < len ? rb.size : len;
+            memcpy(rb.start, data, n);
+            pn_connection_driver_read_done(&c->driver, n);
+            data += n;
+            len -= n;
+        }
+        refuse_input(c);
+        conn_process(c);
+        return 0;
+    }
     if (c->pending_len == 0) {
         while (len) {
             pn_rwbytes_t rb = pn_connection_driver_read_buffer(&c->driver);
@@ -375,8 +443,11 @@ int conn_on_writable(iotgw_conn *c, int ws)
     }
     conn_process(c);
     if (c->closing_socket && !pn_connection_driver_write_buffer(&c->driver).size &&
-        !lws_partial_buffered(c->wsi))
+        !lws_partial_buffered(c->wsi)) {
+        if (!ws && c->is_server)
+            tls_close_notify(c->wsi, 0);
         return -1;
+    }
     return 0;
 }
 
@@ -385,8 +456,17 @@ void conn_on_socket_gone(iotgw_conn *c, struct lws *wsi, const char *cond_name, 
     if (wsi)
         lws_set_opaque_user_data(wsi, NULL); /* no later callback reaches c */
     c->wsi = NULL;
+    char tls[sizeof c->tls_failure + 32];
+    if (c->tls_failure[0]) { /* the socket ended because the TLS handshake failed */
+        snprintf(tls, sizeof tls, "TLS handshake failed: %s", c->tls_failure);
+        cond_name = IOTGW_COND_TLS, description = tls;
+    }
     pn_condition_t *cond = pn_transport_condition(c->driver.transport);
-    if (!pn_connection_driver_finished(&c->driver) && !pn_condition_is_set(cond))
+    /* After both closes the socket's end loses nothing: a TLS server (libwebsockets') closes
+     * as soon as its close_notify is out, before Proton has written ours */
+    pn_state_t both_closed = PN_LOCAL_CLOSED | PN_REMOTE_CLOSED;
+    int clean = (pn_connection_state(c->driver.connection) & both_closed) == both_closed && !c->tls_failure[0];
+    if (!pn_connection_driver_finished(&c->driver) && !clean && !pn_condition_is_set(cond))
         pn_condition_set_name(cond, cond_name), pn_condition_set_description(cond, description);
     pn_connection_driver_close(&c->driver);
     conn_process(c); /* delivers PN_TRANSPORT_CLOSED and frees */
@@ -474,14 +554,6 @@ void conn_start_connect_deadline(iotgw_conn *c, uint32_t ms)
                      (lws_usec_t)c->connect_timeout_ms * 1000);
 }
 
-static void grace_cb(lws_sorted_usec_list_t *sul)
-{
-    iotgw_conn *c = lws_container_of(sul, iotgw_conn, grace_sul);
-    if (!pn_connection_driver_finished(&c->driver)) {
-        pn_connection_driver_close(&c->driver);
-        conn_process(c);
-    }
-}
 
 void iotgw_conn_close(iotgw_conn *c, const char *cond_name, const char *description)
 {

@@ -479,8 +479,14 @@ static int ws_upgrade_allowed(struct lws *wsi, iotgw_listener *l)
 
 int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
 {
+    if (reason == LWS_CALLBACK_FILTER_NETWORK_CONNECTION) { /* accepted, before TLS */
+        iotgw_listener *l = wsi ? lws_get_vhost_user(lws_get_vhost(wsi)) : NULL;
+        if (l)
+            listener_refresh_certificate(l);
+        return 0;
+    }
     if (reason == LWS_CALLBACK_OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION) /* user is OpenSSL's, not ours */
-        return tls_peer_verify(wsi, user, (int)len);
+        return tls_peer_verify(wsi, user, (int)len, NULL, 0);
     /* lws tells protocol 0 of every wsi's end: a WebSocket stream's goes to its owner */
     const struct lws_protocols *wp = reason == LWS_CALLBACK_WSI_DESTROY && wsi ? lws_get_protocol(wsi) : NULL;
     if (wp && wp->callback == ws_stream_callback)

@@ -11,6 +11,7 @@
 #include "codecs/list.h"
 #include "codecs/text.h"
 #include "transport/transport.h"
+#include "transport/frame_guard.h"
 
 #define LWS_PROTOCOL_HTTP "iotgw-http"
 #define LWS_PROTOCOL_RAW  "iotgw-raw"
@@ -81,6 +82,14 @@ struct iotgw_conn {
     char host[256]; /* clients: where it connects, for connect_probe */
     int port;
     char peer_cn[128]; /* verified peer certificate's CN, or "" */
+    /* AMQPS listeners (libwebsockets' TLS): why the handshake failed, or ""; whether
+     * data has arrived (the handshake is done) */
+    char tls_failure[256];
+    int rx_started;
+    /* server connections: every frame checked before Proton reads it (frame_guard.h);
+     * once it refused one, nothing more of the peer's input reaches Proton */
+    int guarded, input_refused;
+    frame_guard guard;
     /* AMQPS (amqps.c): OpenSSL's first refusal of the peer's certificate, 0: none */
     int tls_verify_error, tls_verify_depth;
     SSL_verify_cb tls_next_verify; /* Proton's verify callback, which ours wraps */
@@ -98,16 +107,23 @@ struct iotgw_listener {
     char *cert_file, *key_file, *ca_file;
     char *ws_stream_subprotocol, *ws_stream_subprotocol_upper;
     struct lws_protocols protocols[5];
+    struct timespec cert_mtime, key_mtime; /* the files as loaded (listener_refresh_certificate) */
+    off_t cert_size, key_size;
     iotgw_list loop_node; /* in loop->listeners */
 };
 
 /* tls_peer.c: client certificates on listeners. Protocol 0 of a listener that asks for
  * client certificates answers LWS_CALLBACK_OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION with
- * tls_peer_verify(wsi, user, (int)len): nonzero refuses the certificate (and logs why,
- * rate-limited). tls_peer_verified_cn: the CN of the peer's certificate if OpenSSL
+ * tls_peer_verify(wsi, user, (int)len, why, size): nonzero refuses the certificate (and logs
+ * why, rate-limited; why, if not NULL, gets the reason in tls_reason.c's words). tls_peer_verified_cn: the CN of the peer's certificate if OpenSSL
  * verified it, else -1 and "". */
-int tls_peer_verify(struct lws *wsi, void *x509_store_ctx, int preverify_ok);
+int tls_peer_verify(struct lws *wsi, void *x509_store_ctx, int preverify_ok, char *why, size_t why_size);
 int tls_peer_verified_cn(struct lws *wsi, char *out, size_t size);
+/* Before a TLS raw socket is closed: libwebsockets closes a raw socket without TLS's
+ * close_notify, which peers (Proton among them) report as a truncated connection. Once
+ * our output is flushed (only_in_answer 0), or when the peer's close_notify ended the
+ * socket (only_in_answer 1: not after a reset). Nothing on a plain socket. */
+void tls_close_notify(struct lws *wsi, int only_in_answer);
 
 /* conn.c: the bridge between a socket and a Proton connection driver */
 iotgw_conn *conn_new(iotgw_loop *loop, iotgw_transport_kind kind, int is_server, uint32_t idle_timeout_ms,
@@ -166,6 +182,12 @@ const char *loop_tls_error(void);
  * has room for n + WS_CLIENT_FRAME_HEADER_MAX; returns its length, 0 if no masking key. */
 #define WS_CLIENT_FRAME_HEADER_MAX 14
 size_t ws_client_frame(uint8_t *out, const uint8_t *payload, size_t n);
+/* listen_check.c: that a certificate and its key load and belong together */
+int check_tls_files(const char *cert_file, const char *key_file, iotgw_diag *diag);
+/* listener.c: before a TLS listener accepts: when its certificate or key file changed
+ * (renewed in place), new connections get the new one once both load and match;
+ * connections already open keep theirs. A stat() of each file per connection. */
+void listener_refresh_certificate(iotgw_listener *l);
 /* listen_check.c: before a listener is created, that its certificate and key load and
  * match (cert NULL: no TLS) and that its address can be bound (not in use, permitted, of
  * this host); 0, or an IOTGW_ERR_ code with the reason in diag. */

@@ -24,7 +24,7 @@ static int tls_fail(iotgw_diag *diag, const char *what, const char *file)
     return iotgw_diag_fail(diag, IOTGW_ERR_INVALID_ARG, "TLS %s '%s': %s", what, file, reason);
 }
 
-static int check_tls_files(const char *cert_file, const char *key_file, iotgw_diag *diag)
+int check_tls_files(const char *cert_file, const char *key_file, iotgw_diag *diag)
 {
     if (!cert_file)
         return 0;

@@ -2,8 +2,20 @@
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "transport/internal.h"
+
+/* Whether path changed since *mtime and *size were taken, which are taken again. */
+static int stamp_changed(const char *path, struct timespec *mtime, off_t *size)
+{
+    struct stat st;
+    if (!path || stat(path, &st))
+        return 0;
+    int changed = st.st_size != *size || st.st_mtim.tv_sec != mtime->tv_sec || st.st_mtim.tv_nsec != mtime->tv_nsec;
+    *mtime = st.st_mtim, *size = st.st_size;
+    return changed;
+}
 
 int iotgw_listener_new(iotgw_loop *loop, const iotgw_listener_options *opt, iotgw_listener **out,
                        iotgw_diag *diag)
@@ -76,6 +88,16 @@ int iotgw_listener_new(iotgw_loop *loop, const iotgw_listener_options *opt, iotg
                 l->protocols[3] = (struct lws_protocols){
                     l->ws_stream_subprotocol_upper, ws_stream_callback, 0, RX_CHUNK, 0, NULL, 0};
         }
+    } else {
+        /* TLS by libwebsockets, AMQP in plaintext to conn.c (amqps.c) */
+        info.vhost_name = "amqps";
+        l->protocols[0] = (struct lws_protocols){LWS_PROTOCOL_RAW, raw_callback, 0, RX_CHUNK, 0, NULL, 0};
+        info.options |= LWS_SERVER_OPTION_ADOPT_APPLY_LISTEN_ACCEPT_CONFIG;
+        info.listen_accept_role = "raw-skt";
+        info.listen_accept_protocol = LWS_PROTOCOL_RAW;
+        info.ssl_info_event_mask = SSL_CB_ALERT; /* a fatal alert we send says why (amqps.c) */
+    }
+    if (!plain) {
         info.ssl_cert_filepath = l->cert_file;
         info.ssl_private_key_filepath = l->key_file;
         info.ssl_options_set = SSL_OP_NO_SSLv3 | SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1; /* TLS 1.2+ */
@@ -83,18 +105,11 @@ int iotgw_listener_new(iotgw_loop *loop, const iotgw_listener_options *opt, iotg
             info.ssl_ca_filepath = l->ca_file;
             info.options |= LWS_SERVER_OPTION_REQUIRE_VALID_OPENSSL_CLIENT_CERT;
         }
-    } else {
-        /* Plain TCP for libwebsockets; Proton's TLS layer runs on top (amqps.c). */
-        info.vhost_name = "amqps";
-        l->protocols[0] = (struct lws_protocols){LWS_PROTOCOL_RAW, raw_callback, 0, RX_CHUNK, 0, NULL, 0};
-        info.options |= LWS_SERVER_OPTION_ADOPT_APPLY_LISTEN_ACCEPT_CONFIG;
-        info.listen_accept_role = "raw-skt";
-        info.listen_accept_protocol = LWS_PROTOCOL_RAW;
     }
     info.protocols = l->protocols;
 
-    /* Check the files and address now: a bad certificate fails at start-up (for AMQPS it
-     * would only be read at the first client), with the reason. */
+    /* Check the files and address now: a bad certificate fails at start-up, with the
+     * reason (libwebsockets' own words would only say that it failed). */
     int rc = listen_check(l->address, opt->port, l->cert_file, l->key_file, diag);
     l->vhost = rc ? NULL : lws_create_vhost(loop->ctx, &info);
     if (!l->vhost) {
@@ -105,9 +120,27 @@ int iotgw_listener_new(iotgw_loop *loop, const iotgw_listener_options *opt, iotg
         iotgw_listener_free(l);
         return rc;
     }
+    if (!plain)
+        (void)stamp_changed(l->cert_file, &l->cert_mtime, &l->cert_size),
+            (void)stamp_changed(l->key_file, &l->key_mtime, &l->key_size);
     iotgw_list_push_front(&loop->listeners, &l->loop_node);
     *out = l;
     return IOTGW_OK;
+}
+
+void listener_refresh_certificate(iotgw_listener *l)
+{
+    int changed = stamp_changed(l->cert_file, &l->cert_mtime, &l->cert_size);
+    changed |= stamp_changed(l->key_file, &l->key_mtime, &l->key_size);
+    if (!changed)
+        return;
+    iotgw_diag d = {0};
+    if (check_tls_files(l->cert_file, l->key_file, &d)) { /* half written, perhaps: the next try */
+        l->cert_size = l->key_size = -1;
+        lwsl_warn("listener: the changed certificate is not used yet: %s\n", d.text);
+        return;
+    }
+    lws_tls_cert_updated(l->loop->ctx, l->cert_file, l->key_file, NULL, 0, NULL, 0);
 }
 
 int iotgw_listener_port(const iotgw_listener *l)

@@ -141,7 +141,11 @@ static int on_writable(iotgw_stream *s)
         lws_callback_on_writable(s->wsi);
         return 0;
     }
-    return s->close_after_flush ? -1 : 0;
+    if (!s->close_after_flush)
+        return 0;
+    if (!s->ws)
+        tls_close_notify(s->wsi, 0);
+    return -1;
 }
 
 static int accept_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
@@ -193,7 +197,7 @@ static int stream_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
         if (s->h.on_data && s->h.on_data(s, in, len, s->ctx) < 0)
             return -1;
         return s->close_now ? -1 : 0;
-    case LWS_CALLBACK_OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION: return tls_peer_verify(wsi, user, (int)len);
+    case LWS_CALLBACK_OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION: return tls_peer_verify(wsi, user, (int)len, NULL, 0);
     case LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS:
         /* lws's SNI callback would hand a connection whose ServerName matches no vhost to
          * the first vhost on the same "port", and every stream listener's vhost listens on
@@ -203,6 +207,9 @@ static int stream_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
         return 0;
     case LWS_CALLBACK_RAW_WRITEABLE: return s ? on_writable(s) : -1;
     case LWS_CALLBACK_RAW_CLOSE:
+        if (s)
+            tls_close_notify(wsi, 1);
+        /* fall through */
     case LWS_CALLBACK_WSI_DESTROY:
         if (s)
             finish(s, "connection closed by the peer");

@@ -26,7 +26,7 @@ uint64_t iotgw_tls_client_cert_refusals(void)
     return refused;
 }
 
-int tls_peer_verify(struct lws *wsi, void *x509_store_ctx, int preverify_ok)
+int tls_peer_verify(struct lws *wsi, void *x509_store_ctx, int preverify_ok, char *out, size_t out_size)
 {
     if (preverify_ok)
         return 0;
@@ -42,7 +42,18 @@ int tls_peer_verify(struct lws *wsi, void *x509_store_ctx, int preverify_ok)
         lws_get_peer_simple(wsi, peer, sizeof peer);
     iotgw_log_limited(&refusals, IOTGW_LOG_WARN, "TLS: client certificate from %s refused: %s; subject %s",
                       peer[0] ? peer : "?", why, subject[0] ? subject : "?");
+    if (out && out_size)
+        snprintf(out, out_size, "%s", why);
     return 1; /* nonzero: lws tells OpenSSL to fail the handshake */
+}
+
+void tls_close_notify(struct lws *wsi, int only_in_answer)
+{
+    SSL *ssl = lws_get_ssl(wsi);
+    if (!ssl || !SSL_is_init_finished(ssl) || (SSL_get_shutdown(ssl) & SSL_SENT_SHUTDOWN) ||
+        (only_in_answer && !(SSL_get_shutdown(ssl) & SSL_RECEIVED_SHUTDOWN)))
+        return;
+    (void)SSL_shutdown(ssl); /* one record; if the socket cannot take it, the peer sees EOF */
 }
 
 int tls_peer_verified_cn(struct lws *wsi, char *out, size_t size)

@@ -252,6 +252,23 @@ seeds["client_cert"] = (bytes([0x40 | 0x3f]) + start() +
 seeds["garbage"] = bytes([0x3f]) + start() + cbs(AUD, TOK) + b"\x00\x00\x00\x09\x02\x00\x00\x00\xff"
 seeds["bad_header"] = bytes([0x00]) + b"AMQP\x02\x01\x00\x00" + open_()
 
+# What conn.c's frame guard refuses before Proton reads it: a transfer starting a delivery
+# with more=true and no delivery-id (Proton 0.37 asserts), one after an aborted delivery,
+# a continuation after the handle's detach, a second sasl-init (Proton leaks the first).
+cbs_link = attach("cbs-sender", 0, True, "$cbs")
+seeds["transfer_more_without_id"] = (bytes([0x3f]) + start() + cbs_link +
+                                     frame(0x14, [uint(0), None, b"t", uint(0), False, True]))
+seeds["continuation_after_abort"] = (bytes([0x05]) + start() + cbs(AUD, TOK) + attach("events", 2, True, EVENTS) +
+                                     frame(0x14, [uint(2), uint(1), b"a", uint(0), False, True,
+                                                  None, None, False, True], payload=b"x") +
+                                     transfer(2, None, b"y", more=True, first=False))
+seeds["continuation_after_detach"] = (bytes([0x3f]) + start() + cbs(AUD, TOK) + attach("events", 2, True, EVENTS) +
+                                      transfer(2, 1, b"x", more=True) + detach(2) +
+                                      attach("events", 2, True, EVENTS) +
+                                      transfer(2, None, b"y", more=True, first=False))
+seeds["second_sasl_init"] = (bytes([0x3f]) + SASL_HEADER + sasl_init() + sasl_init("PLAIN") + sasl_init() +
+                             AMQP_HEADER + open_())
+
 for name, data in seeds.items():
     with open(os.path.join(out, name), "wb") as f:
         f.write(data)

@@ -17,6 +17,7 @@ import os
 import re
 import ssl
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -228,6 +229,48 @@ class Refusals(unittest.TestCase):
             self.assertIn(words, why)
         self.bystander.telemetry(self, "between")
         GW.wait_for_log("put-token refused (404)")
+
+    def test_frames_that_would_abort_proton_are_refused_alone(self):
+        """conn.c's frame guard, over TLS: a transfer that starts a delivery with more=true
+        and no delivery-id (Debian's Proton asserts on it: the gateway would abort) gets
+        the AMQP close amqp:invalid-field; a second sasl-init (Proton leaks) ends that
+        connection; the bystander on its own connection goes on (tearDown)."""
+        from proton import Data, Described, ulong, uint
+
+        def frame(code, fields, ftype=0):
+            d = Data()
+            d.put_object(Described(ulong(code), fields))
+            body = d.encode()
+            return struct.pack(">IBBH", 8 + len(body), 2, ftype, 0) + body
+
+        sasl = b"AMQP\x03\x01\x00\x00" + frame(0x41, [symbol("ANONYMOUS"), b"", "localhost"], ftype=1)
+        start = sasl + b"AMQP\x00\x01\x00\x00" + frame(0x10, ["dev", HOST]) + \
+            frame(0x11, [None, uint(0), uint(100), uint(100)]) + \
+            frame(0x12, ["cbs", uint(0), False, None, None, None, None, "$cbs"])
+        cases = [(start + frame(0x14, [uint(0), None, b"t", uint(0), False, True]),
+                  b"starts a delivery without a delivery-id", "amqp:invalid-field"),
+                 (sasl + frame(0x41, [symbol("PLAIN"), b"\0a\0b", "localhost"], ftype=1), None,
+                  "a second sasl-init")]
+        ctx = ssl.create_default_context(cafile=CA)
+        for data, answer, logged in cases:
+            with socket.create_connection(("127.0.0.1", GW.port), timeout=10) as raw:
+                with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                    tls.sendall(data)
+                    got = b""
+                    try:
+                        while True:
+                            chunk = tls.recv(65536)
+                            if not chunk:
+                                break
+                            got += chunk
+                    except (ssl.SSLError, ConnectionResetError, socket.timeout):
+                        pass
+            if answer:  # the close frame, with the guard's condition and words
+                self.assertIn(b"amqp:invalid-field", got, GW.log_text()[-3000:])
+                self.assertIn(answer, got)
+            GW.wait_for_log(logged)
+        self.assertRegex(GW.log_text(), r"AMQP peer amqps 127\.0\.0\.1\S* refused: amqp:invalid-field: a transfer "
+                                        r"on channel 0 handle 0 starts a delivery without a delivery-id")
 
     def test_not_a_put_token(self):
         self.cbs.sender.send(Message(id=99, body="x", properties={"operation": "delete-token",

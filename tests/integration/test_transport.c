@@ -409,8 +409,10 @@ static void amqps_client_certificate_refused(const char *name, const char *why)
     ck_assert_int_eq(s->accepted, 1);
     ck_assert_str_eq(s->peer.cond_name, IOTGW_COND_TLS);
     ck_assert_str_eq(s->peer.cond_desc, why);
-    /* Proton sends no TLS alert once it failed: the client hears only the close */
-    ck_assert_msg(client.cond_name[0] != '\0', "a refused client did not fail");
+    /* the client hears the alert ("tlsv1 alert unknown ca" and so on), or, when the
+     * socket's end reaches it first (seen on the libuv backend), only the close */
+    ck_assert_msg(!strcmp(client.cond_name, IOTGW_COND_TLS) || !strcmp(client.cond_name, IOTGW_COND_IO),
+                  "a refused client: %s", client.cond_name);
     ck_assert_int_eq(client.remote_opened, 0);
 }
 
@@ -426,7 +428,7 @@ START_TEST(amqps_listener_says_why_a_client_certificate_was_refused)
                                      "self-signed and not trusted (OpenSSL: self-signed certificate)");
     iotgw_listener_free(srv.listener);
     memset(&srv, 0, sizeof srv);
-    amqps_client_certificate_refused(NULL, "TLS handshake failed: peer did not return a certificate");
+    amqps_client_certificate_refused(NULL, "TLS handshake failed: the client sent no certificate");
 }
 END_TEST
 
