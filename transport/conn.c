@@ -359,8 +359,9 @@ int conn_on_bytes(iotgw_conn *c, const uint8_t *data, size_t len)
         len = ok;
     }
     if (refused) {
-        /* what came before the refused frame, then nothing more */
-        while (len) {
+        /* what came before the refused frame, then nothing more; not ahead of input still
+         * parked (Proton would read the stream out of order): then the peer loses both */
+        while (len && !c->pending_len) {
             pn_rwbytes_t rb = pn_connection_driver_read_buffer(&c->driver);
             if (rb.size == 0)
                 break; /* Proton is full: the peer loses what it sent before, no one else */

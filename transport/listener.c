@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include "transport/internal.h"
+#include "transport/log.h"
 
 /* Whether path changed since *mtime and *size were taken, which are taken again. */
 static int stamp_changed(const char *path, struct timespec *mtime, off_t *size)
@@ -137,7 +138,9 @@ void listener_refresh_certificate(iotgw_listener *l)
     iotgw_diag d = {0};
     if (check_tls_files(l->cert_file, l->key_file, &d)) { /* half written, perhaps: the next try */
         l->cert_size = l->key_size = -1;
-        lwsl_warn("listener: the changed certificate is not used yet: %s\n", d.text);
+        static iotgw_log_limit not_yet; /* tried again at each accept: one line per window */
+        iotgw_log_limited(&not_yet, IOTGW_LOG_WARN, "listener: the changed certificate is not used yet: %s",
+                          d.text);
         return;
     }
     lws_tls_cert_updated(l->loop->ctx, l->cert_file, l->key_file, NULL, 0, NULL, 0);

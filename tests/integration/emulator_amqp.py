@@ -21,7 +21,8 @@ from proton.utils import LinkDetached
 
 from iotgw_testlib import readline_within, run_tests
 from emulator_lib import (Emulator, Cbs, HOST, StreamReader, connect, device_token, module_token, owner_token,
-                          pump, sas_token, wait_detached, DEVICE_KEYS, DEVICE_POLICY_KEY, SERVICE_KEY)
+                          pump, raw_tls_exchange, sas_token, wait_detached, DEVICE_KEYS, DEVICE_POLICY_KEY,
+                          SERVICE_KEY)
 import unittest
 
 BINARY, CERTS = sys.argv[1:3]
@@ -820,20 +821,7 @@ class StreamRedirect(unittest.TestCase):
 
 class HostileInput(unittest.TestCase):
     def raw(self, data):
-        ctx = ssl.create_default_context(cafile=EMU.ca)
-        with socket.create_connection(("127.0.0.1", EMU.amqps), timeout=10) as s:
-            with ctx.wrap_socket(s, server_hostname="localhost") as t:
-                t.sendall(data)
-                out = b""
-                try:
-                    while len(out) < 4096:
-                        chunk = t.recv(4096)
-                        if not chunk:
-                            break
-                        out += chunk
-                except (socket.timeout, ConnectionError, ssl.SSLError):
-                    pass
-                return out
+        return raw_tls_exchange(EMU.amqps, EMU.ca, data, limit=4096)
 
     def test_garbage_after_header_closes_that_connection_only(self):
         keep = connect(EMU)

@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import re
+import socket
 import ssl
 import subprocess
 import tempfile
@@ -145,6 +146,25 @@ class Emulator(LoggedProcess):
         data = resp.read()
         conn.close()
         return resp.status, dict(resp.getheaders()), (json.loads(data) if data else None)
+
+
+def raw_tls_exchange(port, ca, data, limit=1 << 20):
+    """Send data over TLS to 127.0.0.1:port (as a peer that ignores the protocol would)
+    and return what comes back until the server closes, limit bytes or 10 s."""
+    ctx = ssl.create_default_context(cafile=ca)
+    out = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        with ctx.wrap_socket(s, server_hostname="localhost") as t:
+            t.sendall(data)
+            try:
+                while len(out) < limit:
+                    chunk = t.recv(65536)
+                    if not chunk:
+                        break
+                    out += chunk
+            except (socket.timeout, ConnectionError, ssl.SSLError):
+                pass
+    return out
 
 
 def proton_ssl(ca):

@@ -34,7 +34,7 @@ import urllib.request
 from iotgw_testlib import WRAPPER, LoggedProcess, readline_within, run_tests
 from device_lib import Device, T, load_schemas
 from emulator_lib import (Cbs, Emulator, HOST, StreamReader, connect, fleet_registry, owner_token, pump,
-                          random_key, sas_token, wait_detached)
+                          random_key, raw_tls_exchange, sas_token, wait_detached)
 
 EMULATOR, IOTGW, SCHEMAS, CERTS = sys.argv[1:5]
 del sys.argv[1:5]
@@ -251,20 +251,8 @@ class Refusals(unittest.TestCase):
                   b"starts a delivery without a delivery-id", "amqp:invalid-field"),
                  (sasl + frame(0x41, [symbol("PLAIN"), b"\0a\0b", "localhost"], ftype=1), None,
                   "a second sasl-init")]
-        ctx = ssl.create_default_context(cafile=CA)
         for data, answer, logged in cases:
-            with socket.create_connection(("127.0.0.1", GW.port), timeout=10) as raw:
-                with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
-                    tls.sendall(data)
-                    got = b""
-                    try:
-                        while True:
-                            chunk = tls.recv(65536)
-                            if not chunk:
-                                break
-                            got += chunk
-                    except (ssl.SSLError, ConnectionResetError, socket.timeout):
-                        pass
+            got = raw_tls_exchange(GW.port, CA, data)
             if answer:  # the close frame, with the guard's condition and words
                 self.assertIn(b"amqp:invalid-field", got, GW.log_text()[-3000:])
                 self.assertIn(answer, got)
